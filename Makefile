@@ -1,0 +1,38 @@
+# advlora: set-up, demo and tests. Every target creates or reuses the virtual environment at .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.advlora-installed
+FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+# CPU wheels of torch lie on some machines under /opt/wheels; pip finds them there before any index.
+WHEELS := $(wildcard /opt/wheels)
+FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
+
+.PHONY: setup demo test font clean-venv
+
+setup: $(STAMP) font
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, exactly pinned, so that nothing later can pull a CUDA build.
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt torch==2.13.0
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+font:
+	@if [ -f "$(FONT)" ] || fc-list 2>/dev/null | grep -qi "Noto Color Emoji"; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fonts-noto-color-emoji >/dev/null; \
+	else echo "advlora: install the Noto Color Emoji font (package fonts-noto-color-emoji) or pass --font PATH" >&2; exit 2; fi
+
+demo: setup
+	$(VENV)/bin/advlora demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from advlora.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The ``advlora`` command: one sub-command per module of this package, imported only when used.
+
+Each module in ``COMMANDS`` exposes ``add_arguments(parser)`` and ``run(args) -> int``. Bad input raises
+``AdvloraError``, which ``main`` prints as one line on stderr with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from advlora.errors import AdvloraError
+
+#: sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("advlora.cli.data", "build the embedded data sets, or check a data set on disk"),
+    "pretrain": ("advlora.cli.pretrain", "pre-train the tiny CLIP or BLIP on the emoji benchmark"),
+    "eval": ("advlora.cli.eval", "evaluate retrieval, clean and under attack"),
+    "attack": ("advlora.cli.attack", "run one attack and report robust retrieval"),
+    "adapter": ("advlora.cli.adapter", "attach, inspect, export or merge adapters"),
+    "train": ("advlora.cli.train", "adversarial training of any adapter method"),
+    "demo": ("advlora.cli.demo", "the end-to-end AdvLoRA-vs-baselines demo on the embedded default"),
+    "grid": ("advlora.cli.grid", "run a grid of methods x attacks x eps x datasets x seeds"),
+    "ablate": ("advlora.cli.ablate", "ablate AdvLoRA's parts under one budget"),
+    "analyze": ("advlora.cli.analyze", "singular spectra of weight updates and alpha statistics"),
+    "bench": ("advlora.cli.bench", "efficiency ratios measured side by side"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="advlora", description="Adversarially robust low-rank adaptation of "
+                                     "vision-language models, and honest robust retrieval evaluation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, (mod_name, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name:
+                continue  # a command not built yet
+            raise
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+        modules[name] = mod
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _quiet_libraries()
+    parser, modules = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    mod = modules[args.command]
+    if extra and not getattr(mod, "ACCEPTS_OVERRIDES", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return int(mod.run(args) or 0)
+    except AdvloraError as e:
+        print(f"advlora {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"advlora {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - quieting is best effort
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

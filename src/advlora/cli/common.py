@@ -1,0 +1,41 @@
+"""Arguments shared by several sub-commands, so that every command spells them the same way."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tiny-clip",
+                        data_default: str = "emoji") -> None:
+    p.add_argument("--model", default=model_default, help="hub id, local folder, tiny-clip or tiny-blip")
+    p.add_argument("--adapter", default=None, help="adapter folder (peft format) to load onto the model")
+    p.add_argument("--data", default=data_default, help="emoji, emoji-video, or an annotation file")
+    p.add_argument("--split", default="test", help="split of the data set (default: test)")
+    p.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
+    p.add_argument("--limit", type=int, default=None, help="a deterministic subset of N images / videos")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rerank-k", type=int, default=-1,
+                   help="BLIP: re-rank the top k of ITC by ITM (default 16; 0 = ITC only)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument("--out", default=None, help=f"run folder (default: runs/{command}-<timestamp>)")
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model_and_adapter(args: argparse.Namespace):
+    """The model named by ``--model`` on ``--device``, with ``--adapter`` loaded when given."""
+    from advlora.models import load_model
+
+    model = load_model(args.model, device=resolve_device(args.device))
+    if getattr(args, "adapter", None):
+        from advlora.adapters import load_adapter
+
+        load_adapter(model, args.adapter)
+    return model

@@ -1,0 +1,31 @@
+"""``advlora eval``: clean retrieval metrics of a model (and adapter) on a data set, written to a run folder."""
+from __future__ import annotations
+
+import argparse
+
+from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_data_args(p)
+    add_out_arg(p, "eval")
+
+
+def run(args: argparse.Namespace) -> int:
+    from advlora.data import load_dataset
+    from advlora.evaluation import evaluate_clean
+    from advlora.io import write_json
+    from advlora.report.tables import metrics_table
+    from advlora.runs import default_out, run_folder
+
+    model = load_model_and_adapter(args)
+    data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed)
+    metrics = evaluate_clean(model, data, batch_size=args.batch_size, rerank_k=args.rerank_k)
+    config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
+    out = args.out or default_out("eval")
+    with run_folder(out, config, seed=args.seed) as tmp:
+        write_json(tmp / "metrics.json", {"clean": metrics, "n_images": len(data), "n_texts": len(data.captions)})
+    print(f"{data.name}: {len(data)} images, {len(data.captions)} captions; model {args.model}")
+    print(metrics_table({"clean": metrics}))
+    print(f"run folder: {out}")
+    return 0

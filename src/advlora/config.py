@@ -1,0 +1,135 @@
+"""Config plumbing: dataclasses from YAML dicts, dotted command-line overrides, and back to YAML.
+
+Each pipeline stage defines its own dataclass next to its code (``AdapterConfig``, ``ThreatModel``,
+``TrainConfig``...); this module only converts. Unknown keys are errors that name the key and the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from advlora.errors import AdvloraError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with one clear error for a missing or malformed file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdvloraError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise AdvloraError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise AdvloraError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML reads it, plus numbers YAML 1.1 leaves as strings (``1e-4``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_dotted(d: dict, dotted: str, value: Any) -> None:
+    """``set_dotted(d, "train.lr", 1e-4)`` sets ``d["train"]["lr"]``."""
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise AdvloraError(f"override --{dotted}: {k!r} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_overrides(argv: list[str]) -> dict:
+    """``["--train.lr", "1e-4", "--adapter.rank=8"]`` -> ``{"train": {"lr": 1e-4}, "adapter": {"rank": 8}}``."""
+    out: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or "." not in arg.split("=")[0]:
+            raise AdvloraError(f"unrecognised argument {arg!r} (dotted overrides look like --train.lr 1e-4)")
+        if "=" in arg:
+            key, text = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise AdvloraError(f"override {arg} needs a value")
+            key, text = arg[2:], argv[i + 1]
+            i += 2
+        set_dotted(out, key, parse_value(text))
+    return out
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge; ``over`` wins."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a dict, recursing into nested dataclass fields; unknown keys are errors."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise AdvloraError(f"unknown config key {where}{sorted(unknown)[0]!r} (valid: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_type(hints.get(name))
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value, f"{where}{name}.")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise AdvloraError(f"config {where.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def _dataclass_type(hint: Any) -> type | None:
+    if dataclasses.is_dataclass(hint):
+        return hint
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        for a in typing.get_args(hint):
+            if dataclasses.is_dataclass(a):
+                return a
+    return None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict (for YAML/JSON)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)

@@ -1,0 +1,42 @@
+"""Data: the embedded emoji benchmark, annotation formats, and ``load_dataset`` that resolves a ``--data`` value."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from advlora.data.dataset import RetrievalDataset
+from advlora.data.formats import FORMATS, read_annotations
+from advlora.errors import AdvloraError
+
+__all__ = ["FORMATS", "RetrievalDataset", "load_dataset"]
+
+#: names that resolve to data advlora builds itself: name -> builder(split) -> annotation file path
+EMBEDDED = ("emoji", "emoji-video")
+
+
+def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limit: int | None = None,
+                 seed: int = 0) -> RetrievalDataset:
+    """Resolve ``--data``: ``emoji`` (built and cached on first use) or an annotation file / folder on disk.
+
+    Args:
+        spec: ``emoji``, ``emoji-video`` or a path to an annotation file.
+        split: the split to read (embedded sets and formats that hold several splits).
+        fmt: annotation format name (see ``FORMATS``); detected from the file when None.
+        limit: a deterministic subset of this many images (or videos).
+    """
+    if spec == "emoji":
+        from advlora.data.emoji import emoji_split_path
+
+        ds = read_annotations(emoji_split_path(split), "jsonl")
+        ds.name = f"emoji-{split}"
+    elif spec == "emoji-video":
+        from advlora.data.video import emoji_video_split_path
+
+        ds = read_annotations(emoji_video_split_path(split), "video-jsonl")
+        ds.name = f"emoji-video-{split}"
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise AdvloraError(f"--data {spec!r}: no such file and not an embedded data set "
+                               f"({', '.join(EMBEDDED)})")
+        ds = read_annotations(path, fmt, split)
+    return ds.limit(limit, seed)

@@ -1,0 +1,143 @@
+"""The in-memory retrieval set every format is read into, and image loading into pixel tensors.
+
+A ``RetrievalDataset`` is a list of unique images (paths relative to ``root``) and a flat list of captions
+with ``txt2img[j]``, the image caption j describes. Images load through Pillow as float tensors in [0, 1],
+resized on the shorter side and centre-cropped to a square, as the CLIP/BLIP processors do; decoded
+tensors are cached as uint8 under ``$ADVLORA_HOME/tensors`` keyed by the files and the size.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from advlora.errors import AdvloraError
+from advlora.io import advlora_home
+
+
+@dataclass
+class RetrievalDataset:
+    root: Path
+    images: list[str]
+    captions: list[str]
+    txt2img: torch.Tensor
+    name: str = "data"
+    kind: str = "image"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.txt2img = torch.as_tensor(self.txt2img, dtype=torch.long)
+        if self.txt2img.numel() != len(self.captions):
+            raise ValueError("one txt2img entry per caption is required")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def img2txt(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in self.images]
+        for j, i in enumerate(self.txt2img.tolist()):
+            out[i].append(j)
+        return out
+
+    def image_path(self, i: int) -> Path:
+        p = Path(self.images[i])
+        return p if p.is_absolute() else self.root / p
+
+    def subset(self, image_indices: list[int] | torch.Tensor) -> RetrievalDataset:
+        """The images at ``image_indices`` (in that order) with all their captions."""
+        idx = [int(i) for i in image_indices]
+        remap = {old: new for new, old in enumerate(idx)}
+        caps, t2i = [], []
+        for j, i in enumerate(self.txt2img.tolist()):
+            if i in remap:
+                caps.append(self.captions[j])
+                t2i.append(remap[i])
+        return RetrievalDataset(self.root, [self.images[i] for i in idx], caps, torch.tensor(t2i, dtype=torch.long),
+                                self.name, self.kind, dict(self.meta))
+
+    def limit(self, n: int | None, seed: int = 0) -> RetrievalDataset:
+        """A deterministic subset of ``n`` images (a seeded permutation, then sorted), or self when n is None."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise AdvloraError(f"--limit must be >= 1, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(self), generator=g)[:n].sort().values
+        return self.subset(keep)
+
+    def load_images(self, size: int, indices: list[int] | None = None, cache: bool = True) -> torch.Tensor:
+        """(N, 3, size, size) float tensor in [0, 1] of the images at ``indices`` (all by default)."""
+        all_u8 = self._load_uint8(size, cache)
+        sel = all_u8 if indices is None else all_u8[torch.as_tensor(indices, dtype=torch.long)]
+        return sel.float().div_(255.0)
+
+    def _load_uint8(self, size: int, cache: bool) -> torch.Tensor:
+        key = (size, cache)
+        mem = self.meta.setdefault("_u8", {})
+        if key in mem:
+            return mem[key]
+        path = self._cache_path(size) if cache else None
+        if path is not None and path.exists():
+            from safetensors.torch import load_file
+
+            u8 = load_file(str(path))["images"]
+        else:
+            u8 = torch.stack([load_image_uint8(self.image_path(i), size) for i in range(len(self))]) if self.images \
+                else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+            if path is not None:
+                _save_tensor_cache(path, u8)
+        mem[key] = u8
+        return u8
+
+    def _cache_path(self, size: int) -> Path | None:
+        h = hashlib.sha256(f"{size}|{self.root.resolve()}".encode())
+        for i in range(len(self)):
+            p = self.image_path(i)
+            try:
+                st = p.stat()
+            except OSError:
+                raise AdvloraError(f"{p}: image file is missing") from None
+            h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return advlora_home() / "tensors" / f"{self.name}-{size}-{h.hexdigest()[:16]}.safetensors"
+
+
+def load_image_uint8(path: Path, size: int) -> torch.Tensor:
+    """Read one image with Pillow: RGB, shorter side resized to ``size`` (bicubic), centre crop -> (3, size, size)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), Image.BICUBIC)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            arr = np.asarray(im, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise AdvloraError(f"{path}: image file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise AdvloraError(f"{path}: cannot read image ({type(e).__name__})") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _save_tensor_cache(path: Path, u8: torch.Tensor) -> None:
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        os.close(fd)
+        save_file({"images": u8.contiguous()}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs time

@@ -1,0 +1,95 @@
+"""The model contract every backend implements: pixel-space image encoder, text encoder, logit scale.
+
+Images enter in pixel space [0, 1], shape (B, 3, H, W); resizing to the model's resolution and mean/std
+normalisation happen inside ``encode_image``, so attacks and their eps live in pixel space.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VLModel(nn.Module):
+    """Thin wrapper over a Hugging Face dual encoder.
+
+    Attributes:
+        hf_model: the underlying ``transformers`` model (hand it to peft or any other tool).
+        name_or_path: the hub id or folder it was loaded from.
+        tokenizer: the Hugging Face tokenizer saved with the checkpoint.
+        image_size: input resolution of the vision tower.
+    """
+
+    arch: ClassVar[str] = ""
+    #: default adapter targets per tower: leaf module names of ``nn.Linear`` layers.
+    default_targets: ClassVar[dict[str, list[str]]] = {}
+    #: module-name prefixes (relative to ``hf_model``) of each tower.
+    tower_prefixes: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init__(self, hf_model: nn.Module, tokenizer, *, image_size: int, mean, std, name_or_path: str,
+                 max_length: int = 77) -> None:
+        super().__init__()
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.image_size = int(image_size)
+        self.name_or_path = str(name_or_path)
+        self.max_length = int(max_length)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize (differentiably) to the model's resolution and apply mean/std: the model's own preprocessing."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=False)
+        dtype = next(self.hf_model.parameters()).dtype
+        return ((images - self.mean) / self.std).to(dtype)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenize captions, padded to the longest, truncated to the model's maximum length."""
+        if isinstance(texts, str):
+            texts = [texts]
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def _as_tokens(self, texts) -> dict[str, torch.Tensor]:
+        return texts if isinstance(texts, dict) or hasattr(texts, "keys") else self.tokenize(texts)
+
+    def tower_of(self, module_name: str) -> str | None:
+        """Which tower ("vision", "text") a module name (relative to ``hf_model``) belongs to."""
+        for tower, prefixes in self.tower_prefixes.items():
+            if module_name.startswith(prefixes):
+                return tower
+        return None
+
+    # ---- the contract ------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, D) embeddings (unit norm when ``normalize``)."""
+        raise NotImplementedError
+
+    def encode_text(self, texts, normalize: bool = True) -> torch.Tensor:
+        """list of N captions (or tokens from ``tokenize``) -> (N, D) embeddings."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """Multiplier of cosine similarities to logits (CLIP's exp(logit_scale), BLIP's 1 / temp)."""
+        raise NotImplementedError
+
+    @property
+    def has_itm(self) -> bool:
+        return False
+
+    def forward(self, images: torch.Tensor, texts) -> torch.Tensor:
+        """Logits (B_images, N_texts): ``logit_scale * cos(image, text)``."""
+        return self.logit_scale * self.encode_image(images) @ self.encode_text(texts).t()

@@ -1,0 +1,1 @@
+"""Reporting: tables in the terminal and in markdown, run reports and plots."""
