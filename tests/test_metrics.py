@@ -64,3 +64,17 @@ def test_ranks_and_attack_success_rate():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         retrieval_recall(torch.zeros(2, 3), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 256])
+def test_feature_path_equals_matrix_path(chunk):
+    from advlora.metrics import retrieval_recall_features
+
+    g = torch.Generator().manual_seed(3)
+    n_img = 31
+    caps_per = torch.randint(0, 5, (n_img,), generator=g)  # some images have no caption
+    txt2img = torch.repeat_interleave(torch.arange(n_img), caps_per)
+    txt2img = txt2img[torch.randperm(len(txt2img), generator=g)]
+    img = torch.randn(n_img, 8, generator=g)
+    txt = torch.randn(len(txt2img), 8, generator=g) + img[txt2img]
+    assert retrieval_recall_features(img, txt, txt2img, chunk_size=chunk) == retrieval_recall(img @ txt.t(), txt2img)

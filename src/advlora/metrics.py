@@ -14,20 +14,23 @@ import torch
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean")
 
 
+def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
+    """(n_texts,) score of each caption with its own image: one gather, no mask over the matrix."""
+    return sim[txt2img, torch.arange(sim.shape[1], device=sim.device)]
+
+
 def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
     """Rank (0 = first) of each image's best-ranked caption; ``sim`` is (n_images, n_texts)."""
     n_img, n_txt = sim.shape
     txt2img = txt2img.to(sim.device)
+    # best positive score per image, by a scatter over the n_texts positive pairs (O(n_texts) work)
+    best = torch.full((n_img,), float("-inf"), dtype=sim.dtype, device=sim.device)
+    best.scatter_reduce_(0, txt2img, _positive_scores(sim, txt2img), reduce="amax")
     ranks = torch.empty(n_img, dtype=torch.long, device=sim.device)
     for start in range(0, n_img, chunk_size):
         rows = sim[start:start + chunk_size]                                     # (c, T)
-        ids = torch.arange(start, start + rows.shape[0], device=sim.device)
-        positive = txt2img.unsqueeze(0) == ids.unsqueeze(1)                      # (c, T) bool
-        best = rows.masked_fill(~positive, float("-inf")).amax(dim=1)            # (c,)
-        ranks[start:start + rows.shape[0]] = (rows > best.unsqueeze(1)).sum(dim=1)
-    has_caption = torch.zeros(n_img, dtype=torch.bool, device=sim.device)
-    has_caption[txt2img] = True
-    ranks[~has_caption] = n_txt  # an image without captions can never be hit
+        ranks[start:start + rows.shape[0]] = (rows > best[start:start + rows.shape[0], None]).sum(dim=1)
+    ranks[torch.isinf(best)] = n_txt  # an image without captions can never be hit
     return ranks
 
 
@@ -35,11 +38,11 @@ def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096) 
     """Rank (0 = first) of each caption's own image; ``sim`` is (n_images, n_texts)."""
     n_txt = sim.shape[1]
     txt2img = txt2img.to(sim.device)
+    own = _positive_scores(sim, txt2img)                                         # (T,)
     ranks = torch.empty(n_txt, dtype=torch.long, device=sim.device)
     for start in range(0, n_txt, chunk_size):
         cols = sim[:, start:start + chunk_size]                                  # (I, c)
-        own = cols.gather(0, txt2img[start:start + cols.shape[1]].unsqueeze(0))  # (1, c)
-        ranks[start:start + cols.shape[1]] = (cols > own).sum(dim=0)
+        ranks[start:start + cols.shape[1]] = (cols > own[start:start + cols.shape[1]]).sum(dim=0)
     return ranks
 
 
@@ -77,3 +80,44 @@ def attack_success_rate(clean_ranks: torch.Tensor, adv_ranks: torch.Tensor) -> f
     if not right.any():
         return float("nan")
     return 100.0 * (adv_ranks[right] != 0).float().mean().item()
+
+
+def retrieval_recall_features(image_features: torch.Tensor, text_features: torch.Tensor, txt2img: torch.Tensor,
+                              ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 256) -> dict[str, float]:
+    """``retrieval_recall(image_features @ text_features.T, txt2img)`` without ever holding the full matrix.
+
+    Similarities are computed one block of image rows at a time; each block updates the image-to-text ranks of
+    its rows and the text-to-image rank counts of every caption, so memory is O(chunk_size x n_texts) and the
+    work beyond the matrix product is two comparisons per entry. Each caption's own score is taken from the
+    block that holds it (exact); in other blocks it is compared with its own score computed as a dot product,
+    which can differ from the block's value in the last bit, so a tie within float rounding may count once
+    differently than in ``retrieval_recall`` on a precomputed matrix.
+    """
+    txt2img = torch.as_tensor(txt2img, dtype=torch.long, device=text_features.device)
+    n_img, n_txt = image_features.shape[0], text_features.shape[0]
+    own = (image_features[txt2img] * text_features).sum(-1)                      # (T,) approximate own scores
+    order = torch.argsort(txt2img, stable=True)                                  # captions grouped by image
+    bounds = torch.searchsorted(txt2img[order], torch.arange(n_img + 1, device=txt2img.device))
+    i2t = torch.empty(n_img, dtype=torch.long)
+    t2i = torch.zeros(n_txt, dtype=torch.long)
+    text_t = text_features.t().contiguous()
+    for start in range(0, n_img, chunk_size):
+        stop = min(start + chunk_size, n_img)
+        rows = image_features[start:stop] @ text_t                               # (c, T)
+        cols = order[bounds[start]:bounds[stop]]                                 # captions of these images
+        r = txt2img[cols] - start
+        own_block = rows[r, cols]                                                # exact own scores
+        best = torch.full((stop - start,), float("-inf"), dtype=rows.dtype).scatter_reduce_(
+            0, r, own_block, reduce="amax")
+        # int32 sums of the boolean comparisons are several times faster than the default int64 ones;
+        # an image without captions keeps best = -inf, so every caption outranks it (rank n_texts)
+        i2t[start:stop] = (rows > best[:, None]).sum(dim=1, dtype=torch.int32)
+        counts = (rows > own).sum(dim=0, dtype=torch.int32)                      # (T,)
+        # this block holds the captions' own images: compare with the exact own score instead
+        counts[cols] = (rows[:, cols] > own_block).sum(dim=0, dtype=torch.int32)
+        t2i += counts
+    i2t_r = recall_from_ranks(i2t, ks)
+    t2i_r = recall_from_ranks(t2i, ks)
+    out = {f"i2t_r{k}": v for k, v in i2t_r.items()} | {f"t2i_r{k}": v for k, v in t2i_r.items()}
+    out["r_mean"] = sum(out.values()) / len(out)
+    return out
