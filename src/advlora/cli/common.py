@@ -12,6 +12,9 @@ def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tin
     p.add_argument("--split", default="test", help="split of the data set (default: test)")
     p.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
     p.add_argument("--limit", type=int, default=None, help="a deterministic subset of N images / videos")
+    p.add_argument("--image-root", default=None,
+                   help="folder the annotation's image/video paths are relative to (default: the file's folder)")
+    p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rerank-k", type=int, default=-1,
                    help="BLIP: re-rank the top k of ITC by ITM (default 16; 0 = ITC only)")

@@ -14,7 +14,8 @@ EMBEDDED = ("emoji", "emoji-video")
 
 
 def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limit: int | None = None,
-                 seed: int = 0) -> RetrievalDataset:
+                 seed: int = 0, image_root: str | Path | None = None, frames: int | None = None
+                 ) -> RetrievalDataset:
     """Resolve ``--data``: ``emoji`` (built and cached on first use) or an annotation file / folder on disk.
 
     Args:
@@ -22,6 +23,8 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
         split: the split to read (embedded sets and formats that hold several splits).
         fmt: annotation format name (see ``FORMATS``); detected from the file when None.
         limit: a deterministic subset of this many images (or videos).
+        image_root: the folder the file's image / video paths are relative to (default: the file's folder).
+        frames: frames sampled per video (video sets; default 8).
     """
     if spec == "emoji":
         from advlora.data.emoji import emoji_split_path
@@ -38,5 +41,7 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
         if not path.exists():
             raise AdvloraError(f"--data {spec!r}: no such file and not an embedded data set "
                                f"({', '.join(EMBEDDED)})")
-        ds = read_annotations(path, fmt, split)
+        ds = read_annotations(path, fmt, split, image_root=image_root)
+    if frames is not None and ds.kind == "video":
+        ds.frames = frames
     return ds.limit(limit, seed)

@@ -57,8 +57,9 @@ class RetrievalDataset:
             if i in remap:
                 caps.append(self.captions[j])
                 t2i.append(remap[i])
-        return RetrievalDataset(self.root, [self.images[i] for i in idx], caps, torch.tensor(t2i, dtype=torch.long),
-                                self.name, self.kind, dict(self.meta))
+        meta = {k: v for k, v in self.meta.items() if not k.startswith("_")}  # not the loaded-tensor cache
+        return type(self)(self.root, [self.images[i] for i in idx], caps, torch.tensor(t2i, dtype=torch.long),
+                          self.name, self.kind, meta)
 
     def limit(self, n: int | None, seed: int = 0) -> RetrievalDataset:
         """A deterministic subset of ``n`` images (a seeded permutation, then sorted), or self when n is None."""
@@ -76,6 +77,10 @@ class RetrievalDataset:
         sel = all_u8 if indices is None else all_u8[torch.as_tensor(indices, dtype=torch.long)]
         return sel.float().div_(255.0)
 
+    def load_images_uint8(self, size: int, cache: bool = True) -> torch.Tensor:
+        """(N, 3, size, size) uint8 tensor of all images (shared, do not modify): 4x smaller than floats."""
+        return self._load_uint8(size, cache)
+
     def _load_uint8(self, size: int, cache: bool) -> torch.Tensor:
         key = (size, cache)
         mem = self.meta.setdefault("_u8", {})
@@ -87,21 +92,31 @@ class RetrievalDataset:
 
             u8 = load_file(str(path))["images"]
         else:
-            u8 = torch.stack([load_image_uint8(self.image_path(i), size) for i in range(len(self))]) if self.images \
-                else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+            u8 = torch.stack([self._load_item(i, size) for i in range(len(self))]) if self.images \
+                else torch.zeros(0, *self._item_shape(size), dtype=torch.uint8)
             if path is not None:
                 _save_tensor_cache(path, u8)
         mem[key] = u8
         return u8
 
+    def _load_item(self, i: int, size: int) -> torch.Tensor:
+        """uint8 pixels of item i (images: (3, size, size); video sets override this)."""
+        return load_image_uint8(self.image_path(i), size)
+
+    def _item_shape(self, size: int) -> tuple[int, ...]:
+        return (3, size, size)
+
+    def _cache_key(self, size: int) -> str:
+        return f"{size}"
+
     def _cache_path(self, size: int) -> Path | None:
-        h = hashlib.sha256(f"{size}|{self.root.resolve()}".encode())
+        h = hashlib.sha256(f"{self._cache_key(size)}|{self.root.resolve()}".encode())
         for i in range(len(self)):
             p = self.image_path(i)
             try:
                 st = p.stat()
             except OSError:
-                raise AdvloraError(f"{p}: image file is missing") from None
+                raise AdvloraError(f"{p}: {self.kind} file is missing") from None
             h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
         return advlora_home() / "tensors" / f"{self.name}-{size}-{h.hexdigest()[:16]}.safetensors"
 
@@ -113,19 +128,24 @@ def load_image_uint8(path: Path, size: int) -> torch.Tensor:
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BICUBIC)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            arr = np.asarray(im, dtype=np.uint8).copy()
+            arr = np.asarray(square_crop(im.convert("RGB"), size), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise AdvloraError(f"{path}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise AdvloraError(f"{path}: cannot read image ({type(e).__name__})") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def square_crop(im, size: int):
+    """A Pillow RGB image resized on its shorter side to ``size`` (bicubic) and centre-cropped to a square."""
+    from PIL import Image
+
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
 
 
 def _save_tensor_cache(path: Path, u8: torch.Tensor) -> None:
