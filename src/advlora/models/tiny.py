@@ -19,7 +19,8 @@ SIZES: dict[str, dict] = {
     # test-sized: a few thousand parameters, runs in milliseconds
     "test": dict(width=32, layers=2, heads=2, mlp=64, text_width=32, text_layers=2, proj=32, image_size=32, patch=8),
     # the embedded default's architecture (pre-trained by ``advlora pretrain``)
-    "tiny": dict(width=128, layers=4, heads=4, mlp=512, text_width=128, text_layers=3, proj=128, image_size=48,
+    # (narrow and shallow: on 2 CPU cores, pre-training gets more updates per second out of a small model)
+    "tiny": dict(width=64, layers=3, heads=4, mlp=256, text_width=64, text_layers=2, proj=64, image_size=32,
                  patch=8),
     # real sizes, for benchmarks (random weights)
     "vit-b32": dict(width=768, layers=12, heads=12, mlp=3072, text_width=512, text_layers=12, text_heads=8,
@@ -46,8 +47,11 @@ def blip_config(size: str = "test", vocab_size: int = 1000, max_length: int = 32
                 num_hidden_layers=s["text_layers"], num_attention_heads=s.get("text_heads", s["heads"]),
                 vocab_size=vocab_size, max_position_embeddings=max_length, encoder_hidden_size=s["width"],
                 pad_token_id=0, bos_token_id=2, sep_token_id=3)
+    # BlipVisionConfig's default initializer_range is 1e-10 (hub checkpoints overwrite it): a model trained
+    # or attacked from random weights needs a real one, or every image gets the same embedding.
     vision = dict(hidden_size=s["width"], intermediate_size=s["mlp"], num_hidden_layers=s["layers"],
-                  num_attention_heads=s["heads"], image_size=s["image_size"], patch_size=s["patch"])
+                  num_attention_heads=s["heads"], image_size=s["image_size"], patch_size=s["patch"],
+                  initializer_range=0.02)
     return BlipConfig(text_config=text, vision_config=vision, projection_dim=s["proj"],
                       image_text_hidden_size=s["proj"])
 

@@ -1,0 +1,152 @@
+"""``AdapterConfig``: one dataclass for every adapter method, validated field by field.
+
+Every AdvLoRA part is a switch here (initialisation, alignment, start mode, alpha), so that ablations change
+one field at a time. See docs/method.md for the equations each field controls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from advlora.errors import AdvloraError, choices_error
+
+METHODS = ("frozen", "full", "lora", "pissa", "advlora")
+TOWERS = ("vision", "text", "both")
+INITS = ("cluster", "peft", "pissa")
+MODES = ("residual", "zero_alpha")
+ALPHA_MODES = ("layer", "tower", "shared", "fixed")
+KMEANS_ON = ("rows", "cols")
+ALIGN_INITS = ("lstsq", "onehot")
+
+
+@dataclass
+class AdapterConfig:
+    """What to attach to a model and how to initialise it.
+
+    Attributes:
+        method: frozen | full | lora (peft, default init) | pissa (peft, SVD init) | advlora.
+        rank: LoRA rank r (for advlora also the number of k-means clusters).
+        towers: which towers are adapted (vision | text | both).
+        targets: None (the backend's defaults per tower), a list of module names / suffixes / regular expressions
+            (an entry ``"vision:q_proj"`` applies to one tower only), or a dict tower -> list.
+        init: advlora's initialisation of A, B: cluster (k-means + alignment) | peft (A kaiming, B zero) | pissa
+            (top-r SVD of W0).
+        mode: how advlora keeps the output unchanged at the start: residual (base becomes W0 - alpha0 B0 A0) or
+            zero_alpha (alpha starts at 0).
+        alpha_mode: one trainable alpha per layer | per tower | one shared | fixed (not trained).
+        alpha_init: alpha0; None means 1.0 in residual mode and 0.0 in zero_alpha mode.
+        alpha_lr: the learning rate of the alpha parameter group (None: the trainer's lr).
+        align_lambda: weight of the training regulariser sum ||W0 - BA||^2 / ||W0||^2 (0: initialisation only).
+        align_init: with init=cluster, B from least squares (lstsq) or the one-hot k-means assignment (onehot).
+        kmeans_iters: Lloyd iterations after k-means++ seeding.
+        kmeans_on: cluster the rows of W0 (A = centroids) or its columns (B = centroids).
+        seed: seed of k-means++ and of peft's random A.
+        lora_alpha: peft's lora_alpha for lora / pissa (scaling lora_alpha / r); None: = rank (scaling 1).
+            advlora ignores it: its trainable alpha is the scale.
+        dropout: dropout on the LoRA branch (peft's lora_dropout).
+    """
+
+    method: str = "advlora"
+    rank: int = 8
+    towers: str = "both"
+    targets: Any = None
+    init: str = "cluster"
+    mode: str = "residual"
+    alpha_mode: str = "layer"
+    alpha_init: float | None = None
+    alpha_lr: float | None = None
+    align_lambda: float = 0.0
+    align_init: str = "lstsq"
+    kmeans_iters: int = 20
+    kmeans_on: str = "rows"
+    seed: int = 0
+    lora_alpha: float | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, valid in (("method", METHODS), ("towers", TOWERS), ("init", INITS), ("mode", MODES),
+                            ("alpha_mode", ALPHA_MODES), ("kmeans_on", KMEANS_ON), ("align_init", ALIGN_INITS)):
+            if getattr(self, name) not in valid:
+                raise choices_error(f"adapter {name}", getattr(self, name), valid)
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise AdvloraError(f"adapter rank must be a positive integer, got {self.rank!r}")
+        if not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 0:
+            raise AdvloraError(f"adapter kmeans_iters must be an integer >= 0, got {self.kmeans_iters!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise AdvloraError(f"adapter dropout must be in [0, 1), got {self.dropout!r}")
+        if float(self.align_lambda) < 0:
+            raise AdvloraError(f"adapter align_lambda must be >= 0, got {self.align_lambda!r}")
+        if self.alpha_lr is not None and float(self.alpha_lr) <= 0:
+            raise AdvloraError(f"adapter alpha_lr must be > 0, got {self.alpha_lr!r}")
+        if self.lora_alpha is not None and float(self.lora_alpha) <= 0:
+            raise AdvloraError(f"adapter lora_alpha must be > 0, got {self.lora_alpha!r}")
+        if self.method == "advlora":
+            if self.mode == "zero_alpha":
+                if self.alpha_init not in (None, 0, 0.0):
+                    raise AdvloraError(f"adapter alpha_init must be 0 in zero_alpha mode, got {self.alpha_init!r}")
+                if self.alpha_mode == "fixed":
+                    raise AdvloraError("adapter alpha_mode=fixed with mode=zero_alpha keeps alpha at 0: the adapter "
+                                       "would never act (use mode=residual)")
+                if self.init == "peft":
+                    raise AdvloraError("adapter init=peft with mode=zero_alpha starts with B = 0 and alpha = 0: no "
+                                       "gradient reaches any parameter (use mode=residual)")
+        self.targets = _normalize_targets(self.targets)
+
+    @property
+    def alpha0(self) -> float:
+        """The initial alpha: ``alpha_init``, or 1 (residual) / 0 (zero_alpha)."""
+        if self.alpha_init is not None:
+            return float(self.alpha_init)
+        return 1.0 if self.mode == "residual" else 0.0
+
+    @property
+    def scaling(self) -> float:
+        """peft's lora_alpha / r for the peft baselines."""
+        return float(self.lora_alpha if self.lora_alpha is not None else self.rank) / self.rank
+
+    def to_dict(self) -> dict:
+        from advlora.config import to_dict
+
+        return to_dict(self)
+
+
+def _normalize_targets(targets: Any) -> Any:
+    """None, a list of strings, or a dict tower -> list of strings; a comma string becomes a list."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        targets = [t for t in targets.replace(",", " ").split() if t]
+    if isinstance(targets, dict):
+        out = {}
+        for tower, names in targets.items():
+            if tower not in ("vision", "text"):
+                raise choices_error("adapter targets tower", tower, ("vision", "text"))
+            out[tower] = _normalize_targets(names)
+        return out
+    if isinstance(targets, (list, tuple)) and all(isinstance(t, str) and t for t in targets):
+        if not targets:
+            raise AdvloraError("adapter targets is an empty list")
+        return list(targets)
+    raise AdvloraError(f"adapter targets must be a list of names, got {targets!r}")
+
+
+def make_config(method_or_config: str | AdapterConfig | dict, rank: int | None = None, **options: Any) -> AdapterConfig:
+    """An ``AdapterConfig`` from a method name plus options, a dict, or a config (options override)."""
+    import dataclasses
+
+    if isinstance(method_or_config, AdapterConfig):
+        base = method_or_config.to_dict()
+    elif isinstance(method_or_config, dict):
+        base = dict(method_or_config)
+    elif isinstance(method_or_config, str):
+        base = {"method": method_or_config}
+    else:
+        raise AdvloraError(f"adapter must be a method name or an AdapterConfig, got {type(method_or_config).__name__}")
+    if rank is not None:
+        base["rank"] = rank
+    base.update(options)
+    valid = {f.name for f in dataclasses.fields(AdapterConfig)}
+    unknown = sorted(set(base) - valid)
+    if unknown:
+        raise choices_error("adapter option", unknown[0], valid)
+    return AdapterConfig(**base)

@@ -1,0 +1,94 @@
+"""Initial factors (A, B) of AdvLoRA from the frozen weights W0: cluster + alignment, PiSSA's SVD, or peft's.
+
+For W0 (out x in) every initialisation returns A (r x in) and B (out x r), with the relative alignment error
+||W0 - B A||_F / ||W0||_F. Cluster initialisation also returns the error of the one-hot k-means assignment,
+which least-squares alignment can never exceed (the one-hot B is one of the candidates it minimises over).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from advlora.adapters.kmeans import kmeans
+
+#: at most this many float64 elements of weights per k-means batch (about 64 MB)
+_BATCH_ELEMENTS = 8_000_000
+
+
+@dataclass
+class Factors:
+    """A (r, in), B (out, r) in float32 on the weight's device; relative alignment errors."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    error: float
+    onehot_error: float | None = None
+    kmeans_objective: list[float] | None = None
+
+
+def relative_error(W: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """||W - B A||_F / ||W||_F (batched over a leading dimension)."""
+    return torch.linalg.matrix_norm(W - B @ A) / torch.linalg.matrix_norm(W).clamp_min(1e-30)
+
+
+def cluster_factors(weights: list[torch.Tensor], rank: int, *, iters: int = 20, seed: int = 0, on: str = "rows",
+                    align: str = "lstsq") -> list[Factors]:
+    """k-means (k = rank) over the rows (or columns) of each W0, then alignment; batched over equal shapes.
+
+    rows: the centroids of the rows of W0 are A; B = argmin ||W0 - B A||_F = W0 pinv(A) (``align="lstsq"``)
+    or the one-hot assignment of each row (``align="onehot"``).
+    cols: the roles transpose: the centroids of the columns of W0 are B; A = pinv(B) W0 or the one-hot assignment.
+    """
+    out: list[Factors | None] = [None] * len(weights)
+    groups: dict[tuple, list[int]] = {}
+    for i, w in enumerate(weights):
+        groups.setdefault((tuple(w.shape), w.device), []).append(i)
+    for (shape, _), idx in groups.items():
+        chunk = max(1, _BATCH_ELEMENTS // (shape[0] * shape[1]))
+        for s in range(0, len(idx), chunk):
+            part = idx[s:s + chunk]
+            W = torch.stack([weights[i].detach() for i in part])
+            for i, f in zip(part, _cluster_batch(W, rank, iters, seed, on, align)):
+                out[i] = f
+    return out  # type: ignore[return-value]
+
+
+def _cluster_batch(W: torch.Tensor, rank: int, iters: int, seed: int, on: str, align: str) -> list[Factors]:
+    dtype = torch.float64 if W.device.type == "cpu" else torch.float32
+    W = W.to(dtype)
+    points = W if on == "rows" else W.transpose(1, 2)  # (L, n, d)
+    res = kmeans(points, rank, iters=iters, seed=seed, dtype=dtype)
+    onehot = torch.nn.functional.one_hot(res.assign, rank).to(dtype)  # (L, n, r)
+    if on == "rows":
+        A = res.centroids  # (L, r, in)
+        B_onehot = onehot  # (L, out, r)
+        B = W @ torch.linalg.pinv(A) if align == "lstsq" else B_onehot
+        onehot_err = relative_error(W, B_onehot, A)
+    else:
+        B = res.centroids.transpose(1, 2)  # (L, out, r)
+        A_onehot = onehot.transpose(1, 2)  # (L, r, in)
+        A = torch.linalg.pinv(B) @ W if align == "lstsq" else A_onehot
+        onehot_err = relative_error(W, B, A_onehot)
+    err = relative_error(W, B, A)
+    return [Factors(A[j].float().contiguous(), B[j].float().contiguous(), float(err[j]), float(onehot_err[j]),
+                    res.objective[:, j].tolist()) for j in range(W.shape[0])]
+
+
+def svd_factors(W: torch.Tensor, rank: int) -> Factors:
+    """PiSSA's principal factors: B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T (the best rank-r approximation)."""
+    Wf = W.detach().float()
+    U, S, Vh = torch.linalg.svd(Wf, full_matrices=False)
+    root = S[:rank].sqrt()
+    B = (U[:, :rank] * root).contiguous()
+    A = (root.unsqueeze(1) * Vh[:rank]).contiguous()
+    return Factors(A, B, float(relative_error(Wf, B, A)))
+
+
+def peft_factors(W: torch.Tensor, rank: int, generator: torch.Generator) -> Factors:
+    """peft's default: A as nn.Linear's kaiming-uniform init, B = 0 (so B A = 0 and the error is 1)."""
+    out_f, in_f = W.shape
+    A = torch.empty(rank, in_f)
+    torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)
+    return Factors(A.to(W.device), torch.zeros(out_f, rank, device=W.device), 1.0)

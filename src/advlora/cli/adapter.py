@@ -1,0 +1,143 @@
+"""``advlora adapter``: inspect (info), initialise and save (init), or merge adapters.
+
+- ``advlora adapter info --model M --method advlora --rank 8 [--towers both] [--targets q_proj v_proj]``: trainable
+  parameter counts and share, and AdvLoRA's per-layer alignment errors. ``--method all`` compares every method;
+  ``--random-size clip:vit-b32`` inspects a random model of a named size (no download).
+- ``advlora adapter init --model M --method advlora --out DIR``: attach a fresh adapter and save it (peft format).
+- ``advlora adapter merge --model M --adapter DIR --out DIR``: fold the adapter into the weights and save the model.
+"""
+from __future__ import annotations
+
+import argparse
+
+from advlora.adapters.config import ALIGN_INITS, ALPHA_MODES, INITS, KMEANS_ON, METHODS, MODES, TOWERS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="trainable parameters and alignment errors of a method on a model")
+    _model_args(info)
+    _method_args(info, allow_all=True)
+    info.add_argument("--layers", action="store_true", help="print every adapted layer's alignment error")
+    init = sub.add_parser("init", help="attach a freshly initialised adapter and save it")
+    _model_args(init)
+    _method_args(init)
+    init.add_argument("--out", required=True, help="adapter folder to write")
+    merge = sub.add_parser("merge", help="fold an adapter into the weights and save the merged model")
+    _model_args(merge)
+    merge.add_argument("--adapter", required=True, help="adapter folder")
+    merge.add_argument("--out", required=True, help="model folder to write (loadable with --model)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip or tiny-blip")
+    p.add_argument("--random-size", default=None, metavar="ARCH:SIZE",
+                   help="a random model instead of --model, e.g. clip:tiny, clip:vit-b32, blip:blip-base")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+
+
+def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
+    p.add_argument("--method", default="advlora",
+                   help=f"{' | '.join(METHODS)}{' | all' if allow_all else ''} (default advlora)")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--towers", default="both", help=" | ".join(TOWERS))
+    p.add_argument("--targets", nargs="+", default=None,
+                   help="module names, suffixes or regular expressions (prefix vision: / text: for one tower)")
+    p.add_argument("--init", default="cluster", help=" | ".join(INITS))
+    p.add_argument("--mode", default="residual", help=" | ".join(MODES))
+    p.add_argument("--alpha-mode", default="layer", help=" | ".join(ALPHA_MODES))
+    p.add_argument("--alpha-init", type=float, default=None)
+    p.add_argument("--align-init", default="lstsq", help=" | ".join(ALIGN_INITS))
+    p.add_argument("--kmeans-iters", type=int, default=20)
+    p.add_argument("--kmeans-on", default="rows", help=" | ".join(KMEANS_ON))
+    p.add_argument("--lora-alpha", type=float, default=None, help="peft lora_alpha for lora/pissa (default: rank)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _options(args: argparse.Namespace, method: str) -> dict:
+    opts = {"method": method, "rank": args.rank, "towers": args.towers, "targets": args.targets, "seed": args.seed,
+            "lora_alpha": args.lora_alpha}
+    if method == "advlora":
+        opts.update(init=args.init, mode=args.mode, alpha_mode=args.alpha_mode, alpha_init=args.alpha_init,
+                    align_init=args.align_init, kmeans_iters=args.kmeans_iters, kmeans_on=args.kmeans_on)
+    return opts
+
+
+def _load(args: argparse.Namespace):
+    from advlora.cli.common import resolve_device
+    from advlora.errors import AdvloraError
+
+    if args.random_size:
+        from advlora.models.tiny import random_model
+
+        arch, sep, size = args.random_size.partition(":")
+        if not sep:
+            raise AdvloraError(f"--random-size must look like clip:vit-b32, got {args.random_size!r}")
+        return random_model(arch, size).to(resolve_device(args.device))
+    from advlora.models import load_model
+
+    return load_model(args.model, device=resolve_device(args.device))
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"info": _info, "init": _init, "merge": _merge}[args.action](args)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import copy
+
+    from advlora.adapters import adapter_info, attach_adapter
+    from advlora.errors import choices_error
+
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    if any(m not in METHODS for m in methods):
+        raise choices_error("adapter method", args.method, (*METHODS, "all"))
+    base = _load(args)
+    name = args.random_size and f"random {args.random_size}" or args.model
+    print(f"model {name}: rank {args.rank}, towers {args.towers}, targets {args.targets or 'backend defaults'}")
+    print(f"{'method':<10} {'layers':>6} {'trainable':>12} {'total':>12} {'share %':>9}")
+    report = None
+    for method in methods:
+        model = base if len(methods) == 1 else copy.deepcopy(base)
+        attach_adapter(model, _options(args, method))
+        info = adapter_info(model)
+        print(f"{method:<10} {info['layers']:>6} {info['trainable']:>12,} {info['total']:>12,} {info['share']:>9.3f}")
+        if method == "advlora":
+            report = model.advlora_adapter.report
+        del model
+    if report is not None:
+        rep = [r for r in report if "error" in r]
+        if rep:
+            errs = [r["error"] for r in rep]
+            print(f"advlora alignment error ||W0 - BA|| / ||W0|| over {len(rep)} layers: mean {sum(errs) / len(errs):.4f}, "
+                  f"min {min(errs):.4f}, max {max(errs):.4f} (init {args.init})")
+            if args.layers:
+                print(f"{'layer':<60} {'shape':>11} {'error':>8} {'one-hot':>8}")
+                for r in rep:
+                    oh = "" if r.get("onehot_error") is None else f"{r['onehot_error']:.4f}"
+                    print(f"{r['layer']:<60} {'x'.join(map(str, r['shape'])):>11} {r['error']:>8.4f} {oh:>8}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from advlora.adapters import adapter_info, attach_adapter, save_adapter
+
+    model = _load(args)
+    attach_adapter(model, _options(args, args.method))
+    save_adapter(model, args.out)
+    info = adapter_info(model)
+    print(f"{args.method}: {info['trainable']:,} trainable parameters ({info['share']:.3f}%); adapter written to "
+          f"{args.out}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from advlora.adapters import load_adapter, merge_adapter
+    from advlora.models import save_model
+
+    model = _load(args)
+    load_adapter(model, args.adapter)
+    merge_adapter(model)
+    save_model(model, args.out)
+    print(f"merged {args.adapter} into {args.random_size or args.model}; model written to {args.out}")
+    return 0
