@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from advlora.data.dataset import RetrievalDataset
-from advlora.metrics import retrieval_recall
+from advlora.metrics import retrieval_recall, retrieval_recall_features
 from advlora.models.base import VLModel
 
 
@@ -94,7 +94,13 @@ def default_rerank_k(model: VLModel) -> int | None:
 def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int = 128,
                    rerank_k: int | None = -1) -> dict[str, float]:
     """Clean Recall@1/5/10 both ways and r_mean on ``dataset`` (``rerank_k=-1``: the backend's default)."""
+    from advlora.models.video import for_dataset
+
+    model = for_dataset(model, dataset)  # video sets: frame pooling, same contract
     images = dataset.load_images(model.image_size)
     k = default_rerank_k(model) if rerank_k == -1 else rerank_k
+    if not (k and model.has_itm):  # single-stage: the fused path never holds the full similarity matrix
+        return retrieval_recall_features(encode_images(model, images, batch_size),
+                                         encode_texts(model, dataset.captions), dataset.txt2img)
     sim_i2t, sim_t2i = retrieval_scores(model, images, dataset.captions, rerank_k=k, batch_size=batch_size)
     return retrieval_recall(sim_i2t, dataset.txt2img, sim_t2i=sim_t2i)

@@ -1,0 +1,137 @@
+"""The small base every attack shares: validation, projection onto the ball, clamping to [0, 1], random
+starts, steepest-ascent steps, per-sample worst-case bookkeeping and the model-mode context.
+
+All functions treat a batch as shape (B, ...): any trailing shape (images (B, 3, H, W), videos (B, F, 3, H, W)).
+Norms are per sample, over all non-batch dimensions; a perturbation is never shared across the batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+
+from advlora.attacks.threat import NORMS, parse_eps
+from advlora.errors import AdvloraError, choices_error
+
+#: objective(images (B, ...)) -> per-sample loss (B,) to maximise
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_args(images: torch.Tensor, eps: float | str, norm: str, steps: int | None = None) -> float:
+    """Validate the common arguments; returns eps as a float."""
+    if norm not in NORMS:
+        raise choices_error("norm", norm, NORMS)
+    eps = parse_eps(eps)
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise AdvloraError(f"steps must be an integer >= 1, got {steps!r}")
+    if not torch.is_tensor(images) or images.dim() < 2:
+        raise AdvloraError("images must be a tensor of shape (B, ...)")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise AdvloraError("images must be in pixel space [0, 1] (normalisation happens inside the model)")
+    return eps
+
+
+def flat_norm(t: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norm (B,) over all non-batch dimensions."""
+    f = t.reshape(t.shape[0], -1)
+    return f.abs().amax(dim=1) if norm == "linf" else f.norm(dim=1)
+
+
+def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project a perturbation onto the eps ball (per sample)."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    n = flat_norm(delta, "l2")
+    factor = torch.where(n > eps, eps / n.clamp_min(1e-12), torch.ones_like(n))
+    return delta * _bview(factor, delta)
+
+
+def project_image(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """The point of the eps ball around ``x0`` intersected with [0, 1] reached from ``x``.
+
+    Under linf this is exact (a box intersection); under l2 projecting to the ball then clamping to [0, 1] can
+    only shrink the perturbation, so the result stays in both sets.
+    """
+    return (x0 + project(x - x0, eps, norm)).clamp(0.0, 1.0)
+
+
+def _rand(shape, like: torch.Tensor, generator: torch.Generator | None, normal: bool = False) -> torch.Tensor:
+    dev = generator.device if generator is not None else like.device
+    fn = torch.randn if normal else torch.rand
+    return fn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+
+
+def random_start(x0: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniform point of the linf ball, or a uniformly random direction and radius in the l2 ball, clamped."""
+    if norm == "linf":
+        delta = (2 * _rand(x0.shape, x0, generator) - 1) * eps
+    else:
+        d = _rand(x0.shape, x0, generator, normal=True)
+        d = d / _bview(flat_norm(d, "l2").clamp_min(1e-12), d)
+        r = _rand((x0.shape[0],), x0, generator)
+        delta = d * _bview(r * eps, d)
+    return (x0 + delta).clamp(0.0, 1.0)
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest ascent direction of unit norm: sign(grad) under linf, grad / ||grad||_2 under l2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _bview(flat_norm(grad, "l2").clamp_min(1e-12), grad)
+
+
+def loss_and_grad(objective: Objective, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward and one backward: the per-sample loss (B,) and its gradient w.r.t. ``x`` only.
+
+    ``torch.autograd.grad`` (never ``.backward()``): parameter ``.grad`` fields are left untouched, and the
+    engine skips the weight-gradient kernels, so an attack inside a training step costs input gradients only.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = objective(x)
+        check_loss(loss, x)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad.detach()
+
+
+def check_loss(loss: torch.Tensor, x: torch.Tensor) -> None:
+    if not torch.is_tensor(loss) or loss.shape != (x.shape[0],):
+        shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+        raise AdvloraError(f"objective must return one loss per sample, shape ({x.shape[0]},); got {shape}")
+
+
+class WorstCase:
+    """Per-sample best-so-far (highest objective) point: restarts and iterates keep each sample's worst case."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        self.x = x0.detach().clone()
+        self.loss = torch.full((x0.shape[0],), float("-inf"), device=x0.device)
+
+    def update(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Keep ``x`` where ``loss`` beats the best so far; returns the mask of improved samples."""
+        loss = loss.detach().to(self.loss)
+        better = loss > self.loss
+        self.loss = torch.where(better, loss, self.loss)
+        self.x = torch.where(_bview(better, x), x.detach(), self.x)
+        return better
+
+
+@contextlib.contextmanager
+def attack_mode(model: torch.nn.Module | None) -> Iterator[None]:
+    """Eval mode during an attack (dropout off, normalisation statistics frozen); each submodule's mode is
+    restored after, whatever happens."""
+    if model is None:
+        yield
+        return
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, t in modes.items():
+            m.training = t

@@ -1,0 +1,81 @@
+"""Auto-PGD (Croce and Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", arXiv 2003.01690) on any per-sample objective.
+
+Threat model: linf or l2 ball of radius ``eps`` intersected with pixel space [0, 1]; ``images`` (B, ...) in
+[0, 1], per-sample perturbations. As in the paper (and the AutoAttack reference code): step size starting at
+2 * eps, momentum 0.75 (the first step has none), checkpoints w_j = ceil(p_j * steps) with p_0 = 0,
+p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); at a checkpoint a sample's step is halved and it
+restarts from its best point when fewer than 75 % of the steps since the last checkpoint increased its
+objective, or when its step was not reduced at the last checkpoint and its best objective has not improved
+since. Use it with the cross-entropy objective (``objectives.contrastive``, "APGD-CE") and with a margin
+objective (``objectives.margin``, the DLR-like "APGD-margin"). Cost: steps + 1 forward+backward per restart.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
+                                    project_image)
+from advlora.attacks._utils import random_start as _random_start
+from advlora.errors import AdvloraError
+
+MOMENTUM = 0.75
+RHO = 0.75
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Iterations at which APGD may halve the step: ceil(p_j * steps), p_0 = 0, p_1 = 0.22, ... (paper, Sec. 3.2)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(round(q * steps, 6)) for q in p if q <= 1})
+
+
+def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps: int = 10, norm: str = "linf",
+         restarts: int = 1, random_start: bool = True, generator: torch.Generator | None = None
+         ) -> torch.Tensor:
+    """Maximise ``objective`` with APGD; returns the per-sample best point over all iterates and restarts.
+
+    There is no ``step_size``: APGD adapts its own. ``random_start=False`` starts at the clean image.
+    """
+    eps = check_args(images, eps, norm, steps)
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
+    x0 = images.detach()
+    worst = WorstCase(x0)
+    marks = set(checkpoints(int(steps))[1:])
+    for _ in range(int(restarts)):
+        x = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
+        loss, grad = loss_and_grad(objective, x)
+        best = WorstCase(x)
+        best.update(loss, x)
+        grad_best = grad.clone()
+        step = torch.full((x0.shape[0],), 2.0 * eps, device=x0.device, dtype=x0.dtype)
+        x_prev = x.clone()
+        history = [loss]                          # objective at every iterate, for the checkpoint test
+        last_mark, best_at_mark = 0, best.loss.clone()
+        reduced_at_mark = torch.ones_like(step, dtype=torch.bool)
+        for i in range(int(steps)):
+            a = 1.0 if i == 0 else MOMENTUM
+            z = project_image(x + _bview(step, x) * ascent_direction(grad, norm), x0, eps, norm)
+            x_new = project_image(x + a * (z - x) + (1 - a) * (x - x_prev), x0, eps, norm)
+            x_prev, x = x, x_new
+            loss, grad = loss_and_grad(objective, x)
+            history.append(loss)
+            improved = best.update(loss, x)
+            grad_best = torch.where(_bview(improved, grad), grad, grad_best)
+            k = i + 1
+            if k in marks:
+                h = torch.stack(history[last_mark:k + 1])          # (k - last_mark + 1, B)
+                increases = (h[1:] > h[:-1]).sum(dim=0).to(step)
+                cond1 = increases < RHO * (k - last_mark)
+                cond2 = ~reduced_at_mark & (best_at_mark >= best.loss)
+                halve = cond1 | cond2
+                step = torch.where(halve, step / 2, step)
+                x = torch.where(_bview(halve, x), best.x, x)
+                grad = torch.where(_bview(halve, grad), grad_best, grad)
+                reduced_at_mark, best_at_mark, last_mark = halve, best.loss.clone(), k
+        worst.update(best.loss, best.x)
+    return worst.x

@@ -1,0 +1,182 @@
+"""Retrieval objectives for the attacks: builders returning ``objective(images) -> Tensor[B]`` to maximise.
+
+Image side (the query image attacks the caption gallery):
+- ``contrastive`` / ``itc``: multi-positive cross-entropy of each image against a caption gallery or a batch
+  (CLIP's InfoNCE with every caption of the image as a positive); the APGD paper's "CE" (arXiv 2003.01690).
+- ``margin``: best negative minus best positive cosine similarity (a DLR-like margin, arXiv 2003.01690).
+- ``embedding``: squared l2 distance to the clean embedding (FARE, Schlarmann et al. 2024, arXiv 2402.12336).
+- BLIP: ``itm`` (the negative ITM match logit of the image with its own captions) and ``rerank`` (cross-entropy
+  over ITM + ITC scores of a fixed candidate set: the clean top-k ITC captions plus the positives, i.e. an
+  attack through LAVIS's two-stage retrieval, not only ITC).
+Text side (for the text-to-image direction and text attacks): ``text_contrastive`` returns
+``objective(texts: list[str], rows: Tensor[long]) -> Tensor[len(texts)]``.
+
+Images are pixel tensors in [0, 1] of shape (B, ...); the model's ``encode_image`` does resizing/normalising.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from advlora.errors import AdvloraError, choices_error
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+TextObjective = Callable[[list, torch.Tensor], torch.Tensor]
+
+
+def _scale(model, logit_scale) -> torch.Tensor | float:
+    return model.logit_scale.detach() if logit_scale is None else logit_scale
+
+
+def _check_pos(positives: torch.Tensor, n: int) -> torch.Tensor:
+    positives = torch.as_tensor(positives)
+    if positives.dtype != torch.bool or positives.dim() != 2 or positives.shape[1] != n:
+        raise AdvloraError(f"positives must be a bool tensor (B, {n}); got {positives.dtype} "
+                           f"{tuple(positives.shape)}")
+    if not positives.any(dim=1).all():
+        raise AdvloraError("every image needs at least one positive caption")
+    return positives
+
+
+def multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """-log(sum_pos exp(l) / sum_all exp(l)) per row: (B, N) logits, (B, N) bool -> (B,)."""
+    pos = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)
+    return logits.logsumexp(dim=1) - pos
+
+
+def contrastive(model, text_features: torch.Tensor, positives: torch.Tensor,
+                logit_scale: float | torch.Tensor | None = None) -> Objective:
+    """Multi-positive cross-entropy of each image against ``text_features``.
+
+    Args:
+        model: a ``VLModel``.
+        text_features: (N, D) unit caption embeddings: the full gallery, or the captions of the batch.
+        positives: bool (B, N), ``positives[b, j]`` when caption j describes image b (rows follow the batch).
+        logit_scale: temperature multiplier; None -> the model's own.
+    """
+    tf = text_features.detach()
+    positives = _check_pos(positives, tf.shape[0]).to(tf.device)
+    scale = _scale(model, logit_scale)
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        logits = scale * model.encode_image(images) @ tf.t()
+        return multi_positive_ce(logits, positives[:logits.shape[0]])
+
+    return objective
+
+
+itc = contrastive
+
+
+def margin(model, text_features: torch.Tensor, positives: torch.Tensor) -> Objective:
+    """Best negative minus best positive cosine similarity (> 0: the image no longer retrieves a caption of its
+    own at rank 1). A DLR-like margin: scale-free, so it does not saturate as cross-entropy does."""
+    tf = text_features.detach()
+    positives = _check_pos(positives, tf.shape[0]).to(tf.device)
+    if positives.all(dim=1).any():
+        raise AdvloraError("margin objective needs at least one negative caption per image")
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        sim = model.encode_image(images) @ tf.t()
+        pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
+        neg = sim.masked_fill(positives, float("-inf")).amax(dim=1)
+        return neg - pos
+
+    return objective
+
+
+def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> Objective:
+    """Squared l2 distance of ``model.encode_image(x, normalize)`` to ``clean_features`` (B, D): FARE's
+    unsupervised attack (arXiv 2402.12336), computed on unnormalised embeddings by default as FARE does."""
+    cf = clean_features.detach()
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        return (model.encode_image(images, normalize=normalize) - cf[:images.shape[0]]).pow(2).sum(dim=-1)
+
+    return objective
+
+
+def _need_itm(model) -> None:
+    if not getattr(model, "has_itm", False):
+        raise AdvloraError(f"the ITM objectives need a model with an ITM head (BLIP); {model.arch!r} has none")
+
+
+def itm(model, captions: Sequence[Sequence[str]] | Sequence[str]) -> Objective:
+    """Negative ITM match logit of each image with its own captions (averaged over them).
+
+    ``captions[b]``: the caption (str) or captions (list of str) of image b.
+    """
+    _need_itm(model)
+    groups = [[c] if isinstance(c, str) else list(c) for c in captions]
+    owner = torch.tensor([b for b, g in enumerate(groups) for _ in g], dtype=torch.long)
+    flat = [c for g in groups for c in g]
+    tokens = model.tokenize(flat)
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        states = model.image_states(images)
+        o = owner.to(states.device)
+        logits = model.itm_logits_from_states(states[o], tokens)[:, 1]
+        total = torch.zeros(images.shape[0], device=logits.device).index_add(0, o, logits)
+        count = torch.zeros(images.shape[0], device=logits.device).index_add(0, o, torch.ones_like(logits))
+        return -total / count
+
+    return objective
+
+
+def rerank(model, clean_images: torch.Tensor, text_features: torch.Tensor, positives: torch.Tensor,
+           captions: Sequence[str], k: int = 16) -> Objective:
+    """Cross-entropy through BLIP's two-stage retrieval (ITC top-k, then ITM + ITC re-scoring).
+
+    The candidate set of each image is fixed from the clean ranking: its top-``k`` captions by ITC plus all its
+    positives (differentiable; a discrete top-k of the adversarial iterate would not be). Each candidate is
+    scored ``itm_match + itc`` as ``advlora.evaluation.itm_rerank`` does, and the loss is the multi-positive
+    cross-entropy over the candidates. Costs B * (k + positives) ITM passes per call.
+    """
+    _need_itm(model)
+    tf = text_features.detach()
+    positives = _check_pos(positives, tf.shape[0]).to(tf.device)
+    with torch.no_grad():
+        sim = model.encode_image(clean_images) @ tf.t()
+    top = sim.topk(min(k, tf.shape[0]), dim=1).indices
+    cand = torch.zeros_like(positives).scatter_(1, top, True) | positives
+    rows, cols = cand.nonzero(as_tuple=True)
+    tokens = model.tokenize([captions[j] for j in cols.tolist()])
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        states = model.image_states(images)
+        feats = model.embed_image_states(states)
+        itc_s = (feats[rows] * tf[cols]).sum(-1)
+        itm_s = model.itm_logits_from_states(states[rows], tokens)[:, 1]
+        logits = torch.full(cand.shape, float("-inf"), device=feats.device, dtype=itc_s.dtype)
+        logits = logits.index_put((rows, cols), itm_s + itc_s)
+        return multi_positive_ce(logits, positives)  # ITM logits are on their own scale, as LAVIS adds them
+
+    return objective
+
+
+def text_contrastive(model, image_features: torch.Tensor, txt2img: torch.Tensor,
+                     logit_scale: float | torch.Tensor | None = None) -> TextObjective:
+    """Cross-entropy of captions against an image gallery: ``objective(texts, rows) -> Tensor[len(texts)]``,
+    where ``rows[i]`` is the caption index (into ``txt2img``) that ``texts[i]`` is a version of."""
+    imf = image_features.detach()
+    txt2img = torch.as_tensor(txt2img, dtype=torch.long)
+    scale = _scale(model, logit_scale)
+
+    def objective(texts: list, rows: torch.Tensor) -> torch.Tensor:
+        logits = scale * model.encode_text(list(texts)) @ imf.t()
+        target = txt2img[torch.as_tensor(rows, dtype=torch.long)].to(logits.device)
+        return F.cross_entropy(logits, target, reduction="none")
+
+    return objective
+
+
+#: image-side objective names usable from the CLI and ``evaluate_robust``
+OBJECTIVES = ("contrastive", "itc", "margin", "embedding", "itm", "rerank")
+
+
+def check_objective(name: str) -> str:
+    if name not in OBJECTIVES:
+        raise choices_error("objective", name, OBJECTIVES)
+    return name

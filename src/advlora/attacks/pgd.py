@@ -1,0 +1,55 @@
+"""Projected gradient descent (Madry et al. 2018, arXiv 1706.06083) on any per-sample objective.
+
+Threat model: linf or l2 ball of radius ``eps`` around each image, intersected with pixel space [0, 1].
+Inputs: ``images`` (B, ...) in [0, 1] (images (B, 3, H, W) or videos (B, F, 3, H, W)); every sample has its own
+perturbation. Cost: exactly one forward and one backward per step; the loss of the current iterate, computed
+for its gradient, also feeds the worst-case bookkeeping, so the only extra work is one forward (no backward)
+per restart to score the last iterate.
+"""
+from __future__ import annotations
+
+import torch
+
+from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, check_loss,
+                                    loss_and_grad, project_image)
+from advlora.attacks._utils import random_start as _random_start
+from advlora.errors import AdvloraError
+
+
+def pgd(objective: Objective, images: torch.Tensor, *, eps: float | str, step_size: float | None = None,
+        steps: int = 10, norm: str = "linf", random_start: bool = True, restarts: int = 1,
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Maximise ``objective`` within the eps ball; returns adversarial images (B, ...) in [0, 1].
+
+    Args:
+        objective: ``objective(x) -> Tensor[B]``, the per-sample loss to maximise (see ``advlora.attacks.objectives``).
+        images: clean inputs (B, ...) in [0, 1].
+        eps: radius in pixel space ("4/255" or a float).
+        step_size: per-step move (linf: each pixel by step_size; l2: a step of that l2 length);
+            None -> 2.5 * eps / steps.
+        steps: iterations (>= 1).
+        norm: "linf" or "l2".
+        random_start: start each restart from a random point of the ball (else from the clean image).
+        restarts: independent runs; per sample, the point with the highest objective over all iterates of all
+            restarts is returned (the clean image is a candidate only without random start).
+        generator: ``torch.Generator`` for the random starts (reproducible attacks).
+    """
+    eps = check_args(images, eps, norm, steps)
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
+    step = 2.5 * eps / steps if step_size is None else float(step_size)
+    if step < 0:
+        raise AdvloraError(f"step size must be >= 0, got {step_size!r}")
+    x0 = images.detach()
+    worst = WorstCase(x0)
+    for _ in range(int(restarts)):
+        x = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
+        for _ in range(int(steps)):
+            loss, grad = loss_and_grad(objective, x)
+            worst.update(loss, x)                      # the loss of this iterate, already paid for
+            x = project_image(x + step * ascent_direction(grad, norm), x0, eps, norm)
+        with torch.no_grad():
+            loss = objective(x)
+            check_loss(loss, x)
+        worst.update(loss, x)
+    return worst.x

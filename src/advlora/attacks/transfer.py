@@ -1,0 +1,28 @@
+"""Transfer attack: craft adversarial images on a surrogate model, evaluate them on the target.
+
+Threat model: whatever the base attack's is (default PGD, linf or l2, pixel space [0, 1]); the target model
+is never queried while crafting (a black-box, zero-query attack; Papernot et al. 2016, arXiv 1605.07277).
+``images`` (B, ...) in [0, 1]. The objective passed in must be built on the surrogate model
+(e.g. ``objectives.contrastive(surrogate, surrogate_text_features, positives)``); evaluating the result on the
+target is the caller's job (``advlora.evaluation.robust.evaluate_robust(..., surrogate=...)`` does it).
+"""
+from __future__ import annotations
+
+import torch
+
+from advlora.attacks._utils import Objective
+from advlora.attacks.apgd import apgd
+from advlora.attacks.fgsm import fgsm
+from advlora.attacks.pgd import pgd
+from advlora.errors import choices_error
+
+BASES = {"pgd": pgd, "fgsm": fgsm, "apgd": apgd}
+
+
+def transfer(surrogate_objective: Objective, images: torch.Tensor, *, eps: float | str, base: str = "pgd",
+             generator: torch.Generator | None = None, **base_kwargs) -> torch.Tensor:
+    """Run the white-box ``base`` attack ("pgd", "fgsm", "apgd") on the surrogate's objective; returns (B, ...)
+    adversarial images in [0, 1], to be scored on the target. ``base_kwargs`` go to the base attack."""
+    if base not in BASES:
+        raise choices_error("transfer base attack", base, BASES)
+    return BASES[base](surrogate_objective, images, eps=eps, generator=generator, **base_kwargs)

@@ -1,0 +1,133 @@
+"""``advlora attack``: one attack (at one or several eps) on a model (and adapter), robust retrieval in a run
+folder. The helpers here also serve ``advlora eval --attacks ...``."""
+from __future__ import annotations
+
+import argparse
+
+from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+
+
+def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> None:
+    """The threat-model flags, spelled the same by ``attack`` and ``eval``."""
+    p.add_argument("--eps", default=eps_default,
+                   help="radius in pixel space [0, 1]: 4/255, 0.0157, or a sweep 1/255,2/255,4/255")
+    p.add_argument("--norm", default="linf", help="linf or l2 (default linf)")
+    p.add_argument("--steps", type=int, default=10, help="iterations of PGD/APGD (FGSM: 1)")
+    p.add_argument("--step-size", default=None, help="PGD step (default 2.5 * eps / steps)")
+    p.add_argument("--restarts", type=int, default=1, help="random restarts; the per-sample worst is kept")
+    p.add_argument("--no-random-start", dest="random_start", action="store_false",
+                   help="start PGD/APGD at the clean image")
+    p.add_argument("--square-queries", type=int, default=1000, help="Square's query budget per image")
+    p.add_argument("--square-limit", type=int, default=None, help="run Square on a subset of N images")
+    p.add_argument("--ensemble", action="store_true",
+                   help="add the per-sample worst case over the image attacks (AutoAttack-style)")
+    p.add_argument("--objective", default="contrastive",
+                   help="image objective: contrastive (itc), margin, embedding; BLIP: itm, rerank")
+    p.add_argument("--gallery", default="full", help="objective against the full caption gallery or the batch")
+    p.add_argument("--surrogate", default=None, help="surrogate model of the transfer attack")
+    p.add_argument("--text-budget", type=int, default=3, help="character edits per caption (text, joint)")
+    p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity checks")
+    p.add_argument("--sanity-limit", type=int, default=64, help="images for the costly sanity checks")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_data_args(p)
+    p.add_argument("--attack", default="pgd",
+                   help="fgsm, pgd, apgd, apgd-margin, square, transfer, text, joint (default pgd)")
+    add_threat_args(p, eps_default="4/255")
+    add_out_arg(p, "attack")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_robust(args, [args.attack], command="attack")
+
+
+def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) -> int:
+    """Evaluate ``attacks`` at every eps of ``--eps``; write metrics.json/config.yaml/manifest.json; print."""
+    import torch
+
+    from advlora.attacks import ThreatModel, format_eps, parse_eps_list
+    from advlora.data import load_dataset
+    from advlora.errors import AdvloraError, choices_error
+    from advlora.evaluation.robust import EVAL_ATTACKS, evaluate_robust
+    from advlora.evaluation.sanity import check_monotone
+    from advlora.io import write_json
+    from advlora.runs import default_out, run_folder
+
+    for a in attacks:
+        if a not in EVAL_ATTACKS:
+            raise choices_error("attack", a, EVAL_ATTACKS)
+    eps_list = parse_eps_list(args.eps)
+    threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps,
+                           restarts=args.restarts, random_start=args.random_start, seed=args.seed)
+               for e in eps_list]
+    if args.square_limit is not None and args.square_limit < 1:
+        raise AdvloraError(f"--square-limit must be >= 1, got {args.square_limit}")
+    if args.square_queries < 1:
+        raise AdvloraError(f"--square-queries must be >= 1, got {args.square_queries}")
+    model = load_model_and_adapter(args)
+    surrogate = None
+    if args.surrogate:
+        from advlora.models import load_model
+
+        surrogate = load_model(args.surrogate, device=str(model.device))
+    extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
+    data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed, **extra)
+    results = []
+    for th in threats:
+        res = evaluate_robust(model, data, attacks, th, rerank_k=args.rerank_k,
+                              batch_size=min(args.batch_size, 64), square_limit=args.square_limit,
+                              square_queries=args.square_queries, ensemble=args.ensemble,
+                              generator=torch.Generator().manual_seed(args.seed), objective=args.objective,
+                              gallery=args.gallery, surrogate=surrogate, text_budget=args.text_budget,
+                              sanity=args.sanity, sanity_limit=args.sanity_limit)
+        results.append(res)
+    robust, sanity = {}, []
+    for res in results:
+        for name, entry in res["attacks"].items():
+            robust[f"{name}@{res['eps_str']}"] = entry
+        if "ensemble" in res:
+            robust[f"ensemble@{res['eps_str']}"] = res["ensemble"]
+        tagged = [f"{s[:4]} [eps {res['eps_str']}] {s[5:]}" for s in res.get("sanity", [])]
+        sanity += [s for s in tagged if s not in sanity]
+    if args.sanity and len(results) > 1:
+        for name in results[0]["attacks"]:
+            if name != "text":
+                sanity.append(check_monotone([(r["eps"], r["attacks"][name]["metrics"]["r_mean"]) for r in results],
+                                             name))
+    metrics = {"clean": results[0]["clean"], "n_images": len(data), "n_texts": len(data.captions),
+               "data": data.name, "model": args.model, "adapter": args.adapter,
+               "robust": robust, "sanity": sanity, "protocol": results[0]["protocol"],
+               "runs": [{k: v for k, v in r.items() if k not in ("protocol",)} for r in results]}
+    config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
+    config["threat_models"] = [{"norm": t.norm, "eps": format_eps(float(t.eps)), "steps": t.steps,
+                                "step_size": t.step, "restarts": t.restarts, "random_start": t.random_start,
+                                "seed": t.seed} for t in threats]
+    out = args.out or default_out(command)
+    with run_folder(out, config, seed=args.seed) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+    print(f"{data.name}: {len(data)} images, {len(data.captions)} captions; model {args.model}"
+          + (f" + adapter {args.adapter}" if args.adapter else ""))
+    print(robust_table(metrics))
+    print("sanity checks:")
+    print("\n".join(f"  {s}" for s in sanity) if sanity else "  (skipped: --no-sanity)")
+    print(f"run folder: {out}")
+    return 0
+
+
+def robust_table(metrics: dict) -> str:
+    """Clean and robust rows with attack success rates and the threat model beside every row."""
+    from advlora.metrics import METRIC_KEYS
+    from advlora.report.tables import metrics_table
+
+    rows = {"clean": {**metrics["clean"], "threat": "none (clean)"}}
+    for key, e in metrics["robust"].items():
+        label = key + (" [subset]" if "subset" in e else "")
+        rows[label] = {**e["metrics"], "asr_i2t": e["asr"]["i2t"], "asr_t2i": e["asr"]["t2i"],
+                       "threat": e["threat"] + (f"; {e['subset']}, clean r_mean there {e['clean']['r_mean']:.1f}"
+                                               if "subset" in e else "")}
+    table = metrics_table(rows, columns=[*METRIC_KEYS, "asr_i2t", "asr_t2i"])
+    lines = table.splitlines()
+    width = max(len(s) for s in lines)
+    threats = ["threat model", *[r["threat"] for r in rows.values()]]
+    return "\n".join(f"{ln.ljust(width)}  {t}" for ln, t in zip(lines, threats))
