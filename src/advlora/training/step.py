@@ -1,0 +1,173 @@
+"""One training step's model-facing parts: the attack on a batch and the loss module DDP wraps.
+
+The trainer knows nothing of CLIP or BLIP; this module turns (clean images, adversarial images, captions) into
+the loss: symmetric contrastive (ITC) on the images the config names, TRADES' KL term, BLIP's ITM on hard
+negatives, and the adapter's regulariser. Under DDP every rank holds a contiguous slice of the global batch;
+features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
+gradient average equals the single-process gradient of that loss.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advlora.losses import (contrastive_loss, itm_loss, kl_per_image, per_image_contrastive,
+                            sample_hard_negatives)
+from advlora.training.config import CLEAN, AttackConfig
+
+
+class Dist:
+    """Rank, world size and feature gathering (identity on one process)."""
+
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate equal-sized slices of all ranks; gradient flows through this rank's slice only."""
+        if self.world == 1:
+            return x
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.detach().contiguous())
+        parts[self.rank] = x
+        return torch.cat(parts)
+
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's slice (rows) of a global-batch tensor."""
+        b = x.shape[0] // self.world
+        return x[self.rank * b:(self.rank + 1) * b]
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return x
+        import torch.distributed as dist
+
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        return x
+
+
+def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.Tensor, positives: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Adversarial images for this rank's ``clean`` slice against the (gathered, fixed) batch captions.
+
+    The model runs in eval mode (restored after); the attack differentiates w.r.t. the images only.
+    ``positives`` holds this rank's rows. Returns ``clean`` itself for clean training.
+    """
+    if cfg.name == CLEAN:
+        return clean
+    from advlora.attacks import ATTACKS
+    from advlora.attacks.threat import parse_eps
+    from advlora.evaluation.retrieval import eval_mode
+
+    eps = parse_eps(cfg.eps)
+    with eval_mode(model):
+        scale = model.logit_scale.detach()
+        if cfg.loss == "trades":
+            with torch.no_grad():
+                clean_logits = scale * model.encode_image(clean) @ text_all.t()
+
+            def objective(x: torch.Tensor) -> torch.Tensor:
+                return kl_per_image(clean_logits, scale * model.encode_image(x) @ text_all.t())
+        else:
+            def objective(x: torch.Tensor) -> torch.Tensor:
+                return per_image_contrastive(model.encode_image(x), text_all, scale, positives)
+
+        if cfg.name == "fgsm" and cfg.random_start:  # fast adversarial training (Wong et al. 2020)
+            step = 1.25 * eps if cfg.step_size is None else cfg.step_size
+            return ATTACKS["pgd"](objective, clean, eps=eps, step_size=step, steps=1, norm=cfg.norm,
+                                  random_start=True, restarts=1, generator=generator).detach()
+        if cfg.name not in ATTACKS:
+            from advlora.errors import choices_error
+            raise choices_error("training attack", cfg.name, [*ATTACKS, CLEAN])
+        return call_attack(ATTACKS[cfg.name], objective, clean, eps=eps, step_size=cfg.step_size, steps=cfg.steps,
+                           norm=cfg.norm, random_start=cfg.random_start, restarts=cfg.restarts,
+                           generator=generator).detach()
+
+
+def call_attack(attack, objective, images: torch.Tensor, **options) -> torch.Tensor:
+    """Call an attack of ``advlora.attacks.ATTACKS`` with the options its signature accepts (APGD picks its own
+    step size; Square takes a query budget, here ``steps``)."""
+    import inspect
+
+    params = inspect.signature(attack).parameters
+    if "queries" in params and "steps" in options:
+        options["queries"] = options["steps"]
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    return attack(objective, images, **options)
+
+
+class TrainTask(nn.Module):
+    """The module DDP wraps: ``forward`` returns (loss to back-propagate, loss to report)."""
+
+    def __init__(self, model, cfg: AttackConfig, dist: Dist, regularizer=None) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.dist = dist
+        self.regularizer = regularizer
+        self.itm_generator: torch.Generator | None = None
+
+    def _image_parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        m = self.model
+        if m.has_itm:
+            states = m.image_states(images)
+            return m.embed_image_states(states), states
+        return m.encode_image(images), None
+
+    def forward(self, clean: torch.Tensor, adv: torch.Tensor, tokens: dict, text_fixed: torch.Tensor | None,
+                positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Args: this rank's clean and adversarial images and tokens; the gathered text features when the text
+        tower is not trained (else None: encoded here with gradient); the global (B, B) positives."""
+        m, cfg, d = self.model, self.cfg, self.dist
+        b = adv.shape[0]
+        n = b * d.world
+        use_clean = cfg.loss in ("trades", "mix") and cfg.name != CLEAN
+        feats, states = self._image_parts(torch.cat([clean, adv]) if use_clean else adv)
+        adv_feats = feats[b:] if use_clean else feats
+        adv_states = None if states is None else (states[b:] if use_clean else states)
+        text_all = d.gather(m.encode_text(tokens)) if text_fixed is None else text_fixed
+        scale = m.logit_scale
+        parts: dict[str, torch.Tensor] = {}
+        per_sample = torch.zeros((), device=adv.device)   # sums over this rank's samples, / global count
+        if cfg.loss == "adv" or not use_clean:
+            parts["itc"] = contrastive_loss(d.gather(adv_feats), text_all, scale, positives)
+        elif cfg.loss == "mix":
+            parts["itc_clean"] = contrastive_loss(d.gather(feats[:b]), text_all, scale, positives)
+            parts["itc_adv"] = contrastive_loss(d.gather(adv_feats), text_all, scale, positives)
+            w = cfg.clean_weight
+            parts["itc"] = w * parts["itc_clean"] + (1 - w) * parts["itc_adv"]
+        else:  # trades: clean contrastive + beta * KL(clean || adv) over the batch captions
+            parts["itc"] = contrastive_loss(d.gather(feats[:b]), text_all, scale, positives)
+            kl = kl_per_image(scale * feats[:b] @ text_all.t(), scale * adv_feats @ text_all.t())
+            parts["kl"] = kl.sum() / n
+            per_sample = per_sample + cfg.beta * parts["kl"]
+        if adv_states is not None:
+            parts["itm"] = self._itm(adv_states, adv_feats, text_all, tokens, positives) / d.world
+            per_sample = per_sample + parts["itm"]
+        reg = self.regularizer(m) if self.regularizer is not None else torch.zeros((), device=adv.device)
+        parts["reg"] = reg
+        backward = d.world * (parts["itc"] + per_sample) + reg
+        report = parts["itc"] / d.world + per_sample + reg / d.world
+        return backward, report, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _itm(self, states: torch.Tensor, img_feats: torch.Tensor, text_all: torch.Tensor, tokens: dict,
+             positives: torch.Tensor) -> torch.Tensor:
+        """BLIP's ITM on this rank's batch: positive pairs plus one hard negative text per image and one hard
+        negative image per text, drawn by ITC similarity (a mean over the 3b pairs)."""
+        m, d = self.model, self.dist
+        b = states.shape[0]
+        pos = d.local(positives)[:, d.rank * b:(d.rank + 1) * b]
+        sim = img_feats @ d.local(text_all).t()
+        neg_txt, neg_img = sample_hard_negatives(sim, pos, self.itm_generator)
+        img_idx = torch.cat([torch.arange(b), torch.arange(b), neg_img.cpu()])
+        txt_idx = torch.cat([torch.arange(b), neg_txt.cpu(), torch.arange(b)])
+        tok = {k: v[txt_idx.to(v.device)] for k, v in tokens.items()}
+        logits = m.itm_logits_from_states(states[img_idx.to(states.device)], tok)
+        labels = pos[img_idx.to(pos.device), txt_idx.to(pos.device)].long().to(logits.device)
+        return itm_loss(logits, labels)
+
+
+__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack"]

@@ -1,0 +1,314 @@
+"""``train(config, out, resume=False) -> TrainResult``: adversarial training of any adapter method.
+
+The loop (minGPT-style) knows only batches, an attack, a loss module, an optimiser and checkpoints; the model
+specifics live in ``advlora.training.step``. The same code runs on CPU, one GPU, or DDP under ``torchrun``:
+each rank takes a contiguous slice of the global batch. Every step reseeds the trainer's generators from
+(seed, step, rank), so that a resumed run draws exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlora.errors import AdvloraError
+from advlora.io import atomic_dir, write_json
+from advlora.training import setup as S
+from advlora.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from advlora.training.config import CLEAN, RunConfig, resolve
+from advlora.training.data import EpochSampler
+from advlora.training.logs import RunLogger, alpha_row
+from advlora.training.step import Dist, TrainTask, attack_batch
+from advlora.training.validate import threat_model, validate
+
+
+#: seconds to sleep after each step: lets the kill-and-resume test kill a run between two checkpoints
+_STEP_DELAY = float(os.environ.get("ADVLORA_TRAIN_STEP_DELAY", "0") or 0)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    trainable_params: int
+    total_params: int
+    train_time_s: float
+    steps: int
+    history: Path
+    efficiency: dict = field(default_factory=dict)
+
+    @property
+    def trainable(self) -> int:
+        return self.trainable_params
+
+
+class _Timer:
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.totals = totals
+
+    def __call__(self, key: str, t0: float) -> float:
+        t = time.perf_counter()
+        self.totals[key] = self.totals.get(key, 0.0) + t - t0
+        return t
+
+
+def train(config: RunConfig, out: str | Path, resume: bool = False, *, model=None, argv: list[str] | None = None
+          ) -> TrainResult:
+    """Train ``config`` into the run folder ``out`` (``resume``: continue from its last checkpoint).
+
+    Args:
+        model: a loaded base model to copy instead of loading ``config.model`` (it is not modified).
+        argv: command line recorded in the manifest.
+    """
+    config = resolve(copy.deepcopy(config))
+    out = Path(out)
+    threads = torch.get_num_threads()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    try:
+        return _Run(config, out, resume, model, argv).run()
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Run:
+    def __init__(self, config: RunConfig, out: Path, resume: bool, base, argv) -> None:
+        self.cfg, self.out = config, out
+        self.acc = S.make_accelerator(config.train)
+        self.main = self.acc.is_main_process
+        self.dist = Dist(self.acc.process_index, self.acc.num_processes)
+        torch.manual_seed(config.train.seed)
+        ckpt = S.prepare_folder(out, config, resume, self.main, argv) if self.main else None
+        self.acc.wait_for_everyone()
+        if not self.main and resume:
+            found = sorted((out / "checkpoints").glob("step-*"))
+            ckpt = found[-1] if found else None
+        self.model = S.build_model(config, self.acc.device, base)
+        self.counts = S.param_counts(self.model)
+        d = config.data
+        self.train_data = S.dataset(d.name, d.train_split, d.train_limit, d.format, config.train.seed)
+        self.val_data = S.dataset(d.name, d.val_split, config.eval.val_limit, d.format)
+        self.sampler = EpochSampler(self.train_data, config.train.batch_size, config.train.seed)
+        if self.sampler.batch_size % self.dist.world:
+            raise AdvloraError(f"train.batch_size {self.sampler.batch_size} is not divisible by the "
+                               f"{self.dist.world} processes")
+        self.total = config.train.steps or config.train.epochs * self.sampler.steps_per_epoch
+        self.trainable = self.counts["trainable"] > 0
+        self.gens = {"attack": torch.Generator(), "itm": torch.Generator()}
+        self.state: dict[str, Any] = {"step": 0, "train_time_s": 0.0, "times": {}, "validated_epoch": -1}
+        if self.trainable:
+            self._prepare_training(ckpt)
+
+    # ---- set-up ---------------------------------------------------------------------------------------------
+    def _prepare_training(self, ckpt: Path | None) -> None:
+        cfg = self.cfg
+        self.optimizer, self.scheduler = S.optimizer_and_schedule(self.model, cfg, self.total)
+        regularizer = None
+        if cfg.method == "advlora":
+            from advlora.adapters import regularization_loss
+            regularizer = regularization_loss
+        self.task = TrainTask(self.model, cfg.attack, self.dist, regularizer)
+        self.task.itm_generator = self.gens["itm"]
+        self.ddp = self.acc.prepare(self.task)
+        self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
+        self.images = self.train_data.load_images_uint8(self.model.image_size)
+        if ckpt is not None:
+            st = load_checkpoint(ckpt, self.model)
+            self.optimizer.load_state_dict(st["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            set_rng_state(st["rng"], self.gens)
+            self.state = {k: st[k] for k in self.state}
+        self.alpha_names = sorted(self._alphas())
+        self.logger = RunLogger(self.out, [f"alpha/{k}" for k in self.alpha_names] + self._tower_columns(),
+                                enabled=self.main, tensorboard=cfg.train.tensorboard,
+                                resume_step=self.state["step"] if ckpt is not None else None)
+
+    def _alphas(self) -> dict[str, float]:
+        if self.cfg.method != "advlora":
+            return {}
+        from advlora.adapters import alpha_values
+        return alpha_values(self.model)
+
+    def _tower_of(self, layer: str) -> str | None:
+        return self.model.tower_of(S.strip_prefix(layer))
+
+    def _tower_columns(self) -> list[str]:
+        towers = {self._tower_of(k) or "other" for k in self.alpha_names}
+        return [f"alpha_mean/{t}" for t in sorted(towers)]
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        try:
+            if self.trainable:
+                self._loop()
+            metrics, eff = self._finish()
+        finally:
+            if self.trainable:
+                self.logger.close()
+        self.acc.end_training()
+        return TrainResult(self.out, metrics, self.counts["trainable"], self.counts["total"],
+                           self.state["train_time_s"], self.state["step"], self.out / "history.csv", eff)
+
+    def _loop(self) -> None:
+        from tqdm.auto import tqdm
+
+        cfg, st = self.cfg.train, self.state
+        show = cfg.progress and self.main
+        spe = self.sampler.steps_per_epoch
+        n_epochs = math.ceil(self.total / spe)
+        ebar = tqdm(total=n_epochs, initial=st["step"] // spe, desc="epochs", disable=not show, position=0)
+        sbar = tqdm(total=self.total, initial=st["step"], desc="steps", disable=not show, position=1, leave=False)
+        timer = _Timer(st["times"])
+        while st["step"] < self.total:
+            t_start = time.perf_counter()
+            batch = self.sampler.batch(st["step"])
+            loss, parts = self._step(batch, timer)
+            st["step"] += 1
+            st["train_time_s"] += time.perf_counter() - t_start
+            if _STEP_DELAY:
+                time.sleep(_STEP_DELAY)
+            sbar.update(1)
+            sbar.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
+            if st["step"] % cfg.log_every == 0 or st["step"] == self.total:
+                self._log(batch, loss, parts, timer)
+            if batch.index == spe - 1:
+                ebar.update(1)
+                if (batch.epoch + 1) % self.cfg.eval.every_epochs == 0:
+                    self._validate(batch.epoch)
+            if st["step"] == self.total or (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0):
+                self._checkpoint()
+        if st["validated_epoch"] < self.sampler.position(self.total - 1)[0]:
+            self._validate(self.sampler.position(self.total - 1)[0])
+        sbar.close()
+        ebar.close()
+
+    def _step(self, batch, timer: _Timer) -> tuple[float, dict]:
+        model, d, acfg = self.model, self.dist, self.cfg.attack
+        seed = (self.cfg.train.seed * 1_000_003 + self.state["step"]) * 64 + d.rank
+        for i, g in enumerate(self.gens.values()):
+            g.manual_seed(seed * 8 + i)
+        torch.manual_seed(seed * 8 + 7)
+        local_imgs, local_caps = d.local(batch.images), d.local(batch.captions)
+        clean = self.images[local_imgs].to(self.acc.device).float().div_(255.0)
+        tokens = model.tokenize([self.train_data.captions[j] for j in local_caps.tolist()])
+        positives = batch.positives.to(self.acc.device)
+        t0 = time.perf_counter()
+        from advlora.evaluation.retrieval import eval_mode
+        with self.acc.autocast():
+            with eval_mode(model), torch.no_grad():
+                text_all = d.gather(model.encode_text(tokens))
+            adv = attack_batch(model, acfg, clean, text_all, d.local(positives), self.gens["attack"])
+        t1 = timer("attack", t0)
+        self.optimizer.zero_grad(set_to_none=True)   # nothing of the attack reaches the update
+        self.task.train()
+        with self.acc.autocast():
+            backward, report, parts = self.ddp(clean, adv, tokens, None if self.text_trained else text_all,
+                                               positives)
+        loss = float(d.sum(report.detach()))
+        if not math.isfinite(loss):
+            last = sorted((self.out / "checkpoints").glob("step-*"))
+            keep = f"; the last good checkpoint is {last[-1]}" if last else "; no checkpoint was written yet"
+            raise AdvloraError(f"training stopped: non-finite loss ({loss}) at step {self.state['step'] + 1}{keep}")
+        self.acc.backward(backward)
+        t2 = timer("forward_backward", t1)
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                           self.cfg.train.grad_clip)
+        self.lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}   # the lr of this step
+        self.optimizer.step()
+        self.scheduler.step()
+        timer("optimizer", t2)
+        return loss, parts
+
+    def _log(self, batch, loss: float, parts: dict, timer: _Timer) -> None:
+        st = self.state
+        n = max(1, st["step"])
+        row = {"step": st["step"], "epoch": batch.epoch, "loss": loss, **{k: parts.get(k) for k in
+                                                                           ("itc", "kl", "itm", "reg")}}
+        row.update(lr=self.lrs.get("weights"), alpha_lr=self.lrs.get("alpha"))
+        for k in ("attack", "forward_backward", "optimizer"):
+            row[f"time_{k}_s"] = st["times"].get(k, 0.0) / n
+        if self.alpha_names:
+            row.update(alpha_row(self._alphas(), self._tower_of))
+        self.logger.step(row)
+
+    def _validate(self, epoch: int) -> None:
+        self.state["validated_epoch"] = epoch
+        if self.main:
+            ev = self.cfg.eval
+            threat = threat_model(self.cfg.attack, ev.eps, ev.val_steps, 0) if ev.robust else None
+            res = validate(self.model, self.val_data, threat, attack=ev.attack, rerank_k=0,
+                           batch_size=ev.batch_size)
+            self.logger.epoch({"epoch": epoch, "step": self.state["step"], "clean_r_mean": res["clean"]["r_mean"],
+                               "robust_r_mean": res.get("robust", {}).get("r_mean"), "threat": res.get("threat")})
+        self.acc.wait_for_everyone()
+
+    def _checkpoint(self) -> None:
+        if self.main:
+            state = {**self.state, "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.gens),
+                     "epoch": self.sampler.position(self.state["step"])[0],
+                     "index": self.sampler.position(self.state["step"])[1]}
+            save_checkpoint(self.out / "checkpoints", self.state["step"], self.model, state,
+                            self.cfg.train.keep_last, self._adapter_saver())
+        self.acc.wait_for_everyone()
+
+    def _adapter_saver(self):
+        if self.cfg.method == "frozen":
+            return None
+        from advlora.adapters import save_adapter
+        return lambda path: save_adapter(self.model, path)
+
+    # ---- the end --------------------------------------------------------------------------------------------
+    def _finish(self) -> tuple[dict, dict]:
+        cfg, ev = self.cfg, self.cfg.eval
+        metrics, eff = {}, {}
+        if self.main:
+            test = S.dataset(cfg.data.name, cfg.data.test_split, ev.test_limit, cfg.data.format)
+            threat = threat_model(cfg.attack, ev.eps, ev.test_steps, 0)
+            res = validate(self.model, test, threat, attack=ev.attack, rerank_k=ev.rerank_k,
+                           batch_size=ev.batch_size)
+            metrics = {**res, "attack": ev.attack, "split": cfg.data.test_split, "limit": ev.test_limit,
+                       "n_images": len(test), "n_texts": len(test.captions), "method": cfg.method,
+                       "steps": self.state["step"], "train_attack": self._train_attack()}
+            eff = self._efficiency()
+            saver = self._adapter_saver()
+            if saver is not None:
+                with atomic_dir(self.out / "adapter") as tmp:
+                    saver(tmp)
+            write_json(self.out / "efficiency.json", eff)
+            write_json(self.out / "metrics.json", metrics)
+        self.acc.wait_for_everyone()
+        return metrics, eff
+
+    def _train_attack(self) -> str:
+        a = self.cfg.attack
+        if a.name == CLEAN:
+            return "clean training"
+        t = threat_model(a, None, 1 if a.name == "fgsm" else a.steps, 0).replace(
+            step_size=a.step_size, restarts=a.restarts, random_start=a.random_start)
+        return t.describe(a.name) + ("" if a.loss == "adv" else f" loss={a.loss}")
+
+    def _efficiency(self) -> dict:
+        st = self.state
+        n = max(1, st["step"])
+        times = {k: v / n for k, v in st["times"].items()}
+        if torch.cuda.is_available() and self.acc.device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+        else:
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
+        return {**self.counts, "method": self.cfg.method, "steps": st["step"], "train_time_s": st["train_time_s"],
+                "peak_memory_mb": peak, "memory": kind, "step_time_s": {**times, "total": sum(times.values())},
+                "batch_size": self.sampler.batch_size, "processes": self.dist.world, "device": str(self.acc.device),
+                "attack": self._train_attack()}
+
+
+__all__ = ["TrainResult", "train"]

@@ -1,0 +1,52 @@
+"""Helpers of the training tests: a small data set with distinct captions and a tiny run config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+#: words the random test models' tokenizer knows (distinct captions must tokenize differently)
+WORDS = ["grinning face", "flag: japan", "red apple", "dog face", "cat face", "thumbs up", "rocket",
+         "house with garden", "birthday cake", "sun behind cloud", "green heart", "blue car"]
+
+
+def write_data(folder: Path, n: int = 8) -> Path:
+    """``n`` random 20x24 PNGs with two captions each (one shared by images i and i + n/2: multi-positive)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    recs = []
+    for i in range(n):
+        arr = (torch.rand(20, 24, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+        recs.append({"image": f"img{i}.png", "captions": [WORDS[i % len(WORDS)], f"{WORDS[(i + 3) % 12]} "
+                                                                                  f"{WORDS[i % 12]} rocket"]})
+    ann = folder / "ann.jsonl"
+    ann.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return ann
+
+
+def tiny_config(ann: Path, **sections) -> dict:
+    """A run-config dict on the random CLIP test model; ``sections`` are merged into it."""
+    from advlora.config import merge
+
+    base = {"model": {"random": "clip:test"},
+            "data": {"name": str(ann), "train_split": "test", "val_split": "test", "test_split": "test"},
+            "adapter": {"method": "lora", "rank": 2, "towers": "vision"},
+            "attack": {"steps": 2, "eps": "4/255"},
+            "train": {"steps": 3, "batch_size": 4, "checkpoint_every": 0, "progress": False, "tensorboard": False,
+                      "threads": 1, "lr": 1e-3},
+            "eval": {"val_steps": 1, "test_steps": 2, "val_limit": 8}}
+    return merge(base, sections)
+
+
+def save_test_model(folder: Path, arch: str = "clip") -> Path:
+    """The random test model saved as a model folder: other processes must load it rather than rebuild it,
+    because the random model's WordPiece tokenizer is not reproducible across processes (token ids differ)."""
+    from advlora.models import save_model
+    from advlora.models.tiny import random_model
+
+    save_model(random_model(arch, "test", seed=0), folder)
+    return folder
