@@ -1,0 +1,68 @@
+"""``advlora data``: build the embedded data sets (``emoji``, ``emoji-video``) or check a data set on disk."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    e = sub.add_parser("emoji", help="render the emoji image-text benchmark into $ADVLORA_HOME/data/emoji")
+    _build_args(e)
+    v = sub.add_parser("emoji-video", help="render the emoji video-text benchmark")
+    _build_args(v)
+    c = sub.add_parser("check", help="check an annotation file and its images; exit 0 only when clean")
+    c.add_argument("path", help="annotation file (or folder) to check")
+    c.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
+    c.add_argument("--split", default=None, help="split, for files holding several (Karpathy; default test)")
+    c.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")
+    c.add_argument("--frames", type=int, default=None, help="frames sampled per video (default 8)")
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--font", default=None, help="path of a colour emoji font (default: Noto Color Emoji)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a finished build is cached")
+    p.add_argument("--out", default=None, help="folder to build into (default: $ADVLORA_HOME/data/...)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        from advlora.data.check import check_dataset
+
+        report = check_dataset(args.path, fmt=args.fmt, split=args.split, image_root=args.image_root,
+                               frames=args.frames)
+        print(report)
+        return 0 if report.ok else 1
+    if args.action == "emoji":
+        from advlora.data.emoji import build_emoji as build
+    else:
+        build = _video_builder()
+    root = build(args.out, font_path=args.font, seed=args.seed, force=args.force)
+    _print_summary(root)
+    return 0
+
+
+def _video_builder():
+    from advlora.errors import AdvloraError
+
+    try:
+        return importlib.import_module("advlora.data.video").build_emoji_video
+    except ModuleNotFoundError as e:
+        if e.name == "advlora.data.video":
+            raise AdvloraError("the emoji-video data set is not available in this version of advlora") from None
+        raise
+
+
+def _print_summary(root) -> None:
+    import json
+    from pathlib import Path
+
+    root = Path(root)
+    for split in ("train", "val", "test"):
+        f = root / f"{split}.jsonl"
+        if f.exists():
+            lines = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
+            n_caps = sum(len(r.get("captions", [])) for r in lines)
+            print(f"{split:>5}: {len(lines)} items, {n_caps} captions  ({f})")
+    print(f"built in {root}")

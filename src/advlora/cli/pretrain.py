@@ -1,0 +1,35 @@
+"""``advlora pretrain``: train the tiny CLIP or BLIP from scratch on the emoji benchmark and cache it."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=("clip", "blip"), default="clip")
+    p.add_argument("--out", default=None,
+                   help="model folder (default: $ADVLORA_HOME/models/tiny-<arch>, what --model tiny-<arch> loads)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="passes over the emoji (default: the tuned value)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from advlora.io import advlora_home
+    from advlora.models.pretrain import default_config, pretrain
+    from advlora.report.tables import metrics_table
+
+    cfg = default_config(args.arch)
+    over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
+            if v is not None}
+    cfg = dataclasses.replace(cfg, **over)
+    out = args.out or advlora_home() / "models" / f"tiny-{args.arch}"
+    result = pretrain(args.arch, out, seed=args.seed, config=cfg)
+    print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {torch.get_num_threads()} threads; "
+          f"saved to {result.out}")
+    print(metrics_table({f"emoji {k}": v for k, v in result.metrics.items()}))
+    return 0

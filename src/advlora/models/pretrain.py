@@ -1,0 +1,291 @@
+"""Pre-train the tiny CLIP or BLIP from scratch on the emoji train split, and save it as a hub checkpoint.
+
+The tokenizer is a WordPiece vocabulary trained on the train captions; the model is ``advlora.models.tiny``'s
+``tiny`` size. Each step draws a batch of distinct emoji, one of its pre-rendered train views each and one of
+its captions (the name, or an alias), so that a batch never holds a false negative.
+
+CLIP: symmetric InfoNCE with a learnable temperature. Optionally (``bank=True``, off by default: it slowed
+learning in our runs) each side is also contrasted with a per-caption / per-emoji memory of the other side's
+most recent embeddings. BLIP: the same ITC loss plus ITM on hard negatives sampled from the ITC similarities,
+as BLIP trains.
+AdamW, linear warm-up then cosine decay. The result is written with ``save_model`` into a temporary folder
+renamed into place, so ``load_model("tiny-clip")`` reads it exactly as it reads a hub checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from advlora.errors import choices_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Hyper-parameters of the tiny models' pre-training (defaults: the shipped tiny-clip / tiny-blip)."""
+
+    size: str = "tiny"
+    epochs: int = 50                # passes over the emoji (each pass: every emoji once, one random view)
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.05            # fraction of the steps
+    betas: tuple[float, float] = (0.9, 0.98)
+    vocab_size: int = 2000
+    max_length: int = 32
+    name_prob: float = 0.6          # chance of drawing the name rather than one of the aliases
+    bank: bool = False              # also contrast with a memory of all captions / emoji (hurt in our runs)
+    itm_weight: float = 1.0         # BLIP only
+    limit: int | None = None        # only the first N emoji (tests)
+    size_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class PretrainResult:
+    out: Path
+    seconds: float
+    steps: int
+    metrics: dict[str, dict[str, float]]
+    model: object = None  # the trained VLModel, as saved
+
+
+def default_config(arch: str) -> PretrainConfig:
+    if arch == "clip":
+        return PretrainConfig()
+    if arch == "blip":
+        return PretrainConfig(epochs=15, batch_size=128)
+    raise choices_error("architecture", arch, ("clip", "blip"))
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+class EmojiTrainSet:
+    """Train views as uint8 tensors, grouped by emoji (its caption set), with pre-tokenized captions."""
+
+    def __init__(self, dataset, image_size: int, limit: int | None = None) -> None:
+        groups: dict[tuple[str, ...], int] = {}
+        cls_of_image = []
+        for caps in dataset.img2txt:
+            key = tuple(dataset.captions[j] for j in caps)
+            cls_of_image.append(groups.setdefault(key, len(groups)))
+        keep = list(range(len(dataset))) if limit is None else [i for i, c in enumerate(cls_of_image) if c < limit]
+        self.images = dataset._load_uint8(image_size, True)[torch.as_tensor(keep)]
+        cls = torch.as_tensor([cls_of_image[i] for i in keep])
+        self.classes = [list(k) for k in groups][: (limit or len(groups))]
+        self.views = [torch.nonzero(cls == c).flatten() for c in range(len(self.classes))]
+        self.captions = [c for caps in self.classes for c in caps]
+        self.caption_class = torch.as_tensor([k for k, caps in enumerate(self.classes) for _ in caps])
+        starts = torch.as_tensor([0] + [len(c) for c in self.classes]).cumsum(0)
+        self.caption_start, self.caption_count = starts[:-1], torch.as_tensor([len(c) for c in self.classes])
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def sample(self, classes: torch.Tensor, name_prob: float, g: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random view (float pixels) and one caption index per class in ``classes``."""
+        views = torch.stack([self.views[c][torch.randint(len(self.views[c]), (1,), generator=g)]
+                             for c in classes.tolist()]).flatten()
+        n = self.caption_count[classes]
+        alias = 1 + (torch.rand(len(classes), generator=g) * (n - 1).clamp(min=1)).long().clamp(max=n - 1)
+        use_name = (torch.rand(len(classes), generator=g) < name_prob) | (n == 1)
+        cap = self.caption_start[classes] + torch.where(use_name, torch.zeros_like(alias), alias)
+        return self.images[views].float().div_(255.0), cap
+
+
+class Tokens:
+    """All captions tokenized once; a batch is sliced to its longest caption."""
+
+    def __init__(self, tokenizer, captions: list[str], max_length: int) -> None:
+        enc = tokenizer(captions, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        self.ids, self.mask = enc["input_ids"], enc["attention_mask"]
+
+    def __call__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = self.mask[idx]
+        n = int(mask.sum(1).max())
+        return {"input_ids": self.ids[idx, :n], "attention_mask": mask[:, :n]}
+
+
+# ---- losses ----------------------------------------------------------------------------------------------
+def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -log(sum of softmax over the row's positive columns)."""
+    return (logits.logsumexp(1) - logits.masked_fill(~positive, float("-inf")).logsumexp(1)).mean()
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, classes: torch.Tensor,
+                     cap_idx: torch.Tensor, data: EmojiTrainSet, banks: dict | None) -> torch.Tensor:
+    """Symmetric InfoNCE of a batch of distinct emoji; with ``banks``, also each side against the memory of
+    every caption / every emoji of the other side (keys all equally stale, so freshness gives nothing away)."""
+    logits = scale * img @ txt.t()
+    target = torch.arange(len(img))
+    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    if banks is None:
+        return loss
+    pos_i2t = data.caption_class.unsqueeze(0) == classes.unsqueeze(1)   # every caption of the image's emoji
+    i2t = multi_positive_nce(scale * img @ banks["text"].t(), pos_i2t)
+    t2i = F.cross_entropy(scale * txt @ banks["image"].t(), classes)
+    banks["text"] = banks["text"].index_copy(0, cap_idx, txt.detach())   # out of place: the old is saved
+    banks["image"] = banks["image"].index_copy(0, classes, img.detach())
+    return (loss + (i2t + t2i) / 2) / 2
+
+
+def itm_loss(model, states: torch.Tensor, tokens: dict, sim: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """BLIP's ITM: positives, plus for each image a hard negative caption and for each caption a hard negative
+    image, sampled with probability softmax(ITC similarity) among the batch's other (distinct) emoji."""
+    with torch.no_grad():
+        w = sim.float().softmax(1).fill_diagonal_(0) + 1e-9
+        neg_txt = torch.multinomial(w, 1, generator=g).flatten()
+        w = sim.t().float().softmax(1).fill_diagonal_(0) + 1e-9
+        neg_img = torch.multinomial(w, 1, generator=g).flatten()
+    b = len(states)
+    all_states = torch.cat([states, states, states[neg_img]])
+    pick = torch.cat([torch.arange(b), neg_txt, torch.arange(b)])
+    toks = {k: v[pick] for k, v in tokens.items()}
+    logits = model.itm_logits_from_states(all_states, toks)
+    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long()
+    return F.cross_entropy(logits, labels)
+
+
+# ---- training --------------------------------------------------------------------------------------------
+def build_model(arch: str, captions: list[str], cfg: PretrainConfig, seed: int):
+    """A freshly initialised wrapper with a tokenizer trained on ``captions``."""
+    from advlora.models import tiny
+    from advlora.models.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(captions, vocab_size=cfg.vocab_size, max_length=cfg.max_length)
+    if cfg.size_overrides:
+        tiny.SIZES[f"{cfg.size}+"] = {**tiny.SIZES[cfg.size], **cfg.size_overrides}
+    size = f"{cfg.size}+" if cfg.size_overrides else cfg.size
+    try:
+        return tiny.random_model(arch, size, seed=seed, tokenizer=tok, max_length=cfg.max_length)
+    finally:
+        tiny.SIZES.pop(f"{cfg.size}+", None)
+
+
+def _temperature(model) -> torch.nn.Parameter:
+    """CLIP's own learnable log-scale; BLIP's HF retrieval model has none, so one is trained and saved in the
+    config (``logit_scale_init_value``, which the wrapper's ``logit_scale`` reads)."""
+    if model.arch == "clip":
+        return model.hf_model.logit_scale
+    return torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, progress: bool = True) -> int:
+    """Run the pre-training loop in place; returns the number of optimizer steps."""
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    g = torch.Generator().manual_seed(seed)
+    tokens = Tokens(model.tokenizer, data.captions, cfg.max_length)
+    log_scale = _temperature(model)
+    params = [p for p in model.hf_model.parameters() if p.requires_grad and p is not log_scale]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2] + [log_scale]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    bs = min(cfg.batch_size, len(data))
+    per_epoch = len(data) // bs
+    steps = max(1, cfg.epochs * per_epoch)
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
+    banks = _init_banks(model, data, tokens) if cfg.bank else None
+    model.train()
+    bar = tqdm(total=steps, desc=f"pretrain tiny-{model.arch}", disable=not progress, mininterval=2)
+    step = 0
+    while step < steps:
+        order = torch.randperm(len(data), generator=g)
+        for s in range(per_epoch):
+            if step >= steps:
+                break
+            classes = order[s * bs:(s + 1) * bs]
+            pixels, cap = data.sample(classes, cfg.name_prob, g)
+            tok = tokens(cap)
+            loss = _step_loss(model, pixels, tok, classes, cap, data, banks, log_scale, cfg, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                log_scale.clamp_(0, math.log(100))
+            step += 1
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{log_scale.exp().item():.1f}")
+    bar.close()
+    model.eval()
+    if model.arch == "blip":
+        model.hf_model.config.logit_scale_init_value = float(log_scale.detach())
+    return steps
+
+
+def _step_loss(model, pixels, tok, classes, cap, data, banks, log_scale, cfg, g) -> torch.Tensor:
+    if model.arch == "clip":
+        img, txt = model.encode_image(pixels), model.encode_text(tok)
+        return contrastive_loss(img, txt, log_scale.exp(), classes, cap, data, banks)
+    states = model.image_states(pixels)
+    img, txt = model.embed_image_states(states), model.encode_text(tok)
+    itc = contrastive_loss(img, txt, log_scale.exp(), classes, cap, data, banks)
+    return itc + cfg.itm_weight * itm_loss(model, states, tok, (img @ txt.t()).detach(), g)
+
+
+@torch.no_grad()
+def _init_banks(model, data: EmojiTrainSet, tokens: Tokens) -> dict[str, torch.Tensor]:
+    """Memory of the (initial) embeddings of every caption and of one view of every emoji."""
+    model.eval()
+    n = len(data.captions)
+    text = torch.cat([model.encode_text(tokens(torch.arange(i, min(i + 512, n)))) for i in range(0, n, 512)])
+    first = torch.stack([v[0] for v in data.views])
+    image = torch.cat([model.encode_image(data.images[first[i:i + 512]].float() / 255)
+                       for i in range(0, len(first), 512)])
+    return {"text": text, "image": image}
+
+
+def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfig | None = None,
+             train_data=None, eval_data: dict | None = None, progress: bool = True) -> PretrainResult:
+    """Pre-train tiny ``arch`` ("clip" | "blip") on the emoji train split and save it to ``out`` (atomically).
+
+    Args:
+        train_data: a ``RetrievalDataset`` to train on instead of the emoji train split (tests).
+        eval_data: name -> ``RetrievalDataset`` evaluated at the end (default: the emoji test split).
+    Returns the wall time of the training loop and the clean metrics of each evaluation set.
+    """
+    from advlora.data import load_dataset
+    from advlora.evaluation import evaluate_clean
+    from advlora.io import atomic_dir, write_json
+    from advlora.models import save_model
+    from advlora.models.tiny import SIZES
+
+    cfg = config or default_config(arch)
+    if arch not in ("clip", "blip"):
+        raise choices_error("architecture", arch, ("clip", "blip"))
+    if cfg.size not in SIZES:
+        raise choices_error("model size", cfg.size, SIZES)
+    torch.manual_seed(seed)
+    train = train_data if train_data is not None else load_dataset("emoji", "train")
+    data = EmojiTrainSet(train, {**SIZES[cfg.size], **cfg.size_overrides}["image_size"], cfg.limit)
+    model = build_model(arch, data.captions, cfg, seed)
+    model.name_or_path = f"tiny-{arch}"
+    t0 = time.perf_counter()
+    steps = train_model(model, data, cfg, seed, progress)
+    seconds = time.perf_counter() - t0
+    metrics = {}
+    evals = eval_data if eval_data is not None else {"test": load_dataset("emoji", "test")}
+    for name, ds in evals.items():
+        if cfg.limit is not None:  # only the emoji trained on
+            known = set(data.captions)
+            ds = ds.subset([i for i, caps in enumerate(ds.img2txt) if ds.captions[caps[0]] in known])
+        metrics[name] = evaluate_clean(model, ds)
+        if model.has_itm:
+            metrics[f"{name} (ITC only)"] = evaluate_clean(model, ds, rerank_k=0)
+    with atomic_dir(out) as tmp:
+        save_model(model, tmp)
+        write_json(tmp / "pretrain.json", {"arch": arch, "seed": seed, "config": dataclasses.asdict(cfg),
+                                           "steps": steps, "train_seconds": round(seconds, 1),
+                                           "threads": torch.get_num_threads(), "metrics": metrics})
+    return PretrainResult(Path(out), seconds, steps, metrics, model)
