@@ -12,13 +12,6 @@ from advlora.errors import AdvloraError
 G = lambda s=0: torch.Generator().manual_seed(s)  # noqa: E731
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _images(shape=(4, 3, 16, 16), seed=0):

@@ -10,13 +10,6 @@ from advlora.errors import AdvloraError
 CAPS = ["red apple", "blue car", "a dog runs", "green tree", "small cat", "big house"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -13,13 +13,6 @@ from advlora.evaluation.sanity import chance_r_mean, check_monotone
 from advlora.metrics import METRIC_KEYS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 WORDS = "red blue green cat dog house tree car apple sun moon star boat fish bird".split()

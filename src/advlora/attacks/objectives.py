@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from advlora.errors import AdvloraError, choices_error
+from advlora.losses import multi_positive_ce
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 TextObjective = Callable[[list, torch.Tensor], torch.Tensor]
@@ -38,12 +39,6 @@ def _check_pos(positives: torch.Tensor, n: int) -> torch.Tensor:
     if not positives.any(dim=1).all():
         raise AdvloraError("every image needs at least one positive caption")
     return positives
-
-
-def multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """-log(sum_pos exp(l) / sum_all exp(l)) per row: (B, N) logits, (B, N) bool -> (B,)."""
-    pos = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)
-    return logits.logsumexp(dim=1) - pos
 
 
 def contrastive(model, text_features: torch.Tensor, positives: torch.Tensor,

@@ -235,7 +235,7 @@ def build_emoji(root: str | Path | None = None, *, font_path: str | Path | None 
     font = find_font(font_path)
     renders = dict(renders or SPLITS)
     info = _build_info(font, seed, image_size, limit, renders)
-    if not force and _matches(root, info):
+    if not force and cache_matches(root, info):
         return root
     _font(str(font))  # fail early, in this process, on a font Pillow cannot read
     entries = emoji_entries()[:limit] if limit is not None else emoji_entries()
@@ -285,7 +285,8 @@ def _merge_duplicates(entries: list[EmojiEntry], results: list[tuple], tmp: Path
     return kept, sorted(skipped, key=lambda s: s["name"])
 
 
-def _matches(root: Path, info: dict) -> bool:
+def cache_matches(root: Path, info: dict) -> bool:
+    """True when the build at ``root`` was made with the same settings ``info`` (so it can be reused)."""
     try:
         old = json.loads((root / "info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -15,6 +15,7 @@ import json
 import random
 from pathlib import Path
 
+from advlora.data.emoji import cache_matches
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import advlora_home, atomic_dir, atomic_write_text, write_json
 
@@ -100,7 +101,7 @@ def build_emoji_video(root: str | Path | None = None, *, font_path: str | Path |
     codec = video_codec()
     info = {"format_version": FORMAT_VERSION, "font": str(font), "seed": seed, "n_emoji": n_emoji,
             "frames": frames, "size": size, "fps": fps, "renders": renders, "codec": codec}
-    if not force and _matches(root, info):
+    if not force and cache_matches(root, info):
         return root
     picked = _pick_emoji(n_emoji, seed, font)
     with atomic_dir(root) as tmp:
@@ -119,14 +120,6 @@ def build_emoji_video(root: str | Path | None = None, *, font_path: str | Path |
         write_json(tmp / "info.json", {**info, "emoji": [e.name for e, _ in picked]})
     return root
 
-
-def _matches(root: Path, info: dict) -> bool:
-    try:
-        old = json.loads((root / "info.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return all(old.get(k) == v for k, v in info.items()) and all((root / f"{s}.jsonl").exists()
-                                                                 for s in info["renders"])
 
 
 def emoji_video_split_path(split: str) -> Path:
