@@ -1,0 +1,99 @@
+"""``advlora bench``: efficiency as ratios of things measured side by side in one run (issue P1-P6)."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from advlora.bench import cases
+from advlora.bench.retrieval_case import measure_retrieval
+from advlora.bench.timing import run_isolated
+from advlora.errors import choices_error
+
+SIZES = ("tiny", "vit-b32", "blip-base")
+#: ratio key -> (target description, test on the value); the targets of the issue
+TARGETS = {
+    "p1_attack": ("<= 1.10", lambda v: v <= 1.10),
+    "p2_step_vs_lora": ("<= 1.05", lambda v: v <= 1.05),
+    "p2_step_full_vs_advlora": ("(reported)", None),
+    "p2_memory_vs_full": ("<= 0.60 (ViT-B/32, batch 16)", lambda v: v <= 0.60),
+    "p3_params": (">= 100 (ViT-B/32, BLIP-base)", lambda v: v >= 100),
+    "p4_init": ("<= 0.02 (ViT-B/32)", lambda v: v <= 0.02),
+    "p5_mfu": (">= 0.50 (ViT-B/32)", lambda v: v >= 0.50),
+    "p6_eval_time": ("<= 1.20", lambda v: v <= 1.20),
+    "p6_eval_extra_gib": ("<= 1.00", lambda v: v <= 1.00),
+}
+
+
+@dataclass
+class BenchConfig:
+    size: str = "vit-b32"
+    batch: int = 16
+    rank: int = 8
+    repeats: int = 3
+    warmup: int = 1
+    retrieval_images: int = 5000
+    retrieval_texts: int = 25000
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise choices_error("bench size", self.size, SIZES)
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """All measurements; returns ``{"ratios": {...}, "details": {...}, "targets": {...}}``."""
+    t0 = time.perf_counter()
+    base = cases.base_model(cfg.size)
+    images, captions = cases.make_batch(base, cfg.batch)
+    details: dict[str, float] = {}
+    details.update(cases.measure_attack(base, images, captions, cfg.repeats, cfg.warmup))
+    details.update(cases.measure_steps(base, images, captions, cfg.rank, cfg.repeats, cfg.warmup))
+    del base
+    mem_adv = run_isolated(cases.peak_memory_of_training, cfg.size, "advlora", cfg.rank, cfg.batch)
+    mem_full = run_isolated(cases.peak_memory_of_training, cfg.size, "full", cfg.rank, cfg.batch)
+    details["advlora_peak_gib"] = mem_adv / 2**30
+    details["full_peak_gib"] = mem_full / 2**30
+    details["p2_memory_vs_full"] = mem_adv / mem_full
+    details.update(run_isolated(measure_retrieval, cfg.retrieval_images, cfg.retrieval_texts, 512, cfg.repeats,
+                                cfg.warmup))
+    ratios = {k: details[k] for k in TARGETS}
+    met = {k: (None if test is None else bool(test(ratios[k]))) for k, (_, test) in TARGETS.items()}
+    return {"ratios": ratios, "met": met, "details": details, "config": cfg.__dict__,
+            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                        "cuda": torch.cuda.is_available()}, "wall_s": time.perf_counter() - t0}
+
+
+def format_bench(result: dict) -> str:
+    """The table ``advlora bench`` prints: ratio, target, met, and the medians it came from."""
+    d, r = result["details"], result["ratios"]
+    rows = [("ratio", "value", "target", "met")]
+    for k, (target, _) in TARGETS.items():
+        met = result["met"][k]
+        rows.append((k, f"{r[k]:.3f}", target, "-" if met is None else ("yes" if met else "NO")))
+    w = [max(len(x[i]) for x in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    lines.append("")
+    lines.append("medians: fwd+bwd {fwd_bwd_s:.3f}s, PGD-10 {pgd_s:.3f}s; train step (PGD-3 + update) advlora "
+                 "{advlora_step_s:.3f}s, lora {lora_step_s:.3f}s, full {full_step_s:.3f}s".format(**d))
+    lines.append("params: full {full_trainable:,} / advlora {advlora_trainable:,}; cluster init {advlora_init_s:.2f}s "
+                 "vs adversarial epoch of 1,000 samples {adv_epoch_1000_s:.1f}s".format(**d))
+    lines.append("peak memory above process start: advlora {advlora_peak_gib:.2f} GiB, full {full_peak_gib:.2f} GiB"
+                 .format(**d))
+    lines.append("train step {step_gflop:.1f} GFLOP -> {achieved_gflops:.1f} GFLOP/s; matmul peak {peak_gflops:.1f} "
+                 "GFLOP/s".format(**d))
+    lines.append("retrieval 5k x 25k {retrieval_s:.3f}s vs matmul {matmul_s:.3f}s; extra peak "
+                 "{p6_eval_extra_gib:.3f} GiB".format(**d))
+    return "\n".join(lines)
+
+
+def write_bench(result: dict, out: Path) -> Path:
+    from advlora.io import write_json
+
+    path = Path(out) / "bench.json"
+    write_json(path, result)
+    json.loads(path.read_text())  # what we wrote must read back
+    return path

@@ -1,0 +1,170 @@
+"""The measurements of ``advlora bench`` (P1-P5), each on a randomly initialised model of a named size.
+
+Every figure is a ratio of two things timed side by side in the same process on the same batch:
+- P1: PGD-k / (k x one forward+backward w.r.t. the images);
+- P2: AdvLoRA adversarial training step / peft LoRA step (same rank, same targets); full fine-tuning step /
+  AdvLoRA step; peak memory of AdvLoRA / full fine-tuning (each in its own fresh process);
+- P3: trainable parameters of full fine-tuning / AdvLoRA;
+- P4: AdvLoRA's cluster initialisation (k-means + alignment, the whole ``attach_adapter``) / one adversarial
+  epoch of 1,000 samples (steps of the measured batch, extrapolated to 1,000 samples);
+- P5: FLOP/s achieved by a training step (FLOPs counted by ``torch.utils.flop_counter``) / the fp32 matmul
+  peak measured in the same run.
+A training step is the trainer's own code: PGD-3 on the batch (``advlora.training.step.attack_batch``), the
+loss module (``TrainTask``), backward, AdamW step.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes
+
+PGD_STEPS = 10
+
+
+def arch_of(size: str) -> str:
+    return "blip" if size.startswith("blip") else "clip"
+
+
+def make_batch(model, batch: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, model.image_size, model.image_size, generator=g)
+    words = ["red", "apple", "dog", "face", "flag", "japan", "rocket", "house", "green", "heart", "blue", "car"]
+    captions = [" ".join(words[(i * 7 + j) % len(words)] for j in range(6)) for i in range(batch)]
+    return images, captions
+
+
+def base_model(size: str, seed: int = 0):
+    from advlora.models.tiny import random_model
+
+    return random_model(arch_of(size), size, seed=seed)
+
+
+def adapted(base, method: str, rank: int):
+    from advlora.adapters import attach_adapter
+
+    model = copy.deepcopy(base)
+    return attach_adapter(model, method, rank=rank)
+
+
+def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "4/255", attack_steps: int = 3):
+    """One adversarial training step of the trainer's code, as a closure (AdamW over the trainable parameters)."""
+    from advlora.adapters import regularization_loss
+    from advlora.training.config import AttackConfig
+    from advlora.training.step import Dist, TrainTask, attack_batch
+
+    cfg = AttackConfig(name="pgd", eps=eps, steps=attack_steps)
+    task = TrainTask(model, cfg, Dist(), regularizer=regularization_loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    tokens = model.tokenize(captions)
+    positives = torch.eye(len(captions), dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    text_trained = any(p.requires_grad for n, p in model.hf_model.named_parameters()
+                       if model.tower_of(n) == "text")
+
+    def step() -> None:
+        with torch.no_grad():
+            text_fixed = None if text_trained else model.encode_text(tokens)
+            text_attack = model.encode_text(tokens) if text_trained else text_fixed
+        adv = attack_batch(model, cfg, images, text_attack, positives, gen)
+        model.train()
+        loss, _, _ = task(images, adv, tokens, text_fixed, positives)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.eval()
+
+    return step
+
+
+def measure_attack(model, images: torch.Tensor, captions: list[str], repeats: int, warmup: int,
+                   steps: int = PGD_STEPS) -> dict[str, float]:
+    """P1: PGD-k time / (k x one forward+backward of the same objective on the same batch)."""
+    from advlora.attacks import pgd
+    from advlora.attacks._utils import loss_and_grad
+    from advlora.attacks.objectives import contrastive
+
+    with torch.no_grad():
+        text = model.encode_text(captions)
+    objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool))
+    t_fb = median_time(lambda: loss_and_grad(objective, images.clone()), repeats, warmup)
+    t_pgd = median_time(lambda: pgd(objective, images, eps=4 / 255, steps=steps), max(1, repeats // 2), warmup)
+    return {"fwd_bwd_s": t_fb, "pgd_s": t_pgd, "p1_attack": t_pgd / (steps * t_fb)}
+
+
+def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) -> dict[str, float]:
+    """P2 (time), P3, P4, P5 on one process."""
+    import time
+
+    from advlora.adapters import adapter_info
+
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    adv = adapted(base, "advlora", rank)
+    out["advlora_init_s"] = time.perf_counter() - t
+    lora = adapted(base, "lora", rank)
+    full = adapted(base, "full", rank)
+    steps = {name: train_step_fn(m, images, captions) for name, m in
+             (("advlora", adv), ("lora", lora), ("full", full))}
+    # interleave the three so that machine noise hits them alike
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            times[name].append(median_time(fn, 1, 0))
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    out.update({f"{k}_step_s": v for k, v in med.items()})
+    out["p2_step_vs_lora"] = med["advlora"] / med["lora"]
+    out["p2_step_full_vs_advlora"] = med["full"] / med["advlora"]
+    info_adv, info_full = adapter_info(adv), adapter_info(full)
+    out["advlora_trainable"] = info_adv["trainable"]
+    out["full_trainable"] = info_full["trainable"]
+    out["p3_params"] = info_full["trainable"] / info_adv["trainable"]
+    epoch_s = math.ceil(1000 / len(images)) * med["advlora"]
+    out["adv_epoch_1000_s"] = epoch_s
+    out["p4_init"] = out["advlora_init_s"] / epoch_s
+    flops = count_flops(steps["advlora"])
+    peak = matmul_peak_flops(repeats, warmup)
+    out["step_gflop"] = flops / 1e9
+    out["achieved_gflops"] = flops / med["advlora"] / 1e9
+    out["peak_gflops"] = peak / 1e9
+    out["p5_mfu"] = flops / med["advlora"] / peak
+    return out
+
+
+def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak_flops(repeats: int = 5, warmup: int = 1, n: int = 2048) -> float:
+    """fp32 (bf16 on GPU) matmul FLOP/s of an n x n x n product on this machine, now."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    return 2 * n ** 3 / median_time(lambda: a @ b, repeats, warmup)
+
+
+def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps: int = 2) -> float:
+    """Peak resident memory (bytes) of adversarial training steps, above the fresh process's own size.
+
+    Runs in a child process (``run_isolated``): the model, its adapter, optimizer state and activations count.
+    """
+    from advlora.adapters import attach_adapter
+
+    start = current_rss_bytes()
+    model = attach_adapter(base_model(size), method, rank=rank)  # in place: no second copy of the weights
+    images, captions = make_batch(model, batch)
+    fn = train_step_fn(model, images, captions)
+    for _ in range(steps):
+        fn()
+    return float(peak_rss_bytes() - start)
