@@ -1,0 +1,32 @@
+"""``advlora ablate``: AdvLoRA's parts (init, alignment, alpha, start mode, rank) on and off under one budget."""
+from __future__ import annotations
+
+import argparse
+
+ACCEPTS_OVERRIDES = True  # dotted overrides of the ablation's grid config, e.g. --eval.limit 300
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
+    p.add_argument("--out", default="runs/ablate", help="output folder (default: runs/ablate); an existing one resumes")
+    p.add_argument("--steps", type=int, default=None, help="training steps of every variant (default 150, batch 64)")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: checks the plumbing in a few minutes")
+    p.add_argument("--data", default=None, help="data set instead of the embedded emoji benchmark")
+    p.add_argument("--tiny-test", action="store_true", help="a random test-size CLIP and minimal budgets (tests)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from advlora.errors import AdvloraError
+    from advlora.experiments.ablate import run_ablation
+
+    if args.steps is not None and args.steps < 1:
+        raise AdvloraError(f"--steps must be >= 1, got {args.steps}")
+    overrides = list(args.overrides or [])
+    if args.data:
+        overrides += ["--datasets", f"[{args.data}]"]
+    summary, table = run_ablation(args.out, quick=args.quick, steps=args.steps, overrides=overrides,
+                                  tiny_test=args.tiny_test, report_only=args.report_only)
+    print(table)
+    print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
+    return 0

@@ -1,0 +1,30 @@
+"""``advlora demo``: AdvLoRA vs zero-shot, clean/adversarial full fine-tuning and adversarial LoRA, one budget."""
+from __future__ import annotations
+
+import argparse
+
+ACCEPTS_OVERRIDES = True  # dotted overrides of the demo's grid config, e.g. --eval.limit 200
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an existing one resumes")
+    p.add_argument("--quick", action="store_true", help="CI budget: the same comparison in at most 2 minutes")
+    p.add_argument("--data", default=None, help="data set instead of the embedded emoji benchmark")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
+    p.add_argument("--tiny-test", action="store_true",
+                   help="a random test-size CLIP and minimal budgets: checks the plumbing in seconds (tests)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from advlora.experiments.demo import run_demo
+
+    overrides = list(args.overrides or [])
+    if args.data:
+        overrides += ["--datasets", f"[{args.data}]"]
+    summary, table = run_demo(args.out, quick=args.quick, overrides=overrides, tiny_test=args.tiny_test,
+                              report_only=args.report_only)
+    print(table)
+    print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
+    return 0
+

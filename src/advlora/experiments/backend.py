@@ -1,0 +1,131 @@
+"""The three calls an experiment makes into the pipeline: train a run, load its result, evaluate it robustly.
+
+Everything experiment-specific (cells, summaries, reports) is elsewhere; this module only translates a cell
+into ``advlora.training.train``, ``advlora.adapters.load_adapter`` and
+``advlora.evaluation.robust.evaluate_robust`` calls and their results into plain dicts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from advlora.experiments.spec import GridConfig, parse_eps
+
+log = logging.getLogger(__name__)
+
+def _device() -> str:
+    from advlora.cli.common import resolve_device
+
+    return resolve_device(None)
+
+
+def base_model(cfg_or_name: GridConfig | str, random: str | None = None):
+    """A fresh copy of the experiment's untrained model (``random_model(arch, size)`` when ``random`` is set, else
+    ``load_model``), from the trainer's per-process cache: a grid loads each base model once."""
+    from advlora.training.config import ModelConfig
+    from advlora.training.setup import base_model as cached_copy
+
+    name = cfg_or_name.model if isinstance(cfg_or_name, GridConfig) else cfg_or_name
+    random = cfg_or_name.random_model if isinstance(cfg_or_name, GridConfig) else random
+    return cached_copy(ModelConfig(name=name, random=random), _device())
+
+
+def dataset(spec: str, split: str, limit: int | None, seed: int = 0):
+    from advlora.training.setup import dataset as cached
+
+    return cached(spec, split, limit, None, seed)
+
+
+def param_counts(model) -> dict[str, Any]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total, "share": 100.0 * trainable / max(1, total)}
+
+
+def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path) -> dict[str, Any]:
+    """Train (or resume) one run into ``out``; returns trainable/total parameters, training time, efficiency.
+
+    The trainer's own final test is cut to a token size (``FAST_TEST``): the eval cells evaluate every run on
+    the same images under the grid's attacks, so a second, larger test inside each training would only cost time.
+    """
+    if method == "frozen":
+        return {**param_counts(base_model(cfg)), "trainable": 0, "share": 0.0, "train_time_s": 0.0, "efficiency": {}}
+    from advlora.training import train
+
+    config = training_config(cfg, run_dict)
+    resume = (out / "config.yaml").is_file()
+    result = train(config, out, resume=resume)
+    eff = dict(result.efficiency or _read_json(out / "efficiency.json"))
+    total = result.total_params
+    return {"trainable": result.trainable_params, "total": total,
+            "share": 100.0 * result.trainable_params / max(1, total), "train_time_s": result.train_time_s,
+            "steps": result.steps, "lr": config.lr(), "efficiency": eff}
+
+
+#: the trainer's per-epoch validation and final test, kept small (the eval cells do the real evaluation)
+FAST_TEST = {"eval": {"val_limit": 32, "val_steps": 2, "test_limit": 32, "test_steps": 2},
+             "train": {"progress": False, "tensorboard": False}}
+
+
+def training_config(cfg: GridConfig, run_dict: dict):
+    from advlora.config import merge
+    from advlora.training.config import load_run_config
+
+    return load_run_config(base=merge(FAST_TEST, run_dict))
+
+
+def load_trained(cfg: GridConfig, method: str, run: Path):
+    """The model a train cell produced: the base model, with the run's adapter (or full weights) loaded."""
+    model = base_model(cfg)
+    if method == "frozen":
+        return model
+    from advlora.adapters import load_adapter
+
+    load_adapter(model, run / "adapter")
+    return model
+
+
+def base_and_tuned(run: Path):
+    """(base model, trained model) of a training run folder, for ``advlora analyze``."""
+    from advlora.config import load_yaml
+
+    conf = load_yaml(run / "config.yaml")
+    name = conf.get("model", {}).get("name", "tiny-clip")
+    method = conf.get("adapter", {}).get("method", "advlora")
+    base = base_model(name, conf.get("model", {}).get("random"))
+    tuned = base_model(name, conf.get("model", {}).get("random"))
+    if method == "frozen":
+        return base, None
+    from advlora.adapters import load_adapter, merge_adapter
+
+    load_adapter(tuned, run / "adapter")
+    merge_adapter(tuned)
+    return base, tuned
+
+
+def evaluate(cfg: GridConfig, model, data_spec: str, attacks: list[str], eps: str, *, sanity: bool = False,
+             seed: int = 0) -> dict[str, Any]:
+    """``evaluate_robust`` of ``model`` under ``attacks`` at ``eps`` on the eval subset of ``data_spec``."""
+    from advlora.attacks import ThreatModel
+    from advlora.evaluation.robust import evaluate_robust
+
+    ev = cfg.eval
+    data = dataset(data_spec, ev.split, ev.limit)
+    threat = ThreatModel(norm=ev.norm, eps=eps, steps=ev.steps, seed=seed)
+    res = evaluate_robust(model, data, attacks, threat, rerank_k=ev.rerank_k, batch_size=ev.batch_size,
+                          square_limit=ev.square_limit, square_queries=ev.square_queries, sanity=sanity,
+                          sanity_limit=ev.sanity_limit, objective=ev.objective)
+    res.pop("protocol", None)  # the same paragraph for every cell: the report states it once
+    return res
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+__all__ = ["base_model", "base_and_tuned", "dataset", "evaluate", "load_trained", "parse_eps", "train_run"]

@@ -1,0 +1,127 @@
+"""``advlora grid``: methods x attacks x eps values x data sets x seeds, each cell a resumable run folder.
+
+Layout of the output folder::
+
+    grid.yaml  manifest.json                       the resolved config and how it was run
+    cells/<data>/<method>/seed<k>/run/             the training run (advlora.training), train.json, COMPLETE
+    cells/<data>/<method>/seed<k>/eval-<attack>-<eps>/metrics.json, COMPLETE
+    summary.json  report.md  report.html  plots/   written from the complete cells
+
+Each train cell is followed by its eval cells, so an interrupted grid keeps every finished result; run the
+same command again and complete cells are skipped (a training interrupted half-way resumes from its last
+checkpoint). A cell made under a different configuration is an error, never silently reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from advlora.config import dump_yaml, to_dict
+from advlora.errors import AdvloraError
+from advlora.experiments import cells as C
+from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
+from advlora.experiments.summarize import collect
+from advlora.io import atomic_write_text, write_json
+from advlora.runs import manifest
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(to_dict(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def eval_fingerprint(cfg: GridConfig, cell) -> str:
+    """What an eval cell's numbers depend on: the evaluation settings, its attacks and eps (not the sweep)."""
+    ev = {k: v for k, v in vars(cfg.eval).items() if k not in ("attacks", "eps", "sweep_eps", "batch_size")}
+    return fingerprint({"eval": ev, "attacks": cell.attacks, "eps": cell.eps, "sanity": cell.sanity})
+
+
+def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
+             intro: Callable[[dict], list[str]] | None = None,
+             extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
+             report_only: bool = False) -> tuple[dict, str]:
+    """Run every incomplete cell of ``cfg`` under ``out``, then summarise; returns (summary, terminal table).
+
+    ``report_only``: run nothing, only summarise the cells already complete (the rest are listed as missing).
+    """
+    root = Path(out)
+    if report_only and not (root / "cells").is_dir():
+        raise AdvloraError(f"{root}: no cells to report on")
+    if not report_only:
+        _start(cfg, root)
+    t0 = time.perf_counter()
+    cache: dict = {}
+    for tc in [] if report_only else train_cells(cfg):
+        _check_train_cell(cfg, tc, root)
+        C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)))
+        for ec in eval_cells(cfg, tc):
+            C.eval_cell(cfg, ec, root, cache, fingerprint=eval_fingerprint(cfg, ec))
+    cache.clear()
+    summary = collect(cfg, root)
+    summary["elapsed_s"] = time.perf_counter() - t0
+    summary["manifest"] = manifest(seed=cfg.seeds[0])
+    old = root / "summary.json"
+    if report_only and old.is_file():  # a re-rendered report keeps the run that computed the cells
+        prev = json.loads(old.read_text())
+        summary["elapsed_s"], summary["manifest"] = prev.get("elapsed_s", 0.0), prev.get("manifest", {})
+    return summary, finish(cfg, root, summary, title=title, intro=intro, extra=extra)
+
+
+def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
+           intro: Callable[[dict], list[str]] | None,
+           extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None) -> str:
+    """Draw the plots and write report.md, report.html and summary.json; returns the terminal table."""
+    from advlora.report.experiment import render
+
+    ds, seed = cfg.datasets[0], cfg.seeds[0]
+    histories = {m.label: root / "cells" / TrainCell(m, ds, seed).key / "run" / "history.csv"
+                 for m in cfg.methods if m.method != "frozen"}
+    paras = intro(summary) if intro is not None else default_intro(cfg, summary)
+    return render(summary, root, title=title or f"advlora grid: {cfg.name}", intro=paras, histories=histories,
+                  extra=extra(summary) if extra else None)
+
+
+def default_intro(cfg: GridConfig, summary: dict) -> list[str]:
+    budget = json.dumps(cfg.train, sort_keys=True) if cfg.train else "the trainer's defaults"
+    return [f"Model `{summary['model']}`, data {', '.join(cfg.datasets)}, seeds {', '.join(map(str, cfg.seeds))}. "
+            f"Every trained method shares one budget: `{budget}` (method-specific overrides: "
+            + ("; ".join(f"{m.label}: `{json.dumps(m.config, sort_keys=True)}`" for m in cfg.methods if m.config)
+               or "none") + ").",
+            f"Evaluation: the {cfg.eval.split} split, PGD/APGD with {cfg.eval.steps} steps, white-box objective "
+            f"`{cfg.eval.objective}` against the full caption gallery; "
+            + (f"scores are ITC re-ranked by ITM on the top {summary['rerank_k']} (clean and adversarial alike)."
+               if summary.get("rerank_k") else "scores are the dual encoder's cosine similarities."),
+            "Learning rates (the trainer's per-method defaults unless the budget sets one): "
+            + ", ".join(f"{label} {m['lr']:g}" for label, m in summary.get("methods", {}).items() if m.get("lr"))
+            + ".",
+            f"Command: `{summary.get('manifest', {}).get('command', '')}`; machine: "
+            f"{summary.get('manifest', {}).get('platform', '')}; wall time of this invocation "
+            f"{summary.get('elapsed_s', 0):.0f} s; the cells took {summary.get('cells_seconds', 0):.0f} s in all "
+            "(training and evaluation, whichever invocation ran them)."]
+
+
+def _start(cfg: GridConfig, root: Path) -> None:
+    """Write grid.yaml (refusing a folder made by a different grid) and the manifest of this invocation."""
+    root.mkdir(parents=True, exist_ok=True)
+    old = root / "grid.yaml"
+    text = dump_yaml(cfg)
+    if old.exists() and old.read_text() != text:
+        log.info("%s: grid.yaml differs from this config; complete cells are reused only when their own "
+                 "configuration matches", root)
+    atomic_write_text(old, text)
+    write_json(root / "manifest.json", manifest(seed=cfg.seeds[0]))
+
+
+def _check_train_cell(cfg: GridConfig, tc, root: Path) -> None:
+    folder = root / "cells" / tc.key
+    if C.is_complete(folder):
+        have = C.train_info(folder).get("fingerprint")
+        if have and have != fingerprint(run_config_dict(cfg, tc)):
+            raise AdvloraError(f"{folder} was trained with a different configuration; use another --out "
+                               "or delete that cell")

@@ -1,0 +1,204 @@
+"""What an experiment is: methods trained under one shared budget, evaluated under attacks at eps values.
+
+An experiment (``advlora grid``, ``advlora demo``, ``advlora ablate``) is a ``GridConfig``: the shared
+training budget (``train``: a nested dict of ``RunConfig`` fields every run gets), the methods (each a label,
+an adapter method and its own overrides of that dict), the evaluation (attacks, eps values, subset sizes), the
+data sets and the seeds. It expands into *train cells* (method x data set x seed) and *eval cells* (train
+cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advlora.config import from_dict, load_yaml, merge, parse_value, set_dotted
+from advlora.errors import AdvloraError
+
+METHODS = ("frozen", "full", "lora", "pissa", "advlora")
+EVAL_ATTACKS = ("fgsm", "pgd", "apgd", "square")
+#: RunConfig overrides that make a run train on clean images (``clean_training: true`` of a method)
+CLEAN_TRAINING: dict = {"attack": {"name": "none"}}
+
+
+@dataclass
+class MethodSpec:
+    """One compared method: ``label`` names it in tables; ``config`` overrides the shared budget for it."""
+
+    label: str
+    method: str = "advlora"
+    adapter: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    clean_training: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise AdvloraError(f"method {self.label!r}: unknown adapter method {self.method!r} "
+                               f"(valid: {', '.join(METHODS)})")
+
+
+@dataclass
+class EvalSpec:
+    """The robust evaluation: attacks at every eps, on a deterministic subset of the split."""
+
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd", "square"])
+    eps: list[str] = field(default_factory=lambda: ["2/255"])
+    norm: str = "linf"
+    steps: int = 10
+    limit: int | None = 300
+    square_limit: int | None = 64
+    square_queries: int = 100
+    split: str = "test"
+    #: BLIP: re-rank the top k of ITC by ITM (-1: the backend's default, 16; 0: ITC only)
+    rerank_k: int = -1
+    #: the white-box attacks' objective (``advlora.attacks.objectives``); BLIP: "rerank" attacks through the
+    #: ITM re-ranking of the top k, not only ITC
+    objective: str = "contrastive"
+    #: eps values at which only PGD runs (the robust-vs-eps sweep); empty: none beyond ``eps``
+    sweep_eps: list[str] = field(default_factory=list)
+    #: run the robust evaluation's sanity checks at the ``eps`` values (on ``sanity_limit`` images: they rerun
+    #: PGD with doubled steps, doubled restarts and at eps 0.5)
+    sanity: bool = True
+    sanity_limit: int = 32
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "square_queries", "sanity_limit", "batch_size", "limit", "square_limit"):
+            v = getattr(self, name)
+            if v is None and name in ("limit", "square_limit"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise AdvloraError(f"eval.{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.attacks, str):
+            self.attacks = [a.strip() for a in self.attacks.split(",") if a.strip()]
+        bad = [a for a in self.attacks if a not in EVAL_ATTACKS]
+        if bad:
+            raise AdvloraError(f"unknown attack {bad[0]!r} (valid: {', '.join(EVAL_ATTACKS)})")
+        self.eps = [str(e) for e in self.eps]
+        self.sweep_eps = [str(e) for e in self.sweep_eps]
+        for e in [*self.eps, *self.sweep_eps]:
+            parse_eps(e)
+
+
+@dataclass
+class GridConfig:
+    name: str = "grid"
+    model: str = "tiny-clip"
+    datasets: list[str] = field(default_factory=lambda: ["emoji"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict = field(default_factory=dict)
+    methods: list[MethodSpec] = field(default_factory=list)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    #: use a random model of this architecture and size instead of ``model`` ("clip:test"): tests and CI
+    random_model: str | None = None
+
+    def __post_init__(self) -> None:
+        self.methods = [m if isinstance(m, MethodSpec) else from_dict(MethodSpec, m, "methods.") for m in self.methods]
+        if not self.methods:
+            raise AdvloraError("a grid needs at least one method under 'methods'")
+        labels = [m.label for m in self.methods]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise AdvloraError(f"method label {sorted(dup)[0]!r} is used twice")
+        self.seeds = [int(s) for s in self.seeds]
+
+
+@dataclass(frozen=True)
+class TrainCell:
+    method: MethodSpec
+    dataset: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{slug(self.dataset)}/{slug(self.method.label)}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class EvalCell:
+    """One ``evaluate_robust`` call: the trained model of ``train`` under ``attacks`` at ``eps``."""
+
+    train: TrainCell
+    attacks: tuple[str, ...]
+    eps: str
+    sanity: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.train.key}/eval-{slug(self.eps)}"
+
+
+def slug(text: str) -> str:
+    """A folder-safe name: ``adv. LoRA`` -> ``adv-lora``, ``2/255`` -> ``2-255``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def parse_eps(eps: str | float) -> float:
+    """``"4/255"`` or ``0.0157`` -> a float in [0, 1] pixel units (``advlora.attacks.parse_eps``, at most 1)."""
+    from advlora.attacks import parse_eps as _parse
+
+    value = _parse(eps)
+    if value > 1:
+        raise AdvloraError(f"eps {eps!r} is outside [0, 1] (pixel space)")
+    return value
+
+
+def load_grid_config(path: str | Path | None, overrides: list[str] | None = None, *,
+                     base: dict | None = None) -> GridConfig:
+    """A ``GridConfig`` from YAML (or ``base``) with dotted command-line overrides (``--eval.limit 100``)."""
+    data = copy.deepcopy(base or {})
+    if path is not None:
+        data = merge(data, load_yaml(path))
+    if overrides:
+        data = merge(data, parse_grid_overrides(overrides))
+    return from_dict(GridConfig, data)
+
+
+def parse_grid_overrides(argv: list[str]) -> dict:
+    """Dotted overrides (``--eval.limit 100``) and top-level ones (``--seeds [0,1]``, ``--model=tiny-blip``)."""
+    out: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise AdvloraError(f"unrecognised argument {arg!r} (overrides look like --eval.limit 100)")
+        if "=" in arg:
+            key, text = arg[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            key, text = arg[2:], argv[i + 1]
+            i += 2
+        else:
+            raise AdvloraError(f"override {arg} needs a value")
+        set_dotted(out, key, parse_value(text))
+    return out
+
+
+def train_cells(cfg: GridConfig) -> list[TrainCell]:
+    return [TrainCell(m, d, s) for d, m, s in itertools.product(cfg.datasets, cfg.methods, cfg.seeds)]
+
+
+def eval_cells(cfg: GridConfig, cell: TrainCell) -> list[EvalCell]:
+    """Every attack at each eps of ``eval.eps`` (with the sanity checks), then PGD alone at the sweep eps."""
+    out = [EvalCell(cell, tuple(cfg.eval.attacks), e, cfg.eval.sanity) for e in cfg.eval.eps]
+    seen = {parse_eps(e) for e in cfg.eval.eps}
+    for e in cfg.eval.sweep_eps:
+        if parse_eps(e) not in seen:
+            out.append(EvalCell(cell, ("pgd",), e, False))
+            seen.add(parse_eps(e))
+    return out
+
+
+def run_config_dict(cfg: GridConfig, cell: TrainCell) -> dict[str, Any]:
+    """The nested dict of ``RunConfig`` fields of one training run: shared budget, then the method's overrides."""
+    d = copy.deepcopy(cfg.train)
+    d = merge(d, {"model": {"name": cfg.model, "random": cfg.random_model}, "data": {"name": cell.dataset}})
+    d = merge(d, {"adapter": {"method": cell.method.method, **cell.method.adapter}})
+    if cell.method.clean_training:
+        d = merge(d, CLEAN_TRAINING)
+    d = merge(d, cell.method.config)
+    d = merge(d, {"train": {"seed": cell.seed}})
+    return d

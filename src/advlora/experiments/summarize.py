@@ -1,0 +1,164 @@
+"""Collect the cells of an experiment into ``summary.json``: per data set and method, mean and spread over seeds.
+
+Every number comes from a cell's ``metrics.json`` / ``train.json``; nothing is computed here but means,
+sample standard deviations and the experiment-level sanity check (PGD robust r_mean non-increasing over the
+eps values of different cells; the per-evaluation checks come from ``evaluate_robust``).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from advlora.experiments import cells as C
+from advlora.experiments.spec import GridConfig, eval_cells, parse_eps, train_cells
+
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "apgd": "APGD", "square": "Square"}
+
+
+def attack_name(attack: str, steps: int | None = None) -> str:
+    name = ATTACK_NAMES.get(attack, attack)
+    return f"{name}-{steps}" if attack in ("pgd", "apgd") and steps else name
+
+
+def agg(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value) and count; nan values are left out."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def robust_key(attack: str, eps: str) -> str:
+    return f"{attack}@{eps}"
+
+
+def collect(cfg: GridConfig, root: Path) -> dict[str, Any]:
+    """The summary of every complete cell under ``root`` (incomplete cells are listed as missing)."""
+    results: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    rerank_k = None
+    cell_seconds = 0.0
+    for tc in train_cells(cfg):
+        tfolder = root / "cells" / tc.key
+        entry = results.setdefault(tc.dataset, {}).setdefault(tc.method.label, _empty_entry(tc))
+        if not C.is_complete(tfolder):
+            missing.append(tc.key)
+            continue
+        info = C.train_info(tfolder)
+        cell_seconds += float(info.get("wall_time_s") or 0.0)
+        entry["seeds"].append(tc.seed)
+        entry["_train"].append(info)
+        for ec in eval_cells(cfg, tc):
+            efolder = root / "cells" / ec.key
+            if not C.is_complete(efolder):
+                missing.append(ec.key)
+                continue
+            res = C.eval_result(efolder)
+            cell_seconds += float(res.get("time_s") or 0.0)
+            rerank_k = res.get("rerank_k", rerank_k)
+            for name, a in res.get("attacks", {}).items():
+                entry["_evals"].setdefault(robust_key(name, ec.eps), []).append(
+                    {"attack": name, "eps": ec.eps, "threat": a.get("threat", ""), "n_images": a.get("n_images"),
+                     "clean": a["clean"], "robust": a["metrics"], "asr": a.get("asr", {}),
+                     "time_s": a.get("seconds", 0.0)})
+            if res.get("sanity"):
+                entry["sanity"].setdefault(ec.eps, []).extend(
+                    f"seed {tc.seed}: {line}" if len(cfg.seeds) > 1 else line for line in res["sanity"])
+    for per_method in results.values():
+        for label, entry in per_method.items():
+            per_method[label] = _finish(entry, cfg)
+    primary = results.get(cfg.datasets[0], {})
+    return {
+        "name": cfg.name, "model": cfg.random_model or cfg.model, "datasets": cfg.datasets, "seeds": cfg.seeds,
+        "spread": "sample standard deviation over seeds" if len(cfg.seeds) > 1 else "one seed: no spread",
+        "budget": cfg.train, "eval": vars(cfg.eval),
+        "methods": {label: _flat(e) for label, e in primary.items()},
+        "results": results, "checks": experiment_checks(cfg, results), "missing_cells": missing,
+        "rerank_k": rerank_k, "cells_seconds": cell_seconds,
+    }
+
+
+def _empty_entry(tc) -> dict[str, Any]:
+    return {"method": tc.method.method, "seeds": [], "sanity": {}, "_train": [], "_evals": {}}
+
+
+def _finish(entry: dict[str, Any], cfg: GridConfig) -> dict[str, Any]:
+    trains = entry.pop("_train")
+    evals = entry.pop("_evals")
+    if trains:
+        entry["trainable"] = trains[0].get("trainable")
+        entry["total"] = trains[0].get("total")
+        entry["share"] = trains[0].get("share")
+        entry["train_time_s"] = agg([t.get("train_time_s", 0.0) for t in trains])
+        entry["lr"] = trains[0].get("lr")
+        entry["efficiency"] = trains[0].get("efficiency", {})
+    main = _main_key(cfg, evals)
+    entry["clean"] = _agg_metrics([r["clean"] for r in evals.get(main, [])])
+    entry["clean_n_images"] = evals[main][0].get("n_images") if evals.get(main) else None
+    entry["robust"] = {}
+    for key, rs in evals.items():
+        entry["robust"][key] = {
+            "attack": rs[0]["attack"], "eps": rs[0]["eps"], "threat": rs[0].get("threat", ""),
+            "n_images": rs[0].get("n_images"), "metrics": _agg_metrics([r["robust"] for r in rs]),
+            "clean_same_images": _agg_metrics([r["clean"] for r in rs]),
+            "asr": {d: agg([r.get("asr", {}).get(d) for r in rs]) for d in ("i2t", "t2i")},
+            "eval_time_s": agg([r.get("time_s", 0.0) for r in rs]),
+        }
+    return entry
+
+
+def _main_key(cfg: GridConfig, evals: dict) -> str | None:
+    """The cell whose clean metrics stand for the method: a non-Square attack at the first eps."""
+    for a in [*[a for a in cfg.eval.attacks if a != "square"], *cfg.eval.attacks]:
+        key = robust_key(a, cfg.eval.eps[0])
+        if key in evals:
+            return key
+    return next(iter(evals), None)
+
+
+def _agg_metrics(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    keys = list(rows[0]) if rows else []
+    return {k: agg([r.get(k) for r in rows]) for k in keys if isinstance(rows[0].get(k), (int, float))}
+
+
+def _flat(entry: dict[str, Any]) -> dict[str, Any]:
+    """One method's means, as a reader of summary.json wants them: clean and robust metrics per attack."""
+    mean = lambda m: {k: v["mean"] for k, v in m.items()}  # noqa: E731
+    return {
+        "method": entry["method"], "trainable": entry.get("trainable"), "total": entry.get("total"),
+        "share": entry.get("share"), "train_time_s": entry.get("train_time_s", {}).get("mean"), "lr": entry.get("lr"),
+        "clean": mean(entry.get("clean", {})),
+        "robust": {k: {"threat": r["threat"], "n_images": r["n_images"], **mean(r["metrics"]),
+                       "clean_r_mean_same_images": r["clean_same_images"].get("r_mean", {}).get("mean"),
+                       "asr_i2t": r["asr"]["i2t"]["mean"], "asr_t2i": r["asr"]["t2i"]["mean"]}
+                   for k, r in entry.get("robust", {}).items()},
+    }
+
+
+def pgd_sweep(entry: dict[str, Any]) -> list[tuple[float, float, float]]:
+    """(eps, robust r_mean, spread) of PGD at every eps evaluated, with (0, clean, spread) first."""
+    pts = []
+    if "r_mean" in entry.get("clean", {}):
+        c = entry["clean"]["r_mean"]
+        pts.append((0.0, c["mean"], c["std"]))
+    for r in entry.get("robust", {}).values():
+        if r["attack"] == "pgd" and "r_mean" in r["metrics"]:
+            m = r["metrics"]["r_mean"]
+            pts.append((parse_eps(r["eps"]), m["mean"], m["std"]))
+    return sorted(pts)
+
+
+def experiment_checks(cfg: GridConfig, results: dict[str, dict[str, Any]]) -> list[str]:
+    """Across cells: PGD robust r_mean non-increasing over eps (clean as eps 0), per data set and method."""
+    from advlora.evaluation.sanity import check_monotone
+
+    lines = []
+    for ds, per_method in results.items():
+        prefix = f"{ds} / " if len(results) > 1 else ""
+        for label, e in per_method.items():
+            pts = pgd_sweep(e)
+            if len(pts) > 2:
+                lines.append(check_monotone([(eps, r) for eps, r, _ in pts], f"{prefix}{label} PGD (eps 0 = clean)"))
+    return lines

@@ -1,0 +1,162 @@
+"""advlora grid: cells, resume after an interruption without redoing finished cells, summary and report."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from advlora.errors import AdvloraError
+from advlora.experiments import backend
+from advlora.experiments.grid import run_grid
+from advlora.experiments.spec import eval_cells, load_grid_config, parse_eps, train_cells
+
+GRID = {
+    "name": "t", "model": "tiny-clip", "datasets": ["d1"], "seeds": [0, 1],
+    "train": {"train": {"steps": 5}},
+    "methods": [{"label": "zero-shot", "method": "frozen"}, {"label": "adv. LoRA", "method": "lora"},
+                {"label": "AdvLoRA", "method": "advlora"}],
+    "eval": {"attacks": ["fgsm", "pgd"], "eps": ["2/255"], "sweep_eps": ["4/255"], "limit": 10},
+}
+
+
+class FakePipeline:
+    """Stands in for training and evaluation: records every call, can fail on the n-th training."""
+
+    def __init__(self, fail_on_train: int | None = None):
+        self.trained, self.evaluated, self.fail_on_train = [], [], fail_on_train
+
+    def train_run(self, cfg, method, run_dict, out):
+        if self.fail_on_train is not None and len(self.trained) + 1 == self.fail_on_train:
+            raise KeyboardInterrupt  # the user pressing ctrl-c in the middle of a training
+        self.trained.append((method, run_dict["train"]["seed"]))
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "history.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "loss", "lr", "alpha/vision_model.q_proj", "alpha/text_model.q_proj"])
+            for s in range(1, 6):
+                w.writerow([s, 2.0 / s, 1e-3, 1.0 + 0.01 * s, 1.0 - 0.01 * s])
+        return {"trainable": 0 if method == "frozen" else 1000, "total": 10000, "share": 10.0, "train_time_s": 1.5}
+
+    def load_trained(self, cfg, method, run):
+        return method
+
+    def evaluate(self, cfg, model, data_spec, attacks, eps, sanity=False, seed=0):
+        self.evaluated.append((model, tuple(attacks), eps, seed))
+        clean = {"r_mean": 50.0 + seed, "i2t_r1": 40.0, "t2i_r1": 30.0}
+        drop = {"frozen": 40, "lora": 20, "advlora": 15}[model] * parse_eps(eps) * 255 / 2
+        entry = {"threat": f"linf eps={eps}", "n_images": 10, "clean": clean, "asr": {"i2t": 50.0, "t2i": 40.0},
+                 "metrics": {k: max(0.0, v - drop) for k, v in clean.items()}}
+        return {"clean": clean, "attacks": {a: entry for a in attacks},
+                "sanity": ["PASS robust <= clean"] if sanity else []}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def install(**kw):
+        f = FakePipeline(**kw)
+        for name in ("train_run", "load_trained", "evaluate"):
+            monkeypatch.setattr(backend, name, getattr(f, name))
+        return f
+    return install
+
+
+def test_cells_are_the_product():
+    cfg = load_grid_config(None, base=GRID)
+    tcs = train_cells(cfg)
+    assert len(tcs) == 3 * 2
+    # fgsm and pgd at 2/255 (with the sanity checks), plus pgd alone at the sweep eps
+    assert [(c.attacks, c.eps, c.sanity) for c in eval_cells(cfg, tcs[0])] == [
+        (("fgsm", "pgd"), "2/255", True), (("pgd",), "4/255", False)]
+
+
+def test_grid_resumes_without_redoing_finished_cells(tmp_path, fake):
+    cfg = load_grid_config(None, base=GRID)
+    first = fake(fail_on_train=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cfg, tmp_path)
+    done_train = list(first.trained)
+    assert len(done_train) == 2 and len(first.evaluated) == 2 * 2
+    # a report of what is complete so far: nothing runs, the rest is listed as missing
+    peek = fake()
+    partial, _ = run_grid(cfg, tmp_path, report_only=True)
+    assert peek.trained == [] and peek.evaluated == []
+    assert len(partial["missing_cells"]) == 4 and (tmp_path / "report.md").is_file()
+    second = fake()
+    summary, table = run_grid(cfg, tmp_path)
+    # nothing finished before the interruption is trained or evaluated again
+    assert not set(done_train) & set(second.trained)
+    assert len(second.trained) == 6 - 2 and len(second.evaluated) == (6 - 2) * 2
+    assert summary["missing_cells"] == []
+    third = fake()
+    run_grid(cfg, tmp_path)
+    assert third.trained == [] and third.evaluated == []
+    # mean and spread over the two seeds (clean r_mean 50 and 51)
+    clean = summary["results"]["d1"]["AdvLoRA"]["clean"]["r_mean"]
+    assert clean["mean"] == pytest.approx(50.5) and clean["std"] == pytest.approx(0.7071, abs=1e-3)
+    assert "50.5 ± 0.7" in table
+    for f in ("report.md", "report.html", "summary.json", "plots/robust_vs_eps.png", "plots/clean_vs_robust.png",
+              "plots/alpha_trajectories.png", "plots/training_curves.png"):
+        assert (tmp_path / f).is_file(), f
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["methods"]["AdvLoRA"]["robust"]["pgd@2/255"]["threat"] == "linf eps=2/255"
+
+
+def test_changed_budget_is_not_silently_reused(tmp_path, fake):
+    fake()
+    run_grid(load_grid_config(None, base={**GRID, "seeds": [0]}), tmp_path)
+    changed = load_grid_config(None, ["--train.train.steps", "7", "--seeds", "[0]"], base=GRID)
+    with pytest.raises(AdvloraError, match="different configuration"):
+        run_grid(changed, tmp_path)
+
+
+def test_bad_grid_config_is_one_clear_error(tmp_path):
+    with pytest.raises(AdvloraError, match="unknown attack 'pdg'"):
+        load_grid_config(None, ["--eval.attacks", "[pdg]"], base=GRID)
+    with pytest.raises(AdvloraError, match="eval.limit must be an integer"):
+        load_grid_config(None, ["--eval.limit", "abc"], base=GRID)
+    with pytest.raises(AdvloraError, match="malformed eps"):
+        load_grid_config(None, ["--eval.eps", "[4/x]"], base=GRID)
+    with pytest.raises(AdvloraError, match="unknown adapter method"):
+        load_grid_config(None, base={**GRID, "methods": [{"label": "x", "method": "lorra"}]})
+    bad = tmp_path / "g.yaml"
+    bad.write_text("methods: [\n")
+    with pytest.raises(AdvloraError, match="not valid YAML"):
+        load_grid_config(bad)
+
+
+def test_grid_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from advlora.cli import main
+
+    assert main(["grid", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config file not found" in err[0]
+
+
+def test_shipped_grid_configs_load():
+    from advlora.cli.grid import resolve_config, shipped_configs
+
+    names = shipped_configs()
+    assert {"grid-tiny-clip", "grid-tiny-blip"} <= set(names)
+    for n in names:
+        cfg = load_grid_config(resolve_config(n))
+        assert cfg.methods and train_cells(cfg)
+    blip = load_grid_config(resolve_config("grid-tiny-blip"))
+    assert blip.model == "tiny-blip" and blip.eval.rerank_k > 0
+    assert [m.method for m in blip.methods] == ["frozen", "lora", "advlora"]
+
+
+def test_ablation_variants_change_one_factor_each():
+    from advlora.adapters.config import AdapterConfig
+    from advlora.experiments.ablate import FACTORS, methods, reference, variants
+
+    ref = reference()
+    vs = variants()
+    assert {"init=peft", "init=pissa", "rank=1", "rank=16", "alpha=fixed"} <= set(vs)
+    for name, (factor, over) in vs.items():
+        field = FACTORS[factor][0]
+        assert list(over) == [field] and over[field] != ref[field], name
+        AdapterConfig(method="advlora", **{**ref, **over})  # every variant is a valid configuration
+    labels = [m["label"] for m in methods()]
+    assert labels[:2] == ["zero-shot", "adv. LoRA (peft)"] and labels[2].startswith("reference")
+    assert len(labels) == len(set(labels)) == 3 + len(vs)
