@@ -106,7 +106,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     out = args.out or default_out(command)
     with run_folder(out, config, seed=args.seed) as tmp:
         write_json(tmp / "metrics.json", metrics)
-    print(f"{data.name}: {len(data)} images, {len(data.captions)} captions; model {args.model}"
+    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}"
           + (f" + adapter {args.adapter}" if args.adapter else ""))
     print(robust_table(metrics))
     print("sanity checks:")

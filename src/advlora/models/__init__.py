@@ -78,6 +78,7 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     hf.requires_grad_(False)
     model = wrapper(hf, tokenizer, image_size=image_size, mean=mean, std=std, name_or_path=name_or_path,
                     max_length=max_length)
+    model.eval()  # the wrapper too, not only hf_model: attacks and evaluation check and restore the mode
     return model.to(device) if device is not None else model
 
 
