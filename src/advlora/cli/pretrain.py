@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, **over)
     out = args.out or advlora_home() / "models" / f"tiny-{args.arch}"
     result = pretrain(args.arch, out, seed=args.seed, config=cfg)
-    print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {torch.get_num_threads()} threads; "
+    print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {cfg.threads or torch.get_num_threads()} "
+          f"thread(s); "
           f"saved to {result.out}")
     print(metrics_table({f"emoji {k}": v for k, v in result.metrics.items()}))
     return 0

@@ -33,17 +33,19 @@ class PretrainConfig:
     """Hyper-parameters of the tiny models' pre-training (defaults: the shipped tiny-clip / tiny-blip)."""
 
     size: str = "tiny"
-    epochs: int = 50                # passes over the emoji (each pass: every emoji once, one random view)
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup: float = 0.05            # fraction of the steps
+    epochs: int = 55                # passes over the emoji (each pass: every emoji once, one random view)
+    batch_size: int = 256           # 825 steps: ~4 min of training on one core (see docs/training.md)
+    lr: float = 2.5e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.1             # fraction of the steps
     betas: tuple[float, float] = (0.9, 0.98)
     vocab_size: int = 2000
     max_length: int = 32
     name_prob: float = 0.6          # chance of drawing the name rather than one of the aliases
     bank: bool = False              # also contrast with a memory of all captions / emoji (hurt in our runs)
     itm_weight: float = 1.0         # BLIP only
+    threads: int | None = 1         # torch threads of the training loop (None: leave as is); see train_model
+    text_buckets: int = 3           # encode each batch's captions in this many length buckets (less padding)
     limit: int | None = None        # only the first N emoji (tests)
     size_overrides: dict = field(default_factory=dict)
 
@@ -61,7 +63,7 @@ def default_config(arch: str) -> PretrainConfig:
     if arch == "clip":
         return PretrainConfig()
     if arch == "blip":
-        return PretrainConfig(epochs=15, batch_size=128)
+        return PretrainConfig(epochs=18, batch_size=128)  # ITM triples the text passes: 540 smaller steps
     raise choices_error("architecture", arch, ("clip", "blip"))
 
 
@@ -178,7 +180,34 @@ def _temperature(model) -> torch.nn.Parameter:
 
 
 def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, progress: bool = True) -> int:
-    """Run the pre-training loop in place; returns the number of optimizer steps."""
+    """Run the pre-training loop in place; returns the number of optimizer steps.
+
+    Runs with ``cfg.threads`` torch threads (default 1: with a 0.4M-parameter model a second thread gains
+    little on a quiet machine and, on a shared one, OpenMP's spinning made steps 5-8x slower in our runs) and
+    with eager attention (PyTorch's CPU flash-attention kernel is slower on 17-token sequences); both are
+    restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    attn = getattr(model.hf_model.config, "_attn_implementation", None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _set_attention(model, "eager")
+    try:
+        return _train_loop(model, data, cfg, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+        if attn:
+            _set_attention(model, attn)
+
+
+def _set_attention(model, impl: str) -> None:
+    try:
+        model.hf_model.set_attn_implementation(impl)
+    except (AttributeError, ValueError):
+        pass  # a model without selectable attention keeps its own
+
+
+def _train_loop(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, progress: bool) -> int:
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -205,8 +234,7 @@ def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
                 break
             classes = order[s * bs:(s + 1) * bs]
             pixels, cap = data.sample(classes, cfg.name_prob, g)
-            tok = tokens(cap)
-            loss = _step_loss(model, pixels, tok, classes, cap, data, banks, log_scale, cfg, g)
+            loss = _step_loss(model, pixels, tokens, classes, cap, data, banks, log_scale, cfg, g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -224,12 +252,25 @@ def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
     return steps
 
 
-def _step_loss(model, pixels, tok, classes, cap, data, banks, log_scale, cfg, g) -> torch.Tensor:
+def encode_captions(model, tokens: Tokens, cap: torch.Tensor, buckets: int = 1) -> torch.Tensor:
+    """Embeddings of captions ``cap``, encoded in ``buckets`` groups of similar length, each padded only to
+    its own longest caption (captions average 7 tokens, a batch's longest ~20). Exact: padding is masked out
+    (and CLIP's text attention is causal, pooled at the first [SEP])."""
+    if buckets <= 1:
+        return model.encode_text(tokens(cap))
+    order = tokens.mask[cap].sum(1).argsort(stable=True)
+    parts = [model.encode_text(tokens(cap[idx])) for idx in order.chunk(buckets)]
+    return torch.cat(parts)[order.argsort()]
+
+
+def _step_loss(model, pixels, tokens, classes, cap, data, banks, log_scale, cfg, g) -> torch.Tensor:
+    txt = encode_captions(model, tokens, cap, cfg.text_buckets)
     if model.arch == "clip":
-        img, txt = model.encode_image(pixels), model.encode_text(tok)
+        img = model.encode_image(pixels)
         return contrastive_loss(img, txt, log_scale.exp(), classes, cap, data, banks)
+    tok = tokens(cap)
     states = model.image_states(pixels)
-    img, txt = model.embed_image_states(states), model.encode_text(tok)
+    img = model.embed_image_states(states)
     itc = contrastive_loss(img, txt, log_scale.exp(), classes, cap, data, banks)
     return itc + cfg.itm_weight * itm_loss(model, states, tok, (img @ txt.t()).detach(), g)
 
@@ -276,16 +317,22 @@ def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfi
     seconds = time.perf_counter() - t0
     metrics = {}
     evals = eval_data if eval_data is not None else {"test": load_dataset("emoji", "test")}
-    for name, ds in evals.items():
-        if cfg.limit is not None:  # only the emoji trained on
-            known = set(data.captions)
-            ds = ds.subset([i for i, caps in enumerate(ds.img2txt) if ds.captions[caps[0]] in known])
-        metrics[name] = evaluate_clean(model, ds)
-        if model.has_itm:
-            metrics[f"{name} (ITC only)"] = evaluate_clean(model, ds, rerank_k=0)
+    threads = torch.get_num_threads()
+    if cfg.threads:  # as training: on a shared machine a second thread slowed BLIP's ITM re-ranking a lot
+        torch.set_num_threads(cfg.threads)
+    try:
+        for name, ds in evals.items():
+            if cfg.limit is not None:  # only the emoji trained on
+                known = set(data.captions)
+                ds = ds.subset([i for i, caps in enumerate(ds.img2txt) if ds.captions[caps[0]] in known])
+            metrics[name] = evaluate_clean(model, ds)
+            if model.has_itm:
+                metrics[f"{name} (ITC only)"] = evaluate_clean(model, ds, rerank_k=0)
+    finally:
+        torch.set_num_threads(threads)
     with atomic_dir(out) as tmp:
         save_model(model, tmp)
         write_json(tmp / "pretrain.json", {"arch": arch, "seed": seed, "config": dataclasses.asdict(cfg),
                                            "steps": steps, "train_seconds": round(seconds, 1),
-                                           "threads": torch.get_num_threads(), "metrics": metrics})
+                                           "threads": cfg.threads or torch.get_num_threads(), "metrics": metrics})
     return PretrainResult(Path(out), seconds, steps, metrics, model)
