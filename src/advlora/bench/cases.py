@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes
+from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes, reset_peak_rss
 
 PGD_STEPS = 10
 
@@ -161,6 +161,7 @@ def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps
     """
     from advlora.adapters import attach_adapter
 
+    reset_peak_rss()
     start = current_rss_bytes()
     model = attach_adapter(base_model(size), method, rank=rank)  # in place: no second copy of the weights
     images, captions = make_batch(model, batch)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes
+from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes, reset_peak_rss
 from advlora.metrics import retrieval_recall_features
 
 
@@ -18,6 +18,7 @@ def measure_retrieval(n_images: int = 5000, n_texts: int = 25000, dim: int = 512
     img = torch.nn.functional.normalize(torch.randn(n_images, dim, generator=g), dim=-1)
     txt = torch.nn.functional.normalize(torch.randn(n_texts, dim, generator=g), dim=-1)
     txt2img = torch.arange(n_texts) * n_images // n_texts
+    reset_peak_rss()
     base = current_rss_bytes()
     retrieval_recall_features(img, txt, txt2img)  # warm-up, and the memory peak of the retrieval alone
     extra = peak_rss_bytes() - base

@@ -40,7 +40,25 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports kB
+    """This process's peak resident size since it started or since ``reset_peak_rss``.
+
+    Read from /proc (VmHWM): ``getrusage``'s ru_maxrss survives fork and execve, so a spawned child would report
+    its parent's peak (a bug the first vit-b32 run hit: every child "peaked" at the parent's 4.4 GiB).
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset the peak resident size to the current one (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _child(conn, fn, args) -> None:
