@@ -33,9 +33,10 @@ def base_model(cfg_or_name: GridConfig | str, random: str | None = None):
 
 
 def dataset(spec: str, split: str, limit: int | None, seed: int = 0):
+    from advlora.training.config import DataConfig
     from advlora.training.setup import dataset as cached
 
-    return cached(spec, split, limit, None, seed)
+    return cached(DataConfig(name=spec), split, limit, seed)
 
 
 def param_counts(model) -> dict[str, Any]:

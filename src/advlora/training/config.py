@@ -37,6 +37,10 @@ class DataConfig:
     test_split: str = "test"
     #: a deterministic subset of the training images (None: all)
     train_limit: int | None = None
+    #: folder the annotation's image paths are relative to (None: the annotation file's folder)
+    image_root: str | None = None
+    #: frames sampled per video (video sets; None: the reader's default)
+    frames: int | None = None
 
 
 @dataclass

@@ -106,12 +106,15 @@ def build_model(config: RunConfig, device, base=None):
     return model
 
 
-def dataset(name: str, split: str, limit: int | None, fmt: str | None = None, seed: int = 0):
-    key = (name, split, limit, fmt, seed)
+def dataset(data_cfg, split: str, limit: int | None, seed: int = 0):
+    """The ``split`` of the run's data set (``DataConfig``), loaded once per process."""
+    d = data_cfg
+    key = (d.name, split, limit, d.format, d.image_root, d.frames, seed)
     if key not in _DATASETS:
         from advlora.data import load_dataset
 
-        _DATASETS[key] = load_dataset(name, split, fmt=fmt, limit=limit, seed=seed)
+        _DATASETS[key] = load_dataset(d.name, split, fmt=d.format, limit=limit, seed=seed, image_root=d.image_root,
+                                      frames=d.frames)
     return _DATASETS[key]
 
 

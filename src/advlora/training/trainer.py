@@ -94,8 +94,8 @@ class _Run:
         self.model = S.build_model(config, self.acc.device, base)
         self.counts = S.param_counts(self.model)
         d = config.data
-        self.train_data = S.dataset(d.name, d.train_split, d.train_limit, d.format, config.train.seed)
-        self.val_data = S.dataset(d.name, d.val_split, config.eval.val_limit, d.format)
+        self.train_data = S.dataset(d, d.train_split, d.train_limit, config.train.seed)
+        self.val_data = S.dataset(d, d.val_split, config.eval.val_limit)
         self.sampler = EpochSampler(self.train_data, config.train.batch_size, config.train.seed)
         if self.sampler.batch_size % self.dist.world:
             raise AdvloraError(f"train.batch_size {self.sampler.batch_size} is not divisible by the "
@@ -272,7 +272,7 @@ class _Run:
         cfg, ev = self.cfg, self.cfg.eval
         metrics, eff = {}, {}
         if self.main:
-            test = S.dataset(cfg.data.name, cfg.data.test_split, ev.test_limit, cfg.data.format)
+            test = S.dataset(cfg.data, cfg.data.test_split, ev.test_limit)
             threat = threat_model(cfg.attack, ev.eps, ev.test_steps, 0)
             res = validate(self.model, test, threat, attack=ev.attack, rerank_k=ev.rerank_k,
                            batch_size=ev.batch_size)
