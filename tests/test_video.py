@@ -207,3 +207,26 @@ def test_emoji_video_build(tmp_path):
     assert (root / "info.json").stat().st_mtime_ns == mtime  # cached build reused
     with pytest.raises(AdvloraError, match="unknown emoji-video split 'dev'"):
         emoji_video_split_path("dev")
+
+
+@pytest.mark.parametrize("arch", ["clip", "blip"])
+def test_advlora_trains_on_a_video_set(video_folder, tmp_path, arch):
+    """`advlora train` on videos: the trainer attacks and trains on (B, F, 3, H, W) through frame pooling, and the
+    run folder holds the same artefacts as for images (adapter keyed by the base model's layers)."""
+    from advlora.adapters import load_adapter
+    from advlora.models.tiny import random_model
+    from advlora.training import load_run_config, train
+    from train_utils import tiny_config
+
+    cfg = load_run_config(overrides=tiny_config(
+        video_folder, model={"random": f"{arch}:test"}, data={"frames": 4},
+        adapter={"method": "advlora", "rank": 2, "towers": "vision"},
+        train={"steps": 2, "batch_size": 4}, eval={"val_limit": 4}))
+    res = train(cfg, tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["n_images"] == 4 and m["robust"]["r_mean"] <= m["clean"]["r_mean"] and res.steps == 2
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3
+    model = random_model(arch, "test", seed=0)
+    load_adapter(model, tmp_path / "run" / "adapter")   # the adapter applies to the plain image model
+    trained = {k: v for k, v in model.hf_model.named_parameters() if "lora_B" in k}
+    assert trained and any(v.abs().sum() > 0 for v in trained.values())

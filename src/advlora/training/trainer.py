@@ -21,6 +21,7 @@ import torch
 
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
+from advlora.models.video import for_dataset
 from advlora.training import setup as S
 from advlora.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from advlora.training.config import CLEAN, RunConfig, resolve
@@ -95,6 +96,9 @@ class _Run:
         self.counts = S.param_counts(self.model)
         d = config.data
         self.train_data = S.dataset(d, d.train_split, d.train_limit, config.train.seed)
+        # what the attack and the loss see: the model itself, or (video sets) its frame-pooling view over the same
+        # weights; checkpoints, adapters and alphas stay keyed by the base model
+        self.net = for_dataset(self.model, self.train_data)
         self.val_data = S.dataset(d, d.val_split, config.eval.val_limit)
         self.sampler = EpochSampler(self.train_data, config.train.batch_size, config.train.seed)
         if self.sampler.batch_size % self.dist.world:
@@ -115,11 +119,11 @@ class _Run:
         if cfg.method == "advlora":
             from advlora.adapters import regularization_loss
             regularizer = regularization_loss
-        self.task = TrainTask(self.model, cfg.attack, self.dist, regularizer)
+        self.task = TrainTask(self.net, cfg.attack, self.dist, regularizer)
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
-        self.images = self.train_data.load_images_uint8(self.model.image_size)
+        self.images = self.train_data.load_images_uint8(self.model.image_size)  # (N, [F,] 3, H, W)
         if ckpt is not None:
             st = load_checkpoint(ckpt, self.model)
             self.optimizer.load_state_dict(st["optimizer"])
@@ -191,7 +195,7 @@ class _Run:
         ebar.close()
 
     def _step(self, batch, timer: _Timer) -> tuple[float, dict]:
-        model, d, acfg = self.model, self.dist, self.cfg.attack
+        model, d, acfg = self.net, self.dist, self.cfg.attack
         seed = (self.cfg.train.seed * 1_000_003 + self.state["step"]) * 64 + d.rank
         for i, g in enumerate(self.gens.values()):
             g.manual_seed(seed * 8 + i)
