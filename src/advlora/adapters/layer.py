@@ -1,6 +1,6 @@
 """The AdvLoRA layer: peft's LoRA ``Linear`` with a trainable scalar alpha on its branch (a ``LoraVariant``).
 
-``y = x W^T + alpha * scaling * dropout(x) A^T B^T`` with peft's own ``lora_A`` / ``lora_B`` (so the weights keep
+``y = x W^T + alpha * scaling * dropout(x) A^T B^T`` (the scalar applied to the rank-r activations) with peft's own ``lora_A`` / ``lora_B`` (so the weights keep
 peft's names and format) and ``scaling = 1`` for AdvLoRA. The variant is set on each injected peft layer; peft's
 forward, ``merge`` and ``unmerge`` then call it. The layer also holds, as non-persistent buffers, what export and
 the alignment regulariser need: the initial factors ``advlora_A0`` / ``advlora_B0`` and ``advlora_alpha0`` (the
@@ -43,9 +43,10 @@ class AdvLoraVariant(LoraVariant):
         lora_A = module.lora_A[active_adapter]
         lora_B = module.lora_B[active_adapter]
         dropout = module.lora_dropout[active_adapter]
-        scaling = module.scaling[active_adapter]
-        alpha = module.advlora_alpha.to(result.dtype)
-        return result + alpha * (lora_B(lora_A(dropout(x))) * scaling)
+        # the scalar alpha * scaling multiplies the rank-r activations, not the (.., out) output: r/out of the
+        # elementwise work of peft's own ``lora_B(..) * scaling`` (lora_B has no bias, so the product is the same)
+        s = module.advlora_alpha.to(result.dtype) * module.scaling[active_adapter]
+        return result + lora_B(lora_A(dropout(x)) * s)
 
 
 def set_factors(layer: LoraLayer, A: torch.Tensor, B: torch.Tensor) -> None:
