@@ -12,25 +12,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="passes over the emoji (default: the tuned value)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the cores other processes leave free, measured at the start)")
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-
-    import torch
 
     from advlora.io import advlora_home
     from advlora.models.pretrain import default_config, pretrain
     from advlora.report.tables import metrics_table
 
     cfg = default_config(args.arch)
-    over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
-            if v is not None}
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads}
+    over = {k: v for k, v in given.items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)
     out = args.out or advlora_home() / "models" / f"tiny-{args.arch}"
     result = pretrain(args.arch, out, seed=args.seed, config=cfg)
-    print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {cfg.threads or torch.get_num_threads()} "
-          f"thread(s); "
+    print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {result.threads} thread(s); "
           f"saved to {result.out}")
     print(metrics_table({f"emoji {k}": v for k, v in result.metrics.items()}))
     return 0

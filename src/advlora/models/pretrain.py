@@ -44,7 +44,7 @@ class PretrainConfig:
     name_prob: float = 0.6          # chance of drawing the name rather than one of the aliases
     bank: bool = False              # also contrast with a memory of all captions / emoji (hurt in our runs)
     itm_weight: float = 1.0         # BLIP only
-    threads: int | None = 1         # torch threads of the training loop (None: leave as is); see train_model
+    threads: int | None = None      # torch threads (None: the cores other processes leave free); see train_model
     text_buckets: int = 3           # encode each batch's captions in this many length buckets (less padding)
     limit: int | None = None        # only the first N emoji (tests)
     size_overrides: dict = field(default_factory=dict)
@@ -57,13 +57,18 @@ class PretrainResult:
     steps: int
     metrics: dict[str, dict[str, float]]
     model: object = None  # the trained VLModel, as saved
+    threads: int = 1      # torch threads the training loop ran on
 
 
 def default_config(arch: str) -> PretrainConfig:
     if arch == "clip":
         return PretrainConfig()
     if arch == "blip":
-        return PretrainConfig(epochs=18, batch_size=128)  # ITM triples the text passes: 540 smaller steps
+        # ITM triples the text passes: smaller batches. BLIP's text encoder is a post-LN BERT pooled at [CLS]:
+        # at the usual init (std 0.02) a 2-layer, 64-wide one gives every caption the same embedding (cosine
+        # 0.9999) and ITC barely moves (emoji ITC r_mean 3.3 after 180 steps, CLIP 9.8); std 0.1 gave 7.1
+        # (0.2: 3.8). See docs/training.md.
+        return PretrainConfig(epochs=40, batch_size=128, size_overrides={"init": 0.1})
     raise choices_error("architecture", arch, ("clip", "blip"))
 
 
@@ -182,25 +187,27 @@ def _temperature(model) -> torch.nn.Parameter:
 def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, progress: bool = True) -> int:
     """Run the pre-training loop in place; returns the number of optimizer steps.
 
-    Runs with ``cfg.threads`` torch threads (default 1: with a 0.4M-parameter model a second thread gains
-    little on a quiet machine and, on a shared one, OpenMP's spinning made steps 5-8x slower in our runs) and
-    with eager attention (PyTorch's CPU flash-attention kernel is slower on 17-token sequences); both are
-    restored afterwards.
+    Runs with ``cfg.threads`` torch threads (default: ``advlora.threads.auto_threads``, the cores other
+    processes leave free: on an idle 2-core machine 2 threads were 1.5x faster than 1, on a shared one
+    OpenMP's spinning made steps 5-8x slower) and with eager attention (PyTorch's CPU flash-attention kernel
+    is slower on 17-token sequences); both are restored afterwards.
     """
-    threads = torch.get_num_threads()
+    from advlora.threads import torch_threads
+
     attn = getattr(model.hf_model.config, "_attn_implementation", None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     _set_attention(model, "eager")
     try:
-        return _train_loop(model, data, cfg, seed, progress)
+        with torch_threads(cfg.threads) as n:
+            log.info("pre-training tiny-%s on %d thread(s)", model.arch, n)
+            return _train_loop(model, data, cfg, seed, progress)
     finally:
-        torch.set_num_threads(threads)
         if attn:
             _set_attention(model, attn)
 
 
 def _set_attention(model, impl: str) -> None:
+    if model.arch != "clip":  # HF's BLIP has one attention implementation only (and warns when asked)
+        return
     try:
         model.hf_model.set_attn_implementation(impl)
     except (AttributeError, ValueError):
@@ -312,15 +319,17 @@ def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfi
     data = EmojiTrainSet(train, {**SIZES[cfg.size], **cfg.size_overrides}["image_size"], cfg.limit)
     model = build_model(arch, data.captions, cfg, seed)
     model.name_or_path = f"tiny-{arch}"
+    if not cfg.threads:  # decided once, before this process gets busy, and recorded
+        from advlora.threads import auto_threads
+        cfg = dataclasses.replace(cfg, threads=auto_threads())
     t0 = time.perf_counter()
     steps = train_model(model, data, cfg, seed, progress)
     seconds = time.perf_counter() - t0
     metrics = {}
     evals = eval_data if eval_data is not None else {"test": load_dataset("emoji", "test")}
-    threads = torch.get_num_threads()
-    if cfg.threads:  # as training: on a shared machine a second thread slowed BLIP's ITM re-ranking a lot
-        torch.set_num_threads(cfg.threads)
-    try:
+    from advlora.threads import torch_threads
+
+    with torch_threads(cfg.threads):  # as training: a busy machine makes spare threads costly
         for name, ds in evals.items():
             if cfg.limit is not None:  # only the emoji trained on
                 known = set(data.captions)
@@ -328,11 +337,9 @@ def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfi
             metrics[name] = evaluate_clean(model, ds)
             if model.has_itm:
                 metrics[f"{name} (ITC only)"] = evaluate_clean(model, ds, rerank_k=0)
-    finally:
-        torch.set_num_threads(threads)
     with atomic_dir(out) as tmp:
         save_model(model, tmp)
         write_json(tmp / "pretrain.json", {"arch": arch, "seed": seed, "config": dataclasses.asdict(cfg),
                                            "steps": steps, "train_seconds": round(seconds, 1),
-                                           "threads": cfg.threads or torch.get_num_threads(), "metrics": metrics})
-    return PretrainResult(Path(out), seconds, steps, metrics, model)
+                                           "threads": cfg.threads, "metrics": metrics})
+    return PretrainResult(Path(out), seconds, steps, metrics, model, cfg.threads)

@@ -46,14 +46,14 @@ def blip_config(size: str = "test", vocab_size: int = 1000, max_length: int = 32
     text = dict(hidden_size=s["text_width"], intermediate_size=s.get("text_mlp", 4 * s["text_width"]),
                 num_hidden_layers=s["text_layers"], num_attention_heads=s.get("text_heads", s["heads"]),
                 vocab_size=vocab_size, max_position_embeddings=max_length, encoder_hidden_size=s["width"],
-                pad_token_id=0, bos_token_id=2, sep_token_id=3)
+                pad_token_id=0, bos_token_id=2, sep_token_id=3, initializer_range=s.get("init", 0.02))
     # BlipVisionConfig's default initializer_range is 1e-10 (hub checkpoints overwrite it): a model trained
     # or attacked from random weights needs a real one, or every image gets the same embedding.
     vision = dict(hidden_size=s["width"], intermediate_size=s["mlp"], num_hidden_layers=s["layers"],
                   num_attention_heads=s["heads"], image_size=s["image_size"], patch_size=s["patch"],
-                  initializer_range=0.02)
+                  initializer_range=s.get("init", 0.02))
     return BlipConfig(text_config=text, vision_config=vision, projection_dim=s["proj"],
-                      image_text_hidden_size=s["proj"])
+                      image_text_hidden_size=s["proj"], initializer_range=s.get("init", 0.02))
 
 
 def _size(size: str) -> dict:
