@@ -160,3 +160,26 @@ def test_ablation_variants_change_one_factor_each():
     labels = [m["label"] for m in methods()]
     assert labels[:2] == ["zero-shot", "adv. LoRA (peft)"] and labels[2].startswith("reference")
     assert len(labels) == len(set(labels)) == 3 + len(vs)
+
+
+def test_parallel_jobs_give_the_serial_results(tmp_path):
+    """--jobs 2 runs the train cells in two spawned workers; the cells and their numbers are those of one process."""
+    from train_utils import save_test_model, write_data
+
+    model = save_test_model(tmp_path / "model")
+    ann = write_data(tmp_path / "data", n=8)
+    base = {"name": "p", "model": str(model), "datasets": [str(ann)], "seeds": [0],
+            "train": {"train": {"steps": 2, "batch_size": 4, "threads": 1}, "attack": {"steps": 1}},
+            "methods": [{"label": "zero-shot", "method": "frozen"}, {"label": "adv. LoRA", "method": "lora"},
+                        {"label": "AdvLoRA", "method": "advlora"}],
+            "eval": {"attacks": ["pgd"], "eps": ["4/255"], "steps": 2, "limit": 8, "sanity": False}}
+    cfg = load_grid_config(None, base=base)
+    par, _ = run_grid(cfg, tmp_path / "par", jobs=2)
+    ser, _ = run_grid(cfg, tmp_path / "ser", jobs=1)
+    assert list(par["methods"]) == list(ser["methods"]) == ["zero-shot", "adv. LoRA", "AdvLoRA"]
+    for label, m in ser["methods"].items():
+        p = par["methods"][label]
+        assert p["clean"]["r_mean"] == pytest.approx(m["clean"]["r_mean"], abs=1e-6), label
+        assert p["robust"]["pgd@4/255"]["r_mean"] == pytest.approx(m["robust"]["pgd@4/255"]["r_mean"], abs=1e-6)
+    marks = sorted(p.relative_to(tmp_path / "par") for p in (tmp_path / "par").rglob("COMPLETE"))
+    assert marks == sorted(p.relative_to(tmp_path / "ser") for p in (tmp_path / "ser").rglob("COMPLETE"))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.cli.common import add_jobs_argument
+
 ACCEPTS_OVERRIDES = True  # dotted overrides of the ablation's grid config, e.g. --eval.limit 300
 
 
@@ -13,10 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps of every variant (default 150, batch 64)")
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the plumbing in a few minutes")
     p.add_argument("--data", default=None, help="data set instead of the embedded emoji benchmark")
+    add_jobs_argument(p, 0)
     p.add_argument("--tiny-test", action="store_true", help="a random test-size CLIP and minimal budgets (tests)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from advlora.cli.common import jobs
     from advlora.errors import AdvloraError
     from advlora.experiments.ablate import run_ablation
 
@@ -26,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         overrides += ["--datasets", f"[{args.data}]"]
     summary, table = run_ablation(args.out, quick=args.quick, steps=args.steps, overrides=overrides,
-                                  tiny_test=args.tiny_test, report_only=args.report_only)
+                                  tiny_test=args.tiny_test, report_only=args.report_only,
+                                  jobs=jobs(args.jobs))
     print(table)
     print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

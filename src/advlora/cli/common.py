@@ -42,3 +42,20 @@ def load_model_and_adapter(args: argparse.Namespace):
 
         load_adapter(model, args.adapter)
     return model
+
+
+def add_jobs_argument(p, default: int) -> None:
+    """``--jobs N``: train cells of an experiment run at once in worker processes (0: one per core)."""
+    p.add_argument("--jobs", type=int, default=default,
+                   help="train cells run at once in worker processes, each with a share of the cores as torch threads "
+                        f"(default {default}; 0: one per core, at most 4; 1: all in this process)")
+
+
+def jobs(n: int) -> int:
+    """The value of --jobs: 0 means one per core (``advlora.threads.default_jobs``)."""
+    from advlora.errors import AdvloraError
+    from advlora.threads import default_jobs
+
+    if n < 0:
+        raise AdvloraError(f"--jobs must be >= 0, got {n}")
+    return n or default_jobs()

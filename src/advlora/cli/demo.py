@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.cli.common import add_jobs_argument
+
 ACCEPTS_OVERRIDES = True  # dotted overrides of the demo's grid config, e.g. --eval.limit 200
 
 
@@ -12,18 +14,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="data set instead of the embedded emoji benchmark")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
+    add_jobs_argument(p, 0)
     p.add_argument("--tiny-test", action="store_true",
                    help="a random test-size CLIP and minimal budgets: checks the plumbing in seconds (tests)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from advlora.cli.common import jobs
     from advlora.experiments.demo import run_demo
 
     overrides = list(args.overrides or [])
     if args.data:
         overrides += ["--datasets", f"[{args.data}]"]
     summary, table = run_demo(args.out, quick=args.quick, overrides=overrides, tiny_test=args.tiny_test,
-                              report_only=args.report_only)
+                              report_only=args.report_only, jobs=jobs(args.jobs))
     print(table)
     print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.cli.common import add_jobs_argument, jobs
+
 ACCEPTS_OVERRIDES = True  # dotted overrides of the grid config, e.g. --eval.limit 200 --train.train.steps 40
 
 
@@ -13,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
     p.add_argument("--out", default=None, help="output folder (default: runs/grid-<name>); an existing one resumes")
+    add_jobs_argument(p, 1)
 
 
 def shipped_configs() -> list[str]:
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         overrides += ["--seeds", str(seeds)]
     cfg = load_grid_config(resolve_config(args.config), overrides)
     out = args.out or f"runs/grid-{cfg.name}"
-    summary, table = run_grid(cfg, out, report_only=args.report_only)
+    summary, table = run_grid(cfg, out, report_only=args.report_only, jobs=jobs(args.jobs))
     print(table)
     print(f"\nreport: {out}/report.md, {out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

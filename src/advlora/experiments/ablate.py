@@ -136,10 +136,10 @@ def findings(summary: dict) -> list[tuple[str, list[str]]]:
 
 def run_ablation(out: str | Path, *, quick: bool = False, steps: int | None = None,
                  overrides: list[str] | None = None, tiny_test: bool = False,
-                 report_only: bool = False) -> tuple[dict, str]:
+                 report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
     cfg = ablate_config(quick, steps, overrides, tiny_test=tiny_test)
     summary, _ = run_grid(cfg, out, title="advlora ablate: AdvLoRA's parts, one at a time", extra=findings,
-                          report_only=report_only)
+                          report_only=report_only, jobs=jobs)
     header, rows = ablation_rows(summary)
     from advlora.report.tables import metrics_table
 

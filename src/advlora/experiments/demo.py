@@ -103,9 +103,9 @@ def verdict(summary: dict) -> list[tuple[str, list[str]]]:
 
 
 def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | None = None,
-             tiny_test: bool = False, report_only: bool = False) -> tuple[dict, str]:
+             tiny_test: bool = False, report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
     """Run (or resume) the demo under ``out``; returns (summary, the table as printed)."""
     cfg = demo_config(quick, overrides, tiny_test=tiny_test)
     title = f"advlora {'quick ' if quick else ''}demo: AdvLoRA vs baselines"
     return run_grid(cfg, out, title=title, intro=lambda s: intro(cfg, s, quick), extra=verdict,
-                    report_only=report_only)
+                    report_only=report_only, jobs=jobs)

@@ -10,6 +10,11 @@ Layout of the output folder::
 Each train cell is followed by its eval cells, so an interrupted grid keeps every finished result; run the
 same command again and complete cells are skipped (a training interrupted half-way resumes from its last
 checkpoint). A cell made under a different configuration is an error, never silently reused.
+
+``jobs > 1`` runs that many train cells (each with its eval cells) at once in worker processes, each with an
+equal share of the free cores as torch threads: on CPU, small models use one core each better than two cores
+together (the demo's cells: see docs/experiments.md). Cells write only their own folders, so the result is
+the same; the report is written once every cell is done.
 """
 from __future__ import annotations
 
@@ -45,10 +50,11 @@ def eval_fingerprint(cfg: GridConfig, cell) -> str:
 def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
              intro: Callable[[dict], list[str]] | None = None,
              extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
-             report_only: bool = False) -> tuple[dict, str]:
+             report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
     """Run every incomplete cell of ``cfg`` under ``out``, then summarise; returns (summary, terminal table).
 
     ``report_only``: run nothing, only summarise the cells already complete (the rest are listed as missing).
+    ``jobs``: train cells run at once, in worker processes (1: in this process).
     """
     root = Path(out)
     if report_only and not (root / "cells").is_dir():
@@ -56,13 +62,21 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
     if not report_only:
         _start(cfg, root)
     t0 = time.perf_counter()
-    cache: dict = {}
-    for tc in [] if report_only else train_cells(cfg):
+    todo = [] if report_only else train_cells(cfg)
+    for tc in todo:
         _check_train_cell(cfg, tc, root)
-        C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)))
-        for ec in eval_cells(cfg, tc):
-            C.eval_cell(cfg, ec, root, cache, fingerprint=eval_fingerprint(cfg, ec))
-    cache.clear()
+    todo = [tc for tc in todo if not _all_complete(cfg, tc, root)]
+    if jobs > 1 and cfg.random_model:
+        log.info("a random model (%s) is rebuilt differently in each process: running the cells in this one",
+                 cfg.random_model)
+        jobs = 1
+    if jobs > 1 and len(todo) > 1:
+        _run_parallel(cfg, root, todo, jobs)
+    else:
+        cache: dict = {}
+        for tc in todo:
+            run_cells(cfg, root, tc, cache)
+        cache.clear()
     summary = collect(cfg, root)
     summary["elapsed_s"] = time.perf_counter() - t0
     summary["manifest"] = manifest(seed=cfg.seeds[0])
@@ -71,6 +85,68 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
         prev = json.loads(old.read_text())
         summary["elapsed_s"], summary["manifest"] = prev.get("elapsed_s", 0.0), prev.get("manifest", {})
     return summary, finish(cfg, root, summary, title=title, intro=intro, extra=extra)
+
+
+def run_cells(cfg: GridConfig, root: Path, tc: TrainCell, cache: dict | None = None) -> None:
+    """One train cell, then its eval cells (each skipped when complete)."""
+    cache = {} if cache is None else cache
+    C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)))
+    for ec in eval_cells(cfg, tc):
+        C.eval_cell(cfg, ec, root, cache, fingerprint=eval_fingerprint(cfg, ec))
+
+
+def _all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
+    """Nothing left to run for ``tc`` (an eval cell of other settings counts as not done: it raises when run)."""
+    def done(ec) -> bool:
+        folder = root / "cells" / ec.key
+        return C.is_complete(folder) and C.eval_result(folder).get("fingerprint") in (None, "",
+                                                                                      eval_fingerprint(cfg, ec))
+    return C.is_complete(root / "cells" / tc.key) and all(done(ec) for ec in eval_cells(cfg, tc))
+
+
+def _worker_init(threads: int, level: int) -> None:
+    import torch
+
+    from advlora.cli import _quiet_libraries
+
+    _quiet_libraries()
+    logging.basicConfig(level=level, format="%(message)s")
+    torch.set_num_threads(threads)
+
+
+def _worker(cfg: GridConfig, root: str, tc: TrainCell) -> str:
+    run_cells(cfg, Path(root), tc)
+    return tc.key
+
+
+def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int) -> None:
+    """``todo`` in ``jobs`` spawned worker processes; the base model and data are made once, here, first."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from advlora.experiments import backend
+    from advlora.threads import auto_threads
+
+    backend.base_model(cfg)  # pre-trains and caches tiny-clip / tiny-blip on first use, before the workers
+    for ds in {tc.dataset for tc in todo}:
+        backend.dataset(ds, cfg.eval.split, cfg.eval.limit)  # builds the embedded data on first use
+    jobs = min(jobs, len(todo))
+    threads = max(1, auto_threads() // jobs)
+    log.info("running %d train cells in %d worker processes, %d torch thread(s) each", len(todo), jobs, threads)
+    todo = sorted(todo, key=lambda tc: tc.method.method == "frozen")  # evaluation-only cells fill the gaps
+    errors = []
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's thread pools
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as ex:
+        futures = {ex.submit(_worker, cfg, str(root), tc): tc for tc in todo}
+        for f in as_completed(futures):
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001 - the other cells finish; the first error is raised below
+                log.error("%s failed: %s", futures[f].key, e)
+                errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
