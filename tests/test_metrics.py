@@ -66,8 +66,8 @@ def test_shape_mismatch_is_an_error():
         retrieval_recall(torch.zeros(2, 3), torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 256])
-def test_feature_path_equals_matrix_path(chunk):
+@pytest.mark.parametrize("chunk,tile", [(1, 1024), (4, 3), (7, 1), (256, 16), (256, 1024)])
+def test_feature_path_equals_matrix_path(chunk, tile):
     from advlora.metrics import retrieval_recall_features
 
     g = torch.Generator().manual_seed(3)
@@ -77,4 +77,5 @@ def test_feature_path_equals_matrix_path(chunk):
     txt2img = txt2img[torch.randperm(len(txt2img), generator=g)]
     img = torch.randn(n_img, 8, generator=g)
     txt = torch.randn(len(txt2img), 8, generator=g) + img[txt2img]
-    assert retrieval_recall_features(img, txt, txt2img, chunk_size=chunk) == retrieval_recall(img @ txt.t(), txt2img)
+    want = retrieval_recall(img @ txt.t(), txt2img)
+    assert retrieval_recall_features(img, txt, txt2img, chunk_size=chunk, tile_size=tile) == want
