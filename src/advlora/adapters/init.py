@@ -13,7 +13,7 @@ import torch
 
 from advlora.adapters.kmeans import kmeans
 
-#: at most this many float64 elements of weights per k-means batch (about 64 MB)
+#: at most this many elements of weights per k-means batch (64 MB in float64)
 _BATCH_ELEMENTS = 8_000_000
 
 
@@ -56,10 +56,13 @@ def cluster_factors(weights: list[torch.Tensor], rank: int, *, iters: int = 20, 
 
 
 def _cluster_batch(W: torch.Tensor, rank: int, iters: int, seed: int, on: str, align: str) -> list[Factors]:
+    # k-means in float32 (its distances need no more, and float64 matmuls cost 2-4x on CPU: P4 of advlora
+    # bench); the alignment solve and the errors in float64 on CPU, where it is cheap next to the clustering
     dtype = torch.float64 if W.device.type == "cpu" else torch.float32
+    points = W.float() if on == "rows" else W.float().transpose(1, 2)  # (L, n, d)
+    res = kmeans(points, rank, iters=iters, seed=seed, dtype=torch.float32)
     W = W.to(dtype)
-    points = W if on == "rows" else W.transpose(1, 2)  # (L, n, d)
-    res = kmeans(points, rank, iters=iters, seed=seed, dtype=dtype)
+    res.centroids = res.centroids.to(dtype)
     onehot = torch.nn.functional.one_hot(res.assign, rank).to(dtype)  # (L, n, r)
     if on == "rows":
         A = res.centroids  # (L, r, in)

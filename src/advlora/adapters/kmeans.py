@@ -70,7 +70,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, dtype: torch
     assign = None
     for it in range(iters + 1):
         best, new_assign = _sq_dist(x, c).min(-1)
-        objective.append(best.sum(-1))
+        objective.append(best.sum(-1, dtype=torch.float64))
         converged = assign is not None and torch.equal(new_assign, assign)
         assign = new_assign
         if converged or it == iters:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 
 import torch
 
@@ -90,8 +91,16 @@ def measure_attack(model, images: torch.Tensor, captions: list[str], repeats: in
     with torch.no_grad():
         text = model.encode_text(captions)
     objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool))
-    t_fb = median_time(lambda: loss_and_grad(objective, images.clone()), repeats, warmup)
-    t_pgd = median_time(lambda: pgd(objective, images, eps=4 / 255, steps=steps), max(1, repeats // 2), warmup)
+    # interleaved, the same number of times each, so that a change of the machine's load hits both alike
+    fb = lambda: loss_and_grad(objective, images.clone())  # noqa: E731
+    attack = lambda: pgd(objective, images, eps=4 / 255, steps=steps)  # noqa: E731
+    for _ in range(warmup):
+        fb(), attack()
+    t_fb, t_pgd = [], []
+    for _ in range(repeats):
+        t_fb.append(median_time(fb, 1, 0))
+        t_pgd.append(median_time(attack, 1, 0))
+    t_fb, t_pgd = statistics.median(t_fb), statistics.median(t_pgd)
     return {"fwd_bwd_s": t_fb, "pgd_s": t_pgd, "p1_attack": t_pgd / (steps * t_fb)}
 
 
