@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,12 +16,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+# the font cache build logs at INFO that it skips the bitmap emoji font: noise for our users, not a problem
+logging.getLogger("matplotlib.font_manager").setLevel(logging.WARNING)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 #: colours of the usual methods, so that a method has the same colour in every plot of a report
 METHOD_COLORS = {"frozen": "#7f7f7f", "zero-shot": "#7f7f7f", "clean full FT": "#ff7f0e", "adv. full FT": "#d62728",
                  "adv. LoRA": "#1f77b4", "AdvLoRA": "#2ca02c", "adv. PiSSA": "#9467bd"}
+#: methods without training, drawn dashed so that they stay visible when a trained method coincides with them
+_REFERENCES = ("frozen", "zero-shot")
 _CYCLE = ["#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
           "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
@@ -75,8 +80,10 @@ def robust_vs_eps(series: Mapping[str, Sequence[tuple[float, float, float]]], pa
         xs = [e * 255 for e, _, _ in pts]
         ys = [y for _, y, _ in pts]
         errs = [s for _, _, s in pts]
+        # the untrained reference is dashed and on top: a method that learned nothing lies exactly under it
+        ref = label in _REFERENCES
         ax.errorbar(xs, ys, yerr=errs if any(e > 0 for e in errs) else None, marker="o", ms=4, lw=1.8, capsize=3,
-                    color=colors[label], label=label)
+                    color=colors[label], label=label, ls="--" if ref else "-", zorder=3 if ref else 2)
     ax.set_xticks([e * 255 for e in all_eps])
     ax.set_xticklabels(["clean" if e == 0 else _eps_label(e) for e in all_eps])
     ax.set_ylim(bottom=0)
