@@ -187,6 +187,22 @@ def test_clean_eval_and_pgd_on_frames(video_folder, arch, request):
         assert adv_loss.mean() > clean_loss.mean()
 
 
+def test_wrapper_reports_the_base_mode(tiny_clip):
+    """The wrapper's mode is its base's, so the robust report's "mode restored" line describes the model."""
+    from advlora.evaluation.retrieval import eval_mode
+
+    was = tiny_clip.training
+    try:
+        for training in (False, True):
+            vm = VideoModel(tiny_clip.train(training))
+            assert vm.training is training
+            with eval_mode(vm):
+                assert not vm.training and not tiny_clip.training
+            assert vm.training is training and tiny_clip.training is training
+    finally:
+        tiny_clip.train(was)
+
+
 def test_emoji_video_build(tmp_path):
     from advlora.data.emoji import find_font
     from advlora.data.emoji_video import build_emoji_video, emoji_video_split_path

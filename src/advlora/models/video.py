@@ -30,6 +30,9 @@ class VideoModel(VLModel):
         self.arch = base.arch
         self.default_targets = base.default_targets
         self.tower_prefixes = base.tower_prefixes
+        # a new Module is in training mode: take the base's, or the attacks' "restore the mode" would call
+        # train(True) on the wrapper and so switch an evaluated base model (dropout, BLIP's ITM) into training
+        self.training = base.training
 
     # ---- delegation --------------------------------------------------------------------------------------
     def __getattr__(self, name: str):
