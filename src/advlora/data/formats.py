@@ -57,11 +57,11 @@ def records_to_dataset(records: Iterable[tuple[str, list[str]]], root: Path, nam
             continue
         image, caps = rec
         if not isinstance(image, str) or not image:
-            problem(f"{source}: record {n + 1} has no image path")
+            problem(f"{source}: record {n + 1} has no image or video path")
             continue
         p = (root / image).resolve()
         if not p.is_relative_to(root_resolved):
-            problem(f"{source}: record {n + 1}: image path {image!r} is outside the data root {root}")
+            problem(f"{source}: record {n + 1}: path {image!r} is outside the data root {root}")
             continue
         if isinstance(caps, str):
             caps = [caps]
