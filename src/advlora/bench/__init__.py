@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,15 @@ def run_bench(cfg: BenchConfig) -> dict:
     details.update(cases.measure_attack(base, images, captions, cfg.repeats, cfg.warmup))
     details.update(cases.measure_steps(base, images, captions, cfg.rank, cfg.repeats, cfg.warmup))
     del base
-    mem_adv = run_isolated(cases.peak_memory_of_training, cfg.size, "advlora", cfg.rank, cfg.batch)
-    mem_full = run_isolated(cases.peak_memory_of_training, cfg.size, "full", cfg.rank, cfg.batch)
+    # resident-set peaks vary by 10-15% from one fresh process to the next (allocator, page reuse): the median of
+    # ``repeats`` processes per method, alternating
+    mems: dict[str, list[float]] = {"advlora": [], "full": []}
+    for _ in range(cfg.repeats):
+        for method in mems:
+            mems[method].append(run_isolated(cases.peak_memory_of_training, cfg.size, method, cfg.rank, cfg.batch))
+    mem_adv, mem_full = (statistics.median(mems[m]) for m in ("advlora", "full"))
+    details["advlora_peak_gib_runs"] = [m / 2**30 for m in mems["advlora"]]
+    details["full_peak_gib_runs"] = [m / 2**30 for m in mems["full"]]
     details["advlora_peak_gib"] = mem_adv / 2**30
     details["full_peak_gib"] = mem_full / 2**30
     details["p2_memory_vs_full"] = mem_adv / mem_full
@@ -81,8 +89,10 @@ def format_bench(result: dict) -> str:
                  "{advlora_step_s:.3f}s, lora {lora_step_s:.3f}s, full {full_step_s:.3f}s".format(**d))
     lines.append("params: full {full_trainable:,} / advlora {advlora_trainable:,}; cluster init {advlora_init_s:.2f}s "
                  "vs adversarial epoch of 1,000 samples {adv_epoch_1000_s:.1f}s".format(**d))
-    lines.append("peak memory above process start: advlora {advlora_peak_gib:.2f} GiB, full {full_peak_gib:.2f} GiB"
-                 .format(**d))
+    runs = lambda k: "/".join(f"{v:.2f}" for v in d.get(k, []))  # noqa: E731
+    lines.append("peak memory above process start (median of fresh processes): advlora {advlora_peak_gib:.2f} GiB "
+                 "({a}), full {full_peak_gib:.2f} GiB ({f})".format(**d, a=runs("advlora_peak_gib_runs"),
+                                                                   f=runs("full_peak_gib_runs")))
     lines.append("train step {step_gflop:.1f} GFLOP -> {achieved_gflops:.1f} GFLOP/s; matmul peak {peak_gflops:.1f} "
                  "GFLOP/s".format(**d))
     lines.append("retrieval 5k x 25k {retrieval_s:.3f}s vs matmul {matmul_s:.3f}s; extra peak "
