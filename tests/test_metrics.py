@@ -79,3 +79,16 @@ def test_feature_path_equals_matrix_path(chunk, tile):
     txt = torch.randn(len(txt2img), 8, generator=g) + img[txt2img]
     want = retrieval_recall(img @ txt.t(), txt2img)
     assert retrieval_recall_features(img, txt, txt2img, chunk_size=chunk, tile_size=tile) == want
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024), (1000, 777), (129, 128), (127, 3), (300, 1)])
+def test_grouped_count_is_exact(shape):
+    """The uint8 group sums of the fused ranks count exactly, also for all-True columns and sliced buffers."""
+    from advlora.metrics import _count
+
+    g = torch.Generator().manual_seed(0)
+    masks = [torch.rand(*shape, generator=g) > 0.3, torch.ones(*shape, dtype=torch.bool),
+             (torch.rand(shape[0] + 5, shape[1] + 7, generator=g) > 0.5)[:shape[0], :shape[1]]]
+    for m in masks:
+        for dim in (0, 1):
+            assert torch.equal(_count(m, dim), m.sum(dim, dtype=torch.int32))

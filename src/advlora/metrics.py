@@ -82,6 +82,30 @@ def attack_success_rate(clean_ranks: torch.Tensor, adv_ranks: torch.Tensor) -> f
     return 100.0 * (adv_ranks[right] != 0).float().mean().item()
 
 
+_GROUP = 128  # booleans summed in uint8 per group: at most 128 < 256, so never overflows
+
+
+def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Number of True along ``dim`` of a 2-D bool tensor, as int32.
+
+    Summed in uint8 over groups of 128, then the group sums in int32: exact, and on CPU 5-20x faster than
+    ``mask.sum(dim, dtype=torch.int32)`` (0.04 vs 0.76 ms down the columns of a 1024 x 1024 tile), which made
+    the rank counting cost a third of the similarity product (P6 of ``advlora bench``).
+    """
+    n = mask.shape[dim]
+    u8 = mask.view(torch.uint8)
+    full = n - n % _GROUP
+    out = None
+    if full:
+        head = u8.narrow(dim, 0, full)
+        shape = (full // _GROUP, _GROUP, -1) if dim == 0 else (head.shape[0], full // _GROUP, _GROUP)
+        out = head.reshape(shape).sum(dim + 1, dtype=torch.uint8).sum(dim, dtype=torch.int32)
+    if n - full:
+        rest = u8.narrow(dim, full, n - full).sum(dim, dtype=torch.int32)
+        out = rest if out is None else out + rest
+    return out
+
+
 def retrieval_recall_features(image_features: torch.Tensor, text_features: torch.Tensor, txt2img: torch.Tensor,
                               ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 1024,
                               tile_size: int = 1024) -> dict[str, float]:
@@ -115,9 +139,8 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
             t1 = min(t0 + w, n_txt)
             tile = torch.matmul(block, text_features[t0:t1].t(), out=sim_buf[:i1 - i0, :t1 - t0])
             gt = gt_buf[:i1 - i0, :t1 - t0]
-            # int32 sums of the boolean comparisons are several times faster than the default int64 ones
-            i2t[i0:i1] += torch.gt(tile, best[i0:i1, None], out=gt).sum(dim=1, dtype=torch.int32)
-            t2i[t0:t1] += torch.gt(tile, own[None, t0:t1], out=gt).sum(dim=0, dtype=torch.int32)
+            i2t[i0:i1] += _count(torch.gt(tile, best[i0:i1, None], out=gt), dim=1)
+            t2i[t0:t1] += _count(torch.gt(tile, own[None, t0:t1], out=gt), dim=0)
             # the positive pairs in this tile: never count themselves (their tile value may exceed the
             # threshold's dot product in the last bit)
             t = torch.arange(t0, t1, device=dev)
