@@ -139,6 +139,15 @@ def test_unwritable_run_folder_is_one_line_and_writes_nothing(ann, tmp_path):
     assert blocker.read_text() == "x" and sorted(tmp_path.iterdir()) == [tmp_path / "data", blocker]
 
 
+def test_malformed_eps_is_one_line_before_any_run_folder(ann, tmp_path, capsys):
+    from advlora.cli import main
+
+    assert main(["train", "--data", str(ann), "--model", "tiny-clip", "--eps", "abc", "--steps", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "malformed attack.eps 'abc'" in err and "Traceback" not in err and not (tmp_path / "run").exists()
+
+
 def test_resume_from_another_config_names_the_fields(ann, tmp_path):
     train(_cfg(ann, train={"steps": 2, "checkpoint_every": 1}), tmp_path / "run")
     with pytest.raises(AdvloraError, match=r"differs in: adapter.rank, train.lr"):

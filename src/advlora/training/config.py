@@ -65,6 +65,9 @@ class AttackConfig:
             raise choices_error("training loss", self.loss, LOSSES)
         if self.name != CLEAN and self.steps < 1:
             raise AdvloraError(f"attack.steps must be >= 1, got {self.steps}")
+        from advlora.attacks.threat import parse_eps
+
+        parse_eps(self.eps, "attack.eps")  # a malformed eps fails here, before a run folder is written
 
 
 @dataclass
