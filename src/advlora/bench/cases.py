@@ -125,7 +125,7 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
             fn()
     # rotate the order every round so that each method takes each place equally often: with a fixed order
     # (AdvLoRA always right after full fine-tuning, which frees 1.5 GB of gradients and optimizer state at
-    # ViT-B/32) the bench printed AdvLoRA / LoRA 1.17, while the two steps profiled alone took 16.3 s and 17.5 s
+    # ViT-B/32) the bench printed AdvLoRA / LoRA 1.17, while the two steps profiled alone in one process gave 0.93
     names = list(steps)
     for i in range(repeats):
         for name in names[i % len(names):] + names[:i % len(names)]:

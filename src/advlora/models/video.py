@@ -30,8 +30,8 @@ class VideoModel(VLModel):
         self.arch = base.arch
         self.default_targets = base.default_targets
         self.tower_prefixes = base.tower_prefixes
-        # a new Module is in training mode: take the base's, or the attacks' "restore the mode" would call
-        # train(True) on the wrapper and so switch an evaluated base model (dropout, BLIP's ITM) into training
+        # a new Module says training=True whatever its base is in: take the base's mode, so that the wrapper's
+        # flag (which the robust report's "mode restored" line reads) describes the evaluated model
         self.training = base.training
 
     # ---- delegation --------------------------------------------------------------------------------------
