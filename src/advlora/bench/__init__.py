@@ -22,6 +22,9 @@ TARGETS = {
     "p2_step_vs_lora": ("<= 1.05", lambda v: v <= 1.05),
     "p2_step_full_vs_advlora": ("(reported)", None),
     "p2_memory_vs_full": ("<= 0.60 (ViT-B/32, batch 16)", lambda v: v <= 0.60),
+    "p2_memory_vs_full_recompute": ("<= 0.60 (ViT-B/32, batch 16)", lambda v: v <= 0.60),
+    "p2_memory_vs_full_glibc": ("(reported)", None),
+    "p2_step_recompute_vs_advlora": ("(reported)", None),
     "p3_params": (">= 100 (ViT-B/32, BLIP-base)", lambda v: v >= 100),
     "p4_init": ("<= 0.02 (ViT-B/32)", lambda v: v <= 0.02),
     "p5_mfu": (">= 0.50 (ViT-B/32)", lambda v: v >= 0.50),
@@ -54,18 +57,23 @@ def run_bench(cfg: BenchConfig) -> dict:
     details.update(cases.measure_attack(base, images, captions, cfg.repeats, cfg.warmup))
     details.update(cases.measure_steps(base, images, captions, cfg.rank, cfg.repeats, cfg.warmup))
     del base
-    # resident-set peaks vary by 10-15% from one fresh process to the next (allocator, page reuse): the median of
-    # ``repeats`` processes per method, alternating
-    mems: dict[str, list[float]] = {"advlora": [], "full": []}
-    for _ in range(cfg.repeats):
-        for method in mems:
-            mems[method].append(run_isolated(cases.peak_memory_of_training, cfg.size, method, cfg.rank, cfg.batch))
-    mem_adv, mem_full = (statistics.median(mems[m]) for m in ("advlora", "full"))
-    details["advlora_peak_gib_runs"] = [m / 2**30 for m in mems["advlora"]]
-    details["full_peak_gib_runs"] = [m / 2**30 for m in mems["full"]]
-    details["advlora_peak_gib"] = mem_adv / 2**30
-    details["full_peak_gib"] = mem_full / 2**30
-    details["p2_memory_vs_full"] = mem_adv / mem_full
+    # peak memory, each in a fresh process; the ratio is the median of ``repeats`` processes per method
+    # (alternating), with freed buffers returned to the OS so that the peak is the memory in use; beside it, one
+    # process per method with activation recomputation on both sides, and one with glibc's default allocator
+    settings = {"": (False, True), "_recompute": (True, True), "_glibc": (False, False)}  # (recompute, live)
+    for suffix, (recompute, live) in settings.items():
+        runs = cfg.repeats if suffix == "" else 1
+        mems: dict[str, list[float]] = {"advlora": [], "full": []}
+        for _ in range(runs):
+            for method in mems:
+                mems[method].append(run_isolated(cases.peak_memory_of_training, cfg.size, method, cfg.rank,
+                                                 cfg.batch, 2, recompute, live))
+        mem_adv, mem_full = (statistics.median(mems[m]) for m in ("advlora", "full"))
+        details[f"advlora_peak_gib{suffix}_runs"] = [m / 2**30 for m in mems["advlora"]]
+        details[f"full_peak_gib{suffix}_runs"] = [m / 2**30 for m in mems["full"]]
+        details[f"advlora_peak_gib{suffix}"] = mem_adv / 2**30
+        details[f"full_peak_gib{suffix}"] = mem_full / 2**30
+        details[f"p2_memory_vs_full{suffix}"] = mem_adv / mem_full
     details.update(run_isolated(measure_retrieval, cfg.retrieval_images, cfg.retrieval_texts, 512, cfg.repeats,
                                 cfg.warmup))
     ratios = {k: details[k] for k in TARGETS}
@@ -90,9 +98,14 @@ def format_bench(result: dict) -> str:
     lines.append("params: full {full_trainable:,} / advlora {advlora_trainable:,}; cluster init {advlora_init_s:.2f}s "
                  "vs adversarial epoch of 1,000 samples {adv_epoch_1000_s:.1f}s".format(**d))
     runs = lambda k: "/".join(f"{v:.2f}" for v in d.get(k, []))  # noqa: E731
-    lines.append("peak memory above process start (median of fresh processes): advlora {advlora_peak_gib:.2f} GiB "
-                 "({a}), full {full_peak_gib:.2f} GiB ({f})".format(**d, a=runs("advlora_peak_gib_runs"),
-                                                                   f=runs("full_peak_gib_runs")))
+    lines.append("peak memory in use above process start (median of fresh processes): advlora {advlora_peak_gib:.2f} "
+                 "GiB ({a}), full {full_peak_gib:.2f} GiB ({f})".format(**d, a=runs("advlora_peak_gib_runs"),
+                                                                      f=runs("full_peak_gib_runs")))
+    lines.append("  with activation recomputation (both): advlora {advlora_peak_gib_recompute:.2f} GiB, full "
+                 "{full_peak_gib_recompute:.2f} GiB; step time with / without {p2_step_recompute_vs_advlora:.3f}"
+                 .format(**d))
+    lines.append("  glibc's default allocator (its heap keeps freed buffers): advlora {advlora_peak_gib_glibc:.2f} GiB, "
+                 "full {full_peak_gib_glibc:.2f} GiB".format(**d))
     lines.append("train step {step_gflop:.1f} GFLOP -> {achieved_gflops:.1f} GFLOP/s; matmul peak {peak_gflops:.1f} "
                  "GFLOP/s".format(**d))
     lines.append("retrieval 5k x 25k {retrieval_s:.3f}s vs matmul {matmul_s:.3f}s; extra peak "

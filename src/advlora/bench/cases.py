@@ -3,7 +3,8 @@
 Every figure is a ratio of two things timed side by side in the same process on the same batch:
 - P1: PGD-k / (k x one forward+backward w.r.t. the images);
 - P2: AdvLoRA adversarial training step / peft LoRA step (same rank, same targets); full fine-tuning step /
-  AdvLoRA step; peak memory of AdvLoRA / full fine-tuning (each in its own fresh process);
+  AdvLoRA step; AdvLoRA step with activation recomputation / without; peak memory of AdvLoRA / full
+  fine-tuning (each in its own fresh process), without and with recomputation on both sides;
 - P3: trainable parameters of full fine-tuning / AdvLoRA;
 - P4: AdvLoRA's cluster initialisation (k-means + alignment, the whole ``attach_adapter``) / one adversarial
   epoch of 1,000 samples (steps of the measured batch, extrapolated to 1,000 samples);
@@ -20,7 +21,8 @@ import statistics
 
 import torch
 
-from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes, reset_peak_rss
+from advlora.bench.timing import (current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory,
+                                  reset_peak_rss)
 
 PGD_STEPS = 10
 
@@ -109,6 +111,7 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
     import time
 
     from advlora.adapters import adapter_info
+    from advlora.models.recompute import enable_recompute
 
     out: dict[str, float] = {}
     t = time.perf_counter()
@@ -116,14 +119,16 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
     out["advlora_init_s"] = time.perf_counter() - t
     lora = adapted(base, "lora", rank)
     full = adapted(base, "full", rank)
+    adv_recompute = copy.deepcopy(adv)
+    enable_recompute(adv_recompute)
     steps = {name: train_step_fn(m, images, captions) for name, m in
-             (("advlora", adv), ("lora", lora), ("full", full))}
+             (("advlora", adv), ("lora", lora), ("full", full), ("advlora_recompute", adv_recompute))}
     # interleave the three so that machine noise hits them alike
     times: dict[str, list[float]] = {k: [] for k in steps}
     for fn in steps.values():
         for _ in range(warmup):
             fn()
-    # rotate the order every round so that each method takes each place equally often: with a fixed order
+    # rotate the order every round so that each step takes each place equally often: with a fixed order
     # (AdvLoRA always right after full fine-tuning, which frees 1.5 GB of gradients and optimizer state at
     # ViT-B/32) the bench printed AdvLoRA / LoRA 1.17, while the two steps profiled alone in one process gave 0.93
     names = list(steps)
@@ -134,6 +139,7 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
     out.update({f"{k}_step_s": v for k, v in med.items()})
     out["p2_step_vs_lora"] = med["advlora"] / med["lora"]
     out["p2_step_full_vs_advlora"] = med["full"] / med["advlora"]
+    out["p2_step_recompute_vs_advlora"] = med["advlora_recompute"] / med["advlora"]
     info_adv, info_full = adapter_info(adv), adapter_info(full)
     out["advlora_trainable"] = info_adv["trainable"]
     out["full_trainable"] = info_full["trainable"]
@@ -167,16 +173,25 @@ def matmul_peak_flops(repeats: int = 5, warmup: int = 1, n: int = 2048) -> float
     return 2 * n ** 3 / median_time(lambda: a @ b, repeats, warmup)
 
 
-def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps: int = 2) -> float:
+def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps: int = 2,
+                            recompute: bool = False, live: bool = True) -> float:
     """Peak resident memory (bytes) of adversarial training steps, above the fresh process's own size.
 
     Runs in a child process (``run_isolated``): the model, its adapter, optimizer state and activations count.
+    ``recompute``: activation checkpointing in the attack and the update (``model.gradient_checkpointing``).
+    ``live``: freed buffers go back to the OS (``timing.release_freed_memory``), so the peak is that of the
+    memory in use; False keeps glibc's default, whose heap also holds freed activation buffers.
     """
     from advlora.adapters import attach_adapter
+    from advlora.models.recompute import enable_recompute
 
+    if live:
+        release_freed_memory()
     reset_peak_rss()
     start = current_rss_bytes()
     model = attach_adapter(base_model(size), method, rank=rank)  # in place: no second copy of the weights
+    if recompute:
+        enable_recompute(model)
     images, captions = make_batch(model, batch)
     fn = train_step_fn(model, images, captions)
     for _ in range(steps):

@@ -2,6 +2,11 @@
 
 CPU peak memory is the process's peak resident set size, which never goes down; so each memory figure is
 measured in a fresh child process (``run_isolated``), relative to the child's own size before the work.
+glibc's malloc raises its mmap threshold (up to 32 MiB) each time a large buffer is freed, so that later
+activation buffers come from the heap and stay there when freed: the resident size then counts freed memory
+too (measured at ViT-B/32, batch 16: LoRA's training steps peaked at 1.44 GiB with the default allocator and at
+1.02 GiB with the threshold fixed). ``release_freed_memory`` fixes the threshold so that the resident size
+follows the tensors alive, as a GPU's ``max_memory_allocated`` does.
 """
 from __future__ import annotations
 
@@ -59,6 +64,20 @@ def reset_peak_rss() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def release_freed_memory(threshold: int = 128 * 1024) -> bool:
+    """Make glibc return every freed buffer above ``threshold`` bytes to the OS (``mallopt(M_MMAP_THRESHOLD)``,
+    which also stops its dynamic raising). False where there is no glibc (the resident size then stays the
+    allocator's)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        return bool(libc.mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD = -3 in malloc.h
+    except (OSError, AttributeError):
+        return False
 
 
 def _child(conn, fn, args) -> None:

@@ -25,6 +25,8 @@ class ModelConfig:
     name: str = "tiny-clip"
     #: a random model instead of ``name``, as ``arch:size`` (``clip:test``): tests and benchmarks
     random: str | None = None
+    #: recompute each transformer layer in the backward pass, in the attack too (``advlora.models.recompute``):
+    #: less memory for about one more forward pass per backward
     gradient_checkpointing: bool = False
 
 

@@ -99,10 +99,12 @@ def build_model(config: RunConfig, device, base=None):
 
         attach_adapter(model, adapter_config(config))
     if config.model.gradient_checkpointing:
-        try:
-            model.hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        except (AttributeError, ValueError) as e:
-            raise AdvloraError(f"model.gradient_checkpointing: not supported by this model ({e})") from None
+        # advlora's own: transformers' switch checkpoints only in training mode, not in the (eval-mode) attack
+        from advlora.models.recompute import enable_recompute
+
+        if enable_recompute(model) == 0:
+            raise AdvloraError("model.gradient_checkpointing: this model has no transformers encoder layers "
+                               "(GradientCheckpointingLayer) to recompute")
     return model
 
 
