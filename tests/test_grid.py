@@ -94,6 +94,9 @@ def test_grid_resumes_without_redoing_finished_cells(tmp_path, fake):
     # mean and spread over the two seeds (clean r_mean 50 and 51)
     clean = summary["results"]["d1"]["AdvLoRA"]["clean"]["r_mean"]
     assert clean["mean"] == pytest.approx(50.5) and clean["std"] == pytest.approx(0.7071, abs=1e-3)
+    entry = summary["results"]["d1"]["AdvLoRA"]
+    assert clean["values"] == [50.0, 51.0] and entry["clean_seeds"] == [0, 1]      # per seed, for paired changes
+    assert entry["robust"]["pgd@2/255"]["seeds"] == [0, 1]
     assert "50.5 ± 0.7" in table
     for f in ("report.md", "report.html", "summary.json", "plots/robust_vs_eps.png", "plots/clean_vs_robust.png",
               "plots/alpha_trajectories.png", "plots/training_curves.png"):
@@ -160,6 +163,46 @@ def test_ablation_variants_change_one_factor_each():
     labels = [m["label"] for m in methods()]
     assert labels[:2] == ["zero-shot", "adv. LoRA (peft)"] and labels[2].startswith("reference")
     assert len(labels) == len(set(labels)) == 3 + len(vs)
+
+
+def _ablation_summary(robust: dict[str, list[float]], seeds: list[int]) -> dict:
+    """A summary as ``collect`` writes it, with the given robust r_mean per seed (clean 90 for all)."""
+    from advlora.experiments.summarize import agg
+
+    entries = {label: {"trainable": 100, "clean": {"r_mean": agg([90.0] * len(seeds))}, "clean_seeds": seeds,
+                       "robust": {"pgd@4/255": {"seeds": seeds, "metrics": {"r_mean": agg(vals)}}}}
+               for label, vals in robust.items()}
+    return {"datasets": ["emoji"], "seeds": seeds, "results": {"emoji": entries}}
+
+
+def test_ablation_changes_are_paired_by_seed_with_a_95_percent_interval():
+    from advlora.experiments.ablate import ablation_rows, findings, reference, reference_label
+
+    ref = reference_label(reference())
+    summary = _ablation_summary({ref: [60.0, 62.0, 64.0],
+                                 "rank=16": [61.0, 63.0, 65.0],          # +1 on every seed: better
+                                 "init=peft": [64.0, 60.0, 62.0],        # +4, -2, -2: mean 0, noise
+                                 "mode=zero_alpha": [55.0, 58.0, 60.0]},  # -5, -4, -4: worse
+                                seeds=[0, 1, 2])
+    header, rows = ablation_rows(summary)
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert by[ref]["robust change"] == "reference" and by[ref]["d robust"] == "+0.0 ± 0.0"
+    assert by["rank=16"]["robust r_mean (pgd@4/255)"] == "63.0 ± 2.0"
+    assert by["rank=16"]["d robust"] == "+1.0 ± 0.0" and by["rank=16"]["robust change"] == "better"
+    assert by["init=peft"]["d robust"] == "+0.0 ± 8.6" and by["init=peft"]["robust change"] == "noise"
+    # -4.33 ± t(2) 4.30 x sd 0.577 / sqrt(3) = 1.43
+    assert by["mode=zero_alpha"]["d robust"] == "-4.3 ± 1.4" and by["mode=zero_alpha"]["robust change"] == "worse"
+    said = "\n".join(findings(summary)[1][1])
+    assert "rank: best robust r_mean with rank=16 (63.0 ± 2.0)" in said and "3 seeds" in said
+
+
+def test_ablation_with_one_seed_gives_no_verdict():
+    from advlora.experiments.ablate import ablation_rows, reference, reference_label
+
+    ref = reference_label(reference())
+    header, rows = ablation_rows(_ablation_summary({ref: [60.0], "rank=16": [61.5]}, seeds=[0]))
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert by["rank=16"]["d robust"] == "+1.5" and by["rank=16"]["robust change"] == "-"
 
 
 def test_parallel_jobs_give_the_serial_results(tmp_path):

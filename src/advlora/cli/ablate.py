@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_jobs_argument
+from advlora.cli.common import add_jobs_argument, add_seeds_argument
 
 ACCEPTS_OVERRIDES = True  # dotted overrides of the ablation's grid config, e.g. --eval.limit 300
 
@@ -13,6 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
     p.add_argument("--out", default="runs/ablate", help="output folder (default: runs/ablate); an existing one resumes")
     p.add_argument("--steps", type=int, default=None, help="training steps of every variant (default 150, batch 64)")
+    add_seeds_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the plumbing in a few minutes")
     p.add_argument("--data", default=None, help="data set instead of the embedded emoji benchmark")
     add_jobs_argument(p, 0)
@@ -20,13 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlora.cli.common import jobs
+    from advlora.cli.common import jobs, seeds_overrides
     from advlora.errors import AdvloraError
     from advlora.experiments.ablate import run_ablation
 
     if args.steps is not None and args.steps < 1:
         raise AdvloraError(f"--steps must be >= 1, got {args.steps}")
-    overrides = list(args.overrides or [])
+    overrides = list(args.overrides or []) + seeds_overrides(args.seeds)
     if args.data:
         overrides += ["--datasets", f"[{args.data}]"]
     summary, table = run_ablation(args.out, quick=args.quick, steps=args.steps, overrides=overrides,

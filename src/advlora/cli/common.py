@@ -44,6 +44,25 @@ def load_model_and_adapter(args: argparse.Namespace):
     return model
 
 
+def add_seeds_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (mean and spread over them)")
+
+
+def seeds_overrides(text: str | None) -> list[str]:
+    """The value of --seeds as top-level experiment overrides (none when not given)."""
+    from advlora.errors import AdvloraError
+
+    if not text:
+        return []
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise AdvloraError(f"--seeds {text!r}: expected comma-separated integers like 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise AdvloraError(f"--seeds {text!r}: expected distinct comma-separated integers like 0,1,2")
+    return ["--seeds", str(seeds)]
+
+
 def add_jobs_argument(p, default: int) -> None:
     """``--jobs N``: train cells of an experiment run at once in worker processes (0: one per core)."""
     p.add_argument("--jobs", type=int, default=default,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_jobs_argument, jobs
+from advlora.cli.common import add_jobs_argument, add_seeds_argument, jobs, seeds_overrides
 
 ACCEPTS_OVERRIDES = True  # dotted overrides of the grid config, e.g. --eval.limit 200 --train.train.steps 40
 
@@ -11,7 +11,7 @@ ACCEPTS_OVERRIDES = True  # dotted overrides of the grid config, e.g. --eval.lim
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True,
                    help="grid YAML, or the name of a shipped one: " + ", ".join(shipped_configs()))
-    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (mean and spread over them)")
+    add_seeds_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
     p.add_argument("--out", default=None, help="output folder (default: runs/grid-<name>); an existing one resumes")
@@ -39,17 +39,10 @@ def resolve_config(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlora.errors import AdvloraError
     from advlora.experiments.grid import run_grid
     from advlora.experiments.spec import load_grid_config
 
-    overrides = list(args.overrides or [])
-    if args.seeds:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise AdvloraError(f"--seeds {args.seeds!r}: expected comma-separated integers like 0,1,2") from None
-        overrides += ["--seeds", str(seeds)]
+    overrides = list(args.overrides or []) + seeds_overrides(args.seeds)
     cfg = load_grid_config(resolve_config(args.config), overrides)
     out = args.out or f"runs/grid-{cfg.name}"
     summary, table = run_grid(cfg, out, report_only=args.report_only, jobs=jobs(args.jobs))

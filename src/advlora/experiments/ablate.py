@@ -94,43 +94,99 @@ def ablate_config(quick: bool = False, steps: int | None = None, overrides: list
     return load_grid_config(None, overrides, base=base)
 
 
+#: two-sided 95% quantiles of Student's t by degrees of freedom (1-10); beyond, 2.0
+_T95 = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23]
+
+
+def paired_change(values: dict[int, float], ref: dict[int, float]) -> tuple[float, float | None, int]:
+    """Mean change from the reference over the seeds both have (each seed trains both on the same data order
+    and adapter seed, so the pairs share their noise), the half-width of its 95% t interval (None for one
+    seed) and the number of pairs."""
+    diffs = [values[s] - ref[s] for s in values if s in ref and not math.isnan(values[s] - ref[s])]
+    if not diffs:
+        return float("nan"), None, 0
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) == 1:
+        return mean, None, 1
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    t = _T95[len(diffs) - 2] if len(diffs) - 1 <= len(_T95) else 2.0
+    return mean, t * sd / math.sqrt(len(diffs)), len(diffs)
+
+
+def verdict(change: float, half_width: float | None) -> str:
+    """``better`` / ``worse`` when the 95% interval of a paired change excludes 0, else ``noise`` (one seed:
+    ``-``, no verdict)."""
+    if half_width is None or math.isnan(change):
+        return "-"
+    return "noise" if abs(change) <= half_width else ("better" if change > 0 else "worse")
+
+
+def _per_seed(stat: dict | None, seeds: list[int]) -> dict[int, float]:
+    values = (stat or {}).get("values") or []
+    return dict(zip(seeds, values)) if len(values) == len(seeds) else {}
+
+
 def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """Variant, factor, trainable, clean and robust r_mean, and the change from the reference."""
-    key = next(iter(next(iter(summary["methods"].values()))["robust"]), None)
-    ref_label = next(label for label in summary["methods"] if label.startswith("reference"))
-    ref = summary["methods"][ref_label]
+    """Variant, factor, trainable, clean and robust r_mean (mean ± sd over seeds), the paired change from the
+    reference (± the half-width of its 95% interval with several seeds) and the verdict on the robust change."""
+    entries = summary["results"][summary["datasets"][0]]
+    key = next(iter(next(iter(entries.values()))["robust"]), None)
+    ref_label = next(label for label in entries if label.startswith("reference"))
     factor = {name: f for name, (f, _) in variants().items()}
-    header = ["variant", "factor", "trainable", "clean r_mean", f"robust r_mean ({key})", "d clean", "d robust"]
+
+    def parts(e: dict) -> tuple[dict, dict, dict[int, float], dict[int, float]]:
+        c, r = e["clean"].get("r_mean", {}), e["robust"].get(key, {})
+        return c, r.get("metrics", {}).get("r_mean", {}), _per_seed(c, e.get("clean_seeds", [])), \
+            _per_seed(r.get("metrics", {}).get("r_mean"), r.get("seeds", []))
+
+    _, _, ref_c, ref_r = parts(entries[ref_label])
+    header = ["variant", "factor", "trainable", "clean r_mean", f"robust r_mean ({key})", "d clean", "d robust",
+              "robust change"]
     rows = []
-    for label, m in summary["methods"].items():
-        c, r = m["clean"].get("r_mean"), m["robust"].get(key, {}).get("r_mean")
+    for label, e in entries.items():
+        c, r, cs, rs = parts(e)
+        dc, dr = paired_change(cs, ref_c), paired_change(rs, ref_r)
         rows.append([label, factor.get(label, "anchor" if label != ref_label else "reference"),
-                     count(m.get("trainable")), _f(c), _f(r), _d(c, ref["clean"].get("r_mean")),
-                     _d(r, ref["robust"].get(key, {}).get("r_mean"))])
+                     count(e.get("trainable")), _f(c), _f(r), _d(*dc), _d(*dr),
+                     "reference" if label == ref_label else verdict(dr[0], dr[1])])
     return header, rows
 
 
-def _f(v: float | None) -> str:
-    return "-" if v is None or math.isnan(v) else f"{v:.1f}"
+def _f(stat: dict) -> str:
+    """mean, or mean ± sd over several seeds."""
+    m = stat.get("mean")
+    if m is None or math.isnan(m):
+        return "-"
+    return f"{m:.1f}" if stat.get("n", 1) <= 1 else f"{m:.1f} ± {stat['std']:.1f}"
 
 
-def _d(v: float | None, ref: float | None) -> str:
-    return "-" if v is None or ref is None or math.isnan(v) or math.isnan(ref) else f"{v - ref:+.1f}"
+def _d(change: float, half_width: float | None, n: int) -> str:
+    if n == 0 or math.isnan(change):
+        return "-"
+    return f"{change:+.1f}" if half_width is None else f"{change:+.1f} ± {half_width:.1f}"
 
 
 def findings(summary: dict) -> list[tuple[str, list[str]]]:
-    """Per factor: the variant with the best robust r_mean, read off the numbers."""
+    """Per factor: the variant with the best robust r_mean, and whether each change is outside the noise."""
     header, rows = ablation_rows(summary)
     lines = [" | ".join(header)] + [" | ".join(r) for r in rows]
     ref = next(r for r in rows if r[1] == "reference")
+    mean = lambda r: float(r[4].split()[0]) if r[4] != "-" else -1.0  # noqa: E731
     out = []
     for f in FACTORS:
         cands = [ref] + [r for r in rows if r[1] == f]
-        best = max(cands, key=lambda r: float(r[4]) if r[4] != "-" else -1)
+        best = max(cands, key=mean)
         out.append(f"{f}: best robust r_mean with {best[0]} ({best[4]}); "
-                   + ", ".join(f"{r[0]} {r[6]}" for r in cands if r is not ref) + " (change vs reference)")
-    out.append("One seed on a few hundred images: read changes below about 1 point of r_mean as noise; "
-               "`--seeds`-style repetitions (advlora grid) are needed before calling a part helpful.")
+                   + ", ".join(f"{r[0]} {r[6]}" + (f" ({r[7]})" if r[7] not in ("-", "reference") else "")
+                               for r in cands if r is not ref) + " (change vs reference)")
+    n_seeds = len(summary.get("seeds", [])) or 1
+    if n_seeds == 1:
+        out.append("One seed: read changes below about 1 point of r_mean as noise; `--seeds 0,1,2` gives each "
+                   "change a 95% interval over paired seeds.")
+    else:
+        out.append(f"{n_seeds} seeds: each change is the mean of the per-seed differences from the reference (same "
+                   "seed, same data order) ± the half-width of its 95% t interval; better / worse when the interval "
+                   "excludes 0, else noise.")
     return [("Ablation: change from the reference, one factor at a time", lines), ("Which part helps", out)]
 
 
@@ -146,4 +202,7 @@ def run_ablation(out: str | Path, *, quick: bool = False, steps: int | None = No
     body = {r[0]: dict(zip(header[1:], r[1:])) for r in rows}
     table = metrics_table(body, columns=header[1:], first="variant")
     threat = next(iter(next(iter(summary["methods"].values()))["robust"].values()), {}).get("threat", "")
-    return summary, table + f"\n\nr_mean in %; threat model: {threat}"
+    seeds = summary.get("seeds", [])
+    spread = (f"; {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± sd, changes paired by seed ± 95% "
+              "interval" if len(seeds) > 1 else "; one seed")
+    return summary, table + f"\n\nr_mean in %{spread}; threat model: {threat}"

@@ -22,12 +22,15 @@ def attack_name(attack: str, steps: int | None = None) -> str:
     return f"{name}-{steps}" if attack in ("pgd", "apgd") and steps else name
 
 
-def agg(values: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation (0 for one value) and count; nan values are left out."""
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+def agg(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one value), count and the values themselves (in the order given,
+    e.g. per seed, for paired comparisons); nan values are left out of the statistics."""
+    raw = [float("nan") if v is None else float(v) for v in values]
+    vals = [v for v in raw if not math.isnan(v)]
     if not vals:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+        return {"mean": float("nan"), "std": float("nan"), "n": 0, "values": raw}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals),
+            "values": raw}
 
 
 def robust_key(attack: str, eps: str) -> str:
@@ -60,7 +63,8 @@ def collect(cfg: GridConfig, root: Path) -> dict[str, Any]:
             rerank_k = res.get("rerank_k", rerank_k)
             for name, a in res.get("attacks", {}).items():
                 entry["_evals"].setdefault(robust_key(name, ec.eps), []).append(
-                    {"attack": name, "eps": ec.eps, "threat": a.get("threat", ""), "n_images": a.get("n_images"),
+                    {"seed": tc.seed, "attack": name, "eps": ec.eps, "threat": a.get("threat", ""),
+                     "n_images": a.get("n_images"),
                      "clean": a["clean"], "robust": a["metrics"], "asr": a.get("asr", {}),
                      "time_s": a.get("seconds", 0.0)})
             if res.get("sanity"):
@@ -96,12 +100,14 @@ def _finish(entry: dict[str, Any], cfg: GridConfig) -> dict[str, Any]:
         entry["efficiency"] = trains[0].get("efficiency", {})
     main = _main_key(cfg, evals)
     entry["clean"] = _agg_metrics([r["clean"] for r in evals.get(main, [])])
+    entry["clean_seeds"] = [r["seed"] for r in evals.get(main, [])]   # the order of the clean values
     entry["clean_n_images"] = evals[main][0].get("n_images") if evals.get(main) else None
     entry["robust"] = {}
     for key, rs in evals.items():
         entry["robust"][key] = {
             "attack": rs[0]["attack"], "eps": rs[0]["eps"], "threat": rs[0].get("threat", ""),
-            "n_images": rs[0].get("n_images"), "metrics": _agg_metrics([r["robust"] for r in rs]),
+            "n_images": rs[0].get("n_images"), "seeds": [r["seed"] for r in rs],
+            "metrics": _agg_metrics([r["robust"] for r in rs]),
             "clean_same_images": _agg_metrics([r["clean"] for r in rs]),
             "asr": {d: agg([r.get("asr", {}).get(d) for r in rs]) for d in ("i2t", "t2i")},
             "eval_time_s": agg([r.get("time_s", 0.0) for r in rs]),
