@@ -175,7 +175,7 @@ def _ablation_summary(robust: dict[str, list[float]], seeds: list[int]) -> dict:
     return {"datasets": ["emoji"], "seeds": seeds, "results": {"emoji": entries}}
 
 
-def test_ablation_changes_are_paired_by_seed_with_a_95_percent_interval():
+def test_ablation_changes_are_paired_by_seed_with_a_95_percent_interval(tmp_path):
     from advlora.experiments.ablate import ablation_rows, findings, reference, reference_label
 
     ref = reference_label(reference())
@@ -194,6 +194,10 @@ def test_ablation_changes_are_paired_by_seed_with_a_95_percent_interval():
     assert by["mode=zero_alpha"]["d robust"] == "-4.3 ± 1.4" and by["mode=zero_alpha"]["robust change"] == "worse"
     said = "\n".join(findings(summary)[1][1])
     assert "rank: best robust r_mean with rank=16 (63.0 ± 2.0)" in said and "3 seeds" in said
+    from advlora.experiments.ablate import plot_changes
+
+    [(rel, caption)] = plot_changes(summary, tmp_path)
+    assert (tmp_path / rel).stat().st_size > 1000 and "95% interval" in caption
 
 
 def test_ablation_with_one_seed_gives_no_verdict():

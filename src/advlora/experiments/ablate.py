@@ -126,9 +126,10 @@ def _per_seed(stat: dict | None, seeds: list[int]) -> dict[int, float]:
     return dict(zip(seeds, values)) if len(values) == len(seeds) else {}
 
 
-def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """Variant, factor, trainable, clean and robust r_mean (mean ± sd over seeds), the paired change from the
-    reference (± the half-width of its 95% interval with several seeds) and the verdict on the robust change."""
+def changes(summary: dict) -> tuple[str | None, list[dict]]:
+    """Per variant (and anchor): factor, trainable parameters, clean and robust r_mean statistics, the paired
+    changes from the reference as (mean, 95% half-width or None, pairs) and the verdict on the robust change.
+    Returns (the robust key, e.g. ``pgd@4/255``, the rows)."""
     entries = summary["results"][summary["datasets"][0]]
     key = next(iter(next(iter(entries.values()))["robust"]), None)
     ref_label = next(label for label in entries if label.startswith("reference"))
@@ -140,16 +141,42 @@ def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
             _per_seed(r.get("metrics", {}).get("r_mean"), r.get("seeds", []))
 
     _, _, ref_c, ref_r = parts(entries[ref_label])
-    header = ["variant", "factor", "trainable", "clean r_mean", f"robust r_mean ({key})", "d clean", "d robust",
-              "robust change"]
     rows = []
     for label, e in entries.items():
         c, r, cs, rs = parts(e)
-        dc, dr = paired_change(cs, ref_c), paired_change(rs, ref_r)
-        rows.append([label, factor.get(label, "anchor" if label != ref_label else "reference"),
-                     count(e.get("trainable")), _f(c), _f(r), _d(*dc), _d(*dr),
-                     "reference" if label == ref_label else verdict(dr[0], dr[1])])
-    return header, rows
+        dr = paired_change(rs, ref_r)
+        rows.append({"label": label, "factor": factor.get(label, "anchor" if label != ref_label else "reference"),
+                     "trainable": e.get("trainable"), "clean": c, "robust": r, "d_clean": paired_change(cs, ref_c),
+                     "d_robust": dr, "verdict": "reference" if label == ref_label else verdict(dr[0], dr[1])})
+    return key, rows
+
+
+def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Variant, factor, trainable, clean and robust r_mean (mean ± sd over seeds), the paired change from the
+    reference (± the half-width of its 95% interval with several seeds) and the verdict on the robust change."""
+    key, rows = changes(summary)
+    header = ["variant", "factor", "trainable", "clean r_mean", f"robust r_mean ({key})", "d clean", "d robust",
+              "robust change"]
+    return header, [[r["label"], r["factor"], count(r["trainable"]), _f(r["clean"]), _f(r["robust"]),
+                     _d(*r["d_clean"]), _d(*r["d_robust"]), r["verdict"]] for r in rows]
+
+
+def plot_changes(summary: dict, root: Path) -> list[tuple[str, str]]:
+    """The robust change of every variant from the reference, with its 95% interval, grouped by factor."""
+    from advlora.report.plots import paired_changes
+
+    key, rows = changes(summary)
+    items = [(r["factor"], r["label"], r["d_robust"][0], r["d_robust"][1], r["verdict"]) for r in rows
+             if r["factor"] not in ("reference",) and not math.isnan(r["d_robust"][0])]
+    if not items:
+        return []
+    n = len(summary.get("seeds", []))
+    ref = next(r["label"] for r in rows if r["factor"] == "reference")
+    spread = ref + "; " + (f"mean of {n} per-seed differences ± 95% t interval" if n > 1 else "one seed: no interval")
+    paired_changes(items, root / "plots" / "ablation_changes.png",
+                   xlabel=f"change of robust r_mean ({key}) from the reference, points", subtitle=spread)
+    return [("plots/ablation_changes.png", "Each variant's change of robust r_mean from the reference (one factor "
+             "changed), paired by seed, with its 95% interval: green better, red worse, grey within the noise.")]
 
 
 def _f(stat: dict) -> str:
@@ -195,7 +222,7 @@ def run_ablation(out: str | Path, *, quick: bool = False, steps: int | None = No
                  report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
     cfg = ablate_config(quick, steps, overrides, tiny_test=tiny_test)
     summary, _ = run_grid(cfg, out, title="advlora ablate: AdvLoRA's parts, one at a time", extra=findings,
-                          report_only=report_only, jobs=jobs)
+                          extra_plots=plot_changes, report_only=report_only, jobs=jobs)
     header, rows = ablation_rows(summary)
     from advlora.report.tables import metrics_table
 

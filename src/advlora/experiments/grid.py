@@ -50,8 +50,12 @@ def eval_fingerprint(cfg: GridConfig, cell) -> str:
 def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
              intro: Callable[[dict], list[str]] | None = None,
              extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
+             extra_plots: Callable[[dict, Path], list[tuple[str, str]]] | None = None,
              report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
     """Run every incomplete cell of ``cfg`` under ``out``, then summarise; returns (summary, terminal table).
+
+    ``extra`` adds report sections (heading, bullets); ``extra_plots(summary, out)`` draws more plots and returns
+    (path relative to ``out``, caption) for each.
 
     ``report_only``: run nothing, only summarise the cells already complete (the rest are listed as missing).
     ``jobs``: train cells run at once, in worker processes (1: in this process).
@@ -84,7 +88,7 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
     if report_only and old.is_file():  # a re-rendered report keeps the run that computed the cells
         prev = json.loads(old.read_text())
         summary["elapsed_s"], summary["manifest"] = prev.get("elapsed_s", 0.0), prev.get("manifest", {})
-    return summary, finish(cfg, root, summary, title=title, intro=intro, extra=extra)
+    return summary, finish(cfg, root, summary, title=title, intro=intro, extra=extra, extra_plots=extra_plots)
 
 
 def run_cells(cfg: GridConfig, root: Path, tc: TrainCell, cache: dict | None = None) -> None:
@@ -151,7 +155,8 @@ def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int)
 
 def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
            intro: Callable[[dict], list[str]] | None,
-           extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None) -> str:
+           extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
+           extra_plots: Callable[[dict, Path], list[tuple[str, str]]] | None = None) -> str:
     """Draw the plots and write report.md, report.html and summary.json; returns the terminal table."""
     from advlora.report.experiment import render
 
@@ -160,7 +165,8 @@ def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
                  for m in cfg.methods if m.method != "frozen"}
     paras = intro(summary) if intro is not None else default_intro(cfg, summary)
     return render(summary, root, title=title or f"advlora grid: {cfg.name}", intro=paras, histories=histories,
-                  extra=extra(summary) if extra else None)
+                  extra=extra(summary) if extra else None,
+                  extra_plots=extra_plots(summary, root) if extra_plots else None)
 
 
 def default_intro(cfg: GridConfig, summary: dict) -> list[str]:

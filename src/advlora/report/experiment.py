@@ -169,9 +169,15 @@ _CAPTIONS = {
 
 
 def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str], histories: dict[str, Path],
-           extra: list[tuple[str, list[str]]] | None = None) -> str:
-    """Write plots, report.md, report.html and summary.json under ``root``; return the terminal table."""
-    figs = make_plots(summary, root, histories)
+           extra: list[tuple[str, list[str]]] | None = None,
+           extra_plots: list[tuple[str, str]] | None = None) -> str:
+    """Write plots, report.md, report.html and summary.json under ``root``; return the terminal table.
+
+    ``extra``: more sections (heading, bullets); ``extra_plots``: plots already drawn, as (path relative to
+    ``root``, caption), shown first."""
+    own = make_plots(summary, root, histories)
+    figs = {Path(rel).stem: rel for rel, _ in extra_plots or []} | own
+    captions = {Path(rel).stem: caption for rel, caption in extra_plots or []} | {k: _CAPTIONS[k] for k in own}
     summary["plots"] = figs
     rep = Report(title)
     for para in intro:
@@ -192,7 +198,7 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
     rep.code("\n".join(sanity_lines(summary)) or "(none reported)")
     rep.heading("Plots")
     for name, rel in figs.items():
-        rep.image(rel, _CAPTIONS[name])
+        rep.image(rel, captions[name])
     if summary.get("missing_cells"):
         rep.heading("Missing cells").bullets(summary["missing_cells"])
     write_report(root, rep, summary)

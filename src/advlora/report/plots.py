@@ -5,6 +5,7 @@
 - ``alpha_trajectories``: AdvLoRA's alpha per adapted layer over training steps, one panel per run.
 - ``training_curves``: training loss (smoothed, raw underneath) and learning rate over steps.
 - ``singular_spectra`` / ``effective_ranks``: the spectrum of each weight update dW and its effective rank.
+- ``paired_changes``: an ablation's changes from its reference with their intervals, grouped by factor.
 """
 from __future__ import annotations
 
@@ -128,6 +129,52 @@ def clean_vs_robust(points: Mapping[str, tuple[float, float, int]], path: str | 
            "robust r_mean (%)")
     if subtitle:
         ax.text(0.0, -0.15, subtitle, transform=ax.transAxes, fontsize=7.5, color="#555555", va="top")
+    return _save(fig, path)
+
+
+#: colour of an ablation change by its verdict (``advlora.experiments.ablate.verdict``)
+VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "noise": "#7f7f7f", "-": "#1f77b4"}
+
+
+def paired_changes(items: Sequence[tuple[str, str, float, float | None, str]], path: str | Path, *,
+                   xlabel: str, subtitle: str = "") -> Path:
+    """Changes from a reference as points with horizontal 95% intervals, one row per variant, grouped.
+
+    Args:
+        items: (group, label, change, interval half-width or None, verdict) in display order, top to bottom;
+            the verdict (better / worse / noise / -) picks the colour.
+    """
+    groups: list[str] = []
+    for g, *_ in items:
+        if g not in groups:
+            groups.append(g)
+    rows: list[tuple[str, str, float, float | None, str]] = []
+    for g in groups:
+        rows += [it for it in items if it[0] == g]
+    fig, ax = plt.subplots(figsize=(6.8, 0.32 * len(rows) + 1.4))
+    ys = list(range(len(rows)))[::-1]
+    for y, (_, label, change, half, verdict) in zip(ys, rows):
+        color = VERDICT_COLORS.get(verdict, "#1f77b4")
+        ax.errorbar([change], [y], xerr=None if half is None else [[half], [half]], fmt="o", ms=5, color=color,
+                    capsize=3, lw=1.6, zorder=3)
+    ax.axvline(0.0, color="black", lw=0.8, zorder=2)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([label for _, label, *_ in rows], fontsize=8.5)
+    # a thin line and the factor's name between groups
+    start = 0
+    for g in groups:
+        n = sum(1 for it in rows if it[0] == g)
+        top = ys[start]
+        ax.text(1.01, top, g, transform=ax.get_yaxis_transform(), fontsize=8, color="#555555", va="center")
+        if start:
+            ax.axhline(top + 0.5, color="#cccccc", lw=0.6)
+        start += n
+    _style(ax, "Ablation: change from the reference", xlabel, "")
+    ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
+    ax.grid(False, axis="y")
+    if subtitle:
+        ax.text(0.0, -0.6 / max(1, len(rows)) - 0.12, subtitle, transform=ax.transAxes, fontsize=7.5,
+                color="#555555", va="top")
     return _save(fig, path)
 
 
