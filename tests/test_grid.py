@@ -230,3 +230,12 @@ def test_parallel_jobs_give_the_serial_results(tmp_path):
         assert p["robust"]["pgd@4/255"]["r_mean"] == pytest.approx(m["robust"]["pgd@4/255"]["r_mean"], abs=1e-6)
     marks = sorted(p.relative_to(tmp_path / "par") for p in (tmp_path / "par").rglob("COMPLETE"))
     assert marks == sorted(p.relative_to(tmp_path / "ser") for p in (tmp_path / "ser").rglob("COMPLETE"))
+
+
+@pytest.mark.parametrize("command", [["grid", "--config", "grid-tiny-clip"], ["ablate"]])
+@pytest.mark.parametrize("seeds", ["0,x", "1,1"])
+def test_bad_seeds_are_one_line_before_anything_runs(tmp_path, capsys, command, seeds):
+    from advlora.cli import main
+
+    assert main([*command, "--seeds", seeds, "--out", str(tmp_path / "out")]) == 2
+    assert f"--seeds '{seeds}'" in capsys.readouterr().err and not (tmp_path / "out").exists()
