@@ -123,7 +123,7 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
     enable_recompute(adv_recompute)
     steps = {name: train_step_fn(m, images, captions) for name, m in
              (("advlora", adv), ("lora", lora), ("full", full), ("advlora_recompute", adv_recompute))}
-    # interleave the three so that machine noise hits them alike
+    # interleave the steps so that machine noise hits them alike
     times: dict[str, list[float]] = {k: [] for k in steps}
     for fn in steps.values():
         for _ in range(warmup):

@@ -157,7 +157,10 @@ def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     key, rows = changes(summary)
     header = ["variant", "factor", "trainable", "clean r_mean", f"robust r_mean ({key})", "d clean", "d robust",
               "robust change"]
-    return header, [[r["label"], r["factor"], count(r["trainable"]), _f(r["clean"]), _f(r["robust"]),
+    from advlora.report.experiment import fmt
+
+    n = len(summary.get("seeds", [])) or 1
+    return header, [[r["label"], r["factor"], count(r["trainable"]), fmt(r["clean"], n), fmt(r["robust"], n),
                      _d(*r["d_clean"]), _d(*r["d_robust"]), r["verdict"]] for r in rows]
 
 
@@ -179,14 +182,6 @@ def plot_changes(summary: dict, root: Path) -> list[tuple[str, str]]:
              "changed), paired by seed, with its 95% interval: green better, red worse, grey within the noise.")]
 
 
-def _f(stat: dict) -> str:
-    """mean, or mean ± sd over several seeds."""
-    m = stat.get("mean")
-    if m is None or math.isnan(m):
-        return "-"
-    return f"{m:.1f}" if stat.get("n", 1) <= 1 else f"{m:.1f} ± {stat['std']:.1f}"
-
-
 def _d(change: float, half_width: float | None, n: int) -> str:
     if n == 0 or math.isnan(change):
         return "-"
@@ -195,23 +190,27 @@ def _d(change: float, half_width: float | None, n: int) -> str:
 
 def findings(summary: dict) -> list[tuple[str, list[str]]]:
     """Per factor: the variant with the best robust r_mean, and whether each change is outside the noise."""
-    header, rows = ablation_rows(summary)
-    lines = [" | ".join(header)] + [" | ".join(r) for r in rows]
-    ref = next(r for r in rows if r[1] == "reference")
-    mean = lambda r: float(r[4].split()[0]) if r[4] != "-" else -1.0  # noqa: E731
+    from advlora.report.experiment import fmt
+
+    header, table = ablation_rows(summary)
+    lines = [" | ".join(header)] + [" | ".join(r) for r in table]
+    _, rows = changes(summary)
+    n = len(summary.get("seeds", [])) or 1
+    ref = next(r for r in rows if r["factor"] == "reference")
+    robust = lambda r: r["robust"].get("mean", float("nan"))  # noqa: E731
     out = []
     for f in FACTORS:
-        cands = [ref] + [r for r in rows if r[1] == f]
-        best = max(cands, key=mean)
-        out.append(f"{f}: best robust r_mean with {best[0]} ({best[4]}); "
-                   + ", ".join(f"{r[0]} {r[6]}" + (f" ({r[7]})" if r[7] not in ("-", "reference") else "")
+        cands = [ref] + [r for r in rows if r["factor"] == f]
+        best = max(cands, key=lambda r: -math.inf if math.isnan(robust(r)) else robust(r))
+        out.append(f"{f}: best robust r_mean with {best['label']} ({fmt(best['robust'], n)}); "
+                   + ", ".join(f"{r['label']} {_d(*r['d_robust'])}"
+                               + (f" ({r['verdict']})" if r["verdict"] != "-" else "")
                                for r in cands if r is not ref) + " (change vs reference)")
-    n_seeds = len(summary.get("seeds", [])) or 1
-    if n_seeds == 1:
+    if n == 1:
         out.append("One seed: read changes below about 1 point of r_mean as noise; `--seeds 0,1,2` gives each "
                    "change a 95% interval over paired seeds.")
     else:
-        out.append(f"{n_seeds} seeds: each change is the mean of the per-seed differences from the reference (same "
+        out.append(f"{n} seeds: each change is the mean of the per-seed differences from the reference (same "
                    "seed, same data order) ± the half-width of its 95% t interval; better / worse when the interval "
                    "excludes 0, else noise.")
     return [("Ablation: change from the reference, one factor at a time", lines), ("Which part helps", out)]
