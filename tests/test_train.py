@@ -209,3 +209,14 @@ def test_shipped_configs_load():
     for name in names:
         cfg = load_run_config(resources.files("advlora.configs") / name)
         assert cfg.method in ("advlora", "lora", "full", "pissa", "frozen") and cfg.attack.name == "pgd"
+
+
+def test_a_switch_that_is_not_true_or_false_is_one_line_before_any_run_folder(ann, tmp_path, capsys):
+    """`--model.gradient_checkpointing maybe` once counted as on and started a whole training."""
+    from advlora.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(ann), "--model.gradient_checkpointing", "maybe", "--out", str(out)]) == 2
+    assert "model.gradient_checkpointing: expected true or false, got 'maybe'" in capsys.readouterr().err
+    assert not out.exists()
+    assert load_run_config(overrides=["--model.gradient_checkpointing", "true"]).model.gradient_checkpointing is True

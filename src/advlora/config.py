@@ -101,11 +101,19 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         sub = _dataclass_type(hints.get(name))
         if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}{name}.")
+        elif _is_bool(hints.get(name)) and not isinstance(value, bool) and value is not None:
+            # a switch given as a word that is not true/false ("maybe") would otherwise count as on
+            raise AdvloraError(f"config {where}{name}: expected true or false, got {value!r}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise AdvloraError(f"config {where.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def _is_bool(hint: Any) -> bool:
+    """``bool`` or ``bool | None``."""
+    return hint is bool or set(typing.get_args(hint)) == {bool, type(None)}
 
 
 def _dataclass_type(hint: Any) -> type | None:
