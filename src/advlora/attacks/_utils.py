@@ -6,13 +6,13 @@ Norms are per sample, over all non-batch dimensions; a perturbation is never sha
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
 from advlora.attacks.threat import NORMS, parse_eps
 from advlora.errors import AdvloraError, choices_error
+from advlora.runtime import eval_mode as attack_mode  # noqa: F401 - the attacks' name for it
 
 #: objective(images (B, ...)) -> per-sample loss (B,) to maximise
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -119,19 +119,3 @@ class WorstCase:
         self.loss = torch.where(better, loss, self.loss)
         self.x = torch.where(_bview(better, x), x.detach(), self.x)
         return better
-
-
-@contextlib.contextmanager
-def attack_mode(model: torch.nn.Module | None) -> Iterator[None]:
-    """Eval mode during an attack (dropout off, normalisation statistics frozen); each submodule's mode is
-    restored after, whatever happens."""
-    if model is None:
-        yield
-        return
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, t in modes.items():
-            m.training = t

@@ -64,7 +64,7 @@ def _options(args: argparse.Namespace, method: str) -> dict:
 
 
 def _load(args: argparse.Namespace):
-    from advlora.cli.common import resolve_device
+    from advlora.runtime import resolve_device
     from advlora.errors import AdvloraError
 
     if args.random_size:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.runtime import resolve_device
+
 
 def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tiny-clip",
                         data_default: str = "emoji") -> None:
@@ -24,12 +26,6 @@ def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tin
 
 def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--out", default=None, help=f"run folder (default: runs/{command}-<timestamp>)")
-
-
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model_and_adapter(args: argparse.Namespace):

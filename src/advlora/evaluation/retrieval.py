@@ -4,26 +4,12 @@ Runs under ``torch.inference_mode`` with the model in eval mode (restored afterw
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 from advlora.data.dataset import RetrievalDataset
 from advlora.metrics import retrieval_recall, retrieval_recall_features
 from advlora.models.base import VLModel
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put ``model`` in eval mode and restore each submodule's own mode afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in modes.items():
-            m.training = t
+from advlora.runtime import eval_mode
 
 
 def encode_images(model: VLModel, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:

@@ -12,14 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from advlora.experiments.spec import GridConfig, parse_eps
+from advlora.runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
-def _device() -> str:
-    from advlora.cli.common import resolve_device
-
-    return resolve_device(None)
-
 
 def base_model(cfg_or_name: GridConfig | str, random: str | None = None):
     """A fresh copy of the experiment's untrained model (``random_model(arch, size)`` when ``random`` is set, else
@@ -29,7 +24,7 @@ def base_model(cfg_or_name: GridConfig | str, random: str | None = None):
 
     name = cfg_or_name.model if isinstance(cfg_or_name, GridConfig) else cfg_or_name
     random = cfg_or_name.random_model if isinstance(cfg_or_name, GridConfig) else random
-    return cached_copy(ModelConfig(name=name, random=random), _device())
+    return cached_copy(ModelConfig(name=name, random=random), resolve_device())
 
 
 def dataset(spec: str, split: str, limit: int | None, seed: int = 0):

@@ -111,9 +111,9 @@ def _all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
 def _worker_init(threads: int, level: int) -> None:
     import torch
 
-    from advlora.cli import _quiet_libraries
+    from advlora.runtime import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     logging.basicConfig(level=level, format="%(message)s")
     torch.set_num_threads(threads)
 

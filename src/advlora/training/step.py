@@ -59,7 +59,7 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
         return clean
     from advlora.attacks import ATTACKS
     from advlora.attacks.threat import parse_eps
-    from advlora.evaluation.retrieval import eval_mode
+    from advlora.runtime import eval_mode
 
     eps = parse_eps(cfg.eps)
     with eval_mode(model):

@@ -205,7 +205,7 @@ class _Run:
         tokens = model.tokenize([self.train_data.captions[j] for j in local_caps.tolist()])
         positives = batch.positives.to(self.acc.device)
         t0 = time.perf_counter()
-        from advlora.evaluation.retrieval import eval_mode
+        from advlora.runtime import eval_mode
         with self.acc.autocast():
             with eval_mode(model), torch.no_grad():
                 text_all = d.gather(model.encode_text(tokens))
