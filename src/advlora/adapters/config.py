@@ -35,7 +35,6 @@ class AdapterConfig:
             zero_alpha (alpha starts at 0).
         alpha_mode: one trainable alpha per layer | per tower | one shared | fixed (not trained).
         alpha_init: alpha0; None means 1.0 in residual mode and 0.0 in zero_alpha mode.
-        alpha_lr: the learning rate of the alpha parameter group (None: the trainer's lr).
         align_lambda: weight of the training regulariser sum ||W0 - BA||^2 / ||W0||^2 (0: initialisation only).
         align_init: with init=cluster, B from least squares (lstsq) or the one-hot k-means assignment (onehot).
         kmeans_iters: Lloyd iterations after k-means++ seeding.
@@ -54,7 +53,6 @@ class AdapterConfig:
     mode: str = "residual"
     alpha_mode: str = "layer"
     alpha_init: float | None = None
-    alpha_lr: float | None = None
     align_lambda: float = 0.0
     align_init: str = "lstsq"
     kmeans_iters: int = 20
@@ -76,8 +74,6 @@ class AdapterConfig:
             raise AdvloraError(f"adapter dropout must be in [0, 1), got {self.dropout!r}")
         if float(self.align_lambda) < 0:
             raise AdvloraError(f"adapter align_lambda must be >= 0, got {self.align_lambda!r}")
-        if self.alpha_lr is not None and float(self.alpha_lr) <= 0:
-            raise AdvloraError(f"adapter alpha_lr must be > 0, got {self.alpha_lr!r}")
         if self.lora_alpha is not None and float(self.lora_alpha) <= 0:
             raise AdvloraError(f"adapter lora_alpha must be > 0, got {self.lora_alpha!r}")
         if self.method == "advlora":

@@ -141,7 +141,8 @@ def _load_advlora(model, path: Path):
 
     try:
         meta = json.loads((path / "advlora.json").read_text())
-        cfg = from_dict(AdapterConfig, meta["config"], "adapter.")
+        # alpha_lr moved to the training config (train.alpha_lr); adapters saved before still load
+        cfg = from_dict(AdapterConfig, {k: v for k, v in meta["config"].items() if k != "alpha_lr"}, "adapter.")
         layers = {str(k): list(v) for k, v in meta.get("layers", {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AdvloraError(f"{path / 'advlora.json'}: not a valid advlora adapter description ({e})") from None

@@ -15,7 +15,7 @@ from advlora.config import dump_yaml, load_yaml
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
 from advlora.training.checkpoint import list_checkpoints
-from advlora.training.config import RunConfig, adapter_config, config_diff
+from advlora.training.config import RunConfig, config_diff
 
 _BASE_MODELS: dict[tuple, Any] = {}
 _DATASETS: dict[tuple, Any] = {}
@@ -97,7 +97,7 @@ def build_model(config: RunConfig, device, base=None):
     if config.method != "frozen":
         from advlora.adapters import attach_adapter
 
-        attach_adapter(model, adapter_config(config))
+        attach_adapter(model, config.adapter)
     if config.model.gradient_checkpointing:
         # advlora's own: transformers' switch checkpoints only in training mode, not in the (eval-mode) attack
         from advlora.models.recompute import enable_recompute
@@ -150,7 +150,7 @@ def optimizer_and_schedule(model, config: RunConfig, total_steps: int):
     ids = {id(p) for p in alpha}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     lr = config.lr()
-    alpha_lr = config.train.alpha_lr or config.adapter.get("alpha_lr") or lr
+    alpha_lr = config.train.alpha_lr or lr
     groups = [{"params": others, "lr": lr, "weight_decay": config.train.weight_decay, "name": "weights"}]
     if alpha:
         groups.append({"params": alpha, "lr": float(alpha_lr), "weight_decay": 0.0, "name": "alpha"})

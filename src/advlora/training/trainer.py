@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import resource
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,11 @@ from advlora.io import atomic_dir, write_json
 from advlora.models.video import for_dataset
 from advlora.training import setup as S
 from advlora.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from advlora.training.config import CLEAN, RunConfig, resolve
+from advlora.training.config import CLEAN, RunConfig
 from advlora.training.data import EpochSampler
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.training.step import Dist, TrainTask, attack_batch
-from advlora.training.validate import threat_model, validate
-
-
-#: seconds to sleep after each step: lets the kill-and-resume test kill a run between two checkpoints
-_STEP_DELAY = float(os.environ.get("ADVLORA_TRAIN_STEP_DELAY", "0") or 0)
+from advlora.training.validate import validate
 
 
 @dataclass
@@ -61,28 +56,30 @@ class _Timer:
         return t
 
 
-def train(config: RunConfig, out: str | Path, resume: bool = False, *, model=None, argv: list[str] | None = None
-          ) -> TrainResult:
+def train(config: RunConfig, out: str | Path, resume: bool = False, *, model=None, argv: list[str] | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``config`` into the run folder ``out`` (``resume``: continue from its last checkpoint).
 
     Args:
         model: a loaded base model to copy instead of loading ``config.model`` (it is not modified).
         argv: command line recorded in the manifest.
+        on_step: called with the step number after every optimiser step, before its checkpoint (progress
+            reporting; tests use it to slow a run down).
     """
-    config = resolve(copy.deepcopy(config))
+    config = copy.deepcopy(config)
     out = Path(out)
     threads = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        return _Run(config, out, resume, model, argv).run()
+        return _Run(config, out, resume, model, argv, on_step).run()
     finally:
         torch.set_num_threads(threads)
 
 
 class _Run:
-    def __init__(self, config: RunConfig, out: Path, resume: bool, base, argv) -> None:
-        self.cfg, self.out = config, out
+    def __init__(self, config: RunConfig, out: Path, resume: bool, base, argv, on_step=None) -> None:
+        self.cfg, self.out, self.on_step = config, out, on_step
         self.acc = S.make_accelerator(config.train)
         self.main = self.acc.is_main_process
         self.dist = Dist(self.acc.process_index, self.acc.num_processes)
@@ -177,8 +174,8 @@ class _Run:
             loss, parts = self._step(batch, timer)
             st["step"] += 1
             st["train_time_s"] += time.perf_counter() - t_start
-            if _STEP_DELAY:
-                time.sleep(_STEP_DELAY)
+            if self.on_step is not None:
+                self.on_step(st["step"])
             sbar.update(1)
             sbar.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
             if st["step"] % cfg.log_every == 0 or st["step"] == self.total:
@@ -248,7 +245,7 @@ class _Run:
         self.state["validated_epoch"] = epoch
         if self.main:
             ev = self.cfg.eval
-            threat = threat_model(self.cfg.attack, ev.eps, ev.val_steps, 0) if ev.robust else None
+            threat = self.cfg.attack.eval_threat(ev.eps, ev.val_steps, 0) if ev.robust else None
             res = validate(self.model, self.val_data, threat, attack=ev.attack, rerank_k=0,
                            batch_size=ev.batch_size)
             self.logger.epoch({"epoch": epoch, "step": self.state["step"], "clean_r_mean": res["clean"]["r_mean"],
@@ -277,7 +274,7 @@ class _Run:
         metrics, eff = {}, {}
         if self.main:
             test = S.dataset(cfg.data, cfg.data.test_split, ev.test_limit)
-            threat = threat_model(cfg.attack, ev.eps, ev.test_steps, 0)
+            threat = cfg.attack.eval_threat(ev.eps, ev.test_steps, 0)
             res = validate(self.model, test, threat, attack=ev.attack, rerank_k=ev.rerank_k,
                            batch_size=ev.batch_size)
             metrics = {**res, "attack": ev.attack, "split": cfg.data.test_split, "limit": ev.test_limit,
@@ -297,8 +294,7 @@ class _Run:
         a = self.cfg.attack
         if a.name == CLEAN:
             return "clean training"
-        t = threat_model(a, None, 1 if a.name == "fgsm" else a.steps, 0).replace(
-            step_size=a.step_size, restarts=a.restarts, random_start=a.random_start)
+        t = a.threat.replace(steps=1 if a.name == "fgsm" else a.threat.steps, seed=0)
         return t.describe(a.name) + ("" if a.loss == "adv" else f" loss={a.loss}")
 
     def _efficiency(self) -> dict:
