@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from advlora.adapters.init import INITIALISATIONS
 from advlora.errors import AdvloraError, choices_error
 
+#: the adapter methods: the one declaration every other module reads
 METHODS = ("frozen", "full", "lora", "pissa", "advlora")
 TOWERS = ("vision", "text", "both")
-INITS = ("cluster", "peft", "pissa")
+#: the names ``init`` accepts (``advlora.adapters.init`` declares each)
+INITS = INITIALISATIONS
 MODES = ("residual", "zero_alpha")
 ALPHA_MODES = ("layer", "tower", "shared", "fixed")
 KMEANS_ON = ("rows", "cols")
@@ -29,8 +32,8 @@ class AdapterConfig:
         towers: which towers are adapted (vision | text | both).
         targets: None (the backend's defaults per tower), a list of module names / suffixes / regular expressions
             (an entry ``"vision:q_proj"`` applies to one tower only), or a dict tower -> list.
-        init: advlora's initialisation of A, B: cluster (k-means + alignment) | peft (A kaiming, B zero) | pissa
-            (top-r SVD of W0).
+        init: advlora's initialisation of A, B, a name of ``advlora.adapters.init.INITIALISATIONS``: cluster
+            (k-means + alignment) | peft (A kaiming, B zero) | pissa (top-r SVD of W0).
         mode: how advlora keeps the output unchanged at the start: residual (base becomes W0 - alpha0 B0 A0) or
             zero_alpha (alpha starts at 0).
         alpha_mode: one trainable alpha per layer | per tower | one shared | fixed (not trained).
@@ -62,7 +65,7 @@ class AdapterConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, valid in (("method", METHODS), ("towers", TOWERS), ("init", INITS), ("mode", MODES),
+        for name, valid in (("method", METHODS), ("towers", TOWERS), ("init", INITIALISATIONS), ("mode", MODES),
                             ("alpha_mode", ALPHA_MODES), ("kmeans_on", KMEANS_ON), ("align_init", ALIGN_INITS)):
             if getattr(self, name) not in valid:
                 raise choices_error(f"adapter {name}", getattr(self, name), valid)

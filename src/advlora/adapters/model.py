@@ -17,7 +17,7 @@ from torch import nn
 
 from advlora.adapters import layer as L
 from advlora.adapters.config import AdapterConfig, make_config
-from advlora.adapters.init import Factors, cluster_factors, peft_factors, svd_factors
+from advlora.adapters.init import INITIALISATIONS, Factors
 from advlora.errors import AdvloraError, choices_error
 
 TOWER_NAMES = ("vision", "text")
@@ -178,14 +178,7 @@ def _pissa(model, cfg, names, saved) -> list[dict]:
 
 
 def _factors(model, cfg: AdapterConfig, names: list[str]) -> list[Factors]:
-    weights = [model.hf_model.get_submodule(n).weight for n in names]
-    if cfg.init == "cluster":
-        return cluster_factors(weights, cfg.rank, iters=cfg.kmeans_iters, seed=cfg.seed, on=cfg.kmeans_on,
-                               align=cfg.align_init)
-    if cfg.init == "pissa":
-        return [svd_factors(w, cfg.rank) for w in weights]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    return [peft_factors(w, cfg.rank, gen) for w in weights]
+    return INITIALISATIONS[cfg.init]([model.hf_model.get_submodule(n).weight for n in names], cfg)
 
 
 def _advlora(model, cfg: AdapterConfig, names: list[str], saved) -> list[dict]:
