@@ -165,7 +165,7 @@ def test_regularization_loss_matches_direct_formula():
 
     direct = 0.0
     for lay in lora_layers(m).values():
-        W0 = L.initial_weight(lay)
+        W0 = lay.initial_weight()
         BA = lay.lora_B["default"].weight @ lay.lora_A["default"].weight
         direct += float(((W0 - BA) ** 2).sum().detach() / (W0 ** 2).sum())
     assert abs(float(regularization_loss(m)) - 0.3 * direct) < 1e-4 * max(1.0, direct)

@@ -41,7 +41,7 @@ def export_lora(model) -> tuple[dict[str, torch.Tensor], int, float]:
         s = lay.scaling[L.ADAPTER]
         if cfg.method in ("pissa", "advlora"):
             a = float(lay.advlora_alpha.detach()) * s if cfg.method == "advlora" else s
-            if getattr(lay, "advlora_residual", False):
+            if lay.advlora_residual:
                 a0 = float(lay.advlora_alpha0) * s
                 A, B = torch.cat([A, lay.advlora_A0]), torch.cat([a * B, -a0 * lay.advlora_B0], dim=1)
                 rank = 2 * cfg.rank
@@ -94,7 +94,7 @@ def _advlora_state(model) -> dict[str, torch.Tensor]:
         out[f"{n}.A0"] = lay.advlora_A0
         out[f"{n}.B0"] = lay.advlora_B0
         out[f"{n}.alpha0"] = lay.advlora_alpha0.reshape(())
-        if hasattr(lay, "advlora_alpha"):
+        if lay.advlora_alpha is not None:
             out[f"{n}.alpha"] = lay.advlora_alpha.detach().reshape(())
     return {k: v.float().cpu().contiguous().clone() for k, v in out.items()}
 
@@ -177,8 +177,8 @@ def _load_advlora(model, path: Path):
     build(model, cfg, saved, names=list(layers))
     with torch.no_grad():
         for n, lay in lora_layers(model).items():
-            L.set_factors(lay, saved[n]["A"], saved[n]["B"])
-            if isinstance(getattr(lay, "advlora_alpha", None), nn.Parameter) and f"{n}.alpha" in st:
+            lay.set_factors(saved[n]["A"], saved[n]["B"])
+            if isinstance(lay.advlora_alpha, nn.Parameter) and f"{n}.alpha" in st:
                 lay.advlora_alpha.fill_(float(st[f"{n}.alpha"]))
     return model
 
