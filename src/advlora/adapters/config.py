@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from advlora.adapters.init import INITIALISATIONS
+from advlora.config import to_dict
 from advlora.errors import AdvloraError, choices_error
 
 #: the adapter methods: the one declaration every other module reads
@@ -104,8 +105,6 @@ class AdapterConfig:
         return float(self.lora_alpha if self.lora_alpha is not None else self.rank) / self.rank
 
     def to_dict(self) -> dict:
-        from advlora.config import to_dict
-
         return to_dict(self)
 
 

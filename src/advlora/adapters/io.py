@@ -22,6 +22,7 @@ from torch import nn
 from advlora.adapters import layer as L
 from advlora.adapters.config import AdapterConfig
 from advlora.adapters.model import build, lora_layers, state_of
+from advlora.config import from_dict
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 
@@ -137,8 +138,6 @@ def _check_layers(model, layers: dict[str, list[int]], path: Path) -> None:
 
 
 def _load_advlora(model, path: Path):
-    from advlora.config import from_dict
-
     try:
         meta = json.loads((path / "advlora.json").read_text())
         # alpha_lr moved to the training config (train.alpha_lr); adapters saved before still load

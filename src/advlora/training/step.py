@@ -11,8 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advlora.attacks import ATTACKS
+from advlora.errors import choices_error
 from advlora.losses import (contrastive_loss, itm_loss, kl_per_image, per_image_contrastive,
                             sample_hard_negatives)
+from advlora.runtime import eval_mode
 from advlora.training.config import CLEAN, AttackConfig
 
 
@@ -57,9 +60,6 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
     """
     if cfg.name == CLEAN:
         return clean
-    from advlora.attacks import ATTACKS
-    from advlora.runtime import eval_mode
-
     t = cfg.threat
     eps = float(t.eps)
     with eval_mode(model):
@@ -79,7 +79,6 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
             return ATTACKS["pgd"](objective, clean, eps=eps, step_size=step, steps=1, norm=t.norm,
                                   random_start=True, restarts=1, generator=generator).detach()
         if cfg.name not in ATTACKS:
-            from advlora.errors import choices_error
             raise choices_error("training attack", cfg.name, [*ATTACKS, CLEAN])
         return call_attack(ATTACKS[cfg.name], objective, clean, eps=eps, step_size=t.step_size, steps=t.steps,
                            norm=t.norm, random_start=t.random_start, restarts=t.restarts,

@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from advlora.adapters import alpha_values, regularization_loss, save_adapter
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 from advlora.models.video import for_dataset
+from advlora.runtime import eval_mode
 from advlora.training import setup as S
-from advlora.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from advlora.training.checkpoint import Checkpoints, TrainerState
 from advlora.training.config import CLEAN, RunConfig
 from advlora.training.data import EpochSampler
 from advlora.training.logs import RunLogger, alpha_row
@@ -111,10 +113,13 @@ class _Run:
     # ---- set-up ---------------------------------------------------------------------------------------------
     def _prepare_training(self, ckpt: Path | None) -> None:
         cfg = self.cfg
-        self.optimizer, self.scheduler = S.optimizer_and_schedule(self.model, cfg, self.total)
+        optimizer, self.scheduler = S.optimizer_and_schedule(self.model, cfg, self.total)
+        self.optimizer = self.acc.prepare(optimizer)
+        self.checkpoints = Checkpoints(self.acc, self.out / "checkpoints", self.model,
+                                       [self.scheduler, TrainerState(self.state, self.gens)], cfg.train.keep_last,
+                                       self._adapter_saver())
         regularizer = None
         if cfg.method == "advlora":
-            from advlora.adapters import regularization_loss
             regularizer = regularization_loss
         self.task = TrainTask(self.net, cfg.attack, self.dist, regularizer)
         self.task.itm_generator = self.gens["itm"]
@@ -122,11 +127,7 @@ class _Run:
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
         self.images = self.train_data.load_images_uint8(self.model.image_size)  # (N, [F,] 3, H, W)
         if ckpt is not None:
-            st = load_checkpoint(ckpt, self.model)
-            self.optimizer.load_state_dict(st["optimizer"])
-            self.scheduler.load_state_dict(st["scheduler"])
-            set_rng_state(st["rng"], self.gens)
-            self.state = {k: st[k] for k in self.state}
+            self.checkpoints.load(ckpt)
         self.alpha_names = sorted(self._alphas())
         self.logger = RunLogger(self.out, [f"alpha/{k}" for k in self.alpha_names] + self._tower_columns(),
                                 enabled=self.main, tensorboard=cfg.train.tensorboard,
@@ -135,7 +136,6 @@ class _Run:
     def _alphas(self) -> dict[str, float]:
         if self.cfg.method != "advlora":
             return {}
-        from advlora.adapters import alpha_values
         return alpha_values(self.model)
 
     def _tower_of(self, layer: str) -> str | None:
@@ -202,7 +202,6 @@ class _Run:
         tokens = model.tokenize([self.train_data.captions[j] for j in local_caps.tolist()])
         positives = batch.positives.to(self.acc.device)
         t0 = time.perf_counter()
-        from advlora.runtime import eval_mode
         with self.acc.autocast():
             with eval_mode(model), torch.no_grad():
                 text_all = d.gather(model.encode_text(tokens))
@@ -254,18 +253,12 @@ class _Run:
 
     def _checkpoint(self) -> None:
         if self.main:
-            state = {**self.state, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.gens),
-                     "epoch": self.sampler.position(self.state["step"])[0],
-                     "index": self.sampler.position(self.state["step"])[1]}
-            save_checkpoint(self.out / "checkpoints", self.state["step"], self.model, state,
-                            self.cfg.train.keep_last, self._adapter_saver())
+            self.checkpoints.save(self.state["step"])
         self.acc.wait_for_everyone()
 
     def _adapter_saver(self):
         if self.cfg.method == "frozen":
             return None
-        from advlora.adapters import save_adapter
         return lambda path: save_adapter(self.model, path)
 
     # ---- the end --------------------------------------------------------------------------------------------

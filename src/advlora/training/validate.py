@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.retrieval import evaluate_clean
+from advlora.evaluation.robust import evaluate_robust
 
 
 def robust_metrics(model, dataset: RetrievalDataset, threat, attack: str = "pgd", batch_size: int = 64,
                    rerank_k: int | None = 0) -> dict[str, float]:
     """Recall@1/5/10 and r_mean under ``attack``: ``advlora.evaluation.robust`` without its sanity checks."""
-    from advlora.evaluation.robust import evaluate_robust
-
     res = evaluate_robust(model, dataset, [attack], threat, rerank_k=rerank_k, batch_size=batch_size, sanity=False)
     return res["attacks"][attack]["metrics"]
 
