@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 from safetensors.torch import load_file
@@ -31,9 +32,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(conf))
     ref = train(load_run_config(tmp_path / "run.yaml"), tmp_path / "ref")
 
-    env = {**os.environ, "ADVLORA_TRAIN_STEP_DELAY": "0.3", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "advlora", "train", "--config", str(tmp_path / "run.yaml"),
+    slow = Path(__file__).with_name("slow_cli.py")          # the CLI with 0.3 s after every step
+    proc = subprocess.Popen([sys.executable, str(slow), "0.3", "train", "--config", str(tmp_path / "run.yaml"),
                              "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = out / "checkpoints" / "step-000003"
     deadline = time.time() + 120

@@ -35,12 +35,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (mod_name, help_) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue  # a command not built yet
-            raise
+        mod = importlib.import_module(mod_name)
         p = sub.add_parser(name, help=help_, description=help_)
         mod.add_arguments(p)
         modules[name] = mod

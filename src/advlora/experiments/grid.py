@@ -21,18 +21,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from advlora.config import dump_yaml, to_dict
 from advlora.errors import AdvloraError
+from advlora.experiments import backend
 from advlora.experiments import cells as C
 from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
 from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
 from advlora.runs import manifest
+from advlora.runtime import quiet_libraries
+from advlora.threads import auto_threads
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +116,6 @@ def _all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
 
 
 def _worker_init(threads: int, level: int) -> None:
-    import torch
-
-    from advlora.runtime import quiet_libraries
-
     quiet_libraries()
     logging.basicConfig(level=level, format="%(message)s")
     torch.set_num_threads(threads)
@@ -125,12 +128,6 @@ def _worker(cfg: GridConfig, root: str, tc: TrainCell) -> str:
 
 def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int) -> None:
     """``todo`` in ``jobs`` spawned worker processes; the base model and data are made once, here, first."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from advlora.experiments import backend
-    from advlora.threads import auto_threads
-
     backend.base_model(cfg)  # pre-trains and caches tiny-clip / tiny-blip on first use, before the workers
     for ds in {tc.dataset for tc in todo}:
         backend.dataset(ds, cfg.eval.split, cfg.eval.limit)  # builds the embedded data on first use
