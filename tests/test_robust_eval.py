@@ -58,7 +58,7 @@ def test_robust_never_exceeds_clean_and_reports_everything(tiny_clip, data):
     for name in ("fgsm", "pgd", "apgd"):  # per-image worst case: i2t never better than any member
         for k in ("i2t_r1", "i2t_r5", "i2t_r10"):
             assert ens[k] <= out["attacks"][name]["metrics"][k] + 1e-9
-    lines = out["sanity"]
+    lines = [str(c) for c in out["sanity"]]
     assert all(s.startswith(("PASS ", "WARN ")) for s in lines)
     text = "\n".join(lines)
     for needle in ("robust <= clean", "linf ball", "eval mode", "gradients non-zero", "steps x2", "restarts x2",
@@ -95,19 +95,19 @@ def test_square_gradient_masking_check():
     from advlora.evaluation.sanity import check_square
 
     m = lambda r: {"metrics": {"r_mean": r}}  # noqa: E731
-    assert check_square({"attacks": {"pgd": m(30.0), "square": m(29.0)}})[0].startswith("PASS")
-    line = check_square({"attacks": {"pgd": m(30.0), "square": m(20.0)}})[0]
+    assert str(check_square({"attacks": {"pgd": m(30.0), "square": m(29.0)}})[0]).startswith("PASS")
+    line = str(check_square({"attacks": {"pgd": m(30.0), "square": m(20.0)}})[0])
     assert line.startswith("WARN") and "gradient masking" in line
     sub = {"attacks": {"pgd": m(5.0), "square": {**m(20.0), "subset": "3 of 8 images",
                                                  "whitebox_on_subset": {"attack": "pgd", **m(25.0)}}}}
-    assert check_square(sub)[0].startswith("WARN") and "same" not in check_square({"attacks": {}})
+    assert str(check_square(sub)[0]).startswith("WARN") and "same" not in check_square({"attacks": {}})
 
 
 def test_chance_and_monotone():
     # 2 images, 1 caption each: i2t R@1 = 1/2, R@5 = R@10 = 1; same for t2i
     assert chance_r_mean(torch.tensor([0, 1]), 2) == pytest.approx(100 * (0.5 + 1 + 1) * 2 / 6)
-    assert check_monotone([(1 / 255, 40.0), (2 / 255, 30.0), (4 / 255, 30.0)]).startswith("PASS")
-    assert check_monotone([(1 / 255, 40.0), (2 / 255, 45.0)], "pgd").startswith("WARN pgd:")
+    assert str(check_monotone([(1 / 255, 40.0), (2 / 255, 30.0), (4 / 255, 30.0)])).startswith("PASS")
+    assert str(check_monotone([(1 / 255, 40.0), (2 / 255, 45.0)], "pgd")).startswith("WARN pgd:")
 
 
 @pytest.fixture(scope="module")

@@ -3,49 +3,63 @@
 Every image attack is a pure function ``attack(objective, images, *, eps, ..., generator=None) -> images`` in
 pixel space [0, 1], per-sample perturbations, the per-sample worst case kept over restarts:
 ``fgsm``, ``pgd``, ``apgd`` (Croce and Hein 2020), ``square`` (score-based, no gradient), ``transfer``
-(crafted on a surrogate). ``ATTACKS`` maps their names to the functions; ``run_attack`` calls one with a
-``ThreatModel``. Captions are attacked by ``text_attack`` and pairs jointly by ``co_attack``; objectives live in
-``advlora.attacks.objectives``.
+(crafted on a surrogate). Captions are attacked by ``text_attack`` and pairs jointly by ``co_attack``;
+objectives live in ``advlora.attacks.objectives``.
+
+Each attack declares itself once, in its own module, with ``registry.register(AttackSpec(...))``; importing this
+package imports every module of it, so a new module is found without editing any other file.
+``run_attack(name, objective, images, threat)`` runs a registered image attack; ``ATTACKS`` maps the plain image
+attacks' names to their functions (for callers that build their own objective, such as training).
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import torch
 
-from advlora.attacks import objectives
+from advlora.attacks import registry
 from advlora.attacks._utils import attack_mode
-from advlora.attacks.apgd import apgd
-from advlora.attacks.fgsm import fgsm
-from advlora.attacks.joint import co_attack
-from advlora.attacks.pgd import pgd
-from advlora.attacks.square import square
-from advlora.attacks.text import text_attack
+from advlora.attacks.registry import AttackSpec, result_key
 from advlora.attacks.threat import NORMS, ThreatModel, format_eps, parse_eps, parse_eps_list
-from advlora.attacks.transfer import transfer
 from advlora.errors import choices_error
 
+
+def _import_all() -> None:
+    """Import every module of the package: each one's ``register`` call fills the registry."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
+
+# the public functions, re-exported from their modules (imported above by _import_all)
+from advlora.attacks import objectives  # noqa: E402
+from advlora.attacks.apgd import apgd  # noqa: E402
+from advlora.attacks.fgsm import fgsm  # noqa: E402
+from advlora.attacks.joint import co_attack  # noqa: E402
+from advlora.attacks.pgd import pgd  # noqa: E402
+from advlora.attacks.square import square  # noqa: E402
+from advlora.attacks.text import text_attack  # noqa: E402
+from advlora.attacks.transfer import transfer  # noqa: E402
+
 #: image attacks with the common signature ``attack(objective, images, *, eps, ..., generator)``
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square, "transfer": transfer}
+ATTACKS = {s.name: s.fn for s in registry.specs(*registry.IMAGE_KINDS) if s.fn is not None and s.objective is None}
 
 
 def run_attack(name: str, objective, images: torch.Tensor, threat: ThreatModel, *,
-               generator: torch.Generator | None = None, queries: int = 1000) -> torch.Tensor:
-    """Call image attack ``name`` with the budget of ``threat`` (each attack takes the fields it has):
-    FGSM one step of eps; PGD all fields; APGD steps/restarts/random start (own step size); Square
-    ``queries``. For ``transfer`` pass the surrogate's objective (base PGD with the threat's fields)."""
-    if name not in ATTACKS:
+               generator: torch.Generator | None = None, **options) -> torch.Tensor:
+    """Run registered image attack ``name`` on the caller's ``objective`` with the budget of ``threat`` and its own
+    ``options`` (Square's ``queries``; options another attack declares are ignored). For ``transfer`` pass the
+    surrogate's objective. A name that is not an image attack taking the caller's objective (an unknown one, a
+    text attack, ``apgd-margin`` whose objective is fixed) is an ``AdvloraError`` listing those that are."""
+    spec = registry.find(name)
+    if spec is None or spec.name not in ATTACKS:
         raise choices_error("attack", name, ATTACKS)
-    eps = float(threat.eps)
-    if name == "fgsm":
-        return fgsm(objective, images, eps=eps, norm=threat.norm, generator=generator)
-    if name == "apgd":
-        return apgd(objective, images, eps=eps, steps=threat.steps, norm=threat.norm, restarts=threat.restarts,
-                    random_start=threat.random_start, generator=generator)
-    if name == "square":
-        return square(objective, images, eps=eps, queries=queries, norm=threat.norm, generator=generator)
-    fn = pgd if name == "pgd" else transfer
-    return fn(objective, images, eps=eps, step_size=threat.step, steps=threat.steps, norm=threat.norm,
-              random_start=threat.random_start, restarts=threat.restarts, generator=generator)
+    return spec.run(objective, images, threat, generator=generator, **spec.resolve_options(options))
 
 
-__all__ = ["ATTACKS", "NORMS", "ThreatModel", "apgd", "attack_mode", "co_attack", "fgsm", "format_eps",
-           "objectives", "parse_eps", "parse_eps_list", "pgd", "run_attack", "square", "text_attack", "transfer"]
+__all__ = ["ATTACKS", "AttackSpec", "NORMS", "ThreatModel", "apgd", "attack_mode", "co_attack", "fgsm",
+           "format_eps", "objectives", "parse_eps", "parse_eps_list", "pgd", "registry", "result_key", "run_attack",
+           "square", "text_attack", "transfer"]

@@ -19,6 +19,7 @@ import torch
 from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
                                     project_image)
 from advlora.attacks._utils import random_start as _random_start
+from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
 MOMENTUM = 0.75
@@ -79,3 +80,17 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
                 reduced_at_mark, best_at_mark, last_mark = halve, best.loss.clone(), k
         worst.update(best.loss, best.x)
     return worst.x
+
+
+def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
+         ) -> torch.Tensor:
+    return apgd(objective, images, eps=float(threat.eps), steps=threat.steps, norm=threat.norm,
+                restarts=threat.restarts, random_start=threat.random_start, generator=generator)
+
+
+_USES = ("norm", "eps", "steps", "restarts", "random_start", "seed")
+SPEC = register(AttackSpec("apgd", "white-box", _run, uses=_USES, label="APGD",
+                           checks=("bounds", "convergence", "reference"), reference=2, fn=apgd))
+#: APGD on the margin objective (the DLR-like "APGD-margin" of the module docstring)
+MARGIN = register(AttackSpec("apgd-margin", "white-box", _run, uses=_USES, label="APGD-margin", line_label="APGD",
+                             checks=("bounds", "reference"), objective="margin", reference=1))

@@ -11,6 +11,8 @@ import torch
 
 from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, check_loss,
                                     loss_and_grad, project_image)
+from advlora.attacks.registry import AttackSpec, register
+from advlora.attacks.threat import format_eps
 
 
 def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: str = "linf",
@@ -30,3 +32,18 @@ def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: 
         check_loss(loss1, x1)
     worst.update(loss1, x1)
     return worst.x
+
+
+def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
+         ) -> torch.Tensor:
+    return fgsm(objective, images, eps=float(threat.eps), norm=threat.norm, generator=generator)
+
+
+def _line(threat, options: dict, context: dict) -> str:
+    eps = format_eps(float(threat.eps))
+    return threat.line(f"FGSM step={eps} no-random-start", ("norm", "eps"), objective=context.get("objective"),
+                       gallery=context.get("gallery"))
+
+
+SPEC = register(AttackSpec("fgsm", "white-box", _run, uses=("norm", "eps"), label="FGSM",
+                           checks=("bounds", "reference"), fn=fgsm, describe=_line))

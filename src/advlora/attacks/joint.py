@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from advlora.attacks._utils import attack_mode
 from advlora.attacks.pgd import pgd
+from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.text import text_attack
 
 
@@ -47,3 +48,21 @@ def co_attack(model, images: torch.Tensor, captions: list[str], owner: torch.Ten
         adv = pgd(image_objective, images, eps=eps, step_size=step_size, steps=steps, norm=norm,
                   random_start=random_start, restarts=restarts, generator=generator)
     return adv, adv_caps
+
+
+_USES = ("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed")
+
+
+def _run(model, images: torch.Tensor, captions: list[str], owner: torch.Tensor, threat, *,
+         generator: torch.Generator | None = None, text_budget: int = 3) -> tuple[torch.Tensor, list[str]]:
+    return co_attack(model, images, captions, owner, eps=float(threat.eps), steps=threat.steps,
+                     step_size=threat.step, norm=threat.norm, restarts=threat.restarts,
+                     random_start=threat.random_start, text_budget=text_budget, generator=generator)
+
+
+def _line(threat, options: dict, context: dict) -> str:
+    return threat.line("Co-Attack(PGD)", _USES, text_edits=options["text_budget"])
+
+
+SPEC = register(AttackSpec("joint", "joint", _run, uses=_USES, label="Co-Attack", options={"text_budget": 3},
+                           describe=_line))

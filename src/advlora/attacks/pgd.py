@@ -13,6 +13,7 @@ import torch
 from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, check_loss,
                                     loss_and_grad, project_image)
 from advlora.attacks._utils import random_start as _random_start
+from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
 
@@ -53,3 +54,14 @@ def pgd(objective: Objective, images: torch.Tensor, *, eps: float | str, step_si
             check_loss(loss, x)
         worst.update(loss, x)
     return worst.x
+
+
+def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
+         ) -> torch.Tensor:
+    return pgd(objective, images, eps=float(threat.eps), step_size=threat.step, steps=threat.steps,
+               norm=threat.norm, random_start=threat.random_start, restarts=threat.restarts, generator=generator)
+
+
+SPEC = register(AttackSpec(
+    "pgd", "white-box", _run, uses=("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed"),
+    label="PGD", checks=("bounds", "convergence", "reference"), reference=3, fn=pgd))

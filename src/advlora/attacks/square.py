@@ -19,6 +19,7 @@ import math
 import torch
 
 from advlora.attacks._utils import Objective, check_args, check_loss
+from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -91,3 +92,13 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
     loss_clean = objective(x0)
     keep_clean = loss_clean > loss_best
     return torch.where(keep_clean.view(*bview, 1, 1), x0, x_best)
+
+
+def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,
+         queries: int = 1000) -> torch.Tensor:
+    return square(objective, images, eps=float(threat.eps), queries=queries, norm=threat.norm, generator=generator)
+
+
+SPEC = register(AttackSpec("square", "black-box", _run, uses=("norm", "eps", "seed"), label="Square",
+                           options={"queries": 1000}, line_keys=("objective",),
+                           checks=("bounds", "versus_white_box"), fn=square))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError, choices_error
 
 OPERATIONS = ("swap", "insert", "delete", "substitute")
@@ -96,3 +97,16 @@ def _score(objective: TextObjective, texts: list[str], rows: torch.Tensor, batch
     out = [objective(texts[i:i + batch_size], rows[i:i + batch_size]).detach().float().cpu()
            for i in range(0, len(texts), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def _run(objective: TextObjective, captions: list[str], threat, *, generator: torch.Generator | None = None,
+         text_budget: int = 3) -> list[str]:
+    return text_attack(objective, captions, budget=text_budget, generator=generator)
+
+
+def _line(threat, options: dict, context: dict) -> str:
+    return f"text char-edits<={options['text_budget']} greedy objective=text-contrastive"
+
+
+SPEC = register(AttackSpec("text", "text", _run, uses=("seed",), label="text", options={"text_budget": 3},
+                           describe=_line))

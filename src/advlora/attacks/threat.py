@@ -7,12 +7,18 @@ random-start``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
+import torch
+
+from advlora.attacks import registry
 from advlora.errors import AdvloraError, choices_error
 
 NORMS = ("linf", "l2")
+#: every field a threat-model line can name, in its order
+FIELDS = ("norm", "eps", "steps", "step_size", "restarts", "random_start")
 
 
 def parse_eps(value: float | int | str, what: str = "eps") -> float:
@@ -106,32 +112,35 @@ class ThreatModel:
         return float(self.step_size) if self.step_size is not None else 2.5 * float(self.eps) / self.steps
 
     def replace(self, **changes) -> ThreatModel:
-        import dataclasses
-
         return dataclasses.replace(self, **changes)
 
-    def generator(self, device: str = "cpu"):
-        import torch
-
+    def generator(self, device: str = "cpu") -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed)
+
+    def line(self, label: str, uses: tuple[str, ...] = FIELDS, **extra) -> str:
+        """``{norm} eps={eps} {label}`` then the fields of ``uses`` an attack reads (steps, step, restarts,
+        random start) and ``extra`` (``key=value``, None values left out)."""
+        parts = [f"{self.norm} eps={format_eps(float(self.eps))}", label]
+        if "steps" in uses:
+            parts.append(f"steps={self.steps}")
+        if "step_size" in uses:
+            parts.append(f"step={format_eps(self.step)}")
+        if "restarts" in uses:
+            parts.append(f"restarts={self.restarts}")
+        if "random_start" in uses:
+            parts.append("random-start" if self.random_start else "no-random-start")
+        parts += [f"{k}={v}" for k, v in extra.items() if v is not None]
+        return " ".join(parts)
 
     def describe(self, attack: str = "PGD", **extra) -> str:
         """One line naming everything that determines the number beside it.
 
-        ``describe("PGD")`` -> ``linf eps=4/255 PGD steps=10 step=1/255 restarts=1 random-start``.
-        ``attack`` is the attack's display name; FGSM, Square, text and transfer lines name their own budget.
+        ``describe("PGD")`` -> ``linf eps=4/255 PGD steps=10 step=1/255 restarts=1 random-start``. A registered
+        attack name (any case) describes itself as its declaration says (``advlora.attacks.registry``); any other
+        ``attack`` is a display name followed by every field.
         """
-        eps = format_eps(float(self.eps))
-        a = attack.upper() if attack.lower() in ("pgd", "fgsm", "apgd") else attack
-        if attack.lower() == "fgsm":
-            parts = [f"{self.norm} eps={eps}", "FGSM", f"step={eps}", "no-random-start"]
-        elif attack.lower().startswith("square"):
-            parts = [f"{self.norm} eps={eps}", attack]
-        else:
-            parts = [f"{self.norm} eps={eps}", a, f"steps={self.steps}"]
-            if not attack.lower().startswith("apgd"):
-                parts.append(f"step={format_eps(self.step)}")
-            parts.append(f"restarts={self.restarts}")
-            parts.append("random-start" if self.random_start else "no-random-start")
-        parts += [f"{k}={v}" for k, v in extra.items() if v is not None]
-        return " ".join(parts)
+        spec = registry.find(attack.lower())
+        if spec is None:
+            return self.line(attack, FIELDS, **extra)
+        context = {k: extra.pop(k) for k in list(extra) if k in registry.LINE_KEYS}
+        return " ".join([spec.line(self, None, context), *(f"{k}={v}" for k, v in extra.items() if v is not None)])

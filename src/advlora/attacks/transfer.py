@@ -14,6 +14,7 @@ from advlora.attacks._utils import Objective
 from advlora.attacks.apgd import apgd
 from advlora.attacks.fgsm import fgsm
 from advlora.attacks.pgd import pgd
+from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import choices_error
 
 BASES = {"pgd": pgd, "fgsm": fgsm, "apgd": apgd}
@@ -26,3 +27,16 @@ def transfer(surrogate_objective: Objective, images: torch.Tensor, *, eps: float
     if base not in BASES:
         raise choices_error("transfer base attack", base, BASES)
     return BASES[base](surrogate_objective, images, eps=eps, generator=generator, **base_kwargs)
+
+
+def _run(surrogate_objective: Objective, images: torch.Tensor, threat, *,
+         generator: torch.Generator | None = None) -> torch.Tensor:
+    return transfer(surrogate_objective, images, eps=float(threat.eps), step_size=threat.step, steps=threat.steps,
+                    norm=threat.norm, random_start=threat.random_start, restarts=threat.restarts,
+                    generator=generator)
+
+
+SPEC = register(AttackSpec("transfer", "transfer", _run,
+                           uses=("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed"),
+                           label="transfer", line_label="transfer(PGD on surrogate)", line_keys=("gallery",),
+                           checks=("bounds",), fn=transfer))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_jobs_argument, add_seeds_argument
+from advlora.cli.common import add_jobs_argument, add_seeds_argument, jobs, seeds_overrides
+from advlora.errors import AdvloraError
 
 ACCEPTS_OVERRIDES = True  # dotted overrides of the ablation's grid config, e.g. --eval.limit 300
 
@@ -21,8 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlora.cli.common import jobs, seeds_overrides
-    from advlora.errors import AdvloraError
     from advlora.experiments.ablate import run_ablation
 
     if args.steps is not None and args.steps < 1:

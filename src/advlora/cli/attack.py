@@ -1,10 +1,19 @@
 """``advlora attack``: one attack (at one or several eps) on a model (and adapter), robust retrieval in a run
-folder. The helpers here also serve ``advlora eval --attacks ...``."""
+folder. The helpers here also serve ``advlora eval --attacks ...``.
+
+Attack names come from the registry (``advlora.attacks.registry``); ``--attack list`` prints it. The package
+itself is imported inside ``run`` only, so that ``advlora --help`` does not load torch.
+"""
 from __future__ import annotations
 
 import argparse
 
 from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+from advlora.errors import AdvloraError
+from advlora.io import write_json
+from advlora.runs import default_out, run_folder
+
+LIST_HELP = "'list' prints every registered attack with its kind and the threat-model fields it reads"
 
 
 def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> None:
@@ -18,7 +27,8 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
     p.add_argument("--no-random-start", dest="random_start", action="store_false",
                    help="start PGD/APGD at the clean image")
     p.add_argument("--square-queries", type=int, default=1000, help="Square's query budget per image")
-    p.add_argument("--square-limit", type=int, default=None, help="run Square on a subset of N images")
+    p.add_argument("--square-limit", type=int, default=None,
+                   help="run the black-box attacks (Square) on a subset of N images")
     p.add_argument("--ensemble", action="store_true",
                    help="add the per-sample worst case over the image attacks (AutoAttack-style)")
     p.add_argument("--objective", default="contrastive",
@@ -33,30 +43,38 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_data_args(p)
     p.add_argument("--attack", default="pgd",
-                   help="fgsm, pgd, apgd, apgd-margin, square, transfer, text, joint (default pgd)")
+                   help=f"a registered attack (default pgd); {LIST_HELP}")
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "attack")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.attack == "list":
+        return list_attacks()
     return run_robust(args, [args.attack], command="attack")
+
+
+def list_attacks() -> int:
+    """Print the attack registry: name, kind, the ThreatModel fields read, options and fixed objective."""
+    from advlora.attacks import registry
+
+    for s in registry.specs():
+        extra = "".join([f"; options {s.options}" if s.options else "",
+                         f"; objective {s.objective}" if s.objective else ""])
+        print(f"{s.name:12s} {s.kind:10s} reads {', '.join(s.uses) or '-'}{extra}")
+    return 0
 
 
 def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) -> int:
     """Evaluate ``attacks`` at every eps of ``--eps``; write metrics.json/config.yaml/manifest.json; print."""
     import torch
 
-    from advlora.attacks import ThreatModel, format_eps, parse_eps_list
+    from advlora.attacks import ThreatModel, format_eps, parse_eps_list, registry, result_key
     from advlora.data import load_dataset
-    from advlora.errors import AdvloraError, choices_error
-    from advlora.evaluation.robust import EVAL_ATTACKS, evaluate_robust
+    from advlora.evaluation.robust import evaluate_robust
     from advlora.evaluation.sanity import check_monotone
-    from advlora.io import write_json
-    from advlora.runs import default_out, run_folder
 
-    for a in attacks:
-        if a not in EVAL_ATTACKS:
-            raise choices_error("attack", a, EVAL_ATTACKS)
+    registry.check_names(attacks)
     eps_list = parse_eps_list(args.eps)
     threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps,
                            restarts=args.restarts, random_start=args.random_start, seed=args.seed)
@@ -85,14 +103,14 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     robust, sanity = {}, []
     for res in results:
         for name, entry in res["attacks"].items():
-            robust[f"{name}@{res['eps_str']}"] = entry
+            robust[result_key(name, res["eps_str"])] = entry
         if "ensemble" in res:
-            robust[f"ensemble@{res['eps_str']}"] = res["ensemble"]
-        tagged = [f"{s[:4]} [eps {res['eps_str']}] {s[5:]}" for s in res.get("sanity", [])]
-        sanity += [s for s in tagged if s not in sanity]
+            robust[result_key("ensemble", res["eps_str"])] = res["ensemble"]
+        tagged = [c.prefixed(f"[eps {res['eps_str']}] ") for c in res.get("sanity", [])]
+        sanity += [c for c in tagged if c not in sanity]
     if args.sanity and len(results) > 1:
         for name in results[0]["attacks"]:
-            if name != "text":
+            if registry.get(name).perturbs_images:
                 sanity.append(check_monotone([(r["eps"], r["attacks"][name]["metrics"]["r_mean"]) for r in results],
                                              name))
     metrics = {"clean": results[0]["clean"], "n_images": len(data), "n_texts": len(data.captions),
@@ -110,7 +128,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
           + (f" + adapter {args.adapter}" if args.adapter else ""))
     print(robust_table(metrics))
     print("sanity checks:")
-    print("\n".join(f"  {s}" for s in sanity) if sanity else "  (skipped: --no-sanity)")
+    print("\n".join(f"  {c}" for c in sanity) if sanity else "  (skipped: --no-sanity)")
     print(f"run folder: {out}")
     return 0
 

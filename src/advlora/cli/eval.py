@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.cli.attack import LIST_HELP, add_threat_args, list_attacks, run_robust
 from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+from advlora.io import write_json
+from advlora.runs import default_out, run_folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from advlora.cli.attack import add_threat_args
-
     add_model_data_args(p)
     p.add_argument("--attacks", default=None,
-                   help="comma list: fgsm,pgd,apgd,apgd-margin,square,transfer,text,joint (default: clean only)")
+                   help=f"comma list of registered attacks, e.g. fgsm,pgd,apgd,square (default: clean only); "
+                        f"{LIST_HELP}")
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "eval")
 
@@ -20,14 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from advlora.data import load_dataset
     from advlora.evaluation import evaluate_clean
-    from advlora.io import write_json
     from advlora.models.video import for_dataset
     from advlora.report.tables import metrics_table
-    from advlora.runs import default_out, run_folder
 
+    if getattr(args, "attacks", None) == "list":
+        return list_attacks()
     if getattr(args, "attacks", None):
-        from advlora.cli.attack import run_robust
-
         return run_robust(args, [a.strip() for a in args.attacks.split(",") if a.strip()], command="eval")
     model = load_model_and_adapter(args)
     data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed,

@@ -10,6 +10,7 @@ Protocol (documented in every result under "protocol"):
   text-to-image with the adversarial captions as queries over clean images.
 - joint (Co-Attack style): both perturbed; both directions use adversarial images and adversarial captions.
 - transfer: crafted with PGD on a surrogate model's contrastive objective, scored on the target.
+- which attacks exist, of which kind, and how each is run and described: ``advlora.attacks.registry``.
 - BLIP: scores are ITC, re-ranked by ITM on the top ``rerank_k`` (default 16) as in LAVIS, for clean and
   adversarial alike; ``objective="rerank"`` attacks through that re-ranking.
 - ensemble: per image, the worst case over the image attacks run on the full set (highest i2t rank of its
@@ -20,22 +21,72 @@ attack moves off rank 1, per direction; it is not a recall.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
-from advlora.attacks import ThreatModel, attack_mode, co_attack, format_eps, run_attack, text_attack
+from advlora.attacks import ThreatModel, attack_mode, format_eps, registry
 from advlora.attacks import objectives as O
+from advlora.attacks.registry import AttackSpec
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation.retrieval import default_rerank_k, encode_images, encode_texts, itm_rerank
+from advlora.evaluation.sanity import Probe, check_mode_restored, run_checks, white_box_reference
 from advlora.metrics import attack_success_rate, i2t_ranks, retrieval_recall, t2i_ranks
+from advlora.models.video import for_dataset
 
-#: names accepted by ``evaluate_robust``: the image attacks, "apgd-margin" (APGD on the margin objective),
-#: "text" (character-level captions) and "joint" (Co-Attack style); "transfer" needs ``surrogate``.
-EVAL_ATTACKS = ("fgsm", "pgd", "apgd", "apgd-margin", "square", "transfer", "text", "joint")
-WHITE_BOX = ("fgsm", "pgd", "apgd", "apgd-margin")
 GALLERIES = ("full", "batch")
+
+
+def eval_attacks() -> tuple[str, ...]:
+    """The names ``evaluate_robust`` accepts: every registered attack (``advlora.attacks.registry``)."""
+    return registry.names()
+
+
+@dataclass
+class AttackResult(Mapping):
+    """One attack's robust retrieval on one data set: its threat-model line, robust and clean metrics (percent),
+    attack success rates per direction, sizes and time, and what some attacks add (the bounds and mode
+    record of an image attack, the subset Square ran on, example adversarial captions, the ensemble's choice).
+
+    Read as a mapping too (``result["metrics"]``; fields that are None are absent), so a result read back from
+    JSON and a fresh one are read the same way; ``to_dict`` is its JSON form.
+    """
+
+    attack: str
+    threat: str
+    metrics: dict
+    clean: dict
+    asr: dict
+    n_images: int
+    n_texts: int
+    seconds: float = 0.0
+    checks: dict | None = None
+    subset: str | None = None
+    whitebox_on_subset: dict | None = None
+    examples: list | None = None
+    chosen: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self, key, None) if key in self._names() else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    @classmethod
+    def _names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
 
 
 @dataclass
@@ -106,81 +157,72 @@ def _watch(objective, model, seen: list):
     return wrapped
 
 
-def _attack_images(ctx: _Ctx, name: str, threat: ThreatModel, *, batch_size: int, gallery: str,
-                   objective: str, generator, queries: int, surrogate=None) -> torch.Tensor:
+def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
+                   objective: str, generator, options: dict | None = None, surrogate=None) -> torch.Tensor:
+    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[spec.name]``."""
     model, data, images = ctx.model, ctx.data, ctx.images
     adv = torch.empty_like(images)
-    obj_name = "margin" if name == "apgd-margin" else objective
-    base = "apgd" if name == "apgd-margin" else name
+    obj_name = spec.objective or objective
+    opts = spec.resolve_options(options)
     seen: list = []
     sur_tf = None
-    if name == "transfer":
+    if spec.kind == "transfer":
         if surrogate is None:
-            raise AdvloraError("the transfer attack needs a surrogate model (--surrogate)")
+            raise AdvloraError(f"the {spec.name} attack needs a surrogate model (--surrogate)")
         sur_tf = encode_texts(surrogate, data.captions).clone()
     for s in range(0, len(images), batch_size):
         idx = torch.arange(s, min(s + batch_size, len(images)))
         x = images[idx].to(model.device)
-        if name == "transfer":
+        if spec.kind == "transfer":
             with attack_mode(surrogate):
                 obj = _objective("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
-                adv[idx] = run_attack("transfer", obj, x, threat, generator=generator).to(adv)
+                adv[idx] = spec.run(obj, x, threat, generator=generator, **opts).to(adv)
             continue
         obj = _watch(_objective(obj_name, ctx, idx, x, gallery), model, seen)
-        adv[idx] = run_attack(base, obj, x, threat, generator=generator, queries=queries).to(adv)
+        adv[idx] = spec.run(obj, x, threat, generator=generator, **opts).to(adv)
     dev = (adv - images).reshape(len(images), -1)
     dev = dev.abs().amax(1) if threat.norm == "linf" else dev.norm(dim=1)
-    ctx.checks[name] = {"max_perturbation": float(dev.max()) if len(dev) else 0.0,
-                        "min_pixel": float(adv.min()) if adv.numel() else 0.0,
-                        "max_pixel": float(adv.max()) if adv.numel() else 1.0,
-                        "eval_mode_during": all(not t for t, _, _ in seen),
-                        "inputs_in_range_during": all(lo >= 0 and hi <= 1 for _, lo, hi in seen)}
+    ctx.checks[spec.name] = {"max_perturbation": float(dev.max()) if len(dev) else 0.0,
+                             "min_pixel": float(adv.min()) if adv.numel() else 0.0,
+                             "max_pixel": float(adv.max()) if adv.numel() else 1.0,
+                             "eval_mode_during": all(not t for t, _, _ in seen),
+                             "inputs_in_range_during": all(lo >= 0 and hi <= 1 for _, lo, hi in seen)}
     return adv
 
 
-def _text_captions(ctx: _Ctx, threat: ThreatModel, generator, text_budget: int) -> list[str]:
+def _text_captions(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, generator, options: dict) -> list[str]:
     imf = encode_images(ctx.model, ctx.images).clone()
     obj = O.text_contrastive(ctx.model, imf, ctx.data.txt2img)
-    return text_attack(obj, ctx.data.captions, budget=text_budget, generator=generator)
+    return spec.run(obj, ctx.data.captions, threat, generator=generator, **spec.resolve_options(options))
 
 
-def _joint(ctx: _Ctx, threat: ThreatModel, generator, batch_size: int, text_budget: int):
+def _joint(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict):
     adv = torch.empty_like(ctx.images)
     caps = list(ctx.data.captions)
+    opts = spec.resolve_options(options)
     for s in range(0, len(ctx.images), batch_size):
         idx = torch.arange(s, min(s + batch_size, len(ctx.images)))
         cols = torch.isin(ctx.data.txt2img, idx).nonzero().squeeze(1)
         owner = ctx.data.txt2img[cols] - s
-        x, c = co_attack(ctx.model, ctx.images[idx].to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
-                         eps=float(threat.eps), steps=threat.steps, step_size=threat.step, norm=threat.norm,
-                         restarts=threat.restarts, random_start=threat.random_start, text_budget=text_budget,
-                         generator=generator)
+        x, c = spec.run(ctx.model, ctx.images[idx].to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
+                        threat, generator=generator, **opts)
         adv[idx] = x.to(adv)
         for j, t in zip(cols.tolist(), c):
             caps[j] = t
     return adv, caps
 
 
-def describe(name: str, threat: ThreatModel, *, objective: str, queries: int, text_budget: int,
-             gallery: str) -> str:
-    """The threat-model line written beside the numbers of attack ``name``."""
-    obj = "margin" if name == "apgd-margin" else objective
-    if name == "square":
-        return threat.describe(f"Square queries={queries}", objective=obj)
-    if name == "text":
-        return f"text char-edits<={text_budget} greedy objective=text-contrastive"
-    if name == "joint":
-        return threat.describe("Co-Attack(PGD)", text_edits=text_budget)
-    if name == "transfer":
-        return threat.describe("transfer(PGD on surrogate)", gallery=gallery)
-    return threat.describe("APGD" if name.startswith("apgd") else name, objective=obj, gallery=gallery)
+def describe(name: str, threat: ThreatModel, *, objective: str, gallery: str, options: dict | None = None) -> str:
+    """The threat-model line written beside the numbers of attack ``name`` (its declaration's ``line``)."""
+    return registry.get(name).line(threat, options or {}, {"objective": objective, "gallery": gallery})
 
 
-def _entry(ctx: _Ctx, res: dict, threat_line: str, clean: dict, clean_ranks) -> dict:
-    return {"threat": threat_line, "metrics": res["metrics"], "clean": clean,
-            "asr": {"i2t": attack_success_rate(clean_ranks[0], res["ranks"][0]),
-                    "t2i": attack_success_rate(clean_ranks[1], res["ranks"][1])},
-            "n_images": len(ctx.data), "n_texts": len(ctx.data.captions)}
+def _result(name: str, ctx: _Ctx, res: dict, threat_line: str, **extra) -> AttackResult:
+    clean_ranks = ctx.clean_ranks
+    return AttackResult(name, threat_line, res["metrics"], ctx.clean,
+                        {"i2t": attack_success_rate(clean_ranks[0], res["ranks"][0]),
+                         "t2i": attack_success_rate(clean_ranks[1], res["ranks"][1])},
+                        len(ctx.data), len(ctx.data.captions), **extra)
 
 
 def limit_indices(n_total: int, n: int | None, seed: int = 0) -> torch.Tensor | None:
@@ -195,29 +237,28 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                     rerank_k: int | None = -1, batch_size: int = 32, square_limit: int | None = None,
                     square_queries: int = 1000, ensemble: bool = False, generator: torch.Generator | None = None,
                     objective: str = "contrastive", gallery: str = "full", surrogate=None, text_budget: int = 3,
-                    sanity: bool = True, sanity_limit: int = 64) -> dict:
+                    sanity: bool = True, sanity_limit: int = 64, options: dict | None = None) -> dict:
     """Clean and robust retrieval of ``model`` on ``dataset`` under each attack of ``attacks``.
 
     Args:
-        attacks: names from ``EVAL_ATTACKS`` (a list or a comma string).
-        threat: the budget shared by all attacks (FGSM uses one step of eps, Square ``square_queries``).
+        attacks: registered attack names (``advlora.attacks.registry``; a list or a comma string).
+        threat: the budget shared by all attacks (each reads the fields its declaration lists).
         rerank_k: BLIP ITM re-ranking depth (-1: backend default, 16; 0: ITC only).
-        square_limit: run Square on a deterministic subset of this many images (its clean numbers are then
-            measured on that subset too, and it is left out of the ensemble).
+        square_limit: run the black-box attacks (Square) on a deterministic subset of this many images (their
+            clean numbers are then measured on that subset too, and they are left out of the ensemble).
+        square_queries, text_budget: the ``queries`` and ``text_budget`` options of the attacks that declare them.
         ensemble: add an "ensemble" entry: per image, the worst case over the image attacks on the full set.
         generator: seeds the attacks (default: ``threat.generator()``).
         objective: image-side objective of the white-box attacks (``objectives.OBJECTIVES``).
         gallery: "full" (objective against all captions) or "batch".
-        surrogate: the surrogate model of the "transfer" attack.
-        sanity: run the checks of ``advlora.evaluation.sanity`` (on ``sanity_limit`` images).
+        surrogate: the surrogate model of the transfer attacks.
+        sanity: run the checks of ``advlora.evaluation.sanity`` (the costly ones on ``sanity_limit`` images).
+        options: further attack options by name (each attack takes those it declares).
     Returns:
-        ``{"clean", "attacks": {name: {"threat", "metrics", "clean", "asr", "n_images", ...}}, "ensemble",
-        "sanity": [lines], "protocol", ...}``; metric values in percent.
+        ``{"clean", "attacks": {name: AttackResult}, "ensemble": AttackResult, "sanity": [Check], "protocol",
+        ...}``; metric values in percent.
     """
-    names = [a.strip() for a in attacks.split(",")] if isinstance(attacks, str) else list(attacks)
-    for a in names:
-        if a not in EVAL_ATTACKS:
-            raise choices_error("attack", a, EVAL_ATTACKS)
+    names = registry.check_names(attacks)
     O.check_objective(objective)
     if gallery not in GALLERIES:
         raise choices_error("gallery", gallery, GALLERIES)
@@ -226,13 +267,13 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     if len(dataset) == 0:
         raise AdvloraError("the data set is empty")
     generator = threat.generator() if generator is None else generator
-    from advlora.models.video import for_dataset
-
+    given = {"queries": square_queries, "text_budget": text_budget, **(options or {})}
     model = for_dataset(model, dataset)  # video sets (N, F, 3, H, W): frame pooling, same contract
     surrogate = None if surrogate is None else for_dataset(surrogate, dataset)
     k = default_rerank_k(model) if rerank_k == -1 else rerank_k
     was_training = model.training
     t0 = time.perf_counter()
+    attack_kw = dict(batch_size=batch_size, gallery=gallery, objective=objective)
     with attack_mode(model):
         ctx = _context(model, dataset, k)
         out: dict = {"clean": ctx.clean, "n_images": len(dataset), "n_texts": len(dataset.captions),
@@ -243,59 +284,66 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
         advs: dict[str, tuple[torch.Tensor, dict]] = {}
         sub_ctx = None
         for name in names:
-            line = describe(name, threat, objective=objective, queries=square_queries, text_budget=text_budget,
-                            gallery=gallery)
+            spec = registry.get(name)
+            line = describe(name, threat, objective=objective, gallery=gallery, options=given)
             t = time.perf_counter()
-            if name == "square" and limit_indices(len(dataset), square_limit) is not None:
+            if spec.kind == "black-box" and limit_indices(len(dataset), square_limit) is not None:
                 if sub_ctx is None:
                     sub_ctx = _context(model, dataset.subset(limit_indices(len(dataset), square_limit)), k)
-                adv = _attack_images(sub_ctx, name, threat, batch_size=batch_size, gallery=gallery,
-                                     objective=objective, generator=generator, queries=square_queries)
-                res = _measure(sub_ctx, adv)
-                entry = _entry(sub_ctx, res, line, sub_ctx.clean, sub_ctx.clean_ranks)
-                entry["subset"] = f"{len(sub_ctx.data)} of {len(dataset)} images (--square-limit)"
-                entry["checks"] = sub_ctx.checks.get(name, {})
-                wb = next((a for a in ("pgd", "apgd", "apgd-margin", "fgsm") if a in names), None)
+                adv = _attack_images(sub_ctx, spec, threat, generator=generator, options=given, **attack_kw)
+                entry = _result(name, sub_ctx, _measure(sub_ctx, adv), line, checks=sub_ctx.checks.get(name, {}),
+                                subset=f"{len(sub_ctx.data)} of {len(dataset)} images (--square-limit)")
+                wb = white_box_reference(names)
                 if wb is not None:  # the gradient-masking check needs a white-box number on the same images
-                    wb_adv = _attack_images(sub_ctx, wb, threat, batch_size=batch_size, gallery=gallery,
-                                            objective=objective, generator=generator, queries=square_queries)
-                    entry["whitebox_on_subset"] = {"attack": wb, "metrics": _measure(sub_ctx, wb_adv)["metrics"]}
-            elif name == "text":
-                caps = _text_captions(ctx, threat, generator, text_budget)
-                res = _measure(ctx, ctx.images, caps)
-                entry = _entry(ctx, res, line, ctx.clean, ctx.clean_ranks)
-                entry["examples"] = [[a, b] for a, b in zip(dataset.captions, caps) if a != b][:5]
-            elif name == "joint":
-                adv, caps = _joint(ctx, threat, generator, batch_size, text_budget)
-                res = _measure(ctx, adv, caps)
-                entry = _entry(ctx, res, line, ctx.clean, ctx.clean_ranks)
+                    wb_adv = _attack_images(sub_ctx, registry.get(wb), threat, generator=generator, options=given,
+                                            **attack_kw)
+                    entry.whitebox_on_subset = {"attack": wb, "metrics": _measure(sub_ctx, wb_adv)["metrics"]}
+            elif spec.kind == "text":
+                caps = _text_captions(ctx, spec, threat, generator, given)
+                entry = _result(name, ctx, _measure(ctx, ctx.images, caps), line,
+                                examples=[[a, b] for a, b in zip(dataset.captions, caps) if a != b][:5])
+            elif spec.kind == "joint":
+                adv, caps = _joint(ctx, spec, threat, generator, batch_size, given)
+                entry = _result(name, ctx, _measure(ctx, adv, caps), line)
             else:
-                adv = _attack_images(ctx, name, threat, batch_size=batch_size, gallery=gallery,
-                                     objective=objective, generator=generator, queries=square_queries,
-                                     surrogate=surrogate)
+                adv = _attack_images(ctx, spec, threat, generator=generator, options=given, surrogate=surrogate,
+                                     **attack_kw)
                 res = _measure(ctx, adv)
-                entry = _entry(ctx, res, line, ctx.clean, ctx.clean_ranks)
-                entry["checks"] = ctx.checks.get(name, {})
+                entry = _result(name, ctx, res, line, checks=ctx.checks.get(name, {}))
                 advs[name] = (adv, res)
-            entry["seconds"] = round(time.perf_counter() - t, 2)
+            entry.seconds = round(time.perf_counter() - t, 2)
             out["attacks"][name] = entry
         if ensemble:
-            members = [n for n in advs if n != "transfer" or surrogate is not None]
+            members = [n for n in advs if registry.get(n).kind != "transfer" or surrogate is not None]
             if members:
                 out["ensemble"] = _ensemble(ctx, advs, members, threat)
         if sanity:
-            from advlora.evaluation.sanity import run_checks
-
-            out["sanity"] = run_checks(model, dataset, threat, out, ctx_checks={**(sub_ctx.checks if sub_ctx else {}),
-                                       **ctx.checks}, objective=objective,
-                                       gallery=gallery, batch_size=batch_size, limit=sanity_limit,
-                                       rerank_k=k, was_training=was_training)
+            probe = _probe(model, dataset, k, objective, gallery, batch_size, sanity_limit)
+            out["sanity"] = run_checks(threat, out, ctx_checks={**(sub_ctx.checks if sub_ctx else {}), **ctx.checks},
+                                       probe=probe)
     if sanity:
-        from advlora.evaluation.sanity import check_mode_restored
-
         out["sanity"].append(check_mode_restored(model, was_training))
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, batch_size: int,
+           limit: int | None) -> Probe:
+    """The sanity checks' view of a deterministic subset of ``limit`` images: a batch with the objective in
+    use, and re-running an attack there under another threat model (a fresh generator from its seed)."""
+    idx = limit_indices(len(dataset), limit)
+    small = dataset if idx is None else dataset.subset(idx)
+    ctx = _context(model, small, k)
+    sel = torch.arange(min(len(small), batch_size))
+    x = ctx.images[sel].to(model.device)
+    grad_objective = _objective(objective if objective != "embedding" else "contrastive", ctx, sel, x, gallery)
+
+    def rerun(name: str, threat: ThreatModel) -> dict:
+        adv = _attack_images(ctx, registry.get(name), threat, batch_size=batch_size, gallery=gallery,
+                             objective=objective, generator=threat.generator())
+        return _measure(ctx, adv)["metrics"]
+
+    return Probe(len(small), small.txt2img, x, grad_objective, rerun)
 
 
 def _context(model, dataset: RetrievalDataset, k) -> _Ctx:
@@ -307,7 +355,7 @@ def _context(model, dataset: RetrievalDataset, k) -> _Ctx:
     return ctx
 
 
-def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel) -> dict:
+def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel) -> AttackResult:
     """Per image, the member attack whose adversarial image ranks its best positive lowest; ties broken by the
     mean text-to-image rank of the image's captions in that attack's run, then by the contrastive loss.
 
@@ -326,11 +374,9 @@ def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel) ->
     pick = key.argmax(dim=0)                                                          # (N,)
     stack = torch.stack([advs[n][0] for n in members])                                # (A, N, ...)
     adv = stack[pick, torch.arange(stack.shape[1])]
-    res = _measure(ctx, adv)
-    entry = _entry(ctx, res, f"{threat.norm} eps={format_eps(float(threat.eps))} ensemble(per-sample worst of "
-                   f"{', '.join(members)})", ctx.clean, ctx.clean_ranks)
-    entry["chosen"] = {n: int((pick == i).sum()) for i, n in enumerate(members)}
-    return entry
+    line = f"{threat.norm} eps={format_eps(float(threat.eps))} ensemble(per-sample worst of {', '.join(members)})"
+    return _result("ensemble", ctx, _measure(ctx, adv), line,
+                   chosen={n: int((pick == i).sum()) for i, n in enumerate(members)})
 
 
-__all__ = ["EVAL_ATTACKS", "evaluate_robust", "describe", "limit_indices"]
+__all__ = ["AttackResult", "describe", "eval_attacks", "evaluate_robust", "limit_indices"]

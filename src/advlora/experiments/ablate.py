@@ -12,9 +12,15 @@ import copy
 import math
 from pathlib import Path
 
+from advlora.adapters.config import AdapterConfig
+from advlora.config import merge
+from advlora.errors import AdvloraError
+from advlora.experiments import summarize as S
 from advlora.experiments.grid import run_grid
 from advlora.experiments.spec import GridConfig, load_grid_config
-from advlora.report.plots import count
+from advlora.report.experiment import fmt
+from advlora.report.plots import count, paired_changes
+from advlora.report.tables import metrics_table
 
 #: factor -> (AdapterConfig field, values tried); each variant changes one field of the reference
 FACTORS = {
@@ -29,8 +35,6 @@ _SHORT = {"init": "init", "align_lambda": "align", "alpha_mode": "alpha", "mode"
 
 def reference() -> dict:
     """The configuration every variant departs from: AdapterConfig's defaults for the ablated fields."""
-    from advlora.adapters.config import AdapterConfig
-
     ref = AdapterConfig(method="advlora")
     return {field: getattr(ref, field) for field, _ in FACTORS.values()}
 
@@ -38,9 +42,6 @@ def reference() -> dict:
 def variants() -> dict[str, tuple[str, dict]]:
     """name -> (factor, AdapterConfig overrides): one field changed; combinations AdapterConfig refuses
     (e.g. zero_alpha with init=peft: no gradient would flow) are left out."""
-    from advlora.adapters.config import AdapterConfig
-    from advlora.errors import AdvloraError
-
     ref, out = reference(), {}
     for factor, (field, values) in FACTORS.items():
         for v in values:
@@ -81,8 +82,6 @@ def methods() -> list[dict]:
 
 def ablate_config(quick: bool = False, steps: int | None = None, overrides: list[str] | None = None,
                   *, tiny_test: bool = False) -> GridConfig:
-    from advlora.config import merge
-
     base = merge(copy.deepcopy(ABLATE), {"methods": methods()})
     if quick or tiny_test:
         base = merge(base, QUICK_OVERRIDES)
@@ -130,15 +129,14 @@ def changes(summary: dict) -> tuple[str | None, list[dict]]:
     """Per variant (and anchor): factor, trainable parameters, clean and robust r_mean statistics, the paired
     changes from the reference as (mean, 95% half-width or None, pairs) and the verdict on the robust change.
     Returns (the robust key, e.g. ``pgd@4/255``, the rows)."""
-    entries = summary["results"][summary["datasets"][0]]
-    key = next(iter(next(iter(entries.values()))["robust"]), None)
+    entries = S.primary_results(summary)
+    key = S.first_robust_key(summary)
     ref_label = next(label for label in entries if label.startswith("reference"))
     factor = {name: f for name, (f, _) in variants().items()}
 
     def parts(e: dict) -> tuple[dict, dict, dict[int, float], dict[int, float]]:
-        c, r = e["clean"].get("r_mean", {}), e["robust"].get(key, {})
-        return c, r.get("metrics", {}).get("r_mean", {}), _per_seed(c, e.get("clean_seeds", [])), \
-            _per_seed(r.get("metrics", {}).get("r_mean"), r.get("seeds", []))
+        c, r = S.clean_stat(e), S.robust_stat(e, key)
+        return c, r, _per_seed(c, e.get("clean_seeds", [])), _per_seed(r, S.robust_seeds(e, key))
 
     _, _, ref_c, ref_r = parts(entries[ref_label])
     rows = []
@@ -157,8 +155,6 @@ def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     key, rows = changes(summary)
     header = ["variant", "factor", "trainable", "clean r_mean", f"robust r_mean ({key})", "d clean", "d robust",
               "robust change"]
-    from advlora.report.experiment import fmt
-
     n = len(summary.get("seeds", [])) or 1
     return header, [[r["label"], r["factor"], count(r["trainable"]), fmt(r["clean"], n), fmt(r["robust"], n),
                      _d(*r["d_clean"]), _d(*r["d_robust"]), r["verdict"]] for r in rows]
@@ -166,8 +162,6 @@ def ablation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def plot_changes(summary: dict, root: Path) -> list[tuple[str, str]]:
     """The robust change of every variant from the reference, with its 95% interval, grouped by factor."""
-    from advlora.report.plots import paired_changes
-
     key, rows = changes(summary)
     items = [(r["factor"], r["label"], r["d_robust"][0], r["d_robust"][1], r["verdict"]) for r in rows
              if r["factor"] not in ("reference",) and not math.isnan(r["d_robust"][0])]
@@ -190,8 +184,6 @@ def _d(change: float, half_width: float | None, n: int) -> str:
 
 def findings(summary: dict) -> list[tuple[str, list[str]]]:
     """Per factor: the variant with the best robust r_mean, and whether each change is outside the noise."""
-    from advlora.report.experiment import fmt
-
     header, table = ablation_rows(summary)
     lines = [" | ".join(header)] + [" | ".join(r) for r in table]
     _, rows = changes(summary)
@@ -223,11 +215,9 @@ def run_ablation(out: str | Path, *, quick: bool = False, steps: int | None = No
     summary, _ = run_grid(cfg, out, title="advlora ablate: AdvLoRA's parts, one at a time", extra=findings,
                           extra_plots=plot_changes, report_only=report_only, jobs=jobs)
     header, rows = ablation_rows(summary)
-    from advlora.report.tables import metrics_table
-
     body = {r[0]: dict(zip(header[1:], r[1:])) for r in rows}
     table = metrics_table(body, columns=header[1:], first="variant")
-    threat = next(iter(next(iter(summary["methods"].values()))["robust"].values()), {}).get("threat", "")
+    threat = S.first_threat(summary)
     seeds = summary.get("seeds", [])
     spread = (f"; {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± sd, changes paired by seed ± 95% "
               "interval" if len(seeds) > 1 else "; one seed")

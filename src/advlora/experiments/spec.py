@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advlora.adapters import METHODS
+from advlora.attacks import registry
+from advlora.attacks import parse_eps as _parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_value, set_dotted
 from advlora.errors import AdvloraError
 
-METHODS = ("frozen", "full", "lora", "pissa", "advlora")
-EVAL_ATTACKS = ("fgsm", "pgd", "apgd", "square")
 #: RunConfig overrides that make a run train on clean images (``clean_training: true`` of a method)
 CLEAN_TRAINING: dict = {"attack": {"name": "none"}}
 
@@ -42,7 +43,11 @@ class MethodSpec:
 
 @dataclass
 class EvalSpec:
-    """The robust evaluation: attacks at every eps, on a deterministic subset of the split."""
+    """The robust evaluation: attacks at every eps, on a deterministic subset of the split.
+
+    ``attacks`` are names of the attack registry (``advlora.attacks.registry``: any registered attack, e.g.
+    ``apgd-margin``, ``text``, ``joint``); ``square_limit`` and ``square_queries`` serve the black-box attacks.
+    """
 
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd", "square"])
     eps: list[str] = field(default_factory=lambda: ["2/255"])
@@ -74,9 +79,7 @@ class EvalSpec:
                 raise AdvloraError(f"eval.{name} must be an integer >= 1, got {v!r}")
         if isinstance(self.attacks, str):
             self.attacks = [a.strip() for a in self.attacks.split(",") if a.strip()]
-        bad = [a for a in self.attacks if a not in EVAL_ATTACKS]
-        if bad:
-            raise AdvloraError(f"unknown attack {bad[0]!r} (valid: {', '.join(EVAL_ATTACKS)})")
+        registry.check_names(self.attacks)
         self.eps = [str(e) for e in self.eps]
         self.sweep_eps = [str(e) for e in self.sweep_eps]
         for e in [*self.eps, *self.sweep_eps]:
@@ -138,9 +141,7 @@ def slug(text: str) -> str:
 
 def parse_eps(eps: str | float) -> float:
     """``"4/255"`` or ``0.0157`` -> a float in [0, 1] pixel units (``advlora.attacks.parse_eps``, at most 1)."""
-    from advlora.attacks import parse_eps as _parse
-
-    value = _parse(eps)
+    value = _parse_eps(eps)
     if value > 1:
         raise AdvloraError(f"eps {eps!r} is outside [0, 1] (pixel space)")
     return value

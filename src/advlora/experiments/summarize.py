@@ -11,15 +11,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from advlora.attacks import registry
+from advlora.attacks.registry import result_key
+from advlora.evaluation.sanity import Check, check_monotone
 from advlora.experiments import cells as C
 from advlora.experiments.spec import GridConfig, eval_cells, parse_eps, train_cells
 
-ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "apgd": "APGD", "square": "Square"}
-
 
 def attack_name(attack: str, steps: int | None = None) -> str:
-    name = ATTACK_NAMES.get(attack, attack)
-    return f"{name}-{steps}" if attack in ("pgd", "apgd") and steps else name
+    """The table name of ``attack`` from its declaration (``PGD-10``, ``FGSM``); an unregistered name as is."""
+    spec = registry.find(attack)
+    return spec.table_name(steps) if spec is not None else attack
 
 
 def agg(values: list[float]) -> dict[str, Any]:
@@ -33,8 +35,7 @@ def agg(values: list[float]) -> dict[str, Any]:
             "values": raw}
 
 
-def robust_key(attack: str, eps: str) -> str:
-    return f"{attack}@{eps}"
+robust_key = result_key  # the one builder of "pgd@4/255" (``advlora.attacks.registry.result_key``)
 
 
 def collect(cfg: GridConfig, root: Path) -> dict[str, Any]:
@@ -68,8 +69,9 @@ def collect(cfg: GridConfig, root: Path) -> dict[str, Any]:
                      "clean": a["clean"], "robust": a["metrics"], "asr": a.get("asr", {}),
                      "time_s": a.get("seconds", 0.0)})
             if res.get("sanity"):
+                checks = [Check.from_dict(c) for c in res["sanity"]]
                 entry["sanity"].setdefault(ec.eps, []).extend(
-                    f"seed {tc.seed}: {line}" if len(cfg.seeds) > 1 else line for line in res["sanity"])
+                    c.prefixed(f"seed {tc.seed}: ") if len(cfg.seeds) > 1 else c for c in checks)
     for per_method in results.values():
         for label, entry in per_method.items():
             per_method[label] = _finish(entry, cfg)
@@ -156,10 +158,8 @@ def pgd_sweep(entry: dict[str, Any]) -> list[tuple[float, float, float]]:
     return sorted(pts)
 
 
-def experiment_checks(cfg: GridConfig, results: dict[str, dict[str, Any]]) -> list[str]:
+def experiment_checks(cfg: GridConfig, results: dict[str, dict[str, Any]]) -> list[Check]:
     """Across cells: PGD robust r_mean non-increasing over eps (clean as eps 0), per data set and method."""
-    from advlora.evaluation.sanity import check_monotone
-
     lines = []
     for ds, per_method in results.items():
         prefix = f"{ds} / " if len(results) > 1 else ""
@@ -168,3 +168,35 @@ def experiment_checks(cfg: GridConfig, results: dict[str, dict[str, Any]]) -> li
             if len(pts) > 2:
                 lines.append(check_monotone([(eps, r) for eps, r, _ in pts], f"{prefix}{label} PGD (eps 0 = clean)"))
     return lines
+
+
+# -- typed accessors of a summary (``collect``'s result, or summary.json read back) --------------------------------
+
+def primary_results(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per method label, the entry of the first data set."""
+    return summary["results"].get(summary["datasets"][0], {})
+
+
+def first_robust_key(summary: dict[str, Any]) -> str | None:
+    """The first robust key (``pgd@4/255``) of the first method of the first data set."""
+    entries = primary_results(summary)
+    return next(iter(next(iter(entries.values()), {}).get("robust", {})), None)
+
+
+def robust_stat(entry: dict[str, Any], key: str, metric: str = "r_mean") -> dict[str, Any]:
+    """``agg`` statistics of ``metric`` under robust ``key`` of one method entry ({} when missing)."""
+    return entry.get("robust", {}).get(key, {}).get("metrics", {}).get(metric, {})
+
+
+def robust_seeds(entry: dict[str, Any], key: str) -> list[int]:
+    """The seeds, in the order of ``robust_stat``'s values."""
+    return entry.get("robust", {}).get(key, {}).get("seeds", [])
+
+
+def clean_stat(entry: dict[str, Any], metric: str = "r_mean") -> dict[str, Any]:
+    return entry.get("clean", {}).get(metric, {})
+
+
+def first_threat(summary: dict[str, Any]) -> str:
+    """The threat-model line of the first robust column of the first method."""
+    return next(iter(next(iter(summary["methods"].values()), {}).get("robust", {}).values()), {}).get("threat", "")

@@ -10,7 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from advlora.experiments.summarize import pgd_sweep
+from advlora.attacks import registry
+from advlora.attacks.registry import result_key, split_key
+from advlora.evaluation.sanity import Check, white_box_reference
+from advlora.experiments.summarize import attack_name, pgd_sweep
 from advlora.report import plots
 from advlora.report.plots import count
 from advlora.report.report import Report, write_report
@@ -30,22 +33,28 @@ def columns(summary: dict[str, Any], res: dict[str, Any] | None = None) -> list[
     sweep = [e for e in ev.get("sweep_eps", []) if e not in ev["eps"]]
     show_eps = len(ev["eps"]) > 1 or bool(sweep)
     n_sq = _square_n(res or {})
-    out = [(f"{a}@{eps}", _header(a, eps, ev, show_eps, n_sq)) for eps in ev["eps"] for a in ev["attacks"]]
-    return out + [(f"pgd@{eps}", _header("pgd", eps, ev, True, n_sq)) for eps in sweep]
+    out = [(result_key(a, eps), _header(a, eps, ev, show_eps, n_sq)) for eps in ev["eps"] for a in ev["attacks"]]
+    return out + [(result_key("pgd", eps), _header("pgd", eps, ev, True, n_sq)) for eps in sweep]
+
+
+def _subset_attack(attack: str) -> bool:
+    """Whether ``attack`` runs on the eval spec's ``square_limit`` subset (the black-box attacks)."""
+    spec = registry.find(attack)
+    return spec is not None and spec.kind == "black-box"
 
 
 def _square_n(res: dict[str, Any]) -> int | None:
-    """The number of images Square actually ran on (its subset), from the results."""
+    """The number of images the black-box attacks (Square) actually ran on (their subset), from the results."""
     for e in res.values():
         for key, r in e.get("robust", {}).items():
-            if key.startswith("square@"):
+            if _subset_attack(split_key(key)[0]):
                 return r.get("n_images")
     return None
 
 
 def _header(attack: str, eps: str, ev: dict, show_eps: bool, n_square: int | None) -> str:
-    name = {"fgsm": "FGSM", "pgd": f"PGD-{ev['steps']}", "apgd": f"APGD-{ev['steps']}", "square": "Square"}[attack]
-    if attack == "square" and n_square:
+    name = attack_name(attack, ev["steps"])
+    if _subset_attack(attack) and n_square:
         name += f" (n={n_square})"
     return f"{name} {eps}" if show_eps else name
 
@@ -57,7 +66,7 @@ def table_rows(summary: dict[str, Any], dataset: str) -> tuple[list[str], list[l
     n_main = next((e.get("clean_n_images") for e in res.values() if e.get("clean_n_images")), None)
     cols = columns(summary, res)
     header = ["method", "trainable", "train s", f"clean (n={n_main})", *[h for _, h in cols]]
-    has_square = any(k.startswith("square@") for k, _ in cols)
+    has_square = any(_subset_attack(split_key(k)[0]) for k, _ in cols)
     if has_square:
         header.append(f"clean (n={_square_n(res)})")
     rows = []
@@ -66,7 +75,8 @@ def table_rows(summary: dict[str, Any], dataset: str) -> tuple[list[str], list[l
                fmt(e.get("clean", {}).get("r_mean"), seeds)]
         row += [fmt(e.get("robust", {}).get(k, {}).get("metrics", {}).get("r_mean"), seeds) for k, _ in cols]
         if has_square:
-            sq = next((e["robust"][k] for k, _ in cols if k.startswith("square@") and k in e.get("robust", {})), None)
+            sq = next((e["robust"][k] for k, _ in cols if _subset_attack(split_key(k)[0]) and k in e.get("robust", {})),
+                      None)
             row.append(fmt(sq["clean_same_images"].get("r_mean") if sq else None, seeds))
         rows.append(row)
     return header, rows
@@ -143,11 +153,12 @@ def make_plots(summary: dict[str, Any], root: Path, histories: dict[str, Path]) 
         plots.robust_vs_eps(series, pdir / "robust_vs_eps.png", attack=f"PGD-{ev['steps']}",
                             subtitle=f"{ds}, n={next(iter(res.values())).get('clean_n_images')} images; eps 0 = clean")
         out["robust_vs_eps"] = "plots/robust_vs_eps.png"
-    key = next((f"{a}@{ev['eps'][0]}" for a in ("pgd", "apgd", "fgsm", "square") if a in ev["attacks"]), None)
+    headline = white_box_reference(ev["attacks"]) or next(iter(ev["attacks"]), None)
+    key = result_key(headline, ev["eps"][0]) if headline else None
     pts = {label: (e["clean"]["r_mean"]["mean"], e["robust"][key]["metrics"]["r_mean"]["mean"], e.get("trainable") or 0)
            for label, e in res.items() if key in e.get("robust", {}) and "r_mean" in e.get("clean", {})}
     if pts:
-        plots.clean_vs_robust(pts, pdir / "clean_vs_robust.png", attack=f"{key.split('@')[0].upper()} {ev['eps'][0]}")
+        plots.clean_vs_robust(pts, pdir / "clean_vs_robust.png", attack=f"{attack_name(headline)} {ev['eps'][0]}")
         out["clean_vs_robust"] = "plots/clean_vs_robust.png"
     hist = {label: read_history(p) for label, p in histories.items()}
     alpha_runs = {label: (s, alpha_columns(c)) for label, (s, c) in hist.items() if alpha_columns(c)}
@@ -206,12 +217,18 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
                        text_table(summary, ds) for ds in summary["datasets"])
 
 
-def sanity_lines(summary: dict[str, Any]) -> list[str]:
-    """The robust evaluation's own check lines per method and eps, then the experiment-level ones."""
-    lines = []
+def sanity_checks(summary: dict[str, Any]) -> list[tuple[str, Check]]:
+    """(where, check): the robust evaluation's own checks per method and eps (``AdvLoRA @ 2/255``), then the
+    experiment-level ones (where ``""``); entries of summary.json read back are accepted."""
+    out = []
     for ds, res in summary["results"].items():
         prefix = f"{ds} / " if len(summary["results"]) > 1 else ""
         for label, e in res.items():
             for eps, checks in e.get("sanity", {}).items():
-                lines += [f"{prefix}{label} @ {eps}: {c}" for c in checks]
-    return lines + summary.get("checks", [])
+                out += [(f"{prefix}{label} @ {eps}", Check.from_dict(c)) for c in checks]
+    return out + [("", Check.from_dict(c)) for c in summary.get("checks", [])]
+
+
+def sanity_lines(summary: dict[str, Any]) -> list[str]:
+    """``sanity_checks`` as the report prints them: ``where: STATUS message (hint)``."""
+    return [f"{where}: {c}" if where else str(c) for where, c in sanity_checks(summary)]

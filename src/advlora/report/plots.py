@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ matplotlib.use("Agg")
 logging.getLogger("matplotlib.font_manager").setLevel(logging.WARNING)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from advlora.io import atomic_write_bytes  # noqa: E402
 
 #: colours of the usual methods, so that a method has the same colour in every plot of a report
 METHOD_COLORS = {"frozen": "#7f7f7f", "zero-shot": "#7f7f7f", "clean full FT": "#ff7f0e", "adv. full FT": "#d62728",
@@ -50,9 +53,6 @@ def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def _save(fig, path: str | Path) -> Path:
-    from advlora.io import atomic_write_bytes
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)

@@ -1,0 +1,188 @@
+"""The attack registry: every attack declares itself once, in its own module of ``advlora.attacks``.
+
+An ``AttackSpec`` says what an attack is (its ``kind``), how it is run from a ``ThreatModel`` and its own
+options, which ``ThreatModel`` fields it reads, how its threat-model line reads, which sanity checks apply and,
+for an attack that is another one on a fixed objective (``apgd-margin``), that objective. ``evaluate_robust``,
+the sanity checks, the grid spec, the summary, the report and the CLI read these declarations; nothing else
+lists attack names. ``advlora.attacks`` imports every module of the package, so a new module that calls
+``register`` is found without editing any other file (docs/contracts.md, "Adding an attack").
+
+Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sample perturbations):
+- ``white-box`` / ``black-box``: ``run(objective, images, threat, *, generator, **options) -> images``;
+- ``transfer``: the same call, with ``objective`` built on the surrogate model by the caller;
+- ``text``: ``run(text_objective, captions, threat, *, generator, **options) -> captions``;
+- ``joint``: ``run(model, images, captions, owner, threat, *, generator, **options) -> (images, captions)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from advlora.errors import AdvloraError, choices_error
+
+#: a ``advlora.attacks.threat.ThreatModel`` (not imported: threat.py reads this registry to describe lines)
+ThreatModel = Any
+
+KINDS = ("white-box", "black-box", "transfer", "text", "joint")
+#: kinds that perturb images with ``run(objective, images, threat, ...)``
+IMAGE_KINDS = ("white-box", "black-box", "transfer")
+#: ThreatModel fields an attack may read, in the order its threat-model line names them
+FIELDS = ("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed")
+#: sanity checks an attack can opt into (``advlora.evaluation.sanity``); ``robust_le_clean`` applies to all
+CHECKS = ("bounds", "convergence", "versus_white_box", "reference")
+
+#: context keys a threat-model line may name (besides the attack's own options)
+LINE_KEYS = ("objective", "gallery")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack's declaration.
+
+    Attributes:
+        name: the name users type (``--attack pgd``).
+        kind: one of ``KINDS``.
+        run: the call described in the module docstring for ``kind``.
+        uses: the ``ThreatModel`` fields the attack reads (its line names them, see ``line``).
+        label: display name in tables (``PGD``; a table adds ``-steps`` when ``steps`` is used).
+        line_label: the name in its threat-model line (default ``label``).
+        options: the attack's own options and their defaults (Square's ``queries``).
+        line_keys: which of ``LINE_KEYS`` its threat-model line names.
+        checks: sanity checks that apply (``CHECKS``).
+        objective: a fixed image objective (``apgd-margin``: ``margin``); None: the evaluation's objective.
+        reference: preference as the white-box reference of the sanity checks (higher first).
+        fn: the plain attack function, for callers that build their own objective (training).
+        describe: ``describe(threat, options, context) -> line``; None: ``line``.
+    """
+
+    name: str
+    kind: str
+    run: Callable[..., Any]
+    uses: tuple[str, ...] = ("norm", "eps")
+    label: str = ""
+    line_label: str = ""
+    options: dict = field(default_factory=dict)
+    line_keys: tuple[str, ...] = LINE_KEYS
+    checks: tuple[str, ...] = ()
+    objective: str | None = None
+    reference: int = 0
+    fn: Callable[..., Any] | None = None
+    describe: Callable[..., str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise choices_error("attack kind", self.kind, KINDS)
+        for f in self.uses:
+            if f not in FIELDS:
+                raise choices_error(f"ThreatModel field of attack {self.name!r}", f, FIELDS)
+        for c in self.checks:
+            if c not in CHECKS:
+                raise choices_error(f"sanity check of attack {self.name!r}", c, CHECKS)
+        for k in self.line_keys:
+            if k not in LINE_KEYS:
+                raise choices_error(f"threat-line key of attack {self.name!r}", k, LINE_KEYS)
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if not self.line_label:
+            object.__setattr__(self, "line_label", self.label)
+
+    @property
+    def perturbs_images(self) -> bool:
+        return self.kind in IMAGE_KINDS or self.kind == "joint"
+
+    def resolve_options(self, given: dict | None = None) -> dict:
+        """The attack's options: its defaults updated by those of ``given`` it declares (others are ignored:
+        one option dict can serve several attacks)."""
+        return {**self.options, **{k: v for k, v in (given or {}).items() if k in self.options}}
+
+    def line(self, threat: ThreatModel, options: dict | None = None, context: dict | None = None) -> str:
+        """The threat-model line written beside this attack's numbers, e.g.
+        ``linf eps=4/255 PGD steps=10 step=1/255 restarts=1 random-start objective=contrastive gallery=full``.
+
+        ``context`` holds the evaluation's ``objective`` and ``gallery`` (``line_keys`` says which are named).
+        """
+        opts = self.resolve_options(options)
+        ctx = dict(context or {})
+        if self.objective is not None:
+            ctx["objective"] = self.objective
+        if self.describe is not None:
+            return self.describe(threat, opts, ctx)
+        shown = opts if options is not None else {}   # a line without options given names no option
+        label = " ".join([self.line_label, *(f"{k}={v}" for k, v in shown.items())])
+        return threat.line(label, self.uses, **{k: ctx.get(k) for k in self.line_keys})
+
+    def table_name(self, steps: int | None = None) -> str:
+        """``PGD-10`` for an attack that uses ``steps``, else its label (``FGSM``, ``Square``)."""
+        return f"{self.label}-{steps}" if steps and "steps" in self.uses else self.label
+
+
+_REGISTRY: dict[str, AttackSpec] = {}
+
+
+def register(spec: AttackSpec) -> AttackSpec:
+    """Add ``spec`` (a module of ``advlora.attacks`` calls this at import); a name is declared once."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise AdvloraError(f"attack {spec.name!r} is declared twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+@contextmanager
+def registered(spec: AttackSpec) -> Iterator[AttackSpec]:
+    """``spec`` registered for the duration of a ``with`` block (a throw-away attack, e.g. in a test)."""
+    register(spec)
+    try:
+        yield spec
+    finally:
+        unregister(spec.name)
+
+
+def get(name: str) -> AttackSpec:
+    """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the registered ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise choices_error("attack", name, _REGISTRY) from None
+
+
+def find(name: str) -> AttackSpec | None:
+    return _REGISTRY.get(name)
+
+
+def names(*kinds: str) -> tuple[str, ...]:
+    """Registered names (of ``kinds`` when given), in registration order."""
+    return tuple(n for n, s in _REGISTRY.items() if not kinds or s.kind in kinds)
+
+
+def specs(*kinds: str) -> tuple[AttackSpec, ...]:
+    return tuple(_REGISTRY[n] for n in names(*kinds))
+
+
+def check_names(attacks: list[str] | tuple[str, ...] | str) -> list[str]:
+    """A comma string or list of attack names -> the list, each checked against the registry."""
+    out = [a.strip() for a in attacks.split(",") if a.strip()] if isinstance(attacks, str) else list(attacks)
+    for a in out:
+        get(a)
+    return out
+
+
+def result_key(attack: str, eps: str) -> str:
+    """The key of one attack at one eps in results and summaries: ``pgd@4/255``."""
+    return f"{attack}@{eps}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``pgd@4/255`` -> ``("pgd", "4/255")``."""
+    attack, _, eps = key.partition("@")
+    return attack, eps
+
+
+def help_names() -> str:
+    """The registered names for a CLI help string: ``fgsm, pgd, ...``."""
+    return ", ".join(names())

@@ -1,0 +1,142 @@
+"""The attack registry: a throw-away attack declared inside a test runs through ``evaluate_robust``, a grid
+spec, the summary and the report renderer without any package file knowing its name (docs/contracts.md,
+"Adding an attack"); unknown names are one line listing the registered ones."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advlora.attacks import ATTACKS, ThreatModel, registry, run_attack
+from advlora.attacks.registry import AttackSpec
+from advlora.errors import AdvloraError
+from advlora.evaluation.robust import AttackResult, evaluate_robust
+from advlora.evaluation.sanity import Check
+from advlora.experiments import backend
+from advlora.experiments.grid import run_grid
+from advlora.experiments.spec import eval_cells, load_grid_config, train_cells
+
+
+def random_sign(objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,
+                tries: int = 2) -> torch.Tensor:
+    """Per sample, the best of ``tries`` random corners of the linf ball (and the clean image)."""
+    eps = float(threat.eps)
+    best, best_loss = images, objective(images)
+    for _ in range(tries):
+        signs = torch.randint(0, 2, images.shape, generator=generator).to(images) * 2 - 1
+        x = (images + eps * signs).clamp(0, 1)
+        loss = objective(x)
+        better = loss > best_loss
+        best = torch.where(better.view(-1, *[1] * (images.dim() - 1)), x, best)
+        best_loss = torch.where(better, loss, best_loss)
+    return best
+
+
+SPEC = AttackSpec("random-sign", "black-box", random_sign, uses=("norm", "eps", "seed"), label="RandSign",
+                  options={"tries": 2}, line_keys=("objective",), checks=("bounds", "versus_white_box"))
+
+
+@pytest.fixture
+def throwaway():
+    with registry.registered(SPEC) as spec:
+        yield spec
+    assert registry.find("random-sign") is None
+
+
+def _data(tmp_path):
+    from PIL import Image
+
+    from advlora.data import load_dataset
+
+    words = "red blue green cat dog house tree car apple sun".split()
+    g = torch.Generator().manual_seed(0)
+    recs = []
+    for i in range(6):
+        Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(tmp_path / f"{i}.png")
+        recs.append({"image": f"{i}.png", "captions": [f"{words[i]} {words[(i + 3) % 10]}", f"a {words[i]}"]})
+    (tmp_path / "ann.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return load_dataset(str(tmp_path / "ann.jsonl"))
+
+
+def test_throwaway_attack_through_evaluate_robust(tiny_clip, tmp_path, throwaway):
+    data = _data(tmp_path)
+    out = evaluate_robust(tiny_clip, data, ["random-sign", "pgd"], ThreatModel(eps="8/255", steps=2),
+                          sanity_limit=4, options={"tries": 3})
+    r = out["attacks"]["random-sign"]
+    assert isinstance(r, AttackResult) and r.attack == "random-sign"
+    assert r.threat == "linf eps=8/255 RandSign tries=3 objective=contrastive"
+    assert r.checks["max_perturbation"] <= 8 / 255 + 1e-6 and r.metrics["r_mean"] <= r.clean["r_mean"] + 1e-9
+    assert all(isinstance(c, Check) for c in out["sanity"])
+    text = "\n".join(map(str, out["sanity"]))
+    assert "random-sign: adversarial images in [0, 1]" in text
+    assert "RandSign r_mean" in text and "white-box pgd" in text      # its declared black-box check ran
+    assert json.loads(json.dumps(r.to_dict()))["threat"] == r.threat
+    # the image-attack entry point runs it too (the caller's objective)
+    x = data.load_images(tiny_clip.image_size)[:2]
+    assert "random-sign" not in ATTACKS   # ATTACKS is the training attacks' table, fixed at import
+    with pytest.raises(AdvloraError, match="unknown attack"):
+        run_attack("random-sign", lambda z: z.sum((1, 2, 3)), x, ThreatModel())
+
+
+def test_throwaway_attack_through_grid_spec_and_report(tiny_clip, tmp_path, throwaway, monkeypatch):
+    (tmp_path / "data").mkdir()
+    data = _data(tmp_path / "data")
+    grid = {"name": "t", "model": "tiny-clip", "datasets": ["d1"], "seeds": [0],
+            "methods": [{"label": "zero-shot", "method": "frozen"}],
+            "eval": {"attacks": ["pgd", "random-sign"], "eps": ["4/255"], "steps": 2, "limit": 6, "sanity_limit": 4}}
+    cfg = load_grid_config(None, base=grid)
+    assert [c.attacks for c in eval_cells(cfg, train_cells(cfg)[0])] == [("pgd", "random-sign")]
+
+    def train_run(cfg, method, run_dict, out):
+        out.mkdir(parents=True, exist_ok=True)
+        return {"trainable": 0, "total": 10, "share": 0.0, "train_time_s": 0.0}
+
+    def evaluate(cfg, model, data_spec, attacks, eps, sanity=False, seed=0):
+        res = evaluate_robust(tiny_clip, data, attacks, ThreatModel(eps=eps, steps=cfg.eval.steps, seed=seed),
+                              sanity=sanity, sanity_limit=cfg.eval.sanity_limit)
+        res.pop("protocol")
+        return res
+
+    monkeypatch.setattr(backend, "train_run", train_run)
+    monkeypatch.setattr(backend, "load_trained", lambda cfg, method, run: method)
+    monkeypatch.setattr(backend, "evaluate", evaluate)
+    summary, table = run_grid(cfg, tmp_path / "grid")
+    assert "RandSign" in table and "linf eps=4/255 RandSign tries=2 objective=contrastive" in table
+    s = json.loads((tmp_path / "grid" / "summary.json").read_text())
+    assert "random-sign@4/255" in s["methods"]["zero-shot"]["robust"]
+    md = (tmp_path / "grid" / "report.md").read_text()
+    assert "RandSign" in md and "random-sign: adversarial images in [0, 1]" in md
+
+
+def test_unknown_names_list_the_registry(tiny_clip, tmp_path):
+    with pytest.raises(AdvloraError, match=r"unknown attack 'random-sign' \(valid: apgd, apgd-margin, fgsm, joint"):
+        registry.get("random-sign")
+    with pytest.raises(AdvloraError, match="unknown attack 'random-sign'"):
+        load_grid_config(None, base={"methods": [{"label": "x"}], "eval": {"attacks": ["random-sign"]}})
+    with pytest.raises(AdvloraError, match="declared twice"):
+        registry.register(AttackSpec("pgd", "white-box", random_sign))
+    with pytest.raises(AdvloraError, match="unknown attack kind"):
+        AttackSpec("x", "grey-box", random_sign)
+
+
+def test_every_declaration_is_complete():
+    """Every registered attack has a known kind, reads known ThreatModel fields and writes a threat line."""
+    th = ThreatModel(eps="2/255", steps=3)
+    for spec in registry.specs():
+        line = spec.line(th, {}, {"objective": "contrastive", "gallery": "full"})
+        assert line and (spec.kind in ("text",) or line.startswith("linf eps=2/255")), spec.name
+    assert registry.get("apgd-margin").objective == "margin" and "objective=margin" in \
+        registry.get("apgd-margin").line(th, {}, {"objective": "contrastive"})
+    assert registry.result_key("pgd", "4/255") == "pgd@4/255" and registry.split_key("pgd@4/255") == ("pgd", "4/255")
+
+
+def test_cli_lists_the_registry(capsys):
+    from advlora.cli import main
+
+    assert main(["attack", "--attack", "list"]) == 0
+    printed = capsys.readouterr().out
+    for name in registry.names():
+        assert name in printed
+    assert main(["attack", "--attack", "nope", "--model", "tiny-clip"]) == 2
+    assert "unknown attack 'nope' (valid: apgd, apgd-margin" in capsys.readouterr().err
