@@ -48,7 +48,7 @@ def _steps(folder: Path) -> dict[str, list[int]]:
 
 
 @pytest.mark.slow  # about 75 s on two shared cores: three job processes each import torch
-def test_submitit_grid_survives_sigterm_and_resubmission(tmp_path, monkeypatch):
+def test_submitit_grid_survives_sigterm_and_resubmission(tmp_path, monkeypatch, capsys):
     from advlora.experiments import cluster
     from advlora.experiments.grid import run_cells
     from advlora.experiments.spec import load_grid_config, train_cells
@@ -93,7 +93,11 @@ def test_submitit_grid_survives_sigterm_and_resubmission(tmp_path, monkeypatch):
     assert main(["grid", "--config", str(tmp_path / "grid.yaml"), "--out", str(root), "--launcher", "submitit",
                  "--submitit-cluster", "local", "--wait"]) == 0
     assert _steps(log) == before and {p: p.stat().st_mtime_ns for p in root.rglob("COMPLETE")} == markers
+    assert "nothing to submit" in capsys.readouterr().out
     assert main(["grid", "--status", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 done, 0 running, 0 failed, 0 pending of 2 cells" in printed
+    assert all(str(j.job_id) in printed for j in jobs)
 
     # the stopped cell's adapter equals the same cell trained without interruption (here, in this process)
     cell = next(tc for tc in train_cells(cfg) if tc.key == stopped[0])
@@ -138,3 +142,36 @@ def test_cluster_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(AdvloraError, match="sbatch refused the job array: sbatch: error: invalid partition"):
         cluster.submit(cfg, tmp_path / "g", cluster.SlurmOptions(cluster="slurm", partition="nope"))
     assert not (tmp_path / "g" / "jobs.json").exists()
+
+
+def test_status_reads_failed_jobs_and_holds_back_a_cell_failed_three_times(tmp_path, caplog):
+    import pickle
+
+    from advlora.experiments import cluster
+    from advlora.experiments.grid import start
+    from advlora.experiments.spec import load_grid_config, train_cells
+
+    cfg = load_grid_config(None, base={"name": "s", "random_model": "clip:test", "datasets": ["emoji"],
+                                       "methods": [{"label": "LoRA", "method": "lora"},
+                                                   {"label": "AdvLoRA", "method": "advlora"}]})
+    root = tmp_path / "g"
+    start(cfg, root)
+    lora, adv = train_cells(cfg)
+    (root / "submitit").mkdir()
+    err = root / "submitit" / "7_0_log.err"
+    err.write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n\n")
+    with (root / "submitit" / "7_0_result.pkl").open("wb") as f:
+        pickle.dump(("error", "Traceback ..."), f)
+    jobs = {lora.key: {"job_id": "7_0", "attempts": 3, "stdout": str(root / "submitit" / "7_0_log.out"),
+                       "stderr": str(err), "result": str(root / "submitit" / "7_0_result.pkl")}}
+    (root / "jobs.json").write_text(__import__("json").dumps(jobs))
+    rows = {r.key: r for r in cluster.status(cfg, root)}
+    assert rows[lora.key].state == "failed" and rows[lora.key].last_line == "RuntimeError: CUDA out of memory"
+    assert rows[adv.key].state == "pending" and rows[adv.key].job_id is None
+    assert "| RuntimeError: CUDA out of memory" in cluster.status_table(list(rows.values()))
+
+    cfg1 = load_grid_config(None, base={"name": "s", "random_model": "clip:test", "datasets": ["emoji"],
+                                        "methods": [{"label": "LoRA", "method": "lora"}]})
+    with caplog.at_level("ERROR"):
+        assert cluster.submit(cfg1, root, cluster.SlurmOptions(cluster="local")) == []
+    assert f"{lora.key}: failed 3 times (RuntimeError: CUDA out of memory)" in caplog.text
