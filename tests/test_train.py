@@ -232,6 +232,10 @@ def test_numbers_given_as_text_are_converted_by_the_field_type():
     cfg = load_run_config(None, ["--train.lr", "1e-3", "--attack.steps", "4", "--attack.eps", "4/255"])
     assert cfg.train.lr == 1e-3 and cfg.attack.threat.steps == 4 and cfg.attack.threat.eps == 4 / 255
     assert cfg.adapter.seed == cfg.train.seed == 0 and load_run_config(None, ["--train.seed", "3"]).adapter.seed == 3
+    # a section setting some threat fields keeps the training defaults (PGD-3 at 2/255) for the others
+    assert load_run_config(None, ["--attack.eps", "4/255"]).attack.threat.steps == 3
+    assert load_run_config(None, {"attack": {"threat": {"steps": 5}}}).attack.threat.eps == 2 / 255
+    assert load_run_config(None).attack.threat == load_run_config(None, {"attack": {"name": "pgd"}}).attack.threat
 
 
 def test_malformed_number_override_is_one_line_and_exit_2(ann, tmp_path, capsys):

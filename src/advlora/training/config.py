@@ -50,9 +50,13 @@ class DataConfig:
     frames: int | None = None
 
 
+#: where the training budget departs from ``ThreatModel``'s defaults: PGD-3 at linf 2/255 (random start, step
+#: 2.5 * eps / steps); a section that sets some threat fields gets these for the others
+TRAINING_THREAT = {"eps": "2/255", "steps": 3}
+
+
 def _training_threat() -> ThreatModel:
-    """The default training budget: PGD-3 at linf 2/255 with a random start (step 2.5 * eps / steps)."""
-    return ThreatModel(eps="2/255", steps=3)
+    return ThreatModel(**TRAINING_THREAT)
 
 
 #: the ``ThreatModel`` fields the attack section also reads flat (``attack.eps`` is ``attack.threat.eps``)
@@ -82,9 +86,9 @@ class AttackConfig:
         a flat field wins over a nested one (it comes from a later override)."""
         section = dict(section)
         flat = {k: section.pop(k) for k in THREAT_FIELDS if k in section}
-        if flat:
-            threat = section.get("threat")
-            section["threat"] = {**(threat if isinstance(threat, dict) else {}), **flat}
+        threat = section.get("threat")
+        if flat or isinstance(threat, dict):
+            section["threat"] = {**TRAINING_THREAT, **(threat if isinstance(threat, dict) else {}), **flat}
         if isinstance(section.get("threat"), dict) and "eps" in section["threat"]:
             parse_eps(section["threat"]["eps"], "attack.eps")  # the error names the key the user wrote
         return section
