@@ -247,3 +247,34 @@ def test_malformed_number_override_is_one_line_and_exit_2(ann, tmp_path, capsys)
         assert main(["train", "--data", str(ann), "--out", str(tmp_path / "run"), *args]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists(), err
+
+
+def test_checkpoint_is_accelerate_state_with_only_the_trainable_tensors(ann, tmp_path):
+    from safetensors.torch import load_file
+
+    from advlora.training import load_run_config, train
+
+    res = train(load_run_config(None, tiny_config(ann, adapter={"method": "advlora", "rank": 2, "towers": "vision"},
+                                                  train={"steps": 2, "checkpoint_every": 1, "keep_last": 1})),
+                tmp_path / "run")
+    folders = sorted((res.run_dir / "checkpoints").iterdir())
+    assert [p.name for p in folders] == ["step-000002"]                              # keep_last 1
+    assert {p.name for p in folders[0].iterdir()} == {"trainable.safetensors", "optimizer.bin", "random_states_0.pkl",
+                                                      "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "adapter"}
+    saved = load_file(str(folders[0] / "trainable.safetensors"))
+    assert saved and all("lora_" in k or k.endswith("advlora_alpha") for k in saved)  # no frozen weight
+
+
+def test_stop_requests_turn_signals_into_a_flag_and_restore_handlers():
+    import os
+    import signal
+
+    from advlora.preempt import SIGNALS, stop_requests
+
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        with stop_requests() as stop:
+            assert not stop
+            os.kill(os.getpid(), s)
+            assert stop and stop.signum == s
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before

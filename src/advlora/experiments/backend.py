@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ def dataset(spec: str, split: str, limit: int | None, seed: int = 0):
     return cached(DataConfig(name=spec), split, limit, seed)
 
 
-def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path) -> dict[str, Any]:
+def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path,
+              on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run into ``out``; returns trainable/total parameters, training time, efficiency.
+    ``on_step`` is the trainer's hook (called with the step number after every step).
 
     The trainer's own final test is cut to a token size (``FAST_TEST``): the eval cells evaluate every run on
     the same images under the grid's attacks, so a second, larger test inside each training would only cost time.
@@ -48,7 +51,7 @@ def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path) -> dict[s
         return {**param_counts(base_model(cfg)), "trainable": 0, "share": 0.0, "train_time_s": 0.0, "efficiency": {}}
     config = training_config(cfg, run_dict)
     resume = (out / "config.yaml").is_file()
-    result = train(config, out, resume=resume)
+    result = train(config, out, resume=resume, on_step=on_step)
     eff = dict(result.efficiency or _read_json(out / "efficiency.json"))
     total = result.total_params
     return {"trainable": result.trainable_params, "total": total,

@@ -70,13 +70,8 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
     root = Path(out)
     if report_only and not (root / "cells").is_dir():
         raise AdvloraError(f"{root}: no cells to report on")
-    if not report_only:
-        _start(cfg, root)
     t0 = time.perf_counter()
-    todo = [] if report_only else train_cells(cfg)
-    for tc in todo:
-        _check_train_cell(cfg, tc, root)
-    todo = [tc for tc in todo if not _all_complete(cfg, tc, root)]
+    todo = [] if report_only else start(cfg, root)
     if jobs > 1 and cfg.random_model:
         log.info("a random model (%s) is rebuilt differently in each process: running the cells in this one",
                  cfg.random_model)
@@ -98,15 +93,26 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
     return summary, finish(cfg, root, summary, title=title, intro=intro, extra=extra, extra_plots=extra_plots)
 
 
-def run_cells(cfg: GridConfig, root: Path, tc: TrainCell, cache: dict | None = None) -> None:
-    """One train cell, then its eval cells (each skipped when complete)."""
+def run_cells(cfg: GridConfig, root: Path, tc: TrainCell, cache: dict | None = None,
+              on_step: Callable[[int], None] | None = None) -> None:
+    """One train cell, then its eval cells (each skipped when complete); ``on_step``: the trainer's hook."""
     cache = {} if cache is None else cache
-    C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)))
+    C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)), on_step=on_step)
     for ec in eval_cells(cfg, tc):
         C.eval_cell(cfg, ec, root, cache, fingerprint=eval_fingerprint(cfg, ec))
 
 
-def _all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
+def start(cfg: GridConfig, root: Path) -> list[TrainCell]:
+    """Write grid.yaml and the manifest, refuse a folder whose complete cells another config made, and return
+    the train cells with something left to run."""
+    _start(cfg, root)
+    cells = train_cells(cfg)
+    for tc in cells:
+        _check_train_cell(cfg, tc, root)
+    return [tc for tc in cells if not all_complete(cfg, tc, root)]
+
+
+def all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
     """Nothing left to run for ``tc`` (an eval cell of other settings counts as not done: it raises when run)."""
     def done(ec) -> bool:
         folder = root / "cells" / ec.key

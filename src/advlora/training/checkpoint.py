@@ -88,9 +88,13 @@ class Checkpoints:
         load_trainable(self.model, tensors)
         models.clear()  # loaded here, not by accelerate
 
+    def path(self, step: int) -> Path:
+        """The folder of the checkpoint at ``step``."""
+        return self.folder / f"{_PREFIX}{step:06d}"
+
     def save(self, step: int) -> Path:
         """Write ``step-<step>`` atomically (main process only), then delete all but the newest ``keep``."""
-        target = self.folder / f"{_PREFIX}{step:06d}"
+        target = self.path(step)
         with atomic_dir(target) as tmp:
             self.acc.save_state(str(tmp))
             if self.save_adapter is not None:

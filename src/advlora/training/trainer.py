@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import resource
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from advlora.training.checkpoint import Checkpoints, TrainerState
 from advlora.training.config import CLEAN, RunConfig
 from advlora.training.data import EpochSampler
 from advlora.training.logs import RunLogger, alpha_row
+from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.training.step import Dist, TrainTask, attack_batch
 from advlora.training.validate import validate
 
@@ -149,7 +151,8 @@ class _Run:
     def run(self) -> TrainResult:
         try:
             if self.trainable:
-                self._loop()
+                with stop_requests() as stop:
+                    self._loop(stop)
             metrics, eff = self._finish()
         finally:
             if self.trainable:
@@ -158,7 +161,9 @@ class _Run:
         return TrainResult(self.out, metrics, self.counts["trainable"], self.counts["total"],
                            self.state["train_time_s"], self.state["step"], self.out / "history.csv", eff)
 
-    def _loop(self) -> None:
+    def _loop(self, stop: StopRequest | None = None) -> None:
+        """Steps until ``total``; a stop signal (``advlora.preempt``) ends the loop after its step's
+        validation and checkpoint with ``Preempted``."""
         from tqdm.auto import tqdm
 
         cfg, st = self.cfg.train, self.state
@@ -184,12 +189,28 @@ class _Run:
                 ebar.update(1)
                 if (batch.epoch + 1) % self.cfg.eval.every_epochs == 0:
                     self._validate(batch.epoch)
-            if st["step"] == self.total or (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0):
+            saved = st["step"] == self.total or bool(cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0)
+            if saved:
                 self._checkpoint()
+            signum = self._stop_signal(stop)
+            if signum and st["step"] < self.total:
+                if not saved:
+                    self._checkpoint()
+                sbar.close()
+                ebar.close()
+                raise Preempted(signum, st["step"], str(self.checkpoints.path(st["step"])))
         if st["validated_epoch"] < self.sampler.position(self.total - 1)[0]:
             self._validate(self.sampler.position(self.total - 1)[0])
         sbar.close()
         ebar.close()
+
+    def _stop_signal(self, stop: StopRequest | None) -> int:
+        """The stop signal any process received (0: none); every process takes the same decision."""
+        local = float(stop.signum or 0) if stop is not None else 0.0
+        if self.dist.world == 1:
+            return int(local)
+        got = float(self.dist.sum(torch.tensor([local], device=self.acc.device)).max())
+        return int(local or (signal.SIGTERM if got else 0))
 
     def _step(self, batch, timer: _Timer) -> tuple[float, dict]:
         model, d, acfg = self.net, self.dist, self.cfg.attack
