@@ -104,6 +104,19 @@ def test_feature_path_equals_the_naive_sort(seed, ties):
         _assert_same(retrieval_recall_features(img, txt, txt2img, chunk_size=chunk, tile_size=tile), want)
 
 
+@pytest.mark.parametrize("budget", [0, 3 * 4 * 4 * 4])
+def test_feature_path_without_the_band_cache(monkeypatch, budget):
+    """Band tiles beyond the cache budget are computed again in the second pass: same ranks."""
+    import advlora.metrics as M
+
+    g, txt2img = _data(5, n_img=19)
+    img = torch.randint(-1, 2, (19, 6), generator=g).float()
+    txt = torch.randint(-1, 2, (len(txt2img), 6), generator=g).float()
+    want = naive_recall(img @ txt.t(), txt2img)
+    monkeypatch.setattr(M, "_BAND_CACHE_BYTES", budget)
+    _assert_same(retrieval_recall_features(img, txt, txt2img, chunk_size=4, tile_size=4), want)
+
+
 def test_feature_path_reports_nonfinite_features():
     g, txt2img = _data(0, n_img=9)
     img = torch.randn(9, 5, generator=g)
@@ -138,8 +151,9 @@ def test_degenerate_scores_are_at_or_below_chance(n_img, caps):
         assert got["r_mean"] <= chance + 1e-9, (name, got, chance)
         assert got["i2t_r1"] == 0.0 or name == "collapsed image tower", name
         assert got["t2i_r1"] == 0.0 and got["t2i_r5"] <= 100.0 * min(5, n_img) / n_img - 100.0 / n_img, name
-    got = retrieval_recall_features(img_f, txt_f, txt2img)
-    assert got["r_mean"] <= chance + 1e-9 and got["t2i_r1"] == 0.0, got
+    for chunk, tile in [(1024, 1024), (3, 4), (1, 1)]:
+        got = retrieval_recall_features(img_f, txt_f, txt2img, chunk_size=chunk, tile_size=tile)
+        assert got["r_mean"] <= chance + 1e-9 and got["t2i_r1"] == 0.0, (chunk, tile, got)
     assert retrieval_recall(cases["all NaN"], txt2img)["nonfinite"] == n_img * len(txt2img)
     assert "nonfinite" not in retrieval_recall(cases["all equal"], txt2img)
 

@@ -29,13 +29,20 @@ def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
     return sim[txt2img, torch.arange(sim.shape[1], device=sim.device)]
 
 
-def _ahead(scores: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Candidates counted ahead of a positive scoring ``threshold``: ``>=`` it, or non-finite themselves."""
-    mask = torch.ge(scores, threshold, out=out)
-    finite = torch.isfinite(scores)
-    if not bool(finite.all()):
-        mask |= ~finite
+def _ahead(scores: torch.Tensor, threshold: torch.Tensor, finite: bool = False) -> torch.Tensor:
+    """Candidates counted ahead of a positive scoring ``threshold``: ``>=`` it, or non-finite themselves
+    (``finite``: the caller knows every score is finite)."""
+    mask = torch.ge(scores, threshold)
+    if not finite:
+        ok = torch.isfinite(scores)
+        if not bool(ok.all()):
+            mask |= ~ok
     return mask
+
+
+def all_finite(sim: torch.Tensor) -> bool:
+    """True when no entry of ``sim`` is NaN or +-inf (two reductions, no mask: NaN propagates through both)."""
+    return not sim.numel() or bool(torch.isfinite(sim.amax()) & torch.isfinite(sim.amin()))
 
 
 def _best_positive(pos: torch.Tensor, txt2img: torch.Tensor, n_img: int) -> torch.Tensor:
@@ -45,39 +52,45 @@ def _best_positive(pos: torch.Tensor, txt2img: torch.Tensor, n_img: int) -> torc
     return best.scatter_reduce_(0, txt2img, pos, reduce="amax")
 
 
-def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024, *,
+              finite: bool | None = None) -> torch.Tensor:
     """Rank (0 = first) of each image's best-ranked caption; ``sim`` is (n_images, n_texts).
 
     The rank is the number of negative captions scoring ``>=`` the image's best finite positive, or non-finite;
-    ``n_texts`` (a miss) for an image without a finite positive.
+    ``n_texts`` (a miss) for an image without a finite positive. ``finite``: whether every score is finite, when
+    the caller already knows (None: checked).
     """
     n_img, n_txt = sim.shape
+    finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     pos = _positive_scores(sim, txt2img)
     best = _best_positive(pos, txt2img, n_img)
     ranks = torch.empty(n_img, dtype=torch.long, device=sim.device)
     for start in range(0, n_img, chunk_size):
         rows = sim[start:start + chunk_size]                                     # (c, T)
-        ranks[start:start + rows.shape[0]] = _ahead(rows, best[start:start + rows.shape[0], None]).sum(dim=1)
+        ranks[start:start + rows.shape[0]] = _ahead(rows, best[start:start + rows.shape[0], None],
+                                                                  finite).sum(dim=1)
     # the positives were counted too (their own best always, others when tied or non-finite): remove them
     ranks -= torch.bincount(txt2img[_ahead(pos, best[txt2img])], minlength=n_img)
     ranks[torch.isinf(best)] = n_txt  # no finite positive: never a hit
     return ranks
 
 
-def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096, *,
+              finite: bool | None = None) -> torch.Tensor:
     """Rank (0 = first) of each caption's own image; ``sim`` is (n_images, n_texts).
 
     The rank is the number of other images scoring ``>=`` the caption's own image, or non-finite; ``n_images``
-    (a miss) when the own score is non-finite.
+    (a miss) when the own score is non-finite. ``finite``: as in ``i2t_ranks``.
     """
     n_img, n_txt = sim.shape
+    finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     own = _positive_scores(sim, txt2img)                                         # (T,)
     ranks = torch.empty(n_txt, dtype=torch.long, device=sim.device)
     for start in range(0, n_txt, chunk_size):
         cols = sim[:, start:start + chunk_size]                                  # (I, c)
-        ranks[start:start + cols.shape[1]] = _ahead(cols, own[start:start + cols.shape[1]]).sum(dim=0)
+        ranks[start:start + cols.shape[1]] = _ahead(cols, own[start:start + cols.shape[1]], finite).sum(dim=0)
     ranks -= 1  # the own image, always counted (>= itself, or non-finite)
     ranks[~torch.isfinite(own)] = n_img
     return ranks
@@ -97,6 +110,8 @@ def recall_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10),
 
 def nonfinite_count(sim: torch.Tensor, chunk_size: int = 1024) -> int:
     """Number of NaN or +-inf entries of ``sim``, by chunks of rows."""
+    if all_finite(sim):
+        return 0
     return sum(int((~torch.isfinite(sim[s:s + chunk_size])).sum()) for s in range(0, sim.shape[0], chunk_size))
 
 
@@ -131,9 +146,11 @@ def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ..
     other = sim if sim_t2i is None else sim_t2i
     if other.shape != sim.shape:
         raise ValueError(f"sim_t2i must have the shape of sim {tuple(sim.shape)}; got {tuple(other.shape)}")
-    nonfinite = nonfinite_count(sim, chunk_size) + (0 if other is sim else nonfinite_count(other, chunk_size))
-    return _recalls(i2t_ranks(sim, txt2img, chunk_size), t2i_ranks(other, txt2img, 4 * chunk_size), ks,
-                    sim.shape[0], sim.shape[1], nonfinite)
+    bad_i2t = nonfinite_count(sim, chunk_size)
+    bad_t2i = bad_i2t if other is sim else nonfinite_count(other, chunk_size)
+    return _recalls(i2t_ranks(sim, txt2img, chunk_size, finite=not bad_i2t),
+                    t2i_ranks(other, txt2img, 4 * chunk_size, finite=not bad_t2i), ks,
+                    sim.shape[0], sim.shape[1], bad_i2t + (0 if other is sim else bad_t2i))
 
 
 def attack_success_rate(clean_ranks: torch.Tensor, adv_ranks: torch.Tensor) -> float:
@@ -172,14 +189,19 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _surely_finite(image_features: torch.Tensor, text_features: torch.Tensor, dtype: torch.dtype) -> bool:
-    """True when no product of these features can be non-finite: all finite, and the largest norm product (a
-    bound on every dot product, Cauchy-Schwarz) at most half the dtype's largest value."""
-    if not (bool(torch.isfinite(image_features).all()) and bool(torch.isfinite(text_features).all())):
-        return False
+    """True when no product of these features can be non-finite: every entry finite and the bound
+    ``D * max|a| * max|b|`` on every dot product at most half the dtype's largest value (one pass over each)."""
     if not image_features.numel() or not text_features.numel():
         return True
-    bound = image_features.double().norm(dim=-1).max() * text_features.double().norm(dim=-1).max()
-    return bool(bound <= torch.finfo(dtype).max / 2)
+    a = image_features.abs().amax().double()  # NaN propagates through amax
+    b = text_features.abs().amax().double()
+    bound = image_features.shape[-1] * a * b
+    return bool(torch.isfinite(a) & torch.isfinite(b) & (bound <= torch.finfo(dtype).max / 2))
+
+
+#: memory the fused path may hold for the tiles that contain positive pairs, so that the second pass does not
+#: compute them again (captions stored by image: about 1 + captions per image tiles per chunk of images)
+_BAND_CACHE_BYTES = 256 * 2**20
 
 
 def retrieval_recall_features(image_features: torch.Tensor, text_features: torch.Tensor, txt2img: torch.Tensor,
@@ -195,10 +217,12 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
 
     The thresholds (the positive pairs' scores) are read from the very tiles the negatives are compared in, by a
     first pass over the tiles that hold positive pairs (the diagonal band of tiles when captions are stored by
-    image, a few percent of the work), so a negative equal to its positive in the product is a tie as it is in
-    ``retrieval_recall`` (a collapsed image tower is not rescued by the last bit of a separate dot product).
-    Ranks equal ``retrieval_recall`` on the full product except where two computations of one dot product differ
-    in the last bit. Memory: O(chunk_size x tile_size).
+    image), so a negative equal to its positive in the product is a tie as it is in ``retrieval_recall`` (a
+    collapsed image tower is not rescued by the last bit of a separate dot product). Those tiles are kept for the
+    second pass up to ``_BAND_CACHE_BYTES`` (256 MiB: the whole band of a COCO-sized set), beyond which they are
+    computed again (shuffled captions put positives in every tile). Ranks equal ``retrieval_recall`` on the full
+    product except where two computations of one dot product differ in the last bit. Memory:
+    O(chunk_size x tile_size) plus the kept band.
     """
     txt2img = torch.as_tensor(txt2img, dtype=torch.long, device=text_features.device)
     n_img, n_txt = image_features.shape[0], text_features.shape[0]
@@ -220,12 +244,18 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
         mine = (own_img >= i0) & (own_img < i0 + c)
         return t[mine], own_img[mine] - i0
 
-    # pass 1: each positive pair's score, from its own tile
+    # pass 1: each positive pair's score, from its own tile (kept, within the budget, for pass 2)
     own = torch.empty(n_txt, dtype=dtype, device=dev)
+    band: dict[tuple[int, int], torch.Tensor] = {}
+    budget = _BAND_CACHE_BYTES
     for t0 in range(0, n_txt, w):
         for i0 in (torch.unique(txt2img[t0:t0 + w] // c) * c).tolist():
             t, r = pairs_in(i0, t0)
-            own[t] = tile_at(i0, t0)[r, t - t0]
+            tile = tile_at(i0, t0)
+            own[t] = tile[r, t - t0]
+            if tile.numel() * tile.element_size() <= budget:
+                band[i0, t0] = tile.clone()
+                budget -= tile.numel() * tile.element_size()
     best = _best_positive(own, txt2img, n_img)
     nonfinite = 0
     # pass 2: every tile adds to the ranks of its rows and of its captions
@@ -235,7 +265,8 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
         i1 = min(i0 + c, n_img)
         for t0 in range(0, n_txt, w):
             t1 = min(t0 + w, n_txt)
-            tile = tile_at(i0, t0)
+            tile = band.pop((i0, t0), None)
+            tile = tile_at(i0, t0) if tile is None else tile
             gt = gt_buf[:i1 - i0, :t1 - t0]
             if finite:
                 i2t[i0:i1] += _count(torch.ge(tile, best[i0:i1, None], out=gt), dim=1)
