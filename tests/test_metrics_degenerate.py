@@ -241,7 +241,8 @@ def blip_case():
     images = torch.rand(n_img, 3, model.image_size, model.image_size, generator=g)
     txt2img = torch.arange(n_img).repeat_interleave(2)
     words = ["grinning face", "flag: japan", "red apple", "dog face", "cat face", "thumbs up", "rocket",
-             "birthday cake", "green heart", "blue car", "sun behind cloud", "a man riding a horse", "house with garden",
+             "birthday cake", "green heart", "blue car", "sun behind cloud", "a man riding a horse",
+             "house with garden",
              "two people walking", "waving hand", "smiling face with sunglasses"]  # in the tiny tokenizer's corpus
     captions = words[:2 * n_img]
     with torch.inference_mode():

@@ -4,6 +4,8 @@ Runs under ``torch.inference_mode`` with the model in eval mode (restored afterw
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from advlora.data.dataset import RetrievalDataset
@@ -33,10 +35,10 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
     """
     if k is None:
         return None
-    if isinstance(k, bool) or not isinstance(k, int) or k < (-1 if allow_default else 0):
-        valid = "-1 (the default), 0 (ITC only) or a positive int" if allow_default else "a positive int"
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < (-1 if allow_default else 0):
+        valid = ("-1 (the default), " if allow_default else "") + "0 (ITC only) or a positive int"
         raise AdvloraError(f"rerank_k must be {valid}; got {k!r}")
-    return k
+    return int(k)
 
 
 def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor, captions: list[str], k: int = 16,
@@ -49,7 +51,8 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor, captions
     a row's ITC scores are shifted down by one constant (its largest finite ITC score minus its smallest finite
     re-ranked score, plus 1), so ranks from these matrices are those of the naive two-stage loop for any k
     (a positive outside the top k keeps its ITC place after the k, not a tie at rank k). float64 (29 more bits
-    than float32) keeps the shifted float32 ITC scores in their order. Non-finite scores stay non-finite (misses, ``advlora.metrics``).
+    than float32) keeps the shifted float32 ITC scores in their order. Non-finite scores stay non-finite (misses
+    in ``advlora.metrics``).
     """
     k = check_rerank_k(k, allow_default=False)
     if not k:
@@ -113,8 +116,9 @@ def default_rerank_k(model: VLModel, n_images: int | None = None) -> int | None:
     """The ITM re-ranking depth used when none is set: None (no re-ranking) for a model without ITM.
 
     BLIP gets LAVIS's depth for the data set's size: 256 (COCO 5k test) for ``n_images >= 5000``, else 128
-    (Flickr30K 1k test, and every smaller set), never more than ``n_images`` (re-ranking every image of a small
-    embedded set is the same ranking, and costs no more than the gallery). ``n_images=None`` (size unknown): 128.
+    (Flickr30K 1k test, and every smaller set), never more than ``n_images``: on a small embedded set every image
+    is then re-scored for each caption (t2i) and as many captions for each image (i2t), and the cost stays that of
+    the set, not of LAVIS's galleries. ``n_images=None`` (size unknown): 128.
     """
     if not model.has_itm:
         return None
