@@ -154,7 +154,9 @@ def test_degenerate_scores_are_at_or_below_chance(n_img, caps):
     for chunk, tile in [(1024, 1024), (3, 4), (1, 1)]:
         got = retrieval_recall_features(img_f, txt_f, txt2img, chunk_size=chunk, tile_size=tile)
         assert got["r_mean"] <= chance + 1e-9 and got["t2i_r1"] == 0.0, (chunk, tile, got)
-    assert retrieval_recall(cases["all NaN"], txt2img)["nonfinite"] == n_img * len(txt2img)
+    nan = retrieval_recall(cases["all NaN"], txt2img)
+    assert nan["nonfinite"] == n_img * len(txt2img)
+    assert all(nan[k] == 0.0 for k in METRIC_KEYS), nan  # every query a miss, even for a k past the gallery
     assert "nonfinite" not in retrieval_recall(cases["all equal"], txt2img)
 
 
