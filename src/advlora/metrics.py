@@ -68,8 +68,8 @@ def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024, 
     ranks = torch.empty(n_img, dtype=torch.long, device=sim.device)
     for start in range(0, n_img, chunk_size):
         rows = sim[start:start + chunk_size]                                     # (c, T)
-        ranks[start:start + rows.shape[0]] = _ahead(rows, best[start:start + rows.shape[0], None],
-                                                                  finite).sum(dim=1)
+        thr = best[start:start + rows.shape[0], None]
+        ranks[start:start + rows.shape[0]] = _ahead(rows, thr, finite).sum(dim=1)
     # the positives were counted too (their own best always, others when tied or non-finite): remove them
     ranks -= torch.bincount(txt2img[_ahead(pos, best[txt2img])], minlength=n_img)
     ranks[torch.isinf(best)] = n_txt  # no finite positive: never a hit
