@@ -1,12 +1,16 @@
 """Checkpoints through accelerate's state saving, in atomic folders ``checkpoints/step-000050/``.
 
-``Checkpoints`` registers with the run's ``Accelerator``: the trainer's own state (step counters, the trainer's
-generators) and the learning-rate schedule through ``register_for_checkpointing``, the optimiser through
-``prepare``, and hooks that write and read only the trainable tensors (the frozen base is the model's, not the
-run's). ``Accelerator.save_state`` then writes, into one folder,
+``Checkpoints`` registers hooks with the run's ``Accelerator`` (the optimiser is accelerate's through
+``prepare``): they write and read only the trainable tensors (the frozen base is the model's, not the run's) and
+the objects given (the learning-rate schedule, the trainer's counters and generators). ``Accelerator.save_state``
+then writes, into one folder,
 - ``trainable.safetensors``: every trainable tensor of the model, bit for bit (the save hook);
-- ``optimizer.bin``, ``random_states_0.pkl`` (python, numpy, torch and CUDA RNGs), ``custom_checkpoint_*.pkl``
-  (the schedule and the trainer's state): accelerate's files, read back by ``Accelerator.load_state``;
+- ``objects.pt``: the objects' state dicts (tensors, numbers, strings), read back with
+  ``torch.load(weights_only=True)``: accelerate's own ``register_for_checkpointing`` reads its
+  ``custom_checkpoint_*.pkl`` files with ``weights_only=False``, i.e. unpickles them, which a checkpoint from
+  someone else must never be;
+- ``optimizer.bin``, ``random_states_0.pkl`` (python, numpy, torch and CUDA RNGs): accelerate's files, read back
+  by ``Accelerator.load_state`` (with ``weights_only=True`` and its allow-list of RNG state types);
 - ``adapter/``: the adapter in peft's format (``advlora.adapters.save_adapter``), for users.
 The folder is written under a temporary name and renamed into place, so a run killed mid-save leaves the previous
 checkpoint as the newest; only the last ``keep`` are kept. (accelerate's ``automatic_checkpoint_naming`` writes
@@ -29,10 +33,11 @@ from advlora.io import atomic_dir
 
 _PREFIX = "step-"
 WEIGHTS = "trainable.safetensors"
+OBJECTS = "objects.pt"
 
 
 class TrainerState:
-    """The trainer's counters (a dict it updates in place) and its generators, as accelerate's custom state."""
+    """The trainer's counters (a dict it updates in place) and its generators, as a checkpointed object."""
 
     def __init__(self, state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
         self.state, self.generators = state, generators
@@ -72,20 +77,26 @@ class Checkpoints:
     def __init__(self, accelerator, folder: Path, model: torch.nn.Module, objects: list[Any], keep: int,
                  save_adapter: Callable[[Path], Any] | None = None) -> None:
         self.acc, self.folder, self.model, self.keep, self.save_adapter = accelerator, folder, model, keep, save_adapter
-        accelerator.register_for_checkpointing(*objects)
+        self.objects = list(objects)
         accelerator.register_save_state_pre_hook(self._save_weights)
         accelerator.register_load_state_pre_hook(self._load_weights)
 
     def _save_weights(self, models: list, weights: list, output_dir: str) -> None:
         save_file(trainable_state(self.model), str(Path(output_dir) / WEIGHTS))
+        torch.save([obj.state_dict() for obj in self.objects], Path(output_dir) / OBJECTS)
         weights.clear()  # accelerate would write the whole model beside them
 
     def _load_weights(self, models: list, input_dir: str) -> None:
         try:
             tensors = load_file(str(Path(input_dir) / WEIGHTS))
-        except (OSError, RuntimeError) as e:
+            states = torch.load(Path(input_dir) / OBJECTS, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as e:
             raise AdvloraError(f"{input_dir}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+        if len(states) != len(self.objects):
+            raise AdvloraError(f"{input_dir}: checkpoint holds {len(states)} objects, the run has {len(self.objects)}")
         load_trainable(self.model, tensors)
+        for obj, state in zip(self.objects, states):
+            obj.load_state_dict(state)
         models.clear()  # loaded here, not by accelerate
 
     def path(self, step: int) -> Path:
