@@ -169,6 +169,14 @@ class ShardSamples(torch.utils.data.IterableDataset):
                 if isinstance(item, Failed):
                     return
 
+    def first(self) -> ShardSample:
+        """The first sample of the first shard, decoded (a check before work); a problem is ``AdvloraError``."""
+        for item in self._read(0):
+            if isinstance(item, Failed):
+                raise AdvloraError(item.message)
+            return item
+        raise AdvloraError(f"{self.paths[0]}: shard holds no sample")
+
     def _read(self, k: int) -> Iterator[ShardSample | Failed]:
         path = self.paths[k]
         reader = wds.WebDataset([str(path)], shardshuffle=False, nodesplitter=None, workersplitter=None,
