@@ -153,3 +153,22 @@ def test_bad_shards_are_one_line_naming_the_cause(photos, tmp_path):
         w.write({"__key__": "000000099", "jpg": (photos.parent / "p0.jpg").read_bytes()})
     with pytest.raises(AdvloraError, match=r"shard-00001.tar: sample 000000099 has no caption member \(.txt\)"):
         list(ShardBatches(spec, 16, 2, config=LoaderConfig(workers=0)).epoch(0))
+
+
+def test_training_streamed_from_workers_equals_training_from_memory(tmp_path, monkeypatch):
+    """The trainer's batch source: the same run, its real set streamed by workers or held in memory, is identical."""
+    import csv
+
+    import advlora.data.stream as stream_mod
+    from advlora.training import load_run_config, train
+    from train_utils import tiny_config, write_data
+
+    ann = write_data(tmp_path / "data", n=8)
+    cfg = load_run_config(overrides=tiny_config(ann, train={"steps": 4}))
+    losses = {}
+    for name, limit in (("memory", 1 << 40), ("stream", 0)):
+        monkeypatch.setattr(stream_mod, "IN_MEMORY_MAX_BYTES", limit)
+        train(cfg, tmp_path / name)
+        with open(tmp_path / name / "history.csv", newline="") as f:
+            losses[name] = [row["loss"] for row in csv.DictReader(f)]
+    assert len(losses["memory"]) == 4 and losses["memory"] == losses["stream"]
