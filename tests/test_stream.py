@@ -172,3 +172,23 @@ def test_training_streamed_from_workers_equals_training_from_memory(tmp_path, mo
         with open(tmp_path / name / "history.csv", newline="") as f:
             losses[name] = [row["loss"] for row in csv.DictReader(f)]
     assert len(losses["memory"]) == 4 and losses["memory"] == losses["stream"]
+
+
+def test_a_worker_that_dies_is_one_line(photos, monkeypatch):
+    import os
+    import signal
+
+    ds = load_dataset(str(photos), "train")
+    main_pid = os.getpid()
+
+    def die(i, size):  # in a worker process only
+        if os.getpid() != main_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return torch.zeros(3, size, size, dtype=torch.uint8)
+
+    monkeypatch.setattr(ds, "load_item", die)
+    src = TrainBatches(ds, EpochSampler(ds, 4, seed=0), 16, config=LoaderConfig(storage="stream", workers=1))
+    died = r"^a data loading worker died: DataLoader worker \(pid.*\d+\) (is killed|exited unexpectedly)"
+    with pytest.raises(AdvloraError, match=died):
+        src.batch(0)
+    src.close()

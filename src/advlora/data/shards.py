@@ -48,7 +48,8 @@ def write_shards(dataset: RetrievalDataset, out: str | Path, *, per_shard: int =
     Returns the brace pattern that names them, for ``--data``.
     """
     if dataset.kind != "image":
-        raise AdvloraError(f"{dataset.name}: only image-text sets are written as shards (this is a {dataset.kind} set)")
+        raise AdvloraError(f"{dataset.name}: only image-text sets are written as shards "
+                           f"(this is a {dataset.kind} set)")
     if isinstance(per_shard, bool) or int(per_shard) != per_shard or per_shard < 1:
         raise AdvloraError(f"--per-shard must be an integer >= 1, got {per_shard!r}")
     n_shards = max(1, math.ceil(len(dataset) / per_shard))
