@@ -11,7 +11,9 @@ augmented in DataLoader workers that run ahead of the step (``LoaderConfig``). A
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -113,6 +115,12 @@ class LoaderConfig:
         return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def worker_context():
+    """Workers are forked on Linux, whatever start method the calling process was started with: they start in
+    milliseconds (a spawned worker imports torch again) and inherit the data set without pickling it."""
+    return mp.get_context("fork") if sys.platform.startswith("linux") else None
+
+
 def wants_augmentation(dataset: RetrievalDataset, config: LoaderConfig) -> bool:
     """``config.augment``, or by default: on for data on disk, off for the embedded sets."""
     return bool(config.augment) if config.augment is not None else not dataset.meta.get("embedded", False)
@@ -174,7 +182,8 @@ class TrainBatches:
         keys = _StepKeys(self, step, step + horizon)
         self._loader = torch.utils.data.DataLoader(self.items, batch_sampler=keys, num_workers=self.workers,
                                                    collate_fn=collate, pin_memory=self.pin_memory,
-                                                   prefetch_factor=self.config.prefetch, persistent_workers=False)
+                                                   prefetch_factor=self.config.prefetch, persistent_workers=False,
+                                                   multiprocessing_context=worker_context())
         self._iter = iter(self._loader)
         self._next_step = step
 
@@ -224,7 +233,8 @@ class ShardBatches:
         self.samples.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(self.samples, batch_size=self.local_batch, num_workers=self.workers,
                                              collate_fn=collate_samples, pin_memory=self.pin_memory,
-                                             prefetch_factor=self.config.prefetch if self.workers else None)
+                                             prefetch_factor=self.config.prefetch if self.workers else None,
+                                             multiprocessing_context=worker_context() if self.workers else None)
         for batch in loader:
             yield unwrap(batch)
 
