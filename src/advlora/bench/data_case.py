@@ -21,6 +21,7 @@ import torch
 from advlora.bench.timing import current_rss_bytes, peak_rss_bytes, reset_peak_rss, run_isolated
 from advlora.data import load_dataset
 from advlora.io import advlora_home, atomic_write_text
+from advlora.models.tiny import random_model
 from advlora.training.data import EpochSampler, LoaderConfig, TrainBatches
 
 SIZES = (1000, 4000, 16000)
@@ -52,8 +53,6 @@ def photo_set(n: int, root: Path | None = None, seed: int = 0) -> Path:
 
 
 def _model_and_optimizer():
-    from advlora.models.tiny import random_model
-
     model = random_model("clip", "test", seed=0)
     model.hf_model.requires_grad_(True)
     return model, torch.optim.SGD(model.parameters(), lr=1e-3)

@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 
 from advlora.cli.common import add_out_arg
+from advlora.errors import AdvloraError
+from advlora.io import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from advlora.bench.data_case import format_data_bench, run_data_bench
-    from advlora.errors import AdvloraError
-    from advlora.io import write_json
+    from advlora.bench.data_case import format_data_bench, run_data_bench  # torch: only once the command runs
     from advlora.runs import default_out
 
     try:
