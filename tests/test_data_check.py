@@ -86,3 +86,25 @@ def test_standard_formats_report_missing_images(tmp_path, fmt_file):
     assert report.fmt == fmt_file
     assert (report.n_items, report.n_captions, report.captions_per_item) == (2, 10, (5, 5.0, 5))
     assert report.missing == [str(tmp_path / "b.jpg")] and len(report.problems) == 1
+
+
+def test_check_inputs_finds_a_missing_split_file_or_corrupt_sample_before_work(image_text_folder, tmp_path):
+    from advlora.data.check import check_inputs
+    from advlora.errors import AdvloraError
+
+    got = check_inputs(str(image_text_folder), ["train", "test"])
+    assert set(got) == {"train", "test"} and len(got["test"]) == 6
+    karpathy = {"images": [{"split": "test", "filename": "img0.png", "sentences": [{"raw": "a"}]}]}
+    (image_text_folder.parent / "k.json").write_text(json.dumps(karpathy))  # a test split, no train split
+    assert set(check_inputs(str(image_text_folder.parent / "k.json"), ["test"])) == {"test"}
+    with pytest.raises(AdvloraError, match=r"^split 'train': .*k.json: no images in split 'train'$"):
+        check_inputs(str(image_text_folder.parent / "k.json"), ["test", "train"])
+    (image_text_folder.parent / "img3.png").unlink()
+    with pytest.raises(AdvloraError, match=r"^split 'test': 1 of 6 image files are missing, the first: .*img3.png$"):
+        check_inputs(str(image_text_folder), ["test"])
+    shutil.copy(image_text_folder.parent / "img1.png", image_text_folder.parent / "img3.png")
+    (image_text_folder.parent / "img0.png").write_bytes(b"broken")
+    with pytest.raises(AdvloraError, match=r"^split 'test': .*img0.png: cannot read image"):
+        check_inputs(str(image_text_folder), ["test"])
+    with pytest.raises(AdvloraError, match=r"nowhere.jsonl': no such file"):
+        check_inputs(str(tmp_path / "nowhere.jsonl"), ["test"])

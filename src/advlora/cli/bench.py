@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from advlora.cli.common import add_out_arg
+from advlora.errors import AdvloraError
+from advlora.io import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,12 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cuda, cuda:1, ...: the GPU figures (PGD-10 images/s, training-step MFU against the bf16 matmul "
                         "peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the CPU")
     p.add_argument("--device-sizes", default="vit-b32,blip-base", help="sizes of the --device figures")
+    p.add_argument("--data", action="store_true", help="bench the streaming data path instead (CPU): memory and "
+                   "time to the first step at 1k, 4k and 16k photo-sized images, decode throughput")
+    p.add_argument("--data-sizes", default="1000,4000,16000", help="set sizes of --data (comma-separated)")
+    p.add_argument("--data-steps", type=int, default=10, help="steps timed per throughput figure of --data")
     add_out_arg(p, "bench")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         return _run_device(args)
+    if args.data:
+        return _run_data(args)
     from advlora.bench import BenchConfig, format_bench, run_bench, write_bench
     from advlora.runs import default_out, run_folder
 
@@ -42,8 +51,6 @@ def _run_device(args: argparse.Namespace) -> int:
     import torch
 
     from advlora.bench.device import format_device_bench, run_device_bench
-    from advlora.errors import AdvloraError
-    from advlora.io import write_json
     from advlora.runs import default_out, run_folder
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -56,4 +63,24 @@ def _run_device(args: argparse.Namespace) -> int:
     print(f"advlora bench --device {args.device} --batch {args.batch} (rank {args.rank}, medians of {args.repeats})")
     print(format_device_bench(result))
     print(f"bench_device.json: {out}/bench_device.json")
+    return 0
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from advlora.bench.data_case import format_data_bench, run_data_bench  # torch: only once the command runs
+    from advlora.runs import default_out, run_folder
+
+    try:
+        sizes = tuple(int(x) for x in args.data_sizes.split(","))
+    except ValueError:
+        raise AdvloraError(f"--data-sizes must be comma-separated integers, got {args.data_sizes!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1 or args.data_steps < 1:
+        raise AdvloraError("--data-sizes needs at least two sizes >= 1 and --data-steps >= 1")
+    result = run_data_bench(sizes, args.data_steps, repeats=max(1, args.repeats))
+    out = Path(args.out or default_out("bench-data"))
+    with run_folder(out, {"sizes": list(sizes), "steps": args.data_steps, "repeats": args.repeats}) as tmp:
+        write_json(tmp / "bench-data.json", result)
+    print(f"advlora bench --data (sizes {', '.join(f'{n:,}' for n in result['sizes'])}; streaming, batch 32)")
+    print(format_data_bench(result))
+    print(f"bench-data.json: {out}/bench-data.json")
     return 0

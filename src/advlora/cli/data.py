@@ -1,4 +1,5 @@
-"""``advlora data``: build the embedded data sets (``emoji``, ``emoji-video``) or check a data set on disk.
+"""``advlora data``: build the embedded data sets (``emoji``, ``emoji-video``), check a data set on disk, or write
+it as webdataset shards.
 
 The data modules are imported inside ``run`` so that ``advlora --help`` does not import torch.
 """
@@ -21,6 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--split", default=None, help="split, for files holding several (Karpathy; default test)")
     c.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")
     c.add_argument("--frames", type=int, default=None, help="frames sampled per video (default 8)")
+    s = sub.add_parser("shard", help="write an annotation file's image-text pairs as webdataset shards")
+    s.add_argument("path", help="annotation file, any supported format (or emoji)")
+    s.add_argument("--out", required=True, help="folder for the shards and sizes.json")
+    s.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
+    s.add_argument("--split", default="train", help="split, for files holding several (default train)")
+    s.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")
+    s.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
                                frames=args.frames)
         print(report)
         return 0 if report.ok else 1
+    if args.action == "shard":
+        from advlora.data import load_dataset
+        from advlora.data.shards import write_shards
+
+        ds = load_dataset(args.path, args.split, fmt=args.fmt, image_root=args.image_root)
+        pattern = write_shards(ds, args.out, per_shard=args.per_shard)
+        print(f"{len(ds)} images, {len(ds.captions)} captions in shards {pattern}")
+        return 0
     if args.action == "emoji":
         from advlora.data.emoji import build_emoji as build
     else:

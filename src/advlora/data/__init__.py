@@ -41,6 +41,8 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
             raise AdvloraError(f"--data {spec!r}: no such file and not an embedded data set "
                                f"({', '.join(EMBEDDED)})")
         ds = read_annotations(path, fmt, split, image_root=image_root)
+    if spec in EMBEDDED:
+        ds.meta["embedded"] = True  # its renders are its augmentation (see advlora.data.stream)
     if frames is not None and ds.kind == "video":
         ds.frames = frames
     return ds.limit(limit, seed)

@@ -1,4 +1,5 @@
-"""``check_dataset``: every problem of an annotation file and its images or videos, listed, not the first only.
+"""``check_dataset``: every problem of an annotation file and its images or videos, listed, not the first only;
+``check_inputs``: what a command needs, checked before its first step (the first problem, as one line).
 
 Problems: annotation records missing a key or with an empty caption (collected while reading, the bad record
 skipped), paths outside the data root, images/videos that are missing or unreadable (images are decoded with
@@ -11,9 +12,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from advlora.data import load_dataset
+from advlora.data.dataset import RetrievalDataset
 from advlora.data.formats import detect_format, read_annotations
 from advlora.data.records import collecting_problems
 from advlora.data.video import frame_count
+from advlora.data.shards import ShardSamples, is_shard_spec
 from advlora.errors import AdvloraError
 
 
@@ -124,3 +128,35 @@ def _hash(p: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_inputs(spec: str, splits: list[str] | tuple[str, ...], *, fmt: str | None = None,
+                 image_root: str | None = None, frames: int | None = None, size: int = 32
+                 ) -> dict[str, RetrievalDataset | None]:
+    """Check, before any work, every split, root and file a command will read; raise the first problem.
+
+    For each split of ``spec`` (an embedded set, an annotation file or a shard pattern): the annotation file
+    and the split exist, the image root exists, every image or video file exists, and one sample decodes at
+    ``size``. Shards: every shard and ``sizes.json`` exist and the first sample of the first shard decodes.
+    Returns split -> the data set read (None for shards), so that the caller does not read it twice.
+    Raises ``AdvloraError``: one line naming the split and the file or cause.
+    """
+    if is_shard_spec(spec):
+        ShardSamples(spec, size).first()
+        return {split: None for split in splits}
+    out: dict[str, RetrievalDataset | None] = {}
+    for split in dict.fromkeys(splits):
+        try:
+            ds = load_dataset(spec, split, fmt=fmt, image_root=image_root, frames=frames)
+        except AdvloraError as e:
+            raise AdvloraError(f"split {split!r}: {e}") from None
+        missing = [p for p in (ds.image_path(i) for i in range(len(ds))) if not p.is_file()]
+        if missing:
+            raise AdvloraError(f"split {split!r}: {len(missing)} of {len(ds)} {ds.kind} files are missing, "
+                               f"the first: {missing[0]}")
+        try:
+            ds.load_item(0, size)
+        except AdvloraError as e:
+            raise AdvloraError(f"split {split!r}: {e}") from None
+        out[split] = ds
+    return out

@@ -2,8 +2,10 @@
 
 A ``RetrievalDataset`` is a list of unique images (paths relative to ``root``) and a flat list of captions
 with ``txt2img[j]``, the image caption j describes. Images load through Pillow as float tensors in [0, 1],
-resized on the shorter side and centre-cropped to a square, as the CLIP/BLIP processors do; decoded
-tensors are cached as uint8 under ``$ADVLORA_HOME/tensors`` keyed by the files and the size.
+resized on the shorter side and centre-cropped to a square, as the CLIP/BLIP processors do. A set whose
+uint8 pixels fit in ``IN_MEMORY_MAX_BYTES`` (the embedded default, a 5k test split at 224 px) can be held in
+memory and is cached as uint8 under ``$ADVLORA_HOME/tensors`` keyed by the files and the size; a larger one
+is not copied there: it is streamed item by item (``advlora.data.stream``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ import torch
 
 from advlora.errors import AdvloraError
 from advlora.io import advlora_home
+
+#: the largest uint8 pixel tensor a set is held in memory (and cached on disk) as: 1 GiB (5,000 images at 224 px)
+IN_MEMORY_MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -86,25 +91,30 @@ class RetrievalDataset:
         mem = self.meta.setdefault("_u8", {})
         if key in mem:
             return mem[key]
-        path = self._cache_path(size) if cache else None
+        path = self._cache_path(size) if cache and self.pixel_bytes(size) <= IN_MEMORY_MAX_BYTES else None
         if path is not None and path.exists():
             from safetensors.torch import load_file
 
             u8 = load_file(str(path))["images"]
         else:
-            u8 = torch.stack([self._load_item(i, size) for i in range(len(self))]) if self.images \
-                else torch.zeros(0, *self._item_shape(size), dtype=torch.uint8)
+            u8 = torch.stack([self.load_item(i, size) for i in range(len(self))]) if self.images \
+                else torch.zeros(0, *self.item_shape(size), dtype=torch.uint8)
             if path is not None:
                 _save_tensor_cache(path, u8)
         mem[key] = u8
         return u8
 
-    def _load_item(self, i: int, size: int) -> torch.Tensor:
+    def load_item(self, i: int, size: int) -> torch.Tensor:
         """uint8 pixels of item i (images: (3, size, size); video sets override this)."""
         return load_image_uint8(self.image_path(i), size)
 
-    def _item_shape(self, size: int) -> tuple[int, ...]:
+    def item_shape(self, size: int) -> tuple[int, ...]:
+        """The shape of one item's pixels at ``size``."""
         return (3, size, size)
+
+    def pixel_bytes(self, size: int) -> int:
+        """Bytes of the whole set as one uint8 tensor at ``size``."""
+        return len(self) * int(torch.Size(self.item_shape(size)).numel())
 
     def _cache_key(self, size: int) -> str:
         return f"{size}"
@@ -121,18 +131,22 @@ class RetrievalDataset:
         return advlora_home() / "tensors" / f"{self.name}-{size}-{h.hexdigest()[:16]}.safetensors"
 
 
-def load_image_uint8(path: Path, size: int) -> torch.Tensor:
-    """Read one image with Pillow: RGB, shorter side resized to ``size`` (bicubic), centre crop -> (3, size, size)."""
+def load_image_uint8(path, size: int, name: str | None = None) -> torch.Tensor:
+    """Read one image with Pillow: RGB, shorter side resized to ``size`` (bicubic), centre crop -> (3, size, size).
+
+    ``path``: a file path or a binary file object (a shard member); ``name``: what an error names (the path).
+    """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    name = name or str(path)
     try:
         with Image.open(path) as im:
             arr = np.asarray(square_crop(im.convert("RGB"), size), dtype=np.uint8).copy()
     except FileNotFoundError:
-        raise AdvloraError(f"{path}: image file is missing") from None
+        raise AdvloraError(f"{name}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AdvloraError(f"{path}: cannot read image ({type(e).__name__})") from None
+        raise AdvloraError(f"{name}: cannot read image ({type(e).__name__})") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

@@ -54,10 +54,10 @@ class VideoRetrievalDataset(RetrievalDataset):
         self.meta["frames"] = int(n)
         self.meta.pop("_u8", None)  # tensors loaded with another frame count
 
-    def _load_item(self, i: int, size: int) -> torch.Tensor:
+    def load_item(self, i: int, size: int) -> torch.Tensor:
         return load_video_uint8(self.image_path(i), self.frames, size)
 
-    def _item_shape(self, size: int) -> tuple[int, ...]:
+    def item_shape(self, size: int) -> tuple[int, ...]:
         return (self.frames, 3, size, size)
 
     def _cache_key(self, size: int) -> str:

@@ -27,7 +27,7 @@ from advlora.runtime import eval_mode
 from advlora.training import setup as S
 from advlora.training.checkpoint import Checkpoints, TrainerState
 from advlora.training.config import CLEAN, RunConfig
-from advlora.training.data import EpochSampler
+from advlora.training.data import EpochSampler, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.training.step import Dist, TrainTask, attack_batch
@@ -127,7 +127,8 @@ class _Run:
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
-        self.images = self.train_data.load_images_uint8(self.model.image_size)  # (N, [F,] 3, H, W)
+        self.batches = TrainBatches(self.train_data, self.sampler, self.model.image_size, rank=self.dist.rank,
+                                    world=self.dist.world, pin_memory=self.acc.device.type == "cuda")
         if ckpt is not None:
             self.checkpoints.load(ckpt)
         self.alpha_names = sorted(self._alphas())
@@ -175,7 +176,7 @@ class _Run:
         timer = _Timer(st["times"])
         while st["step"] < self.total:
             t_start = time.perf_counter()
-            batch = self.sampler.batch(st["step"])
+            batch = self.batches.batch(st["step"])
             loss, parts = self._step(batch, timer)
             st["step"] += 1
             st["train_time_s"] += time.perf_counter() - t_start
@@ -218,8 +219,8 @@ class _Run:
         for i, g in enumerate(self.gens.values()):
             g.manual_seed(seed * 8 + i)
         torch.manual_seed(seed * 8 + 7)
-        local_imgs, local_caps = d.local(batch.images), d.local(batch.captions)
-        clean = self.images[local_imgs].to(self.acc.device).float().div_(255.0)
+        local_caps = d.local(batch.captions)
+        clean = batch.pixels.to(self.acc.device).float().div_(255.0)
         tokens = model.tokenize([self.train_data.captions[j] for j in local_caps.tolist()])
         positives = batch.positives.to(self.acc.device)
         t0 = time.perf_counter()
