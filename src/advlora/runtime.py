@@ -6,6 +6,7 @@ model, attack, training and evaluation stages all read one definition of each.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -36,9 +37,10 @@ def eval_mode(model: torch.nn.Module | None) -> Iterator[torch.nn.Module | None]
 
 
 def quiet_libraries() -> None:
-    """Silence the tokenizers fork warning and transformers' info logs and progress bars (best effort: a
-    missing or changed transformers logging API leaves the output as it was)."""
+    """Silence the tokenizers fork warning, accelerate's per-checkpoint info lines, and transformers' info logs
+    and progress bars (best effort: a missing or changed transformers logging API leaves the output as it was)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
     try:
         import transformers
     except ImportError:

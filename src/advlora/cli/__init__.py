@@ -1,4 +1,4 @@
-"""The ``advlora`` command: one sub-command per module of this package, imported only when used.
+"""The ``advlora`` command: one sub-command per module of this package, imported only when it is the one run.
 
 Each module in ``COMMANDS`` exposes ``add_arguments(parser)`` and ``run(args) -> int``. Bad input raises
 ``AdvloraError``, which ``main`` prints as one line on stderr with exit status 2. A training stopped by a
@@ -31,32 +31,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    """The parser with every sub-command listed; only ``command``'s module is imported and given its arguments
+    (``advlora --help`` and a typo import none, so they answer at once)."""
     parser = argparse.ArgumentParser(prog="advlora", description="Adversarially robust low-rank adaptation of "
                                      "vision-language models, and honest robust retrieval evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (mod_name, help_) in COMMANDS.items():
-        mod = importlib.import_module(mod_name)
         p = sub.add_parser(name, help=help_, description=help_)
-        mod.add_arguments(p)
-        modules[name] = mod
+        if name == command:
+            modules[name] = importlib.import_module(mod_name)
+            modules[name].add_arguments(p)
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from advlora.runtime import quiet_libraries  # torch: imported only once a command runs
-
-    quiet_libraries()
-    parser, modules = build_parser()
+    parser, modules = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.command is None:
         parser.print_help()
         return 2
     mod = modules[args.command]
+    from advlora.runtime import quiet_libraries  # torch: imported only once a command runs
+
+    quiet_libraries()
     if extra and not getattr(mod, "ACCEPTS_OVERRIDES", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra

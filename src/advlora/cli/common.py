@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 from advlora.errors import AdvloraError
-from advlora.runtime import resolve_device
 
 
 def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tiny-clip",
@@ -32,6 +31,7 @@ def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
 def load_model_and_adapter(args: argparse.Namespace):
     """The model named by ``--model`` on ``--device``, with ``--adapter`` loaded when given."""
     from advlora.models import load_model
+    from advlora.runtime import resolve_device
 
     model = load_model(args.model, device=resolve_device(args.device))
     if getattr(args, "adapter", None):
