@@ -80,7 +80,7 @@ def base_model(cfg, device) -> Any:
             arch, _, size = cfg.random.partition(":")
             _BASE_MODELS[key] = random_model(arch, size or "test", seed=0).requires_grad_(False)
         else:
-            from advlora.models import load_model
+            from advlora.training.pretrain import load_model
 
             _BASE_MODELS[key] = load_model(cfg.name, device="cpu")
     return copy_model(_BASE_MODELS[key]).to(device)
