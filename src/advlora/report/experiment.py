@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from advlora.experiments.claims import claim_sections
 from advlora.experiments.summarize import pgd_sweep
 from advlora.report import plots
 from advlora.report.plots import count
@@ -191,7 +192,7 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
         rep.bullets(threat_lines(summary, ds))
         header, rows = detail_rows(summary, ds)
         rep.heading("Recall@1 and attack success rate", 3).table(header, rows)
-    for heading, items in extra or []:
+    for heading, items in [*claim_sections(summary), *(extra or [])]:
         rep.heading(heading).bullets(items)
     rep.heading("Sanity checks")
     rep.text("Per evaluation (from the robust evaluation), then across evaluations (eps sweep, black-box vs white-box).")
