@@ -67,8 +67,9 @@ def claims(summary: dict[str, Any], dataset: str | None = None) -> list[Claim]:
     clean = {label: s for label in res if (s := _score(res[label], key, "clean_same_images"))}
     robust = {label: s for label in res if (s := _score(res[label], key, "metrics"))}
     where = (f"PGD-{summary['eval'].get('steps', '')} at {summary['eval']['eps'][0]} on {ds}, "
-             + ("one seed: no spread, so differences within "
-                f"{TOLERANCE:g} point are read as none" if seeds <= 1 else f"mean ± sd over {seeds} seeds"))
+             + (f"one seed: no spread, so differences within {TOLERANCE:g} point are read as none (the spread: "
+                "`advlora grid --config grid-tiny-clip --seeds 0,1,2`)" if seeds <= 1
+                else f"mean ± sd over {seeds} seeds"))
     return [_conventional(clean, robust, where), _adversarial(robust, where), _advlora(robust, where)]
 
 
