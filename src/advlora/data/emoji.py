@@ -240,7 +240,7 @@ def build_emoji(root: str | Path | None = None, *, font_path: str | Path | None 
     font = find_font(font_path)
     renders = dict(renders or SPLITS)
     info = _build_info(font, seed, image_size, limit, renders)
-    if not force and cache_matches(root, info):
+    if not force and cache_matches(root, info, [_split_file(n, s) for s in renders for n in EMOJI_SETS]):
         return root
     _font(str(font))  # fail early, in this process, on a font Pillow cannot read
     entries = _first(emoji_entries(), limit)
@@ -306,14 +306,15 @@ def _merge_duplicates(entries: list[EmojiEntry], results: list[tuple], tmp: Path
     return kept, sorted(skipped, key=lambda s: s["name"])
 
 
-def cache_matches(root: Path, info: dict) -> bool:
-    """True when the build at ``root`` was made with the same settings ``info`` (so it can be reused)."""
+def cache_matches(root: Path, info: dict, files: list[str] | None = None) -> bool:
+    """True when the build at ``root`` was made with the same settings ``info`` and holds ``files`` (default:
+    one ``<split>.jsonl`` per split of ``info["renders"]``), so it can be reused."""
     try:
         old = json.loads((root / "info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return all(old.get(k) == v for k, v in info.items()) and all((root / _split_file(n, s)).exists()
-                                                                 for s in info["renders"] for n in EMOJI_SETS)
+    files = files if files is not None else [f"{s}.jsonl" for s in info["renders"]]
+    return all(old.get(k) == v for k, v in info.items()) and all((root / f).exists() for f in files)
 
 
 def _run(jobs: list[tuple], workers: int) -> list[tuple]:
