@@ -233,8 +233,10 @@ def build_emoji(root: str | Path | None = None, *, font_path: str | Path | None 
     """Render the benchmark into ``root`` (default ``$ADVLORA_HOME/data/emoji``) and return that folder.
 
     A finished build with the same settings is reused unless ``force``. ``limit`` renders only ``limit``
-    emoji, the first of each part in turns (for tests: a small build still has a source and a downstream part). Emoji the font draws as nothing, or exactly like an earlier emoji (newer
-    sequences it does not know) give their names to the earlier one's images; both are listed in ``info.json``.
+    emoji, the first of each part in turns (tests: a small build still has a source and a downstream part).
+    Emoji the font draws as nothing, or exactly like an earlier emoji (newer sequences it does not know) give
+    their names to the earlier one's images; both are listed in ``info.json``. Every split is written for each
+    data set of ``EMOJI_SETS``: ``<split>.jsonl`` (every emoji) and ``<part>-<split>.jsonl`` per part.
     """
     root = Path(root) if root is not None else advlora_home() / "data" / "emoji"
     font = find_font(font_path)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from advlora.io import advlora_home
 from advlora.models.base import VLModel
 from advlora.models.blip import BLIPWrapper
 from advlora.models.clip import CLIPWrapper
-
-log = logging.getLogger(__name__)
 
 #: model_type -> (transformers class name, wrapper)
 BACKENDS: dict[str, tuple[str, type[VLModel]]] = {
