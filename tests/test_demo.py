@@ -9,7 +9,7 @@ import torch
 
 from advlora.cli import main
 
-METHODS = ["zero-shot", "clean full FT", "adv. full FT", "adv. LoRA", "AdvLoRA"]
+METHODS = ["zero-shot", "clean full FT", "clean LoRA", "adv. full FT", "adv. LoRA", "AdvLoRA"]
 
 
 @pytest.fixture
@@ -24,7 +24,9 @@ def one_thread():
 def test_demo_smoke(tmp_path, image_text_folder, capsys, one_thread):
     out = tmp_path / "demo"
     t0 = time.perf_counter()
-    assert main(["demo", "--tiny-test", "--data", str(image_text_folder), "--out", str(out)]) == 0
+    argv = ["demo", "--tiny-test", "--data", str(image_text_folder), "--forgetting-data", str(image_text_folder),
+            "--out", str(out)]
+    assert main(argv) == 0
     elapsed = time.perf_counter() - t0
     printed = capsys.readouterr().out
     for label in METHODS:
@@ -45,7 +47,14 @@ def test_demo_smoke(tmp_path, image_text_folder, capsys, one_thread):
         assert (out / f).is_file(), f
     md = (out / "report.md").read_text()
     assert "Sanity checks" in md and "Threat models" in md
+    # the forgetting evaluation: every method on the second data set, clean and under PGD at the demo eps
+    assert list(s["forgetting"]) == METHODS and "forgetting:" in printed and "Forgetting" in md
+    for r in s["forgetting"].values():
+        assert 0 <= r["robust"] <= r["clean"] + 1e-6 <= 100 + 1e-6
+    # the paper's three claims, each with a verdict, in the report and on the terminal
+    for k in (1, 2, 3):
+        assert f"Claim {k}:" in printed and f"**Claim {k}:" in md
     # run again: every cell is complete, nothing is trained or evaluated again
     t1 = time.perf_counter()
-    assert main(["demo", "--tiny-test", "--data", str(image_text_folder), "--out", str(out)]) == 0
+    assert main(argv) == 0
     assert time.perf_counter() - t1 < max(5.0, elapsed / 3)

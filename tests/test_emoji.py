@@ -116,3 +116,35 @@ def test_cli_data_check_exit_status(image_text_folder, capsys):
     (image_text_folder.parent / "img3.png").unlink()
     assert main(["data", "check", str(image_text_folder)]) == 1
     assert "img3.png" in capsys.readouterr().out
+
+
+@needs_font
+def test_source_and_downstream_parts_share_no_emoji_and_each_has_its_splits(tmp_path):
+    """emoji-source (Emoji <= 5.0) and emoji-downstream (added since) split the emoji, not only the renders."""
+    from advlora.data.emoji import EMOJI_SETS, SOURCE_MAX_VERSION, emoji_version
+    from advlora.data.formats import read_annotations
+
+    root = build_emoji(tmp_path / "e", limit=10, image_size=32, renders={"train": 2, "val": 1, "test": 1},
+                       workers=1)
+    by_char = {c: e for e in emoji_entries() for c in [e.char]}
+    of_name = {e.name: e.char for e in by_char.values()}
+    parts = {}
+    for name, part in EMOJI_SETS.items():
+        if part is None:
+            continue
+        splits = {s: read_annotations(root / f"{part}-{s}.jsonl") for s in ("train", "val", "test")}
+        assert all(len(d) for d in splits.values()), f"{name}: every split holds images"
+        groups = {s: {d.captions[js[0]] for js in d.img2txt} for s, d in splits.items()}
+        assert groups["train"] == groups["val"] == groups["test"], f"{name}: its splits share its emoji"
+        parts[part] = groups["test"]
+    assert parts["source"] and parts["downstream"] and not parts["source"] & parts["downstream"]
+    assert all(emoji_version(of_name[n]) <= SOURCE_MAX_VERSION for n in parts["source"])
+    assert all(emoji_version(of_name[n]) > SOURCE_MAX_VERSION for n in parts["downstream"])
+    whole = read_annotations(root / "test.jsonl")  # `emoji` keeps every emoji: the union of the parts
+    assert {whole.captions[js[0]] for js in whole.img2txt} == parts["source"] | parts["downstream"]
+    assert json.loads((root / "info.json").read_text())["n_emoji_parts"] == {"source": 5, "downstream": 5}
+
+
+def test_unknown_emoji_data_set_lists_the_valid_ones():
+    with pytest.raises(AdvloraError, match="unknown emoji data set 'emoji-target'.*emoji-downstream"):
+        emoji_split_path("test", "emoji-target")

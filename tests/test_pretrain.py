@@ -8,7 +8,7 @@ import torch
 
 from advlora.data.emoji import build_emoji, find_font
 from advlora.errors import AdvloraError
-from advlora.models.pretrain import PretrainConfig, build_model, multi_positive_nce, pretrain
+from advlora.training.pretrain import PretrainConfig, build_model, multi_positive_nce, pretrain
 
 try:
     find_font()
@@ -74,3 +74,21 @@ def test_pretrain_saves_a_checkpoint_that_load_model_reads_back(arch, small_emoj
 def test_pretrain_rejects_unknown_architecture(tmp_path):
     with pytest.raises(AdvloraError, match="unknown architecture 'vit'"):
         pretrain("vit", tmp_path / "m")
+
+
+def test_models_never_train_the_tiny_defaults_the_layers_above_do(tmp_path, monkeypatch):
+    """advlora.models only reads checkpoints: an uncached tiny-clip is one clear error there, and the loader
+    of the layers above (advlora.load_model) passes the pre-training as the builder."""
+    import advlora
+    from advlora.models import load_model, resolve_model_path
+    from advlora.training import pretrain as P
+
+    monkeypatch.setenv("ADVLORA_HOME", str(tmp_path))
+    with pytest.raises(AdvloraError, match="tiny-clip is not pre-trained yet: run `advlora pretrain --arch clip`"):
+        load_model("tiny-clip")
+    built = []
+    monkeypatch.setattr(P, "build_tiny", lambda arch, out: built.append((arch, out)))
+    assert P.ensure_pretrained("tiny-blip") == str(tmp_path / "models" / "tiny-blip")
+    assert built == [("blip", tmp_path / "models" / "tiny-blip")]
+    assert resolve_model_path("some/hub-id") == "some/hub-id"
+    assert advlora.load_model is P.load_model

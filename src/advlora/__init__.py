@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _API = {
     "load_dataset": "advlora.data",
     "RetrievalDataset": "advlora.data",
-    "load_model": "advlora.models",
+    "load_model": "advlora.training.pretrain",  # advlora.models.load_model, pre-training tiny-* on first use
     "save_model": "advlora.models",
     "VLModel": "advlora.models",
     "attach_adapter": "advlora.adapters",

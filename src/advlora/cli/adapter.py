@@ -74,7 +74,7 @@ def _load(args: argparse.Namespace):
         if not sep:
             raise AdvloraError(f"--random-size must look like clip:vit-b32, got {args.random_size!r}")
         return random_model(arch, size).to(resolve_device(args.device))
-    from advlora.models import load_model
+    from advlora.training.pretrain import load_model
 
     return load_model(args.model, device=resolve_device(args.device))
 

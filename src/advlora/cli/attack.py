@@ -86,7 +86,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     model = load_model_and_adapter(args)
     surrogate = None
     if args.surrogate:
-        from advlora.models import load_model
+        from advlora.training.pretrain import load_model
 
         surrogate = load_model(args.surrogate, device=str(model.device))
     extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}

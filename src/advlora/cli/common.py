@@ -30,8 +30,8 @@ def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
 
 def load_model_and_adapter(args: argparse.Namespace):
     """The model named by ``--model`` on ``--device``, with ``--adapter`` loaded when given."""
-    from advlora.models import load_model
     from advlora.runtime import resolve_device
+    from advlora.training.pretrain import load_model
 
     model = load_model(args.model, device=resolve_device(args.device))
     if getattr(args, "adapter", None):

@@ -1,4 +1,4 @@
-"""``advlora pretrain``: train the tiny CLIP or BLIP from scratch on the emoji benchmark and cache it."""
+"""``advlora pretrain``: train the tiny CLIP or BLIP from scratch on ``emoji-source`` and cache it."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from advlora.io import advlora_home
-    from advlora.models.pretrain import default_config, pretrain
+    from advlora.training.pretrain import default_config, pretrain
     from advlora.report.tables import metrics_table
 
     cfg = default_config(args.arch)
@@ -31,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     result = pretrain(args.arch, out, seed=args.seed, config=cfg)
     print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {result.threads} thread(s); "
           f"saved to {result.out}")
-    print(metrics_table({f"emoji {k}": v for k, v in result.metrics.items()}))
+    print(metrics_table(result.metrics))
     return 0

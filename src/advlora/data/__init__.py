@@ -12,8 +12,8 @@ from advlora.errors import AdvloraError
 
 __all__ = ["FORMATS", "Format", "RetrievalDataset", "load_dataset"]
 
-#: names that resolve to data advlora builds itself
-EMBEDDED = ("emoji", "emoji-video")
+#: names that resolve to data advlora builds itself: name -> builder(split) -> annotation file path
+EMBEDDED = ("emoji", "emoji-source", "emoji-downstream", "emoji-video")
 
 
 def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limit: int | None = None,
@@ -22,16 +22,17 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
     """Resolve ``--data``: ``emoji`` (built and cached on first use) or an annotation file / folder on disk.
 
     Args:
-        spec: ``emoji``, ``emoji-video`` or a path to an annotation file.
+        spec: ``emoji`` (every emoji), ``emoji-source`` / ``emoji-downstream`` (its two disjoint parts, see
+            ``advlora.data.emoji``), ``emoji-video`` or a path to an annotation file.
         split: the split to read (embedded sets and formats that hold several splits).
         fmt: annotation format name (see ``FORMATS``); detected from the file when None.
         limit: a deterministic subset of this many images (or videos).
         image_root: the folder the file's image / video paths are relative to (default: the file's folder).
         frames: frames sampled per video (video sets; default 8).
     """
-    if spec == "emoji":
-        ds = read_annotations(emoji_split_path(split), "jsonl")
-        ds.name = f"emoji-{split}"
+    if spec in ("emoji", "emoji-source", "emoji-downstream"):
+        ds = read_annotations(emoji_split_path(split, spec), "jsonl")
+        ds.name = f"{spec}-{split}"
     elif spec == "emoji-video":
         ds = read_annotations(emoji_video_split_path(split), "video-jsonl")
         ds.name = f"emoji-video-{split}"

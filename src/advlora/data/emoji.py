@@ -32,7 +32,11 @@ FONT_CANDIDATES = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
 FONT_SIZE = 109
 #: augmentation ranges: glyph size as a fraction of the image, background channel values
 SCALE_RANGE = (0.6, 1.0)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the newest Unicode emoji version of the source part; every later emoji is downstream
+SOURCE_MAX_VERSION = 5.0
+#: data set name -> the part of the build it reads (None: every emoji)
+EMOJI_SETS: dict[str, str | None] = {"emoji": None, "emoji-source": "source", "emoji-downstream": "downstream"}
 
 _TONE = r"(?:light|medium-light|medium|medium-dark|dark) skin tone"
 _HAIR = r"(?:bald|beard|blond hair|curly hair|red hair|white hair)"
@@ -219,7 +223,8 @@ def _build_info(font: Path, seed: int, image_size: int, limit: int | None, rende
     import emoji
 
     return {"format_version": FORMAT_VERSION, "emoji_package": emoji.__version__, "font": str(font),
-            "seed": seed, "image_size": image_size, "limit": limit, "renders": renders}
+            "seed": seed, "image_size": image_size, "limit": limit, "renders": renders,
+            "source_max_version": SOURCE_MAX_VERSION}
 
 
 def build_emoji(root: str | Path | None = None, *, font_path: str | Path | None = None, seed: int = 0,
@@ -227,43 +232,61 @@ def build_emoji(root: str | Path | None = None, *, font_path: str | Path | None 
                 renders: dict[str, int] | None = None, workers: int = 2) -> Path:
     """Render the benchmark into ``root`` (default ``$ADVLORA_HOME/data/emoji``) and return that folder.
 
-    A finished build with the same settings is reused unless ``force``. ``limit`` renders only the first
-    ``limit`` emoji (for tests). Emoji the font draws as nothing, or exactly like an earlier emoji (newer
-    sequences it does not know) give their names to the earlier one's images; both are listed in ``info.json``.
+    A finished build with the same settings is reused unless ``force``. ``limit`` renders only ``limit``
+    emoji, the first of each part in turns (tests: a small build still has a source and a downstream part).
+    Emoji the font draws as nothing, or exactly like an earlier emoji (newer sequences it does not know) give
+    their names to the earlier one's images; both are listed in ``info.json``. Every split is written for each
+    data set of ``EMOJI_SETS``: ``<split>.jsonl`` (every emoji) and ``<part>-<split>.jsonl`` per part.
     """
     root = Path(root) if root is not None else advlora_home() / "data" / "emoji"
     font = find_font(font_path)
     renders = dict(renders or SPLITS)
     info = _build_info(font, seed, image_size, limit, renders)
-    if not force and cache_matches(root, info):
+    if not force and cache_matches(root, info, [_split_file(n, s) for s in renders for n in EMOJI_SETS]):
         return root
     _font(str(font))  # fail early, in this process, on a font Pillow cannot read
-    entries = emoji_entries()[:limit] if limit is not None else emoji_entries()
+    entries = _first(emoji_entries(), limit)
     with atomic_dir(root) as tmp:
         for split in renders:
             (tmp / "images" / split).mkdir(parents=True)
         jobs = [(i, e.char, str(tmp), str(font), seed, image_size, renders) for i, e in enumerate(entries)]
         results = _run(jobs, workers)
         kept, skipped = _merge_duplicates(entries, results, tmp)
-        for split in renders:
-            lines = [json.dumps({"image": f, "captions": caps}, ensure_ascii=False)
-                     for caps, files in kept for f in files[split]]
-            atomic_write_text(tmp / f"{split}.jsonl", "\n".join(lines) + "\n")
-        write_json(tmp / "info.json", {**info, "n_emoji": len(kept), "skipped": skipped})
+        parts = {i: part_of(entries[i].char) for i, _, _ in kept}
+        for name, part in EMOJI_SETS.items():
+            for split in renders:
+                lines = [json.dumps({"image": f, "captions": caps}, ensure_ascii=False)
+                         for i, caps, files in kept if part in (None, parts[i]) for f in files[split]]
+                atomic_write_text(tmp / _split_file(name, split), "\n".join(lines) + "\n")
+        counts = {p: sum(v == p for v in parts.values()) for p in ("source", "downstream")}
+        write_json(tmp / "info.json", {**info, "n_emoji": len(kept), "n_emoji_parts": counts, "skipped": skipped})
     return root
 
 
+def _first(entries: list[EmojiEntry], limit: int | None) -> list[EmojiEntry]:
+    """The first ``limit`` entries, taken from the source and the downstream part in turns (package order)."""
+    if limit is None:
+        return entries
+    by_part = {p: [i for i, e in enumerate(entries) if part_of(e.char) == p] for p in ("source", "downstream")}
+    picked: list[int] = []
+    for k in range(limit):
+        for p in ("source", "downstream")[k % 2:] + ("source", "downstream")[:k % 2]:
+            rest = [i for i in by_part[p] if i not in picked]
+            if rest:
+                picked.append(rest[0])
+                break
+    return [entries[i] for i in sorted(picked)]
+
+
 def _merge_duplicates(entries: list[EmojiEntry], results: list[tuple], tmp: Path
-                      ) -> tuple[list[tuple[list[str], dict]], list[dict]]:
+                      ) -> tuple[list[tuple[int, list[str], dict]], list[dict]]:
     """Drop emoji drawn as nothing; emoji drawn exactly alike share one image that carries all their names.
 
     The oldest emoji (lowest Unicode emoji version) keeps its renders, e.g. "flag: france" rather than
     "flag: clipperton island", and the newer sequences the font does not know become extra captions.
     """
-    import emoji
-
     def age(r: tuple) -> tuple:
-        return emoji.EMOJI_DATA[entries[r[0]].char].get("E", 99), r[0]
+        return emoji_version(entries[r[0]].char), r[0]
 
     owner: dict[str, int] = {}
     captions: dict[int, list[str]] = {}
@@ -281,18 +304,19 @@ def _merge_duplicates(entries: list[EmojiEntry], results: list[tuple], tmp: Path
         owner[digest] = index
         captions[index] = e.captions
     files_of = {r[0]: r[2] for r in results}
-    kept = [(captions[i], files_of[i]) for i in sorted(captions)]
+    kept = [(i, captions[i], files_of[i]) for i in sorted(captions)]
     return kept, sorted(skipped, key=lambda s: s["name"])
 
 
-def cache_matches(root: Path, info: dict) -> bool:
-    """True when the build at ``root`` was made with the same settings ``info`` (so it can be reused)."""
+def cache_matches(root: Path, info: dict, files: list[str] | None = None) -> bool:
+    """True when the build at ``root`` was made with the same settings ``info`` and holds ``files`` (default:
+    one ``<split>.jsonl`` per split of ``info["renders"]``), so it can be reused."""
     try:
         old = json.loads((root / "info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return all(old.get(k) == v for k, v in info.items()) and all((root / f"{s}.jsonl").exists()
-                                                                 for s in info["renders"])
+    files = files if files is not None else [f"{s}.jsonl" for s in info["renders"]]
+    return all(old.get(k) == v for k, v in info.items()) and all((root / f).exists() for f in files)
 
 
 def _run(jobs: list[tuple], workers: int) -> list[tuple]:
@@ -304,8 +328,28 @@ def _run(jobs: list[tuple], workers: int) -> list[tuple]:
         return pool.map(_render_one, jobs, chunksize=64)
 
 
-def emoji_split_path(split: str) -> Path:
-    """The JSON-lines file of one split of the default build, building the benchmark on first use."""
+def emoji_version(char: str) -> float:
+    """The Unicode emoji version that introduced ``char`` (the ``emoji`` package's record; 99 when unknown)."""
+    import emoji
+
+    return float(emoji.EMOJI_DATA.get(char, {}).get("E", 99))
+
+
+def part_of(char: str) -> str:
+    """``"source"`` for emoji up to Emoji ``SOURCE_MAX_VERSION``, ``"downstream"`` for those added since."""
+    return "source" if emoji_version(char) <= SOURCE_MAX_VERSION else "downstream"
+
+
+def _split_file(name: str, split: str) -> str:
+    """The file of one split of one data set inside the build: ``test.jsonl``, ``downstream-test.jsonl``."""
+    part = EMOJI_SETS[name]
+    return f"{split}.jsonl" if part is None else f"{part}-{split}.jsonl"
+
+
+def emoji_split_path(split: str, name: str = "emoji") -> Path:
+    """The JSON-lines file of one split of data set ``name`` (``EMOJI_SETS``), building the benchmark on first use."""
+    if name not in EMOJI_SETS:
+        raise choices_error("emoji data set", name, EMOJI_SETS)
     if split not in SPLITS:
         raise choices_error("emoji split", split, SPLITS)
-    return build_emoji() / f"{split}.jsonl"
+    return build_emoji() / _split_file(name, split)

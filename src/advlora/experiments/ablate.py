@@ -58,7 +58,7 @@ def variants() -> dict[str, tuple[str, dict]]:
 ABLATE: dict = {
     "name": "ablate",
     "model": "tiny-clip",
-    "datasets": ["emoji"],
+    "datasets": ["emoji-downstream"],  # the task tiny-clip is adapted to (pre-trained on emoji-source)
     "seeds": [0],
     "train": {"train": {"steps": 150, "batch_size": 64}, "attack": {"eps": "4/255", "steps": 3}},
     "eval": {"attacks": ["pgd"], "eps": ["4/255"], "steps": 10, "limit": 200, "sanity_limit": 16},

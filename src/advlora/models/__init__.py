@@ -8,7 +8,7 @@ the default backend needs torchvision, which advlora does not depend on).
 """
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,8 +21,6 @@ from advlora.io import advlora_home
 from advlora.models.base import VLModel
 from advlora.models.blip import BLIPWrapper
 from advlora.models.clip import CLIPWrapper
-
-log = logging.getLogger(__name__)
 
 class Backend(NamedTuple):
     """How one ``model_type`` is loaded: transformers model class, image processor class, advlora wrapper."""
@@ -46,31 +44,42 @@ TINY_DEFAULTS = {"tiny-clip": "clip", "tiny-blip": "blip"}
 __all__ = ["BACKENDS", "Backend", "TINY_DEFAULTS", "VLModel", "load_model", "resolve_model_path", "save_model"]
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Map ``tiny-clip`` / ``tiny-blip`` to their cached folder (pre-training them on first use)."""
+#: builds a tiny default that is not cached yet: (architecture, folder to write) -> None
+TinyBuilder = Callable[[str, Path], object]
+
+
+def resolve_model_path(name_or_path: str, build: TinyBuilder | None = None) -> str:
+    """Map ``tiny-clip`` / ``tiny-blip`` to their cached folder; other names are returned unchanged.
+
+    A tiny default that is not cached yet is made by ``build(arch, folder)``; without ``build`` it is an error
+    (models only read checkpoints; the pre-training lives in ``advlora.training.pretrain``, whose
+    ``load_model`` passes its builder here, and which ``advlora.load_model`` is).
+    """
     if name_or_path in TINY_DEFAULTS:
         path = advlora_home() / "models" / name_or_path
         if not (path / "config.json").exists():
-            from advlora.models.pretrain import pretrain
-
-            log.info("%s is not cached yet: pre-training it on the emoji benchmark", name_or_path)
-            pretrain(arch=TINY_DEFAULTS[name_or_path], out=path)
+            if build is None:
+                raise AdvloraError(f"{name_or_path} is not pre-trained yet: run `advlora pretrain --arch "
+                                   f"{TINY_DEFAULTS[name_or_path]}` (or load it with advlora.load_model, which "
+                                   "pre-trains it on first use)")
+            build(TINY_DEFAULTS[name_or_path], path)
         return str(path)
     return name_or_path
 
 
 def load_model(name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               revision: str | None = None) -> VLModel:
+               revision: str | None = None, build: TinyBuilder | None = None) -> VLModel:
     """Load a CLIP or BLIP retrieval model and wrap it (eval mode, frozen until an adapter is attached).
 
     Args:
         name_or_path: a hub id (``openai/clip-vit-base-patch32``, ``Salesforce/blip-itm-base-coco``), a local
             folder written by ``save_pretrained``, or ``tiny-clip`` / ``tiny-blip``.
+        build: makes a tiny default that is not cached yet (see ``resolve_model_path``).
 
     The wrapper's ``name_or_path`` is what ``from_pretrained`` reads (for ``tiny-clip``: its cached folder);
     ``alias`` keeps the name given (``tiny-clip``), for reports.
     """
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, build)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as e:

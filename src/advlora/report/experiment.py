@@ -13,6 +13,7 @@ from typing import Any
 from advlora.attacks import registry
 from advlora.attacks.registry import result_key, split_key
 from advlora.evaluation.sanity import Check, white_box_reference
+from advlora.experiments.claims import claim_sections
 from advlora.experiments.summarize import attack_name, pgd_sweep
 from advlora.report import plots
 from advlora.report.plots import count
@@ -202,7 +203,7 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
         rep.bullets(threat_lines(summary, ds))
         header, rows = detail_rows(summary, ds)
         rep.heading("Recall@1 and attack success rate", 3).table(header, rows)
-    for heading, items in extra or []:
+    for heading, items in [*claim_sections(summary), *(extra or [])]:
         rep.heading(heading).bullets(items)
     rep.heading("Sanity checks")
     rep.text("Per evaluation (from the robust evaluation), then across evaluations (eps sweep, black-box vs white-box).")

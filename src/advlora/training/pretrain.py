@@ -1,4 +1,9 @@
-"""Pre-train the tiny CLIP or BLIP from scratch on the emoji train split, and save it as a hub checkpoint.
+"""Pre-train the tiny CLIP or BLIP from scratch on the emoji source part, and save it as a hub checkpoint.
+
+The tiny models learn only ``emoji-source`` (emoji up to Emoji 5.0); ``emoji-downstream`` (the emoji added
+since) is the task they are adapted to, as a web-pre-trained CLIP is adapted to COCO. ``load_model`` here is
+``advlora.models.load_model`` that pre-trains ``tiny-clip`` / ``tiny-blip`` on first use (it is what
+``advlora.load_model`` is): ``advlora.models`` itself never trains, it only reads a cached checkpoint.
 
 The tokenizer is a WordPiece vocabulary trained on the train captions; the model is ``advlora.models.tiny``'s
 ``tiny`` size. Each step draws a batch of distinct emoji, one of its pre-rendered train views each and one of
@@ -23,9 +28,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from advlora.data import load_dataset
 from advlora.errors import choices_error
+from advlora.evaluation import evaluate_clean
+from advlora.io import atomic_dir, write_json
+from advlora.models import VLModel, resolve_model_path, save_model, tiny
+from advlora.models import load_model as _load_cached
+from advlora.models.tiny import SIZES
+from advlora.models.tokenizer import build_tokenizer
+from advlora.threads import auto_threads, torch_threads
 
 log = logging.getLogger(__name__)
+
+
+#: the data set the tiny models are pre-trained on, and the one they are adapted to (never seen in pre-training)
+PRETRAIN_DATA = "emoji-source"
+DOWNSTREAM_DATA = "emoji-downstream"
 
 
 @dataclass
@@ -34,7 +52,7 @@ class PretrainConfig:
 
     size: str = "tiny"
     epochs: int = 55                # passes over the emoji (each pass: every emoji once, one random view)
-    batch_size: int = 256           # 825 steps: ~2.7 min of training on 2 idle cores (see docs/training.md)
+    batch_size: int = 256           # 550 steps on the 2,609 emoji-source emoji (times: docs/training.md)
     lr: float = 2.5e-3
     weight_decay: float = 0.05
     warmup: float = 0.1             # fraction of the steps
@@ -163,8 +181,6 @@ def itm_loss(model, states: torch.Tensor, tokens: dict, sim: torch.Tensor, g: to
 # ---- training --------------------------------------------------------------------------------------------
 def build_model(arch: str, captions: list[str], cfg: PretrainConfig, seed: int):
     """A freshly initialised wrapper with a tokenizer trained on ``captions``."""
-    from advlora.models import tiny
-    from advlora.models.tokenizer import build_tokenizer
 
     tok = build_tokenizer(captions, vocab_size=cfg.vocab_size, max_length=cfg.max_length)
     if cfg.size_overrides:
@@ -192,7 +208,6 @@ def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
     OpenMP's spinning made steps 5-8x slower) and with eager attention (PyTorch's CPU flash-attention kernel
     is slower on 17-token sequences); both are restored afterwards.
     """
-    from advlora.threads import torch_threads
 
     attn = getattr(model.hf_model.config, "_attn_implementation", None)
     _set_attention(model, "eager")
@@ -296,18 +311,14 @@ def _init_banks(model, data: EmojiTrainSet, tokens: Tokens) -> dict[str, torch.T
 
 def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfig | None = None,
              train_data=None, eval_data: dict | None = None, progress: bool = True) -> PretrainResult:
-    """Pre-train tiny ``arch`` ("clip" | "blip") on the emoji train split and save it to ``out`` (atomically).
+    """Pre-train tiny ``arch`` ("clip" | "blip") on ``emoji-source`` train and save it to ``out`` (atomically).
 
     Args:
-        train_data: a ``RetrievalDataset`` to train on instead of the emoji train split (tests).
-        eval_data: name -> ``RetrievalDataset`` evaluated at the end (default: the emoji test split).
+        train_data: a ``RetrievalDataset`` to train on instead of the ``PRETRAIN_DATA`` train split (tests).
+        eval_data: name -> ``RetrievalDataset`` evaluated at the end (default: the test splits of
+            ``PRETRAIN_DATA`` and of ``DOWNSTREAM_DATA``: what the model learnt, and its zero-shot transfer).
     Returns the wall time of the training loop and the clean metrics of each evaluation set.
     """
-    from advlora.data import load_dataset
-    from advlora.evaluation import evaluate_clean
-    from advlora.io import atomic_dir, write_json
-    from advlora.models import save_model
-    from advlora.models.tiny import SIZES
 
     cfg = config or default_config(arch)
     if arch not in ("clip", "blip"):
@@ -315,20 +326,18 @@ def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfi
     if cfg.size not in SIZES:
         raise choices_error("model size", cfg.size, SIZES)
     torch.manual_seed(seed)
-    train = train_data if train_data is not None else load_dataset("emoji", "train")
+    train = train_data if train_data is not None else load_dataset(PRETRAIN_DATA, "train")
     data = EmojiTrainSet(train, {**SIZES[cfg.size], **cfg.size_overrides}["image_size"], cfg.limit)
     model = build_model(arch, data.captions, cfg, seed)
     model.name_or_path = f"tiny-{arch}"
     if not cfg.threads:  # decided once, before this process gets busy, and recorded
-        from advlora.threads import auto_threads
         cfg = dataclasses.replace(cfg, threads=auto_threads())
     t0 = time.perf_counter()
     steps = train_model(model, data, cfg, seed, progress)
     seconds = time.perf_counter() - t0
     metrics = {}
-    evals = eval_data if eval_data is not None else {"test": load_dataset("emoji", "test")}
-    from advlora.threads import torch_threads
-
+    evals = eval_data if eval_data is not None else {f"{d} test": load_dataset(d, "test")
+                                                     for d in (PRETRAIN_DATA, DOWNSTREAM_DATA)}
     with torch_threads(cfg.threads):  # as training: a busy machine makes spare threads costly
         for name, ds in evals.items():
             if cfg.limit is not None:  # only the emoji trained on
@@ -343,3 +352,19 @@ def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfi
                                            "steps": steps, "train_seconds": round(seconds, 1),
                                            "threads": cfg.threads, "metrics": metrics})
     return PretrainResult(Path(out), seconds, steps, metrics, model, cfg.threads)
+
+
+def build_tiny(arch: str, out: Path) -> None:
+    """Pre-train the shipped tiny ``arch`` with its default configuration into ``out`` (first use of tiny-*)."""
+    log.info("tiny-%s is not cached yet: pre-training it on %s", arch, PRETRAIN_DATA)
+    pretrain(arch, out)
+
+
+def ensure_pretrained(name_or_path: str) -> str:
+    """The folder of ``tiny-clip`` / ``tiny-blip`` (pre-trained and cached on first use); other names unchanged."""
+    return resolve_model_path(name_or_path, build=build_tiny)
+
+
+def load_model(name_or_path: str, **kwargs) -> VLModel:
+    """``advlora.models.load_model``, pre-training ``tiny-clip`` / ``tiny-blip`` first when they are not cached."""
+    return _load_cached(name_or_path, build=build_tiny, **kwargs)
