@@ -14,6 +14,7 @@ from advlora.bench import cases
 from advlora.bench.retrieval_case import measure_retrieval
 from advlora.bench.timing import run_isolated
 from advlora.errors import choices_error
+from advlora.io import write_json
 
 SIZES = ("tiny", "vit-b32", "blip-base")
 #: ratio key -> (target description, test on the value); the targets of the issue
@@ -114,8 +115,6 @@ def format_bench(result: dict) -> str:
 
 
 def write_bench(result: dict, out: Path) -> Path:
-    from advlora.io import write_json
-
     path = Path(out) / "bench.json"
     write_json(path, result)
     json.loads(path.read_text())  # what we wrote must read back

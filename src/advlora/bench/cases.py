@@ -21,8 +21,16 @@ import statistics
 
 import torch
 
+from advlora.adapters import adapter_info, attach_adapter, regularization_loss
+from advlora.attacks import ThreatModel, pgd
+from advlora.attacks._utils import loss_and_grad
+from advlora.attacks.objectives import contrastive
 from advlora.bench.timing import (current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory,
                                   reset_peak_rss)
+from advlora.models.recompute import enable_recompute
+from advlora.models.tiny import random_model
+from advlora.training.config import AttackConfig
+from advlora.training.step import Dist, TrainTask, attack_batch
 
 PGD_STEPS = 10
 
@@ -40,25 +48,16 @@ def make_batch(model, batch: int, seed: int = 0) -> tuple[torch.Tensor, list[str
 
 
 def base_model(size: str, seed: int = 0):
-    from advlora.models.tiny import random_model
-
     return random_model(arch_of(size), size, seed=seed)
 
 
 def adapted(base, method: str, rank: int):
-    from advlora.adapters import attach_adapter
-
     model = copy.deepcopy(base)
     return attach_adapter(model, method, rank=rank)
 
 
 def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "4/255", attack_steps: int = 3):
     """One adversarial training step of the trainer's code, as a closure (AdamW over the trainable parameters)."""
-    from advlora.adapters import regularization_loss
-    from advlora.attacks import ThreatModel
-    from advlora.training.config import AttackConfig
-    from advlora.training.step import Dist, TrainTask, attack_batch
-
     cfg = AttackConfig(name="pgd", threat=ThreatModel(eps=eps, steps=attack_steps))
     task = TrainTask(model, cfg, Dist(), regularizer=regularization_loss)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -87,10 +86,6 @@ def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "
 def measure_attack(model, images: torch.Tensor, captions: list[str], repeats: int, warmup: int,
                    steps: int = PGD_STEPS) -> dict[str, float]:
     """P1: PGD-k time / (k x one forward+backward of the same objective on the same batch)."""
-    from advlora.attacks import pgd
-    from advlora.attacks._utils import loss_and_grad
-    from advlora.attacks.objectives import contrastive
-
     with torch.no_grad():
         text = model.encode_text(captions)
     objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool))
@@ -111,8 +106,6 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
     """P2 (time), P3, P4, P5 on one process."""
     import time
 
-    from advlora.adapters import adapter_info
-    from advlora.models.recompute import enable_recompute
 
     out: dict[str, float] = {}
     t = time.perf_counter()
@@ -183,9 +176,6 @@ def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps
     ``live``: freed buffers go back to the OS (``timing.release_freed_memory``), so the peak is that of the
     memory in use; False keeps glibc's default, whose heap also holds freed activation buffers.
     """
-    from advlora.adapters import attach_adapter
-    from advlora.models.recompute import enable_recompute
-
     if live:
         release_freed_memory()
     reset_peak_rss()

@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-from advlora.data.emoji import cache_matches
+from advlora.data.emoji import cache_matches, compose, emoji_entries, find_font, render_glyph
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import advlora_home, atomic_dir, atomic_write_text, write_json
 
@@ -34,8 +34,6 @@ def video_codec() -> str:
 
 def clip_frames(glyph, size: int, frames: int, direction: str, rng: random.Random) -> list:
     """The PIL frames of one clip: the glyph crossing the frame in ``direction`` on a seeded background."""
-    from advlora.data.emoji import compose
-
     scale = rng.uniform(0.4, 0.55)
     background = tuple(rng.randrange(256) for _ in range(3))
     room = (1.0 - scale) * size / 2
@@ -69,8 +67,6 @@ def write_video(path: Path, images: list, fps: int = 8, codec: str | None = None
 
 
 def _pick_emoji(n_emoji: int, seed: int, font) -> list:
-    from advlora.data.emoji import emoji_entries, render_glyph
-
     pool = [e for e in emoji_entries() if ":" not in e.name]
     random.Random(f"emoji-video|{seed}").shuffle(pool)
     picked = []
@@ -91,8 +87,6 @@ def build_emoji_video(root: str | Path | None = None, *, font_path: str | Path |
     A finished build with the same settings is reused unless ``force``. Defaults: 100 emoji, 400 clips of
     16 frames at 64 x 64 (train 200, val 100, test 100).
     """
-    from advlora.data.emoji import find_font
-
     root = Path(root) if root is not None else advlora_home() / "data" / "emoji-video"
     if size % 2:
         raise AdvloraError(f"emoji-video frame size must be even (H.264 / yuv420p), got {size}")

@@ -12,6 +12,7 @@ from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.metrics import retrieval_recall, retrieval_recall_features
 from advlora.models.base import VLModel
+from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode
 
 
@@ -129,8 +130,6 @@ def default_rerank_k(model: VLModel, n_images: int | None = None) -> int | None:
 def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int = 128,
                    rerank_k: int | None = -1) -> dict[str, float]:
     """Clean Recall@1/5/10 both ways and r_mean on ``dataset`` (``rerank_k=-1``: the backend's default)."""
-    from advlora.models.video import for_dataset
-
     rerank_k = check_rerank_k(rerank_k)
     model = for_dataset(model, dataset)  # video sets: frame pooling, same contract
     images = dataset.load_images(model.image_size)

@@ -18,7 +18,7 @@ from advlora.errors import AdvloraError
 from advlora.experiments import summarize as S
 from advlora.experiments.grid import run_grid
 from advlora.experiments.spec import GridConfig, load_grid_config
-from advlora.report.experiment import fmt
+from advlora.experiments.report import fmt
 from advlora.report.plots import count, paired_changes
 from advlora.report.tables import metrics_table
 

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from advlora.errors import AdvloraError
-from advlora.experiments import spectrum as S
+from advlora.experiments import backend, spectrum as S
+from advlora.experiments.report import alpha_columns, read_history
+from advlora.experiments.spec import slug
+from advlora.io import write_json
 from advlora.report import plots
 from advlora.report.report import Report, write_report
 
@@ -44,8 +47,6 @@ def _label(cell: Path) -> str:
 
 def analyze_run(run: Path, *, model_loader) -> dict[str, Any]:
     """Spectra of dW and alpha statistics of one training run; ``model_loader(run) -> (base, tuned)`` models."""
-    from advlora.report.experiment import alpha_columns, read_history
-
     out: dict[str, Any] = {"run": str(run)}
     base, tuned = model_loader(run)
     if tuned is not None:
@@ -101,7 +102,6 @@ def render(results: dict[str, dict], out: Path, source: Path) -> str:
             text += [f"[{label}] alpha: " + "; ".join(lines)]
         if not res.get("spectra") and not res.get("alpha"):
             rep.text("No updated linear layer and no alpha in this run (zero-shot?).")
-    from advlora.io import write_json
 
     write_json(out / "analysis.json", {k: _no_values(v) for k, v in results.items()})
     write_report(out, rep)
@@ -144,15 +144,11 @@ def _no_values(res: dict) -> dict:
 
 
 def _slug(text: str) -> str:
-    from advlora.experiments.spec import slug
-
     return slug(text)
 
 
 def analyze(path: str | Path, out: str | Path | None = None, *, model_loader=None) -> tuple[dict, str, Path]:
     """Analyse every training run found under ``path``; returns (results, terminal text, output folder)."""
-    from advlora.experiments import backend
-
     path = Path(path)
     runs = find_runs(path)
     out = Path(out) if out else path / "analysis"

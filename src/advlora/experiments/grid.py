@@ -34,6 +34,7 @@ from advlora.config import dump_yaml, to_dict
 from advlora.errors import AdvloraError
 from advlora.experiments import backend
 from advlora.experiments import cells as C
+from advlora.experiments.report import render
 from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
 from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
@@ -161,8 +162,6 @@ def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
            extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
            extra_plots: Callable[[dict, Path], list[tuple[str, str]]] | None = None) -> str:
     """Draw the plots and write report.md, report.html and summary.json; returns the terminal table."""
-    from advlora.report.experiment import render
-
     ds, seed = cfg.datasets[0], cfg.seeds[0]
     histories = {m.label: root / "cells" / TrainCell(m, ds, seed).key / "run" / "history.csv"
                  for m in cfg.methods if m.method != "frozen"}
