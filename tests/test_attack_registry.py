@@ -144,3 +144,15 @@ def test_cli_lists_the_registry(capsys):
         assert name in printed
     assert main(["attack", "--attack", "nope", "--model", "tiny-clip"]) == 2
     assert "unknown attack 'nope' (valid: apgd, apgd-margin" in capsys.readouterr().err
+
+
+def test_grid_spec_accepts_every_registered_attack():
+    """A grid can run any registered attack, the standard suite and the text and joint attacks included."""
+    names = ["standard", "apgd-margin", "apgd-t", "text", "joint"]
+    cfg = load_grid_config(None, base={"methods": [{"label": "x", "method": "frozen"}], "eval": {"attacks": names}})
+    assert cfg.eval.attacks == names and set(names) <= set(registry.names())
+    assert registry.get("standard").kind == "suite"
+    line = registry.get("standard").line(ThreatModel(eps="2/255"), {}, {"itm": False})
+    for budget in ("APGD steps=100", "APGD-T steps=100", "targets=9", "Square queries=5000 objective=margin"):
+        assert budget in line, budget
+    assert "rerank" not in line and "objective=rerank" in registry.get("standard").line(ThreatModel(), {}, {"itm": True})
