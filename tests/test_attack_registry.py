@@ -65,7 +65,7 @@ def test_throwaway_attack_through_evaluate_robust(tiny_clip, tmp_path, throwaway
                           sanity_limit=4, options={"tries": 3})
     r = out["attacks"]["random-sign"]
     assert isinstance(r, AttackResult) and r.attack == "random-sign"
-    assert r.threat == "linf eps=8/255 RandSign tries=3 objective=contrastive"
+    assert r.threat == "linf eps=8/255 RandSign tries=3 objective=contrastive precision=float32"
     assert r.checks["max_perturbation"] <= 8 / 255 + 1e-6 and r.metrics["r_mean"] <= r.clean["r_mean"] + 1e-9
     assert all(isinstance(c, Check) for c in out["sanity"])
     text = "\n".join(map(str, out["sanity"]))
@@ -102,15 +102,19 @@ def test_throwaway_attack_through_grid_spec_and_report(tiny_clip, tmp_path, thro
     monkeypatch.setattr(backend, "load_trained", lambda cfg, method, run: method)
     monkeypatch.setattr(backend, "evaluate", evaluate)
     summary, table = run_grid(cfg, tmp_path / "grid")
-    assert "RandSign" in table and "linf eps=4/255 RandSign tries=2 objective=contrastive" in table
+    assert "RandSign" in table and "linf eps=4/255 RandSign tries=2 objective=contrastive precision=float32" in table
     s = json.loads((tmp_path / "grid" / "summary.json").read_text())
     assert "random-sign@4/255" in s["methods"]["zero-shot"]["robust"]
     md = (tmp_path / "grid" / "report.md").read_text()
     assert "RandSign" in md and "random-sign: adversarial images in [0, 1]" in md
+    # the report leads with the verdict; the full list of checks is folded below it, in md and html alike
+    assert md.split("\n")[2].startswith("**Sanity verdict: ") and "<details><summary>All " in md
+    assert "<details><summary>All " in (tmp_path / "grid" / "report.html").read_text()
 
 
 def test_unknown_names_list_the_registry(tiny_clip, tmp_path):
-    with pytest.raises(AdvloraError, match=r"unknown attack 'random-sign' \(valid: apgd, apgd-margin, fgsm, joint"):
+    with pytest.raises(AdvloraError,
+                       match=r"unknown attack 'random-sign' \(valid: apgd, apgd-margin, apgd-t, fgsm, joint"):
         registry.get("random-sign")
     with pytest.raises(AdvloraError, match="unknown attack 'random-sign'"):
         load_grid_config(None, base={"methods": [{"label": "x"}], "eval": {"attacks": ["random-sign"]}})
@@ -140,3 +144,15 @@ def test_cli_lists_the_registry(capsys):
         assert name in printed
     assert main(["attack", "--attack", "nope", "--model", "tiny-clip"]) == 2
     assert "unknown attack 'nope' (valid: apgd, apgd-margin" in capsys.readouterr().err
+
+
+def test_grid_spec_accepts_every_registered_attack():
+    """A grid can run any registered attack, the standard suite and the text and joint attacks included."""
+    names = ["standard", "apgd-margin", "apgd-t", "text", "joint"]
+    cfg = load_grid_config(None, base={"methods": [{"label": "x", "method": "frozen"}], "eval": {"attacks": names}})
+    assert cfg.eval.attacks == names and set(names) <= set(registry.names())
+    assert registry.get("standard").kind == "suite"
+    line = registry.get("standard").line(ThreatModel(eps="2/255"), {}, {"itm": False})
+    for budget in ("APGD steps=100", "APGD-T steps=100", "targets=9", "Square queries=5000 objective=margin"):
+        assert budget in line, budget
+    assert "rerank" not in line and "objective=rerank" in registry.get("standard").line(ThreatModel(), {}, {"itm": True})

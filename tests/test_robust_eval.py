@@ -81,7 +81,7 @@ def test_square_on_a_subset_text_and_joint(tiny_clip, data):
 
 def test_bad_names(tiny_clip, data):
     th = ThreatModel()
-    with pytest.raises(AdvloraError, match="unknown attack 'pdg'.*valid: apgd, apgd-margin, fgsm"):
+    with pytest.raises(AdvloraError, match="unknown attack 'pdg'.*valid: apgd, apgd-margin, apgd-t, fgsm"):
         evaluate_robust(tiny_clip, data, ["pdg"], th)
     with pytest.raises(AdvloraError, match="unknown objective 'kl'"):
         evaluate_robust(tiny_clip, data, ["pgd"], th, objective="kl")

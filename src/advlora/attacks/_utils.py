@@ -105,17 +105,59 @@ def check_loss(loss: torch.Tensor, x: torch.Tensor) -> None:
         raise AdvloraError(f"objective must return one loss per sample, shape ({x.shape[0]},); got {shape}")
 
 
+def outcome(objective: Objective) -> torch.Tensor | None:
+    """The retrieval outcome of the objective's last call: per sample, the rank of its best positive in the
+    objective's gallery (0 = retrieved first; ties count against the query), or None when the objective has no
+    gallery (``objectives.RankedObjective`` keeps it, from the scores the loss was computed from)."""
+    return getattr(objective, "last_rank", None)
+
+
+def reports_outcome(objective: Objective) -> bool:
+    """Whether ``objective`` reports a retrieval outcome (``outcome``): then the clean image, a point of the
+    ball, competes for the worst case even under a random start (one extra forward per attack call)."""
+    return hasattr(objective, "last_rank")
+
+
+def start_point(objective: Objective, x0: torch.Tensor, eps: float, norm: str, random: bool,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Where an iterative attack starts: a random point of the ball, else the clean image, moved by
+    0.001 * N(0, 1) (as TRADES starts) when the objective is stationary there (``objective.stationary``: e.g.
+    the distance to the clean embedding, whose gradient at the clean image is zero)."""
+    if random:
+        return random_start(x0, eps, norm, generator)
+    if getattr(objective, "stationary", False):
+        return project_image(x0 + 0.001 * _rand(x0.shape, x0, generator, normal=True), x0, eps, norm)
+    return x0.clone()
+
+
 class WorstCase:
-    """Per-sample best-so-far (highest objective) point: restarts and iterates keep each sample's worst case."""
+    """Per-sample worst point seen so far: with ``rank`` given, the worst retrieval outcome (highest rank of the
+    best positive), ties broken by the higher objective; without, the highest objective. Restarts, iterates and
+    the clean image all compete, so the point returned is never better than one the attack evaluated."""
 
     def __init__(self, x0: torch.Tensor) -> None:
         self.x = x0.detach().clone()
         self.loss = torch.full((x0.shape[0],), float("-inf"), device=x0.device)
+        self.rank = torch.full((x0.shape[0],), -1, dtype=torch.long, device=x0.device)
 
-    def update(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Keep ``x`` where ``loss`` beats the best so far; returns the mask of improved samples."""
+    def update(self, loss: torch.Tensor, x: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
+        """Keep ``x`` where it is worse than the worst so far; returns the mask of replaced samples."""
         loss = loss.detach().to(self.loss)
-        better = loss > self.loss
+        loss = torch.where(torch.isnan(loss), torch.full_like(loss, float("-inf")), loss)
+        if rank is None:
+            better = loss > self.loss
+        else:
+            rank = rank.detach().to(self.rank)
+            better = (rank > self.rank) | ((rank == self.rank) & (loss > self.loss))
+            self.rank = torch.where(better, rank, self.rank)
         self.loss = torch.where(better, loss, self.loss)
         self.x = torch.where(_bview(better, x), x.detach(), self.x)
         return better
+
+    def score(self, objective: Objective, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate ``objective`` at ``x`` without gradient and keep it if worse; returns the loss."""
+        with torch.no_grad():
+            loss = objective(x)
+            check_loss(loss, x)
+        self.update(loss, x, outcome(objective))
+        return loss

@@ -17,8 +17,7 @@ import math
 import torch
 
 from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
-                                    project_image)
-from advlora.attacks._utils import random_start as _random_start
+                                    outcome, project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
@@ -37,20 +36,26 @@ def checkpoints(steps: int) -> list[int]:
 def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps: int = 10, norm: str = "linf",
          restarts: int = 1, random_start: bool = True, generator: torch.Generator | None = None
          ) -> torch.Tensor:
-    """Maximise ``objective`` with APGD; returns the per-sample best point over all iterates and restarts.
+    """Maximise ``objective`` with APGD; returns, per sample, the point with the worst retrieval outcome (rank of
+    the best positive, ties by the objective; the objective alone when it reports no rank) over the clean image
+    and all iterates of all restarts. The step-size schedule follows the objective, as in the paper.
 
-    There is no ``step_size``: APGD adapts its own. ``random_start=False`` starts at the clean image.
+    There is no ``step_size``: APGD adapts its own. ``random_start=False`` starts at the clean image (moved by
+    0.001 * N(0, 1) when the objective is stationary there).
     """
     eps = check_args(images, eps, norm, steps)
     if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
         raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
     x0 = images.detach()
-    worst = WorstCase(x0)
+    worst = WorstCase(x0)                             # the returned point: worst outcome over everything seen
+    if random_start and reports_outcome(objective):
+        worst.score(objective, x0)                    # the clean image is a point of the ball too
     marks = set(checkpoints(int(steps))[1:])
     for _ in range(int(restarts)):
-        x = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
+        x = start_point(objective, x0, eps, norm, random_start, generator)
         loss, grad = loss_and_grad(objective, x)
-        best = WorstCase(x)
+        worst.update(loss, x, outcome(objective))
+        best = WorstCase(x)                           # APGD's own state: the highest objective of this restart
         best.update(loss, x)
         grad_best = grad.clone()
         step = torch.full((x0.shape[0],), 2.0 * eps, device=x0.device, dtype=x0.dtype)
@@ -64,6 +69,7 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
             x_new = project_image(x + a * (z - x) + (1 - a) * (x - x_prev), x0, eps, norm)
             x_prev, x = x, x_new
             loss, grad = loss_and_grad(objective, x)
+            worst.update(loss, x, outcome(objective))
             history.append(loss)
             improved = best.update(loss, x)
             grad_best = torch.where(_bview(improved, grad), grad, grad_best)
@@ -78,7 +84,6 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
                 x = torch.where(_bview(halve, x), best.x, x)
                 grad = torch.where(_bview(halve, grad), grad_best, grad)
                 reduced_at_mark, best_at_mark, last_mark = halve, best.loss.clone(), k
-        worst.update(best.loss, best.x)
     return worst.x
 
 

@@ -2,15 +2,15 @@
 
 Threat model: linf (one signed step of size eps) or l2 (one step of l2 length eps along the gradient), clamped
 to pixel space [0, 1]. Inputs ``images`` (B, ...) in [0, 1]. One forward+backward, plus one forward to score the
-step: a sample whose step lowers its objective keeps the clean image (the worst case of the two points
-evaluated), so FGSM equals ``pgd(steps=1, step_size=eps, random_start=False)`` exactly.
+step: each sample keeps the worse of the two points evaluated (by retrieval outcome, then objective), so FGSM
+equals ``pgd(steps=1, step_size=eps, random_start=False)`` exactly.
 """
 from __future__ import annotations
 
 import torch
 
-from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, check_loss,
-                                    loss_and_grad, project_image)
+from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
+                                    project_image)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.threat import format_eps
 
@@ -25,12 +25,9 @@ def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: 
     x0 = images.detach()
     worst = WorstCase(x0)
     loss, grad = loss_and_grad(objective, x0)
-    worst.update(loss, x0)
+    worst.update(loss, x0, outcome(objective))
     x1 = project_image(x0 + eps * ascent_direction(grad, norm), x0, eps, norm)
-    with torch.no_grad():
-        loss1 = objective(x1)
-        check_loss(loss1, x1)
-    worst.update(loss1, x1)
+    worst.score(objective, x1)
     return worst.x
 
 

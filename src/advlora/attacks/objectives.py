@@ -4,6 +4,9 @@ Image side (the query image attacks the caption gallery):
 - ``contrastive`` / ``itc``: multi-positive cross-entropy of each image against a caption gallery or a batch
   (CLIP's InfoNCE with every caption of the image as a positive); the APGD paper's "CE" (arXiv 2003.01690).
 - ``margin``: best negative minus best positive cosine similarity (a DLR-like margin, arXiv 2003.01690).
+- ``TargetedDLR``: targeted scale-invariant margins towards the top clean negatives (APGD-T's objectives).
+Gallery objectives are ``RankedObjective``s: besides the loss they report each image's retrieval outcome (the
+rank of its best positive), from the scores the loss is computed from, so attacks keep the worst outcome.
 - ``embedding``: squared l2 distance to the clean embedding (FARE, Schlarmann et al. 2024, arXiv 2402.12336).
 - BLIP: ``itm`` (the negative ITM match logit of the image with its own captions) and ``rerank`` (cross-entropy
   over ITM + ITC scores of a fixed candidate set: the clean top-k ITC captions plus the positives, i.e. an
@@ -25,6 +28,39 @@ from advlora.losses import multi_positive_ce
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 TextObjective = Callable[[list, torch.Tensor], torch.Tensor]
+
+
+class RankedObjective:
+    """An image objective that also reports the retrieval outcome of its last call, at no extra cost.
+
+    ``fn(images) -> (loss (B,), scores (B, N), positives (B, N))``: the per-sample loss and the gallery scores it
+    was computed from. Calling the objective returns the loss; ``last_rank`` is then, per sample, the rank of
+    its best positive among those scores (0 = first; a tie with a negative counts against the query; a
+    non-finite positive score is a miss, rank N). The attacks keep the worst outcome per sample from it
+    (``advlora.attacks._utils.WorstCase``).
+    """
+
+    stationary = False
+
+    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        self.fn = fn
+        self.last_rank: torch.Tensor | None = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        loss, scores, positives = self.fn(images)
+        self.last_rank = best_positive_rank(scores, positives)
+        return loss
+
+
+def best_positive_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """(B,) rank of each row's best positive among ``scores`` (B, N): negatives scoring at least as high count
+    (ties go against the query); a row whose best positive is not finite gets N (a miss)."""
+    with torch.no_grad():
+        s = scores.detach().float()
+        pos = s.masked_fill(~positives, float("-inf")).amax(dim=1)
+        neg = s.masked_fill(positives, float("-inf"))
+        rank = (neg >= pos[:, None]).sum(dim=1) + (torch.isnan(neg) & ~positives).sum(dim=1)
+        return torch.where(torch.isfinite(pos), rank, torch.full_like(rank, s.shape[1]))
 
 
 def _scale(model, logit_scale) -> torch.Tensor | float:
@@ -55,11 +91,12 @@ def contrastive(model, text_features: torch.Tensor, positives: torch.Tensor,
     positives = _check_pos(positives, tf.shape[0]).to(tf.device)
     scale = _scale(model, logit_scale)
 
-    def objective(images: torch.Tensor) -> torch.Tensor:
+    def objective(images: torch.Tensor):
         logits = scale * model.encode_image(images) @ tf.t()
-        return multi_positive_ce(logits, positives[:logits.shape[0]])
+        pos = positives[:logits.shape[0]]
+        return multi_positive_ce(logits, pos), logits, pos
 
-    return objective
+    return RankedObjective(objective)
 
 
 itc = contrastive
@@ -73,13 +110,55 @@ def margin(model, text_features: torch.Tensor, positives: torch.Tensor) -> Objec
     if positives.all(dim=1).any():
         raise AdvloraError("margin objective needs at least one negative caption per image")
 
-    def objective(images: torch.Tensor) -> torch.Tensor:
+    def objective(images: torch.Tensor):
         sim = model.encode_image(images) @ tf.t()
         pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
         neg = sim.masked_fill(positives, float("-inf")).amax(dim=1)
-        return neg - pos
+        return neg - pos, sim, positives
 
-    return objective
+    return RankedObjective(objective)
+
+
+class TargetedDLR:
+    """A family of targeted, scale-invariant margin objectives (AutoAttack's targeted DLR, arXiv 2003.01690,
+    adapted to a caption gallery), one per target: the ``j``-th highest-scoring negative caption of each image
+    at the clean image.
+
+    ``target(j)`` is ``objective(images) -> (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` with z the cosine
+    scores against the gallery, z_y the best positive, z_t the target and z_pi the sorted scores (DLR's
+    denominator makes it invariant to the scale of the scores); > 0 means the target outranks every positive.
+    Its ``last_rank`` is the untargeted outcome (rank of the best positive), so the worst case over targets is
+    kept by outcome. ``n_targets`` is how many targets exist (at most the number of negatives).
+    """
+
+    def __init__(self, model, text_features: torch.Tensor, positives: torch.Tensor, clean_images: torch.Tensor,
+                 n_targets: int = 9) -> None:
+        self.model = model
+        self.tf = text_features.detach()
+        self.positives = _check_pos(positives, self.tf.shape[0]).to(self.tf.device)
+        with torch.no_grad():
+            sim = model.encode_image(clean_images) @ self.tf.t()
+        n_neg = int((~self.positives).sum(dim=1).min())
+        self.n_targets = max(0, min(int(n_targets), n_neg))
+        neg = sim.masked_fill(self.positives, float("-inf"))
+        self.targets = neg.topk(self.n_targets, dim=1).indices if self.n_targets else None   # (B, T)
+
+    def target(self, j: int) -> RankedObjective:
+        if not 0 <= j < self.n_targets:
+            raise AdvloraError(f"target {j} out of range: {self.n_targets} targets")
+        t = self.targets[:, j]
+        positives, tf, model = self.positives, self.tf, self.model
+
+        def objective(images: torch.Tensor):
+            sim = model.encode_image(images) @ tf.t()
+            rows = torch.arange(sim.shape[0], device=sim.device)
+            z_y = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
+            z_t = sim[rows, t.to(sim.device)]
+            top = sim.topk(min(4, sim.shape[1]), dim=1).values
+            denom = top[:, 0] - (top[:, min(2, top.shape[1] - 1)] + top[:, -1]) / 2
+            return (z_t - z_y) / (denom + 1e-12), sim, positives
+
+        return RankedObjective(objective)
 
 
 def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> Objective:
@@ -90,6 +169,7 @@ def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> O
     def objective(images: torch.Tensor) -> torch.Tensor:
         return (model.encode_image(images, normalize=normalize) - cf[:images.shape[0]]).pow(2).sum(dim=-1)
 
+    objective.stationary = True   # zero at the clean image, with zero gradient: attacks start off it
     return objective
 
 
@@ -139,16 +219,17 @@ def rerank(model, clean_images: torch.Tensor, text_features: torch.Tensor, posit
     rows, cols = cand.nonzero(as_tuple=True)
     tokens = model.tokenize([captions[j] for j in cols.tolist()])
 
-    def objective(images: torch.Tensor) -> torch.Tensor:
+    def objective(images: torch.Tensor):
         states = model.image_states(images)
         feats = model.embed_image_states(states)
         itc_s = (feats[rows] * tf[cols]).sum(-1)
         itm_s = model.itm_logits_from_states(states[rows], tokens)[:, 1]
         logits = torch.full(cand.shape, float("-inf"), device=feats.device, dtype=itc_s.dtype)
         logits = logits.index_put((rows, cols), itm_s + itc_s)
-        return multi_positive_ce(logits, positives)  # ITM logits are on their own scale, as LAVIS adds them
+        # ITM logits are on their own scale, as LAVIS adds them; the rank is among the fixed candidates
+        return multi_positive_ce(logits, positives), logits, positives
 
-    return objective
+    return RankedObjective(objective)
 
 
 def text_contrastive(model, image_features: torch.Tensor, txt2img: torch.Tensor,
@@ -169,6 +250,8 @@ def text_contrastive(model, image_features: torch.Tensor, txt2img: torch.Tensor,
 
 #: image-side objective names usable from the CLI and ``evaluate_robust``
 OBJECTIVES = ("contrastive", "itc", "margin", "embedding", "itm", "rerank")
+#: objectives an attack can fix in its declaration beside those (``apgd-t``: the targeted DLR family)
+FAMILIES = ("dlr-targeted",)
 
 
 def check_objective(name: str) -> str:

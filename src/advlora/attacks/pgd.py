@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, check_loss,
-                                    loss_and_grad, project_image)
-from advlora.attacks._utils import random_start as _random_start
+from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
+                                    project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
@@ -30,9 +29,11 @@ def pgd(objective: Objective, images: torch.Tensor, *, eps: float | str, step_si
             None -> 2.5 * eps / steps.
         steps: iterations (>= 1).
         norm: "linf" or "l2".
-        random_start: start each restart from a random point of the ball (else from the clean image).
-        restarts: independent runs; per sample, the point with the highest objective over all iterates of all
-            restarts is returned (the clean image is a candidate only without random start).
+        random_start: start each restart from a random point of the ball (else from the clean image, moved by
+            0.001 * N(0, 1) when the objective is stationary there).
+        restarts: independent runs; per sample, the point with the worst retrieval outcome (the rank of its best
+            positive, for objectives that report it; ties by the objective) over the clean image and all
+            iterates of all restarts is returned; the highest objective for objectives without a gallery.
         generator: ``torch.Generator`` for the random starts (reproducible attacks).
     """
     eps = check_args(images, eps, norm, steps)
@@ -43,16 +44,15 @@ def pgd(objective: Objective, images: torch.Tensor, *, eps: float | str, step_si
         raise AdvloraError(f"step size must be >= 0, got {step_size!r}")
     x0 = images.detach()
     worst = WorstCase(x0)
+    if random_start and reports_outcome(objective):
+        worst.score(objective, x0)                     # the clean image is a point of the ball too
     for _ in range(int(restarts)):
-        x = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
+        x = start_point(objective, x0, eps, norm, random_start, generator)
         for _ in range(int(steps)):
             loss, grad = loss_and_grad(objective, x)
-            worst.update(loss, x)                      # the loss of this iterate, already paid for
+            worst.update(loss, x, outcome(objective))  # the loss and rank of this iterate, already paid for
             x = project_image(x + step * ascent_direction(grad, norm), x0, eps, norm)
-        with torch.no_grad():
-            loss = objective(x)
-            check_loss(loss, x)
-        worst.update(loss, x)
+        worst.score(objective, x)
     return worst.x
 
 

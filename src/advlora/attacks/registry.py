@@ -11,7 +11,9 @@ Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sa
 - ``white-box`` / ``black-box``: ``run(objective, images, threat, *, generator, **options) -> images``;
 - ``transfer``: the same call, with ``objective`` built on the surrogate model by the caller;
 - ``text``: ``run(text_objective, captions, threat, *, generator, **options) -> captions``;
-- ``joint``: ``run(model, images, captions, owner, threat, *, generator, **options) -> (images, captions)``.
+- ``joint``: ``run(model, images, captions, owner, threat, *, generator, **options) -> (images, captions)``;
+- ``suite``: no ``run``; ``members`` (``SuiteMember``) are run as attacks of their own and the suite's result is
+  the per-sample worst over them (``standard``).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from advlora.errors import AdvloraError, choices_error
 #: a ``advlora.attacks.threat.ThreatModel`` (not imported: threat.py reads this registry to describe lines)
 ThreatModel = Any
 
-KINDS = ("white-box", "black-box", "transfer", "text", "joint")
+KINDS = ("white-box", "black-box", "transfer", "text", "joint", "suite")
 #: kinds that perturb images with ``run(objective, images, threat, ...)``
 IMAGE_KINDS = ("white-box", "black-box", "transfer")
 #: ThreatModel fields an attack may read, in the order its threat-model line names them
@@ -35,6 +37,37 @@ CHECKS = ("bounds", "convergence", "versus_white_box", "reference")
 
 #: context keys a threat-model line may name (besides the attack's own options)
 LINE_KEYS = ("objective", "gallery")
+#: context keys only a suite's line reads (whether the model re-ranks with ITM)
+SUITE_KEYS = ("itm",)
+
+
+@dataclass(frozen=True)
+class SuiteMember:
+    """One attack of a suite: registered ``attack`` run under the suite's threat model with ``changes`` (e.g.
+    ``{"steps": 100}``), its own ``objective`` (None: the attack's or the evaluation's) and ``options``;
+    ``needs_itm``: run only on models with an ITM head (BLIP's re-rank objective)."""
+
+    label: str
+    attack: str
+    objective: str | None = None
+    changes: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    needs_itm: bool = False
+
+    def budget(self, threat: ThreatModel) -> str:
+        """``APGD steps=100 objective=contrastive``: what this member spends, for the suite's line."""
+        spec = get(self.attack)
+        th = threat.replace(**self.changes)
+        parts = [spec.line_label]
+        if "steps" in spec.uses:
+            parts.append(f"steps={th.steps}")
+        if "restarts" in spec.uses:
+            parts.append(f"restarts={th.restarts}")
+        parts += [f"{k}={v}" for k, v in spec.resolve_options(self.options).items()]
+        obj = self.objective or spec.objective
+        if obj:
+            parts.append(f"objective={obj}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -55,11 +88,12 @@ class AttackSpec:
         reference: preference as the white-box reference of the sanity checks (higher first).
         fn: the plain attack function, for callers that build their own objective (training).
         describe: ``describe(threat, options, context) -> line``; None: ``line``.
+        members: a suite's attacks (kind ``suite``).
     """
 
     name: str
     kind: str
-    run: Callable[..., Any]
+    run: Callable[..., Any] | None
     uses: tuple[str, ...] = ("norm", "eps")
     label: str = ""
     line_label: str = ""
@@ -70,10 +104,13 @@ class AttackSpec:
     reference: int = 0
     fn: Callable[..., Any] | None = None
     describe: Callable[..., str] | None = None
+    members: tuple[SuiteMember, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise choices_error("attack kind", self.kind, KINDS)
+        if (self.kind == "suite") != (self.run is None) or (self.kind == "suite") != bool(self.members):
+            raise AdvloraError(f"attack {self.name!r}: a suite has members and no run; any other attack a run")
         for f in self.uses:
             if f not in FIELDS:
                 raise choices_error(f"ThreatModel field of attack {self.name!r}", f, FIELDS)
@@ -90,7 +127,7 @@ class AttackSpec:
 
     @property
     def perturbs_images(self) -> bool:
-        return self.kind in IMAGE_KINDS or self.kind == "joint"
+        return self.kind in IMAGE_KINDS or self.kind in ("joint", "suite")
 
     def resolve_options(self, given: dict | None = None) -> dict:
         """The attack's options: its defaults updated by those of ``given`` it declares (others are ignored:
@@ -109,6 +146,9 @@ class AttackSpec:
             ctx["objective"] = self.objective
         if self.describe is not None:
             return self.describe(threat, opts, ctx)
+        if self.kind == "suite":
+            members = [m.budget(threat) for m in self.members if ctx.get("itm") or not m.needs_itm]
+            return threat.line(f"{self.label}(per-sample worst by i2t rank of: {'; '.join(members)})", self.uses)
         shown = opts if options is not None else {}   # a line without options given names no option
         label = " ".join([self.line_label, *(f"{k}={v}" for k, v in shown.items())])
         return threat.line(label, self.uses, **{k: ctx.get(k) for k in self.line_keys})

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from advlora.attacks._utils import Objective, check_args, check_loss
+from advlora.attacks._utils import Objective, WorstCase, check_args
 from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
@@ -44,7 +44,9 @@ def _randint(high: int, n: int, generator, device) -> torch.Tensor:
 @torch.no_grad()
 def square(objective: Objective, images: torch.Tensor, *, eps: float | str, queries: int = 1000,
            norm: str = "linf", p_init: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Maximise ``objective`` with at most ``queries`` + 1 evaluations per sample; no gradient is ever taken.
+    """Maximise ``objective`` with at most ``queries`` + 2 evaluations per sample; no gradient is ever taken.
+    Returns, per sample, the evaluated point (the clean image included) with the worst retrieval outcome (rank
+    of the best positive, ties by the objective), or the highest objective when it reports no rank.
 
     ``p_init`` 0.8 is AutoAttack's default for linf.
     """
@@ -59,9 +61,10 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
     B, *lead, H, W = x0.shape                     # lead = (..., C)
     dev = x0.device
     stripes = _signs((B, *lead, 1, W), generator, dev).to(x0.dtype)
+    worst = WorstCase(x0)                         # the returned point: worst outcome over every query
+    worst.score(objective, x0)                    # the clean image is a point of the ball too
     x_best = (x0 + eps * stripes).clamp(0, 1)
-    loss_best = objective(x_best)
-    check_loss(loss_best, x_best)
+    loss_best = worst.score(objective, x_best)
     n_features = math.prod(x0.shape[1:])
     channels = math.prod(lead)
     rows = torch.arange(H, device=dev)
@@ -84,14 +87,11 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
             x_new = torch.where(same.view(*bview, 1, 1), x_new, cand) if _ else cand
             if not same.any():
                 break
-        loss = objective(x_new)
-        better = loss > loss_best
+        loss = worst.score(objective, x_new)
+        better = loss > loss_best                 # the search itself follows the objective
         loss_best = torch.where(better, loss, loss_best)
         x_best = torch.where(better.view(*bview, 1, 1), x_new, x_best)
-    # the clean image is a point of the ball too: a sample the search never brought above it keeps it
-    loss_clean = objective(x0)
-    keep_clean = loss_clean > loss_best
-    return torch.where(keep_clean.view(*bview, 1, 1), x0, x_best)
+    return worst.x
 
 
 def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,

@@ -13,6 +13,7 @@ from advlora.errors import AdvloraError
 from advlora.io import write_json
 from advlora.runs import default_out, run_folder
 
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 LIST_HELP = "'list' prints every registered attack with its kind and the threat-model fields it reads"
 
 
@@ -36,6 +37,8 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
     p.add_argument("--gallery", default="full", help="objective against the full caption gallery or the batch")
     p.add_argument("--surrogate", default=None, help="surrogate model of the transfer attack")
     p.add_argument("--text-budget", type=int, default=3, help="character edits per caption (text, joint)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="precision of evaluation and attacks (default float32; written in every threat-model line)")
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity checks")
     p.add_argument("--sanity-limit", type=int, default=64, help="images for the costly sanity checks")
 
@@ -72,7 +75,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     from advlora.attacks import ThreatModel, format_eps, parse_eps_list, registry, result_key
     from advlora.data import load_dataset
     from advlora.evaluation.robust import evaluate_robust
-    from advlora.evaluation.sanity import check_monotone
+    from advlora.evaluation.sanity import check_monotone, verdict
 
     registry.check_names(attacks)
     eps_list = parse_eps_list(args.eps)
@@ -83,12 +86,13 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
         raise AdvloraError(f"--square-limit must be >= 1, got {args.square_limit}")
     if args.square_queries < 1:
         raise AdvloraError(f"--square-queries must be >= 1, got {args.square_queries}")
-    model = load_model_and_adapter(args)
+    dtype = getattr(torch, getattr(args, "dtype", "float32"))
+    model = load_model_and_adapter(args).to(dtype)   # whatever precision the checkpoint was stored in
     surrogate = None
     if args.surrogate:
         from advlora.training.pretrain import load_model
 
-        surrogate = load_model(args.surrogate, device=str(model.device))
+        surrogate = load_model(args.surrogate, device=str(model.device)).to(dtype)
     extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
     data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed, **extra)
     results = []
@@ -110,12 +114,14 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
         sanity += [c for c in tagged if c not in sanity]
     if args.sanity and len(results) > 1:
         for name in results[0]["attacks"]:
-            if registry.get(name).perturbs_images:
+            spec = registry.find(results[0]["attacks"][name].attack)
+            if spec is not None and spec.perturbs_images:
                 sanity.append(check_monotone([(r["eps"], r["attacks"][name]["metrics"]["r_mean"]) for r in results],
                                              name))
     metrics = {"clean": results[0]["clean"], "n_images": len(data), "n_texts": len(data.captions),
                "data": data.name, "model": args.model, "adapter": args.adapter,
-               "robust": robust, "sanity": sanity, "protocol": results[0]["protocol"],
+               "robust": robust, "sanity": sanity, "verdict": verdict(sanity) if sanity else None,
+               "protocol": results[0]["protocol"],
                "runs": [{k: v for k, v in r.items() if k not in ("protocol",)} for r in results]}
     config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
     config["threat_models"] = [{"norm": t.norm, "eps": format_eps(float(t.eps)), "steps": t.steps,
@@ -127,8 +133,10 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}"
           + (f" + adapter {args.adapter}" if args.adapter else ""))
     print(robust_table(metrics))
-    print("sanity checks:")
-    print("\n".join(f"  {c}" for c in sanity) if sanity else "  (skipped: --no-sanity)")
+    print(f"sanity verdict: {verdict(sanity)}" if sanity else "sanity checks: skipped (--no-sanity)")
+    if sanity:
+        print("sanity checks:")
+        print("\n".join(f"  {c}" for c in sanity))
     print(f"run folder: {out}")
     return 0
 

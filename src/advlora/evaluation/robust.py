@@ -33,7 +33,8 @@ from advlora.attacks.registry import AttackSpec
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation.retrieval import default_rerank_k, encode_images, encode_texts, itm_rerank
-from advlora.evaluation.sanity import Probe, check_mode_restored, run_checks, white_box_reference
+from advlora.evaluation.sanity import (Outcomes, Probe, chance_r_mean, check_mode_restored, run_checks, verdict,
+                                      white_box_reference)
 from advlora.metrics import attack_success_rate, i2t_ranks, retrieval_recall, t2i_ranks
 from advlora.models.video import for_dataset
 
@@ -126,7 +127,7 @@ def _positives(data: RetrievalDataset, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _objective(name: str, ctx: _Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
-               text_features=None):
+               text_features=None, n_targets: int = 9):
     model = ctx.model if model is None else model
     tf = ctx.text_features if text_features is None else text_features
     pos = _positives(ctx.data, idx)
@@ -137,6 +138,8 @@ def _objective(name: str, ctx: _Ctx, idx: torch.Tensor, x: torch.Tensor, gallery
         return O.contrastive(model, tf, pos)
     if name == "margin":
         return O.margin(model, tf, pos)
+    if name == "dlr-targeted":
+        return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets)
     if name == "embedding":
         with torch.no_grad():
             return O.embedding(model, model.encode_image(x, normalize=False))
@@ -149,17 +152,37 @@ def _objective(name: str, ctx: _Ctx, idx: torch.Tensor, x: torch.Tensor, gallery
     raise choices_error("objective", name, O.OBJECTIVES)
 
 
-def _watch(objective, model, seen: list):
-    """Record the model's mode and the input range at every call of the objective."""
-    def wrapped(x):
-        seen.append((model.training, float(x.detach().min()), float(x.detach().max())))
-        return objective(x)
-    return wrapped
+class _Watch:
+    """The objective, recording the model's mode and the input range at every call; it passes on what the
+    attacks read from an objective (``last_rank``, ``stationary``) and a family's ``target(j)``."""
+
+    def __init__(self, objective, model, seen: list) -> None:
+        self.objective, self.model, self.seen = objective, model, seen
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.model.training, float(x.detach().min()), float(x.detach().max())))
+        return self.objective(x)
+
+    @property
+    def last_rank(self) -> torch.Tensor | None:
+        return getattr(self.objective, "last_rank", None)
+
+    @property
+    def stationary(self) -> bool:
+        return getattr(self.objective, "stationary", False)
+
+    @property
+    def n_targets(self) -> int:
+        return self.objective.n_targets
+
+    def target(self, j: int) -> _Watch:
+        return _Watch(self.objective.target(j), self.model, self.seen)
 
 
 def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
-                   objective: str, generator, options: dict | None = None, surrogate=None) -> torch.Tensor:
-    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[spec.name]``."""
+                   objective: str, generator, options: dict | None = None, surrogate=None,
+                   key: str | None = None) -> torch.Tensor:
+    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``."""
     model, data, images = ctx.model, ctx.data, ctx.images
     adv = torch.empty_like(images)
     obj_name = spec.objective or objective
@@ -178,11 +201,11 @@ def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_si
                 obj = _objective("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
                 adv[idx] = spec.run(obj, x, threat, generator=generator, **opts).to(adv)
             continue
-        obj = _watch(_objective(obj_name, ctx, idx, x, gallery), model, seen)
+        obj = _Watch(_objective(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9)), model, seen)
         adv[idx] = spec.run(obj, x, threat, generator=generator, **opts).to(adv)
     dev = (adv - images).reshape(len(images), -1)
     dev = dev.abs().amax(1) if threat.norm == "linf" else dev.norm(dim=1)
-    ctx.checks[spec.name] = {"max_perturbation": float(dev.max()) if len(dev) else 0.0,
+    ctx.checks[key or spec.name] = {"max_perturbation": float(dev.max()) if len(dev) else 0.0,
                              "min_pixel": float(adv.min()) if adv.numel() else 0.0,
                              "max_pixel": float(adv.max()) if adv.numel() else 1.0,
                              "eval_mode_during": all(not t for t, _, _ in seen),
@@ -274,6 +297,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     was_training = model.training
     t0 = time.perf_counter()
     attack_kw = dict(batch_size=batch_size, gallery=gallery, objective=objective)
+    precision = f" precision={precision_of(model)}"
     with attack_mode(model):
         ctx = _context(model, dataset, k)
         out: dict = {"clean": ctx.clean, "n_images": len(dataset), "n_texts": len(dataset.captions),
@@ -282,22 +306,32 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                      "protocol": __doc__.split("Protocol (documented in every result under \"protocol\"):")[1]
                      .strip()}
         advs: dict[str, tuple[torch.Tensor, dict]] = {}
+        scopes = {"full": Outcomes(ctx.clean_ranks[0])}
+        runs: dict[str, tuple] = {}      # key -> (spec, threat, objective, options): what the checks re-run
         sub_ctx = None
         for name in names:
             spec = registry.get(name)
-            line = describe(name, threat, objective=objective, gallery=gallery, options=given)
+            line = describe(name, threat, objective=objective, gallery=gallery, options=given) + precision
             t = time.perf_counter()
-            if spec.kind == "black-box" and limit_indices(len(dataset), square_limit) is not None:
+            if spec.kind == "suite":
+                entry = _run_suite(ctx, spec, threat, out, advs, runs, scopes["full"], generator=generator,
+                                   options=given, precision=precision, **attack_kw)
+            elif spec.kind == "black-box" and limit_indices(len(dataset), square_limit) is not None:
                 if sub_ctx is None:
                     sub_ctx = _context(model, dataset.subset(limit_indices(len(dataset), square_limit)), k)
+                    scopes["subset"] = Outcomes(sub_ctx.clean_ranks[0])
                 adv = _attack_images(sub_ctx, spec, threat, generator=generator, options=given, **attack_kw)
-                entry = _result(name, sub_ctx, _measure(sub_ctx, adv), line, checks=sub_ctx.checks.get(name, {}),
+                res = _measure(sub_ctx, adv)
+                entry = _result(name, sub_ctx, res, line, checks=sub_ctx.checks.get(name, {}),
                                 subset=f"{len(sub_ctx.data)} of {len(dataset)} images (--square-limit)")
+                scopes["subset"].add(name, spec.kind, res["ranks"][0])
                 wb = white_box_reference(names)
-                if wb is not None:  # the gradient-masking check needs a white-box number on the same images
+                if wb is not None:  # the gradient-masking checks need a white-box number on the same images
                     wb_adv = _attack_images(sub_ctx, registry.get(wb), threat, generator=generator, options=given,
                                             **attack_kw)
-                    entry.whitebox_on_subset = {"attack": wb, "metrics": _measure(sub_ctx, wb_adv)["metrics"]}
+                    wb_res = _measure(sub_ctx, wb_adv)
+                    entry.whitebox_on_subset = {"attack": wb, "metrics": wb_res["metrics"]}
+                    scopes["subset"].add(wb, registry.get(wb).kind, wb_res["ranks"][0])
             elif spec.kind == "text":
                 caps = _text_captions(ctx, spec, threat, generator, given)
                 entry = _result(name, ctx, _measure(ctx, ctx.images, caps), line,
@@ -311,39 +345,84 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                 res = _measure(ctx, adv)
                 entry = _result(name, ctx, res, line, checks=ctx.checks.get(name, {}))
                 advs[name] = (adv, res)
+                if spec.kind != "transfer":
+                    runs[name] = (spec, threat, objective, given)
+                scopes["full"].add(name, spec.kind, res["ranks"][0])
             entry.seconds = round(time.perf_counter() - t, 2)
             out["attacks"][name] = entry
         if ensemble:
-            members = [n for n in advs if registry.get(n).kind != "transfer" or surrogate is not None]
+            members = [n for n in advs
+                       if "/" not in n and (registry.get(n).kind != "transfer" or surrogate is not None)]
             if members:
-                out["ensemble"] = _ensemble(ctx, advs, members, threat)
+                out["ensemble"] = _ensemble(ctx, advs, members, threat)[0]
         if sanity:
-            probe = _probe(model, dataset, k, objective, gallery, batch_size, sanity_limit)
+            probe = _probe(model, dataset, k, objective, gallery, batch_size, sanity_limit, runs)
             out["sanity"] = run_checks(threat, out, ctx_checks={**(sub_ctx.checks if sub_ctx else {}), **ctx.checks},
-                                       probe=probe)
+                                       probe=probe, outcomes=scopes, chance=chance_r_mean(dataset.txt2img,
+                                                                                         len(dataset)))
     if sanity:
         out["sanity"].append(check_mode_restored(model, was_training))
+        out["verdict"] = verdict(out["sanity"])
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
 
 
+def _run_suite(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, advs: dict, runs: dict,
+               outcomes: Outcomes, *, generator, options: dict, precision: str, batch_size: int, gallery: str,
+               objective: str) -> AttackResult:
+    """Run every member of suite ``spec`` on all images (its own row ``<suite>/<member>`` in ``out``), then
+    return the suite's row: per image the worst member by image-to-text rank."""
+    model, k = ctx.model, ctx.rerank_k
+    keys = []
+    for m in spec.members:
+        if m.needs_itm and not (model.has_itm and k):
+            continue
+        key, mspec, mthreat = f"{spec.name}/{m.label}", registry.get(m.attack), threat.replace(**m.changes)
+        mobj, mopts = m.objective or objective, {**options, **m.options}
+        t = time.perf_counter()
+        adv = _attack_images(ctx, mspec, mthreat, generator=generator, options=mopts, key=key,
+                             batch_size=batch_size, gallery=gallery, objective=mobj)
+        res = _measure(ctx, adv)
+        line = describe(m.attack, mthreat, objective=mobj, gallery=gallery, options=mopts) + precision
+        entry = _result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))
+        entry.seconds = round(time.perf_counter() - t, 2)
+        out["attacks"][key], runs[key], advs[key] = entry, (mspec, mthreat, mobj, mopts), (adv, res)
+        outcomes.add(key, mspec.kind, res["ranks"][0])
+        keys.append(key)
+    line = spec.line(threat, {}, {"itm": bool(model.has_itm and k)}) + precision
+    entry, ranks = _ensemble(ctx, advs, keys, threat, name=spec.name, line=line)
+    outcomes.add(spec.name, spec.kind, ranks)
+    return entry
+
+
+def precision_of(model) -> str:
+    """The floating-point type the model computes in (``float32``), for the threat-model lines."""
+    p = next(iter(model.parameters()), None)
+    return str(p.dtype).replace("torch.", "") if p is not None else "float32"
+
+
 def _probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, batch_size: int,
-           limit: int | None) -> Probe:
+           limit: int | None, runs: dict[str, tuple]) -> Probe:
     """The sanity checks' view of a deterministic subset of ``limit`` images: a batch with the objective in
-    use, and re-running an attack there under another threat model (a fresh generator from its seed)."""
+    use, and re-running an image attack of ``runs`` there (its objective and options) under another threat
+    model (a fresh generator from its seed)."""
     idx = limit_indices(len(dataset), limit)
     small = dataset if idx is None else dataset.subset(idx)
     ctx = _context(model, small, k)
     sel = torch.arange(min(len(small), batch_size))
     x = ctx.images[sel].to(model.device)
-    grad_objective = _objective(objective if objective != "embedding" else "contrastive", ctx, sel, x, gallery)
+    grad_objective = _objective(objective, ctx, sel, x, gallery)   # the objective in use
+    if getattr(grad_objective, "stationary", False):               # tested where the attacks start
+        x = (x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x)).clamp(0, 1)
 
-    def rerun(name: str, threat: ThreatModel) -> dict:
-        adv = _attack_images(ctx, registry.get(name), threat, batch_size=batch_size, gallery=gallery,
-                             objective=objective, generator=threat.generator())
+    def rerun(key: str, threat: ThreatModel) -> dict:
+        spec, _, obj, opts = runs[key]
+        adv = _attack_images(ctx, spec, threat, batch_size=batch_size, gallery=gallery, objective=obj,
+                             generator=threat.generator(), options=opts)
         return _measure(ctx, adv)["metrics"]
 
-    return Probe(len(small), small.txt2img, x, grad_objective, rerun)
+    return Probe(len(small), small.txt2img, x, grad_objective, rerun,
+                 {key: (spec.name, th) for key, (spec, th, _, _) in runs.items()})
 
 
 def _context(model, dataset: RetrievalDataset, k) -> _Ctx:
@@ -355,7 +434,8 @@ def _context(model, dataset: RetrievalDataset, k) -> _Ctx:
     return ctx
 
 
-def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel) -> AttackResult:
+def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel, *, name: str = "ensemble",
+              line: str | None = None) -> tuple[AttackResult, torch.Tensor]:
     """Per image, the member attack whose adversarial image ranks its best positive lowest; ties broken by the
     mean text-to-image rank of the image's captions in that attack's run, then by the contrastive loss.
 
@@ -374,9 +454,12 @@ def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel) ->
     pick = key.argmax(dim=0)                                                          # (N,)
     stack = torch.stack([advs[n][0] for n in members])                                # (A, N, ...)
     adv = stack[pick, torch.arange(stack.shape[1])]
-    line = f"{threat.norm} eps={format_eps(float(threat.eps))} ensemble(per-sample worst of {', '.join(members)})"
-    return _result("ensemble", ctx, _measure(ctx, adv), line,
-                   chosen={n: int((pick == i).sum()) for i, n in enumerate(members)})
+    if line is None:
+        line = (f"{threat.norm} eps={format_eps(float(threat.eps))} ensemble(per-sample worst of {', '.join(members)})"
+                f" precision={precision_of(ctx.model)}")
+    res = _measure(ctx, adv)
+    entry = _result(name, ctx, res, line, chosen={n: int((pick == i).sum()) for i, n in enumerate(members)})
+    return entry, res["ranks"][0]
 
 
 __all__ = ["AttackResult", "describe", "eval_attacks", "evaluate_robust", "limit_indices"]

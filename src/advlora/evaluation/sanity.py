@@ -2,16 +2,21 @@
 
 Each check returns a ``Check``: a status (PASS / WARN / FAIL), what was measured and, when it did not pass, what
 it suggests; ``str(check)`` is the line written into the report beside the numbers, ``check.to_dict()`` its JSON
-form (peers.md lists why each exists):
-- robust <= clean for every attack (an attack that helps is a broken attack or a broken metric);
+form; docs/evaluation.md says how to read each one:
+- robust <= clean on the attacked side (an attack that helps is a broken attack or a broken metric);
 - robust r_mean non-increasing over an eps sweep (``check_monotone``, run by the CLI over its sweep);
-- near chance at linf eps = 0.5 (an unbounded-ish attack must destroy retrieval; chance r_mean depends on the
-  gallery size and captions per image, ``chance_r_mean``);
-- doubling the steps, or the restarts, of the reference white-box attack (PGD, else APGD) changes robust r_mean by < 1 point (else "not converged");
-- a black-box attack (Square) is not better than the best white-box attack by > 2 points (else "possible gradient masking");
-- the objective's input gradients are non-zero;
+- the reference white-box attack at linf eps = 0.5 without random start reaches chance (``chance_r_mean``);
+- doubling the steps, or the restarts, of the reference white-box attack (PGD, else APGD) changes robust
+  r_mean by < 1 point (else "not converged");
+- per sample, on i2t rank: images a black-box attack (Square) breaks that every white-box attack left intact;
+  and Square not better than the best white-box attack by > 2 r_mean points;
+- the objective in use has non-zero input gradients, and the loss rises along a small gradient step as its
+  directional derivative predicts (first-order check: fails on obfuscated gradients);
+- a white-box attack at eps > 0 moves some image's rank when clean recall is well above chance;
+- a transfer attack from a surrogate is not stronger than the white-box attacks;
 - attack inputs and outputs stay in [0, 1] and in the eps ball;
 - the model is in eval mode during the attack and its mode is restored after.
+``verdict(checks)`` is the line a report leads with.
 The expensive checks (chance, convergence) run on a deterministic subset of images, through a ``Probe`` the
 evaluation hands over (re-run an attack under another threat model there); which checks apply to which attack
 is declared in its ``AttackSpec.checks`` (``advlora.attacks.registry``).
@@ -20,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from advlora.attacks import ThreatModel, format_eps, registry
+from advlora.attacks._utils import ascent_direction, loss_and_grad
 
 TOL = 1e-6
 STATUSES = ("PASS", "WARN", "FAIL")
@@ -73,6 +79,20 @@ def _line(ok: bool, msg: str, hint: str = "") -> Check:
 
 
 @dataclass
+class Outcomes:
+    """Per-sample image-to-text outcomes of the attacks run on one set of images: the rank of each image's best
+    positive, clean and per attack (with the attack's kind), for the per-sample black-box vs white-box check."""
+
+    clean: torch.Tensor
+    ranks: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)
+
+    def add(self, key: str, kind: str, ranks: torch.Tensor) -> None:
+        self.ranks[key] = ranks.detach().cpu()
+        self.kinds[key] = kind
+
+
+@dataclass
 class Probe:
     """What the costly checks need from the evaluation, on a deterministic subset of its images.
 
@@ -81,7 +101,9 @@ class Probe:
         txt2img: (T,) image index of every caption of the subset.
         images: (B, ...) a batch of its images, in [0, 1].
         objective: the image objective in use on that batch (for the gradient check).
-        rerun: ``rerun(attack, threat) -> metrics`` of ``attack`` under ``threat`` on the subset.
+        rerun: ``rerun(key, threat) -> metrics`` of the attack run as ``key`` (its objective and options)
+            under ``threat`` on the subset.
+        runs: ``key -> (attack name, the threat model it ran under)`` for every image attack ``rerun`` knows.
     """
 
     n_images: int
@@ -89,6 +111,7 @@ class Probe:
     images: torch.Tensor
     objective: Callable[[torch.Tensor], torch.Tensor]
     rerun: Callable[[str, ThreatModel], dict]
+    runs: dict = field(default_factory=dict)
 
 
 def chance_r_mean(txt2img: torch.Tensor, n_images: int, ks: tuple[int, ...] = (1, 5, 10)) -> float:
@@ -106,11 +129,17 @@ def chance_r_mean(txt2img: torch.Tensor, n_images: int, ks: tuple[int, ...] = (1
     return sum(vals) / len(vals)
 
 
-def check_robust_le_clean(name: str, entry: dict) -> Check:
+def check_robust_le_clean(name: str, entry, kind: str | None = None) -> Check:
+    """The attacked side cannot retrieve better than clean: image-to-text recall for attacks that perturb images
+    (text-to-image recall ranks the clean captions against a gallery of perturbed images, and may rise), and
+    text-to-image recall for text attacks; every metric for an attack of unknown kind."""
+    side = {"text": "t2i_"}.get(kind, "i2t_" if kind else "")
     c, r = entry["clean"]["r_mean"], entry["metrics"]["r_mean"]
-    worse = [k for k in entry["metrics"] if entry["metrics"][k] > entry["clean"][k] + TOL]
-    return _line(not worse, f"{name}: robust <= clean (r_mean {r:.1f} <= {c:.1f}"
-                 + (f"; higher: {', '.join(worse)}" if worse else "") + ")", "the attack improved retrieval")
+    worse = [k for k in entry["metrics"] if k.startswith(side) and entry["metrics"][k] > entry["clean"][k] + TOL]
+    what = {"i2t_": " on i2t", "t2i_": " on t2i"}.get(side, "")
+    return _line(not worse, f"{name}: robust <= clean{what} (r_mean {r:.1f} vs {c:.1f}"
+                 + (f"; higher: {', '.join(worse)}" if worse else "") + ")",
+                 "the attack improved retrieval: a broken attack or metric")
 
 
 def check_bounds(name: str, checks: dict, threat: ThreatModel) -> list[Check]:
@@ -189,40 +218,153 @@ def check_mode_restored(model, was_training: bool) -> Check:
                  f"(training={model.training}, before={was_training})", "the attack changed the model's mode")
 
 
-def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe | None) -> list[Check]:
-    """All checks for one ``evaluate_robust`` result ``out``; the expensive ones through ``probe``."""
+def _spec_of(key: str, entry) -> registry.AttackSpec | None:
+    """The declaration behind a result: its ``attack`` (suite members: ``standard/apgd-t`` -> ``apgd-t``)."""
+    name = entry.get("attack", key) if hasattr(entry, "get") else key
+    return registry.find(name) or registry.find(key)
+
+
+def check_first_order(objective, images: torch.Tensor, norm: str, h: float = 1e-3) -> Check:
+    """The loss must rise along a small steepest-ascent step about as its directional derivative predicts:
+    actual change / (gradient . step) has a median >= 0.5 over the images. Obfuscated gradients (shattered,
+    stochastic or a non-differentiable input stage) predict a rise that the forward pass does not show."""
+    loss, grad = loss_and_grad(objective, images)
+    x1 = (images + h * ascent_direction(grad, norm)).clamp(0, 1)
+    predicted = (grad * (x1 - images)).reshape(len(images), -1).sum(1)
+    with torch.no_grad():
+        actual = objective(x1) - loss
+    ok = predicted.abs() > 1e-12
+    if not bool(ok.any()):
+        return _line(False, "first-order check: zero predicted change for every image",
+                     "suggests zero input gradients; try another objective or look for a detached input stage")
+    ratio = float((actual[ok] / predicted[ok]).median())
+    return _line(ratio >= 0.5, f"first-order check on {len(images)} images: loss change along a {h:g} "
+                 f"gradient step / its prediction, median {ratio:.2f} >= 0.5",
+                 "suggests obfuscated gradients (the gradient does not describe the forward pass); try a "
+                 "black-box attack (square) with more queries, or BPDA / EOT through the non-differentiable part")
+
+
+def check_black_vs_white(outcomes: dict, min_share: float = 0.02) -> list[Check]:
+    """Per sample, on i2t rank: images a black-box attack moves off rank 1 while every white-box attack on the
+    same images left them at rank 1; more than ``min_share`` of the clean-correct images (and at least 2)
+    flags."""
+    out = []
+    for scope, o in outcomes.items():
+        white = [k for k, kind in o.kinds.items() if kind == "white-box"]
+        if not white:
+            continue
+        intact = torch.stack([o.ranks[k] == 0 for k in white]).all(dim=0)
+        correct = o.clean == 0
+        for key, kind in o.kinds.items():
+            if kind != "black-box":
+                continue
+            only = ((o.ranks[key] > 0) & intact & correct).sum().item()
+            n = int(correct.sum())
+            limit = max(2, min_share * n)
+            out.append(_line(only < limit, f"{key} vs white-box ({', '.join(white)}) per sample on i2t rank: "
+                             f"{only} of {n} clean rank-1 images broken by {key} only (< {limit:g})"
+                             + ("" if scope == "full" else f" [{scope}]"),
+                             "suggests gradient masking: the gradients miss adversarial points a query search "
+                             "finds; try more white-box steps and restarts, the margin or targeted objective "
+                             "(apgd-margin, apgd-t), and report the per-sample worst (--attacks standard)"))
+    return out
+
+
+def check_robust_equals_clean(out: dict, outcomes: dict, chance: float) -> list[Check]:
+    """A white-box attack at eps > 0 that moves no image's best positive down by a single rank, on a model
+    whose clean r_mean is well above chance (chance + 10), is broken or blocked."""
+    clean = out["clean"]["r_mean"]
+    if out.get("eps", 0) <= 0 or clean < chance + 10 or "full" not in outcomes:
+        return []
+    o = outcomes["full"]
     lines = []
-    for name, entry in out["attacks"].items():
-        lines.append(check_robust_le_clean(name, entry))
-        if "bounds" in _checks_of(name):
-            lines += check_bounds(name, ctx_checks.get(name, {}), threat)
-    if "ensemble" in out:
-        lines.append(check_robust_le_clean("ensemble", out["ensemble"]))
-    for name in out["attacks"]:
-        if "versus_white_box" in _checks_of(name):
-            lines += check_square(out, name)
-    if probe is None:
-        return lines
-    lines.append(check_gradients(probe.objective, probe.images))
-    white = [a for a in out["attacks"] if "convergence" in _checks_of(a)]
-    if not white:
-        return lines
-    base_attack = max(white, key=lambda n: registry.get(n).reference)
-    sub = f"on {probe.n_images} images"
-    base = probe.rerun(base_attack, threat)["r_mean"]
-    for label, th in (("steps", threat.replace(steps=threat.steps * 2)),
-                      ("restarts", threat.replace(restarts=threat.restarts * 2))):
-        r = probe.rerun(base_attack, th)["r_mean"]
-        lines.append(_line(abs(r - base) < 1.0, f"{base_attack} {label} x2 {sub}: robust r_mean {base:.1f} -> {r:.1f} "
-                           f"(|change| {abs(r - base):.2f} < 1)", "not converged"))
-    chance = chance_r_mean(probe.txt2img, probe.n_images)
-    big = ThreatModel(norm="linf", eps=0.5, steps=threat.steps, restarts=1, random_start=threat.random_start,
-                      seed=threat.seed)
-    r = probe.rerun(base_attack, big)["r_mean"]
-    lines.append(_line(r <= chance + 5.0, f"{base_attack} linf eps=0.5 {sub}: robust r_mean {r:.1f} at or below "
-                       f"chance {chance:.1f} + 5", "the attack cannot break the model: gradient masking?"))
+    for key, kind in o.kinds.items():
+        if kind not in ("white-box", "suite") or "/" in key:   # a suite is judged by its worst case
+            continue
+        moved = int((o.ranks[key] != o.clean).sum())
+        lines.append(_line(moved > 0, f"{key}: moved the i2t rank of {moved} of {len(o.clean)} images at eps "
+                           f"{out.get('eps_str', '')} (clean r_mean {clean:.1f}, chance {chance:.1f})",
+                           "robust == clean: suggests the attack never changed a ranking (gradients masked or "
+                           "zero, or the attack not applied); try a random start, more steps, the margin "
+                           "objective (apgd-margin), square"))
     return lines
 
 
-__all__ = ["Check", "Probe", "chance_r_mean", "check_gradients", "check_monotone", "check_mode_restored",
-           "check_robust_le_clean", "check_square", "run_checks", "white_box_reference"]
+def check_transfer(out: dict) -> list[Check]:
+    """A transfer attack (crafted on a surrogate) must not beat the best white-box attack on i2t R@1."""
+    atk = out["attacks"]
+    white = [(k, e) for k, e in atk.items() if (s := _spec_of(k, e)) is not None and s.kind == "white-box"]
+    lines = []
+    for key, e in atk.items():
+        s = _spec_of(key, e)
+        if s is None or s.kind != "transfer" or not white:
+            continue
+        best_key, best = min(((k, w["metrics"]["i2t_r1"]) for k, w in white), key=lambda t: t[1])
+        r = e["metrics"]["i2t_r1"]
+        lines.append(_line(r >= best - 2.0, f"{key} i2t R@1 {r:.1f} vs white-box {best_key} {best:.1f}: transfer "
+                           "not stronger by > 2 points",
+                           "suggests gradient masking on the target: a surrogate's gradients work better than "
+                           "its own; try more steps, restarts, other objectives on the target"))
+    return lines
+
+
+def verdict(checks: list[Check]) -> str:
+    """The line a report leads with: ``no sign of gradient masking (N checks)`` or the flags."""
+    flags = [c for c in checks if not c.passed]
+    if not flags:
+        return f"no sign of gradient masking ({len(checks)} checks)"
+    return f"{len(flags)} of {len(checks)} checks flagged: " + "; ".join(c.message for c in flags)
+
+
+def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe | None,
+               outcomes: dict | None = None, chance: float | None = None) -> list[Check]:
+    """All checks for one ``evaluate_robust`` result ``out``; the expensive ones through ``probe``;
+    ``outcomes``: per set of images ("full", "subset") the per-sample ``Outcomes``; ``chance``: chance r_mean."""
+    lines = []
+    for name, entry in out["attacks"].items():
+        spec = _spec_of(name, entry)
+        kind = None if spec is None else ("image" if spec.perturbs_images and spec.kind != "joint" else spec.kind)
+        lines.append(check_robust_le_clean(name, entry, kind))
+        if spec is not None and "bounds" in spec.checks:
+            lines += check_bounds(name, ctx_checks.get(name, {}), threat)
+    if "ensemble" in out:
+        lines.append(check_robust_le_clean("ensemble", out["ensemble"], "image"))
+    for name in out["attacks"]:
+        if "versus_white_box" in _checks_of(name):
+            lines += check_square(out, name)
+    if outcomes:
+        lines += check_black_vs_white(outcomes)
+    if chance is not None and outcomes:
+        lines += check_robust_equals_clean(out, outcomes, chance)
+    lines += check_transfer(out)
+    if probe is None:
+        return lines
+    lines.append(check_gradients(probe.objective, probe.images))
+    lines.append(check_first_order(probe.objective, probe.images, threat.norm))
+    white = [k for k, (name, _) in probe.runs.items() if "convergence" in _checks_of(name)]
+    if not white:
+        return lines
+    base_key = max(white, key=lambda k: registry.get(probe.runs[k][0]).reference)
+    th = probe.runs[base_key][1]
+    sub = f"on {probe.n_images} images"
+    base = probe.rerun(base_key, th)["r_mean"]
+    for label, changed in (("steps", th.replace(steps=th.steps * 2)),
+                           ("restarts", th.replace(restarts=th.restarts * 2))):
+        r = probe.rerun(base_key, changed)["r_mean"]
+        lines.append(_line(abs(r - base) < 1.0, f"{base_key} {label} x2 {sub}: robust r_mean {base:.1f} -> {r:.1f} "
+                           f"(|change| {abs(r - base):.2f} < 1)",
+                           f"not converged: report the attack with {label} x2 or more"))
+    chance_small = chance_r_mean(probe.txt2img, probe.n_images)
+    big = th.replace(norm="linf", eps=0.5, step_size=None, restarts=1, random_start=False)
+    r = probe.rerun(base_key, big)["r_mean"]
+    lines.append(_line(r <= chance_small + 5.0, f"{base_key} linf eps=0.5 no-random-start {sub}: robust r_mean "
+                       f"{r:.1f} at or below chance {chance_small:.1f} + 5",
+                       "the attack cannot break the model even unbounded: suggests gradient masking or a broken "
+                       "attack; try square, more steps, another objective"))
+    return lines
+
+
+__all__ = ["Check", "Outcomes", "Probe", "chance_r_mean", "check_black_vs_white", "check_first_order",
+           "check_gradients", "check_monotone", "check_mode_restored", "check_robust_equals_clean",
+           "check_robust_le_clean", "check_square", "check_transfer", "run_checks", "verdict",
+           "white_box_reference"]

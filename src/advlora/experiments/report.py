@@ -12,7 +12,7 @@ from typing import Any
 
 from advlora.attacks import registry
 from advlora.attacks.registry import result_key, split_key
-from advlora.evaluation.sanity import Check, white_box_reference
+from advlora.evaluation.sanity import Check, verdict, white_box_reference
 from advlora.experiments.claims import claim_sections
 from advlora.experiments.summarize import attack_name, pgd_sweep
 from advlora.report import plots
@@ -76,8 +76,8 @@ def table_rows(summary: dict[str, Any], dataset: str) -> tuple[list[str], list[l
                fmt(e.get("clean", {}).get("r_mean"), seeds)]
         row += [fmt(e.get("robust", {}).get(k, {}).get("metrics", {}).get("r_mean"), seeds) for k, _ in cols]
         if has_square:
-            sq = next((e["robust"][k] for k, _ in cols if _subset_attack(split_key(k)[0]) and k in e.get("robust", {})),
-                      None)
+            sq = next((e["robust"][k] for k, _ in cols
+                       if _subset_attack(split_key(k)[0]) and k in e.get("robust", {})), None)
             row.append(fmt(sq["clean_same_images"].get("r_mean") if sq else None, seeds))
         rows.append(row)
     return header, rows
@@ -192,6 +192,8 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
     captions = {Path(rel).stem: caption for rel, caption in extra_plots or []} | {k: _CAPTIONS[k] for k in own}
     summary["plots"] = figs
     rep = Report(title)
+    rep.text(f"**Sanity verdict: {verdict([c for _, c in sanity_checks(summary)])}** (the checks are listed under "
+             "\"Sanity checks\").")
     for para in intro:
         rep.text(para)
     for ds in summary["datasets"]:
@@ -206,8 +208,13 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
     for heading, items in [*claim_sections(summary), *(extra or [])]:
         rep.heading(heading).bullets(items)
     rep.heading("Sanity checks")
-    rep.text("Per evaluation (from the robust evaluation), then across evaluations (eps sweep, black-box vs white-box).")
-    rep.code("\n".join(sanity_lines(summary)) or "(none reported)")
+    checks = sanity_checks(summary)
+    rep.text(f"Verdict: {verdict([c for _, c in checks])}. Per evaluation (from the robust evaluation), then across "
+             "evaluations (eps sweep); docs/evaluation.md says how to read each flag.")
+    flags = [f"{where}: {c}" if where else str(c) for where, c in checks if not c.passed]
+    if flags:
+        rep.bullets(flags)
+    rep.details(f"All {len(checks)} checks", "\n".join(sanity_lines(summary)) or "(none reported)")
     rep.heading("Plots")
     for name, rel in figs.items():
         rep.image(rel, captions[name])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from advlora.io import atomic_write_text, write_json
 @dataclass
 class Report:
     """An ordered list of blocks: ("h", level, text) | ("p", text) | ("pre", text) | ("table", header, rows)
-    | ("img", relative path, caption) | ("ul", items)."""
+    | ("img", relative path, caption) | ("ul", items) | ("details", summary, text)."""
 
     title: str
     blocks: list[tuple] = field(default_factory=list)
@@ -45,6 +46,11 @@ class Report:
 
     def bullets(self, items: list[str]) -> Report:
         self.blocks.append(("ul", [str(i) for i in items]))
+        return self
+
+    def details(self, summary: str, text: str) -> Report:
+        """A folded block: ``summary`` shown, preformatted ``text`` below it (HTML ``<details>``, also in markdown)."""
+        self.blocks.append(("details", summary, text))
         return self
 
 
@@ -76,6 +82,9 @@ def to_markdown(report: Report) -> str:
             out += [f"![{b[2]}]({b[1]})", "", f"*{b[2]}*", ""]
         elif kind == "ul":
             out += [f"- {i}" for i in b[1]] + [""]
+        elif kind == "details":
+            out += [f"<details><summary>{html.escape(b[1])}</summary>", "", "```", b[2].rstrip("\n"), "```", "",
+                    "</details>", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -109,14 +118,14 @@ def to_html(report: Report, folder: Path, embed: bool = True) -> str:
                        f"<figcaption>{e(b[2])}</figcaption></figure>")
         elif kind == "ul":
             out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>")
+        elif kind == "details":
+            out.append(f"<details><summary>{e(b[1])}</summary><pre>{e(b[2])}</pre></details>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
 def _inline(text: str) -> str:
     """Escape, then render markdown's `code` and **bold** spans (the only inline markup reports use)."""
-    import re
-
     t = html.escape(text)
     t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)

@@ -1,0 +1,22 @@
+"""The ``standard`` suite: an AutoAttack-grade evaluation for retrieval (the standard version of AutoAttack,
+arXiv 2003.01690, adapted): APGD-CE (100 steps), APGD-T (9 targets x 100 steps, targeted DLR) and Square (5000
+queries, margin objective), each run on every image, then per image the worst outcome over the members (the
+rank of the best positive in image-to-text retrieval). On a model with ITM re-ranking (BLIP) APGD also attacks
+the two-stage score end to end (the ``rerank`` objective) beside ITC.
+
+Declared as a suite: ``evaluate_robust`` runs each member as its own attack (its own row, ``standard/<member>``)
+and writes the per-sample worst as the ``standard`` row, with the members' budgets in its threat-model line.
+"""
+from __future__ import annotations
+
+from advlora.attacks.registry import AttackSpec, SuiteMember, register
+
+MEMBERS = (
+    SuiteMember("apgd-ce", "apgd", objective="contrastive", changes={"steps": 100}),
+    SuiteMember("apgd-t", "apgd-t", changes={"steps": 100}, options={"targets": 9}),
+    SuiteMember("square", "square", objective="margin", options={"queries": 5000}),
+    SuiteMember("apgd-rerank", "apgd", objective="rerank", changes={"steps": 100}, needs_itm=True),
+)
+
+SPEC = register(AttackSpec("standard", "suite", None, uses=("norm", "eps", "seed"), label="standard",
+                           members=MEMBERS, checks=("bounds",)))
