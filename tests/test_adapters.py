@@ -165,7 +165,7 @@ def test_regularization_loss_matches_direct_formula():
 
     direct = 0.0
     for lay in lora_layers(m).values():
-        W0 = L.initial_weight(lay)
+        W0 = lay.initial_weight()
         BA = lay.lora_B["default"].weight @ lay.lora_A["default"].weight
         direct += float(((W0 - BA) ** 2).sum().detach() / (W0 ** 2).sum())
     assert abs(float(regularization_loss(m)) - 0.3 * direct) < 1e-4 * max(1.0, direct)
@@ -277,3 +277,35 @@ def test_targets_towers_and_regex():
     full = attach_adapter(fresh(), "full", towers="text")
     assert all(n.startswith(("text_model", "text_projection")) for n, p in full.hf_model.named_parameters()
                if p.requires_grad)
+
+
+def test_a_new_initialisation_is_one_declaration(monkeypatch, tmp_path):
+    """A throw-away initialisation declared here (truncated identity factors) is accepted by AdapterConfig,
+    attached, starts with the model's outputs unchanged, and its adapter saves and loads back."""
+    from advlora.adapters import init as I
+    from advlora.adapters import load_adapter, lora_layers, save_adapter
+
+    monkeypatch.setattr(I, "INITIALISATIONS", dict(I.INITIALISATIONS))
+    monkeypatch.setattr("advlora.adapters.config.INITIALISATIONS", I.INITIALISATIONS)
+    monkeypatch.setattr("advlora.adapters.model.INITIALISATIONS", I.INITIALISATIONS)
+
+    @I.initialisation("eye")
+    def eye(weights, cfg):
+        out = []
+        for w in weights:
+            A = torch.eye(cfg.rank, w.shape[1])
+            out.append(I.Factors(A, (w.detach().float() @ A.t()).contiguous(), 0.0))
+        return out
+
+    with pytest.raises(AdvloraError, match="unknown adapter init 'eyes'"):
+        AdapterConfig(method="advlora", init="eyes")
+    m = fresh()
+    before = scores(m)
+    attach_adapter(m, "advlora", rank=2, init="eye", towers="vision")
+    assert (scores(m) - before).abs().max() <= 1e-5
+    lay = next(iter(lora_layers(m).values()))
+    assert torch.equal(lay.lora_A["default"].weight, torch.eye(2, lay.lora_A["default"].weight.shape[1]))
+    nudge(m)
+    save_adapter(m, tmp_path / "ad")
+    back = load_adapter(fresh(), tmp_path / "ad")
+    assert (scores(back) - scores(m)).abs().max() <= 1e-5

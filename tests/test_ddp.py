@@ -62,3 +62,32 @@ def test_two_processes_match_one_process(tmp_path):
     ea, eb = _epochs(one.run_dir / "epochs.csv"), _epochs(tmp_path / "two" / "epochs.csv")
     assert len(ea) == len(eb) == 2
     assert all(abs(x - y) <= 0.5 for ra, rb in zip(ea, eb) for x, y in zip(ra, rb)), (ea, eb)
+
+
+def test_two_nodes_rendezvous_c10d_match_one_process(tmp_path):
+    """Two torchrun agents on localhost as two "nodes" (--nnodes 2 --nproc_per_node 1, c10d rendezvous, gloo),
+    the way docs/cluster.md launches one agent per node under srun."""
+    ann = write_data(tmp_path / "data", n=8)
+    model = save_test_model(tmp_path / "model")
+    conf = tiny_config(ann, model={"random": None, "name": str(model)},
+                       adapter={"method": "lora", "towers": "vision", "rank": 2},
+                       attack={"steps": 1, "random_start": False, "eps": "8/255"},
+                       train={"steps": 2, "batch_size": 4, "lr": 5e-3},
+                       eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(conf))
+    one = train(load_run_config(tmp_path / "run.yaml"), tmp_path / "one")
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    port = _free_port()
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                                "--rdzv-id", "advlora-test", "-m", "advlora", "train", "--config",
+                                str(tmp_path / "run.yaml"), "--out", str(tmp_path / "two")],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outs = [a.communicate(timeout=300) for a in agents]
+    assert all(a.returncode == 0 for a in agents), [o[1][-2000:] for o in outs]
+    assert json.loads((tmp_path / "two" / "efficiency.json").read_text())["processes"] == 2
+    a = load_file(str(one.run_dir / "checkpoints/step-000002/trainable.safetensors"))
+    b = load_file(str(tmp_path / "two/checkpoints/step-000002/trainable.safetensors"))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from advlora.data import load_dataset
-from advlora.data.formats import FORMATS, collecting_problems, detect_format, read_annotations
+from advlora.data.formats import FORMATS, detect_format, read_annotations
+from advlora.data.records import collecting_problems
 from advlora.errors import AdvloraError
 
 
@@ -172,3 +173,29 @@ def test_registry_and_unknown_format(tmp_path):
         read_annotations(tmp_path / "x.json", "kaparthy")
     with pytest.raises(AdvloraError, match="is a folder"):
         read_annotations(tmp_path)
+
+
+def test_a_new_format_is_one_declaration(tmp_path, monkeypatch):
+    """A format is a reader and a detector declared in one module; composing it makes load_dataset read it."""
+    import types
+
+    from advlora.data import formats
+    from advlora.data.records import Format, image_root_of, read_text, records_to_dataset
+
+    def read_pairs(path, split=None, image_root=None):  # "<image> :: <caption>" lines
+        recs = [tuple(line.split(" :: ", 1)) for line in read_text(path).splitlines() if line.strip()]
+        return records_to_dataset([(im, [cap]) for im, cap in recs], image_root_of(path, image_root), "pairs", path)
+
+    toy = types.ModuleType("toy_format")
+    toy.FORMATS = (Format("pairs", read_pairs, lambda path, head: " :: " in head.split("\n", 1)[0]),)
+    path = tmp_path / "ann.txt"  # a .txt the content-based detector must claim before flickr-txt
+    path.write_text("a.png :: a red apple\nb.png :: a dog face\na.png :: an apple\n")
+    with pytest.raises(AdvloraError):
+        load_dataset(str(path))  # unknown to the shipped formats: flickr-txt cannot read it
+    monkeypatch.setattr(formats, "FORMATS", formats.compose(toy.FORMATS, *(m.FORMATS for m in formats.MODULES)))
+    assert detect_format(path) == "pairs"
+    ds = load_dataset(str(path))
+    assert ds.images == ["a.png", "b.png"] and ds.captions == ["a red apple", "a dog face", "an apple"]
+    assert load_dataset(str(path), fmt="pairs").img2txt == [[0, 2], [1]]
+    with pytest.raises(ValueError, match="declared twice"):
+        formats.compose(toy.FORMATS, toy.FORMATS)

@@ -26,7 +26,7 @@ class FakePipeline:
     def __init__(self, fail_on_train: int | None = None):
         self.trained, self.evaluated, self.fail_on_train = [], [], fail_on_train
 
-    def train_run(self, cfg, method, run_dict, out):
+    def train_run(self, cfg, method, run_dict, out, on_step=None):
         if self.fail_on_train is not None and len(self.trained) + 1 == self.fail_on_train:
             raise KeyboardInterrupt  # the user pressing ctrl-c in the middle of a training
         self.trained.append((method, run_dict["train"]["seed"]))

@@ -86,6 +86,7 @@ def test_blip_trains_itc_and_itm(ann, tmp_path):
 def test_attack_leaves_no_parameter_grad_and_restores_mode(ann):
     from advlora.adapters import attach_adapter
     from advlora.models.tiny import random_model
+    from advlora.attacks import ThreatModel
     from advlora.training.config import AttackConfig
     from advlora.training.step import attack_batch
 
@@ -94,7 +95,7 @@ def test_attack_leaves_no_parameter_grad_and_restores_mode(ann):
     model.train()
     clean = torch.rand(3, 3, 32, 32)
     text = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
-    adv = attack_batch(model, AttackConfig(eps="8/255", steps=3), clean, text, torch.eye(3, dtype=torch.bool),
+    adv = attack_batch(model, AttackConfig(threat=ThreatModel(eps="8/255", steps=3)), clean, text, torch.eye(3, dtype=torch.bool),
                        torch.Generator().manual_seed(0))
     assert all(p.grad is None for p in model.parameters())
     assert all(m.training for m in model.modules())
@@ -220,3 +221,60 @@ def test_a_switch_that_is_not_true_or_false_is_one_line_before_any_run_folder(an
     assert "model.gradient_checkpointing: expected true or false, got 'maybe'" in capsys.readouterr().err
     assert not out.exists()
     assert load_run_config(overrides=["--model.gradient_checkpointing", "true"]).model.gradient_checkpointing is True
+
+
+def test_numbers_given_as_text_are_converted_by_the_field_type():
+    from advlora.training import load_run_config
+
+    cfg = load_run_config(None, {"train": {"lr": "1e-3", "steps": "5"}, "adapter": {"rank": "4"}})
+    assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 5 and isinstance(cfg.train.steps, int) and cfg.adapter.rank == 4
+    cfg = load_run_config(None, ["--train.lr", "1e-3", "--attack.steps", "4", "--attack.eps", "4/255"])
+    assert cfg.train.lr == 1e-3 and cfg.attack.threat.steps == 4 and cfg.attack.threat.eps == 4 / 255
+    assert cfg.adapter.seed == cfg.train.seed == 0 and load_run_config(None, ["--train.seed", "3"]).adapter.seed == 3
+    # a section setting some threat fields keeps the training defaults (PGD-3 at 2/255) for the others
+    assert load_run_config(None, ["--attack.eps", "4/255"]).attack.threat.steps == 3
+    assert load_run_config(None, {"attack": {"threat": {"steps": 5}}}).attack.threat.eps == 2 / 255
+    assert load_run_config(None).attack.threat == load_run_config(None, {"attack": {"name": "pgd"}}).attack.threat
+
+
+def test_malformed_number_override_is_one_line_and_exit_2(ann, tmp_path, capsys):
+    from advlora.cli import main
+
+    for args, msg in ((["--train.lr", "fast"], "train.lr must be a number, got 'fast'"),
+                      (["--train.steps", "2.5"], "train.steps must be an integer, got 2.5"),
+                      (["--adapter.rank", "x"], "adapter.rank must be an integer, got 'x'")):
+        assert main(["train", "--data", str(ann), "--out", str(tmp_path / "run"), *args]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists(), err
+
+
+def test_checkpoint_is_accelerate_state_with_only_the_trainable_tensors(ann, tmp_path):
+    from safetensors.torch import load_file
+
+    from advlora.training import load_run_config, train
+
+    res = train(load_run_config(None, tiny_config(ann, adapter={"method": "advlora", "rank": 2, "towers": "vision"},
+                                                  train={"steps": 2, "checkpoint_every": 1, "keep_last": 1})),
+                tmp_path / "run")
+    folders = sorted((res.run_dir / "checkpoints").iterdir())
+    assert [p.name for p in folders] == ["step-000002"]                              # keep_last 1
+    assert {p.name for p in folders[0].iterdir()} == {"trainable.safetensors", "optimizer.bin", "random_states_0.pkl",
+                                                      "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "adapter"}
+    saved = load_file(str(folders[0] / "trainable.safetensors"))
+    assert saved and all("lora_" in k or k.endswith("advlora_alpha") for k in saved)  # no frozen weight
+
+
+def test_stop_requests_turn_signals_into_a_flag_and_restore_handlers():
+    import os
+    import signal
+
+    from advlora.preempt import SIGNALS, stop_requests
+
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        with stop_requests() as stop:
+            assert not stop
+            os.kill(os.getpid(), s)
+            assert stop and stop.signum == s
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before

@@ -153,7 +153,7 @@ def test_frame_pooling_contract(arch, request):
             per = base.image_states(videos[:, 0]).shape[1]
             assert states.shape[:2] == (2, 3 * per)
             assert torch.allclose(vm.embed_image_states(states), pooled, atol=1e-5)
-            assert vm.itm_score(videos, ["a clip", "another clip"]).shape == (2,)
+            assert vm.itm_logits_from_states(states, ["a clip", "another clip"]).shape == (2, 2)
 
 
 @pytest.mark.parametrize("arch", ["clip", "blip"])

@@ -60,21 +60,28 @@ def set_dotted(d: dict, dotted: str, value: Any) -> None:
     cur[keys[-1]] = value
 
 
-def parse_overrides(argv: list[str]) -> dict:
-    """``["--train.lr", "1e-4", "--adapter.rank=8"]`` -> ``{"train": {"lr": 1e-4}, "adapter": {"rank": 8}}``."""
+def parse_overrides(argv: list[str], *, top_level: bool = False) -> dict:
+    """``["--train.lr", "1e-4", "--adapter.rank=8"]`` -> ``{"train": {"lr": 1e-4}, "adapter": {"rank": 8}}``.
+
+    The one parser of dotted command-line overrides (``advlora train``, ``grid``, ``ablate``). ``top_level``
+    also admits keys without a dot (``--seeds [0,1]``). Values are read as YAML here; ``from_dict`` converts
+    and checks them by the field's type when the config is built.
+    """
     out: dict = {}
     i = 0
+    example = "--train.lr 1e-4" if not top_level else "--eval.limit 100"
     while i < len(argv):
         arg = argv[i]
-        if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise AdvloraError(f"unrecognised argument {arg!r} (dotted overrides look like --train.lr 1e-4)")
+        key = arg[2:].split("=", 1)[0]
+        if not arg.startswith("--") or not key or (not top_level and "." not in key):
+            raise AdvloraError(f"unrecognised argument {arg!r} (overrides look like {example})")
         if "=" in arg:
-            key, text = arg[2:].split("=", 1)
+            text = arg[2:].split("=", 1)[1]
             i += 1
         else:
             if i + 1 >= len(argv):
                 raise AdvloraError(f"override {arg} needs a value")
-            key, text = arg[2:], argv[i + 1]
+            text = argv[i + 1]
             i += 2
         set_dotted(out, key, parse_value(text))
     return out
@@ -101,9 +108,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         sub = _dataclass_type(hints.get(name))
         if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}{name}.")
-        elif _is_bool(hints.get(name)) and not isinstance(value, bool) and value is not None:
-            # a switch given as a word that is not true/false ("maybe") would otherwise count as on
-            raise AdvloraError(f"config {where}{name}: expected true or false, got {value!r}")
+        else:
+            value = _convert(hints.get(name), value, f"{where}{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -111,9 +117,43 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         raise AdvloraError(f"config {where.rstrip('.') or cls.__name__}: {e}") from None
 
 
-def _is_bool(hint: Any) -> bool:
-    """``bool`` or ``bool | None``."""
-    return hint is bool or set(typing.get_args(hint)) == {bool, type(None)}
+def _scalar_types(hint: Any) -> set[type]:
+    """The plain types a hint admits: ``float | None`` -> {float, NoneType}; empty for anything else."""
+    args = typing.get_args(hint) if (isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union) \
+        else (hint,)
+    return {a for a in args if a in (bool, int, float, str, type(None))}
+
+
+def _convert(hint: Any, value: Any, name: str) -> Any:
+    """A value as its field's type admits it: numbers given as text (``"1e-3"`` from a command line) become
+    int / float; a bool field takes only true / false; anything the type refuses is one clear error."""
+    kinds = _scalar_types(hint)
+    if bool in kinds and not isinstance(value, bool) and value is not None:
+        # a switch given as a word that is not true/false ("maybe") would otherwise count as on
+        raise AdvloraError(f"config {name}: expected true or false, got {value!r}")
+    numeric = float in kinds and type(value) is int  # an int is a float as typing's numeric tower reads it
+    if value is None or not kinds or type(value) in kinds or str in kinds or numeric:
+        return value
+    if isinstance(value, bool):
+        raise AdvloraError(f"{name} must be a number, got {value!r}")
+    if int in kinds:
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+            if f.is_integer():
+                return int(f)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        if float not in kinds:
+            raise AdvloraError(f"{name} must be an integer, got {value!r}")
+    if float in kinds:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+        raise AdvloraError(f"{name} must be a number, got {value!r}")
+    return value
 
 
 def _dataclass_type(hint: Any) -> type | None:
@@ -127,7 +167,9 @@ def _dataclass_type(hint: Any) -> type | None:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain dict (for YAML/JSON)."""
+    """Dataclass -> plain dict (for YAML/JSON); a dataclass with a ``config_dict()`` method writes its own."""
+    if dataclasses.is_dataclass(obj) and hasattr(obj, "config_dict"):
+        return to_dict(obj.config_dict())
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):

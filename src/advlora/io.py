@@ -6,6 +6,7 @@ interrupted command never leaves a half-written result, checkpoint or cache entr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -82,7 +83,5 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     if hasattr(o, "__dataclass_fields__"):
-        import dataclasses
-
         return dataclasses.asdict(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

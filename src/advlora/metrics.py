@@ -4,7 +4,16 @@ Definitions (the CLIP / LAVIS convention):
 - image-to-text R@k: share of images for which *any* of its captions ranks in the top k captions;
 - text-to-image R@k: share of captions whose image ranks in the top k images;
 - ``r_mean``: the mean of the six recalls.
-Ranks count the candidates scoring strictly higher than the best positive, so a tie goes to the query.
+
+Ranks are pessimistic, so that a degenerate model can never look good:
+- a positive's rank counts every negative scoring ``>=`` it: a tie between a positive and a negative goes
+  AGAINST the query (an all-equal matrix, or a collapsed image tower, scores at or below chance, not 100);
+- a non-finite score is a miss: a positive scoring NaN or +-inf cannot be found (an image whose positives are all
+  non-finite, or without captions, and a caption whose own score is non-finite get the rank ``n_candidates``,
+  one past the last real place, which no R@k counts), and a negative scoring NaN or +-inf counts as ahead of the
+  positives. ``retrieval_recall`` and ``retrieval_recall_features`` report the number of non-finite scores they
+  met under the key ``"nonfinite"`` whenever it is not zero (finite inputs give exactly the keys of
+  ``METRIC_KEYS``).
 Everything is computed in chunks of rows: a 5k x 25k problem never materialises a full matrix of ranks.
 """
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import torch
 
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean")
+NONFINITE_KEY = "nonfinite"
 
 
 def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
@@ -19,42 +29,105 @@ def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
     return sim[txt2img, torch.arange(sim.shape[1], device=sim.device)]
 
 
-def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
-    """Rank (0 = first) of each image's best-ranked caption; ``sim`` is (n_images, n_texts)."""
+def _ahead(scores: torch.Tensor, threshold: torch.Tensor, finite: bool = False) -> torch.Tensor:
+    """Candidates counted ahead of a positive scoring ``threshold``: ``>=`` it, or non-finite themselves
+    (``finite``: the caller knows every score is finite)."""
+    mask = torch.ge(scores, threshold)
+    if not finite:
+        ok = torch.isfinite(scores)
+        if not bool(ok.all()):
+            mask |= ~ok
+    return mask
+
+
+def all_finite(sim: torch.Tensor) -> bool:
+    """True when no entry of ``sim`` is NaN or +-inf (two reductions, no mask: NaN propagates through both)."""
+    return not sim.numel() or bool(torch.isfinite(sim.amax()) & torch.isfinite(sim.amin()))
+
+
+def _best_positive(pos: torch.Tensor, txt2img: torch.Tensor, n_img: int) -> torch.Tensor:
+    """(n_img,) best finite positive score of each image; -inf for an image without one (then a miss)."""
+    pos = torch.where(torch.isfinite(pos), pos, torch.full_like(pos, float("-inf")))
+    best = torch.full((n_img,), float("-inf"), dtype=pos.dtype, device=pos.device)
+    return best.scatter_reduce_(0, txt2img, pos, reduce="amax")
+
+
+def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024, *,
+              finite: bool | None = None) -> torch.Tensor:
+    """Rank (0 = first) of each image's best-ranked caption; ``sim`` is (n_images, n_texts).
+
+    The rank is the number of negative captions scoring ``>=`` the image's best finite positive, or non-finite;
+    ``n_texts`` (a miss) for an image without a finite positive. ``finite``: whether every score is finite, when
+    the caller already knows (None: checked).
+    """
     n_img, n_txt = sim.shape
+    finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
-    # best positive score per image, by a scatter over the n_texts positive pairs (O(n_texts) work)
-    best = torch.full((n_img,), float("-inf"), dtype=sim.dtype, device=sim.device)
-    best.scatter_reduce_(0, txt2img, _positive_scores(sim, txt2img), reduce="amax")
+    pos = _positive_scores(sim, txt2img)
+    best = _best_positive(pos, txt2img, n_img)
     ranks = torch.empty(n_img, dtype=torch.long, device=sim.device)
     for start in range(0, n_img, chunk_size):
         rows = sim[start:start + chunk_size]                                     # (c, T)
-        ranks[start:start + rows.shape[0]] = (rows > best[start:start + rows.shape[0], None]).sum(dim=1)
-    ranks[torch.isinf(best)] = n_txt  # an image without captions can never be hit
+        thr = best[start:start + rows.shape[0], None]
+        ranks[start:start + rows.shape[0]] = _ahead(rows, thr, finite).sum(dim=1)
+    # the positives were counted too (their own best always, others when tied or non-finite): remove them
+    ranks -= torch.bincount(txt2img[_ahead(pos, best[txt2img])], minlength=n_img)
+    ranks[torch.isinf(best)] = n_txt  # no finite positive: never a hit
     return ranks
 
 
-def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
-    """Rank (0 = first) of each caption's own image; ``sim`` is (n_images, n_texts)."""
-    n_txt = sim.shape[1]
+def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096, *,
+              finite: bool | None = None) -> torch.Tensor:
+    """Rank (0 = first) of each caption's own image; ``sim`` is (n_images, n_texts).
+
+    The rank is the number of other images scoring ``>=`` the caption's own image, or non-finite; ``n_images``
+    (a miss) when the own score is non-finite. ``finite``: as in ``i2t_ranks``.
+    """
+    n_img, n_txt = sim.shape
+    finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     own = _positive_scores(sim, txt2img)                                         # (T,)
     ranks = torch.empty(n_txt, dtype=torch.long, device=sim.device)
     for start in range(0, n_txt, chunk_size):
         cols = sim[:, start:start + chunk_size]                                  # (I, c)
-        ranks[start:start + cols.shape[1]] = (cols > own[start:start + cols.shape[1]]).sum(dim=0)
+        ranks[start:start + cols.shape[1]] = _ahead(cols, own[start:start + cols.shape[1]], finite).sum(dim=0)
+    ranks -= 1  # the own image, always counted (>= itself, or non-finite)
+    ranks[~torch.isfinite(own)] = n_img
     return ranks
 
 
-def recall_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[int, float]:
-    """Percentage of queries whose rank is below k, for each k."""
+def recall_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10),
+                      n_candidates: int | None = None) -> dict[int, float]:
+    """Percentage of queries whose rank is below k, for each k.
+
+    ``n_candidates``: the gallery size; a rank at or past it is a miss (the rank the rank functions give a
+    query that cannot be found), also for a k larger than the gallery.
+    """
     n = max(1, ranks.numel())
-    return {k: 100.0 * int((ranks < k).sum()) / n for k in ks}
+    hit_able = ranks < n_candidates if n_candidates is not None else torch.ones_like(ranks, dtype=torch.bool)
+    return {k: 100.0 * int(((ranks < k) & hit_able).sum()) / n for k in ks}
+
+
+def nonfinite_count(sim: torch.Tensor, chunk_size: int = 1024) -> int:
+    """Number of NaN or +-inf entries of ``sim``, by chunks of rows."""
+    if all_finite(sim):
+        return 0
+    return sum(int((~torch.isfinite(sim[s:s + chunk_size])).sum()) for s in range(0, sim.shape[0], chunk_size))
+
+
+def _recalls(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...], n_img: int, n_txt: int,
+             nonfinite: int) -> dict[str, float]:
+    out = {f"i2t_r{k}": v for k, v in recall_from_ranks(i2t, ks, n_txt).items()}
+    out |= {f"t2i_r{k}": v for k, v in recall_from_ranks(t2i, ks, n_img).items()}
+    out["r_mean"] = sum(out.values()) / len(out)
+    if nonfinite:
+        out[NONFINITE_KEY] = nonfinite
+    return out
 
 
 def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10),
                      chunk_size: int = 1024, sim_t2i: torch.Tensor | None = None) -> dict[str, float]:
-    """Recall@k in both directions and their mean, in percent.
+    """Recall@k in both directions and their mean, in percent (pessimistic ranks, see the module docstring).
 
     Args:
         sim: (n_images, n_texts) similarity scores.
@@ -62,20 +135,29 @@ def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ..
         ks: cut-offs; ``r_mean`` averages over both directions and all ks.
         sim_t2i: a separate (n_images, n_texts) matrix for text-to-image, when the two directions are scored
             differently (BLIP's ITM re-ranking re-scores the top k of each query's own direction).
+
+    Returns ``i2t_r{k}``, ``t2i_r{k}``, ``r_mean`` and, only when some scores were NaN or infinite,
+    ``nonfinite``: their number (over both matrices when ``sim_t2i`` is a separate one).
     """
     txt2img = torch.as_tensor(txt2img, dtype=torch.long)
     if sim.dim() != 2 or txt2img.numel() != sim.shape[1]:
         raise ValueError(f"sim must be (n_images, n_texts) with one txt2img entry per text; got {tuple(sim.shape)} "
                          f"and {txt2img.numel()} entries")
-    i2t = recall_from_ranks(i2t_ranks(sim, txt2img, chunk_size), ks)
-    t2i = recall_from_ranks(t2i_ranks(sim if sim_t2i is None else sim_t2i, txt2img, 4 * chunk_size), ks)
-    out = {f"i2t_r{k}": v for k, v in i2t.items()} | {f"t2i_r{k}": v for k, v in t2i.items()}
-    out["r_mean"] = sum(out.values()) / len(out)
-    return out
+    other = sim if sim_t2i is None else sim_t2i
+    if other.shape != sim.shape:
+        raise ValueError(f"sim_t2i must have the shape of sim {tuple(sim.shape)}; got {tuple(other.shape)}")
+    bad_i2t = nonfinite_count(sim, chunk_size)
+    bad_t2i = bad_i2t if other is sim else nonfinite_count(other, chunk_size)
+    return _recalls(i2t_ranks(sim, txt2img, chunk_size, finite=not bad_i2t),
+                    t2i_ranks(other, txt2img, 4 * chunk_size, finite=not bad_t2i), ks,
+                    sim.shape[0], sim.shape[1], bad_i2t + (0 if other is sim else bad_t2i))
 
 
 def attack_success_rate(clean_ranks: torch.Tensor, adv_ranks: torch.Tensor) -> float:
-    """Share (percent) of queries right at rank 1 clean that the attack moves off rank 1; nan when none were right."""
+    """Share (percent) of queries right at rank 1 clean that the attack moves off rank 1; nan when none were right.
+
+    Reads the pessimistic ranks above: a query tied at the top, or scored non-finite, is not at rank 1.
+    """
     right = clean_ranks == 0
     if not right.any():
         return float("nan")
@@ -106,6 +188,22 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
+def _surely_finite(image_features: torch.Tensor, text_features: torch.Tensor, dtype: torch.dtype) -> bool:
+    """True when no product of these features can be non-finite: every entry finite and the bound
+    ``D * max|a| * max|b|`` on every dot product at most half the dtype's largest value (one pass over each)."""
+    if not image_features.numel() or not text_features.numel():
+        return True
+    a = image_features.abs().amax().double()  # NaN propagates through amax
+    b = text_features.abs().amax().double()
+    bound = image_features.shape[-1] * a * b
+    return bool(torch.isfinite(a) & torch.isfinite(b) & (bound <= torch.finfo(dtype).max / 2))
+
+
+#: memory the fused path may hold for the tiles that contain positive pairs, so that the second pass does not
+#: compute them again (captions stored by image: about 1 + captions per image tiles per chunk of images)
+_BAND_CACHE_BYTES = 256 * 2**20
+
+
 def retrieval_recall_features(image_features: torch.Tensor, text_features: torch.Tensor, txt2img: torch.Tensor,
                               ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 1024,
                               tile_size: int = 1024) -> dict[str, float]:
@@ -114,45 +212,76 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
     Similarities are computed tile by tile (``chunk_size`` images x ``tile_size`` captions, 4 MB: it stays in
     the CPU's last-level cache while both comparisons read it, and one buffer is reused, so no page faults; the
     blocked product is then no slower than one full product, P6 of ``advlora bench``). Each tile adds to the
-    image-to-text rank of its rows (captions scoring above the row's best positive) and to the text-to-image
-    rank of its captions (images scoring above the caption's own image). The thresholds are dot products of
-    the positive pairs; a positive pair itself is never counted (its tile value is checked and removed), so
-    ranks are exact except where a negative ties the threshold within float rounding, which may count once
-    differently than in ``retrieval_recall`` on a precomputed matrix. Memory: O(chunk_size x tile_size).
+    image-to-text rank of its rows (captions scoring ``>=`` the row's best positive, or non-finite) and to the
+    text-to-image rank of its captions (images scoring ``>=`` the caption's own image, or non-finite).
+
+    The thresholds (the positive pairs' scores) are read from the very tiles the negatives are compared in, by a
+    first pass over the tiles that hold positive pairs (the diagonal band of tiles when captions are stored by
+    image), so a negative equal to its positive in the product is a tie as it is in ``retrieval_recall`` (a
+    collapsed image tower is not rescued by the last bit of a separate dot product). Those tiles are kept for the
+    second pass up to ``_BAND_CACHE_BYTES`` (256 MiB: the whole band of a COCO-sized set), beyond which they are
+    computed again (shuffled captions put positives in every tile). Ranks equal ``retrieval_recall`` on the full
+    product except where two computations of one dot product differ in the last bit. Memory:
+    O(chunk_size x tile_size) plus the kept band.
     """
     txt2img = torch.as_tensor(txt2img, dtype=torch.long, device=text_features.device)
     n_img, n_txt = image_features.shape[0], text_features.shape[0]
     dev = image_features.device
-    own = (image_features[txt2img] * text_features).sum(-1)                      # (T,) each caption's own score
-    best = torch.full((n_img,), float("-inf"), dtype=own.dtype, device=dev).scatter_reduce_(
-        0, txt2img, own, reduce="amax")                                          # (I,) each image's best positive
-    i2t = torch.zeros(n_img, dtype=torch.long, device=dev)
-    t2i = torch.zeros(n_txt, dtype=torch.long, device=dev)
     c, w = max(1, min(chunk_size, n_img)), max(1, min(tile_size, n_txt))
     dtype = torch.promote_types(image_features.dtype, text_features.dtype)
     sim_buf = torch.empty(c, w, dtype=dtype, device=dev)
     gt_buf = torch.empty(c, w, dtype=torch.bool, device=dev)
+    finite = _surely_finite(image_features, text_features, dtype)
+
+    def tile_at(i0: int, t0: int) -> torch.Tensor:
+        i1, t1 = min(i0 + c, n_img), min(t0 + w, n_txt)
+        return torch.matmul(image_features[i0:i1], text_features[t0:t1].t(), out=sim_buf[:i1 - i0, :t1 - t0])
+
+    def pairs_in(i0: int, t0: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions t of tile (i0, t0) whose own image lies in its rows, and those rows."""
+        t = torch.arange(t0, min(t0 + w, n_txt), device=dev)
+        own_img = txt2img[t0:t0 + w]
+        mine = (own_img >= i0) & (own_img < i0 + c)
+        return t[mine], own_img[mine] - i0
+
+    # pass 1: each positive pair's score, from its own tile (kept, within the budget, for pass 2)
+    own = torch.empty(n_txt, dtype=dtype, device=dev)
+    band: dict[tuple[int, int], torch.Tensor] = {}
+    budget = _BAND_CACHE_BYTES
+    for t0 in range(0, n_txt, w):
+        for i0 in (torch.unique(txt2img[t0:t0 + w] // c) * c).tolist():
+            t, r = pairs_in(i0, t0)
+            tile = tile_at(i0, t0)
+            own[t] = tile[r, t - t0]
+            if tile.numel() * tile.element_size() <= budget:
+                band[i0, t0] = tile.clone()
+                budget -= tile.numel() * tile.element_size()
+    best = _best_positive(own, txt2img, n_img)
+    nonfinite = 0
+    # pass 2: every tile adds to the ranks of its rows and of its captions
+    i2t = torch.zeros(n_img, dtype=torch.long, device=dev)
+    t2i = torch.zeros(n_txt, dtype=torch.long, device=dev)
     for i0 in range(0, n_img, c):
         i1 = min(i0 + c, n_img)
-        block = image_features[i0:i1]
         for t0 in range(0, n_txt, w):
             t1 = min(t0 + w, n_txt)
-            tile = torch.matmul(block, text_features[t0:t1].t(), out=sim_buf[:i1 - i0, :t1 - t0])
+            tile = band.pop((i0, t0), None)
+            tile = tile_at(i0, t0) if tile is None else tile
             gt = gt_buf[:i1 - i0, :t1 - t0]
-            i2t[i0:i1] += _count(torch.gt(tile, best[i0:i1, None], out=gt), dim=1)
-            t2i[t0:t1] += _count(torch.gt(tile, own[None, t0:t1], out=gt), dim=0)
-            # the positive pairs in this tile: never count themselves (their tile value may exceed the
-            # threshold's dot product in the last bit)
-            t = torch.arange(t0, t1, device=dev)
-            mine = (txt2img[t0:t1] >= i0) & (txt2img[t0:t1] < i1)
-            if mine.any():
-                t, r = t[mine], txt2img[t0:t1][mine] - i0
+            if finite:
+                i2t[i0:i1] += _count(torch.ge(tile, best[i0:i1, None], out=gt), dim=1)
+                t2i[t0:t1] += _count(torch.ge(tile, own[None, t0:t1], out=gt), dim=0)
+            else:
+                bad = ~torch.isfinite(tile)
+                nonfinite += int(bad.sum())
+                i2t[i0:i1] += _count(torch.ge(tile, best[i0:i1, None], out=gt) | bad, dim=1)
+                t2i[t0:t1] += _count(torch.ge(tile, own[None, t0:t1], out=gt) | bad, dim=0)
+            # the positive pairs of this tile counted themselves: remove them (own[t] is this very tile value)
+            t, r = pairs_in(i0, t0)
+            if t.numel():
                 v = tile[r, t - t0]
-                t2i.index_add_(0, t, -(v > own[t]).long())
-                i2t.index_add_(0, r + i0, -(v > best[r + i0]).long())
-    i2t, t2i = i2t.cpu(), t2i.cpu()
-    i2t_r = recall_from_ranks(i2t, ks)
-    t2i_r = recall_from_ranks(t2i, ks)
-    out = {f"i2t_r{k}": v for k, v in i2t_r.items()} | {f"t2i_r{k}": v for k, v in t2i_r.items()}
-    out["r_mean"] = sum(out.values()) / len(out)
-    return out
+                t2i.index_add_(0, t, -_ahead(v, own[t]).long())
+                i2t.index_add_(0, r + i0, -_ahead(v, best[r + i0]).long())
+    i2t[torch.isinf(best)] = n_txt
+    t2i[~torch.isfinite(own)] = n_img
+    return _recalls(i2t.cpu(), t2i.cpu(), ks, n_img, n_txt, nonfinite)

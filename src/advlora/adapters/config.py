@@ -8,11 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from advlora.adapters.init import INITIALISATIONS
+from advlora.config import to_dict
 from advlora.errors import AdvloraError, choices_error
 
+#: the adapter methods: the one declaration every other module reads
 METHODS = ("frozen", "full", "lora", "pissa", "advlora")
 TOWERS = ("vision", "text", "both")
-INITS = ("cluster", "peft", "pissa")
+#: the names ``init`` accepts (``advlora.adapters.init`` declares each)
+INITS = INITIALISATIONS
 MODES = ("residual", "zero_alpha")
 ALPHA_MODES = ("layer", "tower", "shared", "fixed")
 KMEANS_ON = ("rows", "cols")
@@ -29,13 +33,12 @@ class AdapterConfig:
         towers: which towers are adapted (vision | text | both).
         targets: None (the backend's defaults per tower), a list of module names / suffixes / regular expressions
             (an entry ``"vision:q_proj"`` applies to one tower only), or a dict tower -> list.
-        init: advlora's initialisation of A, B: cluster (k-means + alignment) | peft (A kaiming, B zero) | pissa
-            (top-r SVD of W0).
+        init: advlora's initialisation of A, B, a name of ``advlora.adapters.init.INITIALISATIONS``: cluster
+            (k-means + alignment) | peft (A kaiming, B zero) | pissa (top-r SVD of W0).
         mode: how advlora keeps the output unchanged at the start: residual (base becomes W0 - alpha0 B0 A0) or
             zero_alpha (alpha starts at 0).
         alpha_mode: one trainable alpha per layer | per tower | one shared | fixed (not trained).
         alpha_init: alpha0; None means 1.0 in residual mode and 0.0 in zero_alpha mode.
-        alpha_lr: the learning rate of the alpha parameter group (None: the trainer's lr).
         align_lambda: weight of the training regulariser sum ||W0 - BA||^2 / ||W0||^2 (0: initialisation only).
         align_init: with init=cluster, B from least squares (lstsq) or the one-hot k-means assignment (onehot).
         kmeans_iters: Lloyd iterations after k-means++ seeding.
@@ -54,7 +57,6 @@ class AdapterConfig:
     mode: str = "residual"
     alpha_mode: str = "layer"
     alpha_init: float | None = None
-    alpha_lr: float | None = None
     align_lambda: float = 0.0
     align_init: str = "lstsq"
     kmeans_iters: int = 20
@@ -64,7 +66,7 @@ class AdapterConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, valid in (("method", METHODS), ("towers", TOWERS), ("init", INITS), ("mode", MODES),
+        for name, valid in (("method", METHODS), ("towers", TOWERS), ("init", INITIALISATIONS), ("mode", MODES),
                             ("alpha_mode", ALPHA_MODES), ("kmeans_on", KMEANS_ON), ("align_init", ALIGN_INITS)):
             if getattr(self, name) not in valid:
                 raise choices_error(f"adapter {name}", getattr(self, name), valid)
@@ -76,8 +78,6 @@ class AdapterConfig:
             raise AdvloraError(f"adapter dropout must be in [0, 1), got {self.dropout!r}")
         if float(self.align_lambda) < 0:
             raise AdvloraError(f"adapter align_lambda must be >= 0, got {self.align_lambda!r}")
-        if self.alpha_lr is not None and float(self.alpha_lr) <= 0:
-            raise AdvloraError(f"adapter alpha_lr must be > 0, got {self.alpha_lr!r}")
         if self.lora_alpha is not None and float(self.lora_alpha) <= 0:
             raise AdvloraError(f"adapter lora_alpha must be > 0, got {self.lora_alpha!r}")
         if self.method == "advlora":
@@ -105,8 +105,6 @@ class AdapterConfig:
         return float(self.lora_alpha if self.lora_alpha is not None else self.rank) / self.rank
 
     def to_dict(self) -> dict:
-        from advlora.config import to_dict
-
         return to_dict(self)
 
 

@@ -3,11 +3,17 @@
 For W0 (out x in) every initialisation returns A (r x in) and B (out x r), with the relative alignment error
 ||W0 - B A||_F / ||W0||_F. Cluster initialisation also returns the error of the one-hot k-means assignment,
 which least-squares alignment can never exceed (the one-hot B is one of the candidates it minimises over).
+
+``INITIALISATIONS`` maps the names ``AdapterConfig.init`` accepts to functions
+``(weights, config) -> list[Factors]``; each is declared once, by ``@initialisation(name)`` on its function
+(docs/contracts.md: "Adding an adapter initialisation").
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,6 +32,18 @@ class Factors:
     error: float
     onehot_error: float | None = None
     kmeans_objective: list[float] | None = None
+
+
+#: ``AdapterConfig.init`` name -> ``fn(weights, config) -> list[Factors]`` (one per weight, same order)
+INITIALISATIONS: dict[str, Callable[[list[torch.Tensor], Any], list[Factors]]] = {}
+
+
+def initialisation(name: str) -> Callable:
+    """Declare ``fn(weights, config) -> list[Factors]`` as the adapter initialisation ``name``."""
+    def register(fn: Callable[[list[torch.Tensor], Any], list[Factors]]) -> Callable:
+        INITIALISATIONS[name] = fn
+        return fn
+    return register
 
 
 def relative_error(W: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -95,3 +113,24 @@ def peft_factors(W: torch.Tensor, rank: int, generator: torch.Generator) -> Fact
     A = torch.empty(rank, in_f)
     torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)
     return Factors(A.to(W.device), torch.zeros(out_f, rank, device=W.device), 1.0)
+
+
+# ---- the initialisations ``AdapterConfig.init`` names --------------------------------------------------------
+@initialisation("cluster")
+def _cluster(weights: list[torch.Tensor], cfg: Any) -> list[Factors]:
+    """k-means over the rows (or columns) of W0, then least-squares or one-hot alignment."""
+    return cluster_factors(weights, cfg.rank, iters=cfg.kmeans_iters, seed=cfg.seed, on=cfg.kmeans_on,
+                           align=cfg.align_init)
+
+
+@initialisation("pissa")
+def _pissa(weights: list[torch.Tensor], cfg: Any) -> list[Factors]:
+    """PiSSA's top-r SVD of each W0."""
+    return [svd_factors(w, cfg.rank) for w in weights]
+
+
+@initialisation("peft")
+def _peft(weights: list[torch.Tensor], cfg: Any) -> list[Factors]:
+    """peft's default (A kaiming-uniform, B = 0), one generator seeded by ``cfg.seed`` across the layers."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return [peft_factors(w, cfg.rank, gen) for w in weights]

@@ -22,6 +22,7 @@ from torch import nn
 from advlora.adapters import layer as L
 from advlora.adapters.config import AdapterConfig
 from advlora.adapters.model import build, lora_layers, state_of
+from advlora.config import from_dict
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 
@@ -41,7 +42,7 @@ def export_lora(model) -> tuple[dict[str, torch.Tensor], int, float]:
         s = lay.scaling[L.ADAPTER]
         if cfg.method in ("pissa", "advlora"):
             a = float(lay.advlora_alpha.detach()) * s if cfg.method == "advlora" else s
-            if getattr(lay, "advlora_residual", False):
+            if lay.advlora_residual:
                 a0 = float(lay.advlora_alpha0) * s
                 A, B = torch.cat([A, lay.advlora_A0]), torch.cat([a * B, -a0 * lay.advlora_B0], dim=1)
                 rank = 2 * cfg.rank
@@ -94,7 +95,7 @@ def _advlora_state(model) -> dict[str, torch.Tensor]:
         out[f"{n}.A0"] = lay.advlora_A0
         out[f"{n}.B0"] = lay.advlora_B0
         out[f"{n}.alpha0"] = lay.advlora_alpha0.reshape(())
-        if hasattr(lay, "advlora_alpha"):
+        if lay.advlora_alpha is not None:
             out[f"{n}.alpha"] = lay.advlora_alpha.detach().reshape(())
     return {k: v.float().cpu().contiguous().clone() for k, v in out.items()}
 
@@ -137,11 +138,10 @@ def _check_layers(model, layers: dict[str, list[int]], path: Path) -> None:
 
 
 def _load_advlora(model, path: Path):
-    from advlora.config import from_dict
-
     try:
         meta = json.loads((path / "advlora.json").read_text())
-        cfg = from_dict(AdapterConfig, meta["config"], "adapter.")
+        # alpha_lr moved to the training config (train.alpha_lr); adapters saved before still load
+        cfg = from_dict(AdapterConfig, {k: v for k, v in meta["config"].items() if k != "alpha_lr"}, "adapter.")
         layers = {str(k): list(v) for k, v in meta.get("layers", {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AdvloraError(f"{path / 'advlora.json'}: not a valid advlora adapter description ({e})") from None
@@ -176,8 +176,8 @@ def _load_advlora(model, path: Path):
     build(model, cfg, saved, names=list(layers))
     with torch.no_grad():
         for n, lay in lora_layers(model).items():
-            L.set_factors(lay, saved[n]["A"], saved[n]["B"])
-            if isinstance(getattr(lay, "advlora_alpha", None), nn.Parameter) and f"{n}.alpha" in st:
+            lay.set_factors(saved[n]["A"], saved[n]["B"])
+            if isinstance(lay.advlora_alpha, nn.Parameter) and f"{n}.alpha" in st:
                 lay.advlora_alpha.fill_(float(st[f"{n}.alpha"]))
     return model
 

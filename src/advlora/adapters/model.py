@@ -17,7 +17,7 @@ from torch import nn
 
 from advlora.adapters import layer as L
 from advlora.adapters.config import AdapterConfig, make_config
-from advlora.adapters.init import Factors, cluster_factors, peft_factors, svd_factors
+from advlora.adapters.init import INITIALISATIONS, Factors
 from advlora.errors import AdvloraError, choices_error
 
 TOWER_NAMES = ("vision", "text")
@@ -167,25 +167,17 @@ def _pissa(model, cfg, names, saved) -> list[dict]:
         lay = model.hf_model.get_submodule(n)
         if saved is None:  # peft has initialised A, B and subtracted s B A from the base
             A0, B0 = lay.lora_A[L.ADAPTER].weight, lay.lora_B[L.ADAPTER].weight
-            L.keep_initial(lay, A0, B0, 1.0)
+            L.AdvLoraLinear.adopt(lay, A0, B0, 1.0, residual=True)
         else:
-            L.keep_initial(lay, saved[n]["A0"], saved[n]["B0"], 1.0)
-            L.set_factors(lay, lay.advlora_A0, lay.advlora_B0)
-            L.subtract_initial(lay)
-        lay.advlora_residual = True
+            lay = L.AdvLoraLinear.adopt(lay, saved[n]["A0"], saved[n]["B0"], 1.0, residual=True)
+            lay.set_factors(lay.advlora_A0, lay.advlora_B0)
+            lay.subtract_initial()
         report.append({"layer": n})
     return report
 
 
 def _factors(model, cfg: AdapterConfig, names: list[str]) -> list[Factors]:
-    weights = [model.hf_model.get_submodule(n).weight for n in names]
-    if cfg.init == "cluster":
-        return cluster_factors(weights, cfg.rank, iters=cfg.kmeans_iters, seed=cfg.seed, on=cfg.kmeans_on,
-                               align=cfg.align_init)
-    if cfg.init == "pissa":
-        return [svd_factors(w, cfg.rank) for w in weights]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    return [peft_factors(w, cfg.rank, gen) for w in weights]
+    return INITIALISATIONS[cfg.init]([model.hf_model.get_submodule(n).weight for n in names], cfg)
 
 
 def _advlora(model, cfg: AdapterConfig, names: list[str], saved) -> list[dict]:
@@ -202,19 +194,18 @@ def _advlora(model, cfg: AdapterConfig, names: list[str], saved) -> list[dict]:
             A0, B0 = saved[n]["A0"], saved[n]["B0"]
             report.append({"layer": n})
         w0_sq = float(lay.get_base_layer().weight.detach().float().pow(2).sum())
-        L.keep_initial(lay, A0, B0, cfg.alpha0, w0_sq)
-        L.set_factors(lay, A0, B0)
-        lay.advlora_residual = cfg.mode == "residual"
+        lay = L.AdvLoraLinear.adopt(lay, A0, B0, cfg.alpha0, residual=cfg.mode == "residual", w0_sq=w0_sq)
+        lay.set_factors(A0, B0)
         if lay.advlora_residual:
-            L.subtract_initial(lay)
+            lay.subtract_initial()
         if cfg.alpha_mode == "fixed":
-            L.set_alpha(lay, cfg.alpha0, trainable=False)
+            lay.set_alpha(cfg.alpha0, trainable=False)
         else:
             key = {"layer": n, "tower": model.tower_of(n) or "other", "shared": "all"}[cfg.alpha_mode]
             if key not in alphas:
                 dev = lay.lora_A[L.ADAPTER].weight.device
                 alphas[key] = nn.Parameter(torch.tensor(cfg.alpha0, dtype=torch.float32, device=dev))
-            L.set_alpha(lay, alphas[key], trainable=True)
+            lay.set_alpha(alphas[key], trainable=True)
     return report
 
 
@@ -237,7 +228,7 @@ def alpha_parameters(model) -> list[nn.Parameter]:
     """AdvLoRA's trainable alphas (each shared one once), for their own optimiser parameter group."""
     seen: dict[int, nn.Parameter] = {}
     for lay in lora_layers(model).values():
-        a = getattr(lay, "advlora_alpha", None)
+        a = lay.advlora_alpha if isinstance(lay, L.AdvLoraLinear) else None
         if isinstance(a, nn.Parameter) and a.requires_grad:
             seen.setdefault(id(a), a)
     return list(seen.values())
@@ -246,7 +237,7 @@ def alpha_parameters(model) -> list[nn.Parameter]:
 def alpha_values(model) -> dict[str, float]:
     """alpha of every adapted layer (shared alphas repeat), for logging; empty for other methods."""
     return {n: float(lay.advlora_alpha.detach()) for n, lay in lora_layers(model).items()
-            if hasattr(lay, "advlora_alpha")}
+            if isinstance(lay, L.AdvLoraLinear) and lay.advlora_alpha is not None}
 
 
 def regularization_loss(model) -> torch.Tensor:
@@ -255,7 +246,7 @@ def regularization_loss(model) -> torch.Tensor:
     dev = model.device if hasattr(model, "device") else torch.device("cpu")
     if state is None or state.merged or state.config.method != "advlora" or not state.config.align_lambda:
         return torch.zeros((), device=dev)
-    total = sum(L.alignment_sq_error(lay) for lay in lora_layers(model).values())
+    total = sum(lay.alignment_sq_error() for lay in lora_layers(model).values())
     return float(state.config.align_lambda) * total
 
 
@@ -265,4 +256,4 @@ def alignment_errors(model) -> dict[str, float]:
     if state is None or state.config.method != "advlora":
         return {}
     with torch.no_grad():
-        return {n: float(L.alignment_sq_error(lay).sqrt()) for n, lay in lora_layers(model).items()}
+        return {n: float(lay.alignment_sq_error().sqrt()) for n, lay in lora_layers(model).items()}

@@ -55,10 +55,11 @@ def adapted(base, method: str, rank: int):
 def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "4/255", attack_steps: int = 3):
     """One adversarial training step of the trainer's code, as a closure (AdamW over the trainable parameters)."""
     from advlora.adapters import regularization_loss
+    from advlora.attacks import ThreatModel
     from advlora.training.config import AttackConfig
     from advlora.training.step import Dist, TrainTask, attack_batch
 
-    cfg = AttackConfig(name="pgd", eps=eps, steps=attack_steps)
+    cfg = AttackConfig(name="pgd", threat=ThreatModel(eps=eps, steps=attack_steps))
     task = TrainTask(model, cfg, Dist(), regularizer=regularization_loss)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)

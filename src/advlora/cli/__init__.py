@@ -1,7 +1,9 @@
 """The ``advlora`` command: one sub-command per module of this package, imported only when used.
 
 Each module in ``COMMANDS`` exposes ``add_arguments(parser)`` and ``run(args) -> int``. Bad input raises
-``AdvloraError``, which ``main`` prints as one line on stderr with exit status 2.
+``AdvloraError``, which ``main`` prints as one line on stderr with exit status 2. A training stopped by a
+preemption signal raises ``Preempted`` after its checkpoint: one line, exit status 75
+(``advlora.preempt``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import sys
 
 from advlora.errors import AdvloraError
+from advlora.preempt import PREEMPTED_EXIT, Preempted
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,12 +38,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (mod_name, help_) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue  # a command not built yet
-            raise
+        mod = importlib.import_module(mod_name)
         p = sub.add_parser(name, help=help_, description=help_)
         mod.add_arguments(p)
         modules[name] = mod
@@ -67,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except AdvloraError as e:
         print(f"advlora {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"advlora {args.command}: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print(f"advlora {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -13,10 +13,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (medians)")
     p.add_argument("--retrieval-images", type=int, default=5000)
     p.add_argument("--retrieval-texts", type=int, default=25000)
+    p.add_argument("--device", default=None,
+                   help="cuda, cuda:1, ...: the GPU figures (PGD-10 images/s, training-step MFU against the bf16 matmul "
+                        "peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the CPU")
+    p.add_argument("--device-sizes", default="vit-b32,blip-base", help="sizes of the --device figures")
     add_out_arg(p, "bench")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        return _run_device(args)
     from advlora.bench import BenchConfig, format_bench, run_bench, write_bench
     from advlora.runs import default_out, run_folder
 
@@ -29,4 +35,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"advlora bench --size {cfg.size} --batch {cfg.batch} (rank {cfg.rank}, medians of {cfg.repeats})")
     print(format_bench(result))
     print(f"bench.json: {out}/bench.json")
+    return 0
+
+
+def _run_device(args: argparse.Namespace) -> int:
+    import torch
+
+    from advlora.bench.device import format_device_bench, run_device_bench
+    from advlora.errors import AdvloraError
+    from advlora.io import write_json
+    from advlora.runs import default_out, run_folder
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise AdvloraError(f"--device {args.device}: no CUDA device is visible to torch here")
+    sizes = tuple(s for s in args.device_sizes.split(",") if s)
+    result = run_device_bench(args.device, sizes=sizes, batch=args.batch, rank=args.rank, repeats=args.repeats)
+    out = args.out or default_out("bench")
+    with run_folder(out, {"device": args.device, "sizes": list(sizes), "batch": args.batch, "rank": args.rank}) as tmp:
+        write_json(tmp / "bench_device.json", result)
+    print(f"advlora bench --device {args.device} --batch {args.batch} (rank {args.rank}, medians of {args.repeats})")
+    print(format_device_bench(result))
+    print(f"bench_device.json: {out}/bench_device.json")
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.errors import AdvloraError
 from advlora.runtime import resolve_device
 
 
@@ -46,8 +47,6 @@ def add_seeds_argument(p: argparse.ArgumentParser) -> None:
 
 def seeds_overrides(text: str | None) -> list[str]:
     """The value of --seeds as top-level experiment overrides (none when not given)."""
-    from advlora.errors import AdvloraError
-
     if not text:
         return []
     try:
@@ -68,8 +67,7 @@ def add_jobs_argument(p, default: int) -> None:
 
 def jobs(n: int) -> int:
     """The value of --jobs: 0 means one per core (``advlora.threads.default_jobs``)."""
-    from advlora.errors import AdvloraError
-    from advlora.threads import default_jobs
+    from advlora.threads import default_jobs  # torch: imported only once a command runs
 
     if n < 0:
         raise AdvloraError(f"--jobs must be >= 0, got {n}")

@@ -1,8 +1,12 @@
-"""``advlora data``: build the embedded data sets (``emoji``, ``emoji-video``) or check a data set on disk."""
+"""``advlora data``: build the embedded data sets (``emoji``, ``emoji-video``) or check a data set on disk.
+
+The data modules are imported inside ``run`` so that ``advlora --help`` does not import torch.
+"""
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,27 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "emoji":
         from advlora.data.emoji import build_emoji as build
     else:
-        build = _video_builder()
+        from advlora.data.emoji_video import build_emoji_video as build
     root = build(args.out, font_path=args.font, seed=args.seed, force=args.force)
     _print_summary(root)
     return 0
 
 
-def _video_builder():
-    from advlora.errors import AdvloraError
-
-    try:
-        return importlib.import_module("advlora.data.video").build_emoji_video
-    except ModuleNotFoundError as e:
-        if e.name == "advlora.data.video":
-            raise AdvloraError("the emoji-video data set is not available in this version of advlora") from None
-        raise
-
-
 def _print_summary(root) -> None:
-    import json
-    from pathlib import Path
-
     root = Path(root)
     for split in ("train", "val", "test"):
         f = root / f"{split}.jsonl"

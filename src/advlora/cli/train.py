@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from advlora.config import load_yaml, parse_overrides, set_dotted
+
 ACCEPTS_OVERRIDES = True
 
 #: plain flag -> dotted config key
@@ -55,9 +57,7 @@ def config_path(value: str | None) -> Path | None:
 
 
 def build_config(args: argparse.Namespace):
-    from advlora.config import parse_overrides, set_dotted
-    from advlora.config import load_yaml
-    from advlora.training.config import load_run_config
+    from advlora.training.config import load_run_config  # torch and peft: imported only once a command runs
 
     flags: dict = {}
     for name, key in FLAGS.items():

@@ -4,12 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from advlora.data.dataset import RetrievalDataset
+from advlora.data.emoji import emoji_split_path
+from advlora.data.emoji_video import emoji_video_split_path
 from advlora.data.formats import FORMATS, read_annotations
+from advlora.data.records import Format
 from advlora.errors import AdvloraError
 
-__all__ = ["FORMATS", "RetrievalDataset", "load_dataset"]
+__all__ = ["FORMATS", "Format", "RetrievalDataset", "load_dataset"]
 
-#: names that resolve to data advlora builds itself: name -> builder(split) -> annotation file path
+#: names that resolve to data advlora builds itself
 EMBEDDED = ("emoji", "emoji-video")
 
 
@@ -27,13 +30,9 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
         frames: frames sampled per video (video sets; default 8).
     """
     if spec == "emoji":
-        from advlora.data.emoji import emoji_split_path
-
         ds = read_annotations(emoji_split_path(split), "jsonl")
         ds.name = f"emoji-{split}"
     elif spec == "emoji-video":
-        from advlora.data.video import emoji_video_split_path
-
         ds = read_annotations(emoji_video_split_path(split), "video-jsonl")
         ds.name = f"emoji-video-{split}"
     else:

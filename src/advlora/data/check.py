@@ -11,6 +11,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from advlora.data.formats import detect_format, read_annotations
+from advlora.data.records import collecting_problems
+from advlora.data.video import frame_count
 from advlora.errors import AdvloraError
 
 
@@ -64,8 +67,6 @@ def check_dataset(path: str | Path, fmt: str | None = None, split: str | None = 
     A file that cannot be read as annotations at all (missing, not JSON, unknown format) is reported as one
     problem; per-record problems are all listed.
     """
-    from advlora.data.formats import collecting_problems, detect_format, read_annotations
-
     path = Path(path)
     report = CheckReport(str(path))
     try:
@@ -102,10 +103,8 @@ def check_dataset(path: str | Path, fmt: str | None = None, split: str | None = 
 def _readable(p: Path, ds) -> str | None:
     """None when the file decodes, else one line naming it and the problem."""
     if ds.kind == "video":
-        from advlora.data.video import _frame_count
-
         try:
-            n = _frame_count(p)
+            n = frame_count(p)
         except AdvloraError as e:
             return str(e)
         return None if n >= ds.frames else f"{p}: video has {n} frames, fewer than the {ds.frames} sampled"

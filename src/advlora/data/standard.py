@@ -1,6 +1,7 @@
 """The standard image-text benchmark annotation formats (COCO and Flickr30K test sets), read into ``RetrievalDataset``.
 
-Formats (names for ``--format``; ``detect_standard`` recognises them from the file's name and first 64 kB):
+Formats (names for ``--format``; each declared in ``FORMATS`` with a detector that looks at the file's name and
+first 64 kB, except ``lavis``, which the generic ``json`` reader reads):
 
 - ``karpathy``: Karpathy's ``dataset_coco.json`` / ``dataset_flickr30k.json``: ``{"images": [{"filepath",
   "filename", "split", "sentences": [{"raw"}]}]}``. ``split`` selects ``test`` (default), ``val``, ``restval`` or
@@ -25,14 +26,13 @@ import re
 from pathlib import Path
 
 from advlora.data.dataset import RetrievalDataset
-from advlora.data.formats import (_load_json, _read_text, image_root_of, problem, read_json_list,
-                                  records_to_dataset)
+from advlora.data.generic import read_json_list
+from advlora.data.records import Format, image_root_of, load_json, problem, read_text, records_to_dataset
 from advlora.errors import AdvloraError, choices_error
 
 KARPATHY_SPLITS = {"train": ("train", "restval"), "restval": ("restval",), "val": ("val",), "test": ("test",)}
 #: captions per image kept in Karpathy val/test splits (the standard 5k / 1k protocol)
 EVAL_CAPTIONS = 5
-_HEAD = 65536
 
 
 def read_karpathy(path: Path, split: str | None = None, image_root: str | Path | None = None) -> RetrievalDataset:
@@ -40,7 +40,7 @@ def read_karpathy(path: Path, split: str | None = None, image_root: str | Path |
     split = split or "test"
     if split not in KARPATHY_SPLITS:
         raise choices_error(f"split of {path.name}", split, KARPATHY_SPLITS)
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise AdvloraError(f"{path}: expected Karpathy's layout {{'images': [...]}}")
     wanted, recs, dropped = KARPATHY_SPLITS[split], [], 0
@@ -71,7 +71,7 @@ def read_karpathy(path: Path, split: str | None = None, image_root: str | Path |
 def read_coco_json(path: Path, split: str | None = None, image_root: str | Path | None = None
                    ) -> RetrievalDataset:
     """CLIP_benchmark's ``coco_{split}_karpathy.json`` (COCO captions layout)."""
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise AdvloraError(f"{path}: expected the COCO captions layout {{'images': [...], 'annotations': [...]}}")
@@ -112,7 +112,7 @@ _JPG_COMMA = re.compile(r"\.(jpe?g|png),", re.IGNORECASE)
 def read_flickr_txt(path: Path, split: str | None = None, image_root: str | Path | None = None
                     ) -> RetrievalDataset:
     """CLIP_benchmark's ``flickr30k_{split}_karpathy.txt`` (``image.jpg,caption`` after a header line)."""
-    lines = _read_text(path).splitlines()
+    lines = read_text(path).splitlines()
     by_image: dict[str, list[str]] = {}
     start = 1 if lines and not _split_line(lines[0]) else 0  # the header ("image,caption")
     for n, line in enumerate(lines[start:], start=start):
@@ -136,40 +136,29 @@ def _split_line(line: str) -> tuple[str, str] | None:
     return line[:m.end() - 1], line[m.end():]
 
 
-def detect_standard(path: Path) -> str | None:
-    """The benchmark format of ``path`` (image-text or video-text), or None for the generic formats."""
-    suffix = path.suffix.lower()
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            head = f.read(_HEAD)
-    except OSError:
-        return None
-    stripped = head.lstrip()
-    name = path.name.lower()
-    video = any(k in head for k in ('"video"', '"clip_name"', '"video_id"'))
-    if suffix == ".txt":
-        return "flickr-txt"
-    if suffix == ".csv":
-        first = stripped.splitlines()[0].lower() if stripped else ""
-        return "video-csv" if "video_id" in first and ("sentence" in first or "caption" in first) else None
-    if suffix == ".jsonl":
-        if video:
-            return "didemo" if "didemo" in name else "video-jsonl"
-        return None
-    if suffix == ".json":
-        if stripped.startswith("{"):
-            if '"sentences"' in head:
-                return "karpathy"
-            if '"file_name"' in head or '"annotations"' in head:
-                return "coco-json"
-        if stripped.startswith("[") and video and '"image"' not in head:
-            return "didemo" if "didemo" in name else "video-json"
-    return None
+def _json_object(path: Path, head: str) -> bool:
+    return path.suffix.lower() == ".json" and head.lstrip().startswith("{")
 
 
-STANDARD_FORMATS = {
-    "karpathy": read_karpathy,
-    "coco-json": read_coco_json,
-    "flickr-txt": read_flickr_txt,
-    "lavis": read_json_list,
-}
+def is_karpathy(path: Path, head: str) -> bool:
+    """A JSON object with ``sentences``: Karpathy's ``dataset_*.json``."""
+    return _json_object(path, head) and '"sentences"' in head
+
+
+def is_coco_json(path: Path, head: str) -> bool:
+    """A JSON object with ``file_name`` or ``annotations`` and no ``sentences``: the COCO captions layout."""
+    return _json_object(path, head) and '"sentences"' not in head \
+        and ('"file_name"' in head or '"annotations"' in head)
+
+
+def is_flickr_txt(path: Path, head: str) -> bool:
+    """Any ``.txt`` file: CLIP_benchmark's Flickr lists and Flickr30K's token file are the text formats."""
+    return path.suffix.lower() == ".txt"
+
+
+FORMATS = (
+    Format("karpathy", read_karpathy, is_karpathy, "Karpathy's dataset_coco.json / dataset_flickr30k.json"),
+    Format("coco-json", read_coco_json, is_coco_json, "CLIP_benchmark's coco_{split}_karpathy.json"),
+    Format("flickr-txt", read_flickr_txt, is_flickr_txt, "CLIP_benchmark's flickr30k_{split}_karpathy.txt"),
+    Format("lavis", read_json_list, None, "the BLIP / ALBEF / LAVIS JSON list"),
+)

@@ -6,7 +6,7 @@ centres of F equal segments of the clip, each resized on its shorter side and ce
 cached as uint8 under ``$ADVLORA_HOME/tensors``. A clip with fewer frames than F is an error (one line naming
 the file), not a silent repetition.
 
-Annotation formats (``VIDEO_FORMATS``), records naming the same video merge:
+Annotation formats (``FORMATS``, each with its detector), records naming the same video merge:
 - ``video-jsonl`` / ``video-json`` / ``msrvtt``: JSON lines or a JSON list of records with the video under
   ``video`` (LAVIS ``msrvtt_ret_test1k.json``: ``{"video": "video7010.mp4", "caption": [...]}``), ``clip_name``
   (BLIP / ALPRO ``msrvtt_test.jsonl``, ``.mp4`` appended) or ``video_id``, and the captions under ``captions``,
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from advlora.data.dataset import RetrievalDataset, square_crop
-from advlora.data.formats import (_load_json, image_root_of, problem, read_json_lines, records_to_dataset)
+from advlora.data.records import Format, image_root_of, load_json, problem, read_json_lines, records_to_dataset
 from advlora.errors import AdvloraError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def sample_indices(total: int, frames: int) -> list[int]:
 
 def load_video_uint8(path: Path, frames: int, size: int) -> torch.Tensor:
     """Decode ``frames`` uniformly sampled frames with PyAV -> (frames, 3, size, size) uint8."""
-    total = _frame_count(path)
+    total = frame_count(path)
     if total < frames:
         raise AdvloraError(f"{path}: video has {total} frame{'s' * (total != 1)}, fewer than the {frames} "
                            f"sampled (use fewer --frames)")
@@ -104,7 +104,8 @@ def _open(path: Path):
     return container
 
 
-def _frame_count(path: Path) -> int:
+def frame_count(path: Path) -> int:
+    """The number of frames of a video (the container's count, or decoded when it has none)."""
     with _open(path) as container:
         n = int(container.streams.video[0].frames or 0)
     return n if n > 0 else len(_decode(path, None, None))
@@ -161,7 +162,7 @@ def _raw_records(path: Path) -> list:
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list):
         raise AdvloraError(f"{path}: expected a JSON list of {{'video', 'caption'}} records")
     return data
@@ -196,25 +197,43 @@ def read_didemo(path: Path, split: str | None = None, image_root: str | Path | N
     return _to_video_dataset(records_to_dataset(recs, image_root_of(path, image_root), path.stem, path))
 
 
-VIDEO_FORMATS = {
-    "video-jsonl": read_video_records,
-    "video-json": read_video_records,
-    "video-csv": read_video_records,
-    "msrvtt": read_video_records,
-    "didemo": read_didemo,
-}
+def _names_a_video(head: str) -> bool:
+    return any(k in head for k in ('"video"', '"clip_name"', '"video_id"'))
 
 
-# ---- the embedded emoji-video set (built in advlora.data.emoji_video) ----------------------------------------
-def build_emoji_video(root: str | Path | None = None, **kwargs) -> Path:
-    """Build the embedded ``emoji-video`` set; see ``advlora.data.emoji_video.build_emoji_video``."""
-    from advlora.data.emoji_video import build_emoji_video as build
+def _video_records(path: Path, head: str) -> bool:
+    """JSON lines, or a JSON list without image records, that name videos."""
+    suffix = path.suffix.lower()
+    if not _names_a_video(head):
+        return False
+    return suffix == ".jsonl" or (suffix == ".json" and head.lstrip().startswith("[") and '"image"' not in head)
 
-    return build(root, **kwargs)
+
+def is_video_records(path: Path, head: str) -> bool:
+    """Video records in JSON lines or a JSON list (not a DiDeMo file, which its name tells)."""
+    return _video_records(path, head) and "didemo" not in path.name.lower()
 
 
-def emoji_video_split_path(split: str) -> Path:
-    """The JSON-lines file of one split of the default ``emoji-video`` build (built on first use)."""
-    from advlora.data.emoji_video import emoji_video_split_path as path_of
+def is_didemo(path: Path, head: str) -> bool:
+    """Video records in a file whose name says DiDeMo (``didemo_ret_test.json``)."""
+    return _video_records(path, head) and "didemo" in path.name.lower()
 
-    return path_of(split)
+
+def is_video_csv(path: Path, head: str) -> bool:
+    """A CSV whose header has ``video_id`` and a sentence or caption column (CLIP4Clip's MSR-VTT files)."""
+    if path.suffix.lower() != ".csv":
+        return False
+    stripped = head.lstrip()
+    first = stripped.splitlines()[0].lower() if stripped else ""
+    return "video_id" in first and ("sentence" in first or "caption" in first)
+
+
+FORMATS = (
+    Format("video-jsonl", read_video_records, lambda p, h: p.suffix.lower() == ".jsonl" and is_video_records(p, h),
+           "JSON lines of video records"),
+    Format("video-json", read_video_records, lambda p, h: p.suffix.lower() == ".json" and is_video_records(p, h),
+           "a JSON list of video records (LAVIS msrvtt_ret_test1k.json)"),
+    Format("video-csv", read_video_records, is_video_csv, "CLIP4Clip's MSRVTT_JSFUSION_test.csv"),
+    Format("msrvtt", read_video_records, None, "MSR-VTT records (any of the three layouts)"),
+    Format("didemo", read_didemo, is_didemo, "DiDeMo paragraph-to-video"),
+)

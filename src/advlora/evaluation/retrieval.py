@@ -4,9 +4,12 @@ Runs under ``torch.inference_mode`` with the model in eval mode (restored afterw
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from advlora.data.dataset import RetrievalDataset
+from advlora.errors import AdvloraError
 from advlora.metrics import retrieval_recall, retrieval_recall_features
 from advlora.models.base import VLModel
 from advlora.runtime import eval_mode
@@ -25,29 +28,59 @@ def encode_texts(model: VLModel, captions: list[str], batch_size: int = 256) -> 
         return torch.cat([model.encode_text(captions[i:i + batch_size]) for i in range(0, len(captions), batch_size)])
 
 
+def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
+    """``k`` as a re-rank depth: None or 0 (ITC only), a positive int, or -1 (the default, when allowed).
+
+    Anything else (a negative other than -1, a float, a bool, a string) is an ``AdvloraError`` naming the value.
+    """
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < (-1 if allow_default else 0):
+        valid = ("-1 (the default), " if allow_default else "") + "0 (ITC only) or a positive int"
+        raise AdvloraError(f"rerank_k must be {valid}; got {k!r}")
+    return int(k)
+
+
 def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor, captions: list[str], k: int = 16,
                batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
     For each image, its top-k captions by ITC are re-scored with ``itm + itc``; likewise for each caption and
-    its top-k images. Everything outside a query's top k stays at -100. Returns (sim_i2t, sim_t2i).
+    its top-k images. Returns (sim_i2t, sim_t2i), float64, in which every query's re-ranked candidates come
+    first, in re-ranked order, and all its other candidates follow BELOW every re-ranked one in their ITC order:
+    a row's ITC scores are shifted down by one constant (its largest finite ITC score minus its smallest finite
+    re-ranked score, plus 1), so ranks from these matrices are those of the naive two-stage loop for any k
+    (a positive outside the top k keeps its ITC place after the k, not a tie at rank k). float64 (29 more bits
+    than float32) keeps the shifted float32 ITC scores in their order. Non-finite scores stay non-finite (misses
+    in ``advlora.metrics``).
     """
+    k = check_rerank_k(k, allow_default=False)
+    if not k:
+        raise AdvloraError(f"itm_rerank needs a re-rank depth k >= 1; got {k!r}")
     n_img, n_txt = sim.shape
     k_i2t, k_t2i = min(k, n_txt), min(k, n_img)
-    sim_i2t = torch.full_like(sim, -100.0)
-    sim_t2i = torch.full_like(sim, -100.0)
     with torch.inference_mode(), eval_mode(model):
         states = torch.cat([model.image_states(images[i:i + batch_size].to(model.device))
                             for i in range(0, n_img, batch_size)])
         top_v, top_j = sim.topk(k_i2t, dim=1)                                    # (I, k)
         pairs_i = torch.arange(n_img).repeat_interleave(k_i2t)
         scores = _itm_pairs(model, states, captions, pairs_i, top_j.flatten().cpu(), batch_size)
-        sim_i2t.scatter_(1, top_j, scores.view(n_img, k_i2t).to(sim) + top_v)
+        sim_i2t = _two_stage(sim, top_j, scores.view(n_img, k_i2t).to(sim) + top_v)
         top_v, top_i = sim.t().topk(k_t2i, dim=1)                                # (T, k)
         pairs_j = torch.arange(n_txt).repeat_interleave(k_t2i)
         scores = _itm_pairs(model, states, captions, top_i.flatten().cpu(), pairs_j, batch_size)
-        sim_t2i.t().scatter_(1, top_i, scores.view(n_txt, k_t2i).to(sim) + top_v)
+        sim_t2i = _two_stage(sim.t(), top_i, scores.view(n_txt, k_t2i).to(sim) + top_v).t()
     return sim_i2t, sim_t2i
+
+
+def _two_stage(itc: torch.Tensor, top: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
+    """(Q, C) float64 scores: ``reranked`` (Q, k) at columns ``top``, the other ITC scores shifted below them."""
+    out = itc.double()
+    rr = reranked.double()
+    finite_max = torch.where(torch.isfinite(out), out, float("-inf")).amax(dim=1, keepdim=True)
+    finite_min = torch.where(torch.isfinite(rr), rr, float("inf")).amin(dim=1, keepdim=True)
+    shift = torch.nan_to_num(finite_max - finite_min + 1.0, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
+    return (out - shift).scatter_(1, top, rr)
 
 
 def _itm_pairs(model: VLModel, states: torch.Tensor, captions: list[str], img_idx: torch.Tensor,
@@ -64,6 +97,7 @@ def retrieval_scores(model: VLModel, images: torch.Tensor, captions: list[str], 
                      text_features: torch.Tensor | None = None, batch_size: int = 128
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sim_i2t, sim_t2i) for images against captions; equal unless BLIP re-ranks with ITM (``rerank_k``)."""
+    rerank_k = check_rerank_k(rerank_k, allow_default=False)
     img = encode_images(model, images, batch_size)
     txt = encode_texts(model, captions) if text_features is None else text_features
     sim = img @ txt.t()
@@ -72,9 +106,24 @@ def retrieval_scores(model: VLModel, images: torch.Tensor, captions: list[str], 
     return sim, sim
 
 
-def default_rerank_k(model: VLModel) -> int | None:
-    """BLIP re-ranks the top 16 by default on small sets (LAVIS uses 256 on COCO, 128 on Flickr30K)."""
-    return 16 if model.has_itm else None
+#: LAVIS's ITM re-ranking depth (``k_test``) by test-set size: 128 on Flickr30K's 1k test images, 256 on
+#: COCO's 5k; sets of at least ``COCO_SIZE`` images get the COCO depth.
+LAVIS_RERANK_K = {"flickr": 128, "coco": 256}
+COCO_SIZE = 5000
+
+
+def default_rerank_k(model: VLModel, n_images: int | None = None) -> int | None:
+    """The ITM re-ranking depth used when none is set: None (no re-ranking) for a model without ITM.
+
+    BLIP gets LAVIS's depth for the data set's size: 256 (COCO 5k test) for ``n_images >= 5000``, else 128
+    (Flickr30K 1k test, and every smaller set), never more than ``n_images``: on a small embedded set every image
+    is then re-scored for each caption (t2i) and as many captions for each image (i2t), and the cost stays that of
+    the set, not of LAVIS's galleries. ``n_images=None`` (size unknown): 128.
+    """
+    if not model.has_itm:
+        return None
+    k = LAVIS_RERANK_K["coco"] if n_images is not None and n_images >= COCO_SIZE else LAVIS_RERANK_K["flickr"]
+    return k if n_images is None else max(1, min(k, n_images))
 
 
 def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int = 128,
@@ -82,9 +131,10 @@ def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int
     """Clean Recall@1/5/10 both ways and r_mean on ``dataset`` (``rerank_k=-1``: the backend's default)."""
     from advlora.models.video import for_dataset
 
+    rerank_k = check_rerank_k(rerank_k)
     model = for_dataset(model, dataset)  # video sets: frame pooling, same contract
     images = dataset.load_images(model.image_size)
-    k = default_rerank_k(model) if rerank_k == -1 else rerank_k
+    k = default_rerank_k(model, len(images)) if rerank_k == -1 else rerank_k
     if not (k and model.has_itm):  # single-stage: the fused path never holds the full similarity matrix
         return retrieval_recall_features(encode_images(model, images, batch_size),
                                          encode_texts(model, dataset.captions), dataset.txt2img)

@@ -8,51 +8,50 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advlora.adapters import load_adapter, merge_adapter
+from advlora.attacks import ThreatModel
+from advlora.config import load_yaml, merge
+from advlora.evaluation.robust import evaluate_robust
 from advlora.experiments.spec import GridConfig, parse_eps
 from advlora.runtime import resolve_device
+from advlora.training import train
+from advlora.training.config import DataConfig, ModelConfig, load_run_config
+from advlora.training.setup import base_model as cached_copy
+from advlora.training.setup import dataset as cached
+from advlora.training.setup import param_counts
 
 log = logging.getLogger(__name__)
+
 
 def base_model(cfg_or_name: GridConfig | str, random: str | None = None):
     """A fresh copy of the experiment's untrained model (``random_model(arch, size)`` when ``random`` is set, else
     ``load_model``), from the trainer's per-process cache: a grid loads each base model once."""
-    from advlora.training.config import ModelConfig
-    from advlora.training.setup import base_model as cached_copy
-
     name = cfg_or_name.model if isinstance(cfg_or_name, GridConfig) else cfg_or_name
     random = cfg_or_name.random_model if isinstance(cfg_or_name, GridConfig) else random
     return cached_copy(ModelConfig(name=name, random=random), resolve_device())
 
 
 def dataset(spec: str, split: str, limit: int | None, seed: int = 0):
-    from advlora.training.config import DataConfig
-    from advlora.training.setup import dataset as cached
-
     return cached(DataConfig(name=spec), split, limit, seed)
 
 
-def param_counts(model) -> dict[str, Any]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": trainable, "total": total, "share": 100.0 * trainable / max(1, total)}
-
-
-def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path) -> dict[str, Any]:
+def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path,
+              on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run into ``out``; returns trainable/total parameters, training time, efficiency.
+    ``on_step`` is the trainer's hook (called with the step number after every step).
 
     The trainer's own final test is cut to a token size (``FAST_TEST``): the eval cells evaluate every run on
     the same images under the grid's attacks, so a second, larger test inside each training would only cost time.
     """
     if method == "frozen":
         return {**param_counts(base_model(cfg)), "trainable": 0, "share": 0.0, "train_time_s": 0.0, "efficiency": {}}
-    from advlora.training import train
-
     config = training_config(cfg, run_dict)
     resume = (out / "config.yaml").is_file()
-    result = train(config, out, resume=resume)
+    result = train(config, out, resume=resume, on_step=on_step)
     eff = dict(result.efficiency or _read_json(out / "efficiency.json"))
     total = result.total_params
     return {"trainable": result.trainable_params, "total": total,
@@ -66,9 +65,6 @@ FAST_TEST = {"eval": {"val_limit": 32, "val_steps": 2, "test_limit": 32, "test_s
 
 
 def training_config(cfg: GridConfig, run_dict: dict):
-    from advlora.config import merge
-    from advlora.training.config import load_run_config
-
     return load_run_config(base=merge(FAST_TEST, run_dict))
 
 
@@ -77,16 +73,12 @@ def load_trained(cfg: GridConfig, method: str, run: Path):
     model = base_model(cfg)
     if method == "frozen":
         return model
-    from advlora.adapters import load_adapter
-
     load_adapter(model, run / "adapter")
     return model
 
 
 def base_and_tuned(run: Path):
     """(base model, trained model) of a training run folder, for ``advlora analyze``."""
-    from advlora.config import load_yaml
-
     conf = load_yaml(run / "config.yaml")
     name = conf.get("model", {}).get("name", "tiny-clip")
     method = conf.get("adapter", {}).get("method", "advlora")
@@ -94,8 +86,6 @@ def base_and_tuned(run: Path):
     tuned = base_model(name, conf.get("model", {}).get("random"))
     if method == "frozen":
         return base, None
-    from advlora.adapters import load_adapter, merge_adapter
-
     load_adapter(tuned, run / "adapter")
     merge_adapter(tuned)
     return base, tuned
@@ -104,9 +94,6 @@ def base_and_tuned(run: Path):
 def evaluate(cfg: GridConfig, model, data_spec: str, attacks: list[str], eps: str, *, sanity: bool = False,
              seed: int = 0) -> dict[str, Any]:
     """``evaluate_robust`` of ``model`` under ``attacks`` at ``eps`` on the eval subset of ``data_spec``."""
-    from advlora.attacks import ThreatModel
-    from advlora.evaluation.robust import evaluate_robust
-
     ev = cfg.eval
     data = dataset(data_spec, ev.split, ev.limit)
     threat = ThreatModel(norm=ev.norm, eps=eps, steps=ev.steps, seed=seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ def mark_complete(folder: Path, info: dict | None = None) -> None:
     write_json(folder / MARKER, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})})
 
 
-def train_cell(cfg: GridConfig, cell: TrainCell, root: Path, fingerprint: str = "") -> Path:
-    """Run (or resume, or skip when complete) the training of ``cell``; returns its folder."""
+def train_cell(cfg: GridConfig, cell: TrainCell, root: Path, fingerprint: str = "",
+               on_step: Callable[[int], None] | None = None) -> Path:
+    """Run (or resume, or skip when complete) the training of ``cell``; returns its folder (``on_step``: the
+    trainer's per-step hook)."""
     folder = root / "cells" / cell.key
     if is_complete(folder):
         log.info("skip %s (complete)", cell.key)
@@ -41,7 +44,7 @@ def train_cell(cfg: GridConfig, cell: TrainCell, root: Path, fingerprint: str = 
     run_dict = run_config_dict(cfg, cell)
     log.info("train %s", cell.key)
     t0 = time.perf_counter()
-    info = backend.train_run(cfg, cell.method.method, run_dict, folder / "run")
+    info = backend.train_run(cfg, cell.method.method, run_dict, folder / "run", on_step=on_step)
     info["wall_time_s"] = time.perf_counter() - t0
     info["fingerprint"] = fingerprint
     write_json(folder / "train.json", info)

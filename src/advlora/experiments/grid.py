@@ -21,18 +21,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from advlora.config import dump_yaml, to_dict
 from advlora.errors import AdvloraError
+from advlora.experiments import backend
 from advlora.experiments import cells as C
 from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
 from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
 from advlora.runs import manifest
+from advlora.runtime import quiet_libraries
+from advlora.threads import auto_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +70,8 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
     root = Path(out)
     if report_only and not (root / "cells").is_dir():
         raise AdvloraError(f"{root}: no cells to report on")
-    if not report_only:
-        _start(cfg, root)
     t0 = time.perf_counter()
-    todo = [] if report_only else train_cells(cfg)
-    for tc in todo:
-        _check_train_cell(cfg, tc, root)
-    todo = [tc for tc in todo if not _all_complete(cfg, tc, root)]
+    todo = [] if report_only else start(cfg, root)
     if jobs > 1 and cfg.random_model:
         log.info("a random model (%s) is rebuilt differently in each process: running the cells in this one",
                  cfg.random_model)
@@ -91,15 +93,26 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
     return summary, finish(cfg, root, summary, title=title, intro=intro, extra=extra, extra_plots=extra_plots)
 
 
-def run_cells(cfg: GridConfig, root: Path, tc: TrainCell, cache: dict | None = None) -> None:
-    """One train cell, then its eval cells (each skipped when complete)."""
+def run_cells(cfg: GridConfig, root: Path, tc: TrainCell, cache: dict | None = None,
+              on_step: Callable[[int], None] | None = None) -> None:
+    """One train cell, then its eval cells (each skipped when complete); ``on_step``: the trainer's hook."""
     cache = {} if cache is None else cache
-    C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)))
+    C.train_cell(cfg, tc, root, fingerprint=fingerprint(run_config_dict(cfg, tc)), on_step=on_step)
     for ec in eval_cells(cfg, tc):
         C.eval_cell(cfg, ec, root, cache, fingerprint=eval_fingerprint(cfg, ec))
 
 
-def _all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
+def start(cfg: GridConfig, root: Path) -> list[TrainCell]:
+    """Write grid.yaml and the manifest, refuse a folder whose complete cells another config made, and return
+    the train cells with something left to run."""
+    _start(cfg, root)
+    cells = train_cells(cfg)
+    for tc in cells:
+        _check_train_cell(cfg, tc, root)
+    return [tc for tc in cells if not all_complete(cfg, tc, root)]
+
+
+def all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
     """Nothing left to run for ``tc`` (an eval cell of other settings counts as not done: it raises when run)."""
     def done(ec) -> bool:
         folder = root / "cells" / ec.key
@@ -109,10 +122,6 @@ def _all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
 
 
 def _worker_init(threads: int, level: int) -> None:
-    import torch
-
-    from advlora.runtime import quiet_libraries
-
     quiet_libraries()
     logging.basicConfig(level=level, format="%(message)s")
     torch.set_num_threads(threads)
@@ -125,12 +134,6 @@ def _worker(cfg: GridConfig, root: str, tc: TrainCell) -> str:
 
 def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int) -> None:
     """``todo`` in ``jobs`` spawned worker processes; the base model and data are made once, here, first."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from advlora.experiments import backend
-    from advlora.threads import auto_threads
-
     backend.base_model(cfg)  # pre-trains and caches tiny-clip / tiny-blip on first use, before the workers
     for ds in {tc.dataset for tc in todo}:
         backend.dataset(ds, cfg.eval.split, cfg.eval.limit)  # builds the embedded data on first use

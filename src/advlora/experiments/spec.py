@@ -18,7 +18,7 @@ from typing import Any
 from advlora.adapters import METHODS
 from advlora.attacks import registry
 from advlora.attacks import parse_eps as _parse_eps
-from advlora.config import from_dict, load_yaml, merge, parse_value, set_dotted
+from advlora.config import from_dict, load_yaml, merge, parse_overrides
 from advlora.errors import AdvloraError
 
 #: RunConfig overrides that make a run train on clean images (``clean_training: true`` of a method)
@@ -154,28 +154,8 @@ def load_grid_config(path: str | Path | None, overrides: list[str] | None = None
     if path is not None:
         data = merge(data, load_yaml(path))
     if overrides:
-        data = merge(data, parse_grid_overrides(overrides))
+        data = merge(data, parse_overrides(overrides, top_level=True))
     return from_dict(GridConfig, data)
-
-
-def parse_grid_overrides(argv: list[str]) -> dict:
-    """Dotted overrides (``--eval.limit 100``) and top-level ones (``--seeds [0,1]``, ``--model=tiny-blip``)."""
-    out: dict = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise AdvloraError(f"unrecognised argument {arg!r} (overrides look like --eval.limit 100)")
-        if "=" in arg:
-            key, text = arg[2:].split("=", 1)
-            i += 1
-        elif i + 1 < len(argv):
-            key, text = arg[2:], argv[i + 1]
-            i += 2
-        else:
-            raise AdvloraError(f"override {arg} needs a value")
-        set_dotted(out, key, parse_value(text))
-    return out
 
 
 def train_cells(cfg: GridConfig) -> list[TrainCell]:

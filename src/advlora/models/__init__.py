@@ -1,14 +1,20 @@
 """Model loading: any hub id or local folder that ``from_pretrained`` reads, and the cached tiny defaults.
 
-``BACKENDS`` maps a ``config.json`` ``model_type`` to (transformers class, wrapper class).
+``BACKENDS`` maps a ``config.json`` ``model_type`` to its transformers model class, its image processor class and
+the wrapper. The image processor's file (``preprocessor_config.json``) is written and read by that transformers
+class, so a hub checkpoint's and a folder written by ``save_model`` are read by the same call. The classes are
+the Pillow backends of ``CLIPImageProcessor`` / ``BlipImageProcessor`` (same file, same ``image_processor_type``;
+the default backend needs torchvision, which advlora does not depend on).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer
 
 from advlora.errors import AdvloraError
 from advlora.io import advlora_home
@@ -18,15 +24,26 @@ from advlora.models.clip import CLIPWrapper
 
 log = logging.getLogger(__name__)
 
-#: model_type -> (transformers class name, wrapper)
-BACKENDS: dict[str, tuple[str, type[VLModel]]] = {
-    "clip": ("CLIPModel", CLIPWrapper),
-    "blip": ("BlipForImageTextRetrieval", BLIPWrapper),
+class Backend(NamedTuple):
+    """How one ``model_type`` is loaded: transformers model class, image processor class, advlora wrapper."""
+
+    model_class: str
+    processor_class: str
+    wrapper: type[VLModel]
+
+
+#: model_type -> Backend
+BACKENDS: dict[str, Backend] = {
+    "clip": Backend("CLIPModel", "CLIPImageProcessorPil", CLIPWrapper),
+    "blip": Backend("BlipForImageTextRetrieval", "BlipImageProcessorPil", BLIPWrapper),
 }
+#: normalisation when a folder carries no image processor file (CLIP's, which BLIP shares)
+DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
+DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
 #: names that resolve to models advlora pre-trains itself and caches under $ADVLORA_HOME/models
 TINY_DEFAULTS = {"tiny-clip": "clip", "tiny-blip": "blip"}
 
-__all__ = ["BACKENDS", "TINY_DEFAULTS", "VLModel", "load_model", "resolve_model_path", "save_model"]
+__all__ = ["BACKENDS", "Backend", "TINY_DEFAULTS", "VLModel", "load_model", "resolve_model_path", "save_model"]
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -49,10 +66,10 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     Args:
         name_or_path: a hub id (``openai/clip-vit-base-patch32``, ``Salesforce/blip-itm-base-coco``), a local
             folder written by ``save_pretrained``, or ``tiny-clip`` / ``tiny-blip``.
-    """
-    import transformers
-    from transformers import AutoConfig, AutoTokenizer
 
+    The wrapper's ``name_or_path`` is what ``from_pretrained`` reads (for ``tiny-clip``: its cached folder);
+    ``alias`` keeps the name given (``tiny-clip``), for reports.
+    """
     path = resolve_model_path(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
@@ -62,54 +79,56 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     if config.model_type not in BACKENDS:
         raise AdvloraError(f"model {name_or_path!r} has model_type {config.model_type!r}; supported: "
                            f"{', '.join(sorted(BACKENDS))}")
-    cls_name, wrapper = BACKENDS[config.model_type]
+    backend = BACKENDS[config.model_type]
     try:
-        hf = getattr(transformers, cls_name).from_pretrained(path, revision=revision, dtype=dtype)
+        hf = getattr(transformers, backend.model_class).from_pretrained(path, revision=revision, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError) as e:
         raise AdvloraError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from None
-    pre = _preprocessor(path, revision)
-    image_size = _image_size(pre, config)
-    mean = pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])
-    std = pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])
+    processor = _image_processor(backend, path, revision)
+    image_size = _image_size(processor, config)
+    mean = list(processor.image_mean) if processor is not None else list(DEFAULT_MEAN)
+    std = list(processor.image_std) if processor is not None else list(DEFAULT_STD)
     text_cfg = config.text_config
     max_length = min(getattr(text_cfg, "max_position_embeddings", 77), getattr(tokenizer, "model_max_length", 77))
     hf.eval()
     hf.requires_grad_(False)
-    model = wrapper(hf, tokenizer, image_size=image_size, mean=mean, std=std, name_or_path=name_or_path,
-                    max_length=max_length)
+    model = backend.wrapper(hf, tokenizer, image_size=image_size, mean=mean, std=std, name_or_path=path,
+                            max_length=max_length, alias=name_or_path)
     model.eval()  # the wrapper too, not only hf_model: attacks and evaluation check and restore the mode
     return model.to(device) if device is not None else model
 
 
 def save_model(model: VLModel, out: str | Path) -> None:
-    """Save weights (safetensors), tokenizer and ``preprocessor_config.json`` as a hub checkpoint carries them."""
+    """Save weights (safetensors), tokenizer and the image processor file as a hub checkpoint carries them.
+
+    The processor resizes straight to the model's square input (no centre crop), as ``normalize_pixels`` does.
+    """
     out = Path(out)
     model.hf_model.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
-    proc = "CLIPImageProcessor" if model.arch == "clip" else "BlipImageProcessor"
-    pre = {"image_processor_type": proc, "do_resize": True, "size": {"height": model.image_size, "width": model.image_size},
-           "crop_size": {"height": model.image_size, "width": model.image_size}, "do_center_crop": False,
-           "do_normalize": True, "do_rescale": True, "rescale_factor": 1 / 255,
-           "image_mean": model.mean.flatten().tolist(), "image_std": model.std.flatten().tolist()}
-    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    square = {"height": model.image_size, "width": model.image_size}
+    processor = getattr(transformers, BACKENDS[model.arch].processor_class)
+    extra = {"crop_size": square, "do_center_crop": False} if model.arch == "clip" else {}
+    processor(do_resize=True, size=square, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+              image_mean=model.mean.flatten().tolist(), image_std=model.std.flatten().tolist(),
+              **extra).save_pretrained(out)
 
 
-def _preprocessor(path: str, revision: str | None) -> dict:
-    from transformers.utils import cached_file
-
+def _image_processor(backend: Backend, path: str, revision: str | None):
+    """The checkpoint's image processor (its transformers class), or None when it has no processor file."""
     try:
-        f = cached_file(path, "preprocessor_config.json", revision=revision, _raise_exceptions_for_missing_entries=False)
+        return getattr(transformers, backend.processor_class).from_pretrained(path, revision=revision)
     except OSError:
-        f = None
-    return json.loads(Path(f).read_text()) if f else {}
+        return None
 
 
-def _image_size(pre: dict, config) -> int:
-    for key in ("crop_size", "size"):
-        v = pre.get(key)
-        if isinstance(v, dict):
-            v = v.get("height") or v.get("shortest_edge")
-        if isinstance(v, int):
-            return v
+def _image_size(processor, config) -> int:
+    """The processor's output side (the crop when it crops, else the resize target), else the vision config's."""
+    if processor is not None:
+        for v in (getattr(processor, "crop_size", None), processor.size):
+            side = v if isinstance(v, int) or v is None else (getattr(v, "height", None)
+                                                              or getattr(v, "shortest_edge", None))
+            if isinstance(side, int):
+                return side
     return int(config.vision_config.image_size)

@@ -17,7 +17,9 @@ class VLModel(nn.Module):
 
     Attributes:
         hf_model: the underlying ``transformers`` model (hand it to peft or any other tool).
-        name_or_path: the hub id or folder it was loaded from.
+        name_or_path: the hub id or folder it was loaded from, which ``from_pretrained`` reads (for ``tiny-clip``
+            its cached folder; "" for a model built from a config, as transformers' own ``name_or_path``).
+        alias: the name it was asked for (``tiny-clip``, a hub id, a folder), for reports and logs.
         tokenizer: the Hugging Face tokenizer saved with the checkpoint.
         image_size: input resolution of the vision tower.
     """
@@ -29,12 +31,13 @@ class VLModel(nn.Module):
     tower_prefixes: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, hf_model: nn.Module, tokenizer, *, image_size: int, mean, std, name_or_path: str,
-                 max_length: int = 77) -> None:
+                 max_length: int = 77, alias: str | None = None) -> None:
         super().__init__()
         self.hf_model = hf_model
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.name_or_path = str(name_or_path)
+        self.alias = str(alias) if alias is not None else self.name_or_path
         self.max_length = int(max_length)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

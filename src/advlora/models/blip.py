@@ -56,7 +56,3 @@ class BLIPWrapper(VLModel):
         out = self.hf_model.text_encoder(input_ids=tok["input_ids"], attention_mask=tok.get("attention_mask"),
                                          encoder_hidden_states=states, encoder_attention_mask=atts)
         return self.hf_model.itm_head(out.last_hidden_state[:, 0, :]).float()
-
-    def itm_score(self, images: torch.Tensor, texts) -> torch.Tensor:
-        """Match score (B,) of pairs (image i, text i): the ITM head's "match" logit, as LAVIS re-ranks with."""
-        return self.itm_logits_from_states(self.image_states(images), texts)[:, 1]

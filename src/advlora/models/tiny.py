@@ -11,6 +11,7 @@ from advlora.errors import choices_error
 from advlora.models.base import VLModel
 from advlora.models.blip import BLIPWrapper
 from advlora.models.clip import CLIPWrapper
+from advlora.models.tokenizer import build_tokenizer
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -64,9 +65,10 @@ def _size(size: str) -> dict:
 
 def random_model(arch: str = "clip", size: str = "test", *, seed: int = 0, tokenizer=None,
                  max_length: int = 32) -> VLModel:
-    """A randomly initialised wrapper of the given architecture and size (no download)."""
-    from advlora.models.tokenizer import build_tokenizer
+    """A randomly initialised wrapper of the given architecture and size (no download).
 
+    Nothing on disk holds it, so ``name_or_path`` is "" and ``alias`` names it (``random-clip-test``).
+    """
     if tokenizer is None:
         tokenizer = build_tokenizer(_DEFAULT_CORPUS, vocab_size=300, max_length=max_length)
     torch.manual_seed(seed)
@@ -81,7 +83,7 @@ def random_model(arch: str = "clip", size: str = "test", *, seed: int = 0, token
         raise choices_error("architecture", arch, ("clip", "blip"))
     hf.eval()
     return cls(hf, tokenizer, image_size=_size(size)["image_size"], mean=CLIP_MEAN, std=CLIP_STD,
-               name_or_path=f"random-{arch}-{size}", max_length=max_length)
+               name_or_path="", alias=f"random-{arch}-{size}", max_length=max_length)
 
 
 _DEFAULT_CORPUS = [

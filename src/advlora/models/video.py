@@ -102,9 +102,6 @@ class VideoModel(VLModel):
     def itm_logits_from_states(self, states: torch.Tensor, texts) -> torch.Tensor:
         return self.base.itm_logits_from_states(states, texts)
 
-    def itm_score(self, images: torch.Tensor, texts) -> torch.Tensor:
-        return self.itm_logits_from_states(self.image_states(images), texts)[:, 1]
-
 
 def for_dataset(model: VLModel, dataset) -> VLModel:
     """``model`` wrapped in ``VideoModel`` when ``dataset`` is a video set (idempotent), else ``model``."""

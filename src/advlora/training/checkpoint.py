@@ -1,53 +1,49 @@
-"""Checkpoints: atomic folders ``checkpoints/step-000050/`` holding everything an exact resume needs.
+"""Checkpoints through accelerate's state saving, in atomic folders ``checkpoints/step-000050/``.
 
-A checkpoint folder holds
-- ``trainable.safetensors``: every trainable tensor of the model, bit for bit;
-- ``adapter/``: the adapter in peft's format (``advlora.adapters.save_adapter``), for users;
-- ``state.pt``: optimiser, scheduler, step, data position, and the RNG states of torch, numpy, python and the
-  trainer's own generators (read back with ``torch.load(weights_only=True)``).
-It is written under a temporary name and renamed into place; only the last ``keep`` are kept.
+``Checkpoints`` registers with the run's ``Accelerator``: the trainer's own state (step counters, the trainer's
+generators) and the learning-rate schedule through ``register_for_checkpointing``, the optimiser through
+``prepare``, and hooks that write and read only the trainable tensors (the frozen base is the model's, not the
+run's). ``Accelerator.save_state`` then writes, into one folder,
+- ``trainable.safetensors``: every trainable tensor of the model, bit for bit (the save hook);
+- ``optimizer.bin``, ``random_states_0.pkl`` (python, numpy, torch and CUDA RNGs), ``custom_checkpoint_*.pkl``
+  (the schedule and the trainer's state): accelerate's files, read back by ``Accelerator.load_state``;
+- ``adapter/``: the adapter in peft's format (``advlora.adapters.save_adapter``), for users.
+The folder is written under a temporary name and renamed into place, so a run killed mid-save leaves the previous
+checkpoint as the newest; only the last ``keep`` are kept. (accelerate's ``automatic_checkpoint_naming`` writes
+``checkpoint_<n>`` in place, which a kill can leave half written, and names folders by save count, not by step:
+see docs/training.md.) Only the main process saves; every process loads. The trainer reseeds its generators from
+(seed, step, rank) each step, so the other ranks' RNG states need no saving.
 """
 from __future__ import annotations
 
-import random
-import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir
 
-_NAME = re.compile(r"^step-(\d+)$")
+_PREFIX = "step-"
+WEIGHTS = "trainable.safetensors"
 
 
-def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """RNG states as tensors and plain Python values (loadable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                                                       "pos": int(pos), "has_gauss": int(has_gauss),
-                                                       "cached": float(cached)},
-             "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-             "generators": {k: g.get_state() for k, g in generators.items()}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+class TrainerState:
+    """The trainer's counters (a dict it updates in place) and its generators, as accelerate's custom state."""
 
+    def __init__(self, state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+        self.state, self.generators = state, generators
 
-def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    for k, g in generators.items():
-        g.set_state(state["generators"][k])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.state, "generators": {k: g.get_state() for k, g in self.generators.items()}}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        for k, g in self.generators.items():
+            g.set_state(saved["generators"][k])
+        self.state.update({k: saved[k] for k in self.state})
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -64,20 +60,55 @@ def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> 
             params[n].copy_(t)
 
 
-def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int,
-                    save_adapter=None) -> Path:
-    """Write ``folder/step-<step>`` atomically, then delete all but the newest ``keep`` checkpoints."""
-    from safetensors.torch import save_file
+class Checkpoints:
+    """Save and load the run's checkpoints under ``folder`` with ``accelerator``'s state saving.
 
-    target = folder / f"step-{step:06d}"
-    with atomic_dir(target) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(state, tmp / "state.pt")
-        if save_adapter is not None:
-            save_adapter(tmp / "adapter")
-    for old in list_checkpoints(folder)[:-max(1, keep)]:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
+    Args:
+        model: the model whose trainable tensors are saved (the base model, so names do not depend on wrappers).
+        objects: further objects with ``state_dict`` / ``load_state_dict`` (the schedule, ``TrainerState``).
+        save_adapter: writes the adapter in peft's format into a folder (None: no ``adapter/``).
+    """
+
+    def __init__(self, accelerator, folder: Path, model: torch.nn.Module, objects: list[Any], keep: int,
+                 save_adapter: Callable[[Path], Any] | None = None) -> None:
+        self.acc, self.folder, self.model, self.keep, self.save_adapter = accelerator, folder, model, keep, save_adapter
+        accelerator.register_for_checkpointing(*objects)
+        accelerator.register_save_state_pre_hook(self._save_weights)
+        accelerator.register_load_state_pre_hook(self._load_weights)
+
+    def _save_weights(self, models: list, weights: list, output_dir: str) -> None:
+        save_file(trainable_state(self.model), str(Path(output_dir) / WEIGHTS))
+        weights.clear()  # accelerate would write the whole model beside them
+
+    def _load_weights(self, models: list, input_dir: str) -> None:
+        try:
+            tensors = load_file(str(Path(input_dir) / WEIGHTS))
+        except (OSError, RuntimeError) as e:
+            raise AdvloraError(f"{input_dir}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+        load_trainable(self.model, tensors)
+        models.clear()  # loaded here, not by accelerate
+
+    def path(self, step: int) -> Path:
+        """The folder of the checkpoint at ``step``."""
+        return self.folder / f"{_PREFIX}{step:06d}"
+
+    def save(self, step: int) -> Path:
+        """Write ``step-<step>`` atomically (main process only), then delete all but the newest ``keep``."""
+        target = self.path(step)
+        with atomic_dir(target) as tmp:
+            self.acc.save_state(str(tmp))
+            if self.save_adapter is not None:
+                self.save_adapter(tmp / "adapter")
+        for old in list_checkpoints(self.folder)[:-max(1, self.keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def load(self, path: Path) -> None:
+        """Restore the model's trainable tensors, the optimiser, the RNGs and the registered objects."""
+        try:
+            self.acc.load_state(str(path))
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise AdvloraError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -87,22 +118,9 @@ def list_checkpoints(folder: Path) -> list[Path]:
     for p in folder.iterdir():
         if p.name.startswith(".") and ".tmp-" in p.name:
             shutil.rmtree(p, ignore_errors=True)
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    found = [(int(p.name[len(_PREFIX):]), p) for p in folder.iterdir()
+             if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()]
     return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Load the trainable tensors into ``model``; return the state dict (optimiser, scheduler, RNG, step)."""
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path / "trainable.safetensors"))
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise AdvloraError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
-    load_trainable(model, tensors)
-    return state
-
-
-__all__ = ["list_checkpoints", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state",
-           "trainable_state"]
+__all__ = ["Checkpoints", "TrainerState", "list_checkpoints", "load_trainable", "trainable_state"]

@@ -1,8 +1,12 @@
 """The run configuration of ``advlora train``: dataclasses read from YAML with dotted overrides.
 
 A ``RunConfig`` has one section per stage: ``model``, ``data``, ``adapter`` (the fields of
-``advlora.adapters.AdapterConfig``), ``attack`` (the training attack: a name and the ``ThreatModel`` fields),
+``advlora.adapters.AdapterConfig``), ``attack`` (the training attack: a name, its ``ThreatModel`` and the loss),
 ``train`` (optimisation and checkpoints) and ``eval`` (validation per epoch and the final test).
+
+The attack section reads the threat model's fields flat (``attack.eps``, ``attack.steps``) or nested
+(``attack.threat.eps``); the resolved ``config.yaml`` writes them flat, as before the section held a
+``ThreatModel``.
 """
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advlora.adapters import METHODS, AdapterConfig
+from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
-from advlora.errors import AdvloraError, choices_error
+from advlora.errors import choices_error
 
-METHODS = ("frozen", "full", "lora", "pissa", "advlora")
 #: training attacks beside the ones in ``advlora.attacks.ATTACKS``: ``none`` trains on clean images
 CLEAN = "none"
 LOSSES = ("adv", "trades", "mix")
@@ -45,18 +50,27 @@ class DataConfig:
     frames: int | None = None
 
 
+#: where the training budget departs from ``ThreatModel``'s defaults: PGD-3 at linf 2/255 (random start, step
+#: 2.5 * eps / steps); a section that sets some threat fields gets these for the others
+TRAINING_THREAT = {"eps": "2/255", "steps": 3}
+
+
+def _training_threat() -> ThreatModel:
+    return ThreatModel(**TRAINING_THREAT)
+
+
+#: the ``ThreatModel`` fields the attack section also reads flat (``attack.eps`` is ``attack.threat.eps``)
+THREAT_FIELDS = tuple(f.name for f in dataclasses.fields(ThreatModel))
+
+
 @dataclass
 class AttackConfig:
-    """The training attack: ``name`` from ``advlora.attacks.ATTACKS`` or ``none`` (clean training)."""
+    """The training attack: ``name`` from ``advlora.attacks.ATTACKS`` or ``none`` (clean training), its budget
+    ``threat`` (step_size None: 2.5 * eps / steps for PGD, 1.25 * eps for FGSM with random start, i.e. fast
+    adversarial training), and the loss on its images."""
 
     name: str = "pgd"
-    norm: str = "linf"
-    eps: str | float = "2/255"
-    #: None: 2.5 * eps / steps (PGD); 1.25 * eps for FGSM with random start (fast adversarial training)
-    step_size: float | None = None
-    steps: int = 3
-    restarts: int = 1
-    random_start: bool = True
+    threat: ThreatModel = field(default_factory=_training_threat)
     #: adv: loss on adversarial images; trades: clean loss + beta * KL(clean || adv); mix: weighted sum
     loss: str = "adv"
     beta: float = 1.0
@@ -65,11 +79,38 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise choices_error("training loss", self.loss, LOSSES)
-        if self.name != CLEAN and self.steps < 1:
-            raise AdvloraError(f"attack.steps must be >= 1, got {self.steps}")
-        from advlora.attacks.threat import parse_eps
 
-        parse_eps(self.eps, "attack.eps")  # a malformed eps fails here, before a run folder is written
+    @staticmethod
+    def nest(section: dict) -> dict:
+        """An attack section with flat threat fields (``{"eps": "4/255"}``) as ``{"threat": {"eps": ...}}``;
+        a flat field wins over a nested one (it comes from a later override)."""
+        section = dict(section)
+        flat = {k: section.pop(k) for k in THREAT_FIELDS if k in section}
+        threat = section.get("threat")
+        if flat or isinstance(threat, dict):
+            section["threat"] = {**TRAINING_THREAT, **(threat if isinstance(threat, dict) else {}), **flat}
+        if isinstance(section.get("threat"), dict) and "eps" in section["threat"]:
+            parse_eps(section["threat"]["eps"], "attack.eps")  # the error names the key the user wrote
+        return section
+
+    def config_dict(self) -> dict:
+        """The section as YAML writes it: the threat's fields flat, radii as fractions when exact (``2/255``)."""
+        threat = {k: _radius_text(v) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
+        return {"name": self.name, **threat, "loss": self.loss, "beta": self.beta, "clean_weight": self.clean_weight}
+
+    def eval_threat(self, eps: str | float | None, steps: int, seed: int) -> ThreatModel:
+        """The threat model of validation and the final test: this norm, ``eps`` (None: the training eps),
+        ``steps`` steps of the default size, one restart, random start."""
+        return ThreatModel(norm=self.threat.norm, eps=self.threat.eps if eps is None else eps, steps=steps,
+                           random_start=True, seed=seed)
+
+
+def _radius_text(value: float | None) -> str | float | None:
+    """``2/255`` for a radius that text reads back exactly, else the float itself."""
+    if value is None:
+        return None
+    text = format_eps(float(value))
+    return text if parse_eps(text) == float(value) else float(value)
 
 
 @dataclass
@@ -80,7 +121,7 @@ class TrainConfig:
     batch_size: int = 32
     #: None: 1e-3 for adapters, 1e-4 for full fine-tuning
     lr: float | None = None
-    #: learning rate of AdvLoRA's alpha (None: adapter.alpha_lr, else lr)
+    #: learning rate of AdvLoRA's alpha parameter group (None: lr)
     alpha_lr: float | None = None
     weight_decay: float = 0.05
     #: warm-up steps (an int) or share of all steps (a float below 1)
@@ -130,39 +171,19 @@ class EvalConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    #: the fields of ``advlora.adapters.AdapterConfig`` (method, rank, towers, ...)
-    adapter: dict = field(default_factory=lambda: {"method": "advlora"})
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def method(self) -> str:
-        return self.adapter.get("method", "advlora")
+        return self.adapter.method
 
     def lr(self) -> float:
         if self.train.lr is not None:
             return float(self.train.lr)
         return 1e-4 if self.method == "full" else 1e-3
-
-
-def adapter_config(config: RunConfig):
-    """The ``AdapterConfig`` of a run (its seed defaults to the training seed)."""
-    from advlora.adapters import AdapterConfig
-
-    d = dict(config.adapter)
-    if "seed" in {f.name for f in dataclasses.fields(AdapterConfig)}:
-        d.setdefault("seed", config.train.seed)
-    return from_dict(AdapterConfig, d, "adapter.")
-
-
-def resolve(config: RunConfig) -> RunConfig:
-    """Validate and fill in defaults: the adapter section becomes every ``AdapterConfig`` field."""
-    method = config.adapter.get("method", "advlora")
-    if method not in METHODS:
-        raise choices_error("adapter method", method, METHODS)
-    config.adapter = to_dict(adapter_config(config))
-    return config
 
 
 def load_run_config(path: str | Path | None = None, overrides: dict | list[str] | None = None,
@@ -175,7 +196,21 @@ def load_run_config(path: str | Path | None = None, overrides: dict | list[str] 
         overrides = parse_overrides(overrides)
     if overrides:
         data = merge(data, overrides)
-    return resolve(from_dict(RunConfig, data))
+    return from_dict(RunConfig, resolve_dict(data))
+
+
+def resolve_dict(data: dict) -> dict:
+    """A run-config dict as ``from_dict`` takes it: the attack's threat fields nested, and the adapter's seed
+    defaulting to the training seed (so one ``train.seed`` varies both)."""
+    data = dict(data)
+    if isinstance(data.get("attack"), dict):
+        data["attack"] = AttackConfig.nest(data["attack"])
+    adapter = data.get("adapter", {})
+    if isinstance(adapter, dict) and "seed" not in adapter:
+        seed = (data.get("train") or {}).get("seed")
+        if seed is not None:
+            data["adapter"] = {**adapter, "seed": seed}
+    return data
 
 
 def config_diff(a: Any, b: Any, prefix: str = "", ignore: tuple[str, ...] = ()) -> list[str]:
@@ -191,4 +226,4 @@ def config_diff(a: Any, b: Any, prefix: str = "", ignore: tuple[str, ...] = ()) 
 
 
 __all__ = ["AttackConfig", "DataConfig", "EvalConfig", "METHODS", "ModelConfig", "RunConfig", "TrainConfig",
-           "adapter_config", "config_diff", "load_run_config", "resolve"]
+           "config_diff", "load_run_config", "resolve_dict"]

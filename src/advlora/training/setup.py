@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from advlora.adapters import alpha_parameters, attach_adapter
 from advlora.config import dump_yaml, load_yaml
+from advlora.data import load_dataset
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
+from advlora.models import load_model
+from advlora.models.recompute import enable_recompute
+from advlora.models.tiny import random_model
+from advlora.runs import manifest
 from advlora.training.checkpoint import list_checkpoints
-from advlora.training.config import RunConfig, adapter_config, config_diff
+from advlora.training.config import RunConfig, config_diff
 
 _BASE_MODELS: dict[tuple, Any] = {}
 _DATASETS: dict[tuple, Any] = {}
@@ -57,16 +64,12 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv:
                 p = out / stale
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         atomic_write_text(out / "config.yaml", dump_yaml(config))
-        from advlora.runs import manifest
-
         write_json(out / "manifest.json", manifest(config.train.seed, argv))
     found = list_checkpoints(ckpt_dir) if resume and main else []
     return found[-1] if found else None
 
 
 def dump_and_load(config: RunConfig) -> dict:
-    import yaml
-
     return yaml.safe_load(dump_yaml(config))
 
 
@@ -75,13 +78,9 @@ def base_model(cfg, device) -> Any:
     key = (cfg.name, cfg.random)
     if key not in _BASE_MODELS:
         if cfg.random:
-            from advlora.models.tiny import random_model
-
             arch, _, size = cfg.random.partition(":")
             _BASE_MODELS[key] = random_model(arch, size or "test", seed=0).requires_grad_(False)
         else:
-            from advlora.models import load_model
-
             _BASE_MODELS[key] = load_model(cfg.name, device="cpu")
     return copy_model(_BASE_MODELS[key]).to(device)
 
@@ -95,13 +94,9 @@ def build_model(config: RunConfig, device, base=None):
     """The base model (``base`` copied when given) on ``device`` with the run's adapter attached."""
     model = copy_model(base).to(device) if base is not None else base_model(config.model, device)
     if config.method != "frozen":
-        from advlora.adapters import attach_adapter
-
-        attach_adapter(model, adapter_config(config))
+        attach_adapter(model, config.adapter)
     if config.model.gradient_checkpointing:
         # advlora's own: transformers' switch checkpoints only in training mode, not in the (eval-mode) attack
-        from advlora.models.recompute import enable_recompute
-
         if enable_recompute(model) == 0:
             raise AdvloraError("model.gradient_checkpointing: this model has no transformers encoder layers "
                                "(GradientCheckpointingLayer) to recompute")
@@ -113,8 +108,6 @@ def dataset(data_cfg, split: str, limit: int | None, seed: int = 0):
     d = data_cfg
     key = (d.name, split, limit, d.format, d.image_root, d.frames, seed)
     if key not in _DATASETS:
-        from advlora.data import load_dataset
-
         _DATASETS[key] = load_dataset(d.name, split, fmt=d.format, limit=limit, seed=seed, image_root=d.image_root,
                                       frames=d.frames)
     return _DATASETS[key]
@@ -140,17 +133,11 @@ def optimizer_and_schedule(model, config: RunConfig, total_steps: int):
     """AdamW with alpha in its own group (own lr, no weight decay), cosine schedule with linear warm-up."""
     from transformers import get_cosine_schedule_with_warmup
 
-    alpha = []
-    try:
-        from advlora.adapters import alpha_parameters
-
-        alpha = [p for p in alpha_parameters(model) if p.requires_grad]
-    except ImportError:
-        pass
+    alpha = [p for p in alpha_parameters(model) if p.requires_grad]
     ids = {id(p) for p in alpha}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     lr = config.lr()
-    alpha_lr = config.train.alpha_lr or config.adapter.get("alpha_lr") or lr
+    alpha_lr = config.train.alpha_lr or lr
     groups = [{"params": others, "lr": lr, "weight_decay": config.train.weight_decay, "name": "weights"}]
     if alpha:
         groups.append({"params": alpha, "lr": float(alpha_lr), "weight_decay": 0.0, "name": "alpha"})

@@ -11,8 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advlora.attacks import ATTACKS
+from advlora.errors import choices_error
 from advlora.losses import (contrastive_loss, itm_loss, kl_per_image, per_image_contrastive,
                             sample_hard_negatives)
+from advlora.runtime import eval_mode
 from advlora.training.config import CLEAN, AttackConfig
 
 
@@ -57,11 +60,8 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
     """
     if cfg.name == CLEAN:
         return clean
-    from advlora.attacks import ATTACKS
-    from advlora.attacks.threat import parse_eps
-    from advlora.runtime import eval_mode
-
-    eps = parse_eps(cfg.eps)
+    t = cfg.threat
+    eps = float(t.eps)
     with eval_mode(model):
         scale = model.logit_scale.detach()
         if cfg.loss == "trades":
@@ -74,15 +74,14 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
             def objective(x: torch.Tensor) -> torch.Tensor:
                 return per_image_contrastive(model.encode_image(x), text_all, scale, positives)
 
-        if cfg.name == "fgsm" and cfg.random_start:  # fast adversarial training (Wong et al. 2020)
-            step = 1.25 * eps if cfg.step_size is None else cfg.step_size
-            return ATTACKS["pgd"](objective, clean, eps=eps, step_size=step, steps=1, norm=cfg.norm,
+        if cfg.name == "fgsm" and t.random_start:  # fast adversarial training (Wong et al. 2020)
+            step = 1.25 * eps if t.step_size is None else t.step_size
+            return ATTACKS["pgd"](objective, clean, eps=eps, step_size=step, steps=1, norm=t.norm,
                                   random_start=True, restarts=1, generator=generator).detach()
         if cfg.name not in ATTACKS:
-            from advlora.errors import choices_error
             raise choices_error("training attack", cfg.name, [*ATTACKS, CLEAN])
-        return call_attack(ATTACKS[cfg.name], objective, clean, eps=eps, step_size=cfg.step_size, steps=cfg.steps,
-                           norm=cfg.norm, random_start=cfg.random_start, restarts=cfg.restarts,
+        return call_attack(ATTACKS[cfg.name], objective, clean, eps=eps, step_size=t.step_size, steps=t.steps,
+                           norm=t.norm, random_start=t.random_start, restarts=t.restarts,
                            generator=generator).detach()
 
 

@@ -9,30 +9,29 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import resource
+import signal
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from advlora.adapters import alpha_values, regularization_loss, save_adapter
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 from advlora.models.video import for_dataset
+from advlora.runtime import eval_mode
 from advlora.training import setup as S
-from advlora.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from advlora.training.config import CLEAN, RunConfig, resolve
+from advlora.training.checkpoint import Checkpoints, TrainerState
+from advlora.training.config import CLEAN, RunConfig
 from advlora.training.data import EpochSampler
 from advlora.training.logs import RunLogger, alpha_row
+from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.training.step import Dist, TrainTask, attack_batch
-from advlora.training.validate import threat_model, validate
-
-
-#: seconds to sleep after each step: lets the kill-and-resume test kill a run between two checkpoints
-_STEP_DELAY = float(os.environ.get("ADVLORA_TRAIN_STEP_DELAY", "0") or 0)
+from advlora.training.validate import validate
 
 
 @dataclass
@@ -61,28 +60,30 @@ class _Timer:
         return t
 
 
-def train(config: RunConfig, out: str | Path, resume: bool = False, *, model=None, argv: list[str] | None = None
-          ) -> TrainResult:
+def train(config: RunConfig, out: str | Path, resume: bool = False, *, model=None, argv: list[str] | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``config`` into the run folder ``out`` (``resume``: continue from its last checkpoint).
 
     Args:
         model: a loaded base model to copy instead of loading ``config.model`` (it is not modified).
         argv: command line recorded in the manifest.
+        on_step: called with the step number after every optimiser step, before its checkpoint (progress
+            reporting; tests use it to slow a run down).
     """
-    config = resolve(copy.deepcopy(config))
+    config = copy.deepcopy(config)
     out = Path(out)
     threads = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        return _Run(config, out, resume, model, argv).run()
+        return _Run(config, out, resume, model, argv, on_step).run()
     finally:
         torch.set_num_threads(threads)
 
 
 class _Run:
-    def __init__(self, config: RunConfig, out: Path, resume: bool, base, argv) -> None:
-        self.cfg, self.out = config, out
+    def __init__(self, config: RunConfig, out: Path, resume: bool, base, argv, on_step=None) -> None:
+        self.cfg, self.out, self.on_step = config, out, on_step
         self.acc = S.make_accelerator(config.train)
         self.main = self.acc.is_main_process
         self.dist = Dist(self.acc.process_index, self.acc.num_processes)
@@ -114,10 +115,13 @@ class _Run:
     # ---- set-up ---------------------------------------------------------------------------------------------
     def _prepare_training(self, ckpt: Path | None) -> None:
         cfg = self.cfg
-        self.optimizer, self.scheduler = S.optimizer_and_schedule(self.model, cfg, self.total)
+        optimizer, self.scheduler = S.optimizer_and_schedule(self.model, cfg, self.total)
+        self.optimizer = self.acc.prepare(optimizer)
+        self.checkpoints = Checkpoints(self.acc, self.out / "checkpoints", self.model,
+                                       [self.scheduler, TrainerState(self.state, self.gens)], cfg.train.keep_last,
+                                       self._adapter_saver())
         regularizer = None
         if cfg.method == "advlora":
-            from advlora.adapters import regularization_loss
             regularizer = regularization_loss
         self.task = TrainTask(self.net, cfg.attack, self.dist, regularizer)
         self.task.itm_generator = self.gens["itm"]
@@ -125,11 +129,7 @@ class _Run:
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
         self.images = self.train_data.load_images_uint8(self.model.image_size)  # (N, [F,] 3, H, W)
         if ckpt is not None:
-            st = load_checkpoint(ckpt, self.model)
-            self.optimizer.load_state_dict(st["optimizer"])
-            self.scheduler.load_state_dict(st["scheduler"])
-            set_rng_state(st["rng"], self.gens)
-            self.state = {k: st[k] for k in self.state}
+            self.checkpoints.load(ckpt)
         self.alpha_names = sorted(self._alphas())
         self.logger = RunLogger(self.out, [f"alpha/{k}" for k in self.alpha_names] + self._tower_columns(),
                                 enabled=self.main, tensorboard=cfg.train.tensorboard,
@@ -138,7 +138,6 @@ class _Run:
     def _alphas(self) -> dict[str, float]:
         if self.cfg.method != "advlora":
             return {}
-        from advlora.adapters import alpha_values
         return alpha_values(self.model)
 
     def _tower_of(self, layer: str) -> str | None:
@@ -152,7 +151,8 @@ class _Run:
     def run(self) -> TrainResult:
         try:
             if self.trainable:
-                self._loop()
+                with stop_requests() as stop:
+                    self._loop(stop)
             metrics, eff = self._finish()
         finally:
             if self.trainable:
@@ -161,7 +161,9 @@ class _Run:
         return TrainResult(self.out, metrics, self.counts["trainable"], self.counts["total"],
                            self.state["train_time_s"], self.state["step"], self.out / "history.csv", eff)
 
-    def _loop(self) -> None:
+    def _loop(self, stop: StopRequest | None = None) -> None:
+        """Steps until ``total``; a stop signal (``advlora.preempt``) ends the loop after its step's
+        validation and checkpoint with ``Preempted``."""
         from tqdm.auto import tqdm
 
         cfg, st = self.cfg.train, self.state
@@ -177,8 +179,8 @@ class _Run:
             loss, parts = self._step(batch, timer)
             st["step"] += 1
             st["train_time_s"] += time.perf_counter() - t_start
-            if _STEP_DELAY:
-                time.sleep(_STEP_DELAY)
+            if self.on_step is not None:
+                self.on_step(st["step"])
             sbar.update(1)
             sbar.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
             if st["step"] % cfg.log_every == 0 or st["step"] == self.total:
@@ -187,12 +189,28 @@ class _Run:
                 ebar.update(1)
                 if (batch.epoch + 1) % self.cfg.eval.every_epochs == 0:
                     self._validate(batch.epoch)
-            if st["step"] == self.total or (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0):
+            saved = st["step"] == self.total or bool(cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0)
+            if saved:
                 self._checkpoint()
+            signum = self._stop_signal(stop)
+            if signum and st["step"] < self.total:
+                if not saved:
+                    self._checkpoint()
+                sbar.close()
+                ebar.close()
+                raise Preempted(signum, st["step"], str(self.checkpoints.path(st["step"])))
         if st["validated_epoch"] < self.sampler.position(self.total - 1)[0]:
             self._validate(self.sampler.position(self.total - 1)[0])
         sbar.close()
         ebar.close()
+
+    def _stop_signal(self, stop: StopRequest | None) -> int:
+        """The stop signal any process received (0: none); every process takes the same decision."""
+        local = float(stop.signum or 0) if stop is not None else 0.0
+        if self.dist.world == 1:
+            return int(local)
+        got = float(self.dist.sum(torch.tensor([local], device=self.acc.device)).max())
+        return int(local or (signal.SIGTERM if got else 0))
 
     def _step(self, batch, timer: _Timer) -> tuple[float, dict]:
         model, d, acfg = self.net, self.dist, self.cfg.attack
@@ -205,7 +223,6 @@ class _Run:
         tokens = model.tokenize([self.train_data.captions[j] for j in local_caps.tolist()])
         positives = batch.positives.to(self.acc.device)
         t0 = time.perf_counter()
-        from advlora.runtime import eval_mode
         with self.acc.autocast():
             with eval_mode(model), torch.no_grad():
                 text_all = d.gather(model.encode_text(tokens))
@@ -248,7 +265,7 @@ class _Run:
         self.state["validated_epoch"] = epoch
         if self.main:
             ev = self.cfg.eval
-            threat = threat_model(self.cfg.attack, ev.eps, ev.val_steps, 0) if ev.robust else None
+            threat = self.cfg.attack.eval_threat(ev.eps, ev.val_steps, 0) if ev.robust else None
             res = validate(self.model, self.val_data, threat, attack=ev.attack, rerank_k=0,
                            batch_size=ev.batch_size)
             self.logger.epoch({"epoch": epoch, "step": self.state["step"], "clean_r_mean": res["clean"]["r_mean"],
@@ -257,18 +274,12 @@ class _Run:
 
     def _checkpoint(self) -> None:
         if self.main:
-            state = {**self.state, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.gens),
-                     "epoch": self.sampler.position(self.state["step"])[0],
-                     "index": self.sampler.position(self.state["step"])[1]}
-            save_checkpoint(self.out / "checkpoints", self.state["step"], self.model, state,
-                            self.cfg.train.keep_last, self._adapter_saver())
+            self.checkpoints.save(self.state["step"])
         self.acc.wait_for_everyone()
 
     def _adapter_saver(self):
         if self.cfg.method == "frozen":
             return None
-        from advlora.adapters import save_adapter
         return lambda path: save_adapter(self.model, path)
 
     # ---- the end --------------------------------------------------------------------------------------------
@@ -277,7 +288,7 @@ class _Run:
         metrics, eff = {}, {}
         if self.main:
             test = S.dataset(cfg.data, cfg.data.test_split, ev.test_limit)
-            threat = threat_model(cfg.attack, ev.eps, ev.test_steps, 0)
+            threat = cfg.attack.eval_threat(ev.eps, ev.test_steps, 0)
             res = validate(self.model, test, threat, attack=ev.attack, rerank_k=ev.rerank_k,
                            batch_size=ev.batch_size)
             metrics = {**res, "attack": ev.attack, "split": cfg.data.test_split, "limit": ev.test_limit,
@@ -297,8 +308,7 @@ class _Run:
         a = self.cfg.attack
         if a.name == CLEAN:
             return "clean training"
-        t = threat_model(a, None, 1 if a.name == "fgsm" else a.steps, 0).replace(
-            step_size=a.step_size, restarts=a.restarts, random_start=a.random_start)
+        t = a.threat.replace(steps=1 if a.name == "fgsm" else a.threat.steps, seed=0)
         return t.describe(a.name) + ("" if a.loss == "adv" else f" loss={a.loss}")
 
     def _efficiency(self) -> dict:

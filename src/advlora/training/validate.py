@@ -7,20 +7,12 @@ from __future__ import annotations
 
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.retrieval import evaluate_clean
-
-
-def threat_model(attack_cfg, eps, steps: int, seed: int):
-    from advlora.attacks import ThreatModel
-
-    return ThreatModel(norm=attack_cfg.norm, eps=attack_cfg.eps if eps is None else eps, steps=steps,
-                       random_start=True, seed=seed)
+from advlora.evaluation.robust import evaluate_robust
 
 
 def robust_metrics(model, dataset: RetrievalDataset, threat, attack: str = "pgd", batch_size: int = 64,
                    rerank_k: int | None = 0) -> dict[str, float]:
     """Recall@1/5/10 and r_mean under ``attack``: ``advlora.evaluation.robust`` without its sanity checks."""
-    from advlora.evaluation.robust import evaluate_robust
-
     res = evaluate_robust(model, dataset, [attack], threat, rerank_k=rerank_k, batch_size=batch_size, sanity=False)
     return res["attacks"][attack]["metrics"]
 
@@ -35,4 +27,4 @@ def validate(model, dataset: RetrievalDataset, threat=None, *, attack: str = "pg
     return out
 
 
-__all__ = ["robust_metrics", "threat_model", "validate"]
+__all__ = ["robust_metrics", "validate"]
