@@ -63,8 +63,8 @@ class BatchProgress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self.mode == "log" and self.total:
-            print(self.line(), file=self.stream, flush=True)
+        elif self.mode == "log" and self.total and time.monotonic() - self._start >= min(self.interval, 5.0):
+            print(self.line(), file=self.stream, flush=True)   # the end of work that took a while
 
 
 __all__ = ["BatchProgress", "LOG_INTERVAL"]
