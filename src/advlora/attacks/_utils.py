@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from advlora.attacks.seeding import is_per_sample
 from advlora.attacks.threat import NORMS, parse_eps
 from advlora.errors import AdvloraError, choices_error
 from advlora.runtime import eval_mode as attack_mode  # noqa: F401 - the attacks' name for it
@@ -61,6 +62,8 @@ def project_image(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> t
 
 
 def _rand(shape, like: torch.Tensor, generator: torch.Generator | None, normal: bool = False) -> torch.Tensor:
+    if is_per_sample(generator):   # advlora.attacks.seeding: row b from sample b's own stream
+        return (generator.randn if normal else generator.rand)(shape, dtype=like.dtype).to(like.device)
     dev = generator.device if generator is not None else like.device
     fn = torch.randn if normal else torch.rand
     return fn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)

@@ -20,6 +20,7 @@ import torch
 
 from advlora.attacks._utils import Objective, WorstCase, check_args
 from advlora.attacks.registry import AttackSpec, register
+from advlora.attacks.seeding import is_per_sample
 from advlora.errors import AdvloraError
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -32,11 +33,15 @@ def p_selection(p_init: float, it: int, queries: int) -> float:
 
 
 def _signs(shape, generator, device) -> torch.Tensor:
+    if is_per_sample(generator):
+        return (generator.randint(0, 2, shape) * 2 - 1).to(device)
     dev = generator.device if generator is not None else device
     return (torch.randint(0, 2, shape, generator=generator, device=dev) * 2 - 1).to(device)
 
 
 def _randint(high: int, n: int, generator, device) -> torch.Tensor:
+    if is_per_sample(generator):
+        return generator.randint(0, high, (n,)).to(device)
     dev = generator.device if generator is not None else device
     return torch.randint(0, high, (n,), generator=generator, device=dev).to(device)
 
@@ -85,7 +90,7 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
             cand = torch.where(mask, (x0 + eps * signs).clamp(0, 1), x_best)
             same = (cand - x_best).abs().reshape(B, -1).amax(dim=1) < 1e-7
             x_new = torch.where(same.view(*bview, 1, 1), x_new, cand) if _ else cand
-            if not same.any():
+            if not same.any() and not is_per_sample(generator):   # per sample: every sample draws 3 times
                 break
         loss = worst.score(objective, x_new)
         better = loss > loss_best                 # the search itself follows the objective

@@ -3,10 +3,17 @@ with ``--attacks fgsm,pgd,apgd,square`` (and ``--eps 1/255,2/255,4/255``) robust
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import shutil
+import tempfile
 
 from advlora.cli.attack import LIST_HELP, add_threat_args, list_attacks, run_robust
 from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+from advlora.errors import AdvloraError
 from advlora.io import write_json
+from advlora.preempt import stop_requests
 from advlora.runs import default_out, run_folder
 
 
@@ -17,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{LIST_HELP}")
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "eval")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an evaluation stopped by a signal (exit 75) from its finished batches (same --out)")
+    p.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "off"),
+                   help="per-attack progress: a bar on a terminal, else a line every 30 s (auto); main process only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
     if getattr(args, "attacks", None):
-        return run_robust(args, [a.strip() for a in args.attacks.split(",") if a.strip()], command="eval")
+        return _run_robust_session(args, [a.strip() for a in args.attacks.split(",") if a.strip()])
     model = load_model_and_adapter(args)
     data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed,
                         image_root=args.image_root, frames=args.frames)
@@ -42,3 +53,42 @@ def run(args: argparse.Namespace) -> int:
     print(metrics_table({"clean": metrics}))
     print(f"run folder: {out}")
     return 0
+
+
+def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
+    """``run_robust`` inside an ``advlora.evaluation.distributed.EvalSession``: split across the processes of
+    ``torchrun`` / ``accelerate launch``, stopped by SIGTERM/SIGUSR1/SIGUSR2 after a saved batch (exit 75), resumed
+    with ``--resume``, with progress. Only the main process writes the run folder and prints."""
+    import torch
+
+    from advlora.evaluation.distributed import EvalSession, init_from_env
+
+    rank, size, args.device = init_from_env(args.device)
+    if args.resume and not args.out:
+        raise AdvloraError("--resume needs the --out of the stopped evaluation")
+    out = [str(args.out or default_out("eval"))]
+    if size > 1:
+        torch.distributed.broadcast_object_list(out, src=0)   # one folder, whatever each clock says
+    args.out = out[0]
+    skip = ("out", "resume", "progress", "device", "overrides", "command", "verbose")
+    fingerprint = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str))
+    scratch = None if rank == 0 else tempfile.mkdtemp(prefix="advlora-eval-rank")
+    try:
+        with stop_requests() as stop, EvalSession(state=f"{args.out}/eval-state", resume=args.resume, stop=stop,
+                                                  progress=args.progress, fingerprint=fingerprint) as session:
+            if rank == 0 and size > 1:
+                print(f"distributed: {size} processes ({torch.distributed.get_backend()}), images split by index")
+            if rank == 0:
+                code = run_robust(args, attacks, command="eval")
+            else:   # the other processes attack their share; their copy of the outputs is thrown away
+                with contextlib.redirect_stdout(io.StringIO()):
+                    code = run_robust(argparse.Namespace(**{**vars(args), "out": scratch}), attacks, command="eval")
+            if rank == 0 and session.restored:
+                print(f"resumed: {session.restored} attacked samples read from finished batches in "
+                      f"{args.out}/eval-state, {session.batches_run} batches run now")
+        return code
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if size > 1:
+            torch.distributed.destroy_process_group()

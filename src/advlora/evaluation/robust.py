@@ -9,6 +9,8 @@ Protocol (documented in every result under "protocol"):
 - text attacks perturb the captions (edit budget): image-to-text against the adversarial caption gallery,
   text-to-image with the adversarial captions as queries over clean images.
 - joint (Co-Attack style): both perturbed; both directions use adversarial images and adversarial captions.
+- random starts, restarts and Square's proposals: each image's own stream, seeded from (seed, image index,
+  attack), so results do not depend on the batch size or on how images are split across processes.
 - transfer: crafted with PGD on a surrogate model's contrastive objective, scored on the target.
 - which attacks exist, of which kind, and how each is run and described: ``advlora.attacks.registry``.
 - BLIP: scores are ITC, re-ranked by ITM on the top ``rerank_k`` (default 16) as in LAVIS, for clean and
@@ -30,8 +32,10 @@ import torch
 from advlora.attacks import ThreatModel, attack_mode, format_eps, registry
 from advlora.attacks import objectives as O
 from advlora.attacks.registry import AttackSpec
+from advlora.attacks.seeding import SampleGenerators
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
+from advlora.evaluation import distributed
 from advlora.evaluation.retrieval import default_rerank_k, encode_images, encode_texts, itm_rerank
 from advlora.evaluation.sanity import (Outcomes, Probe, chance_r_mean, check_mode_restored, run_checks, verdict,
                                       white_box_reference)
@@ -69,6 +73,8 @@ class AttackResult(Mapping):
     whitebox_on_subset: dict | None = None
     examples: list | None = None
     chosen: dict | None = None
+    #: per sample: ``i2t``, the rank of each image's best positive caption; ``t2i``, of each caption's image
+    ranks: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -184,7 +190,6 @@ def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_si
                    key: str | None = None) -> torch.Tensor:
     """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``."""
     model, data, images = ctx.model, ctx.data, ctx.images
-    adv = torch.empty_like(images)
     obj_name = spec.objective or objective
     opts = spec.resolve_options(options)
     seen: list = []
@@ -193,23 +198,26 @@ def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_si
         if surrogate is None:
             raise AdvloraError(f"the {spec.name} attack needs a surrogate model (--surrogate)")
         sur_tf = encode_texts(surrogate, data.captions).clone()
-    for s in range(0, len(images), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(images)))
-        x = images[idx].to(model.device)
+    seed = generator.initial_seed() if generator is not None else threat.seed
+
+    def one(idx: torch.Tensor) -> tuple[torch.Tensor, bool, bool]:
+        x, gen, start = images[idx].to(model.device), SampleGenerators(seed, idx, key or spec.name), len(seen)
         if spec.kind == "transfer":
             with attack_mode(surrogate):
                 obj = _objective("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
-                adv[idx] = spec.run(obj, x, threat, generator=generator, **opts).to(adv)
-            continue
+                return spec.run(obj, x, threat, generator=gen, **opts), True, True
         obj = _Watch(_objective(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9)), model, seen)
-        adv[idx] = spec.run(obj, x, threat, generator=generator, **opts).to(adv)
+        out = spec.run(obj, x, threat, generator=gen, **opts)
+        return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))
+
+    # batches split across processes, resumable, with progress: advlora.evaluation.distributed
+    adv, ok_mode, ok_range = distributed.current().attack(key or spec.name, images, batch_size, one)
     dev = (adv - images).reshape(len(images), -1)
     dev = dev.abs().amax(1) if threat.norm == "linf" else dev.norm(dim=1)
     ctx.checks[key or spec.name] = {"max_perturbation": float(dev.max()) if len(dev) else 0.0,
                              "min_pixel": float(adv.min()) if adv.numel() else 0.0,
                              "max_pixel": float(adv.max()) if adv.numel() else 1.0,
-                             "eval_mode_during": all(not t for t, _, _ in seen),
-                             "inputs_in_range_during": all(lo >= 0 and hi <= 1 for _, lo, hi in seen)}
+                             "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range}
     return adv
 
 
@@ -245,7 +253,8 @@ def _result(name: str, ctx: _Ctx, res: dict, threat_line: str, **extra) -> Attac
     return AttackResult(name, threat_line, res["metrics"], ctx.clean,
                         {"i2t": attack_success_rate(clean_ranks[0], res["ranks"][0]),
                          "t2i": attack_success_rate(clean_ranks[1], res["ranks"][1])},
-                        len(ctx.data), len(ctx.data.captions), **extra)
+                        len(ctx.data), len(ctx.data.captions),
+                        ranks={"i2t": res["ranks"][0].tolist(), "t2i": res["ranks"][1].tolist()}, **extra)
 
 
 def limit_indices(n_total: int, n: int | None, seed: int = 0) -> torch.Tensor | None:
