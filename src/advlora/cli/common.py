@@ -19,7 +19,8 @@ def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tin
     p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rerank-k", type=int, default=-1,
-                   help="BLIP: re-rank the top k of ITC by ITM (default 16; 0 = ITC only)")
+                   help="BLIP: re-rank the top k of ITC by ITM (default: LAVIS's depth, 128, or 256 from 5,000 images; "
+                        "0 = ITC only)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
 

@@ -13,8 +13,9 @@ Protocol (documented in every result under "protocol"):
   attack), so results do not depend on the batch size or on how images are split across processes.
 - transfer: crafted with PGD on a surrogate model's contrastive objective, scored on the target.
 - which attacks exist, of which kind, and how each is run and described: ``advlora.attacks.registry``.
-- BLIP: scores are ITC, re-ranked by ITM on the top ``rerank_k`` (default 16) as in LAVIS, for clean and
-  adversarial alike; ``objective="rerank"`` attacks through that re-ranking.
+- BLIP: scores are ITC, re-ranked by ITM on the top ``rerank_k`` (default: LAVIS's depth for the set's size,
+  128, or 256 from 5,000 images: ``default_rerank_k``), for clean and adversarial alike; ``objective="rerank"``
+  attacks through that re-ranking.
 - ensemble: per image, the worst case over the image attacks run on the full set (highest i2t rank of its
   best positive, ties broken by the highest contrastive loss), as AutoAttack keeps the worst per sample.
 Attack success rate (``advlora.metrics.attack_success_rate``): share of queries right at rank 1 clean that the
@@ -36,7 +37,7 @@ from advlora.attacks.seeding import SampleGenerators
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
-from advlora.evaluation.retrieval import default_rerank_k, encode_images, encode_texts, itm_rerank
+from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k, encode_images, encode_texts, itm_rerank
 from advlora.evaluation.sanity import (Outcomes, Probe, chance_r_mean, check_mode_restored, run_checks, verdict,
                                       white_box_reference)
 from advlora.metrics import attack_success_rate, i2t_ranks, retrieval_recall, t2i_ranks
@@ -302,7 +303,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     given = {"queries": square_queries, "text_budget": text_budget, **(options or {})}
     model = for_dataset(model, dataset)  # video sets (N, F, 3, H, W): frame pooling, same contract
     surrogate = None if surrogate is None else for_dataset(surrogate, dataset)
-    k = default_rerank_k(model) if rerank_k == -1 else rerank_k
+    k = default_rerank_k(model, len(dataset)) if rerank_k == -1 else check_rerank_k(rerank_k)
     was_training = model.training
     t0 = time.perf_counter()
     attack_kw = dict(batch_size=batch_size, gallery=gallery, objective=objective)
