@@ -88,7 +88,7 @@ def test_throwaway_attack_through_grid_spec_and_report(tiny_clip, tmp_path, thro
     cfg = load_grid_config(None, base=grid)
     assert [c.attacks for c in eval_cells(cfg, train_cells(cfg)[0])] == [("pgd", "random-sign")]
 
-    def train_run(cfg, method, run_dict, out):
+    def train_run(cfg, method, run_dict, out, on_step=None):
         out.mkdir(parents=True, exist_ok=True)
         return {"trainable": 0, "total": 10, "share": 0.0, "train_time_s": 0.0}
 
