@@ -177,6 +177,7 @@ class _Run:
         while st["step"] < self.total:
             t_start = time.perf_counter()
             batch = self.batches.batch(st["step"])
+            timer("data", t_start)                     # waiting for the batch: efficiency.json's data share
             loss, parts = self._step(batch, timer)
             st["step"] += 1
             st["train_time_s"] += time.perf_counter() - t_start
