@@ -75,7 +75,8 @@ def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
     scratch = None if rank == 0 else tempfile.mkdtemp(prefix="advlora-eval-rank")
     try:
         with stop_requests() as stop, EvalSession(state=f"{args.out}/eval-state", resume=args.resume, stop=stop,
-                                                  progress=args.progress, fingerprint=fingerprint) as session:
+                                                  progress=args.progress, fingerprint=fingerprint,
+                                                  distributed=size > 1) as session:
             if rank == 0 and size > 1:
                 print(f"distributed: {size} processes ({torch.distributed.get_backend()}), images split by index")
             if rank == 0:

@@ -2,7 +2,8 @@
 
 An ``EvalSession`` (made current with ``with session:``; the default one is a single process with no
 state and no progress) owns the loop of every image attack (``robust._attack_images``):
-- **distributed** (``torch.distributed`` initialised, e.g. under ``torchrun``): the images still to attack are
+- **distributed** (``distributed=True`` and ``torch.distributed`` initialised, e.g. under ``torchrun``; a
+  session is never distributed by default, because a DDP training evaluates on its main process only): the images still to attack are
   split by index into contiguous slices, one per process (no padding, no duplicates); each process attacks
   its slice batch by batch; an all-reduce (sum over rows that are zero on every other process: exact) gives
   every process all adversarial images, so everything after it (metrics, ensemble, sanity) is computed the
@@ -73,10 +74,13 @@ def shard(indices: torch.Tensor, rank: int, size: int) -> torch.Tensor:
 class EvalSession:
     """See the module docstring. ``state``: folder of finished batches (None: not resumable); ``resume``: read
     the records already there (else the folder is emptied first); ``fingerprint``: what the records were made
-    with (a resumed session with another one is refused); ``progress``: ``BatchProgress`` mode."""
+    with (a resumed session with another one is refused); ``progress``: ``BatchProgress`` mode;
+    ``distributed``: split the work across the processes of ``torch.distributed`` (every process must then run
+    the same evaluation)."""
 
     def __init__(self, *, state: str | Path | None = None, resume: bool = False, stop: StopRequest | None = None,
-                 progress: str = "off", fingerprint: dict | None = None) -> None:
+                 progress: str = "off", fingerprint: dict | None = None, distributed: bool = False) -> None:
+        self.distributed = distributed
         self.state = None if state is None else Path(state)
         self.resume, self.stop, self.progress = resume, stop, progress
         self.fingerprint = fingerprint or {}
@@ -99,7 +103,7 @@ class EvalSession:
         if self._opened or self.state is None:
             return
         self._opened = True
-        rank, size = world()
+        rank, size = self.world()
         info = self.state / "session.json"
         if rank == 0:
             if self.resume and info.exists():
@@ -113,6 +117,10 @@ class EvalSession:
             atomic_write_bytes(info, json.dumps(self.fingerprint, sort_keys=True).encode())
         if size > 1:
             torch.distributed.barrier()
+
+    def world(self) -> tuple[int, int]:
+        """(rank, world size) this session splits over: (0, 1) unless it is ``distributed``."""
+        return world() if self.distributed else (0, 1)
 
     # -- the attack loop -----------------------------------------------------------------------------------
     def _records(self, folder: Path, n: int, like: torch.Tensor):
@@ -139,7 +147,7 @@ class EvalSession:
         share); returns all adversarial images (like ``images``, on its device) and the two check flags over
         every batch of every process."""
         self.calls += 1
-        rank, size = world()
+        rank, size = self.world()
         n = len(images)
         adv = torch.zeros_like(images)
         done = torch.zeros(n, dtype=torch.bool)
@@ -191,7 +199,7 @@ class EvalSession:
 
     def _check_stop(self) -> None:
         signum = self.stop.signum if self.stop is not None and self.stop else 0
-        if world()[1] > 1:
+        if self.world()[1] > 1:
             d = torch.distributed
             t = torch.tensor([signum or 0], device=_device_of_group())
             d.all_reduce(t, op=d.ReduceOp.MAX)
