@@ -70,6 +70,8 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
 
             def objective(x: torch.Tensor) -> torch.Tensor:
                 return kl_per_image(clean_logits, scale * model.encode_image(x) @ text_all.t())
+
+            objective.stationary = True  # KL(clean || x) is 0 with zero gradient at the clean image (TRADES)
         else:
             def objective(x: torch.Tensor) -> torch.Tensor:
                 return per_image_contrastive(model.encode_image(x), text_all, scale, positives)
