@@ -51,7 +51,7 @@ def test_advlora_run_folder_metrics_logs_and_efficiency(ann, tmp_path):
     assert [int(r["epoch"]) for r in epochs] == [0, 1] and all(r["robust_r_mean"] for r in epochs)
     eff = json.loads((run / "efficiency.json").read_text())
     assert eff["trainable"] == res.trainable_params and eff["peak_memory_mb"] > 0
-    assert set(eff["step_time_s"]) == {"attack", "forward_backward", "optimizer", "total"}
+    assert set(eff["step_time_s"]) == {"data", "attack", "forward_backward", "optimizer", "total"}
     assert eff["step_time_s"]["attack"] > 0
 
 
