@@ -32,12 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advlora.data import load_dataset
+    from advlora.data.check import check_inputs
     from advlora.evaluation import evaluate_clean
     from advlora.models.video import for_dataset
     from advlora.report.tables import metrics_table
 
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
+    # the split, its files and one decoded sample, before the model loads or an attack starts
+    check_inputs(args.data, [args.split], fmt=args.fmt, image_root=args.image_root, frames=args.frames)
     if getattr(args, "attacks", None):
         return _run_robust_session(args, [a.strip() for a in args.attacks.split(",") if a.strip()])
     model = load_model_and_adapter(args)

@@ -21,14 +21,23 @@ ACCEPTS_OVERRIDES = True
 #: plain flag -> dotted config key
 FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method", "rank": "adapter.rank",
          "steps": "train.steps", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
-         "eps": "attack.eps", "seed": "train.seed", "attack": "attack.name", "device": "train.device"}
+         "eps": "attack.eps", "seed": "train.seed", "attack": "attack.name", "device": "train.device",
+         "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="run config YAML (a path, or the name of a shipped config "
                    "such as advlora-tiny-clip)")
     p.add_argument("--model", default=None, help="hub id, local folder, tiny-clip or tiny-blip")
-    p.add_argument("--data", default=None, help="emoji or an annotation file")
+    p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
+                   "file or a shard pattern")
+    # the data flags of `advlora eval`, spelled the same
+    p.add_argument("--split", default=None, help="training split (default: train; val and test: data.val_split, "
+                   "data.test_split)")
+    p.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
+    p.add_argument("--image-root", default=None,
+                   help="folder the annotation's image/video paths are relative to (default: the file's folder)")
+    p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
     p.add_argument("--method", default=None, help="frozen, full, lora, pissa or advlora")
     p.add_argument("--rank", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes)")
@@ -75,11 +84,17 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from advlora.data.check import check_inputs
     from advlora.report.tables import metrics_table
     from advlora.runs import default_out
     from advlora.training import train
 
     config = build_config(args)
+    d = config.data
+    # every split the run will read (training, validation, final test), its files and one decoded sample, before
+    # the first step: a missing test split is found now, not after the training
+    check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
+                 frames=d.frames)
     out = Path(args.out) if args.out else default_out("train")
     try:
         result = train(config, out, resume=args.resume, argv=sys.argv[1:])
