@@ -280,3 +280,14 @@ def test_stop_requests_turn_signals_into_a_flag_and_restore_handlers():
             os.kill(os.getpid(), s)
             assert stop and stop.signum == s
     assert {s: signal.getsignal(s) for s in SIGNALS} == before
+
+
+def test_loader_settings_are_config_keys(tmp_path):
+    """data.loader.* reaches the trainer's batch source: a malformed one is one line, a streamed run trains."""
+    from advlora.errors import AdvloraError
+    from advlora.training import load_run_config
+
+    cfg = load_run_config(None, ["--data.loader.storage", "stream", "--data.loader.workers", "0"])
+    assert cfg.data.loader.storage == "stream" and cfg.data.loader.workers == 0
+    with pytest.raises(AdvloraError, match="storage"):
+        load_run_config(None, ["--data.loader.storage", "disk"])

@@ -19,6 +19,7 @@ from advlora.adapters import METHODS, AdapterConfig
 from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
 from advlora.errors import choices_error
+from advlora.training.data import LoaderConfig
 
 #: training attacks beside the ones in ``advlora.attacks.ATTACKS``: ``none`` trains on clean images
 CLEAN = "none"
@@ -48,6 +49,9 @@ class DataConfig:
     image_root: str | None = None
     #: frames sampled per video (video sets; None: the reader's default)
     frames: int | None = None
+    #: how training pixels are read: in memory or streamed through DataLoader workers, and augmentation
+    #: (``data.loader.storage``, ``.workers``, ``.augment``, ``.prefetch``; ``advlora.training.data.LoaderConfig``)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
 
 #: where the training budget departs from ``ThreatModel``'s defaults: PGD-3 at linf 2/255 (random start, step

@@ -128,7 +128,8 @@ class _Run:
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
         self.batches = TrainBatches(self.train_data, self.sampler, self.model.image_size, rank=self.dist.rank,
-                                    world=self.dist.world, pin_memory=self.acc.device.type == "cuda")
+                                    world=self.dist.world, config=cfg.data.loader,
+                                    pin_memory=self.acc.device.type == "cuda")
         if ckpt is not None:
             self.checkpoints.load(ckpt)
         self.alpha_names = sorted(self._alphas())
