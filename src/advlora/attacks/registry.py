@@ -221,8 +221,3 @@ def split_key(key: str) -> tuple[str, str]:
     """``pgd@4/255`` -> ``("pgd", "4/255")``."""
     attack, _, eps = key.partition("@")
     return attack, eps
-
-
-def help_names() -> str:
-    """The registered names for a CLI help string: ``fgsm, pgd, ...``."""
-    return ", ".join(names())

@@ -87,7 +87,7 @@ def render(results: dict[str, dict], out: Path, source: Path) -> str:
             header, rows = spectrum_rows(res)
             rep.table(header, rows)
             rep.text(spectrum_sentence(res["spectrum_summary"]))
-            name = f"{i:02d}-{_slug(label)}"
+            name = f"{i:02d}-{slug(label)}"
             plots.singular_spectra({k: v["singular_values"] for k, v in res["spectra"].items()},
                                    out / "plots" / f"{name}-spectra.png", title=f"Spectrum of dW: {label}")
             plots.effective_ranks({k: (v["effective_rank"], v["rank_90"], v["full_rank"])
@@ -141,10 +141,6 @@ def _no_values(res: dict) -> dict:
     if "spectra" in out:
         out["spectra"] = {k: {**v, "singular_values": v["singular_values"][:64]} for k, v in out["spectra"].items()}
     return out
-
-
-def _slug(text: str) -> str:
-    return slug(text)
 
 
 def analyze(path: str | Path, out: str | Path | None = None, *, model_loader=None) -> tuple[dict, str, Path]:
