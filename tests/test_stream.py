@@ -124,18 +124,42 @@ def test_exact_epochs_from_shards_visit_every_sample_once_over_2_ranks_x_2_worke
     orders = []
     for epoch in range(2):
         seen: Counter = Counter()
+        steps = set()
         for rank in range(2):
             source = ShardBatches(spec, 16, 4, seed=3, rank=rank, world=2, config=LoaderConfig(workers=2))
-            for batch in source.epoch(epoch):
-                assert batch["pixels"].dtype == torch.uint8 and batch["pixels"].shape[1:] == (3, 16, 16)
-                assert all(len(c) == 2 for c in batch["captions"])
-                seen.update(batch["keys"])
-                orders.append(tuple(batch["keys"]))
+            batches = list(source.epoch(epoch))
+            steps.add(len(batches))
+            for batch in batches:
+                assert batch.pixels.dtype == torch.uint8 and batch.pixels.shape == (2, 3, 16, 16)
+                assert int(batch.valid.sum()) == len(batch.keys) and len(batch.texts) == 2
+                seen.update(batch.keys)
+                orders.append(tuple(batch.keys))
+        assert len(steps) == 1, f"ranks disagree on the steps of epoch {epoch}: {steps}"
         assert seen == Counter({f"{i:09d}": 1 for i in range(12)}), f"epoch {epoch}: {seen}"
     again = ShardBatches(spec, 16, 4, seed=3, rank=0, world=2, config=LoaderConfig(workers=2))
-    assert [tuple(b["keys"]) for b in again.epoch(0)] == orders[:len(list(again.epoch(0)))]  # deterministic
+    assert [tuple(b.keys) for b in again.epoch(0)] == orders[:again.epoch_steps(0)]  # deterministic
     resampled = ShardBatches(spec, 16, 4, seed=3, rank=0, world=2, config=LoaderConfig(workers=2), mode="resampled")
-    assert sum(len(b["keys"]) for b in resampled.epoch(0)) >= 12 // 4 * 2
+    assert sum(len(b.keys) for b in resampled.epoch(0)) >= 12 // 4 * 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shard_batches_resume_mid_epoch_reads_what_an_uninterrupted_run_reads(photos, tmp_path, workers):
+    """Unequal shards over 2 workers: a reader starting at any step (the round-robin point mid-round included)
+    gives the same pixels, captions and padding as one that read from the start."""
+    spec = _shard(photos, tmp_path / "shards", 5)  # shards of 5, 5 and 2 samples
+    config = LoaderConfig(workers=workers)
+    full = ShardBatches(spec, 16, 5, seed=1, config=config)
+    steps = full.total_steps(2)
+    ref = [full.batch(s) for s in range(steps)]
+    assert sum(len(b.keys) for b in ref) == 24 and any(not bool(b.valid.all()) for b in ref)
+    for start in range(1, steps):
+        late = ShardBatches(spec, 16, 5, seed=1, config=config)
+        for s in range(start, min(steps, start + 2)):
+            b = late.batch(s)
+            assert b.keys == ref[s].keys and b.texts == ref[s].texts and torch.equal(b.pixels, ref[s].pixels)
+            assert torch.equal(b.valid, ref[s].valid) and torch.equal(b.text_ids, ref[s].text_ids)
+        late.close()
+    full.close()
 
 
 def test_bad_shards_are_one_line_naming_the_cause(photos, tmp_path):

@@ -22,7 +22,8 @@ ACCEPTS_OVERRIDES = True
 FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method", "rank": "adapter.rank",
          "steps": "train.steps", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
          "eps": "attack.eps", "seed": "train.seed", "attack": "attack.name", "device": "train.device",
-         "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split"}
+         "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split",
+         "eval_data": "data.eval_name"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="hub id, local folder, tiny-clip or tiny-blip")
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
                    "file or a shard pattern")
+    p.add_argument("--eval-data", default=None, help="data set of validation and the final test (default: --data; "
+                   "needed when --data names shards)")
     # the data flags of `advlora eval`, spelled the same
     p.add_argument("--split", default=None, help="training split (default: train; val and test: data.val_split, "
                    "data.test_split)")
@@ -93,8 +96,12 @@ def run(args: argparse.Namespace) -> int:
     d = config.data
     # every split the run will read (training, validation, final test), its files and one decoded sample, before
     # the first step: a missing test split is found now, not after the training
-    check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
-                 frames=d.frames)
+    if d.sharded:
+        check_inputs(d.name, [d.train_split])
+        check_inputs(d.eval_set, [d.val_split, d.test_split], fmt=d.format, image_root=d.image_root, frames=d.frames)
+    else:
+        check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
+                     frames=d.frames)
     out = Path(args.out) if args.out else default_out("train")
     try:
         result = train(config, out, resume=args.resume, argv=sys.argv[1:])

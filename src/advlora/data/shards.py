@@ -4,16 +4,19 @@ A shard is a tar of samples ``<key>.<jpg|png|...>`` (the image file's bytes, as 
 captions, one per line); ``sizes.json`` next to the shards maps each shard's file name to its sample count
 (open_clip's convention). ``--data 'DIR/shard-{00000..00099}.tar'`` names them with brace expansion.
 
-Reading (``ShardSamples``, an ``IterableDataset``): each epoch the shard list is permuted from (seed, epoch);
-global worker ``g = rank * workers + worker`` reads shards ``g, g + R*W, ...`` of that order (``exact`` mode: every
-sample exactly once per epoch across all ranks and workers, so there must be at least ``workers x ranks``
-shards), or draws ``len // (R*W)`` samples' worth of shards with replacement from a generator seeded by
-(seed, epoch, g) (``resampled`` mode, for sets too large for whole epochs). Pixels are decoded and augmented
-in the worker, seeded from (seed, epoch, sample position). What a resume means in each mode is in
-docs/benchmarks.md.
+Reading (``ShardSamples``, an ``IterableDataset``): each epoch the shard list is permuted from (seed, epoch) and
+dealt to the ``workers x ranks`` global readers ``g = rank * workers + worker``, each shard to the rank holding the
+fewest samples so far and there to its worker holding the fewest (``exact`` mode: every sample exactly once per epoch across all readers, so there must be
+at least ``workers x ranks`` shards), or each reader draws ``len // (R*W)`` samples' worth of shards with
+replacement from a generator seeded by (seed, epoch, g) (``resampled`` mode, for sets too large for whole
+epochs). Either way the plan of an epoch, and so every reader's sample count, is known from ``sizes.json``
+before a shard is opened: that is what lets the trainer give every rank the same number of steps and resume
+mid-epoch (``advlora.training.data.ShardBatches``). Pixels are decoded and augmented in the worker, seeded from
+(seed, epoch, sample position). What a resume means in each mode is in docs/benchmarks.md.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -132,7 +135,7 @@ class ShardSamples(torch.utils.data.IterableDataset):
         self.sizes = shard_sizes(self.paths)
         self.size, self.seed, self.rank, self.world = int(size), int(seed), int(rank), int(world)
         self.workers, self.mode, self.augment = max(1, int(workers)), mode, augment
-        self.epoch = 0
+        self.epoch, self.skip = 0, None
         readers = self.workers * self.world
         if mode == "exact" and len(self.paths) < readers:
             raise AdvloraError(f"{spec}: {len(self.paths)} shard{'s' * (len(self.paths) != 1)} for {self.workers} "
@@ -140,35 +143,66 @@ class ShardSamples(torch.utils.data.IterableDataset):
                                f"{readers} readers: write at least {readers} shards (--per-shard smaller) or use "
                                f"fewer workers, or the resampled mode")
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: list[int] | None = None) -> None:
+        """Read ``epoch`` next; ``skip[w]``: samples worker ``w`` of this rank passes over before its first one
+        (a resume mid-epoch: whole shards are skipped unopened, the rest without decoding)."""
         self.epoch = int(epoch)
+        self.skip = list(skip) if skip is not None else None
 
     def __len__(self) -> int:
         return sum(self.sizes)
 
-    def shards_of(self, epoch: int, reader: int) -> list[int]:
-        """Indices of the shards global reader ``reader`` reads in ``epoch``, in order."""
-        readers = self.workers * self.world
+    @property
+    def readers(self) -> int:
+        return self.workers * self.world
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """For every global reader, the indices of the shards it reads in ``epoch``, in order."""
+        readers = self.readers
         if self.mode == "exact":
             g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, 0))
-            order = torch.randperm(len(self.paths), generator=g).tolist()
-            return order[reader::readers]
+            plan: list[list[int]] = [[] for _ in range(readers)]
+            load, rank_load = [0] * readers, [0] * self.world
+            for k in torch.randperm(len(self.paths), generator=g).tolist():
+                # the least-loaded rank (ranks wait for each other every step), then its least-loaded worker
+                rank = min(range(self.world), key=lambda j: (rank_load[j], j))
+                r = min(range(rank * self.workers, (rank + 1) * self.workers), key=lambda j: (load[j], j))
+                plan[r].append(k)
+                load[r] += self.sizes[k]
+                rank_load[rank] += self.sizes[k]
+            return plan
+        return [self._resampled(epoch, r) for r in range(readers)]
+
+    def _resampled(self, epoch: int, reader: int) -> list[int]:
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, 1 + reader))
-        want, picked, total = sum(self.sizes) // readers, [], 0
+        want, picked, total = sum(self.sizes) // self.readers, [], 0
         while total < max(1, want):
             k = int(torch.randint(len(self.paths), (1,), generator=g))
             picked.append(k)
             total += self.sizes[k]
         return picked
 
+    def shards_of(self, epoch: int, reader: int) -> list[int]:
+        """Indices of the shards global reader ``reader`` reads in ``epoch``, in order."""
+        return self.plan(epoch)[reader]
+
+    def counts(self, epoch: int) -> list[int]:
+        """Samples each global reader yields in ``epoch`` (from ``sizes.json``)."""
+        return [sum(self.sizes[k] for k in shards) for shards in self.plan(epoch)]
+
     def __iter__(self) -> Iterator[ShardSample | Failed]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
+        skip = self.skip[worker] if self.skip is not None else 0
         for k in self.shards_of(self.epoch, self.rank * self.workers + worker):
-            for item in self._read(k):
+            if skip >= self.sizes[k]:
+                skip -= self.sizes[k]
+                continue
+            for item in self._read(k, skip):
                 yield item
                 if isinstance(item, Failed):
                     return
+            skip = 0
 
     def first(self) -> ShardSample:
         """The first sample of the first shard, decoded (a check before work); a problem is ``AdvloraError``."""
@@ -178,13 +212,14 @@ class ShardSamples(torch.utils.data.IterableDataset):
             return item
         raise AdvloraError(f"{self.paths[0]}: shard holds no sample")
 
-    def _read(self, k: int) -> Iterator[ShardSample | Failed]:
+    def _read(self, k: int, skip: int = 0) -> Iterator[ShardSample | Failed]:
         path = self.paths[k]
         reader = wds.WebDataset([str(path)], shardshuffle=False, nodesplitter=None, workersplitter=None,
                                 empty_check=False)
         try:
             for position, sample in enumerate(reader):
-                yield self._sample(path, k, position, sample)
+                if position >= skip:
+                    yield self._sample(path, k, position, sample)
         except Exception as e:  # noqa: BLE001 - whatever the tar reader raised, the file is the cause
             yield Failed(f"{path}: not a readable tar shard ({type(e).__name__})")
 
@@ -208,14 +243,21 @@ class ShardSamples(torch.utils.data.IterableDataset):
         return ShardSample(pixels, captions, key)
 
 
-def collate_samples(items: list) -> dict | Failed:
-    """Stack a batch of ``ShardSample``; the first ``Failed`` instead."""
-    for item in items:
-        if isinstance(item, Failed):
-            return item
-    return {"pixels": torch.stack([s.pixels for s in items]), "captions": [s.captions for s in items],
-            "keys": [s.key for s in items]}
+def stable_hash(text: str) -> int:
+    """A 63-bit non-negative hash of ``text``, the same in every process and run (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
 
 
-__all__ = ["MODES", "SIZES_FILE", "ShardSample", "ShardSamples", "collate_samples", "expand",
-           "is_shard_spec", "shard_sizes", "write_shards"]
+#: modulus of ``key_digest``: small enough that a sum over up to 256 ranks fits in int64
+DIGEST_MOD = 2**55
+
+
+def key_digest(keys) -> int:
+    """An order-free digest of a multiset of sample keys: the sum of their hashes mod ``DIGEST_MOD``. Two
+    epochs with the same count and digest visited the same samples (a drop and a duplicate would have to
+    cancel exactly)."""
+    return sum(stable_hash(str(k)) for k in keys) % DIGEST_MOD
+
+
+__all__ = ["DIGEST_MOD", "MODES", "SIZES_FILE", "ShardSample", "ShardSamples", "expand",
+           "is_shard_spec", "key_digest", "shard_sizes", "stable_hash", "write_shards"]

@@ -18,7 +18,9 @@ from typing import Any
 from advlora.adapters import METHODS, AdapterConfig
 from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
-from advlora.errors import choices_error
+from advlora.data.shards import MODES as SHARD_MODES
+from advlora.data.shards import is_shard_spec
+from advlora.errors import AdvloraError, choices_error
 from advlora.training.data import LoaderConfig
 
 #: training attacks beside the ones in ``advlora.attacks.ATTACKS``: ``none`` trains on clean images
@@ -52,6 +54,29 @@ class DataConfig:
     #: how training pixels are read: in memory or streamed through DataLoader workers, and augmentation
     #: (``data.loader.storage``, ``.workers``, ``.augment``, ``.prefetch``; ``advlora.training.data.LoaderConfig``)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+    #: the data set validation and the final test read (None: ``name``); needed when ``name`` is a shard
+    #: pattern, since shards hold one training split
+    eval_name: str | None = None
+    #: reading shards (``name`` a ``.tar`` pattern): ``exact`` epochs (every sample once per epoch) or
+    #: ``resampled`` (shards drawn with replacement: for sets too large for whole epochs)
+    shard_mode: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.shard_mode not in SHARD_MODES:
+            raise choices_error("data.shard_mode", self.shard_mode, SHARD_MODES)
+        if is_shard_spec(self.name) and self.eval_name is None:
+            raise AdvloraError(f"data.name {self.name} names training shards: set data.eval_name (--eval-data) to "
+                               f"the data set validation and the final test read, e.g. the annotation file the "
+                               f"shards were written from")
+
+    @property
+    def eval_set(self) -> str:
+        """The data set of validation and the final test."""
+        return self.eval_name or self.name
+
+    @property
+    def sharded(self) -> bool:
+        return is_shard_spec(self.name)
 
 
 #: where the training budget departs from ``ThreatModel``'s defaults: PGD-3 at linf 2/255 (random start, step

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from advlora.data.dataset import RetrievalDataset
-from advlora.data.shards import ShardSamples, collate_samples
-from advlora.data.stream import STORAGE, Augment, ImageItems, collate, keep_in_memory, unwrap
+from advlora.data.shards import ShardSamples, stable_hash
+from advlora.data.stream import STORAGE, Augment, Failed, ImageItems, collate, keep_in_memory, sample_seed, unwrap
 from advlora.errors import AdvloraError, choices_error
 
 
@@ -33,6 +33,11 @@ class Batch:
     epoch: int
     index: int                # batch index within the epoch
     pixels: torch.Tensor | None = None  # this rank's uint8 pixels (b, [F,] 3, S, S), set by TrainBatches
+    texts: list[str] | None = None      # this rank's caption strings
+    valid: torch.Tensor | None = None   # (b,) bool: this rank's real rows (shards: False for padding)
+    text_ids: torch.Tensor | None = None   # (b,) this rank's caption ids; with group_ids: positives across ranks
+    group_ids: torch.Tensor | None = None  # (b,) ids of this rank's samples' caption sets
+    keys: list[str] | None = None       # shards: the keys of this rank's real samples
 
 
 class EpochSampler:
@@ -58,6 +63,13 @@ class EpochSampler:
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index within the epoch) of global step ``step`` (0-based)."""
         return divmod(int(step), self.steps_per_epoch)
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Steps of ``epoch`` (the same for every epoch)."""
+        return self.steps_per_epoch
+
+    def total_steps(self, epochs: int) -> int:
+        return int(epochs) * self.steps_per_epoch
 
     def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._plan is None or self._plan[0] != epoch:
@@ -139,6 +151,7 @@ class TrainBatches:
                  world: int = 1, config: LoaderConfig | None = None, pin_memory: bool = False) -> None:
         self.config = config or LoaderConfig()
         self.sampler, self.rank, self.world = sampler, int(rank), int(world)
+        self.captions = dataset.captions
         if sampler.batch_size % self.world:
             raise AdvloraError(f"train.batch_size {sampler.batch_size} is not divisible by the {self.world} processes")
         self.in_memory = keep_in_memory(dataset, size, self.config.storage)
@@ -158,8 +171,10 @@ class TrainBatches:
         return [(int(i), b.epoch) for i in b.images[self.rank * per:(self.rank + 1) * per]]
 
     def batch(self, step: int) -> Batch:
-        """The sampler's batch of ``step`` with ``pixels``: this rank's uint8 images."""
+        """The sampler's batch of ``step`` with ``pixels`` and ``texts``: this rank's uint8 images and captions."""
         b = self.sampler.batch(step)
+        per = len(b.captions) // self.world
+        b.texts = [self.captions[j] for j in b.captions[self.rank * per:(self.rank + 1) * per].tolist()]
         if self.in_memory and self.items.augment is None:
             per = len(b.images) // self.world
             b.pixels = self.items.memory[b.images[self.rank * per:(self.rank + 1) * per]]
@@ -209,11 +224,16 @@ class _StepKeys:
 
 
 class ShardBatches:
-    """One rank's training batches from webdataset shards, epoch by epoch (``advlora.data.shards``).
+    """One rank's training batches from webdataset shards (``advlora.data.shards``), with the trainer's interface.
 
-    Each batch is a dict: ``pixels`` (b, 3, S, S) uint8, ``captions`` (a list of caption lists), ``keys``. In
-    ``exact`` mode an epoch yields every sample of the rank's shards once (a worker's last batch may be short);
-    in ``resampled`` mode each reader yields about ``len / (workers x ranks)`` samples drawn by shard.
+    The rank's samples of an epoch are its readers' (DataLoader workers') streams, interleaved round-robin in
+    worker order (the DataLoader's order); step ``k`` of the epoch takes samples ``[k * b, (k + 1) * b)`` of that
+    sequence (``b``: the per-rank batch). Every rank gets the same number of steps in an epoch, the most any
+    rank needs; a rank with fewer samples fills its last steps with padding rows (``Batch.valid`` False, left out
+    of the loss). In ``exact`` mode an epoch is then every sample of the shards exactly once across all ranks and
+    workers, whatever the shard sizes. Each sample's caption for an epoch is drawn from (seed, epoch, key).
+    Because every reader's sample count is known from ``sizes.json`` before a shard is opened, a resume at any
+    step skips what was read without decoding it and reads what an uninterrupted run would.
     """
 
     def __init__(self, spec: str, size: int, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1,
@@ -221,22 +241,135 @@ class ShardBatches:
         self.config = config or LoaderConfig()
         if int(batch_size) % int(world):
             raise AdvloraError(f"train.batch_size {batch_size} is not divisible by the {world} processes")
-        self.local_batch = int(batch_size) // int(world)
+        self.batch_size, self.seed, self.rank, self.world = int(batch_size), int(seed), int(rank), int(world)
+        self.local_batch = self.batch_size // self.world
         self.workers = self.config.worker_count()
         augment = Augment() if self.config.augment is not False else None
         self.samples = ShardSamples(spec, size, seed=seed, rank=rank, world=world, workers=self.workers, mode=mode,
                                     augment=augment)
+        self.size = int(size)
         self.pin_memory = pin_memory
+        self._steps: dict[int, int] = {}
+        self._it: Iterator | None = None
+        self._at: tuple[int, int] = (-1, -1)
+        self._loader = None
 
-    def epoch(self, epoch: int) -> Iterator[dict]:
-        """The batches of ``epoch`` for this rank, decoded in its DataLoader workers."""
-        self.samples.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(self.samples, batch_size=self.local_batch, num_workers=self.workers,
-                                             collate_fn=collate_samples, pin_memory=self.pin_memory,
-                                             prefetch_factor=self.config.prefetch if self.workers else None,
-                                             multiprocessing_context=worker_context() if self.workers else None)
-        for batch in loader:
-            yield unwrap(batch)
+    # ---- the schedule: the same on every rank, from sizes.json ---------------------------------------------
+    def _rank_counts(self, epoch: int, rank: int) -> list[int]:
+        w = self.samples.workers
+        return self.samples.counts(epoch)[rank * w:(rank + 1) * w]
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Steps of ``epoch``: the most any rank needs for its samples."""
+        if epoch not in self._steps:
+            need = [-(-sum(self._rank_counts(epoch, r)) // self.local_batch) for r in range(self.world)]
+            self._steps[epoch] = max(1, max(need))
+        return self._steps[epoch]
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, step within the epoch) of global step ``step`` (0-based)."""
+        epoch, step = 0, int(step)
+        while step >= self.epoch_steps(epoch):
+            step -= self.epoch_steps(epoch)
+            epoch += 1
+        return epoch, step
+
+    def total_steps(self, epochs: int) -> int:
+        return sum(self.epoch_steps(e) for e in range(int(epochs)))
+
+    # ---- batches --------------------------------------------------------------------------------------------
+    def batch(self, step: int) -> Batch:
+        """Step ``step``'s batch for this rank: ``pixels`` (b, 3, S, S) uint8, ``texts``, ``valid``, the caption
+        and caption-set ids the trainer gathers into the global positives, and the sample ``keys``."""
+        epoch, index = self.position(step)
+        if self._it is None or self._at != (epoch, index):
+            self._start(epoch, index)
+        rows = []
+        for _ in range(self.local_batch):
+            item = next(self._it, None)
+            if item is None:
+                break
+            rows.append(item)
+        self._at = (epoch, index + 1)
+        return self._collate(rows, epoch, index)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Every step's batch of ``epoch`` for this rank, in order."""
+        first = self.total_steps(epoch)
+        for k in range(self.epoch_steps(epoch)):
+            yield self.batch(first + k)
+
+    def _start(self, epoch: int, index: int) -> None:
+        """Read the rank's sequence of ``epoch`` from sample ``index * b``: each worker skips its share of the
+        samples before the last full round of the round-robin at or below that point, unopened or undecoded;
+        the few samples after it are read and dropped."""
+        self.close()
+        counts = self._rank_counts(epoch, self.rank)
+        skip, extra = _round_robin_skip(counts, index * self.local_batch)
+        self.samples.set_epoch(epoch, skip)
+        if self.workers == 0:
+            it = iter(self.samples)
+        else:
+            self._loader = torch.utils.data.DataLoader(
+                self.samples, batch_size=None, num_workers=self.workers, collate_fn=_as_is,
+                pin_memory=self.pin_memory, prefetch_factor=self.config.prefetch * self.local_batch,
+                multiprocessing_context=worker_context())
+            it = iter(self._loader)
+        for _ in range(extra):
+            if isinstance(next(it, None), Failed):
+                break
+        self._it = it
+
+    def _collate(self, rows: list, epoch: int, index: int) -> Batch:
+        for item in rows:
+            if isinstance(item, Failed):
+                raise AdvloraError(item.message)
+        b, n = self.local_batch, len(rows)
+        pixels = torch.zeros(b, 3, self.size, self.size, dtype=torch.uint8)
+        if n:
+            pixels[:n] = torch.stack([r.pixels for r in rows])
+        texts, text_ids, group_ids = [], [], []
+        for r in rows:
+            caption = r.captions[sample_seed(self.seed, epoch, stable_hash(r.key)) % len(r.captions)]
+            texts.append(caption)
+            text_ids.append(stable_hash(caption))
+            group_ids.append(stable_hash("\n".join(sorted(set(r.captions)))))
+        pad = [-(1 + self.rank * b + i) for i in range(n, b)]     # negative: never equal to a hash or each other
+        valid = torch.zeros(b, dtype=torch.bool)
+        valid[:n] = True
+        return Batch(images=torch.full((b,), -1), captions=torch.full((b,), -1), positives=None, epoch=epoch,
+                     index=index, pixels=pixels, texts=texts + [""] * (b - n), valid=valid,
+                     text_ids=torch.tensor(text_ids + pad, dtype=torch.long),
+                     group_ids=torch.tensor(group_ids + pad, dtype=torch.long), keys=[r.key for r in rows])
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader = None
+
+
+def _as_is(item):
+    """The DataLoader's collate for single samples: the sample as the worker made it."""
+    return item
+
+
+def _round_robin_skip(counts: list[int], start: int) -> tuple[list[int], int]:
+    """For streams of ``counts`` items interleaved round-robin (exhausted streams skipped), the items each
+    stream holds before the last complete round at or below item ``start``, and how many items lie between
+    that round's end and ``start``."""
+    taken, done = [0] * len(counts), 0
+    while True:
+        active = [w for w, c in enumerate(counts) if taken[w] < c]
+        if not active:
+            return taken, start - done
+        full = min(counts[w] - taken[w] for w in active)
+        rounds = min(full, (start - done) // len(active))
+        for w in active:
+            taken[w] += rounds
+        done += rounds * len(active)
+        if rounds < full:
+            return taken, start - done
 
 
 __all__ = ["Batch", "EpochSampler", "LoaderConfig", "ShardBatches", "TrainBatches", "wants_augmentation"]

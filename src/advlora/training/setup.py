@@ -103,12 +103,14 @@ def build_model(config: RunConfig, device, base=None):
     return model
 
 
-def dataset(data_cfg, split: str, limit: int | None, seed: int = 0):
-    """The ``split`` of the run's data set (``DataConfig``), loaded once per process."""
+def dataset(data_cfg, split: str, limit: int | None, seed: int = 0, name: str | None = None):
+    """The ``split`` of the run's data set (``DataConfig``; ``name``: another set read with its flags, e.g.
+    ``data.eval_set``), loaded once per process."""
     d = data_cfg
-    key = (d.name, split, limit, d.format, d.image_root, d.frames, seed)
+    name = name or d.name
+    key = (name, split, limit, d.format, d.image_root, d.frames, seed)
     if key not in _DATASETS:
-        _DATASETS[key] = load_dataset(d.name, split, fmt=d.format, limit=limit, seed=seed, image_root=d.image_root,
+        _DATASETS[key] = load_dataset(name, split, fmt=d.format, limit=limit, seed=seed, image_root=d.image_root,
                                       frames=d.frames)
     return _DATASETS[key]
 

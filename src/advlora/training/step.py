@@ -41,6 +41,16 @@ class Dist:
         b = x.shape[0] // self.world
         return x[self.rank * b:(self.rank + 1) * b]
 
+    def gather_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate equal-sized slices of all ranks of a tensor without gradient (ids, masks)."""
+        if self.world == 1:
+            return x
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return x
@@ -49,6 +59,13 @@ class Dist:
         x = x.detach().clone()
         dist.all_reduce(x)
         return x
+
+
+def positives_from_ids(text_ids: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """(B, B) positives of a global batch from its caption ids and caption-set ids: the same caption string,
+    the same caption set (several views of one image), or the diagonal."""
+    same = (text_ids[:, None] == text_ids[None, :]) | (group_ids[:, None] == group_ids[None, :])
+    return same | torch.eye(len(text_ids), dtype=torch.bool, device=text_ids.device)
 
 
 def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.Tensor, positives: torch.Tensor,
@@ -119,12 +136,17 @@ class TrainTask(nn.Module):
         return m.encode_image(images), None
 
     def forward(self, clean: torch.Tensor, adv: torch.Tensor, tokens: dict, text_fixed: torch.Tensor | None,
-                positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+                positives: torch.Tensor, valid: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """Args: this rank's clean and adversarial images and tokens; the gathered text features when the text
-        tower is not trained (else None: encoded here with gradient); the global (B, B) positives."""
+        tower is not trained (else None: encoded here with gradient); the global (B, B) positives; the global
+        (B,) rows that are real samples (None: all; padding rows are left out of every term, by indexing, so
+        that every rank's parameters stay in the graph even when all its rows are padding)."""
         m, cfg, d = self.model, self.cfg, self.dist
         b = adv.shape[0]
-        n = b * d.world
+        keep = torch.ones(b * d.world, dtype=torch.bool, device=adv.device) if valid is None else valid
+        mine = d.local(keep)
+        n = int(keep.sum())
         use_clean = cfg.loss in ("trades", "mix") and cfg.name != CLEAN
         feats, states = self._image_parts(torch.cat([clean, adv]) if use_clean else adv)
         adv_feats = feats[b:] if use_clean else feats
@@ -133,20 +155,30 @@ class TrainTask(nn.Module):
         scale = m.logit_scale
         parts: dict[str, torch.Tensor] = {}
         per_sample = torch.zeros((), device=adv.device)   # sums over this rank's samples, / global count
+        pos = positives[keep][:, keep]
+
+        def itc(image_feats: torch.Tensor) -> torch.Tensor:
+            return contrastive_loss(d.gather(image_feats)[keep], text_all[keep], scale, pos)
+
         if cfg.loss == "adv" or not use_clean:
-            parts["itc"] = contrastive_loss(d.gather(adv_feats), text_all, scale, positives)
+            parts["itc"] = itc(adv_feats)
         elif cfg.loss == "mix":
-            parts["itc_clean"] = contrastive_loss(d.gather(feats[:b]), text_all, scale, positives)
-            parts["itc_adv"] = contrastive_loss(d.gather(adv_feats), text_all, scale, positives)
+            parts["itc_clean"] = itc(feats[:b])
+            parts["itc_adv"] = itc(adv_feats)
             w = cfg.clean_weight
             parts["itc"] = w * parts["itc_clean"] + (1 - w) * parts["itc_adv"]
         else:  # trades: clean contrastive + beta * KL(clean || adv) over the batch captions
-            parts["itc"] = contrastive_loss(d.gather(feats[:b]), text_all, scale, positives)
-            kl = kl_per_image(scale * feats[:b] @ text_all.t(), scale * adv_feats @ text_all.t())
-            parts["kl"] = kl.sum() / n
+            parts["itc"] = itc(feats[:b])
+            kl = kl_per_image(scale * feats[:b] @ text_all[keep].t(), scale * adv_feats @ text_all[keep].t())
+            parts["kl"] = (kl * mine).sum() / n
             per_sample = per_sample + cfg.beta * parts["kl"]
         if adv_states is not None:
-            parts["itm"] = self._itm(adv_states, adv_feats, text_all, tokens, positives) / d.world
+            if bool(mine.all()) or not bool(mine.any()):   # no real row: kept in the graph, times 0
+                itm = self._itm(adv_states, adv_feats, text_all, tokens, positives) * float(bool(mine.any()))
+            else:                                           # padding rows: ITM on this rank's real rows
+                itm = self._itm(adv_states[mine], adv_feats[mine], text_all, {k: v[mine] for k, v in tokens.items()},
+                                positives, rows=mine)
+            parts["itm"] = itm / d.world
             per_sample = per_sample + parts["itm"]
         reg = self.regularizer(m) if self.regularizer is not None else torch.zeros((), device=adv.device)
         parts["reg"] = reg
@@ -155,13 +187,18 @@ class TrainTask(nn.Module):
         return backward, report, {k: float(v.detach()) for k, v in parts.items()}
 
     def _itm(self, states: torch.Tensor, img_feats: torch.Tensor, text_all: torch.Tensor, tokens: dict,
-             positives: torch.Tensor) -> torch.Tensor:
-        """BLIP's ITM on this rank's batch: positive pairs plus one hard negative text per image and one hard
-        negative image per text, drawn by ITC similarity (a mean over the 3b pairs)."""
+             positives: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """BLIP's ITM on this rank's batch (``rows``: the subset of its rows given): positive pairs plus one hard
+        negative text per image and one hard negative image per text, drawn by ITC similarity (a mean over the
+        3b pairs)."""
         m, d = self.model, self.dist
-        b = states.shape[0]
+        b = d.local(positives).shape[0]
         pos = d.local(positives)[:, d.rank * b:(d.rank + 1) * b]
-        sim = img_feats @ d.local(text_all).t()
+        local_text = d.local(text_all)
+        if rows is not None:
+            pos, local_text = pos[rows][:, rows], local_text[rows]
+        b = states.shape[0]
+        sim = img_feats @ local_text.t()
         neg_txt, neg_img = sample_hard_negatives(sim, pos, self.itm_generator)
         img_idx = torch.cat([torch.arange(b), torch.arange(b), neg_img.cpu()])
         txt_idx = torch.cat([torch.arange(b), neg_txt.cpu(), torch.arange(b)])
@@ -171,4 +208,4 @@ class TrainTask(nn.Module):
         return itm_loss(logits, labels)
 
 
-__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack"]
+__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack", "positives_from_ids"]

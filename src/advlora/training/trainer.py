@@ -27,10 +27,11 @@ from advlora.runtime import eval_mode
 from advlora.training import setup as S
 from advlora.training.checkpoint import Checkpoints, TrainerState
 from advlora.training.config import CLEAN, RunConfig
-from advlora.training.data import EpochSampler, TrainBatches
+from advlora.data.shards import DIGEST_MOD, key_digest
+from advlora.training.data import EpochSampler, ShardBatches, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.preempt import Preempted, StopRequest, stop_requests
-from advlora.training.step import Dist, TrainTask, attack_batch
+from advlora.training.step import Dist, TrainTask, attack_batch, positives_from_ids
 from advlora.training.validate import validate
 
 
@@ -96,19 +97,29 @@ class _Run:
         self.model = S.build_model(config, self.acc.device, base)
         self.counts = S.param_counts(self.model)
         d = config.data
-        self.train_data = S.dataset(d, d.train_split, d.train_limit, config.train.seed)
-        # what the attack and the loss see: the model itself, or (video sets) its frame-pooling view over the same
-        # weights; checkpoints, adapters and alphas stay keyed by the base model
-        self.net = for_dataset(self.model, self.train_data)
-        self.val_data = S.dataset(d, d.val_split, config.eval.val_limit)
-        self.sampler = EpochSampler(self.train_data, config.train.batch_size, config.train.seed)
-        if self.sampler.batch_size % self.dist.world:
-            raise AdvloraError(f"train.batch_size {self.sampler.batch_size} is not divisible by the "
+        # the schedule: steps per epoch and the batch of each step (a data set's sampler, or the shard reader)
+        if d.sharded:
+            self.train_data = None
+            self.net = self.model
+            self.schedule = ShardBatches(d.name, self.model.image_size, config.train.batch_size,
+                                         seed=config.train.seed, rank=self.dist.rank, world=self.dist.world,
+                                         config=d.loader, mode=d.shard_mode,
+                                         pin_memory=self.acc.device.type == "cuda")
+        else:
+            self.train_data = S.dataset(d, d.train_split, d.train_limit, config.train.seed)
+            # what the attack and the loss see: the model itself, or (video sets) its frame-pooling view over the
+            # same weights; checkpoints, adapters and alphas stay keyed by the base model
+            self.net = for_dataset(self.model, self.train_data)
+            self.schedule = EpochSampler(self.train_data, config.train.batch_size, config.train.seed)
+        self.val_data = S.dataset(d, d.val_split, config.eval.val_limit, name=d.eval_set)
+        if self.schedule.batch_size % self.dist.world:
+            raise AdvloraError(f"train.batch_size {self.schedule.batch_size} is not divisible by the "
                                f"{self.dist.world} processes")
-        self.total = config.train.steps or config.train.epochs * self.sampler.steps_per_epoch
+        self.total = config.train.steps or self.schedule.total_steps(config.train.epochs)
         self.trainable = self.counts["trainable"] > 0
         self.gens = {"attack": torch.Generator(), "itm": torch.Generator()}
-        self.state: dict[str, Any] = {"step": 0, "train_time_s": 0.0, "times": {}, "validated_epoch": -1}
+        self.state: dict[str, Any] = {"step": 0, "train_time_s": 0.0, "times": {}, "validated_epoch": -1,
+                                      "epochs": {}}
         if self.trainable:
             self._prepare_training(ckpt)
 
@@ -127,9 +138,12 @@ class _Run:
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
-        self.batches = TrainBatches(self.train_data, self.sampler, self.model.image_size, rank=self.dist.rank,
-                                    world=self.dist.world, config=cfg.data.loader,
-                                    pin_memory=self.acc.device.type == "cuda")
+        if self.train_data is None:
+            self.batches = self.schedule
+        else:
+            self.batches = TrainBatches(self.train_data, self.schedule, self.model.image_size, rank=self.dist.rank,
+                                        world=self.dist.world, config=cfg.data.loader,
+                                        pin_memory=self.acc.device.type == "cuda")
         if ckpt is not None:
             self.checkpoints.load(ckpt)
         self.alpha_names = sorted(self._alphas())
@@ -170,9 +184,9 @@ class _Run:
 
         cfg, st = self.cfg.train, self.state
         show = cfg.progress and self.main
-        spe = self.sampler.steps_per_epoch
-        n_epochs = math.ceil(self.total / spe)
-        ebar = tqdm(total=n_epochs, initial=st["step"] // spe, desc="epochs", disable=not show, position=0)
+        sched = self.schedule
+        ebar = tqdm(total=sched.position(self.total - 1)[0] + 1, initial=sched.position(st["step"])[0],
+                    desc="epochs", disable=not show, position=0)
         sbar = tqdm(total=self.total, initial=st["step"], desc="steps", disable=not show, position=1, leave=False)
         timer = _Timer(st["times"])
         while st["step"] < self.total:
@@ -188,7 +202,7 @@ class _Run:
             sbar.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
             if st["step"] % cfg.log_every == 0 or st["step"] == self.total:
                 self._log(batch, loss, parts, timer)
-            if batch.index == spe - 1:
+            if batch.index == sched.epoch_steps(batch.epoch) - 1:
                 ebar.update(1)
                 if (batch.epoch + 1) % self.cfg.eval.every_epochs == 0:
                     self._validate(batch.epoch)
@@ -202,8 +216,8 @@ class _Run:
                 sbar.close()
                 ebar.close()
                 raise Preempted(signum, st["step"], str(self.checkpoints.path(st["step"])))
-        if st["validated_epoch"] < self.sampler.position(self.total - 1)[0]:
-            self._validate(self.sampler.position(self.total - 1)[0])
+        if st["validated_epoch"] < sched.position(self.total - 1)[0]:
+            self._validate(sched.position(self.total - 1)[0])
         sbar.close()
         ebar.close()
 
@@ -221,21 +235,32 @@ class _Run:
         for i, g in enumerate(self.gens.values()):
             g.manual_seed(seed * 8 + i)
         torch.manual_seed(seed * 8 + 7)
-        local_caps = d.local(batch.captions)
-        clean = batch.pixels.to(self.acc.device).float().div_(255.0)
-        tokens = model.tokenize([self.train_data.captions[j] for j in local_caps.tolist()])
-        positives = batch.positives.to(self.acc.device)
+        dev = self.acc.device
+        clean = batch.pixels.to(dev).float().div_(255.0)
+        tokens = model.tokenize(batch.texts)
+        if batch.positives is not None:
+            positives, valid = batch.positives.to(dev), None
+        else:   # shard batches: each rank knows its own captions only
+            positives = positives_from_ids(d.gather_ids(batch.text_ids.to(dev)), d.gather_ids(batch.group_ids.to(dev)))
+            valid = d.gather_ids(batch.valid.to(dev))
+            self._count(batch)
         t0 = time.perf_counter()
         with self.acc.autocast():
             with eval_mode(model), torch.no_grad():
                 text_all = d.gather(model.encode_text(tokens))
-            adv = attack_batch(model, acfg, clean, text_all, d.local(positives), self.gens["attack"])
+            if valid is None:
+                adv = attack_batch(model, acfg, clean, text_all, d.local(positives), self.gens["attack"])
+            else:       # the real rows against the real captions; padding rows stay clean
+                adv, mine = clean.clone(), d.local(valid)
+                if bool(mine.any()):
+                    adv[mine] = attack_batch(model, acfg, clean[mine], text_all[valid],
+                                             d.local(positives)[mine][:, valid], self.gens["attack"])
         t1 = timer("attack", t0)
         self.optimizer.zero_grad(set_to_none=True)   # nothing of the attack reaches the update
         self.task.train()
         with self.acc.autocast():
             backward, report, parts = self.ddp(clean, adv, tokens, None if self.text_trained else text_all,
-                                               positives)
+                                               positives, valid)
         loss = float(d.sum(report.detach()))
         if not math.isfinite(loss):
             last = sorted((self.out / "checkpoints").glob("step-*"))
@@ -251,6 +276,14 @@ class _Run:
         self.scheduler.step()
         timer("optimizer", t2)
         return loss, parts
+
+    def _count(self, batch) -> None:
+        """Per epoch, the real samples of every rank and their key digest (``efficiency.json``: an exact epoch
+        of shards has the source's count and digest)."""
+        local = torch.tensor([len(batch.keys), key_digest(batch.keys)], dtype=torch.long, device=self.acc.device)
+        count, digest = (int(v) for v in self.dist.sum(local).cpu())
+        seen = self.state["epochs"].setdefault(str(batch.epoch), [0, 0])
+        seen[0], seen[1] = seen[0] + count, (seen[1] + digest) % DIGEST_MOD
 
     def _log(self, batch, loss: float, parts: dict, timer: _Timer) -> None:
         st = self.state
@@ -290,7 +323,7 @@ class _Run:
         cfg, ev = self.cfg, self.cfg.eval
         metrics, eff = {}, {}
         if self.main:
-            test = S.dataset(cfg.data, cfg.data.test_split, ev.test_limit)
+            test = S.dataset(cfg.data, cfg.data.test_split, ev.test_limit, name=cfg.data.eval_set)
             threat = cfg.attack.eval_threat(ev.eps, ev.test_steps, 0)
             res = validate(self.model, test, threat, attack=ev.attack, rerank_k=ev.rerank_k,
                            batch_size=ev.batch_size)
@@ -324,8 +357,10 @@ class _Run:
             peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
         return {**self.counts, "method": self.cfg.method, "steps": st["step"], "train_time_s": st["train_time_s"],
                 "peak_memory_mb": peak, "memory": kind, "step_time_s": {**times, "total": sum(times.values())},
-                "batch_size": self.sampler.batch_size, "processes": self.dist.world, "device": str(self.acc.device),
-                "attack": self._train_attack()}
+                "batch_size": self.schedule.batch_size, "processes": self.dist.world, "device": str(self.acc.device),
+                "attack": self._train_attack(),
+                **({"epochs": {e: {"samples": c, "key_digest": g} for e, (c, g) in st["epochs"].items()}}
+                   if st["epochs"] else {})}
 
 
 __all__ = ["TrainResult", "train"]
