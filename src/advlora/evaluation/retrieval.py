@@ -10,7 +10,7 @@ import torch
 
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
-from advlora.evaluation.images import ImageSource, as_source
+from advlora.evaluation.images import CleanImages, ImageSource, as_source
 from advlora.metrics import retrieval_recall, retrieval_recall_features
 from advlora.models.base import VLModel
 from advlora.models.video import for_dataset
@@ -108,7 +108,7 @@ def _itm_pairs(model: VLModel, states: torch.Tensor, captions: list[str], img_id
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def retrieval_scores(model: VLModel, images: torch.Tensor, captions: list[str], *, rerank_k: int | None = None,
+def retrieval_scores(model: VLModel, images: torch.Tensor | ImageSource, captions: list[str], *, rerank_k: int | None = None,
                      text_features: torch.Tensor | None = None, batch_size: int = 128
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sim_i2t, sim_t2i) for images against captions; equal unless BLIP re-ranks with ITM (``rerank_k``)."""
@@ -146,7 +146,7 @@ def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int
     """Clean Recall@1/5/10 both ways and r_mean on ``dataset`` (``rerank_k=-1``: the backend's default)."""
     rerank_k = check_rerank_k(rerank_k)
     model = for_dataset(model, dataset)  # video sets: frame pooling, same contract
-    images = dataset.load_images(model.image_size)
+    images = CleanImages(dataset.load_images_uint8(model.image_size))   # floats per batch, never the whole set
     k = default_rerank_k(model, len(images)) if rerank_k == -1 else rerank_k
     if not (k and model.has_itm):  # single-stage: the fused path never holds the full similarity matrix
         return retrieval_recall_features(encode_images(model, images, batch_size),
