@@ -40,7 +40,7 @@ def _per_sample(model, data, name: str, threat: ThreatModel, batch_size: int, **
         adv = R._attack_images(ctx, registry.get(name), threat, batch_size=batch_size, gallery="full",
                                objective="contrastive", generator=torch.Generator().manual_seed(threat.seed),
                                options=options)
-        return adv, R._measure(ctx, adv)["ranks"]
+        return adv.rows(torch.arange(len(adv))), R._measure(ctx, adv)["ranks"]
 
 
 @pytest.mark.parametrize("name,options", [("pgd", {}), ("square", {"queries": 30})])

@@ -5,14 +5,19 @@ state and no progress) owns the loop of every image attack (``robust._attack_ima
 - **distributed** (``distributed=True`` and ``torch.distributed`` initialised, e.g. under ``torchrun``; a
   session is never distributed by default, because a DDP training evaluates on its main process only): the images still to attack are
   split by index into contiguous slices, one per process (no padding, no duplicates); each process attacks
-  its slice batch by batch; an all-reduce (sum over rows that are zero on every other process: exact) gives
-  every process all adversarial images, so everything after it (metrics, ensemble, sanity) is computed the
-  same way as by one process. Results do not depend on the split because every sample's random draws are
-  its own (``advlora.attacks.seeding``). Clean features are computed by every process (not sharded).
+  its slice batch by batch and writes each batch's rows as a record; every process then reads all records
+  (``advlora.evaluation.images.AdvImages``, row by row as needed), so everything after the attack (metrics,
+  ensemble, sanity) is computed the same way as by one process. Results do not depend on the split because
+  every sample's random draws are its own (``advlora.attacks.seeding``). Clean features are computed by every
+  process (not sharded).
+- **records** of every attack call: in the ``state`` folder when there is one; else in a temporary folder (per
+  call in one process; one root for a distributed session, made by rank 0 and removed when the session ends,
+  so the processes must share its file system: one node, or a ``state`` folder on a shared file system).
 - **resumable** (``state`` folder): each finished batch's adversarial images and check flags are written
-  atomically as ``<state>/<call>-<attack>/<first index>.safetensors`` by the process that made them; a
-  resumed session reads them back and attacks only the missing samples. ``<call>`` counts the attack calls
-  of the evaluation in order, so the same command finds the same records.
+  atomically (``images.write_record``) as ``<state>/<call>-<attack>/<first index>.safetensors`` by the
+  process that made them; a resumed session reads which samples they hold and attacks only the missing
+  ones. ``<call>`` counts the attack calls of the evaluation in order, so the same command finds the same
+  records.
 - **preemption** (``stop``, an ``advlora.preempt.StopRequest``): checked after every batch (agreed between
   processes through an all-reduce); once raised, the finished batches are on disk and ``EvalPreempted``
   (an ``advlora.preempt.Preempted``: exit status 75) is raised.
@@ -26,12 +31,14 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from advlora.errors import AdvloraError
+from advlora.evaluation.images import AdvImages, ImageSource, read_index, write_record
 from advlora.evaluation.progress import BatchProgress
 from advlora.io import atomic_write_bytes
 from advlora.preempt import PREEMPTED_EXIT, Preempted, StopRequest
@@ -89,6 +96,8 @@ class EvalSession:
         self.restored = 0
         self._token = None
         self._opened = False
+        self._spill_root: Path | None = None
+        self._spill_tmp: tempfile.TemporaryDirectory | None = None
 
     # -- context -------------------------------------------------------------------------------------------
     def __enter__(self) -> EvalSession:
@@ -96,8 +105,12 @@ class EvalSession:
         self._token = _CURRENT.set(self)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         _CURRENT.reset(self._token)
+        if self._spill_tmp is not None or self._spill_root is not None:
+            if exc_type is None:
+                self.barrier()          # the other processes have read their last row
+            self._spill_root = self._spill_tmp = None
 
     def _open(self) -> None:
         if self._opened or self.state is None:
@@ -123,46 +136,47 @@ class EvalSession:
         return world() if self.distributed else (0, 1)
 
     # -- the attack loop -----------------------------------------------------------------------------------
-    def _records(self, folder: Path, n: int, like: torch.Tensor):
-        from safetensors.torch import load_file
-
-        for f in sorted(folder.glob("*.safetensors")) if folder.exists() else ():
-            rec = load_file(str(f))
-            idx = rec["indices"].long()
-            if len(idx) and (int(idx.max()) >= n or rec["adv"].shape[1:] != like.shape[1:]):
-                raise AdvloraError(f"--resume: {f} does not belong to this evaluation (other images); "
-                                   "run without --resume to start over")
-            yield idx, rec["adv"].to(like.dtype), bool(rec["flags"][0]), bool(rec["flags"][1])
-
     def _save(self, folder: Path, idx: torch.Tensor, rows: torch.Tensor, ok_mode: bool, ok_range: bool) -> None:
-        from safetensors.torch import save
+        write_record(folder, idx, rows, ok_mode, ok_range)
 
-        data = save({"indices": idx.cpu().contiguous(), "adv": rows.detach().cpu().contiguous(),
-                     "flags": torch.tensor([ok_mode, ok_range], dtype=torch.uint8)})
-        atomic_write_bytes(folder / f"{int(idx[0]):09d}.safetensors", data)
+    def _folder(self, key: str) -> tuple[Path, object]:
+        """Where this call's records go, and the object owning that folder: ``<state>/<call>-<key>``; else a
+        temporary folder, per call in one process (removed with its images), or under one temporary root that
+        rank 0 creates for the whole distributed session (removed when the session ends)."""
+        name = f"{self.calls:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}"
+        if self.state is not None:
+            return self.state / name, None
+        rank, size = self.world()
+        if size == 1:
+            tmp = tempfile.TemporaryDirectory(prefix="advlora-adv-")
+            return Path(tmp.name) / name, tmp
+        if self._spill_root is None:
+            if rank == 0:
+                self._spill_tmp = tempfile.TemporaryDirectory(prefix="advlora-adv-")
+            path = [self._spill_tmp.name if rank == 0 else None]
+            torch.distributed.broadcast_object_list(path, src=0)
+            self._spill_root = Path(path[0])
+            if not self._spill_root.is_dir():
+                raise AdvloraError(f"process {rank} cannot see {self._spill_root}, the adversarial images of "
+                                   "process 0: on several nodes, give the session a state folder on a shared "
+                                   "file system (advlora eval --out)")
+        return self._spill_root / name, self._spill_tmp
 
-    def attack(self, key: str, images: torch.Tensor, batch_size: int, fn: BatchFn
-               ) -> tuple[torch.Tensor, bool, bool]:
+    def attack(self, key: str, images: ImageSource, batch_size: int, fn: BatchFn
+               ) -> tuple[AdvImages, bool, bool]:
         """Run ``fn`` over every image index not already done, in batches of ``batch_size`` (this process's
-        share); returns all adversarial images (like ``images``, on its device) and the two check flags over
-        every batch of every process."""
+        share), writing each batch's rows as a record; returns all adversarial images (every process's records,
+        read lazily: ``AdvImages``) and the two check flags over every batch of every process."""
         self.calls += 1
         rank, size = self.world()
-        n = len(images)
-        adv = torch.zeros_like(images)
+        n, item = len(images), images.item_shape
+        folder, keep = self._folder(key)
         done = torch.zeros(n, dtype=torch.bool)
         flags = [True, True]
-        folder = None
-        if self.state is not None:
-            folder = self.state / f"{self.calls:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}"
-            if self.resume:
-                for idx, rows, m, r in self._records(folder, n, images):
-                    adv[idx] = rows.to(adv.device)
-                    done[idx] = True
-                    flags = [flags[0] and m, flags[1] and r]
-        restored = adv.clone() if size > 1 and bool(done.any()) else None
-        if restored is not None:
-            adv.zero_()
+        if self.state is not None and self.resume:
+            for _, idx, m, r in read_index(folder, n, item):
+                done[idx] = True
+                flags = [flags[0] and m, flags[1] and r]
         todo = (~done).nonzero().squeeze(1)
         mine = shard(todo, rank, size)
         per_rank = -(-len(todo) // size)
@@ -175,27 +189,26 @@ class EvalSession:
                 idx = mine[i * batch_size:(i + 1) * batch_size]
                 if len(idx):
                     rows, m, r = fn(idx)
-                    adv[idx] = rows.to(adv)
                     flags = [flags[0] and m, flags[1] and r]
-                    if folder is not None:
-                        self._save(folder, idx, rows, m, r)
+                    self._save(folder, idx, rows, m, r)
                     self.batches_run += 1
                 bar.update()
                 self._check_stop()
         finally:
             bar.close()
-        if size > 1:
+        if size > 1:   # every process enters this all-reduce after writing its last record
             d = torch.distributed
-            buf = adv.to(_device_of_group())
-            d.all_reduce(buf, op=d.ReduceOp.SUM)        # each row is non-zero on at most one process
-            adv = buf.to(images.device)
-            if restored is not None:
-                adv[done] = restored[done]
             f = torch.tensor([int(flags[0]), int(flags[1])], device=_device_of_group())
             d.all_reduce(f, op=d.ReduceOp.MIN)
             flags = [bool(f[0]), bool(f[1])]
         self.restored += int(done.sum())
-        return adv, flags[0], flags[1]
+        return AdvImages(folder, n, item, keep=keep), flags[0], flags[1]
+
+    def barrier(self) -> None:
+        """Wait for every process of a distributed session (no-op otherwise): no process goes on to remove or
+        replace a folder another one still reads."""
+        if self.world()[1] > 1:
+            torch.distributed.barrier()
 
     def _check_stop(self) -> None:
         signum = self.stop.signum if self.stop is not None and self.stop else 0

@@ -10,17 +10,20 @@ import torch
 
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
+from advlora.evaluation.images import CleanImages, ImageSource, as_source
 from advlora.metrics import retrieval_recall, retrieval_recall_features
 from advlora.models.base import VLModel
 from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode
 
 
-def encode_images(model: VLModel, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """(N, 3, H, W) pixels in [0, 1] -> (N, D) unit embeddings, in batches, without gradient."""
+def encode_images(model: VLModel, images: torch.Tensor | ImageSource, batch_size: int = 128) -> torch.Tensor:
+    """(N, 3, H, W) pixels in [0, 1] (a tensor or an ``images.ImageSource``, read ``batch_size`` rows at a time)
+    -> (N, D) unit embeddings, without gradient."""
+    src = as_source(images)
     with torch.inference_mode(), eval_mode(model):
-        return torch.cat([model.encode_image(images[i:i + batch_size].to(model.device))
-                          for i in range(0, len(images), batch_size)]) if len(images) else torch.zeros(0)
+        return torch.cat([model.encode_image(x.to(model.device))
+                          for _, x in src.batches(batch_size)]) if len(src) else torch.zeros(0)
 
 
 def encode_texts(model: VLModel, captions: list[str], batch_size: int = 256) -> torch.Tensor:
@@ -42,7 +45,7 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
     return int(k)
 
 
-def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor, captions: list[str], k: int = 16,
+def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource, captions: list[str], k: int = 16,
                batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
@@ -53,24 +56,35 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor, captions
     re-ranked score, plus 1), so ranks from these matrices are those of the naive two-stage loop for any k
     (a positive outside the top k keeps its ITC place after the k, not a tie at rank k). float64 (29 more bits
     than float32) keeps the shifted float32 ITC scores in their order. Non-finite scores stay non-finite (misses
-    in ``advlora.metrics``).
+    in ``advlora.metrics``). ``images`` (a tensor or an ``images.ImageSource``) are read ``batch_size`` at a time,
+    and every pair of a batch's images (its top-k captions, and the captions that have it in their top k) is
+    scored from that batch's states: the image states of the whole set are never held.
     """
     k = check_rerank_k(k, allow_default=False)
     if not k:
         raise AdvloraError(f"itm_rerank needs a re-rank depth k >= 1; got {k!r}")
     n_img, n_txt = sim.shape
     k_i2t, k_t2i = min(k, n_txt), min(k, n_img)
+    top_vi, top_j = sim.topk(k_i2t, dim=1)                                       # (I, k): captions per image
+    top_vt, top_i = sim.t().topk(k_t2i, dim=1)                                   # (T, k): images per caption
+    t_img = top_i.flatten().cpu()
+    t_cap = torch.arange(n_txt).repeat_interleave(k_t2i)
+    by_image = torch.argsort(t_img, stable=True)                                 # t2i pairs grouped by image
+    starts = torch.zeros(n_img + 1, dtype=torch.long)
+    starts[1:] = torch.bincount(t_img, minlength=n_img).cumsum(0)
+    i2t = torch.empty(n_img, k_i2t)
+    t2i = torch.empty(n_txt * k_t2i)
     with torch.inference_mode(), eval_mode(model):
-        states = torch.cat([model.image_states(images[i:i + batch_size].to(model.device))
-                            for i in range(0, n_img, batch_size)])
-        top_v, top_j = sim.topk(k_i2t, dim=1)                                    # (I, k)
-        pairs_i = torch.arange(n_img).repeat_interleave(k_i2t)
-        scores = _itm_pairs(model, states, captions, pairs_i, top_j.flatten().cpu(), batch_size)
-        sim_i2t = _two_stage(sim, top_j, scores.view(n_img, k_i2t).to(sim) + top_v)
-        top_v, top_i = sim.t().topk(k_t2i, dim=1)                                # (T, k)
-        pairs_j = torch.arange(n_txt).repeat_interleave(k_t2i)
-        scores = _itm_pairs(model, states, captions, top_i.flatten().cpu(), pairs_j, batch_size)
-        sim_t2i = _two_stage(sim.t(), top_i, scores.view(n_txt, k_t2i).to(sim) + top_v).t()
+        for idx, x in as_source(images).batches(batch_size):     # image states of one batch at a time
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            states = model.image_states(x.to(model.device))
+            pairs = torch.arange(hi - lo).repeat_interleave(k_i2t)
+            i2t[lo:hi] = _itm_pairs(model, states, captions, pairs, top_j[lo:hi].flatten().cpu(),
+                                    batch_size).view(hi - lo, k_i2t).cpu()
+            sel = by_image[starts[lo]:starts[hi]]
+            t2i[sel] = _itm_pairs(model, states, captions, t_img[sel] - lo, t_cap[sel], batch_size).cpu()
+        sim_i2t = _two_stage(sim, top_j, i2t.to(sim) + top_vi)
+        sim_t2i = _two_stage(sim.t(), top_i, t2i.view(n_txt, k_t2i).to(sim) + top_vt).t()
     return sim_i2t, sim_t2i
 
 
@@ -94,7 +108,7 @@ def _itm_pairs(model: VLModel, states: torch.Tensor, captions: list[str], img_id
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def retrieval_scores(model: VLModel, images: torch.Tensor, captions: list[str], *, rerank_k: int | None = None,
+def retrieval_scores(model: VLModel, images: torch.Tensor | ImageSource, captions: list[str], *, rerank_k: int | None = None,
                      text_features: torch.Tensor | None = None, batch_size: int = 128
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sim_i2t, sim_t2i) for images against captions; equal unless BLIP re-ranks with ITM (``rerank_k``)."""
@@ -132,7 +146,7 @@ def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int
     """Clean Recall@1/5/10 both ways and r_mean on ``dataset`` (``rerank_k=-1``: the backend's default)."""
     rerank_k = check_rerank_k(rerank_k)
     model = for_dataset(model, dataset)  # video sets: frame pooling, same contract
-    images = dataset.load_images(model.image_size)
+    images = CleanImages(dataset.load_images_uint8(model.image_size))   # floats per batch, never the whole set
     k = default_rerank_k(model, len(images)) if rerank_k == -1 else rerank_k
     if not (k and model.has_itm):  # single-stage: the fused path never holds the full similarity matrix
         return retrieval_recall_features(encode_images(model, images, batch_size),

@@ -37,6 +37,7 @@ from advlora.attacks.seeding import SampleGenerators
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
+from advlora.evaluation.images import CleanImages, ImageSource, Picked, Spill
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k, encode_images, encode_texts, itm_rerank
 from advlora.evaluation.sanity import (Outcomes, Probe, chance_r_mean, check_mode_restored, run_checks, verdict,
                                       white_box_reference)
@@ -44,6 +45,10 @@ from advlora.metrics import attack_success_rate, i2t_ranks, retrieval_recall, t2
 from advlora.models.video import for_dataset
 
 GALLERIES = ("full", "batch")
+#: images encoded per forward pass when features are computed (clean and adversarial alike)
+FEATURE_BATCH = 128
+#: images per batch of BLIP's ITM re-ranking (their states, and the caption pairs scored from them)
+ITM_BATCH = 64
 
 
 def eval_attacks() -> tuple[str, ...]:
@@ -101,7 +106,7 @@ class AttackResult(Mapping):
 class _Ctx:
     model: object
     data: RetrievalDataset
-    images: torch.Tensor
+    images: ImageSource                   # the clean set: uint8 pixels, floats one batch at a time
     text_features: torch.Tensor
     rerank_k: int | None
     clean_ranks: tuple[torch.Tensor, torch.Tensor] = None
@@ -112,16 +117,17 @@ class _Ctx:
 def _scores(model, img_feats, txt_feats, images, captions, k) -> tuple[torch.Tensor, torch.Tensor]:
     sim = img_feats @ txt_feats.t()
     if k and model.has_itm:
-        return itm_rerank(model, sim, images, captions, k)
+        return itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH)
     return sim, sim
 
 
-def _measure(ctx: _Ctx, images: torch.Tensor, captions: list[str] | None = None, batch_size: int = 128) -> dict:
-    """Metrics and ranks of (images, captions); clean captions/features when ``captions`` is None."""
+def _measure(ctx: _Ctx, images: ImageSource, captions: list[str] | None = None) -> dict:
+    """Metrics and ranks of (images, captions); clean captions/features when ``captions`` is None. The images
+    are encoded ``FEATURE_BATCH`` at a time; only their features (N, D) are held."""
     model, data = ctx.model, ctx.data
     tf = ctx.text_features if captions is None else encode_texts(model, captions).clone()
     caps = data.captions if captions is None else captions
-    imf = encode_images(model, images, batch_size)
+    imf = encode_images(model, images, FEATURE_BATCH)
     s_i2t, s_t2i = _scores(model, imf, tf, images, caps, ctx.rerank_k)
     ranks = (i2t_ranks(s_i2t, data.txt2img), t2i_ranks(s_t2i, data.txt2img))
     metrics = retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i)
@@ -188,8 +194,9 @@ class _Watch:
 
 def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
                    objective: str, generator, options: dict | None = None, surrogate=None,
-                   key: str | None = None) -> torch.Tensor:
-    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``."""
+                   key: str | None = None) -> ImageSource:
+    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``.
+    Returns the adversarial images as the session's records (``images.AdvImages``), not as one tensor."""
     model, data, images = ctx.model, ctx.data, ctx.images
     obj_name = spec.objective or objective
     opts = spec.resolve_options(options)
@@ -202,7 +209,7 @@ def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_si
     seed = generator.initial_seed() if generator is not None else threat.seed
 
     def one(idx: torch.Tensor) -> tuple[torch.Tensor, bool, bool]:
-        x, gen, start = images[idx].to(model.device), SampleGenerators(seed, idx, key or spec.name), len(seen)
+        x, gen, start = images.rows(idx).to(model.device), SampleGenerators(seed, idx, key or spec.name), len(seen)
         if spec.kind == "transfer":
             with attack_mode(surrogate):
                 obj = _objective("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
@@ -213,35 +220,46 @@ def _attack_images(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_si
 
     # batches split across processes, resumable, with progress: advlora.evaluation.distributed
     adv, ok_mode, ok_range = distributed.current().attack(key or spec.name, images, batch_size, one)
-    dev = (adv - images).reshape(len(images), -1)
-    dev = dev.abs().amax(1) if threat.norm == "linf" else dev.norm(dim=1)
-    ctx.checks[key or spec.name] = {"max_perturbation": float(dev.max()) if len(dev) else 0.0,
-                             "min_pixel": float(adv.min()) if adv.numel() else 0.0,
-                             "max_pixel": float(adv.max()) if adv.numel() else 1.0,
-                             "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range}
+    ctx.checks[key or spec.name] = {**_bounds(images, adv, threat.norm),
+                                    "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range}
     return adv
 
 
+def _bounds(clean: ImageSource, adv: ImageSource, norm: str) -> dict:
+    """The largest perturbation (in ``norm``) and the pixel range of ``adv``, read batch by batch."""
+    dev, lo, hi = 0.0, None, None
+    for idx, a in adv.batches(FEATURE_BATCH):
+        d = (a - clean.rows(idx)).reshape(len(a), -1)
+        d = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        if a.numel():
+            dev = max(dev, float(d.max()))
+            lo = float(a.min()) if lo is None else min(lo, float(a.min()))
+            hi = float(a.max()) if hi is None else max(hi, float(a.max()))
+    return {"max_perturbation": dev, "min_pixel": 0.0 if lo is None else lo, "max_pixel": 1.0 if hi is None else hi}
+
+
 def _text_captions(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, generator, options: dict) -> list[str]:
-    imf = encode_images(ctx.model, ctx.images).clone()
+    imf = encode_images(ctx.model, ctx.images, FEATURE_BATCH).clone()
     obj = O.text_contrastive(ctx.model, imf, ctx.data.txt2img)
     return spec.run(obj, ctx.data.captions, threat, generator=generator, **spec.resolve_options(options))
 
 
-def _joint(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict):
-    adv = torch.empty_like(ctx.images)
+def _joint(ctx: _Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict
+           ) -> tuple[ImageSource, list[str]]:
+    """The joint attack batch by batch (whole on every process); its images are spilled to a temporary folder."""
+    spill = Spill()
     caps = list(ctx.data.captions)
     opts = spec.resolve_options(options)
-    for s in range(0, len(ctx.images), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(ctx.images)))
+    for idx, clean in ctx.images.batches(batch_size):
+        s = int(idx[0])
         cols = torch.isin(ctx.data.txt2img, idx).nonzero().squeeze(1)
         owner = ctx.data.txt2img[cols] - s
-        x, c = spec.run(ctx.model, ctx.images[idx].to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
+        x, c = spec.run(ctx.model, clean.to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
                         threat, generator=generator, **opts)
-        adv[idx] = x.to(adv)
+        spill.write(idx, x.to(clean))
         for j, t in zip(cols.tolist(), c):
             caps[j] = t
-    return adv, caps
+    return spill.images(len(ctx.images), ctx.images.item_shape), caps
 
 
 def describe(name: str, threat: ThreatModel, *, objective: str, gallery: str, options: dict | None = None) -> str:
@@ -290,6 +308,10 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     Returns:
         ``{"clean", "attacks": {name: AttackResult}, "ensemble": AttackResult, "sanity": [Check], "protocol",
         ...}``; metric values in percent.
+
+    Memory: the clean images are held as uint8 and made floats per batch; each attack's adversarial images are
+    the session's per-batch records on disk (``advlora.evaluation.distributed``), read back batch by batch; only
+    per-sample values (features, ranks, losses, check values) are held for the whole set.
     """
     names = registry.check_names(attacks)
     O.check_objective(objective)
@@ -370,6 +392,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
             out["sanity"] = run_checks(threat, out, ctx_checks={**(sub_ctx.checks if sub_ctx else {}), **ctx.checks},
                                        probe=probe, outcomes=scopes, chance=chance_r_mean(dataset.txt2img,
                                                                                          len(dataset)))
+    distributed.current().barrier()   # no process returns (and replaces the state folder) while another reads it
     if sanity:
         out["sanity"].append(check_mode_restored(model, was_training))
         out["verdict"] = verdict(out["sanity"])
@@ -420,7 +443,7 @@ def _probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, ba
     small = dataset if idx is None else dataset.subset(idx)
     ctx = _context(model, small, k)
     sel = torch.arange(min(len(small), batch_size))
-    x = ctx.images[sel].to(model.device)
+    x = ctx.images.rows(sel).to(model.device)
     grad_objective = _objective(objective, ctx, sel, x, gallery)   # the objective in use
     if getattr(grad_objective, "stationary", False):               # tested where the attacks start
         x = (x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x)).clamp(0, 1)
@@ -436,7 +459,7 @@ def _probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, ba
 
 
 def _context(model, dataset: RetrievalDataset, k) -> _Ctx:
-    images = dataset.load_images(model.image_size)
+    images = CleanImages(dataset.load_images_uint8(model.image_size))   # floats per batch, never the whole set
     tf = encode_texts(model, dataset.captions).clone()   # a normal tensor: usable inside autograd graphs
     ctx = _Ctx(model, dataset, images, tf, k)
     res = _measure(ctx, images)
@@ -462,8 +485,7 @@ def _ensemble(ctx: _Ctx, advs: dict, members: list[str], threat: ThreatModel, *,
     # lexicographic (i2t rank, mean t2i rank, loss) in float64: ranks and t2i means are exact there
     key = (ranks.double() * (n + 1) + t2i_mean.double()) * 1e3 + loss.double().clamp(-1e2, 1e2) / 1e2
     pick = key.argmax(dim=0)                                                          # (N,)
-    stack = torch.stack([advs[n][0] for n in members])                                # (A, N, ...)
-    adv = stack[pick, torch.arange(stack.shape[1])]
+    adv = Picked([advs[m][0] for m in members], pick)         # per sample the chosen member's row, read lazily
     if line is None:
         line = (f"{threat.norm} eps={format_eps(float(threat.eps))} ensemble(per-sample worst of {', '.join(members)})"
                 f" precision={precision_of(ctx.model)}")
