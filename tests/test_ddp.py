@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -19,13 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from advlora.training import load_run_config, train
-from train_utils import save_test_model, tiny_config, write_data
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from train_utils import free_port, save_test_model, tiny_config, torchrun, write_data
 
 
 def _epochs(path):
@@ -45,9 +38,7 @@ def test_two_processes_match_one_process(tmp_path):
     one = train(load_run_config(tmp_path / "run.yaml"), tmp_path / "one")
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "advlora", "train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "two")]
+    cmd = torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "two"))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "efficiency.json").read_text())["processes"] == 2
@@ -78,7 +69,7 @@ def test_two_nodes_rendezvous_c10d_match_one_process(tmp_path):
     one = train(load_run_config(tmp_path / "run.yaml"), tmp_path / "one")
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    port = _free_port()
+    port = free_port()
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
                                 "--rdzv-id", "advlora-test", "-m", "advlora", "train", "--config",

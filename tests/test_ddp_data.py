@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,21 +22,9 @@ from safetensors.torch import load_file
 
 from advlora.cli import main
 from advlora.data.shards import key_digest
-from train_utils import save_test_model, tiny_config, write_data
+from train_utils import save_test_model, tiny_config, torchrun, write_data
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(*args: str, script: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            *(script or ["-m", "advlora"]), *args]
 
 
 def _run(cmd: list[str]) -> None:
@@ -54,11 +41,11 @@ def test_two_ranks_two_workers_sigkill_then_resume_is_bit_identical(tmp_path):
                        train={"steps": 8, "batch_size": 4, "checkpoint_every": 3, "keep_last": 2},
                        eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(conf))
-    _run(_torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "ref")))
+    _run(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "ref")))
 
     out = tmp_path / "killed"
     slow = str(Path(__file__).with_name("slow_cli.py"))        # the CLI with 0.3 s after every step
-    proc = subprocess.Popen(_torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(out),
+    proc = subprocess.Popen(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(out),
                                       script=[slow, "0.3"]),
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     first = out / "checkpoints" / "step-000003"
@@ -70,7 +57,7 @@ def test_two_ranks_two_workers_sigkill_then_resume_is_bit_identical(tmp_path):
     proc.wait()
     assert not (out / "metrics.json").exists() and not (out / "adapter").exists()
 
-    _run(_torchrun("train", "--out", str(out), "--resume", "--no-progress"))
+    _run(torchrun("train", "--out", str(out), "--resume", "--no-progress"))
     for name in ("adapter/adapter_model.safetensors", "checkpoints/step-000008/trainable.safetensors"):
         a, b = load_file(str(tmp_path / "ref" / name)), load_file(str(out / name))
         assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].equal(b[k]) for k in a), name
@@ -87,10 +74,32 @@ def test_exact_epochs_from_shards_visit_every_sample_once_in_training(tmp_path):
                        train={"steps": None, "epochs": 2, "batch_size": 4},
                        eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(conf))
-    _run(_torchrun("train", "--config", str(tmp_path / "run.yaml"), "--data",
+    _run(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--data",
                    str(tmp_path / "shards" / "shard-{00000..00005}.tar"), "--eval-data", str(ann),
                    "--out", str(tmp_path / "run")))
     eff = json.loads((tmp_path / "run" / "efficiency.json").read_text())
     assert eff["processes"] == 2
     expected = {"samples": 16, "key_digest": key_digest(f"{i:09d}" for i in range(16))}
     assert eff["epochs"] == {"0": expected, "1": expected}, eff["epochs"]
+
+
+def test_one_failing_rank_ends_the_job_instead_of_hanging(tmp_path):
+    """Rank 1 raises after a step while rank 0 goes on into the next step's collectives: the job must exit
+    non-zero promptly (a rank that waited at a barrier on its way out kept both ranks blocked until the
+    process-group timeout, 30 minutes)."""
+    ann = write_data(tmp_path / "data", n=8)
+    model = save_test_model(tmp_path / "model")
+    conf = tiny_config(ann, model={"random": None, "name": str(model)}, train={"steps": 6, "batch_size": 4},
+                       eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(conf))
+    fail = str(Path(__file__).with_name("fail_rank_cli.py"))
+    proc = subprocess.Popen(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"),
+                                     script=[fail, "1", "1"]),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=200)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("one failing rank left the job hanging") from None
+    assert proc.returncode != 0 and "injected failure on rank 1 after step 1" in err, err[-2000:]

@@ -50,3 +50,20 @@ def save_test_model(folder: Path, arch: str = "clip") -> Path:
 
     save_model(random_model(arch, "test", seed=0), folder)
     return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(*args: str, script: list[str] | None = None, nproc: int = 2) -> list[str]:
+    """The command line of ``torchrun`` with ``nproc`` local processes on a free port running ``advlora ARGS``
+    (or ``script`` followed by ARGS)."""
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *(script or ["-m", "advlora"]), *args]

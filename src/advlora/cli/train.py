@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out("train")
     try:
         result = train(config, out, resume=args.resume, argv=sys.argv[1:])
-    finally:
-        _end_distributed()
+    except BaseException:
+        _end_distributed(barrier=False)   # the other ranks may be inside a collective: waiting would hang
+        raise
+    _end_distributed()
     if result.metrics:
         m = result.metrics
         rows = {"clean": m["clean"]}
@@ -121,13 +123,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _end_distributed() -> None:
-    """gloo workers that exit without this abort about one run in four."""
+def _end_distributed(barrier: bool = True) -> None:
+    """Leave the process group (gloo workers that exit without this abort about one run in four). After an
+    error there is no barrier: a rank that failed exits, and torchrun stops the others."""
     try:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+            if barrier:
+                dist.barrier()
             dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - teardown is best effort
         pass
