@@ -49,7 +49,7 @@ def _tiny_eval_args(ann) -> tuple[str, ...]:
             "--batch-size", "3")
 
 
-# slow: three Python start-ups of advlora eval (tests/test_distributed_eval.py checks torchrun eval in every run)
+# slow: four Python start-ups of advlora eval (tests/test_distributed_eval.py checks torchrun eval in every run)
 @pytest.mark.slow
 def test_distributed_eval_figure_two_processes_equal_one(tmp_path):
     """The bench's torchrun-vs-one-process figure on 6 images and PGD-2: same ranks, a finite wall ratio."""
@@ -62,10 +62,10 @@ def test_distributed_eval_figure_two_processes_equal_one(tmp_path):
     assert result["status"] == "ok", result.get("reason")
     assert result["identical"] and result["differences"] == [] and result["keys"] == ["pgd@2/255"]
     assert result["n_images"] == 6 and math.isfinite(result["wall_ratio"]) and result["wall_ratio"] > 0
-    assert (tmp_path / "work" / "procs2-round0" / "metrics.json").is_file()
+    assert all((tmp_path / "work" / f"{k}-round0" / "metrics.json").is_file() for k in ("1x2", "2x1", "1x1"))
     line = format_distributed_eval(result)
-    assert "\n" not in line and "per-sample ranks identical (pgd@2/255; 6 images, 12 captions)" in line
-    assert f"wall 2/1 = {result['wall_ratio']:.2f}" in line
+    assert "\n" not in line and "per-sample ranks identical (pgd@2/255; 6 images, 12 captions, " in line
+    assert f"1 process x 2 threads: wall {result['wall_ratio']:.2f} (" in line
 
 
 def test_distributed_eval_comparison_finds_a_differing_rank():
@@ -86,8 +86,8 @@ def test_distributed_eval_without_torchrun_or_with_a_failed_launch_is_one_line(t
     failed = dist_eval.measure_distributed_eval(tmp_path, eval_args=missing, model=str(tmp_path))
     line = dist_eval.format_distributed_eval(failed)
     assert failed["status"] == "failed" and "\n" not in line
-    assert line.startswith("distributed evaluation 2 vs 1 processes: launch failed: 1 process exited 2: "
-                           "advlora eval: error: ") and "nothing.jsonl" in line
+    assert line.startswith("distributed evaluation 2 vs 1 processes: launch failed: 1 process x 2 threads exited "
+                           "2: advlora eval: error: ") and "nothing.jsonl" in line
     monkeypatch.setattr(dist_eval, "find_torchrun", lambda: None)
     absent = dist_eval.measure_distributed_eval(tmp_path, eval_args=missing)
     assert dist_eval.format_distributed_eval(absent) == ("distributed evaluation 2 vs 1 processes: not measured: "

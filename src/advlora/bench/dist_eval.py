@@ -3,10 +3,12 @@ against the same evaluation in one process, side by side in one run.
 
 Both sides get the machine's two cores: one process with two intra-op threads (``OMP_NUM_THREADS=2``) against two
 processes with one thread each (``OMP_NUM_THREADS=1``), so that the comparison is between two ways of spending the
-same cores, not between one core and two. Each round runs the one-process evaluation and the two-process one,
-each into its own ``--out``, in alternating order (the first of a round also warms the image cache); the rounds' wall times (process start to exit, imports and model loading included) and
-the evaluation's own seconds (``runs[*].seconds`` of ``metrics.json``: the clean and robust passes and the sanity
-checks, without the start-up) are compared as medians. The results must agree sample by sample: every attack's
+same cores, not between one core and two; one process with one thread runs beside them as the reference both
+are read against (on a loaded machine a second intra-op thread can cost more than it gives). Each round runs the
+three, each into its own ``--out``, each setup first in turn (the first of a round also warms the image cache);
+the rounds' wall times (process start to exit, imports and model loading included) and the evaluation's own
+seconds (``runs[*].seconds`` of ``metrics.json``: the clean and robust passes and the sanity checks, without the
+start-up) are compared as medians. The results must agree sample by sample across the three: every attack's
 per-image and per-caption ranks in ``metrics.json`` (``robust[key].ranks``) and its metrics row.
 
 The model is the cached ``tiny-clip`` when it has been pre-trained, else the random test-size CLIP saved to a
@@ -109,16 +111,22 @@ def compare_results(one: dict, two: dict) -> list[str]:
     return problems
 
 
+#: the setups timed in each round: name -> (processes, intra-op threads of each)
+SETUPS = {"1x2": (1, 2), "2x1": (2, 1), "1x1": (1, 1)}
+
+
 def measure_distributed_eval(workdir: str | Path | None = None, *, eval_args: tuple[str, ...] = DEFAULT_ARGS,
                              model: str | None = None, repeats: int = 1) -> dict:
-    """``advlora eval`` in 1 process x 2 threads and under ``torchrun`` in 2 processes x 1 thread, ``repeats``
-    rounds side by side (see the module's docstring).
+    """``advlora eval`` in 1 process x 2 threads and under ``torchrun`` in 2 processes x 1 thread, with 1 process x
+    1 thread beside them as the reference both are read against, ``repeats`` rounds side by side (see the
+    module's docstring).
 
-    Returns ``status`` "ok" (with ``identical``, ``differences``, the ratios and their medians), "absent" (no
-    torchrun) or "failed" (``reason``: which launch failed and its cause, one line); never raises for a launch.
+    Returns ``status`` "ok" (with ``identical``, ``differences``, the medians per setup and the ratios), "absent"
+    (no torchrun) or "failed" (``reason``: which launch failed and its cause, one line); never raises for a launch.
     """
     torchrun = find_torchrun()
-    base = {"eval_args": list(eval_args), "threads": "1 process x 2 threads vs 2 processes x 1 thread"}
+    base = {"eval_args": list(eval_args), "setups": {k: f"{p} process{'es' * (p > 1)} x {t} thread{'s' * (t > 1)}"
+                                                      for k, (p, t) in SETUPS.items()}}
     if torchrun is None or not torch.distributed.is_available():
         why = "torchrun not found (next to python or on PATH)" if torchrun is None else \
             "this torch was built without torch.distributed"
@@ -130,31 +138,35 @@ def measure_distributed_eval(workdir: str | Path | None = None, *, eval_args: tu
         else:
             model_desc = model
         base["model"] = model_desc
+        cmd = ["-m", "advlora", "eval", "--model", str(model), "--device", "cpu", *eval_args]
         rounds = []
         for r in range(max(1, int(repeats))):
-            outs = {n: work / f"procs{n}-round{r}" for n in (1, 2)}
-            cmd = ["-m", "advlora", "eval", "--model", str(model), "--device", "cpu", *eval_args]
-            single = [sys.executable, *cmd, "--out", str(outs[1])]
-            double = [torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                      "--master_port", str(_free_port()), *cmd, "--out", str(outs[2])]
-            launches = [(1, single, 2, "1 process"), (2, double, 1, "torchrun 2 processes")]
+            names = list(SETUPS)[r % len(SETUPS):] + list(SETUPS)[:r % len(SETUPS)]   # each setup first in turn
+            outs = {k: work / f"{k}-round{r}" for k in SETUPS}
             try:
-                order = launches if r % 2 == 0 else launches[::-1]
-                wall = {n: _launch(c, threads, label) for n, c, threads, label in order}
-                metrics = {n: _read_metrics(outs[n]) for n in (1, 2)}
+                wall = {}
+                for k in names:
+                    procs, threads = SETUPS[k]
+                    launcher = [sys.executable] if procs == 1 else \
+                        [torchrun, "--nnodes", "1", "--nproc_per_node", str(procs), "--master_addr", "127.0.0.1",
+                         "--master_port", str(_free_port())]
+                    label = f"{'torchrun ' * (procs > 1)}{base['setups'][k]}"
+                    wall[k] = _launch([*launcher, *cmd, "--out", str(outs[k])], threads, label)
+                metrics = {k: _read_metrics(outs[k]) for k in SETUPS}
             except (RuntimeError, OSError, ValueError, KeyError) as e:
                 return {**base, "status": "failed", "reason": str(e)}
-            rounds.append({"wall_s": wall, "eval_s": {n: sum(run["seconds"] for run in metrics[n]["runs"])
-                                                      for n in (1, 2)},
-                           "differences": compare_results(metrics[1], metrics[2]),
-                           "keys": sorted(metrics[1]["robust"]), "n_images": metrics[1]["n_images"],
-                           "n_texts": metrics[1]["n_texts"]})
-    med = {f"{what}_{n}": statistics.median(r[what][n] for r in rounds) for what in ("wall_s", "eval_s") for n in (1, 2)}
+            rounds.append({"order": names, "wall_s": wall,
+                           "eval_s": {k: sum(run["seconds"] for run in m["runs"]) for k, m in metrics.items()},
+                           "differences": [f"{k}: {d}" for k in ("2x1", "1x1")
+                                           for d in compare_results(metrics["1x2"], metrics[k])],
+                           "keys": sorted(metrics["1x2"]["robust"]), "n_images": metrics["1x2"]["n_images"],
+                           "n_texts": metrics["1x2"]["n_texts"]})
+    med = {what: {k: statistics.median(r[what][k] for r in rounds) for k in SETUPS} for what in ("wall_s", "eval_s")}
     differences = [d for r in rounds for d in r["differences"]]
     return {**base, "status": "ok", "identical": not differences, "differences": differences,
             "keys": rounds[0]["keys"], "n_images": rounds[0]["n_images"], "n_texts": rounds[0]["n_texts"],
-            "rounds": rounds, **med, "wall_ratio": med["wall_s_2"] / med["wall_s_1"],
-            "eval_ratio": med["eval_s_2"] / med["eval_s_1"]}
+            "rounds": rounds, **med, "wall_ratio": med["wall_s"]["2x1"] / med["wall_s"]["1x2"],
+            "eval_ratio": med["eval_s"]["2x1"] / med["eval_s"]["1x2"]}
 
 
 def format_distributed_eval(result: dict | None) -> str:
@@ -168,13 +180,13 @@ def format_distributed_eval(result: dict | None) -> str:
         return head + f"launch failed: {result['reason']}"
     same = ("per-sample ranks identical" if result["identical"] else
             f"results DIFFER ({'; '.join(result['differences'][:3])})")
-    n = len(result["rounds"])
+    n, w, e = len(result["rounds"]), result["wall_s"], result["eval_s"]
     return (head + f"{same} ({', '.join(result['keys'])}; {result['n_images']} images, {result['n_texts']} "
-            f"captions); wall 2/1 = {result['wall_ratio']:.2f} ({result['wall_s_2']:.1f}s vs {result['wall_s_1']:.1f}s"
-            f"{f', medians of {n}' if n > 1 else ''}), evaluation alone {result['eval_ratio']:.2f} "
-            f"({result['eval_s_2']:.1f}s vs {result['eval_s_1']:.1f}s); 2 processes x 1 thread vs 1 x 2, "
-            f"{result['model']}")
+            f"captions, {result['model']}); 2 processes x 1 thread / 1 process x 2 threads: wall "
+            f"{result['wall_ratio']:.2f} ({w['2x1']:.1f}s vs {w['1x2']:.1f}s), evaluation alone "
+            f"{result['eval_ratio']:.2f} ({e['2x1']:.1f}s vs {e['1x2']:.1f}s); 1 process x 1 thread: wall "
+            f"{w['1x1']:.1f}s, evaluation {e['1x1']:.1f}s{f' (medians of {n} rounds)' if n > 1 else ''}")
 
 
-__all__ = ["DEFAULT_ARGS", "bench_model", "compare_results", "find_torchrun", "format_distributed_eval",
+__all__ = ["DEFAULT_ARGS", "SETUPS", "bench_model", "compare_results", "find_torchrun", "format_distributed_eval",
            "measure_distributed_eval"]
