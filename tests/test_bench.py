@@ -2,6 +2,8 @@
 import json
 import math
 
+import pytest
+
 from advlora.bench import TARGETS
 from advlora.cli import main
 
@@ -40,3 +42,53 @@ def test_data_bench_pieces_measure_a_tiny_photo_set(tmp_path):
               "met": {"memory_ratio": True, "first_step_ratio": True}}
     text = format_data_bench(result)
     assert "memory(40) / (20) = 1.000 (target <= 1.1; met: yes)" in text and "with 2" in text
+
+
+def _tiny_eval_args(ann) -> tuple[str, ...]:
+    return ("--data", str(ann), "--attacks", "pgd", "--eps", "2/255", "--steps", "2", "--no-sanity",
+            "--batch-size", "3")
+
+
+# slow: four Python start-ups of advlora eval (tests/test_distributed_eval.py checks torchrun eval in every run)
+@pytest.mark.slow
+def test_distributed_eval_figure_two_processes_equal_one(tmp_path):
+    """The bench's torchrun-vs-one-process figure on 6 images and PGD-2: same ranks, a finite wall ratio."""
+    from advlora.bench.dist_eval import format_distributed_eval, measure_distributed_eval
+    from train_utils import save_test_model, write_data
+
+    ann = write_data(tmp_path / "data", n=6)
+    model = save_test_model(tmp_path / "model")
+    result = measure_distributed_eval(tmp_path / "work", eval_args=_tiny_eval_args(ann), model=str(model))
+    assert result["status"] == "ok", result.get("reason")
+    assert result["identical"] and result["differences"] == [] and result["keys"] == ["pgd@2/255"]
+    assert result["n_images"] == 6 and math.isfinite(result["wall_ratio"]) and result["wall_ratio"] > 0
+    assert all((tmp_path / "work" / f"{k}-round0" / "metrics.json").is_file() for k in ("1x2", "2x1", "1x1"))
+    line = format_distributed_eval(result)
+    assert "\n" not in line and "per-sample ranks identical (pgd@2/255; 6 images, 12 captions, " in line
+    assert f"1 process x 2 threads: wall {result['wall_ratio']:.2f} (" in line
+
+
+def test_distributed_eval_comparison_finds_a_differing_rank():
+    from advlora.bench.dist_eval import compare_results
+
+    one = {"clean": {"r_mean": 1.0}, "robust": {"pgd@2/255": {"ranks": {"i2t": [0, 3, 1], "t2i": [2, 2]},
+                                                              "metrics": {"r_mean": 0.5}}}}
+    two = json.loads(json.dumps(one))
+    assert compare_results(one, two) == []
+    two["robust"]["pgd@2/255"]["ranks"]["i2t"][1] = 4
+    assert compare_results(one, two) == ["pgd@2/255: 1 of 3 image ranks differ"]
+
+
+def test_distributed_eval_without_torchrun_or_with_a_failed_launch_is_one_line(tmp_path, monkeypatch):
+    from advlora.bench import dist_eval
+
+    missing = ("--data", str(tmp_path / "nothing.jsonl"), "--attacks", "pgd")
+    failed = dist_eval.measure_distributed_eval(tmp_path, eval_args=missing, model=str(tmp_path))
+    line = dist_eval.format_distributed_eval(failed)
+    assert failed["status"] == "failed" and "\n" not in line
+    assert line.startswith("distributed evaluation 2 vs 1 processes: launch failed: 1 process x 2 threads exited "
+                           "2: advlora eval: error: ") and "nothing.jsonl" in line
+    monkeypatch.setattr(dist_eval, "find_torchrun", lambda: None)
+    absent = dist_eval.measure_distributed_eval(tmp_path, eval_args=missing)
+    assert dist_eval.format_distributed_eval(absent) == ("distributed evaluation 2 vs 1 processes: not measured: "
+                                                         "torchrun not found (next to python or on PATH)")

@@ -15,7 +15,8 @@ SRC = Path(advlora.__file__).parent
 #: stage of each sub-package or top-level module; the package's __init__ (the public facade) and __main__
 #: sit above everything
 STAGES = [
-    {"errors", "runtime", "preempt", "io", "threads", "config", "configs", "metrics", "losses", "runs"},
+    {"errors", "runtime", "preempt", "io", "threads", "config", "configs", "metrics", "losses", "runs",
+     "progress"},
     {"data"},
     {"models"},
     {"adapters"},

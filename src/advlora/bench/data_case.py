@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from advlora.bench.dist_eval import format_distributed_eval
 from advlora.bench.timing import current_rss_bytes, peak_rss_bytes, reset_peak_rss, run_isolated
 from advlora.data import load_dataset
 from advlora.io import advlora_home, atomic_write_text
@@ -115,7 +116,8 @@ def throughput(annotation: str, workers: int, steps: int) -> dict:
 def run_data_bench(sizes: tuple[int, ...] = SIZES, steps: int = 10, repeats: int = 2, eval_hook=None) -> dict:
     """Every measurement (first-step figures: medians of ``repeats`` fresh processes per size, sizes alternating).
 
-    ``eval_hook``: a callable returning the distributed-evaluation figures (2 vs 1 processes), printed beside.
+    ``eval_hook``: a callable returning the distributed-evaluation figures (2 vs 1 processes, e.g.
+    ``dist_eval.measure_distributed_eval``), run after the data figures and printed beside them.
     """
     t0 = time.perf_counter()
     anns = {n: str(photo_set(n)) for n in sorted(sizes, reverse=True)}  # the largest writes every photo once
@@ -150,6 +152,5 @@ def format_data_bench(result: dict) -> str:
                  f"{t[2]['images_per_s']:.0f} with 2 (x{r['decode_2_vs_1_workers']:.2f}); waiting for data: "
                  f"{100 * t[1]['wait_share']:.0f}% of a {t[1]['step_s']:.3f}s step with 1 worker, "
                  f"{100 * t[2]['wait_share']:.0f}% of {t[2]['step_s']:.3f}s with 2")
-    ev = result.get("distributed_eval")
-    lines.append("distributed evaluation 2 vs 1 processes: " + ("not measured here" if ev is None else str(ev)))
+    lines.append(format_distributed_eval(result.get("distributed_eval")))
     return "\n".join(lines)

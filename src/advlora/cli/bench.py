@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "time to the first step at 1k, 4k and 16k photo-sized images, decode throughput")
     p.add_argument("--data-sizes", default="1000,4000,16000", help="set sizes of --data (comma-separated)")
     p.add_argument("--data-steps", type=int, default=10, help="steps timed per throughput figure of --data")
+    p.add_argument("--no-dist-eval", dest="dist_eval", action="store_false",
+                   help="--data without its distributed-evaluation figure (advlora eval under torchrun with 2 "
+                        "processes vs 1 process on the emoji test split, 64 images, --repeats rounds)")
     add_out_arg(p, "bench")
 
 
@@ -68,6 +71,7 @@ def _run_device(args: argparse.Namespace) -> int:
 
 def _run_data(args: argparse.Namespace) -> int:
     from advlora.bench.data_case import format_data_bench, run_data_bench  # torch: only once the command runs
+    from advlora.bench.dist_eval import measure_distributed_eval
     from advlora.runs import default_out, run_folder
 
     try:
@@ -76,9 +80,12 @@ def _run_data(args: argparse.Namespace) -> int:
         raise AdvloraError(f"--data-sizes must be comma-separated integers, got {args.data_sizes!r}") from None
     if len(sizes) < 2 or min(sizes) < 1 or args.data_steps < 1:
         raise AdvloraError("--data-sizes needs at least two sizes >= 1 and --data-steps >= 1")
-    result = run_data_bench(sizes, args.data_steps, repeats=max(1, args.repeats))
+    repeats = max(1, args.repeats)
+    hook = (lambda: measure_distributed_eval(repeats=repeats)) if args.dist_eval else None
+    result = run_data_bench(sizes, args.data_steps, repeats=repeats, eval_hook=hook)
     out = Path(args.out or default_out("bench-data"))
-    with run_folder(out, {"sizes": list(sizes), "steps": args.data_steps, "repeats": args.repeats}) as tmp:
+    with run_folder(out, {"sizes": list(sizes), "steps": args.data_steps, "repeats": args.repeats,
+                          "dist_eval": args.dist_eval}) as tmp:
         write_json(tmp / "bench-data.json", result)
     print(f"advlora bench --data (sizes {', '.join(f'{n:,}' for n in result['sizes'])}; streaming, batch 32)")
     print(format_data_bench(result))

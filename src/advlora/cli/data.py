@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--split", default="train", help="split, for files holding several (default train)")
     s.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")
     s.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
+    s.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "off"),
+                   help="images written: a bar on a terminal, else a line every 30 s with the ETA (auto)")
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         from advlora.data.shards import write_shards
 
         ds = load_dataset(args.path, args.split, fmt=args.fmt, image_root=args.image_root)
-        pattern = write_shards(ds, args.out, per_shard=args.per_shard)
+        pattern = write_shards(ds, args.out, per_shard=args.per_shard, progress=args.progress)
         print(f"{len(ds)} images, {len(ds.captions)} captions in shards {pattern}")
         return 0
     if args.action == "emoji":

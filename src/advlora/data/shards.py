@@ -32,6 +32,7 @@ from advlora.data.dataset import RetrievalDataset, load_image_uint8
 from advlora.data.stream import Augment, Failed, sample_seed
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import atomic_dir, write_json
+from advlora.progress import BatchProgress
 
 SIZES_FILE = "sizes.json"
 MODES = ("exact", "resampled")
@@ -44,11 +45,12 @@ def is_shard_spec(spec: str) -> bool:
     return str(spec).endswith(".tar")
 
 
-def write_shards(dataset: RetrievalDataset, out: str | Path, *, per_shard: int = 1000, prefix: str = "shard"
-                 ) -> str:
+def write_shards(dataset: RetrievalDataset, out: str | Path, *, per_shard: int = 1000, prefix: str = "shard",
+                 progress: str = "off") -> str:
     """Write ``dataset`` (an image set) as shards of ``per_shard`` samples into folder ``out`` (atomically).
 
-    Returns the brace pattern that names them, for ``--data``.
+    ``progress`` ("auto", "bar", "log" or "off"): a ``BatchProgress`` over the images written, with its ETA, so that
+    sharding a large set shows where it is. Returns the brace pattern that names the shards, for ``--data``.
     """
     if dataset.kind != "image":
         raise AdvloraError(f"{dataset.name}: only image-text sets are written as shards "
@@ -61,13 +63,19 @@ def write_shards(dataset: RetrievalDataset, out: str | Path, *, per_shard: int =
     img2txt = dataset.img2txt
     out = Path(out)
     sizes: dict[str, int] = {}
-    with atomic_dir(out) as tmp:
-        for k, name in enumerate(names):
-            with open(tmp / name, "wb") as f, wds.TarWriter(f, encoder=False) as writer:
-                for i in range(k * per_shard, min(len(dataset), (k + 1) * per_shard)):
-                    writer.write(_member(dataset, i, img2txt[i]))
-            sizes[name] = min(len(dataset), (k + 1) * per_shard) - k * per_shard
-        write_json(tmp / SIZES_FILE, sizes)
+    bar = BatchProgress(f"writing {n_shards} shard{'s' * (n_shards != 1)}", len(dataset), mode=progress,
+                        unit="image")
+    try:
+        with atomic_dir(out) as tmp:
+            for k, name in enumerate(names):
+                with open(tmp / name, "wb") as f, wds.TarWriter(f, encoder=False) as writer:
+                    for i in range(k * per_shard, min(len(dataset), (k + 1) * per_shard)):
+                        writer.write(_member(dataset, i, img2txt[i]))
+                        bar.update()
+                sizes[name] = min(len(dataset), (k + 1) * per_shard) - k * per_shard
+            write_json(tmp / SIZES_FILE, sizes)
+    finally:
+        bar.close()
     return str(out / f"{prefix}-{{{0:0{width}d}..{n_shards - 1:0{width}d}}}.tar")
 
 
