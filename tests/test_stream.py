@@ -216,3 +216,14 @@ def test_a_worker_that_dies_is_one_line(photos, monkeypatch):
     with pytest.raises(AdvloraError, match=died):
         src.batch(0)
     src.close()
+
+
+def test_decoding_a_split_into_memory_shows_progress(photos, monkeypatch, capsys):
+    import advlora.progress as progress_mod
+
+    monkeypatch.setattr(progress_mod, "LOG_INTERVAL", 0.0)
+    ds = load_dataset(str(photos), "train")
+    u8 = ds.load_images_uint8(16, cache=False)
+    assert u8.shape == (12, 3, 16, 16) and torch.equal(u8[3], ds.load_item(3, 16))
+    err = capsys.readouterr().err
+    assert f"{ds.name}: decoding: image 12/12" in err, err

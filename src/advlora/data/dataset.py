@@ -18,6 +18,7 @@ import torch
 
 from advlora.errors import AdvloraError
 from advlora.io import advlora_home
+from advlora.progress import BatchProgress
 
 #: the largest uint8 pixel tensor a set is held in memory (and cached on disk) as: 1 GiB (5,000 images at 224 px)
 IN_MEMORY_MAX_BYTES = 1 << 30
@@ -97,12 +98,24 @@ class RetrievalDataset:
 
             u8 = load_file(str(path))["images"]
         else:
-            u8 = torch.stack([self.load_item(i, size) for i in range(len(self))]) if self.images \
-                else torch.zeros(0, *self.item_shape(size), dtype=torch.uint8)
+            u8 = self._decode_all(size)
             if path is not None:
                 _save_tensor_cache(path, u8)
         mem[key] = u8
         return u8
+
+    def _decode_all(self, size: int) -> torch.Tensor:
+        """Every item decoded into one preallocated uint8 tensor (no list of copies beside it), with progress
+        (a bar on a terminal, a log line every 30 s otherwise: ``advlora.progress``)."""
+        out = torch.empty(len(self), *self.item_shape(size), dtype=torch.uint8)
+        bar = BatchProgress(f"{self.name}: decoding", len(self), unit=self.kind)
+        try:
+            for i in range(len(self)):
+                out[i] = self.load_item(i, size)
+                bar.update()
+        finally:
+            bar.close()
+        return out
 
     def load_item(self, i: int, size: int) -> torch.Tensor:
         """uint8 pixels of item i (images: (3, size, size); video sets override this)."""
