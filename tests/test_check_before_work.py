@@ -38,3 +38,18 @@ def test_eval_with_a_missing_image_names_it_before_the_model_loads(tmp_path, cap
     rc = main(["eval", "--model", "no/such-model", "--data", str(ann), "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "3.png" in err[0], err   # the data, not the missing model, is named
+
+
+def test_train_from_shards_needs_an_eval_set_and_checks_it_before_work(tmp_path, capsys):
+    ann = _folder(tmp_path, splits=("train", "val", "test"))
+    assert main(["data", "shard", str(ann), "--split", "train", "--out", str(tmp_path / "shards"),
+                 "--per-shard", "1", "--progress", "off"]) == 0
+    shards = str(tmp_path / "shards" / "shard-{00000..00001}.tar")
+    capsys.readouterr()
+    base = ["train", "--data", shards, "--steps", "1", "--batch-size", "2", "--model.random", "clip:test"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    assert "names training shards: set data.eval_name (--eval-data)" in capsys.readouterr().err
+    assert main([*base, "--eval-data", str(tmp_path / "missing.json"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"advlora train: error: --eval-data {tmp_path / 'missing.json'}: ")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "checkpoints").exists()

@@ -88,6 +88,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
+    from advlora.errors import AdvloraError
     from advlora.report.tables import metrics_table
     from advlora.runs import default_out
     from advlora.training import train
@@ -98,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     # the first step: a missing test split is found now, not after the training
     if d.sharded:
         check_inputs(d.name, [d.train_split])
-        check_inputs(d.eval_set, [d.val_split, d.test_split], fmt=d.format, image_root=d.image_root, frames=d.frames)
+        try:
+            check_inputs(d.eval_set, [d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
+                         frames=d.frames)
+        except AdvloraError as e:
+            raise AdvloraError(f"--eval-data {d.eval_set}: {e}") from None
     else:
         check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
                      frames=d.frames)
