@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from advlora.adapters import alpha_values, regularization_loss, save_adapter
+from advlora.data.shards import DIGEST_MOD, key_digest
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 from advlora.models.video import for_dataset
@@ -27,7 +28,6 @@ from advlora.runtime import eval_mode
 from advlora.training import setup as S
 from advlora.training.checkpoint import Checkpoints, TrainerState
 from advlora.training.config import CLEAN, RunConfig
-from advlora.data.shards import DIGEST_MOD, key_digest
 from advlora.training.data import EpochSampler, ShardBatches, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.preempt import Preempted, StopRequest, stop_requests
@@ -282,7 +282,7 @@ class _Run:
         of shards has the source's count and digest)."""
         local = torch.tensor([len(batch.keys), key_digest(batch.keys)], dtype=torch.long, device=self.acc.device)
         count, digest = (int(v) for v in self.dist.sum(local).cpu())
-        seen = self.state["epochs"].setdefault(str(batch.epoch), [0, 0])
+        seen = self.state.setdefault("epochs", {}).setdefault(str(batch.epoch), [0, 0])   # older checkpoints: none
         seen[0], seen[1] = seen[0] + count, (seen[1] + digest) % DIGEST_MOD
 
     def _log(self, batch, loss: float, parts: dict, timer: _Timer) -> None:
@@ -360,7 +360,7 @@ class _Run:
                 "batch_size": self.schedule.batch_size, "processes": self.dist.world, "device": str(self.acc.device),
                 "attack": self._train_attack(),
                 **({"epochs": {e: {"samples": c, "key_digest": g} for e, (c, g) in st["epochs"].items()}}
-                   if st["epochs"] else {})}
+                   if st.get("epochs") else {})}
 
 
 __all__ = ["TrainResult", "train"]
