@@ -147,6 +147,8 @@ class TrainTask(nn.Module):
         keep = torch.ones(b * d.world, dtype=torch.bool, device=adv.device) if valid is None else valid
         mine = d.local(keep)
         n = int(keep.sum())
+        # without padding nothing is indexed (no copies of the gathered features)
+        real = (lambda t: t) if valid is None else (lambda t: t[keep])
         use_clean = cfg.loss in ("trades", "mix") and cfg.name != CLEAN
         feats, states = self._image_parts(torch.cat([clean, adv]) if use_clean else adv)
         adv_feats = feats[b:] if use_clean else feats
@@ -155,10 +157,10 @@ class TrainTask(nn.Module):
         scale = m.logit_scale
         parts: dict[str, torch.Tensor] = {}
         per_sample = torch.zeros((), device=adv.device)   # sums over this rank's samples, / global count
-        pos = positives[keep][:, keep]
+        pos = positives if valid is None else positives[keep][:, keep]
 
         def itc(image_feats: torch.Tensor) -> torch.Tensor:
-            return contrastive_loss(d.gather(image_feats)[keep], text_all[keep], scale, pos)
+            return contrastive_loss(real(d.gather(image_feats)), real(text_all), scale, pos)
 
         if cfg.loss == "adv" or not use_clean:
             parts["itc"] = itc(adv_feats)
@@ -169,8 +171,8 @@ class TrainTask(nn.Module):
             parts["itc"] = w * parts["itc_clean"] + (1 - w) * parts["itc_adv"]
         else:  # trades: clean contrastive + beta * KL(clean || adv) over the batch captions
             parts["itc"] = itc(feats[:b])
-            kl = kl_per_image(scale * feats[:b] @ text_all[keep].t(), scale * adv_feats @ text_all[keep].t())
-            parts["kl"] = (kl * mine).sum() / n
+            kl = kl_per_image(scale * feats[:b] @ real(text_all).t(), scale * adv_feats @ real(text_all).t())
+            parts["kl"] = (kl if valid is None else kl * mine).sum() / n
             per_sample = per_sample + cfg.beta * parts["kl"]
         if adv_states is not None:
             if bool(mine.all()) or not bool(mine.any()):   # no real row: kept in the graph, times 0
