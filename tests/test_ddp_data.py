@@ -80,7 +80,10 @@ def test_exact_epochs_from_shards_visit_every_sample_once_in_training(tmp_path):
     eff = json.loads((tmp_path / "run" / "efficiency.json").read_text())
     assert eff["processes"] == 2
     expected = {"samples": 16, "key_digest": key_digest(f"{i:09d}" for i in range(16))}
-    assert eff["epochs"] == {"0": expected, "1": expected}, eff["epochs"]
+    assert {e: {k: v for k, v in c.items() if k != "padding"} for e, c in eff["epochs"].items()} == \
+        {"0": expected, "1": expected}, eff["epochs"]
+    steps = json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"]
+    assert sum(c["samples"] + c["padding"] for c in eff["epochs"].values()) == steps * 4   # every row accounted
 
 
 def test_one_failing_rank_ends_the_job_instead_of_hanging(tmp_path):

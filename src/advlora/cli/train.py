@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         if "robust" in m:
             rows[f"{m['attack']} robust"] = m["robust"]
         print(f"{config.method}: {result.steps} steps, {result.trainable_params} trainable parameters, "
-              f"{result.train_time_s:.1f} s; {m['split']} split, {m['n_images']} images, {m['n_texts']} captions")
+              f"{result.train_time_s:.1f} s; {m['split']} split, {m['n_images']} {m.get('kind', 'image')}s, {m['n_texts']} captions")
         print(metrics_table(rows))
         if m.get("threat"):
             print(f"robust: {m['threat']}")

@@ -278,12 +278,13 @@ class _Run:
         return loss, parts
 
     def _count(self, batch) -> None:
-        """Per epoch, the real samples of every rank and their key digest (``efficiency.json``: an exact epoch
-        of shards has the source's count and digest)."""
-        local = torch.tensor([len(batch.keys), key_digest(batch.keys)], dtype=torch.long, device=self.acc.device)
-        count, digest = (int(v) for v in self.dist.sum(local).cpu())
-        seen = self.state.setdefault("epochs", {}).setdefault(str(batch.epoch), [0, 0])   # older checkpoints: none
-        seen[0], seen[1] = seen[0] + count, (seen[1] + digest) % DIGEST_MOD
+        """Per epoch, the real samples of every rank, their key digest and the padding rows (``efficiency.json``:
+        an exact epoch of shards has the source's count and digest; the padding is what unequal shards cost)."""
+        pad = len(batch.valid) - len(batch.keys)
+        local = torch.tensor([len(batch.keys), key_digest(batch.keys), pad], dtype=torch.long, device=self.acc.device)
+        count, digest, pad = (int(v) for v in self.dist.sum(local).cpu())
+        seen = self.state.setdefault("epochs", {}).setdefault(str(batch.epoch), [0, 0, 0])  # older checkpoints: none
+        seen[0], seen[1], seen[2] = seen[0] + count, (seen[1] + digest) % DIGEST_MOD, seen[2] + pad
 
     def _log(self, batch, loss: float, parts: dict, timer: _Timer) -> None:
         st = self.state
@@ -328,7 +329,8 @@ class _Run:
             res = validate(self.model, test, threat, attack=ev.attack, rerank_k=ev.rerank_k,
                            batch_size=ev.batch_size)
             metrics = {**res, "attack": ev.attack, "split": cfg.data.test_split, "limit": ev.test_limit,
-                       "n_images": len(test), "n_texts": len(test.captions), "method": cfg.method,
+                       "n_images": len(test), "n_texts": len(test.captions), "kind": test.kind,
+                       "method": cfg.method,
                        "steps": self.state["step"], "train_attack": self._train_attack()}
             eff = self._efficiency()
             saver = self._adapter_saver()
@@ -359,7 +361,8 @@ class _Run:
                 "peak_memory_mb": peak, "memory": kind, "step_time_s": {**times, "total": sum(times.values())},
                 "batch_size": self.schedule.batch_size, "processes": self.dist.world, "device": str(self.acc.device),
                 "attack": self._train_attack(),
-                **({"epochs": {e: {"samples": c, "key_digest": g} for e, (c, g) in st["epochs"].items()}}
+                **({"epochs": {e: {"samples": c, "key_digest": g, "padding": pad}
+                                for e, (c, g, pad) in st["epochs"].items()}}
                    if st.get("epochs") else {})}
 
 
