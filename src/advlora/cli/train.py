@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from advlora.config import load_yaml, parse_overrides, set_dotted
+from advlora.errors import AdvloraError
 
 ACCEPTS_OVERRIDES = True
 
@@ -88,7 +89,6 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
-    from advlora.errors import AdvloraError
     from advlora.report.tables import metrics_table
     from advlora.runs import default_out
     from advlora.training import train
