@@ -9,16 +9,16 @@ function of (seed, index, attack key, r)), because every sample of a batch makes
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 
+from advlora.hashing import stable_hash
+
 
 def sample_seed(seed: int, index: int, key: str) -> int:
     """A 63-bit seed from (seed, global sample index, attack key): blake2b, so nearby inputs are unrelated."""
-    h = hashlib.blake2b(f"{int(seed)}|{int(index)}|{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+    return stable_hash(f"{int(seed)}|{int(index)}|{key}")
 
 
 class SampleGenerators(torch.Generator):

@@ -16,7 +16,6 @@ mid-epoch (``advlora.training.data.ShardBatches``). Pixels are decoded and augme
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -31,6 +30,7 @@ from braceexpand import braceexpand
 from advlora.data.dataset import RetrievalDataset, load_image_uint8
 from advlora.data.stream import Augment, Failed, sample_seed
 from advlora.errors import AdvloraError, choices_error
+from advlora.hashing import stable_hash
 from advlora.io import atomic_dir, write_json
 from advlora.progress import BatchProgress
 
@@ -251,11 +251,6 @@ class ShardSamples(torch.utils.data.IterableDataset):
         return ShardSample(pixels, captions, key)
 
 
-def stable_hash(text: str) -> int:
-    """A 63-bit non-negative hash of ``text``, the same in every process and run (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-
-
 #: modulus of ``key_digest``: small enough that a sum over up to 256 ranks fits in int64
 DIGEST_MOD = 2**55
 
@@ -268,4 +263,4 @@ def key_digest(keys) -> int:
 
 
 __all__ = ["DIGEST_MOD", "MODES", "SIZES_FILE", "ShardSample", "ShardSamples", "expand",
-           "is_shard_spec", "key_digest", "shard_sizes", "stable_hash", "write_shards"]
+           "is_shard_spec", "key_digest", "shard_sizes", "write_shards"]

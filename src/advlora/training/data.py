@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from advlora.data.dataset import RetrievalDataset
-from advlora.data.shards import ShardSamples, stable_hash
+from advlora.data.shards import ShardSamples
 from advlora.data.stream import STORAGE, Augment, Failed, ImageItems, collate, keep_in_memory, sample_seed, unwrap
 from advlora.errors import AdvloraError, choices_error
+from advlora.hashing import stable_hash
 
 
 @dataclass
