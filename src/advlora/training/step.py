@@ -29,27 +29,25 @@ class Dist:
         """Concatenate equal-sized slices of all ranks; gradient flows through this rank's slice only."""
         if self.world == 1:
             return x
+        parts = self._all_gather(x.detach())
+        parts[self.rank] = x
+        return torch.cat(parts)
+
+    def gather_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate equal-sized slices of all ranks of a tensor without gradient (ids, masks)."""
+        return x if self.world == 1 else torch.cat(self._all_gather(x))
+
+    def _all_gather(self, x: torch.Tensor) -> list[torch.Tensor]:
         import torch.distributed as dist
 
         parts = [torch.empty_like(x) for _ in range(self.world)]
-        dist.all_gather(parts, x.detach().contiguous())
-        parts[self.rank] = x
-        return torch.cat(parts)
+        dist.all_gather(parts, x.contiguous())
+        return parts
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's slice (rows) of a global-batch tensor."""
         b = x.shape[0] // self.world
         return x[self.rank * b:(self.rank + 1) * b]
-
-    def gather_ids(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate equal-sized slices of all ranks of a tensor without gradient (ids, masks)."""
-        if self.world == 1:
-            return x
-        import torch.distributed as dist
-
-        parts = [torch.empty_like(x) for _ in range(self.world)]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.world == 1:

@@ -241,8 +241,8 @@ class _Run:
         if batch.positives is not None:
             positives, valid = batch.positives.to(dev), None
         else:   # shard batches: each rank knows its own captions only
-            positives = positives_from_ids(d.gather_ids(batch.text_ids.to(dev)), d.gather_ids(batch.group_ids.to(dev)))
-            valid = d.gather_ids(batch.valid.to(dev))
+            ids = d.gather_ids(torch.stack([batch.text_ids, batch.group_ids, batch.valid.long()], 1).to(dev))
+            positives, valid = positives_from_ids(ids[:, 0], ids[:, 1]), ids[:, 2].bool()   # one collective
             self._count(batch)
         t0 = time.perf_counter()
         with self.acc.autocast():
