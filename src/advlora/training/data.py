@@ -313,7 +313,7 @@ class ShardBatches:
         else:
             self._loader = torch.utils.data.DataLoader(
                 self.samples, batch_size=None, num_workers=self.workers, collate_fn=_as_is,
-                pin_memory=self.pin_memory, prefetch_factor=self.config.prefetch * self.local_batch,
+                prefetch_factor=self.config.prefetch * self.local_batch,
                 multiprocessing_context=worker_context())
             it = iter(self._loader)
         for _ in range(extra):
@@ -329,6 +329,8 @@ class ShardBatches:
         pixels = torch.zeros(b, 3, self.size, self.size, dtype=torch.uint8)
         if n:
             pixels[:n] = torch.stack([r.pixels for r in rows])
+        if self.pin_memory:   # the batch is assembled here, not by the DataLoader (which pins only tensors it sees)
+            pixels = pixels.pin_memory()
         texts, text_ids, group_ids = [], [], []
         for r in rows:
             caption = r.captions[sample_seed(self.seed, epoch, stable_hash(r.key)) % len(r.captions)]
