@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from advlora.evaluation import distributed
 from advlora.evaluation import robust as R
 from advlora.evaluation.progress import BatchProgress
 from advlora.preempt import PREEMPTED_EXIT, StopRequest
-from train_utils import save_test_model, write_data
+from train_utils import save_test_model, torchrun, write_data
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +108,8 @@ def test_stopped_evaluation_resumes_with_the_same_metrics(tiny_clip, ann, tmp_pa
         distributed.EvalSession(state=state, resume=True, fingerprint={"a": 2}).__enter__()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _eval_cmd(model, ann, out, *extra) -> list[str]:
-    return ["-m", "advlora", "eval", "--model", str(model), "--data", str(ann), "--attacks", "pgd,square",
+    return ["eval", "--model", str(model), "--data", str(ann), "--attacks", "pgd,square",
             "--eps", "16/255", "--steps", "3", "--restarts", "2", "--square-queries", "20", "--batch-size", "3",
             "--sanity-limit", "4", "--device", "cpu", "--out", str(out), *extra]
 
@@ -124,12 +117,10 @@ def _eval_cmd(model, ann, out, *extra) -> list[str]:
 def test_torchrun_two_processes_equal_one_process(ann, tmp_path):
     model = save_test_model(tmp_path / "model")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *_eval_cmd(model, ann, tmp_path / "one")], env=env,
+    one = subprocess.run([sys.executable, "-m", "advlora", *_eval_cmd(model, ann, tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                          *_eval_cmd(model, ann, tmp_path / "two")], env=env,
+    two = subprocess.run(torchrun(*_eval_cmd(model, ann, tmp_path / "two")), env=env,
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 processes" in two.stdout
@@ -155,7 +146,7 @@ def _without_seconds(x):
 def test_cli_sigterm_exits_75_and_resume_prints_the_same_metrics(ann, tmp_path):
     model = save_test_model(tmp_path / "model")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, *_eval_cmd(model, ann, tmp_path / "run", "--no-sanity")]
+    cmd = [sys.executable, "-m", "advlora", *_eval_cmd(model, ann, tmp_path / "run", "--no-sanity")]
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True,
                          timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]

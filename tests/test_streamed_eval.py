@@ -4,7 +4,6 @@ images are read back from their per-batch records, also across processes without
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from advlora.evaluation.images import AdvImages, CleanImages, Picked, TensorImag
 from advlora.evaluation.retrieval import encode_images, encode_texts, evaluate_clean
 from advlora.metrics import retrieval_recall_features
 from advlora.models import load_model
-from train_utils import save_test_model, write_data
+from train_utils import free_port, save_test_model, write_data
 
 N = 10
 
@@ -126,12 +125,6 @@ def test_clean_evaluation_streams_too(monkeypatch, tiny_clip, ann):
     assert not watch.seen and got == want
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, model_dir: str, ann: str, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
@@ -158,7 +151,7 @@ def _worker(rank: int, model_dir: str, ann: str, port: int, out: str) -> None:
 
 def test_two_processes_without_state_share_a_temporary_folder(ann, tmp_path):
     model_dir = save_test_model(tmp_path / "model")
-    torch.multiprocessing.spawn(_worker, args=(str(model_dir), str(ann), _free_port(), str(tmp_path / "two.pt")),
+    torch.multiprocessing.spawn(_worker, args=(str(model_dir), str(ann), free_port(), str(tmp_path / "two.pt")),
                                 nprocs=2)
     model, data = load_model(str(model_dir), device="cpu"), load_dataset(str(ann))
     th = ThreatModel(eps="16/255", steps=2, restarts=2, seed=4)
