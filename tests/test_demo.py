@@ -47,6 +47,9 @@ def test_demo_smoke(tmp_path, image_text_folder, capsys, one_thread):
         assert (out / f).is_file(), f
     md = (out / "report.md").read_text()
     assert "Sanity checks" in md and "Threat models" in md
+    # laid out as a results section: verdict, claims, headline table; how it was run comes last
+    assert md.index("**Sanity verdict") < md.index("**Claim 1:") < md.index("## Results") < md.index("## Sanity checks")
+    assert md.index("## How this was run") > md.index("## Plots") and "Learning rates" in md.split("## How this was run")[1]
     # the forgetting evaluation: every method on the second data set, clean and under PGD at the demo eps
     assert list(s["forgetting"]) == METHODS and "forgetting:" in printed and "Forgetting" in md
     for r in s["forgetting"].values():

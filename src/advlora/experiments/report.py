@@ -1,4 +1,9 @@
-"""The report of a method comparison (``advlora demo``, ``advlora grid``): table, threat models, checks, plots.
+"""The report of a method comparison (``advlora demo``, ``advlora grid``), laid out as a paper's results section.
+
+It opens with the sanity verdict (whether the robust numbers can be trusted at all), then one sentence on what
+is compared, the paper's claims with their verdicts and the headline table with its threat models; then the
+details (further sections, Recall@1 and ASR, every check, the plots); how the run was made (budget, learning
+rates, command line, package versions) comes last.
 
 ``render(summary, root, ...)`` draws the plots into ``root/plots``, writes report.md, report.html and
 summary.json, and returns the plain-text table the command prints.
@@ -192,10 +197,11 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
     captions = {Path(rel).stem: caption for rel, caption in extra_plots or []} | {k: _CAPTIONS[k] for k in own}
     summary["plots"] = figs
     rep = Report(title)
-    rep.text(f"**Sanity verdict: {verdict([c for _, c in sanity_checks(summary)])}** (the checks are listed under "
-             "\"Sanity checks\").")
-    for para in intro:
-        rep.text(para)
+    checks = sanity_checks(summary)
+    rep.text(headline_verdict([c for _, c in checks]))
+    rep.text(overview(summary))
+    for heading, items in claim_sections(summary):
+        rep.heading(heading).bullets(items)
     for ds in summary["datasets"]:
         rep.heading(f"Results on {ds}" if len(summary["datasets"]) > 1 else "Results")
         header, rows = table_rows(summary, ds)
@@ -203,12 +209,13 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
         rep.text("r_mean in %, the mean of R@1/5/10 in both directions"
                  + (f"; mean ± {summary['spread']}" if len(summary["seeds"]) > 1 else "") + ". Threat models:")
         rep.bullets(threat_lines(summary, ds))
-        header, rows = detail_rows(summary, ds)
-        rep.heading("Recall@1 and attack success rate", 3).table(header, rows)
-    for heading, items in [*claim_sections(summary), *(extra or [])]:
+    for heading, items in extra or []:
         rep.heading(heading).bullets(items)
+    for ds in summary["datasets"]:
+        header, rows = detail_rows(summary, ds)
+        rep.heading("Recall@1 and attack success rate" + (f" on {ds}" if len(summary["datasets"]) > 1 else ""),
+                    ).table(header, rows)
     rep.heading("Sanity checks")
-    checks = sanity_checks(summary)
     rep.text(f"Verdict: {verdict([c for _, c in checks])}. Per evaluation (from the robust evaluation), then across "
              "evaluations (eps sweep); docs/evaluation.md says how to read each flag.")
     flags = [f"{where}: {c}" if where else str(c) for where, c in checks if not c.passed]
@@ -220,9 +227,34 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
         rep.image(rel, captions[name])
     if summary.get("missing_cells"):
         rep.heading("Missing cells").bullets(summary["missing_cells"])
+    rep.heading("How this was run")
+    for para in intro:
+        rep.text(para)
     write_report(root, rep, summary)
     return "\n\n".join(text_table(summary, ds) if len(summary["datasets"]) == 1 else f"[{ds}]\n" +
                        text_table(summary, ds) for ds in summary["datasets"])
+
+
+def headline_verdict(checks: list[Check]) -> str:
+    """The report's first line: the sanity verdict, short (the flags themselves are listed under "Sanity checks")."""
+    flagged = [c for c in checks if not c.passed]
+    if not flagged:
+        return f"**Sanity verdict: {verdict(checks)}** (the checks are listed under \"Sanity checks\")."
+    return (f"**Sanity verdict: {len(flagged)} of {len(checks)} checks flagged**; the robust numbers below may "
+            "overstate robustness until they are explained (each flag, with what it suggests, under \"Sanity "
+            "checks\").")
+
+
+def overview(summary: dict[str, Any]) -> str:
+    """One sentence: which model, data, methods and seeds the report compares, and its headline attack."""
+    ev = summary.get("eval", {})
+    labels = list(next(iter(summary["results"].values()), {}))
+    headline = white_box_reference(ev.get("attacks", [])) or next(iter(ev.get("attacks", [])), None)
+    seeds = summary.get("seeds", [])
+    return (f"`{summary.get('model', '')}` on {', '.join(summary['datasets'])}: {len(labels)} methods "
+            f"({', '.join(labels)}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+            + (f"; headline attack {attack_name(headline, ev.get('steps'))} at {ev['eps'][0]}"
+               if headline and ev.get("eps") else "") + ". The budget, learning rates, command line and package versions are at the end.")
 
 
 def sanity_checks(summary: dict[str, Any]) -> list[tuple[str, Check]]:
