@@ -9,7 +9,7 @@ FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 
-.PHONY: setup demo test font clean-venv
+.PHONY: setup demo test docs font clean-venv
 
 setup: $(STAMP) font
 
@@ -33,6 +33,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# docs/results.md and the README's tables from docs/results/*.json; docs/cli.md from the parsers.
+docs: setup
+	$(PY) scripts/gen_results.py
+	$(PY) scripts/gen_cli_reference.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -26,7 +26,7 @@ from advlora.models.tiny import random_model
 from advlora.training.data import EpochSampler, LoaderConfig, TrainBatches
 
 SIZES = (1000, 4000, 16000)
-#: the ratios' targets (issue 17): memory and time to the first step nearly flat in the set size
+#: the ratios' targets: memory and time to the first step nearly flat in the set size
 TARGETS = {"memory_ratio": 1.10, "first_step_ratio": 1.5}
 DECODE_SIZE = 224
 BATCH = 32
