@@ -131,6 +131,10 @@ def test_doc_links_stay_inside_the_repository():
             assert ROOT in path.parents, f"{page.name} links outside the repository: {target}"
             assert path.exists(), f"{page.name}: broken link {target}"
         assert "../shared" not in page.read_text(), page.name
+    ids = {s["id"] for s in gen.load_summaries()}
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for anchor in re.findall(r"results\.md#([\w-]+)", page.read_text()):
+            assert anchor in ids, f"{page.name}: results.md has no section {anchor!r}"
 
 
 def test_cli_reference_is_generated_from_the_parsers():
