@@ -90,7 +90,19 @@ def exit_codes() -> list[tuple[int, str]]:
 
 
 def render() -> str:
-    os.environ["COLUMNS"] = "110"  # argparse wraps usage lines to the terminal: fix the width
+    """The whole page; argparse wraps usage lines to the terminal, so the width is fixed while it renders."""
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "110"
+    try:
+        return _render()
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def _render() -> str:
     from advlora.cli import COMMANDS, build_parser
 
     out = ["# Command-line reference", "",
