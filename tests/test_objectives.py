@@ -231,3 +231,22 @@ def test_cli_objective_flag_is_recorded(ann, tmp_path):
                  str(tmp_path / "out")]) == 0
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert saved["train"]["objective"] == "fare" and "loss" not in saved["attack"]
+
+
+def test_a_run_folder_written_with_attack_loss_resumes(ann, tmp_path):
+    import yaml
+
+    from advlora.training import setup as S
+
+    cfg = load_run_config(overrides=tiny_config(ann, train={"steps": 2, "checkpoint_every": 1}))
+    train(cfg, tmp_path / "run")
+    path = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(path.read_text())           # as the trainer wrote it before train.objective existed
+    del old["train"]["objective"]
+    old["attack"]["loss"] = "adv"
+    path.write_text(yaml.safe_dump(old))
+    assert S.prepare_folder(tmp_path / "run", cfg, resume=True, main=True, argv=None).name == "step-000002"
+    old["attack"]["loss"] = "trades"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.raises(AdvloraError, match="differs in: train.objective"):
+        S.prepare_folder(tmp_path / "run", cfg, resume=True, main=True, argv=None)
