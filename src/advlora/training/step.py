@@ -2,7 +2,8 @@
 
 The trainer knows nothing of CLIP or BLIP; this module turns (clean images, adversarial images, captions) into
 the loss: the training objective's (``advlora.training.objectives``: what the attack maximises and what the
-update minimises; ``itc`` below is the one call of the model's contrastive loss they use), BLIP's ITM on hard
+update minimises; the model's contrastive loss reaches them through two calls here: ``contrastive`` in
+``attack_batch``, per image, and ``itc`` in ``TrainTask.forward``, of the batch), BLIP's ITM on hard
 negatives, and the adapter's regulariser. Under DDP every rank holds a contiguous slice of the global batch;
 features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
@@ -14,7 +15,7 @@ from torch import nn
 
 from advlora.attacks import ATTACKS
 from advlora.errors import choices_error
-from advlora.losses import contrastive_loss, itm_loss, sample_hard_negatives
+from advlora.losses import contrastive_loss, itm_loss, per_image_contrastive, sample_hard_negatives
 from advlora.runtime import eval_mode
 from advlora.training import objectives
 from advlora.training.config import CLEAN, AttackConfig
@@ -84,7 +85,10 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
     eps = float(t.eps)
     with eval_mode(model):
         scale = model.logit_scale.detach()
-        fn = obj.attack_objective(objectives.AttackInputs(model, clean, text_all, positives, scale, reference, cfg))
+        contrastive = None if text_all is None else (
+            lambda feats: per_image_contrastive(feats, text_all, scale, positives))
+        fn = obj.attack_objective(objectives.AttackInputs(model, clean, text_all, positives, scale, reference, cfg,
+                                                          contrastive))
         if obj.stationary:
             fn.stationary = True  # 0 with zero gradient at the clean image: the random start adds noise (TRADES)
 

@@ -47,6 +47,8 @@ class AttackInputs:
         reference: the frozen original model's image features of ``clean`` (b, D), for an objective that
             declares ``reference``; else None.
         config: the run's ``AttackConfig`` (``beta``, ``clean_weight``).
+        contrastive: ``contrastive(image_features) -> (b,)``: the model's image-to-text contrastive loss of each
+            image against ``text`` and its ``positives`` (None without captions).
     """
 
     model: Any
@@ -56,6 +58,7 @@ class AttackInputs:
     scale: torch.Tensor
     reference: torch.Tensor | None
     config: Any
+    contrastive: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass

@@ -15,16 +15,15 @@ from collections.abc import Callable
 
 import torch
 
-from advlora.losses import per_image_contrastive
 from advlora.training.objectives import AttackInputs, LossInputs, Objective, Terms, register
 
 
 def caption_attack(a: AttackInputs) -> Callable[[torch.Tensor], torch.Tensor]:
     """Each image's image-to-text cross-entropy against the batch captions (its positives), per image."""
-    model, text, scale, positives = a.model, a.text, a.scale, a.positives
+    model, contrastive = a.model, a.contrastive
 
     def objective(x: torch.Tensor) -> torch.Tensor:
-        return per_image_contrastive(model.encode_image(x), text, scale, positives)
+        return contrastive(model.encode_image(x))
 
     return objective
 
