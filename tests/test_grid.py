@@ -149,6 +149,22 @@ def test_shipped_grid_configs_load():
     assert [m.method for m in blip.methods] == ["frozen", "lora", "advlora"]
 
 
+def test_a_method_row_names_its_training_objective():
+    from advlora.cli.grid import resolve_config
+    from advlora.experiments.spec import run_config_dict
+
+    cfg = load_grid_config(None, base={**GRID, "methods": [{"label": "FARE-LoRA", "method": "lora", "objective": "fare"},
+                                                           {"label": "adv. LoRA", "method": "lora"}]})
+    cells = {tc.method.label: tc for tc in train_cells(cfg) if tc.seed == 0}
+    assert run_config_dict(cfg, cells["FARE-LoRA"])["train"]["objective"] == "fare"
+    assert "objective" not in run_config_dict(cfg, cells["adv. LoRA"])["train"]     # the budget's, as before
+    with pytest.raises(AdvloraError, match="unknown training objective 'fair'"):
+        load_grid_config(None, base={**GRID, "methods": [{"label": "x", "method": "lora", "objective": "fair"}]})
+    peers, demo = load_grid_config(resolve_config("grid-peers")), load_grid_config(resolve_config("grid-tiny-clip"))
+    assert peers.train == demo.train and vars(peers.eval) == vars(demo.eval)      # the demo's budget
+    assert {(m.method, m.objective) for m in peers.methods} >= {("full", "fare"), ("lora", "fare"), ("lora", "tecoa")}
+
+
 def test_ablation_variants_change_one_factor_each():
     from advlora.adapters.config import AdapterConfig
     from advlora.experiments.ablate import FACTORS, methods, reference, variants

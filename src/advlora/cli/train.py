@@ -3,6 +3,7 @@
     advlora train --model tiny-clip --data emoji --method advlora --steps 50 --out runs/a
     advlora train --config run.yaml --train.lr 1e-4 --attack.eps 4/255
     advlora train --out runs/a --resume
+    advlora train --objective fare --method lora --data images/ --eval-data emoji-downstream --out runs/fare
     python -m torch.distributed.run --nproc_per_node 2 -m advlora train --config run.yaml   # DDP
 
 The YAML (see ``advlora/configs/advlora-tiny-clip.yaml``) has the sections model, data, adapter, attack, train
@@ -24,7 +25,7 @@ FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method",
          "steps": "train.steps", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
          "eps": "attack.eps", "seed": "train.seed", "attack": "attack.name", "device": "train.device",
          "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split",
-         "eval_data": "data.eval_name"}
+         "eval_data": "data.eval_name", "objective": "train.objective"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "such as advlora-tiny-clip)")
     p.add_argument("--model", default=None, help="hub id, local folder, tiny-clip or tiny-blip")
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
-                   "file or a shard pattern")
+                   "file, a shard pattern, or a folder of images (objectives without captions: fare)")
     p.add_argument("--eval-data", default=None, help="data set of validation and the final test (default: --data; "
                    "needed when --data names shards)")
     # the data flags of `advlora eval`, spelled the same
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder the annotation's image/video paths are relative to (default: the file's folder)")
     p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
     p.add_argument("--method", default=None, help="frozen, full, lora, pissa or advlora")
+    p.add_argument("--objective", default=None, help="training objective (advlora.training.objectives): tecoa "
+                   "(default: adversarial contrastive), fare (embedding distance to the original model; images "
+                   "only), trades, mix, fgsm-rs")
     p.add_argument("--rank", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes)")
     p.add_argument("--epochs", type=int, default=None)
@@ -89,6 +93,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
+    from advlora.data.images import check_image_folder, is_image_folder
     from advlora.report.tables import metrics_table
     from advlora.runs import default_out
     from advlora.training import train
@@ -97,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
     d = config.data
     # every split the run will read (training, validation, final test), its files and one decoded sample, before
     # the first step: a missing test split is found now, not after the training
-    if d.sharded:
-        check_inputs(d.name, [d.train_split])
+    if d.sharded or is_image_folder(d.name):
+        if d.sharded:
+            check_inputs(d.name, [d.train_split])
+        else:
+            check_image_folder(d.name, d.train_split)
         try:
             check_inputs(d.eval_set, [d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
                          frames=d.frames)

@@ -56,7 +56,7 @@ def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path,
     total = result.total_params
     return {"trainable": result.trainable_params, "total": total,
             "share": 100.0 * result.trainable_params / max(1, total), "train_time_s": result.train_time_s,
-            "steps": result.steps, "lr": config.lr(), "efficiency": eff}
+            "steps": result.steps, "lr": config.lr(), "objective": config.train.objective, "efficiency": eff}
 
 
 #: the trainer's per-epoch validation and final test, kept small (the eval cells do the real evaluation)

@@ -2,7 +2,7 @@
 
 An experiment (``advlora grid``, ``advlora demo``, ``advlora ablate``) is a ``GridConfig``: the shared
 training budget (``train``: a nested dict of ``RunConfig`` fields every run gets), the methods (each a label,
-an adapter method and its own overrides of that dict), the evaluation (attacks, eps values, subset sizes), the
+an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the evaluation (attacks, eps values, subset sizes), the
 data sets and the seeds. It expands into *train cells* (method x data set x seed) and *eval cells* (train
 cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
 """
@@ -20,6 +20,7 @@ from advlora.attacks import registry
 from advlora.attacks import parse_eps as _parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides
 from advlora.errors import AdvloraError
+from advlora.training import objectives
 
 #: RunConfig overrides that make a run train on clean images (``clean_training: true`` of a method)
 CLEAN_TRAINING: dict = {"attack": {"name": "none"}}
@@ -27,18 +28,23 @@ CLEAN_TRAINING: dict = {"attack": {"name": "none"}}
 
 @dataclass
 class MethodSpec:
-    """One compared method: ``label`` names it in tables; ``config`` overrides the shared budget for it."""
+    """One compared method: ``label`` names it in tables; ``objective`` is its training objective
+    (``advlora.training.objectives``; None: the budget's, by default ``tecoa``); ``config`` overrides the shared
+    budget for it."""
 
     label: str
     method: str = "advlora"
     adapter: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     clean_training: bool = False
+    objective: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise AdvloraError(f"method {self.label!r}: unknown adapter method {self.method!r} "
                                f"(valid: {', '.join(METHODS)})")
+        if self.objective is not None:
+            objectives.get(self.objective)
 
 
 @dataclass
@@ -178,6 +184,8 @@ def run_config_dict(cfg: GridConfig, cell: TrainCell) -> dict[str, Any]:
     d = copy.deepcopy(cfg.train)
     d = merge(d, {"model": {"name": cfg.model, "random": cfg.random_model}, "data": {"name": cell.dataset}})
     d = merge(d, {"adapter": {"method": cell.method.method, **cell.method.adapter}})
+    if cell.method.objective is not None:
+        d = merge(d, {"train": {"objective": cell.method.objective}})
     if cell.method.clean_training:
         d = merge(d, CLEAN_TRAINING)
     d = merge(d, cell.method.config)

@@ -99,6 +99,7 @@ def _finish(entry: dict[str, Any], cfg: GridConfig) -> dict[str, Any]:
         entry["share"] = trains[0].get("share")
         entry["train_time_s"] = agg([t.get("train_time_s", 0.0) for t in trains])
         entry["lr"] = trains[0].get("lr")
+        entry["objective"] = trains[0].get("objective")
         entry["efficiency"] = trains[0].get("efficiency", {})
     main = _main_key(cfg, evals)
     entry["clean"] = _agg_metrics([r["clean"] for r in evals.get(main, [])])
@@ -137,7 +138,7 @@ def _flat(entry: dict[str, Any]) -> dict[str, Any]:
     return {
         "method": entry["method"], "trainable": entry.get("trainable"), "total": entry.get("total"),
         "share": entry.get("share"), "train_time_s": entry.get("train_time_s", {}).get("mean"), "lr": entry.get("lr"),
-        "clean": mean(entry.get("clean", {})),
+        "objective": entry.get("objective"), "clean": mean(entry.get("clean", {})),
         "robust": {k: {"threat": r["threat"], "n_images": r["n_images"], **mean(r["metrics"]),
                        "clean_r_mean_same_images": r["clean_same_images"].get("r_mean", {}).get("mean"),
                        "asr_i2t": r["asr"]["i2t"]["mean"], "asr_t2i": r["asr"]["t2i"]["mean"]}

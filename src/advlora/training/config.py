@@ -1,8 +1,13 @@
 """The run configuration of ``advlora train``: dataclasses read from YAML with dotted overrides.
 
 A ``RunConfig`` has one section per stage: ``model``, ``data``, ``adapter`` (the fields of
-``advlora.adapters.AdapterConfig``), ``attack`` (the training attack: a name, its ``ThreatModel`` and the loss),
-``train`` (optimisation and checkpoints) and ``eval`` (validation per epoch and the final test).
+``advlora.adapters.AdapterConfig``), ``attack`` (the training attack: a name, its ``ThreatModel`` and the
+objectives' weights), ``train`` (the objective, optimisation and checkpoints) and ``eval`` (validation per
+epoch and the final test).
+
+``train.objective`` names a training objective of ``advlora.training.objectives``. Configs written before it
+existed name the loss as ``attack.loss`` (``adv``, ``trades``, ``mix``): read as the objective it is
+(``tecoa``, ``trades``, ``mix``).
 
 The attack section reads the threat model's fields flat (``attack.eps``, ``attack.steps``) or nested
 (``attack.threat.eps``); the resolved ``config.yaml`` writes them flat, as before the section held a
@@ -20,12 +25,13 @@ from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
 from advlora.data.shards import MODES as SHARD_MODES
 from advlora.data.shards import is_shard_spec
+from advlora.data.images import is_image_folder
 from advlora.errors import AdvloraError, choices_error
+from advlora.training import objectives
 from advlora.training.data import LoaderConfig
 
 #: training attacks beside the ones in ``advlora.attacks.ATTACKS``: ``none`` trains on clean images
 CLEAN = "none"
-LOSSES = ("adv", "trades", "mix")
 
 
 @dataclass
@@ -68,6 +74,9 @@ class DataConfig:
             raise AdvloraError(f"data.name {self.name} names training shards: set data.eval_name (--eval-data) to "
                                f"the data set validation and the final test read, e.g. the annotation file the "
                                f"shards were written from")
+        if self.eval_name is None and is_image_folder(self.name):
+            raise AdvloraError(f"data.name {self.name} is a folder of images without captions: set data.eval_name "
+                               f"(--eval-data) to the annotated data set validation and the final test read")
 
     @property
     def eval_set(self) -> str:
@@ -96,18 +105,15 @@ THREAT_FIELDS = tuple(f.name for f in dataclasses.fields(ThreatModel))
 class AttackConfig:
     """The training attack: ``name`` from ``advlora.attacks.ATTACKS`` or ``none`` (clean training), its budget
     ``threat`` (step_size None: 2.5 * eps / steps for PGD, 1.25 * eps for FGSM with random start, i.e. fast
-    adversarial training), and the loss on its images."""
+    adversarial training), and the weights the objectives read. What the attack maximises and what the update
+    minimises is ``train.objective``."""
 
     name: str = "pgd"
     threat: ThreatModel = field(default_factory=_training_threat)
-    #: adv: loss on adversarial images; trades: clean loss + beta * KL(clean || adv); mix: weighted sum
-    loss: str = "adv"
+    #: the weight of the KL term of objective ``trades``
     beta: float = 1.0
+    #: the weight of the clean loss of objective ``mix``
     clean_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise choices_error("training loss", self.loss, LOSSES)
 
     @staticmethod
     def nest(section: dict) -> dict:
@@ -125,7 +131,7 @@ class AttackConfig:
     def config_dict(self) -> dict:
         """The section as YAML writes it: the threat's fields flat, radii as fractions when exact (``2/255``)."""
         threat = {k: _radius_text(v) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
-        return {"name": self.name, **threat, "loss": self.loss, "beta": self.beta, "clean_weight": self.clean_weight}
+        return {"name": self.name, **threat, "beta": self.beta, "clean_weight": self.clean_weight}
 
     def eval_threat(self, eps: str | float | None, steps: int, seed: int) -> ThreatModel:
         """The threat model of validation and the final test: this norm, ``eps`` (None: the training eps),
@@ -144,6 +150,8 @@ def _radius_text(value: float | None) -> str | float | None:
 
 @dataclass
 class TrainConfig:
+    #: the training objective (``advlora.training.objectives``): tecoa, fare, trades, mix, fgsm-rs
+    objective: str = objectives.DEFAULT
     #: optimiser steps; None: ``epochs`` passes over the training images
     steps: int | None = None
     epochs: int = 1
@@ -170,6 +178,7 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        objectives.get(self.objective)
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise AdvloraError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -229,9 +238,10 @@ def load_run_config(path: str | Path | None = None, overrides: dict | list[str] 
 
 
 def resolve_dict(data: dict) -> dict:
-    """A run-config dict as ``from_dict`` takes it: the attack's threat fields nested, and the adapter's seed
-    defaulting to the training seed (so one ``train.seed`` varies both)."""
-    data = dict(data)
+    """A run-config dict as ``from_dict`` takes it: the legacy ``attack.loss`` read as ``train.objective``, the
+    attack fields the objective fixes set, the attack's threat fields nested, and the adapter's seed defaulting
+    to the training seed (so one ``train.seed`` varies both)."""
+    data = resolve_objective(dict(data))
     if isinstance(data.get("attack"), dict):
         data["attack"] = AttackConfig.nest(data["attack"])
     adapter = data.get("adapter", {})
@@ -240,6 +250,36 @@ def resolve_dict(data: dict) -> dict:
         if seed is not None:
             data["adapter"] = {**adapter, "seed": seed}
     return data
+
+
+def resolve_objective(data: dict) -> dict:
+    """``train.objective`` from the legacy ``attack.loss`` (a config naming both must agree), and the ``attack``
+    fields the objective fixes (``fgsm-rs``: the attack's name), refusing a config that sets them otherwise."""
+    attack, train = data.get("attack") or {}, data.get("train") or {}
+    if not isinstance(attack, dict) or not isinstance(train, dict):
+        return data                                     # from_dict names the malformed section
+    attack, train = dict(attack), dict(train)
+    if "loss" in attack:
+        loss = attack.pop("loss")
+        if loss not in objectives.LEGACY_LOSSES:
+            raise AdvloraError(f"attack.loss {loss!r}: the training loss is now train.objective (--objective: "
+                               f"{', '.join(objectives.names())}); attack.loss reads only the former values "
+                               f"{', '.join(objectives.LEGACY_LOSSES)}")
+        named = objectives.LEGACY_LOSSES[loss]
+        if train.get("objective", named) != named:
+            raise AdvloraError(f"attack.loss {loss!r} (objective {named}) contradicts train.objective "
+                               f"{train['objective']!r}: set train.objective only")
+        train["objective"] = named
+    objective = objectives.get(train.get("objective", objectives.DEFAULT))
+    for key, value in objective.attack.items():
+        if key in attack and attack[key] != value:
+            raise AdvloraError(f"objective {objective.name} trains with attack.{key} = {value!r}; "
+                               f"the config sets {attack[key]!r}")
+        attack[key] = value
+    out = {**data, "train": train}
+    if attack or "attack" in data:
+        out["attack"] = attack
+    return out
 
 
 def config_diff(a: Any, b: Any, prefix: str = "", ignore: tuple[str, ...] = ()) -> list[str]:

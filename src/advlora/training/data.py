@@ -42,14 +42,19 @@ class Batch:
 
 
 class EpochSampler:
-    """Batches of ``batch_size`` distinct images (the last incomplete batch of an epoch is dropped)."""
+    """Batches of ``batch_size`` distinct images (the last incomplete batch of an epoch is dropped).
 
-    def __init__(self, dataset: RetrievalDataset, batch_size: int, seed: int = 0) -> None:
+    ``captions=False`` (objectives that read images alone): every image is used, no caption is drawn, a
+    batch's ``captions`` are -1 and its positives the diagonal.
+    """
+
+    def __init__(self, dataset: RetrievalDataset, batch_size: int, seed: int = 0, captions: bool = True) -> None:
         img2txt = dataset.img2txt
-        self.usable = torch.tensor([i for i, c in enumerate(img2txt) if c], dtype=torch.long)
+        self.captions = bool(captions)
+        self.usable = torch.tensor([i for i, c in enumerate(img2txt) if c or not self.captions], dtype=torch.long)
         if len(self.usable) < 2:
-            raise AdvloraError(f"{dataset.name}: training needs at least 2 images with captions, "
-                               f"found {len(self.usable)}")
+            what = "images with captions" if self.captions else "images"
+            raise AdvloraError(f"{dataset.name}: training needs at least 2 {what}, found {len(self.usable)}")
         self.img2txt = img2txt
         self.batch_size = min(int(batch_size), len(self.usable))
         self.steps_per_epoch = len(self.usable) // self.batch_size
@@ -76,6 +81,9 @@ class EpochSampler:
         if self._plan is None or self._plan[0] != epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
             order = self.usable[torch.randperm(len(self.usable), generator=g)]
+            if not self.captions:
+                self._plan = (epoch, order, torch.full_like(order, -1))
+                return order, self._plan[2]
             draw = torch.rand(len(order), generator=g)
             caps = torch.tensor([self.img2txt[i][int(r * len(self.img2txt[i]))] for i, r in
                                  zip(order.tolist(), draw.tolist())], dtype=torch.long)
@@ -90,6 +98,8 @@ class EpochSampler:
         return Batch(images, captions, self.positives(images, captions), epoch, index)
 
     def positives(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        if not self.captions:
+            return torch.eye(len(images), dtype=torch.bool)
         same_group = self.group[images][:, None] == self.group[images][None, :]
         same_text = self.text_id[captions][:, None] == self.text_id[captions][None, :]
         return same_group | same_text | torch.eye(len(images), dtype=torch.bool)
@@ -175,7 +185,8 @@ class TrainBatches:
         """The sampler's batch of ``step`` with ``pixels`` and ``texts``: this rank's uint8 images and captions."""
         b = self.sampler.batch(step)
         per = len(b.captions) // self.world
-        b.texts = [self.captions[j] for j in b.captions[self.rank * per:(self.rank + 1) * per].tolist()]
+        if self.sampler.captions:
+            b.texts = [self.captions[j] for j in b.captions[self.rank * per:(self.rank + 1) * per].tolist()]
         if self.in_memory and self.items.augment is None:
             per = len(b.images) // self.world
             b.pixels = self.items.memory[b.images[self.rank * per:(self.rank + 1) * per]]

@@ -15,6 +15,7 @@ import yaml
 from advlora.adapters import alpha_parameters, attach_adapter
 from advlora.config import dump_yaml, load_yaml
 from advlora.data import load_dataset
+from advlora.data.images import is_image_folder, read_image_folder
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
 from advlora.models.recompute import enable_recompute
@@ -22,7 +23,7 @@ from advlora.models.tiny import random_model
 from advlora.runs import manifest
 from advlora.training.checkpoint import list_checkpoints
 from advlora.training.pretrain import load_model
-from advlora.training.config import RunConfig, config_diff
+from advlora.training.config import RunConfig, config_diff, load_run_config
 
 _BASE_MODELS: dict[tuple, Any] = {}
 _DATASETS: dict[tuple, Any] = {}
@@ -49,7 +50,7 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv:
     if resume:
         if not (out / "config.yaml").is_file():
             raise AdvloraError(f"--resume: {out} holds no training run (config.yaml is missing)")
-        diff = config_diff(load_yaml(out / "config.yaml"), dump_and_load(config), ignore=RESUMABLE_CHANGES)
+        diff = config_diff(saved_config(out / "config.yaml"), dump_and_load(config), ignore=RESUMABLE_CHANGES)
         if diff:
             raise AdvloraError(f"--resume: {out} was trained with another config (differs in: {', '.join(diff)})")
     elif out.exists() and (list_checkpoints(ckpt_dir) or (out / "metrics.json").exists()):
@@ -73,6 +74,15 @@ def dump_and_load(config: RunConfig) -> dict:
     return yaml.safe_load(dump_yaml(config))
 
 
+def saved_config(path: Path) -> dict:
+    """A run folder's config.yaml as this version writes it (an older one's ``attack.loss`` read as
+    ``train.objective``); the file as it is when it no longer builds."""
+    try:
+        return dump_and_load(load_run_config(path))
+    except AdvloraError:
+        return load_yaml(path)
+
+
 def base_model(cfg, device) -> Any:
     """A fresh copy of the run's base model (loaded once per process, then copied)."""
     key = (cfg.name, cfg.random)
@@ -90,9 +100,14 @@ def copy_model(model):
     return copy.deepcopy(model, memo={id(model.tokenizer): model.tokenizer})
 
 
+def fresh_base(config: RunConfig, device, base=None):
+    """A fresh copy of the run's base model on ``device`` (of ``base`` when given), no adapter."""
+    return copy_model(base).to(device) if base is not None else base_model(config.model, device)
+
+
 def build_model(config: RunConfig, device, base=None):
     """The base model (``base`` copied when given) on ``device`` with the run's adapter attached."""
-    model = copy_model(base).to(device) if base is not None else base_model(config.model, device)
+    model = fresh_base(config, device, base)
     if config.method != "frozen":
         attach_adapter(model, config.adapter)
     if config.model.gradient_checkpointing:
@@ -105,13 +120,17 @@ def build_model(config: RunConfig, device, base=None):
 
 def dataset(data_cfg, split: str, limit: int | None, seed: int = 0, name: str | None = None):
     """The ``split`` of the run's data set (``DataConfig``; ``name``: another set read with its flags, e.g.
-    ``data.eval_set``), loaded once per process."""
+    ``data.eval_set``), loaded once per process. A folder is read as images without captions
+    (``advlora.data.images``)."""
     d = data_cfg
     name = name or d.name
     key = (name, split, limit, d.format, d.image_root, d.frames, seed)
     if key not in _DATASETS:
-        _DATASETS[key] = load_dataset(name, split, fmt=d.format, limit=limit, seed=seed, image_root=d.image_root,
-                                      frames=d.frames)
+        if is_image_folder(name):
+            _DATASETS[key] = read_image_folder(name, split).limit(limit, seed)
+        else:
+            _DATASETS[key] = load_dataset(name, split, fmt=d.format, limit=limit, seed=seed,
+                                          image_root=d.image_root, frames=d.frames)
     return _DATASETS[key]
 
 
@@ -155,5 +174,5 @@ def param_counts(model) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "share": 100.0 * trainable / max(1, total)}
 
 
-__all__ = ["base_model", "build_model", "copy_model", "dataset", "make_accelerator", "optimizer_and_schedule",
+__all__ = ["base_model", "build_model", "copy_model", "dataset", "fresh_base", "make_accelerator", "optimizer_and_schedule",
            "param_counts", "prepare_folder", "trainable_towers"]

@@ -1,7 +1,9 @@
 """One training step's model-facing parts: the attack on a batch and the loss module DDP wraps.
 
 The trainer knows nothing of CLIP or BLIP; this module turns (clean images, adversarial images, captions) into
-the loss: symmetric contrastive (ITC) on the images the config names, TRADES' KL term, BLIP's ITM on hard
+the loss: the training objective's (``advlora.training.objectives``: what the attack maximises and what the
+update minimises; the model's contrastive loss reaches them through two calls here: ``contrastive`` in
+``attack_batch``, per image, and ``itc`` in ``TrainTask.forward``, of the batch), BLIP's ITM on hard
 negatives, and the adapter's regulariser. Under DDP every rank holds a contiguous slice of the global batch;
 features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
@@ -13,9 +15,9 @@ from torch import nn
 
 from advlora.attacks import ATTACKS
 from advlora.errors import choices_error
-from advlora.losses import (contrastive_loss, itm_loss, kl_per_image, per_image_contrastive,
-                            sample_hard_negatives)
+from advlora.losses import contrastive_loss, itm_loss, per_image_contrastive, sample_hard_negatives
 from advlora.runtime import eval_mode
+from advlora.training import objectives
 from advlora.training.config import CLEAN, AttackConfig
 
 
@@ -66,38 +68,37 @@ def positives_from_ids(text_ids: torch.Tensor, group_ids: torch.Tensor) -> torch
     return same | torch.eye(len(text_ids), dtype=torch.bool, device=text_ids.device)
 
 
-def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.Tensor, positives: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-    """Adversarial images for this rank's ``clean`` slice against the (gathered, fixed) batch captions.
+def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.Tensor | None,
+                 positives: torch.Tensor, generator: torch.Generator, objective: str = objectives.DEFAULT,
+                 reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Adversarial images for this rank's ``clean`` slice: the attack of ``cfg`` maximising the image objective
+    of training objective ``objective`` (``advlora.training.objectives``) against the (gathered, fixed) batch
+    captions, or the original model's features ``reference`` of ``clean``.
 
     The model runs in eval mode (restored after); the attack differentiates w.r.t. the images only.
     ``positives`` holds this rank's rows. Returns ``clean`` itself for clean training.
     """
     if cfg.name == CLEAN:
         return clean
+    obj = objectives.get(objective)
     t = cfg.threat
     eps = float(t.eps)
     with eval_mode(model):
         scale = model.logit_scale.detach()
-        if cfg.loss == "trades":
-            with torch.no_grad():
-                clean_logits = scale * model.encode_image(clean) @ text_all.t()
-
-            def objective(x: torch.Tensor) -> torch.Tensor:
-                return kl_per_image(clean_logits, scale * model.encode_image(x) @ text_all.t())
-
-            objective.stationary = True  # KL(clean || x) is 0 with zero gradient at the clean image (TRADES)
-        else:
-            def objective(x: torch.Tensor) -> torch.Tensor:
-                return per_image_contrastive(model.encode_image(x), text_all, scale, positives)
+        contrastive = None if text_all is None else (
+            lambda feats: per_image_contrastive(feats, text_all, scale, positives))
+        fn = obj.attack_objective(objectives.AttackInputs(model, clean, text_all, positives, scale, reference, cfg,
+                                                          contrastive))
+        if obj.stationary:
+            fn.stationary = True  # 0 with zero gradient at the clean image: the random start adds noise (TRADES)
 
         if cfg.name == "fgsm" and t.random_start:  # fast adversarial training (Wong et al. 2020)
             step = 1.25 * eps if t.step_size is None else t.step_size
-            return ATTACKS["pgd"](objective, clean, eps=eps, step_size=step, steps=1, norm=t.norm,
+            return ATTACKS["pgd"](fn, clean, eps=eps, step_size=step, steps=1, norm=t.norm,
                                   random_start=True, restarts=1, generator=generator).detach()
         if cfg.name not in ATTACKS:
             raise choices_error("training attack", cfg.name, [*ATTACKS, CLEAN])
-        return call_attack(ATTACKS[cfg.name], objective, clean, eps=eps, step_size=t.step_size, steps=t.steps,
+        return call_attack(ATTACKS[cfg.name], fn, clean, eps=eps, step_size=t.step_size, steps=t.steps,
                            norm=t.norm, random_start=t.random_start, restarts=t.restarts,
                            generator=generator).detach()
 
@@ -116,62 +117,66 @@ def call_attack(attack, objective, images: torch.Tensor, **options) -> torch.Ten
 
 
 class TrainTask(nn.Module):
-    """The module DDP wraps: ``forward`` returns (loss to back-propagate, loss to report)."""
+    """The module DDP wraps: ``forward`` returns (loss to back-propagate, loss to report, its named parts).
 
-    def __init__(self, model, cfg: AttackConfig, dist: Dist, regularizer=None) -> None:
+    The loss is the training objective's (``advlora.training.objectives``), plus BLIP's ITM when the objective
+    reads captions, plus the adapter's regulariser.
+    """
+
+    def __init__(self, model, cfg: AttackConfig, dist: Dist, regularizer=None,
+                 objective: str = objectives.DEFAULT) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.dist = dist
         self.regularizer = regularizer
+        self.objective = objectives.get(objective)
         self.itm_generator: torch.Generator | None = None
 
     def _image_parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.model
-        if m.has_itm:
+        if m.has_itm and self.objective.captions:
             states = m.image_states(images)
             return m.embed_image_states(states), states
+        if not self.objective.normalize:
+            return m.encode_image(images, normalize=False), None
         return m.encode_image(images), None
 
-    def forward(self, clean: torch.Tensor, adv: torch.Tensor, tokens: dict, text_fixed: torch.Tensor | None,
-                positives: torch.Tensor, valid: torch.Tensor | None = None
+    def forward(self, clean: torch.Tensor, adv: torch.Tensor, tokens: dict | None, text_fixed: torch.Tensor | None,
+                positives: torch.Tensor, valid: torch.Tensor | None = None, reference: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Args: this rank's clean and adversarial images and tokens; the gathered text features when the text
-        tower is not trained (else None: encoded here with gradient); the global (B, B) positives; the global
-        (B,) rows that are real samples (None: all; padding rows are left out of every term, by indexing, so
-        that every rank's parameters stay in the graph even when all its rows are padding)."""
-        m, cfg, d = self.model, self.cfg, self.dist
+        """Args: this rank's clean and adversarial images and tokens (None: an objective without captions); the
+        gathered text features when the text tower is not trained (else None: encoded here with gradient); the
+        global (B, B) positives; the global (B,) rows that are real samples (None: all; padding rows are left out
+        of every term, by indexing, so that every rank's parameters stay in the graph even when all its rows are
+        padding); the original model's features of this rank's clean images (objectives with ``reference``)."""
+        m, cfg, d, obj = self.model, self.cfg, self.dist, self.objective
         b = adv.shape[0]
         keep = torch.ones(b * d.world, dtype=torch.bool, device=adv.device) if valid is None else valid
         mine = d.local(keep)
         n = int(keep.sum())
         # without padding nothing is indexed (no copies of the gathered features)
         real = (lambda t: t) if valid is None else (lambda t: t[keep])
-        use_clean = cfg.loss in ("trades", "mix") and cfg.name != CLEAN
+        use_clean = obj.clean_features and cfg.name != CLEAN
         feats, states = self._image_parts(torch.cat([clean, adv]) if use_clean else adv)
         adv_feats = feats[b:] if use_clean else feats
         adv_states = None if states is None else (states[b:] if use_clean else states)
-        text_all = d.gather(m.encode_text(tokens)) if text_fixed is None else text_fixed
+        text_all = None
+        if obj.captions:
+            text_all = d.gather(m.encode_text(tokens)) if text_fixed is None else text_fixed
         scale = m.logit_scale
-        parts: dict[str, torch.Tensor] = {}
         per_sample = torch.zeros((), device=adv.device)   # sums over this rank's samples, / global count
         pos = positives if valid is None else positives[keep][:, keep]
 
         def itc(image_feats: torch.Tensor) -> torch.Tensor:
             return contrastive_loss(real(d.gather(image_feats)), real(text_all), scale, pos)
 
-        if cfg.loss == "adv" or not use_clean:
-            parts["itc"] = itc(adv_feats)
-        elif cfg.loss == "mix":
-            parts["itc_clean"] = itc(feats[:b])
-            parts["itc_adv"] = itc(adv_feats)
-            w = cfg.clean_weight
-            parts["itc"] = w * parts["itc_clean"] + (1 - w) * parts["itc_adv"]
-        else:  # trades: clean contrastive + beta * KL(clean || adv) over the batch captions
-            parts["itc"] = itc(feats[:b])
-            kl = kl_per_image(scale * feats[:b] @ real(text_all).t(), scale * adv_feats @ real(text_all).t())
-            parts["kl"] = (kl if valid is None else kl * mine).sum() / n
-            per_sample = per_sample + cfg.beta * parts["kl"]
+        terms = obj.loss(objectives.LossInputs(
+            adv_feats, feats[:b] if use_clean else None, None if text_all is None else real(text_all), scale, itc,
+            mine, n, reference, cfg, padded=valid is not None))
+        parts: dict[str, torch.Tensor] = dict(terms.parts)
+        if terms.per_image is not None:
+            per_sample = per_sample + terms.per_image
         if adv_states is not None:
             if bool(mine.all()) or not bool(mine.any()):   # no real row: kept in the graph, times 0
                 itm = self._itm(adv_states, adv_feats, text_all, tokens, positives) * float(bool(mine.any()))
@@ -182,8 +187,8 @@ class TrainTask(nn.Module):
             per_sample = per_sample + parts["itm"]
         reg = self.regularizer(m) if self.regularizer is not None else torch.zeros((), device=adv.device)
         parts["reg"] = reg
-        backward = d.world * (parts["itc"] + per_sample) + reg
-        report = parts["itc"] / d.world + per_sample + reg / d.world
+        backward = d.world * (terms.batch + per_sample) + reg
+        report = terms.batch / d.world + per_sample + reg / d.world
         return backward, report, {k: float(v.detach()) for k, v in parts.items()}
 
     def _itm(self, states: torch.Tensor, img_feats: torch.Tensor, text_all: torch.Tensor, tokens: dict,

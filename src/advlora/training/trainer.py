@@ -25,11 +25,13 @@ from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode
+from advlora.training import objectives
 from advlora.training import setup as S
 from advlora.training.checkpoint import Checkpoints, TrainerState
 from advlora.training.config import CLEAN, RunConfig
 from advlora.training.data import EpochSampler, ShardBatches, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
+from advlora.training.reference import OriginalModel
 from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.training.step import Dist, TrainTask, attack_batch, positives_from_ids
 from advlora.training.validate import validate
@@ -94,6 +96,7 @@ class _Run:
         if not self.main and resume:
             found = sorted((out / "checkpoints").glob("step-*"))
             ckpt = found[-1] if found else None
+        self.objective = objectives.get(config.train.objective)
         self.model = S.build_model(config, self.acc.device, base)
         self.counts = S.param_counts(self.model)
         d = config.data
@@ -110,13 +113,23 @@ class _Run:
             # what the attack and the loss see: the model itself, or (video sets) its frame-pooling view over the
             # same weights; checkpoints, adapters and alphas stay keyed by the base model
             self.net = for_dataset(self.model, self.train_data)
-            self.schedule = EpochSampler(self.train_data, config.train.batch_size, config.train.seed)
+            if self.objective.captions and not self.train_data.captions:
+                raise AdvloraError(f"--data {d.name}: no captions, and objective {self.objective.name} reads them "
+                                   f"(objectives that train from images alone: "
+                                   f"{', '.join(n for n in objectives.names() if not objectives.get(n).captions)})")
+            self.schedule = EpochSampler(self.train_data, config.train.batch_size, config.train.seed,
+                                         captions=self.objective.captions)
         self.val_data = S.dataset(d, d.val_split, config.eval.val_limit, name=d.eval_set)
         if self.schedule.batch_size % self.dist.world:
             raise AdvloraError(f"train.batch_size {self.schedule.batch_size} is not divisible by the "
                                f"{self.dist.world} processes")
         self.total = config.train.steps or self.schedule.total_steps(config.train.epochs)
         self.trainable = self.counts["trainable"] > 0
+        self.reference = None
+        if self.objective.reference and self.trainable:   # phi_0: the model as it was before training
+            self.reference = OriginalModel(self.model, lambda: S.fresh_base(config, self.acc.device, base),
+                                           wrap=lambda m: m if self.train_data is None else
+                                           for_dataset(m, self.train_data))
         self.gens = {"attack": torch.Generator(), "itm": torch.Generator()}
         self.state: dict[str, Any] = {"step": 0, "train_time_s": 0.0, "times": {}, "validated_epoch": -1,
                                       "epochs": {}}
@@ -134,7 +147,7 @@ class _Run:
         regularizer = None
         if cfg.method == "advlora":
             regularizer = regularization_loss
-        self.task = TrainTask(self.net, cfg.attack, self.dist, regularizer)
+        self.task = TrainTask(self.net, cfg.attack, self.dist, regularizer, objective=self.objective.name)
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
@@ -237,7 +250,8 @@ class _Run:
         torch.manual_seed(seed * 8 + 7)
         dev = self.acc.device
         clean = batch.pixels.to(dev).float().div_(255.0)
-        tokens = model.tokenize(batch.texts)
+        captions = self.objective.captions
+        tokens = model.tokenize(batch.texts) if captions else None
         if batch.positives is not None:
             positives, valid = batch.positives.to(dev), None
         else:   # shard batches: each rank knows its own captions only
@@ -245,22 +259,29 @@ class _Run:
             positives, valid = positives_from_ids(ids[:, 0], ids[:, 1]), ids[:, 2].bool()   # one collective
             self._count(batch)
         t0 = time.perf_counter()
+        obj = self.objective.name
         with self.acc.autocast():
-            with eval_mode(model), torch.no_grad():
-                text_all = d.gather(model.encode_text(tokens))
+            text_all = ref = None
+            if captions:
+                with eval_mode(model), torch.no_grad():
+                    text_all = d.gather(model.encode_text(tokens))
+            if self.reference is not None:
+                ref = self.reference.encode_image(clean)
             if valid is None:
-                adv = attack_batch(model, acfg, clean, text_all, d.local(positives), self.gens["attack"])
+                adv = attack_batch(model, acfg, clean, text_all, d.local(positives), self.gens["attack"],
+                                   objective=obj, reference=ref)
             else:       # the real rows against the real captions; padding rows stay clean
                 adv, mine = clean.clone(), d.local(valid)
                 if bool(mine.any()):
-                    adv[mine] = attack_batch(model, acfg, clean[mine], text_all[valid],
-                                             d.local(positives)[mine][:, valid], self.gens["attack"])
+                    adv[mine] = attack_batch(model, acfg, clean[mine], None if text_all is None else text_all[valid],
+                                             d.local(positives)[mine][:, valid], self.gens["attack"],
+                                             objective=obj, reference=None if ref is None else ref[mine])
         t1 = timer("attack", t0)
         self.optimizer.zero_grad(set_to_none=True)   # nothing of the attack reaches the update
         self.task.train()
         with self.acc.autocast():
             backward, report, parts = self.ddp(clean, adv, tokens, None if self.text_trained else text_all,
-                                               positives, valid)
+                                               positives, valid, ref)
         loss = float(d.sum(report.detach()))
         if not math.isfinite(loss):
             last = sorted((self.out / "checkpoints").glob("step-*"))
@@ -330,7 +351,7 @@ class _Run:
                            batch_size=ev.batch_size)
             metrics = {**res, "attack": ev.attack, "split": cfg.data.test_split, "limit": ev.test_limit,
                        "n_images": len(test), "n_texts": len(test.captions), "kind": test.kind,
-                       "method": cfg.method,
+                       "method": cfg.method, "objective": cfg.train.objective,
                        "steps": self.state["step"], "train_attack": self._train_attack()}
             eff = self._efficiency()
             saver = self._adapter_saver()
@@ -347,7 +368,8 @@ class _Run:
         if a.name == CLEAN:
             return "clean training"
         t = a.threat.replace(steps=1 if a.name == "fgsm" else a.threat.steps, seed=0)
-        return t.describe(a.name) + ("" if a.loss == "adv" else f" loss={a.loss}")
+        obj = self.cfg.train.objective
+        return t.describe(a.name) + ("" if obj == objectives.DEFAULT else f" objective={obj}")
 
     def _efficiency(self) -> dict:
         st = self.state

@@ -1,0 +1,194 @@
+"""Training objectives: what a training step's attack maximises and what its update minimises, declared once.
+
+An objective combines the image objective of the training attack (a per-image function of the perturbed images
+that the attack of the run's ``attack`` section maximises, with that section's budget) with the loss of the
+update. Each one declares itself in its own module of this package with ``register(Objective(...))``; importing
+the package imports every module of it, so a new objective is one new file (``advlora train --objective NAME``,
+``train.objective``; ``tests/test_objectives.py`` declares a throw-away one and trains a step with it).
+
+Declared: ``tecoa`` (the default: symmetric contrastive loss on the adversarial images against the batch
+captions, the attack maximising each image's image-to-text cross-entropy), ``trades``, ``mix``, ``fgsm-rs``
+(``tecoa`` under FGSM with random start: fast adversarial training) and ``fare`` (the squared embedding
+distance to the frozen original model, trained from images alone).
+
+An objective's two functions receive plain inputs (``AttackInputs``, ``LossInputs``) and return tensors;
+``advlora.training.step`` owns the model calls shared by all of them, the DDP gathering and the padding rows.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from advlora.errors import AdvloraError, choices_error
+
+#: the objective of a run that names none
+DEFAULT = "tecoa"
+#: the values of the former ``attack.loss`` field and the objective each one is
+LEGACY_LOSSES = {"adv": "tecoa", "trades": "trades", "mix": "mix"}
+
+
+@dataclass
+class AttackInputs:
+    """What the image objective of the training attack is built from (the model is in eval mode).
+
+    Attributes:
+        model: the model under training (a ``VLModel``).
+        clean: this rank's clean images (b, 3, H, W) in [0, 1].
+        text: the gathered caption features (B, D), unit norm, without gradient; None for an objective without
+            captions.
+        positives: (b, B) bool, this rank's rows of the batch positives.
+        scale: the model's logit scale, detached.
+        reference: the frozen original model's image features of ``clean`` (b, D), for an objective that
+            declares ``reference``; else None.
+        config: the run's ``AttackConfig`` (``beta``, ``clean_weight``).
+        contrastive: ``contrastive(image_features) -> (b,)``: the model's image-to-text contrastive loss of each
+            image against ``text`` and its ``positives`` (None without captions).
+    """
+
+    model: Any
+    clean: torch.Tensor
+    text: torch.Tensor | None
+    positives: torch.Tensor
+    scale: torch.Tensor
+    reference: torch.Tensor | None
+    config: Any
+    contrastive: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass
+class LossInputs:
+    """What the loss of the update is computed from.
+
+    Attributes:
+        adv: this rank's image features of the training images (b, D), with gradient (the adversarial images;
+            the clean ones under clean training).
+        clean: this rank's image features of the clean images (b, D), when the objective declares
+            ``clean_features`` and the run trains on adversarial images; else None.
+        text: the gathered caption features of the real rows (B', D), or None without captions.
+        scale: the model's logit scale.
+        itc: ``itc(features) -> loss``: the model's contrastive loss of this rank's image features against the
+            gathered captions and positives, gathered and restricted to the real rows (one scalar).
+        mine: (b,) bool, this rank's real rows; ``count``: the global batch's real rows.
+        reference: the frozen original model's image features of the clean images (b, D), or None.
+        config: the run's ``AttackConfig``.
+    """
+
+    adv: torch.Tensor
+    clean: torch.Tensor | None
+    text: torch.Tensor | None
+    scale: torch.Tensor
+    itc: Callable[[torch.Tensor], torch.Tensor]
+    mine: torch.Tensor
+    count: int
+    reference: torch.Tensor | None
+    config: Any
+    padded: bool = False
+
+    def mean(self, per_image: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the global batch mean of a per-image term: the sum over its real rows divided
+        by the global count (summed over the ranks, the mean)."""
+        return (per_image if not self.padded else per_image * self.mine).sum() / self.count
+
+
+@dataclass
+class Terms:
+    """An objective's loss: ``batch`` (a loss of the whole gathered batch, the same value on every rank),
+    ``per_image`` (this rank's share of a mean over images, ``LossInputs.mean``; None: none) and the named
+    parts the run logs (``itc``, ``kl``, ``fare``)."""
+
+    batch: torch.Tensor
+    per_image: torch.Tensor | None = None
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One training objective's declaration.
+
+    Attributes:
+        name: the name users type (``--objective fare``).
+        attack_objective: ``(AttackInputs) -> (x -> (b,) per-image loss)``: what the training attack maximises.
+        loss: ``(LossInputs) -> Terms``: what the update minimises.
+        doc: one line on what it is and where it comes from.
+        captions: the objective reads captions (False: trains from images alone; no text is encoded).
+        clean_features: the loss also reads the current model's features of the clean images.
+        reference: the objective reads the frozen original model's image features (``advlora.training.reference``).
+        normalize: image features are unit norm (False: the raw projected embeddings).
+        stationary: the attack objective is 0 with zero gradient at the clean image (its random start then
+            adds TRADES' small noise even when the threat has none).
+        attack: ``attack`` section fields the objective fixes (``fgsm-rs``: the attack's name); a config that
+            sets another value is refused.
+        published: the published training settings, for the documentation and ``describe``.
+    """
+
+    name: str
+    attack_objective: Callable[[AttackInputs], Callable[[torch.Tensor], torch.Tensor]]
+    loss: Callable[[LossInputs], Terms]
+    doc: str = ""
+    captions: bool = True
+    clean_features: bool = False
+    reference: bool = False
+    normalize: bool = True
+    stationary: bool = False
+    attack: dict = field(default_factory=dict)
+    published: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not callable(self.attack_objective) or not callable(self.loss):
+            raise AdvloraError(f"objective {self.name!r}: a name, a callable attack objective and a callable loss")
+
+
+_REGISTRY: dict[str, Objective] = {}
+
+
+def register(objective: Objective) -> Objective:
+    """Add ``objective`` (a module of this package calls this at import); a name is declared once."""
+    if objective.name in _REGISTRY and _REGISTRY[objective.name] != objective:
+        raise AdvloraError(f"objective {objective.name!r} is declared twice")
+    _REGISTRY[objective.name] = objective
+    return objective
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+@contextmanager
+def registered(objective: Objective) -> Iterator[Objective]:
+    """``objective`` registered for the duration of a ``with`` block (a throw-away objective, e.g. in a test)."""
+    register(objective)
+    try:
+        yield objective
+    finally:
+        unregister(objective.name)
+
+
+def get(name: str) -> Objective:
+    """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the declared ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise choices_error("training objective", name, _REGISTRY) from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def _import_all() -> None:
+    """Import every module of the package: each one's ``register`` call fills the registry."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
+
+__all__ = ["DEFAULT", "LEGACY_LOSSES", "AttackInputs", "LossInputs", "Objective", "Terms", "get", "names",
+           "register", "registered", "unregister"]
