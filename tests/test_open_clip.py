@@ -13,10 +13,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
+from transformers import CLIPModel
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from advlora.adapters import attach_adapter, load_adapter, save_adapter
 from advlora.attacks import ThreatModel
+from advlora.bench import SIZES
+from advlora.bench.open_clip_size import (LAION_VIT_B32, OPEN_CLIP_SIZES, byte_tokenizer, open_clip_model,
+                                          random_open_clip_state)
+from advlora.cli import main
 from advlora.data import load_dataset
 from advlora.errors import AdvloraError
 from advlora.evaluation import evaluate_clean
@@ -381,8 +386,6 @@ def test_a_converted_model_goes_through_eval_attack_adapter_and_export(tmp_path,
 
 
 def test_the_cli_evaluates_and_trains_an_open_clip_folder(tmp_path, word_data, capsys):
-    from advlora.cli import main
-
     cfg = model_cfg(quick_gelu=True)
     folder = write_open_clip(tmp_path / "oc", cfg, clip_state(cfg, 0))
     torch.save(visual_state(cfg, 7, prefix=""), tmp_path / "fare.pt")
@@ -395,3 +398,24 @@ def test_the_cli_evaluates_and_trains_an_open_clip_folder(tmp_path, word_data, c
     assert main(["train", "--model", str(folder), "--data", str(ann), "--method", "advlora", "--rank", "2",
                  "--steps", "1", "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path / "tr")]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ---- the bench size ----------------------------------------------------------------------------------------
+def test_the_bench_open_clip_size_is_laion_vit_b32_read_through_the_converter():
+    assert "openclip-vit-b32" in SIZES and OPEN_CLIP_SIZES["openclip-vit-b32"] is LAION_VIT_B32
+    config = oc.clip_config(LAION_VIT_B32, byte_tokenizer(77))
+    with torch.device("meta"):
+        full = CLIPModel(config)
+    assert sum(p.numel() for p in full.parameters()) == 151_277_313  # open_clip's ViT-B-32 parameter count
+    assert (config.vision_config.num_attention_heads, config.vision_config.hidden_act) == (12, "gelu")
+    # the same builder on a small config: its features are open_clip's forward of the weights it drew
+    small = model_cfg(text_cfg={"vocab_size": 600})
+    model = open_clip_model("small", model_cfg=small)
+    state = random_open_clip_state(small, seed=0)
+    x = images()
+    mean, std = torch.tensor(oc.OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(oc.OPENAI_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert (model.encode_image(x, normalize=False) - ref_image(state, small, (x - mean) / std, False)
+                ).abs().max() <= 1e-5
+        ids = open_clip_ids(model, CAPTIONS, 16)
+        assert (model.encode_text(CAPTIONS, normalize=False) - ref_text(state, small, ids, False)).abs().max() <= 1e-5

@@ -36,7 +36,7 @@ from typing import Any
 import huggingface_hub
 import torch
 import transformers
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -241,15 +241,15 @@ def _download(repo: str, kind: str, revision: str | None, name: str) -> Path:
             try:
                 huggingface_hub.hf_hub_download(repo, w, revision=revision)
                 break
-            except (EntryNotFoundError, LocalEntryNotFoundError):
+            except EntryNotFoundError:  # not in the repo, or (offline) not in the cache
                 if i == len(weights) - 1:
                     raise
         for f in optional:
             try:
                 huggingface_hub.hf_hub_download(repo, f, revision=revision)
-            except (EntryNotFoundError, LocalEntryNotFoundError):
+            except EntryNotFoundError:
                 pass
-    except (OSError, ValueError, HfHubHTTPError) as e:
+    except Exception as e:  # noqa: BLE001 - hub and network errors of any kind are one user-facing line
         raise AdvloraError(f"cannot load {name!r}: {repo} is not in the Hugging Face cache and cannot be downloaded "
                            f"({type(e).__name__}); download it where the hub is reachable, or give a local folder"
                            ) from None
@@ -343,7 +343,8 @@ def _describe(tower: str, key: str, value: Any) -> str:
              "ls_init_value": "layer scale (ls_init_value)", "embed_cls": "a text [CLS] embedding (embed_cls)",
              "no_causal_mask": "a text tower without causal mask", "init_logit_bias": "a logit bias (sigmoid loss)",
              "multimodal_cfg": "a multimodal text decoder (CoCa)"}
-    return f"{names.get(key, f'{tower} {key}')} ({key}={value!r})"
+    shown = repr(value) if len(repr(value)) <= 40 else f"{type(value).__name__} ..."
+    return f"{names.get(key, f'{tower} {key}')} ({key}={shown})"
 
 
 def _eps(cfg: dict, tower: str) -> float:
