@@ -419,3 +419,13 @@ def test_the_bench_open_clip_size_is_laion_vit_b32_read_through_the_converter():
                 ).abs().max() <= 1e-5
         ids = open_clip_ids(model, CAPTIONS, 16)
         assert (model.encode_text(CAPTIONS, normalize=False) - ref_text(state, small, ids, False)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("spec,msg", [("open_clip:+vision=a.pt", "no base model"),
+                                      ("open_clip:x+quick_gelu=maybe", "quick_gelu must be true or false"),
+                                      ("open_clip:x+vision=a.pt+vision=b.pt", "given twice")])
+def test_malformed_specs_are_one_line(spec, msg):
+    with pytest.raises(AdvloraError, match=msg):
+        oc.parse_spec(spec)
+    assert oc.parse_spec("open_clip:hf-hub:org/m+quick_gelu=true+vision=/a+b.pt") == oc.OpenClipSpec(
+        base="hf-hub:org/m", vision="/a+b.pt", quick_gelu=True)
