@@ -4,7 +4,8 @@
 #   2. the CUDA-marked tests (pytest -m cuda) and the bench tests;
 #   3. advlora bench --device cuda: PGD-10 images/s and training-step MFU against the bf16 matmul peak measured
 #      in the same run, at ViT-B/32 and BLIP-base sizes (random weights, no download);
-#   4. a 200-step AdvLoRA training of a ViT-B/32-size CLIP on a synthetic COCO-shaped set (640x480 JPEGs).
+#   4. a 200-step AdvLoRA training of a ViT-B/32-size CLIP on a synthetic COCO-shaped set (640x480 JPEGs);
+#   5. scripts/open_clip_check.py: converted open_clip models against open_clip itself, where it imports.
 # Everything it prints goes to ${OUT:-gpu-check}/gpu-check.log; put that output in docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,8 @@ step "4. 200-step AdvLoRA training on a synthetic COCO-shaped set"
 /usr/bin/time -v .venv-gpu/bin/advlora train --data "$OUT/photos/annotations.jsonl" --method advlora \
   --steps 200 --batch-size 64 --eps 4/255 --out "$OUT/train" --model.random clip:vit-b32 --data.val_split train \
   --data.test_split train --eval.test_limit 256 2>&1 | tail -40
+
+step "5. open_clip conversion against open_clip itself (SKIP where open_clip does not import)"
+.venv-gpu/bin/python scripts/open_clip_check.py --device cuda
 
 step "done in $(( $(date +%s) - t0 )) s"

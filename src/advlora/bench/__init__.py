@@ -16,7 +16,7 @@ from advlora.bench.timing import run_isolated
 from advlora.errors import choices_error
 from advlora.io import write_json
 
-SIZES = ("tiny", "vit-b32", "blip-base")
+SIZES = ("tiny", "vit-b32", "blip-base", "openclip-vit-b32")
 #: ratio key -> (target description, test on the value); the targets of the issue
 TARGETS = {
     "p1_attack": ("<= 1.10", lambda v: v <= 1.10),

@@ -25,6 +25,7 @@ from advlora.adapters import adapter_info, attach_adapter, regularization_loss
 from advlora.attacks import ThreatModel, pgd
 from advlora.attacks._utils import loss_and_grad
 from advlora.attacks.objectives import contrastive
+from advlora.bench.open_clip_size import OPEN_CLIP_SIZES, open_clip_model
 from advlora.bench.timing import (current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory,
                                   reset_peak_rss)
 from advlora.models.recompute import enable_recompute
@@ -48,6 +49,8 @@ def make_batch(model, batch: int, seed: int = 0) -> tuple[torch.Tensor, list[str
 
 
 def base_model(size: str, seed: int = 0):
+    if size in OPEN_CLIP_SIZES:  # open_clip-format weights, read through the open_clip converter
+        return open_clip_model(size, seed=seed)
     return random_model(arch_of(size), size, seed=seed)
 
 

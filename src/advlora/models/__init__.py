@@ -21,6 +21,7 @@ from advlora.io import advlora_home
 from advlora.models.base import VLModel
 from advlora.models.blip import BLIPWrapper
 from advlora.models.clip import CLIPWrapper
+from advlora.models.open_clip import convert_to_folder, is_open_clip_checkpoint
 
 class Backend(NamedTuple):
     """How one ``model_type`` is loaded: transformers model class, image processor class, advlora wrapper."""
@@ -73,13 +74,18 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
 
     Args:
         name_or_path: a hub id (``openai/clip-vit-base-patch32``, ``Salesforce/blip-itm-base-coco``), a local
-            folder written by ``save_pretrained``, or ``tiny-clip`` / ``tiny-blip``.
+            folder written by ``save_pretrained``, ``tiny-clip`` / ``tiny-blip``, or an open_clip checkpoint
+            (``hf-hub:<repo>``, an open_clip folder, ``open_clip:<base>+vision=<file>``; see
+            ``advlora.models.open_clip``).
         build: makes a tiny default that is not cached yet (see ``resolve_model_path``).
 
     The wrapper's ``name_or_path`` is what ``from_pretrained`` reads (for ``tiny-clip``: its cached folder);
     ``alias`` keeps the name given (``tiny-clip``), for reports.
     """
     path = resolve_model_path(name_or_path, build)
+    if is_open_clip_checkpoint(path):  # converted once into a cached transformers CLIP folder
+        path = convert_to_folder(path, revision=revision)
+        revision = None
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as e:
