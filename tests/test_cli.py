@@ -235,3 +235,32 @@ def test_manifest_reads_the_world_size(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert manifest(0)["execution"]["processes"] == 2
     assert execution(device="cuda:1", dtype="torch.bfloat16", processes=4)["dtype"] == "bfloat16"
+
+
+def test_train_json_and_manifest(tmp_path, capsys):
+    import yaml
+
+    from train_utils import tiny_config, write_data
+
+    ann = write_data(tmp_path / "data", n=8)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(tiny_config(ann)))
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--steps", "1", "--attack-steps", "1",
+                 "--out", str(out), "--json", "--progress", "log"]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed == json.loads((out / "metrics.json").read_text()) and "clean" in printed
+    assert "run folder:" in captured.err
+    ex = json.loads((out / "manifest.json").read_text())["execution"]
+    assert (ex["processes"], ex["device"], ex["dtype"], ex["mixed_precision"]) == (1, "cpu", "float32", "no")
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["progress"] == "log"
+
+
+def test_docs_show_the_exit_status_table():
+    from pathlib import Path
+
+    from advlora.errors import EXIT_CODES
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} | {meaning} |" in text, code

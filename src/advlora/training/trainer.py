@@ -33,6 +33,7 @@ from advlora.training.data import EpochSampler, ShardBatches, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.progress import BatchProgress
+from advlora.runs import execution
 from advlora.training.step import Dist, TrainTask, attack_batch, positives_from_ids
 from advlora.training.validate import validate
 
@@ -91,7 +92,9 @@ class _Run:
         self.main = self.acc.is_main_process
         self.dist = Dist(self.acc.process_index, self.acc.num_processes)
         torch.manual_seed(config.train.seed)
-        ckpt = S.prepare_folder(out, config, resume, self.main, argv) if self.main else None
+        how = execution(processes=self.acc.num_processes, device=self.acc.device, dtype="float32",
+                        mixed_precision=self.acc.mixed_precision)
+        ckpt = S.prepare_folder(out, config, resume, self.main, argv, how) if self.main else None
         self.acc.wait_for_everyone()
         if not self.main and resume:
             found = sorted((out / "checkpoints").glob("step-*"))
