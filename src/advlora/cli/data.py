@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    example=examples("advlora data emoji-video"))
     _build_args(v)
     c = add_parser(sub, "check", "check an annotation file and its images; exit status 0 when clean, 1 when it "
-                   "finds problems, 2 when the file cannot be read",
+                   "finds problems (a missing file included)",
                    example=examples("advlora data check coco/dataset_coco.json --image-root coco --split test"))
     c.add_argument("path", help="annotation file (or folder) to check")
     c.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
