@@ -139,9 +139,18 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     out = args.out or default_out(command)
     with run_folder(out, config, seed=args.seed, execution=execution(device=model.device, dtype=dtype)) as tmp:
         write_json(tmp / "metrics.json", metrics)
+    report_robust(args, metrics, data, out)
+    return 0
+
+
+def report_robust(args: argparse.Namespace, metrics: dict, data, out) -> None:
+    """What a robust evaluation prints: ``metrics.json`` on stdout under ``--json`` (the summary then goes to
+    stderr), else the data, the table with each row's threat model, the sanity verdict and the run folder."""
+    from advlora.evaluation.sanity import verdict
+
     if getattr(args, "json", False):
         print_json_file(Path(out) / "metrics.json")
-    say = summary_stream(args)
+    say, sanity = summary_stream(args), metrics["sanity"]
     print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}"
           + (f" + adapter {args.adapter}" if args.adapter else ""), file=say)
     print(robust_table(metrics), file=say)
@@ -150,7 +159,6 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
         print("sanity checks:", file=say)
         print("\n".join(f"  {c}" for c in sanity), file=say)
     print(f"run folder: {out}", file=say)
-    return 0
 
 
 def robust_table(metrics: dict) -> str:
