@@ -32,12 +32,12 @@ step "2. CUDA-marked tests and the bench tests"
 .venv-gpu/bin/python -m pytest -q -m cuda tests/test_cuda.py tests/test_bench_device.py -p no:cacheprovider
 
 step "3. advlora bench --device cuda"
-.venv-gpu/bin/advlora bench --device cuda --batch 64 --repeats 3 --out "$OUT/bench"
+.venv-gpu/bin/advlora bench --device cuda --batch-size 64 --repeats 3 --out "$OUT/bench"
 
 step "4. 200-step AdvLoRA training on a synthetic COCO-shaped set"
 .venv-gpu/bin/python -c "from advlora.bench.device import synthetic_photos; print(synthetic_photos('$OUT/photos', 2048))"
 /usr/bin/time -v .venv-gpu/bin/advlora train --data "$OUT/photos/annotations.jsonl" --method advlora \
-  --steps 200 --batch-size 64 --eps 4/255 --out "$OUT/train" --model.random clip:vit-b32 --data.val_split train \
+  --steps 200 --batch-size 64 --eps 4/255 --out "$OUT/train" --random-model clip:vit-b32 --data.val_split train \
   --data.test_split train --eval.test_limit 256 2>&1 | tail -40
 
 step "5. open_clip conversion against open_clip itself (SKIP where open_clip does not import)"

@@ -5,7 +5,7 @@ from advlora.cli import main
 
 
 def test_info_all_methods(capsys):
-    assert main(["adapter", "info", "--random-size", "clip:test", "--method", "all", "--rank", "2", "--layers"]) == 0
+    assert main(["adapter", "info", "--random-model", "clip:test", "--method", "all", "--rank", "2", "--layers"]) == 0
     out = capsys.readouterr().out
     for method in ("frozen", "full", "lora", "pissa", "advlora"):
         assert f"\n{method} " in out
@@ -14,18 +14,18 @@ def test_info_all_methods(capsys):
 
 def test_init_then_merge(tmp_path, capsys):
     ad, merged = tmp_path / "ad", tmp_path / "merged"
-    assert main(["adapter", "init", "--random-size", "clip:test", "--method", "advlora", "--rank", "2",
+    assert main(["adapter", "init", "--random-model", "clip:test", "--method", "advlora", "--rank", "2",
                  "--out", str(ad)]) == 0
     assert (ad / "adapter_config.json").exists() and (ad / "advlora_state.safetensors").exists()
-    assert main(["adapter", "merge", "--random-size", "clip:test", "--adapter", str(ad), "--out", str(merged)]) == 0
+    assert main(["adapter", "merge", "--random-model", "clip:test", "--adapter", str(ad), "--out", str(merged)]) == 0
     assert (merged / "config.json").exists()
 
 
 def test_bad_input_exit_2(tmp_path, capsys):
-    assert main(["adapter", "info", "--random-size", "clip:test", "--method", "dora"]) == 2
-    assert main(["adapter", "info", "--random-size", "clip:test", "--targets", "nope"]) == 2
-    assert main(["adapter", "info", "--random-size", "clip:test", "--rank", "99"]) == 2
-    assert main(["adapter", "merge", "--random-size", "clip:test", "--adapter", str(tmp_path), "--out",
+    assert main(["adapter", "info", "--random-model", "clip:test", "--method", "dora"]) == 2
+    assert main(["adapter", "info", "--random-model", "clip:test", "--targets", "nope"]) == 2
+    assert main(["adapter", "info", "--random-model", "clip:test", "--rank", "99"]) == 2
+    assert main(["adapter", "merge", "--random-model", "clip:test", "--adapter", str(tmp_path), "--out",
                  str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("advlora adapter: error:") for line in err)

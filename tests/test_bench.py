@@ -1,4 +1,4 @@
-"""``advlora bench --size tiny`` runs and writes valid JSON with every ratio (a smoke test, not a benchmark)."""
+"""``advlora bench --random-model clip:tiny`` runs and writes valid JSON with every ratio (a smoke test, not a benchmark)."""
 import json
 import math
 
@@ -10,7 +10,7 @@ from advlora.cli import main
 
 def test_bench_tiny_writes_every_ratio(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = main(["bench", "--size", "tiny", "--batch", "2", "--repeats", "1", "--retrieval-images", "200",
+    rc = main(["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1", "--retrieval-images", "200",
                "--retrieval-texts", "1000", "--out", str(out)])
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
@@ -23,7 +23,7 @@ def test_bench_tiny_writes_every_ratio(tmp_path, capsys):
 
 
 def test_bench_unknown_size_is_one_line(capsys):
-    assert main(["bench", "--size", "huge"]) == 2
+    assert main(["bench", "--random-model", "clip:huge"]) == 2
     assert "unknown bench size 'huge'" in capsys.readouterr().err
 
 
@@ -45,7 +45,7 @@ def test_data_bench_pieces_measure_a_tiny_photo_set(tmp_path):
 
 
 def _tiny_eval_args(ann) -> tuple[str, ...]:
-    return ("--data", str(ann), "--attacks", "pgd", "--eps", "2/255", "--steps", "2", "--no-sanity",
+    return ("--data", str(ann), "--attacks", "pgd", "--eps", "2/255", "--attack-steps", "2", "--no-sanity",
             "--batch-size", "3")
 
 

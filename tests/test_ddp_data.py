@@ -57,7 +57,7 @@ def test_two_ranks_two_workers_sigkill_then_resume_is_bit_identical(tmp_path):
     proc.wait()
     assert not (out / "metrics.json").exists() and not (out / "adapter").exists()
 
-    _run(torchrun("train", "--out", str(out), "--resume", "--no-progress"))
+    _run(torchrun("train", "--out", str(out), "--resume", "--progress", "off"))
     for name in ("adapter/adapter_model.safetensors", "checkpoints/step-000008/trainable.safetensors"):
         a, b = load_file(str(tmp_path / "ref" / name)), load_file(str(out / name))
         assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].equal(b[k]) for k in a), name

@@ -110,7 +110,7 @@ def test_stopped_evaluation_resumes_with_the_same_metrics(tiny_clip, ann, tmp_pa
 
 def _eval_cmd(model, ann, out, *extra) -> list[str]:
     return ["eval", "--model", str(model), "--data", str(ann), "--attacks", "pgd,square",
-            "--eps", "16/255", "--steps", "3", "--restarts", "2", "--square-queries", "20", "--batch-size", "3",
+            "--eps", "16/255", "--attack-steps", "3", "--restarts", "2", "--square-queries", "20", "--batch-size", "3",
             "--sanity-limit", "4", "--device", "cpu", "--out", str(out), *extra]
 
 
@@ -128,6 +128,9 @@ def test_torchrun_two_processes_equal_one_process(ann, tmp_path):
     b = json.loads((tmp_path / "two" / "metrics.json").read_text())
     for key in ("clean", "robust", "sanity", "verdict"):
         assert _without_seconds(a[key]) == _without_seconds(b[key]), key
+    for folder, processes in (("one", 1), ("two", 2)):    # each run folder says how it ran
+        ex = json.loads((tmp_path / folder / "manifest.json").read_text())["execution"]
+        assert (ex["processes"], ex["device"], ex["dtype"]) == (processes, "cpu", "float32"), ex
     for key in ("pgd@16/255", "square@16/255"):          # per sample: every image's and caption's rank
         assert a["robust"][key]["ranks"]["i2t"] == b["robust"][key]["ranks"]["i2t"]
         assert len(b["robust"][key]["ranks"]["i2t"]) == 10 and len(b["robust"][key]["ranks"]["t2i"]) == 20

@@ -49,7 +49,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert done[-1] < "step-000010" and not (out / "metrics.json").exists() and not (out / "adapter").exists()
 
     from advlora.cli import main
-    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--progress", "off"]) == 0
 
     for name in ("adapter/adapter_model.safetensors", "checkpoints/step-000010/trainable.safetensors"):
         a, b = load_file(str(ref.run_dir / name)), load_file(str(out / name))
@@ -90,7 +90,7 @@ def test_sigterm_between_checkpoints_saves_the_current_step_and_resumes_bit_iden
     assert f"stopped by SIGTERM after step {steps}" in err and not (out / "metrics.json").exists()
 
     from advlora.cli import main
-    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--progress", "off"]) == 0
     assert (ref.run_dir / "adapter/adapter_model.safetensors").read_bytes() == \
         (out / "adapter/adapter_model.safetensors").read_bytes()
     a, b = load_file(str(ref.run_dir / "checkpoints/step-000010/trainable.safetensors")), \

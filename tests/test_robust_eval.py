@@ -125,7 +125,7 @@ def test_cli_attack_and_eval_write_run_folders(saved_clip, word_folder, tmp_path
 
     out = tmp_path / "att"
     assert main(["attack", "--model", str(saved_clip), "--data", str(image_text_folder), "--attack", "pgd",
-                 "--eps", "4/255", "--steps", "1", "--out", str(out), "--sanity-limit", "2"]) == 0
+                 "--eps", "4/255", "--attack-steps", "1", "--out", str(out), "--sanity-limit", "2"]) == 0
     printed = capsys.readouterr().out
     assert "linf eps=4/255 PGD steps=1 step=10/255 restarts=1 random-start" in printed and "PASS" in printed
     m = json.loads((out / "metrics.json").read_text())
@@ -133,7 +133,7 @@ def test_cli_attack_and_eval_write_run_folders(saved_clip, word_folder, tmp_path
     assert (out / "manifest.json").exists()
     out2 = tmp_path / "ev"
     assert main(["eval", "--model", str(saved_clip), "--data", str(image_text_folder), "--attacks", "fgsm,pgd",
-                 "--eps", "2/255,8/255", "--steps", "1", "--out", str(out2), "--no-sanity"]) == 0
+                 "--eps", "2/255,8/255", "--attack-steps", "1", "--out", str(out2), "--no-sanity"]) == 0
     m = json.loads((out2 / "metrics.json").read_text())
     assert set(m["robust"]) == {"fgsm@2/255", "pgd@2/255", "fgsm@8/255", "pgd@8/255"}
     assert m["robust"]["pgd@8/255"]["threat"].startswith("linf eps=8/255")
@@ -143,7 +143,7 @@ def test_cli_attack_and_eval_write_run_folders(saved_clip, word_folder, tmp_path
     (["--attack", "pdg"], "unknown attack 'pdg'"),
     (["--eps", "4//255"], "malformed eps"),
     (["--eps=-1/255"], "eps must be >= 0"),
-    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--attack-steps", "0"], "steps must be an integer >= 1"),
     (["--norm", "l3"], "unknown norm 'l3'"),
 ])
 def test_cli_bad_input_exits_2(argv, msg, image_text_folder, tmp_path, capsys):

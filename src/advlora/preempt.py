@@ -16,8 +16,10 @@ import signal
 import threading
 from collections.abc import Iterator
 
-#: exit status of a command stopped by a preemption signal after writing its checkpoint
-PREEMPTED_EXIT = 75
+from advlora.errors import EXIT_PREEMPTED
+
+#: exit status of a command stopped by a preemption signal after writing its checkpoint (``advlora.errors``)
+PREEMPTED_EXIT = EXIT_PREEMPTED
 #: the signals that ask a training to stop at the end of its step
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 

@@ -10,6 +10,8 @@ from typing import TextIO
 
 #: seconds between two log lines when stderr is not a terminal
 LOG_INTERVAL = 30.0
+#: the modes of ``BatchProgress`` (and of every command's ``--progress``)
+PROGRESS = ("auto", "bar", "log", "off")
 
 
 def _clock(seconds: float) -> str:
@@ -34,7 +36,7 @@ class BatchProgress:
         self.stream = sys.stderr if stream is None else stream
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
-        if mode not in ("bar", "log", "off"):
+        if mode not in PROGRESS[1:]:
             raise ValueError(f"progress mode must be auto, bar, log or off; got {mode!r}")
         self.mode, self._start, self._initial = mode, time.monotonic(), initial
         self._last = self._start
@@ -70,4 +72,4 @@ class BatchProgress:
             print(self.line(), file=self.stream, flush=True)   # the end of work that took a while
 
 
-__all__ = ["BatchProgress", "LOG_INTERVAL"]
+__all__ = ["BatchProgress", "LOG_INTERVAL", "PROGRESS"]

@@ -1,9 +1,10 @@
 """The ``advlora`` command: one sub-command per module of this package, imported only when it is the one run.
 
-Each module in ``COMMANDS`` exposes ``add_arguments(parser)`` and ``run(args) -> int``. Bad input raises
-``AdvloraError``, which ``main`` prints as one line on stderr with exit status 2. A training stopped by a
-preemption signal raises ``Preempted`` after its checkpoint: one line, exit status 75
-(``advlora.preempt``).
+Each module in ``COMMANDS`` exposes ``add_arguments(parser)``, ``run(args) -> int`` and ``EXAMPLES`` (the
+example command lines its ``--help`` ends with). ``build_parser`` is the one source of every parser:
+``command_parsers()`` returns each command's full parser (for a generated CLI reference). Exit statuses are
+those of ``advlora.errors.EXIT_CODES``: bad input raises ``AdvloraError`` (one line on stderr, 2); a command
+stopped by a preemption signal after its checkpoint raises ``Preempted`` (one line, 75); Ctrl-C is 130.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import importlib
 import logging
 import sys
 
-from advlora.errors import AdvloraError
-from advlora.preempt import PREEMPTED_EXIT, Preempted
+from advlora import __version__
+from advlora.cli.common import HelpFormatter
+from advlora.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, AdvloraError, exit_codes_text
+from advlora.preempt import Preempted
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,23 +31,56 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("advlora.cli.ablate", "ablate AdvLoRA's parts under one budget"),
     "analyze": ("advlora.cli.analyze", "singular spectra of weight updates and alpha statistics"),
     "bench": ("advlora.cli.bench", "efficiency ratios measured side by side"),
+    "list": ("advlora.cli.listing", "list the registered attacks, models, data sets, formats, methods, objectives "
+                                    "or configs"),
 }
 
+DESCRIPTION = "Adversarially robust low-rank adaptation of vision-language models, and honest robust retrieval " \
+              "evaluation."
+EPILOG = ("examples:\n  advlora eval --model tiny-clip --data emoji --attacks pgd --eps 4/255\n"
+          "  advlora list attacks\n  advlora COMMAND --help\n\nexit status:\n" + exit_codes_text())
 
-def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    """The parser with every sub-command listed; only ``command``'s module is imported and given its arguments
-    (``advlora --help`` and a typo import none, so they answer at once)."""
-    parser = argparse.ArgumentParser(prog="advlora", description="Adversarially robust low-rank adaptation of "
-                                     "vision-language models, and honest robust retrieval evaluation.")
+
+def build_parser(command: str | None = None, *, every: bool = False
+                 ) -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    """The parser with every sub-command listed and the modules given their arguments: ``command``'s only
+    (``advlora --help`` and a typo import none, so they answer at once), or all of them with ``every``."""
+    parser = argparse.ArgumentParser(prog="advlora", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"advlora {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (mod_name, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        if name == command:
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
+        if every or name == command:
             modules[name] = importlib.import_module(mod_name)
             modules[name].add_arguments(p)
+            p.epilog = getattr(modules[name], "EXAMPLES", None)
     return parser, modules
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's full parser (its ``--help`` is ``format_help()``), in the order of ``COMMANDS``; the
+    source of a generated CLI reference. Sub-actions (``data check``, ``adapter info``) are reached through
+    each parser's sub-parsers action, see ``subcommand_parsers``."""
+    parser, _ = build_parser(every=True)
+    return dict(_sub(parser).choices)
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The action parsers of a command with actions (``data``, ``adapter``); empty for the others."""
+    action = _sub(parser, required=False)
+    return dict(action.choices) if action is not None else {}
+
+
+def _sub(parser: argparse.ArgumentParser, required: bool = True):
+    for a in parser._actions:  # argparse exposes sub-parsers only through this attribute
+        if isinstance(a, argparse._SubParsersAction):
+            return a
+    if required:
+        raise ValueError(f"{parser.prog} has no sub-commands")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,26 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.command is None:
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
     mod = modules[args.command]
-    from advlora.runtime import quiet_libraries  # torch: imported only once a command runs
-
-    quiet_libraries()
     if extra and not getattr(mod, "ACCEPTS_OVERRIDES", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    if not getattr(mod, "TORCH_FREE", False):
+        from advlora.runtime import quiet_libraries  # torch: imported only once a command runs
+
+        quiet_libraries()
     try:
         return int(mod.run(args) or 0)
     except AdvloraError as e:
         print(f"advlora {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except Preempted as e:
         print(f"advlora {args.command}: {e}", file=sys.stderr)
-        return PREEMPTED_EXIT
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         print(f"advlora {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 - ``advlora adapter info --model M --method advlora --rank 8 [--towers both] [--targets q_proj v_proj]``: trainable
   parameter counts and share, and AdvLoRA's per-layer alignment errors. ``--method all`` compares every method;
-  ``--random-size clip:vit-b32`` inspects a random model of a named size (no download).
+  ``--random-model clip:vit-b32`` inspects a random model of a named size (no download).
 - ``advlora adapter init --model M --method advlora --out DIR``: attach a fresh adapter and save it (peft format).
 - ``advlora adapter merge --model M --adapter DIR --out DIR``: fold the adapter into the weights and save the model.
 """
@@ -11,19 +11,31 @@ from __future__ import annotations
 import argparse
 
 from advlora.adapters.config import ALIGN_INITS, ALPHA_MODES, INITS, KMEANS_ON, METHODS, MODES, TOWERS
+from advlora.cli.common import add_parser, add_random_model_argument, examples, parse_random_model
+
+EXAMPLES = examples(
+    "advlora adapter info --random-model clip:vit-b32 --method all --rank 8",
+    "advlora adapter init --model tiny-clip --method advlora --rank 8 --out runs/adapter",
+    "advlora adapter merge --model tiny-clip --adapter runs/a/adapter --out runs/merged")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    info = sub.add_parser("info", help="trainable parameters and alignment errors of a method on a model")
+    info = add_parser(sub, "info", "trainable parameters and alignment errors of a method on a model",
+                      example=examples("advlora adapter info --random-model clip:vit-b32 --method all --rank 8",
+                                       "advlora adapter info --model tiny-clip --method advlora --layers"))
     _model_args(info)
     _method_args(info, allow_all=True)
     info.add_argument("--layers", action="store_true", help="print every adapted layer's alignment error")
-    init = sub.add_parser("init", help="attach a freshly initialised adapter and save it")
+    init = add_parser(sub, "init", "attach a freshly initialised adapter and save it",
+                      example=examples("advlora adapter init --model tiny-clip --method advlora --rank 8 "
+                                       "--out runs/adapter"))
     _model_args(init)
     _method_args(init)
     init.add_argument("--out", required=True, help="adapter folder to write")
-    merge = sub.add_parser("merge", help="fold an adapter into the weights and save the merged model")
+    merge = add_parser(sub, "merge", "fold an adapter into the weights and save the merged model",
+                       example=examples("advlora adapter merge --model tiny-clip --adapter runs/a/adapter "
+                                        "--out runs/merged"))
     _model_args(merge)
     merge.add_argument("--adapter", required=True, help="adapter folder")
     merge.add_argument("--out", required=True, help="model folder to write (loadable with --model)")
@@ -31,27 +43,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip or tiny-blip")
-    p.add_argument("--random-size", default=None, metavar="ARCH:SIZE",
-                   help="a random model instead of --model, e.g. clip:tiny, clip:vit-b32, blip:blip-base")
+    add_random_model_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
 
 
 def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--method", default="advlora",
-                   help=f"{' | '.join(METHODS)}{' | all' if allow_all else ''} (default advlora)")
-    p.add_argument("--rank", type=int, default=8)
+                   help=f"{' | '.join(METHODS)}{' | all' if allow_all else ''} (advlora list methods)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (advlora: also the k-means clusters)")
     p.add_argument("--towers", default="both", help=" | ".join(TOWERS))
     p.add_argument("--targets", nargs="+", default=None,
-                   help="module names, suffixes or regular expressions (prefix vision: / text: for one tower)")
-    p.add_argument("--init", default="cluster", help=" | ".join(INITS))
-    p.add_argument("--mode", default="residual", help=" | ".join(MODES))
-    p.add_argument("--alpha-mode", default="layer", help=" | ".join(ALPHA_MODES))
-    p.add_argument("--alpha-init", type=float, default=None)
+                   help="module names, suffixes or regular expressions (prefix vision: / text: for one tower; "
+                        "default: the backend's attention projections)")
+    p.add_argument("--init", default="cluster", help="advlora's initialisation: " + " | ".join(INITS))
+    p.add_argument("--mode", default="residual", help="advlora's start: " + " | ".join(MODES))
+    p.add_argument("--alpha-mode", default="layer", help="advlora's alpha: " + " | ".join(ALPHA_MODES))
+    p.add_argument("--alpha-init", type=float, default=None,
+                   help="advlora's alpha0 (default: 1.0 in residual mode, 0.0 in zero_alpha mode)")
     p.add_argument("--align-init", default="lstsq", help=" | ".join(ALIGN_INITS))
-    p.add_argument("--kmeans-iters", type=int, default=20)
+    p.add_argument("--kmeans-iters", type=int, default=20, help="Lloyd iterations after k-means++ seeding")
     p.add_argument("--kmeans-on", default="rows", help=" | ".join(KMEANS_ON))
     p.add_argument("--lora-alpha", type=float, default=None, help="peft lora_alpha for lora/pissa (default: rank)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means++ and of peft's random A")
 
 
 def _options(args: argparse.Namespace, method: str) -> dict:
@@ -65,15 +78,11 @@ def _options(args: argparse.Namespace, method: str) -> dict:
 
 def _load(args: argparse.Namespace):
     from advlora.runtime import resolve_device
-    from advlora.errors import AdvloraError
 
-    if args.random_size:
+    if args.random_model:
         from advlora.models.tiny import random_model
 
-        arch, sep, size = args.random_size.partition(":")
-        if not sep:
-            raise AdvloraError(f"--random-size must look like clip:vit-b32, got {args.random_size!r}")
-        return random_model(arch, size).to(resolve_device(args.device))
+        return random_model(*parse_random_model(args.random_model)).to(resolve_device(args.device))
     from advlora.training.pretrain import load_model
 
     return load_model(args.model, device=resolve_device(args.device))
@@ -93,7 +102,7 @@ def _info(args: argparse.Namespace) -> int:
     if any(m not in METHODS for m in methods):
         raise choices_error("adapter method", args.method, (*METHODS, "all"))
     base = _load(args)
-    name = args.random_size and f"random {args.random_size}" or args.model
+    name = args.random_model and f"random {args.random_model}" or args.model
     print(f"model {name}: rank {args.rank}, towers {args.towers}, targets {args.targets or 'backend defaults'}")
     print(f"{'method':<10} {'layers':>6} {'trainable':>12} {'total':>12} {'share %':>9}")
     report = None
@@ -139,5 +148,5 @@ def _merge(args: argparse.Namespace) -> int:
     load_adapter(model, args.adapter)
     merge_adapter(model)
     save_model(model, args.out)
-    print(f"merged {args.adapter} into {args.random_size or args.model}; model written to {args.out}")
+    print(f"merged {args.adapter} into {args.random_model or args.model}; model written to {args.out}")
     return 0

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.cli.common import examples
+
+EXAMPLES = examples("advlora analyze runs/a                     # one training run",
+                    "advlora analyze runs/demo --out runs/spectra   # every trained cell of a demo or grid")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR",

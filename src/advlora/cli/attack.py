@@ -1,44 +1,56 @@
 """``advlora attack``: one attack (at one or several eps) on a model (and adapter), robust retrieval in a run
 folder. The helpers here also serve ``advlora eval --attacks ...``.
 
-Attack names come from the registry (``advlora.attacks.registry``); ``--attack list`` prints it. The package
-itself is imported inside ``run`` only, so that ``advlora --help`` does not load torch.
+Attack names come from the registry (``advlora.attacks.registry``); ``advlora list attacks`` (or ``--attack
+list``) prints it. The package itself is imported inside ``run`` only, so that ``advlora --help`` does not load
+torch. ``--attack-steps`` is the attack's iterations (``--steps``, its old spelling, still works); the
+evaluation radius defaults to 4/255, twice the training default of ``advlora train`` (2/255).
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
+                                examples, load_model_and_adapter, print_json_file, summary_stream)
 from advlora.errors import AdvloraError
 from advlora.io import write_json
-from advlora.runs import default_out, run_folder
+from advlora.runs import default_out, execution, run_folder
 
-DTYPES = ("float32", "float64", "bfloat16", "float16")
-LIST_HELP = "'list' prints every registered attack with its kind and the threat-model fields it reads"
+LIST_HELP = "'list' prints every registered attack (as advlora list attacks)"
+EXAMPLES = examples(
+    "advlora attack --model tiny-clip --data emoji --attack pgd --eps 4/255 --attack-steps 10",
+    "advlora attack --model runs/merged --data coco/dataset_coco.json --image-root coco --attack apgd "
+    "--eps 1/255,2/255,4/255 --json > metrics.json",
+    "advlora list attacks")
 
 
 def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> None:
     """The threat-model flags, spelled the same by ``attack`` and ``eval``."""
     p.add_argument("--eps", default=eps_default,
-                   help="radius in pixel space [0, 1]: 4/255, 0.0157, or a sweep 1/255,2/255,4/255")
-    p.add_argument("--norm", default="linf", help="linf or l2 (default linf)")
-    p.add_argument("--steps", type=int, default=10, help="iterations of PGD/APGD (FGSM: 1)")
-    p.add_argument("--step-size", default=None, help="PGD step (default 2.5 * eps / steps)")
+                   help=f"radius in pixel space [0, 1]: 4/255, 0.0157, or a sweep 1/255,2/255,4/255 (default: "
+                        f"{eps_default}; advlora train's training radius defaults to 2/255)")
+    p.add_argument("--norm", default="linf", help="linf or l2")
+    p.add_argument("--attack-steps", dest="steps", type=int, default=10, metavar="N",
+                   help="iterations of the iterative attacks, PGD/APGD (FGSM: 1)")
+    add_deprecated(p, "--steps", dest="steps", new="--attack-steps", type=int)
+    p.add_argument("--step-size", default=None, help="PGD step (default: 2.5 * eps / attack steps)")
     p.add_argument("--restarts", type=int, default=1, help="random restarts; the per-sample worst is kept")
     p.add_argument("--no-random-start", dest="random_start", action="store_false",
                    help="start PGD/APGD at the clean image")
     p.add_argument("--square-queries", type=int, default=1000, help="Square's query budget per image")
     p.add_argument("--square-limit", type=int, default=None,
-                   help="run the black-box attacks (Square) on a subset of N images")
+                   help="run the black-box attacks (Square) on a subset of N images (default: all)")
     p.add_argument("--ensemble", action="store_true",
                    help="add the per-sample worst case over the image attacks (AutoAttack-style)")
     p.add_argument("--objective", default="contrastive",
-                   help="image objective: contrastive (itc), margin, embedding; BLIP: itm, rerank")
+                   help="image objective the attacks maximise: contrastive (itc), margin, embedding; BLIP: itm, "
+                        "rerank")
     p.add_argument("--gallery", default="full", help="objective against the full caption gallery or the batch")
-    p.add_argument("--surrogate", default=None, help="surrogate model of the transfer attack")
+    p.add_argument("--surrogate", default=None,
+                   help="surrogate model of the transfer attack (default: none; needed by --attack transfer)")
     p.add_argument("--text-budget", type=int, default=3, help="character edits per caption (text, joint)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="precision of evaluation and attacks (default float32; written in every threat-model line)")
+    add_dtype_argument(p, "precision of evaluation and attacks (written in every threat-model line)")
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity checks")
     p.add_argument("--sanity-limit", type=int, default=64, help="images for the costly sanity checks")
 
@@ -46,26 +58,23 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_data_args(p)
     p.add_argument("--attack", default="pgd",
-                   help=f"a registered attack (default pgd); {LIST_HELP}")
+                   help=f"the attack evaluated, a registered name or a comma list; {LIST_HELP}")
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "attack")
+    add_json_argument(p, "metrics.json")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.attack == "list":
         return list_attacks()
-    return run_robust(args, [args.attack], command="attack")
+    return run_robust(args, [a.strip() for a in args.attack.split(",") if a.strip()], command="attack")
 
 
 def list_attacks() -> int:
-    """Print the attack registry: name, kind, the ThreatModel fields read, options and fixed objective."""
-    from advlora.attacks import registry
+    """Print the attack registry, as ``advlora list attacks``."""
+    from advlora.cli import listing
 
-    for s in registry.specs():
-        extra = "".join([f"; options {s.options}" if s.options else "",
-                         f"; objective {s.objective}" if s.objective else ""])
-        print(f"{s.name:12s} {s.kind:10s} reads {', '.join(s.uses) or '-'}{extra}")
-    return 0
+    return listing.run(argparse.Namespace(kind="attacks", json=False))
 
 
 def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) -> int:
@@ -98,7 +107,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     results = []
     for th in threats:
         res = evaluate_robust(model, data, attacks, th, rerank_k=args.rerank_k,
-                              batch_size=min(args.batch_size, 64), square_limit=args.square_limit,
+                              batch_size=args.batch_size, square_limit=args.square_limit,
                               square_queries=args.square_queries, ensemble=args.ensemble,
                               generator=torch.Generator().manual_seed(args.seed), objective=args.objective,
                               gallery=args.gallery, surrogate=surrogate, text_budget=args.text_budget,
@@ -128,17 +137,28 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
                                 "step_size": t.step, "restarts": t.restarts, "random_start": t.random_start,
                                 "seed": t.seed} for t in threats]
     out = args.out or default_out(command)
-    with run_folder(out, config, seed=args.seed) as tmp:
+    with run_folder(out, config, seed=args.seed, execution=execution(device=model.device, dtype=dtype)) as tmp:
         write_json(tmp / "metrics.json", metrics)
-    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}"
-          + (f" + adapter {args.adapter}" if args.adapter else ""))
-    print(robust_table(metrics))
-    print(f"sanity verdict: {verdict(sanity)}" if sanity else "sanity checks: skipped (--no-sanity)")
-    if sanity:
-        print("sanity checks:")
-        print("\n".join(f"  {c}" for c in sanity))
-    print(f"run folder: {out}")
+    report_robust(args, metrics, data, out)
     return 0
+
+
+def report_robust(args: argparse.Namespace, metrics: dict, data, out) -> None:
+    """What a robust evaluation prints: ``metrics.json`` on stdout under ``--json`` (the summary then goes to
+    stderr), else the data, the table with each row's threat model, the sanity verdict and the run folder."""
+    from advlora.evaluation.sanity import verdict
+
+    if getattr(args, "json", False):
+        print_json_file(Path(out) / "metrics.json")
+    say, sanity = summary_stream(args), metrics["sanity"]
+    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}"
+          + (f" + adapter {args.adapter}" if args.adapter else ""), file=say)
+    print(robust_table(metrics), file=say)
+    print(f"sanity verdict: {verdict(sanity)}" if sanity else "sanity checks: skipped (--no-sanity)", file=say)
+    if sanity:
+        print("sanity checks:", file=say)
+        print("\n".join(f"  {c}" for c in sanity), file=say)
+    print(f"run folder: {out}", file=say)
 
 
 def robust_table(metrics: dict) -> str:

@@ -4,22 +4,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from advlora.cli.common import add_out_arg
+from advlora.cli.common import add_deprecated, add_out_arg, examples, parse_random_model
 from advlora.errors import AdvloraError
 from advlora.io import write_json
 
+EXAMPLES = examples(
+    "advlora bench --random-model clip:vit-b32 --batch-size 16       # the CPU efficiency ratios",
+    "advlora bench --device cuda --device-models clip:vit-b32,blip:blip-base --batch-size 64   # GPU figures",
+    "advlora bench --data                                             # the streaming data path")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", default="vit-b32", help="tiny | vit-b32 | blip-base | openclip-vit-b32 (random weights, no download)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--random-model", default="clip:vit-b32", metavar="ARCH:SIZE",
+                   help="the random model measured (no download): clip:test, clip:tiny, clip:vit-b32, clip:openclip-vit-b32 (open_clip format, converted), blip:blip-base")
+    add_deprecated(p, "--size", dest="random_model", new="--random-model")
+    p.add_argument("--batch-size", type=int, default=16, help="images per measured batch")
+    add_deprecated(p, "--batch", dest="batch_size", new="--batch-size", type=int)
+    p.add_argument("--rank", type=int, default=8, help="adapter rank")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (medians)")
-    p.add_argument("--retrieval-images", type=int, default=5000)
-    p.add_argument("--retrieval-texts", type=int, default=25000)
+    p.add_argument("--retrieval-images", type=int, default=5000, help="gallery images of the retrieval timing")
+    p.add_argument("--retrieval-texts", type=int, default=25000, help="captions of the retrieval timing")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, ...: the GPU figures (PGD-10 images/s, training-step MFU against the bf16 matmul "
-                        "peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the CPU")
-    p.add_argument("--device-sizes", default="vit-b32,blip-base", help="sizes of the --device figures")
+                        "peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the CPU "
+                        "(default: the CPU ratios)")
+    p.add_argument("--device-models", default="clip:vit-b32,blip:blip-base", metavar="ARCH:SIZE,...",
+                   help="random models of the --device figures")
+    add_deprecated(p, "--device-sizes", dest="device_models", new="--device-models")
     p.add_argument("--data", action="store_true", help="bench the streaming data path instead (CPU): memory and "
                    "time to the first step at 1k, 4k and 16k photo-sized images, decode throughput")
     p.add_argument("--data-sizes", default="1000,4000,16000", help="set sizes of --data (comma-separated)")
@@ -36,34 +47,52 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         return _run_data(args)
     from advlora.bench import BenchConfig, format_bench, run_bench, write_bench
-    from advlora.runs import default_out, run_folder
+    from advlora.runs import default_out, execution, run_folder
 
-    cfg = BenchConfig(size=args.size, batch=args.batch, rank=args.rank, repeats=args.repeats,
-                      retrieval_images=args.retrieval_images, retrieval_texts=args.retrieval_texts)
+    cfg = BenchConfig(size=bench_size(args.random_model), batch=args.batch_size, rank=args.rank,
+                      repeats=args.repeats, retrieval_images=args.retrieval_images,
+                      retrieval_texts=args.retrieval_texts)
     result = run_bench(cfg)
     out = args.out or default_out("bench")
-    with run_folder(out, cfg) as tmp:
+    with run_folder(out, cfg, execution=execution(device="cpu", dtype="float32")) as tmp:
         write_bench(result, tmp)
-    print(f"advlora bench --size {cfg.size} --batch {cfg.batch} (rank {cfg.rank}, medians of {cfg.repeats})")
+    print(f"advlora bench --random-model {args.random_model} --batch-size {cfg.batch} (rank {cfg.rank}, medians of "
+          f"{cfg.repeats})")
     print(format_bench(result))
     print(f"bench.json: {out}/bench.json")
     return 0
+
+
+def bench_size(text: str) -> str:
+    """The bench's size of ``--random-model ARCH:SIZE`` (or a bare size, the old ``--size``): BLIP sizes start
+    with ``blip`` and every other size is a CLIP (``advlora.bench.cases.arch_of``)."""
+    from advlora.bench.cases import arch_of
+
+    if ":" not in text:
+        return text
+    arch, size = parse_random_model(text)
+    if arch != arch_of(size):
+        raise AdvloraError(f"--random-model {text}: the bench measures {arch_of(size)}:{size} for size {size} "
+                           f"(clip:test, clip:tiny, clip:vit-b32 or blip:blip-base)")
+    return size
 
 
 def _run_device(args: argparse.Namespace) -> int:
     import torch
 
     from advlora.bench.device import format_device_bench, run_device_bench
-    from advlora.runs import default_out, run_folder
+    from advlora.runs import default_out, execution, run_folder
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise AdvloraError(f"--device {args.device}: no CUDA device is visible to torch here")
-    sizes = tuple(s for s in args.device_sizes.split(",") if s)
-    result = run_device_bench(args.device, sizes=sizes, batch=args.batch, rank=args.rank, repeats=args.repeats)
+    sizes = tuple(bench_size(s) for s in args.device_models.split(",") if s)
+    result = run_device_bench(args.device, sizes=sizes, batch=args.batch_size, rank=args.rank, repeats=args.repeats)
     out = args.out or default_out("bench")
-    with run_folder(out, {"device": args.device, "sizes": list(sizes), "batch": args.batch, "rank": args.rank}) as tmp:
+    with run_folder(out, {"device": args.device, "sizes": list(sizes), "batch": args.batch_size, "rank": args.rank},
+                    execution=execution(device=args.device)) as tmp:
         write_json(tmp / "bench_device.json", result)
-    print(f"advlora bench --device {args.device} --batch {args.batch} (rank {args.rank}, medians of {args.repeats})")
+    print(f"advlora bench --device {args.device} --batch-size {args.batch_size} (rank {args.rank}, medians of "
+          f"{args.repeats})")
     print(format_device_bench(result))
     print(f"bench_device.json: {out}/bench_device.json")
     return 0

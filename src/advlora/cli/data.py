@@ -9,35 +9,48 @@ import argparse
 import json
 from pathlib import Path
 
+from advlora.cli.common import add_parser, add_progress_argument, examples
+from advlora.errors import EXIT_OK, EXIT_PROBLEMS
+
+EXAMPLES = examples(
+    "advlora data emoji                                        # build the embedded benchmark (cached)",
+    "advlora data check coco/dataset_coco.json --image-root coco --split test   # exit 1 when problems are found",
+    "advlora data shard coco/dataset_coco.json --image-root coco --split train --out shards/coco")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    e = sub.add_parser("emoji", help="render the emoji image-text benchmark into $ADVLORA_HOME/data/emoji")
+    e = add_parser(sub, "emoji", "render the emoji image-text benchmark into $ADVLORA_HOME/data/emoji",
+                   example=examples("advlora data emoji", "advlora data emoji --force --out /tmp/emoji"))
     _build_args(e)
-    v = sub.add_parser("emoji-video", help="render the emoji video-text benchmark")
+    v = add_parser(sub, "emoji-video", "render the emoji video-text benchmark",
+                   example=examples("advlora data emoji-video"))
     _build_args(v)
-    c = sub.add_parser("check", help="check an annotation file and its images; exit 0 only when clean")
+    c = add_parser(sub, "check", "check an annotation file and its images; exit status 0 when clean, 1 when it "
+                   "finds problems (a missing file included)",
+                   example=examples("advlora data check coco/dataset_coco.json --image-root coco --split test"))
     c.add_argument("path", help="annotation file (or folder) to check")
     c.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
     c.add_argument("--split", default=None, help="split, for files holding several (Karpathy; default test)")
     c.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")
     c.add_argument("--frames", type=int, default=None, help="frames sampled per video (default 8)")
-    s = sub.add_parser("shard", help="write an annotation file's image-text pairs as webdataset shards")
+    s = add_parser(sub, "shard", "write an annotation file's image-text pairs as webdataset shards",
+                   example=examples("advlora data shard coco/dataset_coco.json --image-root coco --split train "
+                                    "--out shards/coco --per-shard 1000"))
     s.add_argument("path", help="annotation file, any supported format (or emoji)")
     s.add_argument("--out", required=True, help="folder for the shards and sizes.json")
     s.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
-    s.add_argument("--split", default="train", help="split, for files holding several (default train)")
+    s.add_argument("--split", default="train", help="split, for files holding several")
     s.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")
-    s.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
-    s.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "off"),
-                   help="images written: a bar on a terminal, else a line every 30 s with the ETA (auto)")
+    s.add_argument("--per-shard", type=int, default=1000, help="samples per shard")
+    add_progress_argument(s, "images written, with the ETA")
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--font", default=None, help="path of a colour emoji font (default: Noto Color Emoji)")
     p.add_argument("--force", action="store_true", help="rebuild even when a finished build is cached")
     p.add_argument("--out", default=None, help="folder to build into (default: $ADVLORA_HOME/data/...)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the renders' backgrounds, scales and positions")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         report = check_dataset(args.path, fmt=args.fmt, split=args.split, image_root=args.image_root,
                                frames=args.frames)
         print(report)
-        return 0 if report.ok else 1
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
     if args.action == "shard":
         from advlora.data import load_dataset
         from advlora.data.shards import write_shards

@@ -10,27 +10,40 @@ import shutil
 import tempfile
 
 from advlora.cli.attack import LIST_HELP, add_threat_args, list_attacks, run_robust
-from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
+                                add_progress_argument, examples, load_model_and_adapter, print_json_file,
+                                summary_stream)
 from advlora.errors import AdvloraError
 from advlora.io import write_json
 from advlora.preempt import stop_requests
-from advlora.runs import default_out, run_folder
+from advlora.runs import default_out, execution, run_folder
+
+EXAMPLES = examples(
+    "advlora eval --model tiny-clip --data emoji                      # clean retrieval on the embedded default",
+    "advlora eval --model tiny-clip --data emoji-source --attacks pgd --limit 8",
+    "advlora eval --model openai/clip-vit-base-patch32 --data coco/dataset_coco.json --image-root coco \\",
+    "    --attacks standard --eps 4/255 --out runs/coco-standard --json > metrics.json",
+    "torchrun --nproc_per_node 2 -m advlora eval --attacks pgd,apgd --out runs/e   # split over 2 processes",
+    "advlora eval --out runs/e --attacks pgd,apgd --resume           # after exit status 75")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_data_args(p)
     p.add_argument("--attacks", default=None,
-                   help=f"comma list of registered attacks, e.g. fgsm,pgd,apgd,square (default: clean only); "
-                        f"{LIST_HELP}")
+                   help=f"the attacks evaluated, a comma list of registered names, e.g. fgsm,pgd,apgd,square "
+                        f"(default: clean only); {LIST_HELP}")
+    add_deprecated(p, "--attack", dest="attacks", new="--attacks")
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "eval")
     p.add_argument("--resume", action="store_true",
                    help="continue an evaluation stopped by a signal (exit 75) from its finished batches (same --out)")
-    p.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "off"),
-                   help="per-attack progress: a bar on a terminal, else a line every 30 s (auto); main process only")
+    add_progress_argument(p, "per-attack progress on the main process")
+    add_json_argument(p, "metrics.json")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from advlora.data import load_dataset
     from advlora.data.check import check_inputs
     from advlora.evaluation import evaluate_clean
@@ -43,18 +56,21 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.data, [args.split], fmt=args.fmt, image_root=args.image_root, frames=args.frames)
     if getattr(args, "attacks", None):
         return _run_robust_session(args, [a.strip() for a in args.attacks.split(",") if a.strip()])
-    model = load_model_and_adapter(args)
+    model = load_model_and_adapter(args).to(getattr(torch, args.dtype))
     data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed,
                         image_root=args.image_root, frames=args.frames)
     model = for_dataset(model, data)  # videos: frame pooling (advlora.models.video)
     metrics = evaluate_clean(model, data, batch_size=args.batch_size, rerank_k=args.rerank_k)
     config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
     out = args.out or default_out("eval")
-    with run_folder(out, config, seed=args.seed) as tmp:
+    with run_folder(out, config, seed=args.seed, execution=execution(device=model.device, dtype=args.dtype)) as tmp:
         write_json(tmp / "metrics.json", {"clean": metrics, "n_images": len(data), "n_texts": len(data.captions)})
-    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}")
-    print(metrics_table({"clean": metrics}))
-    print(f"run folder: {out}")
+    if args.json:
+        print_json_file(f"{out}/metrics.json")
+    say = summary_stream(args)
+    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}", file=say)
+    print(metrics_table({"clean": metrics}), file=say)
+    print(f"run folder: {out}", file=say)
     return 0
 
 
@@ -73,7 +89,7 @@ def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
     if size > 1:
         torch.distributed.broadcast_object_list(out, src=0)   # one folder, whatever each clock says
     args.out = out[0]
-    skip = ("out", "resume", "progress", "device", "overrides", "command", "verbose")
+    skip = ("out", "resume", "progress", "device", "overrides", "command", "verbose", "json")
     fingerprint = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str))
     scratch = None if rank == 0 else tempfile.mkdtemp(prefix="advlora-eval-rank")
     try:
@@ -81,7 +97,8 @@ def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
                                                   progress=args.progress, fingerprint=fingerprint,
                                                   distributed=size > 1) as session:
             if rank == 0 and size > 1:
-                print(f"distributed: {size} processes ({torch.distributed.get_backend()}), images split by index")
+                print(f"distributed: {size} processes ({torch.distributed.get_backend()}), images split by index",
+                      file=summary_stream(args))
             if rank == 0:
                 code = run_robust(args, attacks, command="eval")
             else:   # the other processes attack their share; their copy of the outputs is thrown away
@@ -89,7 +106,7 @@ def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
                     code = run_robust(argparse.Namespace(**{**vars(args), "out": scratch}), attacks, command="eval")
             if rank == 0 and session.restored:
                 print(f"resumed: {session.restored} attacked samples read from finished batches in "
-                      f"{args.out}/eval-state, {session.batches_run} batches run now")
+                      f"{args.out}/eval-state, {session.batches_run} batches run now", file=summary_stream(args))
         return code
     finally:
         if scratch is not None:

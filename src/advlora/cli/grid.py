@@ -9,32 +9,41 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_jobs_argument, add_seeds_argument, jobs, seeds_overrides
+from advlora.cli.common import add_jobs_argument, add_progress_argument, add_seeds_argument, examples, jobs, seeds_overrides
 from advlora.errors import AdvloraError
 
 ACCEPTS_OVERRIDES = True  # dotted overrides of the grid config, e.g. --eval.limit 200 --train.train.steps 40
+EXAMPLES = examples(
+    "advlora grid --config grid-tiny-clip --jobs 2                       # cells in local worker processes",
+    "advlora grid --config paper.yaml --out runs/paper --launcher submitit --slurm-partition gpu \\",
+    "    --slurm-gpus-per-node 1 --slurm-time 240 --slurm-additional account=abc    # one SLURM job array",
+    "advlora grid --status runs/paper                                    # done / running / failed / pending")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
-                   help="grid YAML, or the name of a shipped one: " + ", ".join(shipped_configs()))
+                   help="grid YAML, or the name of a shipped one: " + ", ".join(shipped_configs())
+                        + " (advlora list configs; no default: required unless --status)")
     add_seeds_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
     p.add_argument("--out", default=None, help="output folder (default: runs/grid-<name>); an existing one resumes")
     add_jobs_argument(p, 1)
+    add_progress_argument(p, "train cells done (local launcher)")
     p.add_argument("--status", metavar="DIR", default=None,
-                   help="list the cells of the grid folder DIR: done / running / failed / pending, with job ids")
+                   help="list the cells of the grid folder DIR: done / running / failed / pending, with job ids "
+                        "(default: run the grid)")
     c = p.add_argument_group("cluster (advlora[cluster]; docs/cluster.md)")
     c.add_argument("--launcher", choices=("local", "submitit"), default="local",
                    help="local: this machine (--jobs); submitit: one SLURM job array, one task per train cell")
-    c.add_argument("--slurm-partition", default=None)
-    c.add_argument("--slurm-gpus-per-node", type=int, default=None)
+    c.add_argument("--slurm-partition", default=None, help="sbatch --partition (default: the cluster's)")
+    c.add_argument("--slurm-gpus-per-node", type=int, default=None, help="GPUs per task (default: none)")
     c.add_argument("--slurm-time", default="240", help="time limit per task: minutes, or H:MM:SS (default 240)")
     c.add_argument("--slurm-array-parallelism", type=int, default=64, help="tasks of the array running at once")
-    c.add_argument("--slurm-cpus-per-task", type=int, default=None)
+    c.add_argument("--slurm-cpus-per-task", type=int, default=None, help="sbatch --cpus-per-task (default: the "
+                   "cluster's)")
     c.add_argument("--slurm-additional", action="append", metavar="KEY=VALUE",
-                   help="another sbatch option, e.g. account=abc or qos=high (repeatable)")
+                   help="another sbatch option, e.g. account=abc or qos=high (repeatable; default: none)")
     c.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"), default=None,
                    help="submitit's executor (default: slurm where sbatch exists, else local processes)")
     c.add_argument("--wait", action="store_true", help="submitit: wait for the jobs, then print the summary")
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/grid-{cfg.name}"
     if options is not None and not args.report_only:
         return _submit(args, cfg, out, options)
-    summary, table = run_grid(cfg, out, report_only=args.report_only, jobs=jobs(args.jobs))
+    summary, table = run_grid(cfg, out, report_only=args.report_only, jobs=jobs(args.jobs), progress=args.progress)
     print(table)
     print(f"\nreport: {out}/report.md, {out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import argparse
 
+from advlora.cli.common import add_deprecated, examples
+
+EXAMPLES = examples(
+    "advlora pretrain --arch clip               # what --model tiny-clip loads (built on first use otherwise)",
+    "advlora pretrain --arch blip --out runs/tiny-blip --epochs 4")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=("clip", "blip"), default="clip")
+    p.add_argument("--arch", choices=("clip", "blip"), default="clip", help="the architecture pre-trained")
     p.add_argument("--out", default=None,
                    help="model folder (default: $ADVLORA_HOME/models/tiny-<arch>, what --model tiny-<arch> loads)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches")
     p.add_argument("--epochs", type=int, default=None, help="passes over the emoji (default: the tuned value)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the tuned value)")
+    add_deprecated(p, "--batch", dest="batch_size", new="--batch-size", type=int)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the tuned value)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the cores other processes leave free, measured at the start)")
 

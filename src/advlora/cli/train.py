@@ -1,13 +1,9 @@
 """``advlora train``: adversarial training of any adapter method into a run folder.
 
-    advlora train --model tiny-clip --data emoji --method advlora --steps 50 --out runs/a
-    advlora train --config run.yaml --train.lr 1e-4 --attack.eps 4/255
-    advlora train --out runs/a --resume
-    advlora train --objective fare --method lora --data images/ --eval-data emoji-downstream --out runs/fare
-    python -m torch.distributed.run --nproc_per_node 2 -m advlora train --config run.yaml   # DDP
-
-The YAML (see ``advlora/configs/advlora-tiny-clip.yaml``) has the sections model, data, adapter, attack, train
-and eval; plain flags override it, dotted overrides (``--train.lr 1e-4``) override both.
+The YAML (``advlora list configs``; e.g. ``advlora/configs/advlora-tiny-clip.yaml``) has the sections model,
+data, adapter, attack, train and eval; plain flags override it, dotted overrides (``--train.lr 1e-4``) override
+both. The attack flags describe the training attack (``--attack``, ``--eps``, ``--attack-steps``): its radius
+defaults to 2/255, half the 4/255 that ``advlora eval`` and ``advlora attack`` evaluate at by default.
 """
 from __future__ import annotations
 
@@ -15,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from advlora.cli.common import (PROGRESS, add_deprecated, add_json_argument, add_random_model_argument, examples,
+                                print_json, summary_stream)
 from advlora.config import load_yaml, parse_overrides, set_dotted
 from advlora.errors import AdvloraError
 
@@ -25,15 +23,34 @@ FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method",
          "steps": "train.steps", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
          "eps": "attack.eps", "seed": "train.seed", "attack": "attack.name", "device": "train.device",
          "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split",
-         "eval_data": "data.eval_name", "objective": "train.objective"}
+         "eval_data": "data.eval_name", "attack_steps": "attack.steps", "random_model": "model.random",
+         "progress": "train.progress", "objective": "train.objective"}
+
+#: the run config's defaults the help names (``RunConfig()``; tests/test_cli.py checks they agree), kept here
+#: so that ``advlora train --help`` imports no torch
+DEFAULTS = {"model.name": "tiny-clip", "data.name": "emoji", "data.train_split": "train", "adapter.method": "advlora",
+            "adapter.rank": 8, "train.epochs": 1, "train.batch_size": 32, "attack.name": "pgd",
+            "attack.eps": "2/255", "attack.steps": 3, "train.seed": 0, "train.objective": "tecoa"}
+
+EXAMPLES = examples(
+    "advlora train --model tiny-clip --data emoji-downstream --method advlora --steps 50 --out runs/a",
+    "advlora train --config advlora-tiny-clip --train.lr 1e-4 --eps 4/255      # a shipped config, overridden",
+    "advlora train --out runs/a --resume                                      # after exit status 75",
+    "torchrun --nproc_per_node 2 -m advlora train --config run.yaml --out runs/ddp   # data-parallel")
+
+
+def _d(key: str) -> str:
+    return f"(default: {DEFAULTS[key]}, from the config)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="run config YAML (a path, or the name of a shipped config "
-                   "such as advlora-tiny-clip)")
-    p.add_argument("--model", default=None, help="hub id, local folder, tiny-clip or tiny-blip")
+                   "such as advlora-tiny-clip: advlora list configs; default: the built-in defaults)")
+    p.add_argument("--model", default=None, help=f"hub id, local folder, tiny-clip or tiny-blip {_d('model.name')}")
+    add_random_model_argument(p)
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
-                   "file, a shard pattern, or a folder of images (objectives without captions: fare)")
+                   "file, a shard pattern, or a folder of images (objectives without captions: fare) "
+                   f"{_d('data.name')}")
     p.add_argument("--eval-data", default=None, help="data set of validation and the final test (default: --data; "
                    "needed when --data names shards)")
     # the data flags of `advlora eval`, spelled the same
@@ -43,22 +60,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-root", default=None,
                    help="folder the annotation's image/video paths are relative to (default: the file's folder)")
     p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
-    p.add_argument("--method", default=None, help="frozen, full, lora, pissa or advlora")
-    p.add_argument("--objective", default=None, help="training objective (advlora.training.objectives): tecoa "
-                   "(default: adversarial contrastive), fare (embedding distance to the original model; images "
-                   "only), trades, mix, fgsm-rs")
-    p.add_argument("--rank", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (images per step)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--eps", default=None, help="training attack radius, e.g. 2/255")
-    p.add_argument("--attack", default=None, help="training attack: pgd (default), fgsm, apgd, or none (clean)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu to force the CPU")
+    p.add_argument("--method", default=None, help=f"adapter method: advlora list methods {_d('adapter.method')}")
+    p.add_argument("--objective", default=None, help="training objective: advlora list objectives; tecoa "
+                   "(adversarial contrastive), fare (embedding distance to the original model; images only), trades, "
+                   f"mix, fgsm-rs {_d('train.objective')}")
+    p.add_argument("--rank", type=int, default=None, help=f"adapter rank {_d('adapter.rank')}")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps (default: --epochs passes over the training images)")
+    p.add_argument("--epochs", type=int, default=None, help=f"passes over the training images {_d('train.epochs')}")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"global batch size, images per step over all processes {_d('train.batch_size')}")
+    add_deprecated(p, "--batch", dest="batch_size", new="--batch-size", type=int)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adapters, 1e-4 for full)")
+    p.add_argument("--attack", default=None, help="the training attack, crafted at every step: pgd, fgsm, apgd, or "
+                   f"none for clean training {_d('attack.name')}")
+    p.add_argument("--eps", default=None, help="training attack radius, e.g. 2/255 (default: 2/255, from the config; "
+                   "advlora eval evaluates at 4/255 by default)")
+    p.add_argument("--attack-steps", type=int, default=None,
+                   help=f"iterations of the training attack {_d('attack.steps')}")
+    p.add_argument("--seed", type=int, default=None, help=f"seed of the run and the adapter {_d('train.seed')}")
+    p.add_argument("--device", default=None, help="cpu to force the CPU (default: cuda when available)")
     p.add_argument("--out", default=None, help="run folder (default: runs/train-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--progress", default=None, choices=PROGRESS,
+                   help="progress of the steps: a bar on a terminal, else a line every 30 s (auto), or always bar, "
+                        "log or off (default: auto, the config's train.progress)")
+    add_deprecated(p, "--no-progress", dest="progress", new="--progress off", const="off")
+    add_json_argument(p, "the final test's metrics")
 
 
 def config_path(value: str | None) -> Path | None:
@@ -81,8 +109,6 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, name, None)
         if value is not None:
             set_dotted(flags, key, value)
-    if args.no_progress:
-        set_dotted(flags, "train.progress", False)
     path = config_path(args.config)
     if path is None and args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         path = Path(args.out) / "config.yaml"          # --resume alone continues with the run's own config
@@ -124,15 +150,19 @@ def run(args: argparse.Namespace) -> int:
     _end_distributed()
     if result.metrics:
         m = result.metrics
+        if args.json:
+            print_json(m)
+        say = summary_stream(args)
         rows = {"clean": m["clean"]}
         if "robust" in m:
             rows[f"{m['attack']} robust"] = m["robust"]
         print(f"{config.method}: {result.steps} steps, {result.trainable_params} trainable parameters, "
-              f"{result.train_time_s:.1f} s; {m['split']} split, {m['n_images']} {m.get('kind', 'image')}s, {m['n_texts']} captions")
-        print(metrics_table(rows))
+              f"{result.train_time_s:.1f} s; {m['split']} split, {m['n_images']} {m.get('kind', 'image')}s, "
+              f"{m['n_texts']} captions", file=say)
+        print(metrics_table(rows), file=say)
         if m.get("threat"):
-            print(f"robust: {m['threat']}")
-        print(f"run folder: {out}")
+            print(f"robust: {m['threat']}", file=say)
+        print(f"run folder: {out}", file=say)
     return 0
 
 

@@ -210,10 +210,10 @@ def findings(summary: dict) -> list[tuple[str, list[str]]]:
 
 def run_ablation(out: str | Path, *, quick: bool = False, steps: int | None = None,
                  overrides: list[str] | None = None, tiny_test: bool = False,
-                 report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
+                 report_only: bool = False, jobs: int = 1, progress: str = "auto") -> tuple[dict, str]:
     cfg = ablate_config(quick, steps, overrides, tiny_test=tiny_test)
     summary, _ = run_grid(cfg, out, title="advlora ablate: AdvLoRA's parts, one at a time", extra=findings,
-                          extra_plots=plot_changes, report_only=report_only, jobs=jobs)
+                          extra_plots=plot_changes, report_only=report_only, jobs=jobs, progress=progress)
     header, rows = ablation_rows(summary)
     body = {r[0]: dict(zip(header[1:], r[1:])) for r in rows}
     table = metrics_table(body, columns=header[1:], first="variant")

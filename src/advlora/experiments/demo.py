@@ -132,8 +132,9 @@ def sections(summary: dict, data: str | None) -> list[tuple[str, list[str]]]:
 
 def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | None = None,
              tiny_test: bool = False, report_only: bool = False, jobs: int = 1,
-             forgetting_data: str | None = SOURCE) -> tuple[dict, str]:
+             forgetting_data: str | None = SOURCE, progress: str = "auto") -> tuple[dict, str]:
     """Run (or resume) the demo under ``out``; returns (summary, the tables and claims as printed).
+    ``progress``: the train cells done, a ``BatchProgress`` mode.
 
     ``forgetting_data``: the data set every method is also evaluated on (the model's pre-training data;
     None: no forgetting evaluation, e.g. when ``--data`` replaces the downstream task by one unrelated to it).
@@ -148,7 +149,7 @@ def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | Non
         return sections(summary, forgetting_data)
 
     summary, table = run_grid(cfg, out, title=title, intro=lambda s: intro(cfg, s, quick, forgetting_data),
-                              extra=extra, report_only=report_only, jobs=jobs)
+                              extra=extra, report_only=report_only, jobs=jobs, progress=progress)
     parts = [table, forgetting_table(summary, forgetting_data) if forgetting_data else "",
              "\n".join(line for c in claims(summary) for line in c.lines())]
     return summary, "\n\n".join(p for p in parts if p)

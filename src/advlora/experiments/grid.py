@@ -38,6 +38,7 @@ from advlora.experiments.report import render
 from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
 from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
+from advlora.progress import BatchProgress
 from advlora.runs import manifest
 from advlora.runtime import quiet_libraries
 from advlora.threads import auto_threads
@@ -59,14 +60,15 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
              intro: Callable[[dict], list[str]] | None = None,
              extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
              extra_plots: Callable[[dict, Path], list[tuple[str, str]]] | None = None,
-             report_only: bool = False, jobs: int = 1) -> tuple[dict, str]:
+             report_only: bool = False, jobs: int = 1, progress: str = "auto") -> tuple[dict, str]:
     """Run every incomplete cell of ``cfg`` under ``out``, then summarise; returns (summary, terminal table).
 
     ``extra`` adds report sections (heading, bullets); ``extra_plots(summary, out)`` draws more plots and returns
     (path relative to ``out``, caption) for each.
 
     ``report_only``: run nothing, only summarise the cells already complete (the rest are listed as missing).
-    ``jobs``: train cells run at once, in worker processes (1: in this process).
+    ``jobs``: train cells run at once, in worker processes (1: in this process). ``progress``: the train cells
+    done (with their eval cells), a ``BatchProgress`` mode.
     """
     root = Path(out)
     if report_only and not (root / "cells").is_dir():
@@ -77,13 +79,16 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
         log.info("a random model (%s) is rebuilt differently in each process: running the cells in this one",
                  cfg.random_model)
         jobs = 1
+    bar = BatchProgress(cfg.name, len(todo), mode=progress if todo else "off", unit="train cell")
     if jobs > 1 and len(todo) > 1:
-        _run_parallel(cfg, root, todo, jobs)
+        _run_parallel(cfg, root, todo, jobs, on_done=bar.update)
     else:
         cache: dict = {}
         for tc in todo:
             run_cells(cfg, root, tc, cache)
+            bar.update()
         cache.clear()
+    bar.close()
     summary = collect(cfg, root)
     summary["elapsed_s"] = time.perf_counter() - t0
     summary["manifest"] = manifest(seed=cfg.seeds[0])
@@ -133,8 +138,10 @@ def _worker(cfg: GridConfig, root: str, tc: TrainCell) -> str:
     return tc.key
 
 
-def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int) -> None:
-    """``todo`` in ``jobs`` spawned worker processes; the base model and data are made once, here, first."""
+def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int,
+                  on_done: Callable[[], None] | None = None) -> None:
+    """``todo`` in ``jobs`` spawned worker processes; the base model and data are made once, here, first;
+    ``on_done()`` after each finished cell."""
     backend.base_model(cfg)  # pre-trains and caches tiny-clip / tiny-blip on first use, before the workers
     for ds in {tc.dataset for tc in todo}:
         backend.dataset(ds, cfg.eval.split, cfg.eval.limit)  # builds the embedded data on first use
@@ -153,6 +160,8 @@ def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int)
             except Exception as e:  # noqa: BLE001 - the other cells finish; the first error is raised below
                 log.error("%s failed: %s", futures[f].key, e)
                 errors.append(e)
+            if on_done is not None:
+                on_done()
     if errors:
         raise errors[0]
 

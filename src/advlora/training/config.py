@@ -28,6 +28,7 @@ from advlora.data.shards import is_shard_spec
 from advlora.data.images import is_image_folder
 from advlora.errors import AdvloraError, choices_error
 from advlora.training import objectives
+from advlora.progress import PROGRESS
 from advlora.training.data import LoaderConfig
 
 #: training attacks beside the ones in ``advlora.attacks.ATTACKS``: ``none`` trains on clean images
@@ -174,11 +175,17 @@ class TrainConfig:
     #: cpu forces the CPU even when a GPU is present
     device: str | None = None
     threads: int | None = None
-    progress: bool = True
+    #: progress of the steps (``advlora.progress.PROGRESS`` modes): auto (a bar on a terminal, else a log line
+    #: every 30 s), bar, log or off; true / false read as auto / off
+    progress: str = "auto"
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
         objectives.get(self.objective)
+        if isinstance(self.progress, bool):
+            self.progress = "auto" if self.progress else "off"
+        if self.progress not in PROGRESS:
+            raise choices_error("train.progress", self.progress, PROGRESS)
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise AdvloraError(f"train.{name} must be >= 1, got {getattr(self, name)}")

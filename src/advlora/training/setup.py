@@ -43,9 +43,10 @@ def make_accelerator(cfg):
     return Accelerator(cpu=not cuda, mixed_precision=mp if cuda else "no")
 
 
-def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv: list[str] | None
-                   ) -> Path | None:
-    """Create or check the run folder; returns the checkpoint to resume from (None: start from scratch)."""
+def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv: list[str] | None,
+                   execution_info: dict | None = None) -> Path | None:
+    """Create or check the run folder; returns the checkpoint to resume from (None: start from scratch).
+    ``execution_info``: how the run runs, for the manifest (``advlora.runs.execution``)."""
     ckpt_dir = out / "checkpoints"
     if resume:
         if not (out / "config.yaml").is_file():
@@ -65,7 +66,7 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv:
                 p = out / stale
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         atomic_write_text(out / "config.yaml", dump_yaml(config))
-        write_json(out / "manifest.json", manifest(config.train.seed, argv))
+        write_json(out / "manifest.json", manifest(config.train.seed, argv, execution_info))
     found = list_checkpoints(ckpt_dir) if resume and main else []
     return found[-1] if found else None
 

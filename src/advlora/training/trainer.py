@@ -11,6 +11,7 @@ import copy
 import math
 import resource
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from advlora.training.data import EpochSampler, ShardBatches, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.training.reference import OriginalModel
 from advlora.preempt import Preempted, StopRequest, stop_requests
+from advlora.progress import BatchProgress
+from advlora.runs import execution
 from advlora.training.step import Dist, TrainTask, attack_batch, positives_from_ids
 from advlora.training.validate import validate
 
@@ -91,7 +94,9 @@ class _Run:
         self.main = self.acc.is_main_process
         self.dist = Dist(self.acc.process_index, self.acc.num_processes)
         torch.manual_seed(config.train.seed)
-        ckpt = S.prepare_folder(out, config, resume, self.main, argv) if self.main else None
+        how = execution(processes=self.acc.num_processes, device=self.acc.device, dtype="float32",
+                        mixed_precision=self.acc.mixed_precision)
+        ckpt = S.prepare_folder(out, config, resume, self.main, argv, how) if self.main else None
         self.acc.wait_for_everyone()
         if not self.main and resume:
             found = sorted((out / "checkpoints").glob("step-*"))
@@ -196,7 +201,12 @@ class _Run:
         from tqdm.auto import tqdm
 
         cfg, st = self.cfg.train, self.state
-        show = cfg.progress and self.main
+        mode = cfg.progress if self.main else "off"
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        show = mode == "bar"
+        log = BatchProgress("train", self.total, mode="log", initial=st["step"], unit="step") if mode == "log" \
+            else None
         sched = self.schedule
         ebar = tqdm(total=sched.position(self.total - 1)[0] + 1, initial=sched.position(st["step"])[0],
                     desc="epochs", disable=not show, position=0)
@@ -213,6 +223,8 @@ class _Run:
                 self.on_step(st["step"])
             sbar.update(1)
             sbar.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
+            if log is not None:
+                log.update(1)
             if st["step"] % cfg.log_every == 0 or st["step"] == self.total:
                 self._log(batch, loss, parts, timer)
             if batch.index == sched.epoch_steps(batch.epoch) - 1:
@@ -228,11 +240,15 @@ class _Run:
                     self._checkpoint()
                 sbar.close()
                 ebar.close()
+                if log is not None:
+                    log.close()
                 raise Preempted(signum, st["step"], str(self.checkpoints.path(st["step"])))
         if st["validated_epoch"] < sched.position(self.total - 1)[0]:
             self._validate(sched.position(self.total - 1)[0])
         sbar.close()
         ebar.close()
+        if log is not None:
+            log.close()
 
     def _stop_signal(self, stop: StopRequest | None) -> int:
         """The stop signal any process received (0: none); every process takes the same decision."""
