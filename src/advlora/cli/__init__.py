@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("advlora.cli.ablate", "ablate AdvLoRA's parts under one budget"),
     "analyze": ("advlora.cli.analyze", "singular spectra of weight updates and alpha statistics"),
     "bench": ("advlora.cli.bench", "efficiency ratios measured side by side"),
+    "results": ("advlora.cli.results", "one table from the results files of many evaluations"),
 }
 
 

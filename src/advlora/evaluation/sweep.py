@@ -30,6 +30,7 @@ from advlora.evaluation.retrieval import evaluate_clean
 from advlora.evaluation.robust import AttackResult, evaluate_robust
 from advlora.evaluation.sanity import Check, check_monotone, verdict
 from advlora.evaluation.tasks import task_name
+from advlora.hashing import stable_hash
 
 #: the version of the results-file schema (docs/evaluation.md, "Results files")
 RESULTS_SCHEMA = "advlora.results/1"
@@ -271,11 +272,40 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
     return out
 
 
+#: the keys every results record holds (``check_record``)
+RECORD_KEYS = ("schema", "model", "adapter", "method", "objective", "train_attack", "trained_on", "data", "dataset",
+               "split", "task", "n_images", "n_texts", "threat", "attacks", "budget", "headline", "clean", "robust",
+               "results", "sanity", "versions", "commit", "time")
+
+
+def check_record(record: Any) -> list[str]:
+    """The problems of a results record against ``RESULTS_SCHEMA`` (empty: a valid record)."""
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    if record.get("schema") != RESULTS_SCHEMA:
+        return [f"schema {record.get('schema')!r} is not {RESULTS_SCHEMA!r}"]
+    out = [f"missing {k!r}" for k in RECORD_KEYS if k not in record]
+    if not out:
+        if record["task"] not in HEADLINE or record["headline"] != HEADLINE[record["task"]]:
+            out.append(f"task {record['task']!r} / headline {record['headline']!r} do not match")
+        if record["headline"] not in (record["clean"] or {}):
+            out.append(f"clean metrics lack the headline {record['headline']!r}")
+        if record["robust"] is not None and record["headline"] not in record["robust"].get("metrics", {}):
+            out.append(f"robust metrics lack the headline {record['headline']!r}")
+        if record["threat"] is not None and not {"norm", "eps", "eps_str", "steps"} <= set(record["threat"]):
+            out.append("threat lacks norm, eps, eps_str or steps")
+    return out
+
+
 def result_file_name(record: dict[str, Any]) -> str:
-    """``<data>__<norm>-<eps>.json`` (``clean`` without a threat model), safe as one file name."""
+    """``<data>__<norm>-<eps>.json`` (``clean`` without a threat model), safe as one file name; a data set given
+    as a path is named by its last part and a hash of the whole path (two ``ann.jsonl`` stay apart)."""
     th = record.get("threat")
     tail = "clean" if th is None else f"{th['norm']}-{th['eps_str'].replace('/', '_')}"
-    data = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(record["data"])).name)
+    spec = str(record["data"])
+    data = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(spec).name)
+    if Path(spec).name != spec:
+        data += f"-{stable_hash(spec) % 16**8:08x}"
     return f"{data}__{tail}.json"
 
 
@@ -308,5 +338,5 @@ def _trained(r: DataResult, trained_on: Sequence[str]) -> bool:
     return r.spec in names or r.name in names or any(r.name == f"{t}-{r.split}" for t in names)
 
 
-__all__ = ["DataResult", "HEADLINE", "RESULTS_SCHEMA", "Sweep", "SweepSettings", "adapter_provenance",
+__all__ = ["DataResult", "HEADLINE", "RECORD_KEYS", "RESULTS_SCHEMA", "check_record", "Sweep", "SweepSettings", "adapter_provenance",
            "evaluate_data", "evaluate_sweep", "result_file_name", "result_records", "transfer_rows"]
