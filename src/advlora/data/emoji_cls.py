@@ -31,7 +31,7 @@ EMOJI_CLS_SETS: dict[str, str | None] = {"emoji-cls": None, "emoji-cls-source": 
 CLS_SPLITS: dict[str, int] = {"val": 1, "test": 1}
 #: the prompts of the emoji sets: the class name as the tiny models saw names, and two short phrasings
 EMOJI_TEMPLATES = ("{}", "an emoji of {}.", "a picture of {}.")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STRIP = ({chr(c) for c in range(0x1F3FB, 0x1F400)} | {chr(c) for c in range(0x1F9B0, 0x1F9B4)}
           | {"\u2640", "\u2642", "\ufe0f"})
 _ZWJ = "\u200d"
@@ -69,8 +69,8 @@ def build_emoji_cls(root: str | Path | None = None, *, max_classes: int | None =
     """Render the classification sets into ``root`` (default ``$ADVLORA_HOME/data/emoji-cls``); returns it.
 
     ``max_classes``: only the first classes of each part (tests). A finished build with the same settings is
-    reused unless ``force``. Emoji the font cannot draw are left out (a class left with fewer than two is not
-    written).
+    reused unless ``force``. Emoji the font cannot draw, or draws exactly like an earlier one, are left out (a
+    class left with fewer than two is not written).
     """
     root = Path(root) if root is not None else advlora_home() / "data" / "emoji-cls"
     font = find_font()
@@ -99,9 +99,15 @@ def _part_dir(name: str) -> str:
 def _build_part(folder: Path, part: str | None, max_classes: int | None, seed: int, size: int,
                 renders: dict[str, int], font: str) -> int:
     classes = list(emoji_classes(part).items())[:max_classes]
-    lines = []
+    lines, seen = [], set()
     for index, (name, chars) in enumerate(classes):
-        glyphs = [(c, g) for c in chars if (g := render_glyph(c, font)) is not None]
+        glyphs = []
+        for c in chars:   # an emoji drawn exactly like an earlier one (a sequence the font lacks) is left out
+            g = render_glyph(c, font)
+            key = None if g is None else (g.size, g.tobytes())
+            if key is not None and key not in seen:
+                seen.add(key)
+                glyphs.append((c, g))
         if len(glyphs) < 2:
             continue
         sub = _folder(index, name)
