@@ -233,7 +233,7 @@ def test_multi_data_eval_prints_one_transfer_table_and_results_files(three_sets,
     files = sorted((out / "results").rglob("*.json"))
     assert len(files) == 6                                           # 3 sets x 1 threat x (adapter, base)
     for f in files:
-        rec = json.loads(f.read_text())
+        rec = json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f}: {c} is not strict JSON"))
         assert check_record(rec) == [] and set(RECORD_KEYS) <= set(rec)
         assert rec["threat"]["eps_str"] == "4/255" and rec["attacks"] == ["pgd"]
         assert rec["robust"]["metrics"][rec["headline"]] <= rec["clean"][rec["headline"]] + 1e-9
@@ -257,3 +257,19 @@ def test_classification_rejects_text_attacks(analytic_set):
 
     with pytest.raises(AdvloraError, match="image attacks only"):
         evaluate_data(TwoChannelModel(), analytic_set, [ThreatModel()], SweepSettings(attacks=["text"]))
+
+
+@pytest.mark.slow
+def test_acceptance_emoji_sets_one_table(monkeypatch, tmp_path, capsys):
+    """``advlora eval --data emoji-downstream,emoji-source,emoji-cls`` on the real embedded sets and tiny-clip
+    (the default cache: built and pre-trained there on first use, minutes)."""
+    from advlora.cli import main
+
+    monkeypatch.delenv("ADVLORA_HOME", raising=False)
+    assert main(["eval", "--model", "tiny-clip", "--data", "emoji-downstream,emoji-source,emoji-cls", "--limit", "8",
+                 "--attacks", "pgd", "--steps", "2", "--no-sanity", "--out", str(tmp_path / "acc")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("transfer:"):].splitlines()
+    assert out.count("transfer:") == 1
+    assert [ln.split()[0] for ln in table[2:5]] == ["emoji-downstream", "emoji-source", "emoji-cls"]
+    assert "classification" in table[4] and "216 classes" in out

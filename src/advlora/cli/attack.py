@@ -115,7 +115,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
         write_results(tmp / "results", [(sweep, prov), *([(baseline, adapter_provenance(None))] if baseline else [])])
     for r in sweep.results:
         m = r.metrics_json(args.model, args.adapter)
-        print(f"{r.name}: {r.n_images} images, {r.n_texts} {'classes' if r.task == 'classification' else 'captions'}"
+        print(f"{r.name}: {r.n_images} {r.kind}s, {r.n_texts} {'classes' if r.task == 'classification' else 'captions'}"
               f"; model {args.model}" + (f" + adapter {args.adapter}" if args.adapter else ""))
         print(robust_table(m))
         if attacks:

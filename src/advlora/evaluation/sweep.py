@@ -14,6 +14,7 @@ the scores are ITC only (no ITM re-ranking) and only image attacks apply.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class DataResult:
     n_images: int
     n_texts: int
     clean: dict
+    kind: str = "image"
     robust: dict[str, AttackResult] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)     # evaluate_robust's result per threat model
     threats: list[ThreatModel] = field(default_factory=list)
@@ -150,7 +152,7 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
     task = task_name(data)
     rerank_k = 0 if task == "classification" else settings.rerank_k
     t0 = time.perf_counter()
-    out = DataResult(spec or data.name, data.name, task, split, len(data), len(data.captions), {},
+    out = DataResult(spec or data.name, data.name, task, split, len(data), len(data.captions), {}, data.kind,
                      threats=list(threats))
     if not settings.attacks:
         if task == "retrieval":
@@ -252,7 +254,7 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
             worst = r.worst(eps_str) if th is not None else None
             checks = [c for c in r.sanity if th is None or str(c).find(f"[eps {eps_str}]") >= 0
                       or "[eps " not in str(c)]
-            out.append({
+            out.append(_finite({
                 "schema": RESULTS_SCHEMA, "model": sweep.model, "adapter": sweep.adapter,
                 "method": prov.get("method"), "objective": prov.get("objective"),
                 "train_attack": prov.get("train_attack"), "trained_on": prov.get("trained_on", []),
@@ -268,8 +270,20 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
                 "sanity": {"verdict": verdict(checks) if checks else None,
                            "checks": [c.to_dict() for c in checks]},
                 "versions": man.get("versions", {}), "commit": man.get("git_commit"), "time": man.get("time"),
-            })
+            }))
     return out
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as None: a results file is strict JSON (an attack success rate
+    with no query right clean, or classification's text-to-image one, is nan in the evaluation)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 #: the keys every results record holds (``check_record``)
