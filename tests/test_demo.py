@@ -21,11 +21,25 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+def _class_folder(root):
+    """Three classes of two random images: a classification set for the transfer table."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(1)
+    for c in ("apple", "river", "stone"):
+        (root / c).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray((torch.rand(12, 12, 3, generator=g) * 255).to(torch.uint8).numpy()).save(root / c / f"{k}.png")
+    (root / "templates.txt").write_text("{}\n")
+    return root
+
+
 def test_demo_smoke(tmp_path, image_text_folder, capsys, one_thread):
     out = tmp_path / "demo"
+    cls = _class_folder(tmp_path / "cls")
     t0 = time.perf_counter()
     argv = ["demo", "--tiny-test", "--data", str(image_text_folder), "--forgetting-data", str(image_text_folder),
-            "--out", str(out)]
+            "--transfer-data", str(cls), "--out", str(out)]
     assert main(argv) == 0
     elapsed = time.perf_counter() - t0
     printed = capsys.readouterr().out
@@ -54,6 +68,11 @@ def test_demo_smoke(tmp_path, image_text_folder, capsys, one_thread):
     assert list(s["forgetting"]) == METHODS and "forgetting:" in printed and "Forgetting" in md
     for r in s["forgetting"].values():
         assert 0 <= r["robust"] <= r["clean"] + 1e-6 <= 100 + 1e-6
+    # the transfer table: the set adapted to, the forgetting set and the classification set, per method
+    assert set(s["transfer"]) == {str(image_text_folder), str(cls)} and "transfer:" in printed and "Transfer" in md
+    assert list(s["transfer"][str(cls)]) == METHODS and "top1 clean" in printed
+    for r in s["transfer"][str(cls)].values():
+        assert r["metric"] == "top1" and 0 <= r["robust"] <= r["clean"] + 1e-6 <= 100 + 1e-6
     # the paper's three claims, each with a verdict, in the report and on the terminal
     for k in (1, 2, 3):
         assert f"Claim {k}:" in printed and f"**Claim {k}:" in md

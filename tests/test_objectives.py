@@ -213,10 +213,15 @@ def test_fare_trains_every_method_from_a_folder_of_images(ann, tmp_path, method)
 
 def test_a_folder_of_images_needs_eval_data_and_an_objective_without_captions(ann, tmp_path):
     images = _image_folder(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in (images / "train" / "some-class").glob("*.png"):
+        (flat / f.name).write_bytes(f.read_bytes())
     with pytest.raises(AdvloraError, match="folder of images without captions: set data.eval_name"):
-        load_run_config(overrides={"data": {"name": str(images)}})
-    cfg = load_run_config(overrides=tiny_config(ann, data={"name": str(images), "train_split": "train",
-                                                           "eval_name": str(ann)}))
+        load_run_config(overrides={"data": {"name": str(flat)}})
+    # a folder of class folders is the annotated imagefolder format: it may be its own evaluation set
+    assert load_run_config(overrides={"data": {"name": str(images)}}).data.eval_set == str(images)
+    cfg = load_run_config(overrides=tiny_config(ann, data={"name": str(flat), "eval_name": str(ann)}))
     with pytest.raises(AdvloraError, match="no captions, and objective tecoa reads them.*fare"):
         train(cfg, tmp_path / "run")
 

@@ -22,6 +22,9 @@ _API = {
     "merge_adapter": "advlora.adapters",
     "retrieval_recall": "advlora.metrics",
     "evaluate_clean": "advlora.evaluation",
+    "evaluate_sweep": "advlora.evaluation.sweep",
+    "SweepSettings": "advlora.evaluation.sweep",
+    "ClassificationDataset": "advlora.data.classification",
     "AdvloraError": "advlora.errors",
 }
 

@@ -285,3 +285,42 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
     i2t[torch.isinf(best)] = n_txt
     t2i[~torch.isfinite(own)] = n_img
     return _recalls(i2t.cpu(), t2i.cpu(), ks, n_img, n_txt, nonfinite)
+
+
+#: the metrics of a classification set: the field's top-k accuracies, and the same ranks as image-to-class
+#: recall (``i2t_r{k}``, their mean ``r_mean``), the names the sanity checks and summaries read
+CLASSIFICATION_KEYS = ("top1", "top5", "i2t_r1", "i2t_r5", "i2t_r10", "r_mean")
+
+
+def classification_ranks(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N,) rank (0 = first) of each image's own class among ``scores`` (N, C): the classes scoring ``>=`` it,
+    or non-finite (a tie goes against the image); C (a miss) when the own score is non-finite.
+
+    It is the text-to-image rank of the transposed matrix, each image a "caption" of its class.
+    """
+    return t2i_ranks(scores.t(), torch.as_tensor(labels, dtype=torch.long))
+
+
+def classification_accuracy(scores: torch.Tensor, labels: torch.Tensor,
+                            ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Top-k accuracy (percent) of ``scores`` (N images, C classes) against ``labels`` (N,), pessimistic ranks.
+
+    Returns ``top1``, ``top5`` and ``i2t_r{k}`` for each k (the same values), ``r_mean`` (their mean over
+    ``ks``) and ``nonfinite`` when some score was NaN or infinite.
+    """
+    if scores.dim() != 2 or torch.as_tensor(labels).numel() != scores.shape[0]:
+        raise ValueError(f"scores must be (n_images, n_classes) with one label per image; got "
+                         f"{tuple(scores.shape)} and {torch.as_tensor(labels).numel()} labels")
+    ranks = classification_ranks(scores, labels)
+    rec = recall_from_ranks(ranks, tuple(sorted({1, 5, *ks})), scores.shape[1])
+    out = {"top1": rec[1], "top5": rec[5], **{f"i2t_r{k}": rec[k] for k in ks}}
+    out["r_mean"] = sum(rec[k] for k in ks) / len(ks)
+    bad = nonfinite_count(scores)
+    if bad:
+        out[NONFINITE_KEY] = bad
+    return out
+
+
+def classification_chance(n_classes: int, ks: tuple[int, ...] = (1, 5, 10)) -> float:
+    """Expected ``r_mean`` (percent) of ``classification_accuracy`` for a random ranking: mean of min(k, C) / C."""
+    return sum(100.0 * min(k, n_classes) / max(n_classes, 1) for k in ks) / len(ks)

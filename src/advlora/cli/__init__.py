@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("advlora.cli.bench", "efficiency ratios measured side by side"),
     "list": ("advlora.cli.listing", "list the registered attacks, models, data sets, formats, methods, objectives "
                                     "or configs"),
+    "results": ("advlora.cli.results", "one table from the results files of many evaluations"),
 }
 
 DESCRIPTION = "Adversarially robust low-rank adaptation of vision-language models, and honest robust retrieval " \

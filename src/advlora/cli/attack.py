@@ -78,87 +78,141 @@ def list_attacks() -> int:
 
 
 def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) -> int:
-    """Evaluate ``attacks`` at every eps of ``--eps``; write metrics.json/config.yaml/manifest.json; print."""
+    """Evaluate ``attacks`` (none: clean only) at every eps of ``--eps`` on every data set of ``--data`` (a comma
+    list): ``advlora.evaluation.sweep``. Writes metrics.json, one results file per (data set, threat model)
+    under ``results/``, config.yaml and manifest.json; prints each set's table, and with several sets the
+    transfer table (with an adapter, beside the same model without it)."""
     import torch
 
-    from advlora.attacks import ThreatModel, format_eps, parse_eps_list, registry, result_key
-    from advlora.data import load_dataset
-    from advlora.evaluation.robust import evaluate_robust
-    from advlora.evaluation.sanity import check_monotone, verdict
+    from advlora.attacks import ThreatModel, format_eps, parse_eps_list, registry
+    from advlora.evaluation.sweep import SweepSettings, adapter_provenance, evaluate_sweep
 
     registry.check_names(attacks)
-    eps_list = parse_eps_list(args.eps)
-    threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps,
-                           restarts=args.restarts, random_start=args.random_start, seed=args.seed)
-               for e in eps_list]
     if args.square_limit is not None and args.square_limit < 1:
         raise AdvloraError(f"--square-limit must be >= 1, got {args.square_limit}")
     if args.square_queries < 1:
         raise AdvloraError(f"--square-queries must be >= 1, got {args.square_queries}")
+
+    settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
+                             square_limit=args.square_limit, square_queries=args.square_queries,
+                             ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
+                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit)
+    threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
+                           random_start=args.random_start, seed=args.seed)
+               for e in (parse_eps_list(args.eps) if attacks else [])]
+    specs = data_specs(args.data)
     dtype = getattr(torch, getattr(args, "dtype", "float32"))
-    model = load_model_and_adapter(args).to(dtype)   # whatever precision the checkpoint was stored in
+    model = _load(args, dtype, adapter=True)
     surrogate = None
     if args.surrogate:
         from advlora.training.pretrain import load_model
 
         surrogate = load_model(args.surrogate, device=str(model.device)).to(dtype)
-    extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
-    data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed, **extra)
-    results = []
-    for th in threats:
-        res = evaluate_robust(model, data, attacks, th, rerank_k=args.rerank_k,
-                              batch_size=args.batch_size, square_limit=args.square_limit,
-                              square_queries=args.square_queries, ensemble=args.ensemble,
-                              generator=torch.Generator().manual_seed(args.seed), objective=args.objective,
-                              gallery=args.gallery, surrogate=surrogate, text_budget=args.text_budget,
-                              sanity=args.sanity, sanity_limit=args.sanity_limit)
-        results.append(res)
-    robust, sanity = {}, []
-    for res in results:
-        for name, entry in res["attacks"].items():
-            robust[result_key(name, res["eps_str"])] = entry
-        if "ensemble" in res:
-            robust[result_key("ensemble", res["eps_str"])] = res["ensemble"]
-        tagged = [c.prefixed(f"[eps {res['eps_str']}] ") for c in res.get("sanity", [])]
-        sanity += [c for c in tagged if c not in sanity]
-    if args.sanity and len(results) > 1:
-        for name in results[0]["attacks"]:
-            spec = registry.find(results[0]["attacks"][name].attack)
-            if spec is not None and spec.perturbs_images:
-                sanity.append(check_monotone([(r["eps"], r["attacks"][name]["metrics"]["r_mean"]) for r in results],
-                                             name))
-    metrics = {"clean": results[0]["clean"], "n_images": len(data), "n_texts": len(data.captions),
-               "data": data.name, "model": args.model, "adapter": args.adapter,
-               "robust": robust, "sanity": sanity, "verdict": verdict(sanity) if sanity else None,
-               "protocol": results[0]["protocol"],
-               "runs": [{k: v for k, v in r.items() if k not in ("protocol",)} for r in results]}
+    sweep_device = model.device
+    datasets = _datasets(args, specs)
+    sweep = evaluate_sweep(model, datasets, threats, settings, model_id=args.model, adapter=args.adapter,
+                           split=args.split, surrogate=surrogate)
+    prov = adapter_provenance(args.adapter)
+    baseline = None
+    if args.adapter and len(specs) > 1:   # the transfer table's reference: the same model without the adapter
+        del model
+        baseline = evaluate_sweep(_load(args, dtype, adapter=False), datasets, threats, settings, model_id=args.model,
+                                  split=args.split, surrogate=surrogate)
     config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
     config["threat_models"] = [{"norm": t.norm, "eps": format_eps(float(t.eps)), "steps": t.steps,
                                 "step_size": t.step, "restarts": t.restarts, "random_start": t.random_start,
                                 "seed": t.seed} for t in threats]
     out = args.out or default_out(command)
-    with run_folder(out, config, seed=args.seed, execution=execution(device=model.device, dtype=dtype)) as tmp:
+    metrics = sweep.metrics()
+    if baseline is not None:
+        metrics["baseline"] = baseline.metrics()
+    with run_folder(out, config, seed=args.seed, execution=execution(device=sweep_device, dtype=dtype)) as tmp:
         write_json(tmp / "metrics.json", metrics)
-    report_robust(args, metrics, data, out)
+        write_results(tmp / "results", [(sweep, prov), *([(baseline, adapter_provenance(None))] if baseline else [])])
+    if getattr(args, "json", False):
+        print_json_file(Path(out) / "metrics.json")
+    say = summary_stream(args)
+    for r in sweep.results:
+        m = r.metrics_json(args.model, args.adapter)
+        print(f"{r.name}: {r.n_images} {r.kind}s, {r.n_texts} {'classes' if r.task == 'classification' else 'captions'}"
+              f"; model {args.model}" + (f" + adapter {args.adapter}" if args.adapter else ""), file=say)
+        print(robust_table(m), file=say)
+        if attacks:
+            print(f"sanity verdict: {r.verdict}" if r.sanity else "sanity checks: skipped (--no-sanity)", file=say)
+        if r.sanity:
+            print("sanity checks:", file=say)
+            print("\n".join(f"  {c}" for c in r.sanity), file=say)
+    if len(specs) > 1:
+        print(transfer_table(sweep, baseline, prov["trained_on"]), file=say)
+    print(f"run folder: {out}", file=say)
     return 0
 
 
-def report_robust(args: argparse.Namespace, metrics: dict, data, out) -> None:
-    """What a robust evaluation prints: ``metrics.json`` on stdout under ``--json`` (the summary then goes to
-    stderr), else the data, the table with each row's threat model, the sanity verdict and the run folder."""
-    from advlora.evaluation.sanity import verdict
+def data_specs(text: str) -> list[str]:
+    """``--data A,B,C`` -> the names (an annotation path with a comma is one name when it exists)."""
+    from pathlib import Path
 
-    if getattr(args, "json", False):
-        print_json_file(Path(out) / "metrics.json")
-    say, sanity = summary_stream(args), metrics["sanity"]
-    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}"
-          + (f" + adapter {args.adapter}" if args.adapter else ""), file=say)
-    print(robust_table(metrics), file=say)
-    print(f"sanity verdict: {verdict(sanity)}" if sanity else "sanity checks: skipped (--no-sanity)", file=say)
-    if sanity:
-        print("sanity checks:", file=say)
-        print("\n".join(f"  {c}" for c in sanity), file=say)
-    print(f"run folder: {out}", file=say)
+    if Path(text).exists():
+        return [text]
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise AdvloraError("--data: no data set named")
+    return list(dict.fromkeys(specs))
+
+
+def _load(args: argparse.Namespace, dtype, *, adapter: bool):
+    """The model of ``--model`` (with ``--adapter`` when ``adapter``) in ``dtype``, whatever precision the
+    checkpoint was stored in."""
+    return load_model_and_adapter(args if adapter else argparse.Namespace(**{**vars(args), "adapter": None})).to(dtype)
+
+
+def _datasets(args: argparse.Namespace, specs: list[str]) -> list[tuple[str, object]]:
+    from advlora.data import load_dataset
+
+    extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
+    return [(spec, load_dataset(spec, args.split, fmt=args.fmt if len(specs) == 1 else None, limit=args.limit,
+                                seed=args.seed, **extra)) for spec in specs]
+
+
+def write_results(folder, sweeps: list) -> list:
+    """One results JSON per (model, adapter, data set, threat model) of each (sweep, provenance) under ``folder``."""
+    from pathlib import Path
+
+    from advlora.evaluation.sweep import result_file_name, result_records
+    from advlora.runs import manifest
+
+    folder, man, written = Path(folder), manifest(), []
+    for sweep, prov in sweeps:
+        tag = "adapter" if sweep.adapter else "base"
+        for rec in result_records(sweep, prov, man):
+            path = folder / tag / result_file_name(rec)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, rec)
+            written.append(path)
+    return written
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.1f}"
+
+
+def transfer_table(sweep, baseline, trained_on: list[str]) -> str:
+    """The transfer table: per data set clean and robust (headline metric: r_mean, or top1 for classification),
+    the change from the model without the adapter, and whether the adapter was trained on the set."""
+    from advlora.evaluation.sweep import transfer_rows
+    from advlora.report.tables import metrics_table
+
+    rows = transfer_rows(sweep, baseline, trained_on)
+    table = {f"{r['data']}" + (f" @{r['eps']}" if r["eps"] else ""): {
+        "task": r["task"], "metric": r["metric"], "n": r["n"], "clean": r["clean"], "robust": r["robust"],
+        "attack": r["attack"], "d clean": _signed(r["d_clean"]), "d robust": _signed(r["d_robust"]),
+        "trained on": "yes" if r["trained_on"] else ("no" if trained_on else "-")} for r in rows}
+    ref = ("d = change from the same model without the adapter" if baseline is not None
+           else "d: only with --adapter (the change from the model without it)")
+    head = (f"transfer: {sweep.model}" + (f" + adapter {sweep.adapter}" if sweep.adapter else " (zero-shot)")
+            + (f", trained on {', '.join(trained_on)}" if trained_on else "") + f"; robust = the worst attack; {ref}")
+    return head + "\n" + metrics_table(table, columns=["task", "metric", "n", "clean", "robust", "attack", "d clean",
+                                                       "d robust", "trained on"], first="data")
 
 
 def robust_table(metrics: dict) -> str:
@@ -166,13 +220,17 @@ def robust_table(metrics: dict) -> str:
     from advlora.metrics import METRIC_KEYS
     from advlora.report.tables import metrics_table
 
+    from advlora.metrics import CLASSIFICATION_KEYS
+
+    keys = CLASSIFICATION_KEYS if metrics.get("task") == "classification" else METRIC_KEYS
     rows = {"clean": {**metrics["clean"], "threat": "none (clean)"}}
     for key, e in metrics["robust"].items():
         label = key + (" [subset]" if "subset" in e else "")
         rows[label] = {**e["metrics"], "asr_i2t": e["asr"]["i2t"], "asr_t2i": e["asr"]["t2i"],
                        "threat": e["threat"] + (f"; {e['subset']}, clean r_mean there {e['clean']['r_mean']:.1f}"
                                                if "subset" in e else "")}
-    table = metrics_table(rows, columns=[*METRIC_KEYS, "asr_i2t", "asr_t2i"])
+    asr = ["asr_i2t"] if metrics.get("task") == "classification" else ["asr_i2t", "asr_t2i"]
+    table = metrics_table(rows, columns=[*keys, *asr])
     lines = table.splitlines()
     width = max(len(s) for s in lines)
     threats = ["threat model", *[r["threat"] for r in rows.values()]]

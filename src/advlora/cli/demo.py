@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forgetting-data", default=None,
                    help="data set every method is also evaluated on (default: emoji-source, the pre-training "
                         "data, unless --data is given; 'none': skip)")
+    p.add_argument("--transfer-data", default=None,
+                   help="comma list of further sets of the transfer table (default: emoji-cls, the emoji "
+                        "classification set, unless --data is given; 'none': skip)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
     add_jobs_argument(p, 0)
@@ -29,15 +32,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advlora.cli.common import jobs
-    from advlora.experiments.demo import SOURCE, run_demo
+    from advlora.experiments.demo import CLASSIFICATION, SOURCE, run_demo
 
     overrides = list(args.overrides or [])
     if args.data:
         overrides += ["--datasets", f"[{args.data}]"]
     forget = args.forgetting_data or (None if args.data else SOURCE)
+    extra = args.transfer_data or ("none" if args.data else CLASSIFICATION)
+    transfer_sets = () if extra == "none" else tuple(s.strip() for s in extra.split(",") if s.strip())
     summary, table = run_demo(args.out, quick=args.quick, overrides=overrides, tiny_test=args.tiny_test,
                               report_only=args.report_only, jobs=jobs(args.jobs),
-                              forgetting_data=None if forget == "none" else forget, progress=args.progress)
+                              forgetting_data=None if forget == "none" else forget, transfer_data=transfer_sets,
+                              progress=args.progress)
     print(table)
     print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

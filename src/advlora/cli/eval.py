@@ -1,5 +1,6 @@
-"""``advlora eval``: clean retrieval metrics of a model (and adapter) on a data set, written to a run folder;
-with ``--attacks fgsm,pgd,apgd,square`` (and ``--eps 1/255,2/255,4/255``) robust retrieval as ``advlora attack``."""
+"""``advlora eval``: clean metrics of a model (and adapter) on one or several data sets (``--data A,B,C``:
+retrieval and classification sets alike), written to a run folder; with ``--attacks fgsm,pgd,apgd,square`` (and
+``--eps 1/255,2/255,4/255``) robust metrics as ``advlora attack``. Several sets print one transfer table."""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +10,12 @@ import json
 import shutil
 import tempfile
 
-from advlora.cli.attack import LIST_HELP, add_threat_args, list_attacks, run_robust
+from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, run_robust
 from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
-                                add_progress_argument, examples, load_model_and_adapter, print_json_file,
-                                summary_stream)
+                                add_progress_argument, examples, summary_stream)
 from advlora.errors import AdvloraError
-from advlora.io import write_json
 from advlora.preempt import stop_requests
-from advlora.runs import default_out, execution, run_folder
+from advlora.runs import default_out
 
 EXAMPLES = examples(
     "advlora eval --model tiny-clip --data emoji                      # clean retrieval on the embedded default",
@@ -42,36 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from advlora.data import load_dataset
     from advlora.data.check import check_inputs
-    from advlora.evaluation import evaluate_clean
-    from advlora.models.video import for_dataset
-    from advlora.report.tables import metrics_table
 
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
-    # the split, its files and one decoded sample, before the model loads or an attack starts
-    check_inputs(args.data, [args.split], fmt=args.fmt, image_root=args.image_root, frames=args.frames)
+    specs = data_specs(args.data)
+    # every set's split, its files and one decoded sample, before the model loads or an attack starts
+    for spec in specs:
+        check_inputs(spec, [args.split], fmt=args.fmt if len(specs) == 1 else None, image_root=args.image_root,
+                     frames=args.frames)
     if getattr(args, "attacks", None):
         return _run_robust_session(args, [a.strip() for a in args.attacks.split(",") if a.strip()])
-    model = load_model_and_adapter(args).to(getattr(torch, args.dtype))
-    data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed,
-                        image_root=args.image_root, frames=args.frames)
-    model = for_dataset(model, data)  # videos: frame pooling (advlora.models.video)
-    metrics = evaluate_clean(model, data, batch_size=args.batch_size, rerank_k=args.rerank_k)
-    config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
-    out = args.out or default_out("eval")
-    with run_folder(out, config, seed=args.seed, execution=execution(device=model.device, dtype=args.dtype)) as tmp:
-        write_json(tmp / "metrics.json", {"clean": metrics, "n_images": len(data), "n_texts": len(data.captions)})
-    if args.json:
-        print_json_file(f"{out}/metrics.json")
-    say = summary_stream(args)
-    print(f"{data.name}: {len(data)} {data.kind}s, {len(data.captions)} captions; model {args.model}", file=say)
-    print(metrics_table({"clean": metrics}), file=say)
-    print(f"run folder: {out}", file=say)
-    return 0
+    return run_robust(args, [], command="eval")
 
 
 def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:

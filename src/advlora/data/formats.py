@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advlora.data import generic, standard, video
+from advlora.data import classification, generic, standard, video
 from advlora.data.dataset import RetrievalDataset
 from advlora.data.records import Format, read_head
 from advlora.errors import AdvloraError, choices_error
 
 #: the format modules, in detection order (the generic, suffix-only formats last)
-MODULES = (standard, video, generic)
+MODULES = (classification, standard, video, generic)
 
 
 def compose(*groups: tuple[Format, ...]) -> dict[str, Format]:
@@ -54,8 +54,9 @@ def read_annotations(path: str | Path, fmt: str | None = None, split: str | None
     path = Path(path)
     if not path.exists():
         raise AdvloraError(f"{path}: annotation file not found")
-    if path.is_dir():
-        raise AdvloraError(f"{path}: is a folder; name the annotation file inside it")
+    if path.is_dir() and fmt is None and not any(f.detect and f.detect(path, "") for f in formats.values()):
+        raise AdvloraError(f"{path}: is a folder; name the annotation file inside it (a folder is read only as "
+                           "one sub-folder of images per class: imagefolder)")
     fmt = fmt or detect_format(path, formats)
     if fmt not in formats:
         raise choices_error("annotation format", fmt, formats)

@@ -39,9 +39,9 @@ from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.images import CleanImages, ImageSource, Picked, Spill
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k, encode_images, encode_texts, itm_rerank
-from advlora.evaluation.sanity import (Outcomes, Probe, chance_r_mean, check_mode_restored, run_checks, verdict,
-                                      white_box_reference)
-from advlora.metrics import attack_success_rate, i2t_ranks, retrieval_recall, t2i_ranks
+from advlora.evaluation.sanity import Outcomes, Probe, check_mode_restored, run_checks, verdict, white_box_reference
+from advlora.evaluation.tasks import task_of
+from advlora.metrics import attack_success_rate
 from advlora.models.video import for_dataset
 
 GALLERIES = ("full", "batch")
@@ -129,14 +129,13 @@ def _measure(ctx: _Ctx, images: ImageSource, captions: list[str] | None = None) 
     caps = data.captions if captions is None else captions
     imf = encode_images(model, images, FEATURE_BATCH)
     s_i2t, s_t2i = _scores(model, imf, tf, images, caps, ctx.rerank_k)
-    ranks = (i2t_ranks(s_i2t, data.txt2img), t2i_ranks(s_t2i, data.txt2img))
-    metrics = retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i)
+    ranks, metrics = task_of(data).ranks(data, s_i2t, s_t2i), task_of(data).metrics(data, s_i2t, s_t2i)
     loss = O.multi_positive_ce(s_i2t, _positives(data, torch.arange(len(data))).to(s_i2t.device))
     return {"metrics": metrics, "ranks": ranks, "loss": loss}
 
 
 def _positives(data: RetrievalDataset, idx: torch.Tensor) -> torch.Tensor:
-    return data.txt2img[None, :] == idx[:, None]
+    return task_of(data).positives(data, idx)
 
 
 def _objective(name: str, ctx: _Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
@@ -390,8 +389,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
         if sanity:
             probe = _probe(model, dataset, k, objective, gallery, batch_size, sanity_limit, runs)
             out["sanity"] = run_checks(threat, out, ctx_checks={**(sub_ctx.checks if sub_ctx else {}), **ctx.checks},
-                                       probe=probe, outcomes=scopes, chance=chance_r_mean(dataset.txt2img,
-                                                                                         len(dataset)))
+                                       probe=probe, outcomes=scopes, chance=task_of(dataset).chance(dataset))
     distributed.current().barrier()   # no process returns (and replaces the state folder) while another reads it
     if sanity:
         out["sanity"].append(check_mode_restored(model, was_training))
@@ -455,7 +453,7 @@ def _probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, ba
         return _measure(ctx, adv)["metrics"]
 
     return Probe(len(small), small.txt2img, x, grad_objective, rerun,
-                 {key: (spec.name, th) for key, (spec, th, _, _) in runs.items()})
+                 {key: (spec.name, th) for key, (spec, th, _, _) in runs.items()}, chance=task_of(small).chance(small))
 
 
 def _context(model, dataset: RetrievalDataset, k) -> _Ctx:

@@ -104,6 +104,7 @@ class Probe:
         rerun: ``rerun(key, threat) -> metrics`` of the attack run as ``key`` (its objective and options)
             under ``threat`` on the subset.
         runs: ``key -> (attack name, the threat model it ran under)`` for every image attack ``rerun`` knows.
+        chance: the subset's chance r_mean (None: ``chance_r_mean`` of its ``txt2img``).
     """
 
     n_images: int
@@ -112,6 +113,7 @@ class Probe:
     objective: Callable[[torch.Tensor], torch.Tensor]
     rerun: Callable[[str, ThreatModel], dict]
     runs: dict = field(default_factory=dict)
+    chance: float | None = None
 
 
 def chance_r_mean(txt2img: torch.Tensor, n_images: int, ks: tuple[int, ...] = (1, 5, 10)) -> float:
@@ -354,7 +356,7 @@ def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe
         lines.append(_line(abs(r - base) < 1.0, f"{base_key} {label} x2 {sub}: robust r_mean {base:.1f} -> {r:.1f} "
                            f"(|change| {abs(r - base):.2f} < 1)",
                            f"not converged: report the attack with {label} x2 or more"))
-    chance_small = chance_r_mean(probe.txt2img, probe.n_images)
+    chance_small = probe.chance if probe.chance is not None else chance_r_mean(probe.txt2img, probe.n_images)
     big = th.replace(norm="linf", eps=0.5, step_size=None, restarts=1, random_start=False)
     r = probe.rerun(base_key, big)["r_mean"]
     lines.append(_line(r <= chance_small + 5.0, f"{base_key} linf eps=0.5 no-random-start {sub}: robust r_mean "

@@ -2,7 +2,7 @@
 
 Everything experiment-specific (cells, summaries, reports) is elsewhere; this module only translates a cell
 into ``advlora.training.train``, ``advlora.adapters.load_adapter`` and
-``advlora.evaluation.robust.evaluate_robust`` calls and their results into plain dicts.
+``advlora.evaluation.sweep.evaluate_data`` calls and their results into plain dicts.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 from advlora.adapters import load_adapter, merge_adapter
 from advlora.attacks import ThreatModel
 from advlora.config import load_yaml, merge
-from advlora.evaluation.robust import evaluate_robust
+from advlora.evaluation.sweep import SweepSettings, evaluate_data
 from advlora.experiments.spec import GridConfig, parse_eps
 from advlora.runtime import resolve_device
 from advlora.training import train
@@ -93,13 +93,15 @@ def base_and_tuned(run: Path):
 
 def evaluate(cfg: GridConfig, model, data_spec: str, attacks: list[str], eps: str, *, sanity: bool = False,
              seed: int = 0) -> dict[str, Any]:
-    """``evaluate_robust`` of ``model`` under ``attacks`` at ``eps`` on the eval subset of ``data_spec``."""
+    """The evaluation sweep's cell of ``model`` under ``attacks`` at ``eps`` on the eval subset of ``data_spec``
+    (``evaluate_robust``'s result)."""
     ev = cfg.eval
     data = dataset(data_spec, ev.split, ev.limit)
     threat = ThreatModel(norm=ev.norm, eps=eps, steps=ev.steps, seed=seed)
-    res = evaluate_robust(model, data, attacks, threat, rerank_k=ev.rerank_k, batch_size=ev.batch_size,
-                          square_limit=ev.square_limit, square_queries=ev.square_queries, sanity=sanity,
-                          sanity_limit=ev.sanity_limit, objective=ev.objective)
+    settings = SweepSettings(attacks=list(attacks), rerank_k=ev.rerank_k, batch_size=ev.batch_size,
+                             square_limit=ev.square_limit, square_queries=ev.square_queries, sanity=sanity,
+                             sanity_limit=ev.sanity_limit, objective=ev.objective)
+    res = evaluate_data(model, data, [threat], settings, spec=data_spec, split=ev.split).runs[0]
     res.pop("protocol", None)  # the same paragraph for every cell: the report states it once
     return res
 

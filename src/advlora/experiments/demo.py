@@ -27,10 +27,13 @@ from advlora.experiments import cells as C
 from advlora.experiments.claims import claims
 from advlora.experiments.grid import default_intro, fingerprint, run_grid
 from advlora.experiments.spec import GridConfig, load_grid_config, slug, train_cells
+from advlora.experiments.summarize import clean_stat, primary_results, robust_stat
 from advlora.io import atomic_dir, write_json
 
 #: the data the model was pre-trained on, where the demo also evaluates every method (forgetting)
 SOURCE = "emoji-source"
+#: the classification set of the transfer table (zero-shot classification of emoji, whatever their variant)
+CLASSIFICATION = "emoji-cls"
 #: the shipped grid the demo is: its six methods, the data (emoji-downstream), the budget (200 steps x batch
 #: 64, PGD-3 at 4/255) and the evaluation
 GRID = "grid-tiny-clip.yaml"
@@ -69,18 +72,21 @@ def intro(cfg: GridConfig, summary: dict, quick: bool, source: str | None) -> li
             + ", ".join(f"{k} {v}" for k, v in man.get("versions", {}).items() if v)]
 
 
-def forgetting(cfg: GridConfig, root: Path, data: str, *, run: bool = True) -> dict[str, dict[str, Any]]:
-    """Each trained method clean and under PGD at the demo eps on ``data`` (the pre-training data).
+def forgetting(cfg: GridConfig, root: Path, data: str, *, run: bool = True, folder_name: str = "forgetting"
+               ) -> dict[str, dict[str, Any]]:
+    """Each trained method clean and under PGD at the demo eps on ``data`` (the pre-training data, or another
+    set of the transfer table).
 
-    One folder per method, ``cells/<cell>/forgetting-<eps>``, complete once its marker is written; a complete
+    One folder per method, ``cells/<cell>/<folder_name>-<eps>``, complete once its marker is written; a complete
     one made under other evaluation settings is evaluated again. ``run=False`` only reads complete ones.
-    Returns label -> {"clean", "robust", "n_images", "threat"} (r_mean in %).
+    Returns label -> {"clean", "robust", "metric", "n_images", "threat"} (the set's headline metric, r_mean or
+    top1, in %).
     """
     eps = cfg.eval.eps[0]
     want = fingerprint({"eval": vars(cfg.eval), "data": data, "eps": eps})
     out: dict[str, dict[str, Any]] = {}
     for tc in train_cells(cfg):
-        folder = root / "cells" / tc.key / f"forgetting-{slug(eps)}"
+        folder = root / "cells" / tc.key / f"{folder_name}-{slug(eps)}"
         done = C.is_complete(folder) and C.eval_result(folder).get("fingerprint") == want
         if not done and run and C.is_complete(root / "cells" / tc.key):
             model = backend.load_trained(cfg, tc.method.method, root / "cells" / tc.key / "run")
@@ -91,7 +97,8 @@ def forgetting(cfg: GridConfig, root: Path, data: str, *, run: bool = True) -> d
             done = True
         if done:
             a = C.eval_result(folder)["attacks"]["pgd"]
-            out[tc.method.label] = {"clean": a["clean"]["r_mean"], "robust": a["metrics"]["r_mean"],
+            metric = "top1" if "top1" in a["clean"] else "r_mean"
+            out[tc.method.label] = {"clean": a["clean"][metric], "robust": a["metrics"][metric], "metric": metric,
                                     "n_images": a.get("n_images"), "threat": a.get("threat", "")}
     return out
 
@@ -116,6 +123,59 @@ def forgetting_table(summary: dict, data: str) -> str:
                       "d = change from zero-shot", *text])
 
 
+def transfer(cfg: GridConfig, root: Path, sets: list[str], *, run: bool = True,
+             forgetting_set: str | None = SOURCE) -> dict[str, dict[str, dict]]:
+    """The transfer table's sets beyond the downstream one: data set -> ``forgetting`` of each method there (one
+    folder per set: ``cells/<cell>/transfer-<set>-<eps>``; ``forgetting_set`` reuses the forgetting folders)."""
+    return {d: forgetting(cfg, root, d, run=run,
+                          folder_name="forgetting" if d == forgetting_set else f"transfer-{slug(d)}") for d in sets}
+
+
+def transfer_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the transfer table: per method, the downstream set it adapted to (from the grid's own
+    results), then every set of ``summary["transfer"]``: clean / robust under PGD at the demo eps, and the
+    change of each from zero-shot."""
+    eps, steps = summary["eval"]["eps"][0], summary["eval"]["steps"]
+    key = f"pgd@{eps}"
+    per_set = {f"{summary['datasets'][0]} (adapted to)": {
+        label: {"clean": clean_stat(e).get("mean"), "robust": robust_stat(e, key).get("mean"), "metric": "r_mean"}
+        for label, e in primary_results(summary).items()}}
+    for d, rows in summary.get("transfer", {}).items():
+        if rows:
+            per_set[d + (" (pre-training)" if d == SOURCE else "")] = rows
+    header = ["method"]
+    for name, rows in per_set.items():
+        metric = next(iter(rows.values()), {}).get("metric", "r_mean")
+        header += [f"{name} {metric} clean", f"PGD-{steps} {eps}", "d clean", "d robust"]
+    body = []
+    for label in primary_results(summary):
+        line = [label]
+        for rows in per_set.values():
+            r, base = rows.get(label, {}), rows.get("zero-shot", {})
+            vals = [r.get("clean"), r.get("robust")]
+            line += [_num(v) for v in vals] + [_num(None if v is None or base.get(k) is None else v - base[k], "+")
+                                               for v, k in zip(vals, ("clean", "robust"))]
+        body.append(line)
+    return header, body
+
+
+def _num(v: float | None, sign: str = "") -> str:
+    return "-" if v is None else f"{v:{sign}.1f}"
+
+
+def transfer_table(summary: dict) -> str:
+    """The terminal transfer table (``transfer_rows``)."""
+    if not summary.get("transfer"):
+        return ""
+    header, body = transfer_rows(summary)
+    lines = [header, *body]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            for row in lines]
+    return "\n".join(["transfer: every method on the set it adapted to and on sets it was not adapted on "
+                      "(r_mean; top1 for classification); d = change from zero-shot", *text])
+
+
 def sections(summary: dict, data: str | None) -> list[tuple[str, list[str]]]:
     """The demo's own report section: the forgetting on the pre-training data (the claims are the report's own)."""
     out = []
@@ -127,17 +187,26 @@ def sections(summary: dict, data: str | None) -> list[tuple[str, list[str]]]:
             f"{r['robust']:.1f}" + (f" ({r['clean'] - base['clean']:+.1f} / {r['robust'] - base['robust']:+.1f} "
                                     "from zero-shot)" if base else "") + f"; n = {r['n_images']}"
             for label, r in rows.items()]))
+    if summary.get("transfer"):
+        header, body = transfer_rows(summary)
+        out.append(("Transfer: the set adapted to, and sets not adapted on", [
+            "r_mean for retrieval, top1 for classification; d = change from zero-shot.", "",
+            "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *["| " + " | ".join(row) + " |" for row in body]]))
     return out
 
 
 def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | None = None,
              tiny_test: bool = False, report_only: bool = False, jobs: int = 1,
-             forgetting_data: str | None = SOURCE, progress: str = "auto") -> tuple[dict, str]:
+             forgetting_data: str | None = SOURCE, transfer_data: tuple[str, ...] = (CLASSIFICATION,),
+             progress: str = "auto"             ) -> tuple[dict, str]:
     """Run (or resume) the demo under ``out``; returns (summary, the tables and claims as printed).
     ``progress``: the train cells done, a ``BatchProgress`` mode.
 
     ``forgetting_data``: the data set every method is also evaluated on (the model's pre-training data;
     None: no forgetting evaluation, e.g. when ``--data`` replaces the downstream task by one unrelated to it).
+    ``transfer_data``: further sets of the transfer table (default the emoji classification set); the table
+    shows the downstream set, ``forgetting_data`` and these.
     """
     cfg = demo_config(quick, overrides, tiny_test=tiny_test)
     root = Path(out)
@@ -146,10 +215,13 @@ def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | Non
     def extra(summary: dict) -> list[tuple[str, list[str]]]:
         if forgetting_data:  # after every cell of the grid: the trained models are there to evaluate
             summary["forgetting"] = forgetting(cfg, root, forgetting_data, run=not report_only)
+        sets = [d for d in (forgetting_data, *transfer_data) if d]
+        if sets and transfer_data:
+            summary["transfer"] = transfer(cfg, root, sets, run=not report_only, forgetting_set=forgetting_data)
         return sections(summary, forgetting_data)
 
     summary, table = run_grid(cfg, out, title=title, intro=lambda s: intro(cfg, s, quick, forgetting_data),
                               extra=extra, report_only=report_only, jobs=jobs, progress=progress)
-    parts = [table, forgetting_table(summary, forgetting_data) if forgetting_data else "",
+    parts = [table, forgetting_table(summary, forgetting_data) if forgetting_data else "", transfer_table(summary),
              "\n".join(line for c in claims(summary) for line in c.lines())]
     return summary, "\n\n".join(p for p in parts if p)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from advlora.models.base import VLModel
+from advlora.models.prompts import for_templates
 
 
 class VideoModel(VLModel):
@@ -104,7 +105,8 @@ class VideoModel(VLModel):
 
 
 def for_dataset(model: VLModel, dataset) -> VLModel:
-    """``model`` wrapped in ``VideoModel`` when ``dataset`` is a video set (idempotent), else ``model``."""
+    """``model`` wrapped in ``VideoModel`` when ``dataset`` is a video set, in ``prompts.PromptEnsemble`` when
+    it is a classification set with prompt templates (both idempotent), else ``model``."""
     if getattr(dataset, "kind", "image") == "video" and not isinstance(model, VideoModel):
         return VideoModel(model)
-    return model
+    return for_templates(model, getattr(dataset, "templates", None))

@@ -15,6 +15,7 @@ import yaml
 from advlora.adapters import alpha_parameters, attach_adapter
 from advlora.config import dump_yaml, load_yaml
 from advlora.data import load_dataset
+from advlora.data.classification import is_imagefolder
 from advlora.data.images import is_image_folder, read_image_folder
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
@@ -122,12 +123,13 @@ def build_model(config: RunConfig, device, base=None):
 def dataset(data_cfg, split: str, limit: int | None, seed: int = 0, name: str | None = None):
     """The ``split`` of the run's data set (``DataConfig``; ``name``: another set read with its flags, e.g.
     ``data.eval_set``), loaded once per process. A folder is read as images without captions
-    (``advlora.data.images``)."""
+    (``advlora.data.images``), unless it is a folder of class folders: that is the annotated ``imagefolder``
+    format (``advlora.data.classification``), whose texts are its class names."""
     d = data_cfg
     name = name or d.name
     key = (name, split, limit, d.format, d.image_root, d.frames, seed)
     if key not in _DATASETS:
-        if is_image_folder(name):
+        if is_image_folder(name) and not is_imagefolder(Path(name)):
             _DATASETS[key] = read_image_folder(name, split).limit(limit, seed)
         else:
             _DATASETS[key] = load_dataset(name, split, fmt=d.format, limit=limit, seed=seed,

@@ -1,19 +1,20 @@
 """Validation and the final test of a training run: clean retrieval and PGD robust retrieval.
 
-Robust retrieval is ``advlora.evaluation.robust.evaluate_robust`` (the protocol of ``advlora eval``), run
+Robust retrieval is the evaluation sweep (``advlora.evaluation.sweep``, the protocol of ``advlora eval``), run
 without its sanity checks to keep validation cheap; ``rerank_k`` chooses ITC only (0) or BLIP's ITM re-ranking.
 """
 from __future__ import annotations
 
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.retrieval import evaluate_clean
-from advlora.evaluation.robust import evaluate_robust
+from advlora.evaluation.sweep import SweepSettings, evaluate_data
 
 
 def robust_metrics(model, dataset: RetrievalDataset, threat, attack: str = "pgd", batch_size: int = 64,
                    rerank_k: int | None = 0) -> dict[str, float]:
     """Recall@1/5/10 and r_mean under ``attack``: ``advlora.evaluation.robust`` without its sanity checks."""
-    res = evaluate_robust(model, dataset, [attack], threat, rerank_k=rerank_k, batch_size=batch_size, sanity=False)
+    settings = SweepSettings(attacks=[attack], rerank_k=rerank_k, batch_size=batch_size, sanity=False)
+    res = evaluate_data(model, dataset, [threat], settings).runs[0]
     return res["attacks"][attack]["metrics"]
 
 

@@ -1,0 +1,80 @@
+"""What an evaluation reads from its data set's task: the positives of each image, its ranks and its metrics.
+
+Two tasks share one attack machinery (``advlora.evaluation.robust``): an image attack moves an image against a
+gallery of text embeddings, and every number is read off the rank of the image's positives there.
+
+- retrieval (``RetrievalDataset``): the gallery is the captions, an image's positives are its own captions;
+  metrics: Recall@1/5/10 both ways and ``r_mean`` (``advlora.metrics.retrieval_recall``).
+- classification (``ClassificationDataset``): the gallery is one prompt-ensembled embedding per class, an image's
+  positive is its class; image-to-text R@k over that gallery is top-k accuracy. Metrics:
+  ``advlora.metrics.classification_accuracy`` (``top1``, ``top5``, the same as ``i2t_r{k}``, and their mean as
+  ``r_mean``). There is no text-to-image direction: its ranks are empty (its attack success rate is nan).
+"""
+from __future__ import annotations
+
+import torch
+
+from advlora.data.classification import ClassificationDataset
+from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation.sanity import chance_r_mean
+from advlora.metrics import (classification_accuracy, classification_chance, classification_ranks, i2t_ranks,
+                             retrieval_recall, t2i_ranks)
+
+
+class Retrieval:
+    """Image-text retrieval: each image's positives are its captions (``txt2img``)."""
+
+    name = "retrieval"
+
+    @staticmethod
+    def positives(data: RetrievalDataset, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: the captions of each image of ``idx``."""
+        return data.txt2img[None, :] == idx[:, None]
+
+    @staticmethod
+    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return i2t_ranks(s_i2t, data.txt2img), t2i_ranks(s_t2i, data.txt2img)
+
+    @staticmethod
+    def metrics(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor) -> dict[str, float]:
+        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i)
+
+    @staticmethod
+    def chance(data: RetrievalDataset) -> float:
+        return chance_r_mean(data.txt2img, len(data))
+
+
+class Classification:
+    """Zero-shot classification: each image's one positive is its class among the class texts."""
+
+    name = "classification"
+
+    @staticmethod
+    def positives(data: ClassificationDataset, idx: torch.Tensor) -> torch.Tensor:
+        labels = data.labels.to(idx.device)[idx]
+        return labels[:, None] == torch.arange(len(data.captions), device=idx.device)[None, :]
+
+    @staticmethod
+    def ranks(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        return classification_ranks(s_i2t, data.labels.to(s_i2t.device)), torch.zeros(0, dtype=torch.long)
+
+    @staticmethod
+    def metrics(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor) -> dict[str, float]:
+        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device))
+
+    @staticmethod
+    def chance(data: ClassificationDataset) -> float:
+        return classification_chance(len(data.captions))
+
+
+def task_of(data: RetrievalDataset) -> type[Retrieval] | type[Classification]:
+    """The task of a data set, from its type."""
+    return Classification if isinstance(data, ClassificationDataset) else Retrieval
+
+
+def task_name(data: RetrievalDataset) -> str:
+    return task_of(data).name
+
+
+__all__ = ["Classification", "Retrieval", "task_name", "task_of"]
