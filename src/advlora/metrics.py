@@ -26,7 +26,7 @@ METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_
 NONFINITE_KEY = "nonfinite"
 
 #: the tie tolerance in machine epsilons of the accumulation (float32 at least) times the scale of the scores
-TIE_ULPS_ACCUMULATION = 64
+TIE_ULPS_ACCUMULATION = 16
 #: ... plus this many epsilons of the scores' own dtype (its rounding of each result)
 TIE_ULPS_OUTPUT = 2
 
@@ -53,14 +53,14 @@ def tie_tolerance(scale: torch.Tensor | float, dtype: torch.dtype) -> torch.Tens
     ``scale`` the magnitude of the scores (``tie_scale``). Why these numbers: two kernels' results of one
     dot product of length D differ by a few ``eps(acc) * sum_k |a_k b_k|`` (measured: at most 1.5 eps for unit
     features of 8 to 1024 dimensions, over tile shapes of 1 to 40 rows and 1 to 200 columns and 1 or 2
-    threads), and ``sum_k |a_k b_k|`` can exceed the largest positive score ten-fold (random unit features in
-    high dimension: cosines about 0.1, ``sum_k |a_k b_k|`` about 0.6); a tie is two such results, so
-    2 x 1.5 eps x 10 = 30 eps of the scale; 64 leaves a factor of two on that. Each result is then rounded
-    to the scores' dtype, half an eps of it at most, so two results of a float16 or bfloat16 product differ by
-    up to one eps of that dtype: ``TIE_ULPS_OUTPUT`` = 2. In float32 with scores about 0.3 the tolerance is
-    2.4e-6 (a rank changes only where a negative comes that close to its positive; the test-size CLIP's
-    cosines move by about 5e-8 between a batch of 16 images and one at a time); in bfloat16 it is 2 of its
-    eps (0.0047 at 0.3), what bfloat16 resolves at all.
+    threads); a tie is two such results, up to 3 eps of ``|a| |b|`` apart, and 16 eps of the scale covers that
+    while the largest positive score is at least a fifth of ``|a| |b|`` (unit features of a trained model:
+    positives of 0.3 and more). Each result is then rounded to the scores' dtype, half an eps of it at most, so
+    two results of a float16 or bfloat16 product differ by up to one eps of that dtype: ``TIE_ULPS_OUTPUT`` =
+    2. In float32 with a scale of 0.9 the tolerance is 1.9e-6 (the demo's adversarial LoRA, scale 0.91: of its
+    200 images and 207 captions, one of each has a negative that close, 5e-7 and 8e-7, at ranks 72 and 164;
+    the test-size CLIP's cosines move by about 5e-8 between a batch of 16 images and one at a time); in
+    bfloat16 it is 2 of its eps, what bfloat16 resolves at all.
     """
     acc = torch.promote_types(dtype, torch.float32)
     return scale * (TIE_ULPS_ACCUMULATION * torch.finfo(acc).eps + TIE_ULPS_OUTPUT * torch.finfo(dtype).eps)
