@@ -6,8 +6,10 @@ Definitions (the CLIP / LAVIS convention):
 - ``r_mean``: the mean of the six recalls.
 
 Ranks are pessimistic, so that a degenerate model can never look good:
-- a positive's rank counts every negative scoring ``>=`` it: a tie between a positive and a negative goes
-  AGAINST the query (an all-equal matrix, or a collapsed image tower, scores at or below chance, not 100);
+- a positive's rank counts every negative scoring ``>=`` it less the tie tolerance (``tie_tolerance``): a tie
+  between a positive and a negative goes AGAINST the query (an all-equal matrix, or a collapsed image tower,
+  scores at or below chance, not 100), and two computations of one dot product that differ in their last bits
+  (another matrix kernel for another tile shape, thread count or CPU) are still a tie;
 - a non-finite score is a miss: a positive scoring NaN or +-inf cannot be found (an image whose positives are all
   non-finite, or without captions, and a caption whose own score is non-finite get the rank ``n_candidates``,
   one past the last real place, which no R@k counts), and a negative scoring NaN or +-inf counts as ahead of the
@@ -23,6 +25,52 @@ import torch
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "r_mean")
 NONFINITE_KEY = "nonfinite"
 
+#: the tie tolerance in machine epsilons of the accumulation (float32 at least) times the scale of the scores
+TIE_ULPS_ACCUMULATION = 16
+#: ... plus this many epsilons of the scores' own dtype (its rounding of each result)
+TIE_ULPS_OUTPUT = 2
+
+
+def tie_scale(scores: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """The largest ``|score|`` among the finite ``scores`` (over ``dim``, or all of them), 0 where none is finite.
+
+    The retrieval metrics take it over the positive pairs of the whole set: every path (the matrix, the tiles of
+    the feature path whatever their shape) computes those same scores, identical up to their last bits, so the
+    tolerance is the same in every path; it does not depend on a tile's content.
+    """
+    mag = torch.where(torch.isfinite(scores), scores.abs(), torch.zeros((), dtype=scores.dtype,
+                                                                         device=scores.device))
+    if dim is None:
+        return mag.amax() if mag.numel() else torch.zeros((), dtype=scores.dtype, device=scores.device)
+    return mag.amax(dim=dim) if mag.shape[dim] else mag.sum(dim=dim)
+
+
+def tie_tolerance(scale: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor | float:
+    """How far below a positive's score a negative still ties with it (and so counts against the query).
+
+    ``scale * (TIE_ULPS_ACCUMULATION * eps(acc) + TIE_ULPS_OUTPUT * eps(dtype))``, ``acc`` being ``dtype``
+    promoted to at least float32 (torch's CPU and GPU kernels accumulate dot products in float32 or wider) and
+    ``scale`` the magnitude of the scores (``tie_scale``). Why these numbers: two kernels' results of one
+    dot product of length D differ by a few ``eps(acc) * sum_k |a_k b_k|`` (measured: at most 1.5 eps for unit
+    features of 8 to 1024 dimensions, over tile shapes of 1 to 40 rows and 1 to 200 columns and 1 or 2
+    threads); a tie is two such results, up to 3 eps of ``|a| |b|`` apart, and 16 eps of the scale covers that
+    while the largest positive score is at least a fifth of ``|a| |b|`` (unit features of a trained model:
+    positives of 0.3 and more). Each result is then rounded to the scores' dtype, half an eps of it at most, so
+    two results of a float16 or bfloat16 product differ by up to one eps of that dtype: ``TIE_ULPS_OUTPUT`` =
+    2. In float32 with a scale of 0.9 the tolerance is 1.9e-6 (the demo's adversarial LoRA, scale 0.91: of its
+    200 images and 207 captions, one of each has a negative that close, 5e-7 and 8e-7, at ranks 72 and 164;
+    the test-size CLIP's cosines move by about 5e-8 between a batch of 16 images and one at a time); in
+    bfloat16 it is 2 of its eps, what bfloat16 resolves at all.
+    """
+    acc = torch.promote_types(dtype, torch.float32)
+    return scale * (TIE_ULPS_ACCUMULATION * torch.finfo(acc).eps + TIE_ULPS_OUTPUT * torch.finfo(dtype).eps)
+
+
+def set_tie_tolerance(positives: torch.Tensor, dtype: torch.dtype | None = None) -> float:
+    """The tie tolerance of a whole set, from its positive pairs' scores (one value for every query of either
+    direction); ``dtype``: the dtype the scores were computed in (default: theirs)."""
+    return float(tie_tolerance(tie_scale(positives).double(), dtype or positives.dtype))
+
 
 def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
     """(n_texts,) score of each caption with its own image: one gather, no mask over the matrix."""
@@ -30,8 +78,8 @@ def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
 
 
 def _ahead(scores: torch.Tensor, threshold: torch.Tensor, finite: bool = False) -> torch.Tensor:
-    """Candidates counted ahead of a positive scoring ``threshold``: ``>=`` it, or non-finite themselves
-    (``finite``: the caller knows every score is finite)."""
+    """Candidates counted ahead of a positive: scoring ``>= threshold`` (the positive's score less the tie
+    tolerance), or non-finite themselves (``finite``: the caller knows every score is finite)."""
     mask = torch.ge(scores, threshold)
     if not finite:
         ok = torch.isfinite(scores)
@@ -53,44 +101,48 @@ def _best_positive(pos: torch.Tensor, txt2img: torch.Tensor, n_img: int) -> torc
 
 
 def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024, *,
-              finite: bool | None = None) -> torch.Tensor:
+              finite: bool | None = None, tie_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rank (0 = first) of each image's best-ranked caption; ``sim`` is (n_images, n_texts).
 
-    The rank is the number of negative captions scoring ``>=`` the image's best finite positive, or non-finite;
-    ``n_texts`` (a miss) for an image without a finite positive. ``finite``: whether every score is finite, when
-    the caller already knows (None: checked).
+    The rank is the number of negative captions scoring ``>=`` the image's best finite positive less the tie
+    tolerance, or non-finite; ``n_texts`` (a miss) for an image without a finite positive. ``finite``: whether
+    every score is finite, when the caller already knows (None: checked). ``tie_dtype``: the dtype the scores
+    were computed in, for the tolerance (default ``sim.dtype``; BLIP's float64 two-stage scores hold float32
+    values).
     """
     n_img, n_txt = sim.shape
     finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     pos = _positive_scores(sim, txt2img)
-    best = _best_positive(pos, txt2img, n_img)
+    low = _best_positive(pos, txt2img, n_img) - set_tie_tolerance(pos, tie_dtype)
     ranks = torch.empty(n_img, dtype=torch.long, device=sim.device)
     for start in range(0, n_img, chunk_size):
         rows = sim[start:start + chunk_size]                                     # (c, T)
-        thr = best[start:start + rows.shape[0], None]
+        thr = low[start:start + rows.shape[0], None]
         ranks[start:start + rows.shape[0]] = _ahead(rows, thr, finite).sum(dim=1)
     # the positives were counted too (their own best always, others when tied or non-finite): remove them
-    ranks -= torch.bincount(txt2img[_ahead(pos, best[txt2img])], minlength=n_img)
-    ranks[torch.isinf(best)] = n_txt  # no finite positive: never a hit
+    ranks -= torch.bincount(txt2img[_ahead(pos, low[txt2img])], minlength=n_img)
+    ranks[torch.isinf(low)] = n_txt  # no finite positive: never a hit
     return ranks
 
 
 def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096, *,
-              finite: bool | None = None) -> torch.Tensor:
+              finite: bool | None = None, tie_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rank (0 = first) of each caption's own image; ``sim`` is (n_images, n_texts).
 
-    The rank is the number of other images scoring ``>=`` the caption's own image, or non-finite; ``n_images``
-    (a miss) when the own score is non-finite. ``finite``: as in ``i2t_ranks``.
+    The rank is the number of other images scoring ``>=`` the caption's own image less the tie tolerance, or
+    non-finite; ``n_images`` (a miss) when the own score is non-finite. ``finite``, ``tie_dtype``: as in
+    ``i2t_ranks``.
     """
     n_img, n_txt = sim.shape
     finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     own = _positive_scores(sim, txt2img)                                         # (T,)
+    low = own - set_tie_tolerance(own, tie_dtype)
     ranks = torch.empty(n_txt, dtype=torch.long, device=sim.device)
     for start in range(0, n_txt, chunk_size):
         cols = sim[:, start:start + chunk_size]                                  # (I, c)
-        ranks[start:start + cols.shape[1]] = _ahead(cols, own[start:start + cols.shape[1]], finite).sum(dim=0)
+        ranks[start:start + cols.shape[1]] = _ahead(cols, low[start:start + cols.shape[1]], finite).sum(dim=0)
     ranks -= 1  # the own image, always counted (>= itself, or non-finite)
     ranks[~torch.isfinite(own)] = n_img
     return ranks
@@ -126,7 +178,8 @@ def _recalls(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...], n_img: i
 
 
 def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10),
-                     chunk_size: int = 1024, sim_t2i: torch.Tensor | None = None) -> dict[str, float]:
+                     chunk_size: int = 1024, sim_t2i: torch.Tensor | None = None, *,
+                     tie_dtype: torch.dtype | None = None) -> dict[str, float]:
     """Recall@k in both directions and their mean, in percent (pessimistic ranks, see the module docstring).
 
     Args:
@@ -135,6 +188,8 @@ def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ..
         ks: cut-offs; ``r_mean`` averages over both directions and all ks.
         sim_t2i: a separate (n_images, n_texts) matrix for text-to-image, when the two directions are scored
             differently (BLIP's ITM re-ranking re-scores the top k of each query's own direction).
+        tie_dtype: the dtype the scores were computed in, from which the tie tolerance is derived (default:
+            ``sim``'s; BLIP's float64 two-stage scores hold float32 values).
 
     Returns ``i2t_r{k}``, ``t2i_r{k}``, ``r_mean`` and, only when some scores were NaN or infinite,
     ``nonfinite``: their number (over both matrices when ``sim_t2i`` is a separate one).
@@ -148,8 +203,8 @@ def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ..
         raise ValueError(f"sim_t2i must have the shape of sim {tuple(sim.shape)}; got {tuple(other.shape)}")
     bad_i2t = nonfinite_count(sim, chunk_size)
     bad_t2i = bad_i2t if other is sim else nonfinite_count(other, chunk_size)
-    return _recalls(i2t_ranks(sim, txt2img, chunk_size, finite=not bad_i2t),
-                    t2i_ranks(other, txt2img, 4 * chunk_size, finite=not bad_t2i), ks,
+    return _recalls(i2t_ranks(sim, txt2img, chunk_size, finite=not bad_i2t, tie_dtype=tie_dtype),
+                    t2i_ranks(other, txt2img, 4 * chunk_size, finite=not bad_t2i, tie_dtype=tie_dtype), ks,
                     sim.shape[0], sim.shape[1], bad_i2t + (0 if other is sim else bad_t2i))
 
 
@@ -207,21 +262,34 @@ _BAND_CACHE_BYTES = 256 * 2**20
 def retrieval_recall_features(image_features: torch.Tensor, text_features: torch.Tensor, txt2img: torch.Tensor,
                               ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 1024,
                               tile_size: int = 1024) -> dict[str, float]:
-    """``retrieval_recall(image_features @ text_features.T, txt2img)`` without ever holding the full matrix.
+    """``retrieval_recall(image_features @ text_features.T, txt2img)`` without ever holding the full matrix:
+    the recalls of ``feature_ranks`` (which says how)."""
+    i2t, t2i, nonfinite = feature_ranks(image_features, text_features, txt2img, chunk_size, tile_size)
+    return _recalls(i2t.cpu(), t2i.cpu(), ks, image_features.shape[0], text_features.shape[0], nonfinite)
+
+
+def feature_ranks(image_features: torch.Tensor, text_features: torch.Tensor, txt2img: torch.Tensor,
+                  chunk_size: int = 1024, tile_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(``i2t_ranks``, ``t2i_ranks``, number of non-finite scores) of ``image_features @ text_features.T``,
+    without ever holding the full matrix.
 
     Similarities are computed tile by tile (``chunk_size`` images x ``tile_size`` captions, 4 MB: it stays in
     the CPU's last-level cache while both comparisons read it, and one buffer is reused, so no page faults; the
     blocked product is then no slower than one full product, P6 of ``advlora bench``). Each tile adds to the
-    image-to-text rank of its rows (captions scoring ``>=`` the row's best positive, or non-finite) and to the
-    text-to-image rank of its captions (images scoring ``>=`` the caption's own image, or non-finite).
+    image-to-text rank of its rows (captions scoring ``>=`` the row's best positive less the tie tolerance, or
+    non-finite) and to the text-to-image rank of its captions (images scoring ``>=`` the caption's own image
+    less the tolerance, or non-finite).
 
-    The thresholds (the positive pairs' scores) are read from the very tiles the negatives are compared in, by a
-    first pass over the tiles that hold positive pairs (the diagonal band of tiles when captions are stored by
-    image), so a negative equal to its positive in the product is a tie as it is in ``retrieval_recall`` (a
-    collapsed image tower is not rescued by the last bit of a separate dot product). Those tiles are kept for the
-    second pass up to ``_BAND_CACHE_BYTES`` (256 MiB: the whole band of a COCO-sized set), beyond which they are
-    computed again (shuffled captions put positives in every tile). Ranks equal ``retrieval_recall`` on the full
-    product except where two computations of one dot product differ in the last bit. Memory:
+    The thresholds (the positive pairs' scores less the tie tolerance) are read from the tiles that hold
+    positive pairs (the diagonal band of tiles when captions are stored by image), in a first pass; the
+    tolerance comes from those scores alone (``tie_scale`` of the positives), so it is the one
+    ``retrieval_recall`` takes from the full product, whatever the tile shape. Two computations of one dot
+    product by different kernels (tile shapes, thread counts, CPUs) differ by far less than the tolerance, so a
+    negative equal to its positive in exact arithmetic is a tie in every path (a collapsed image tower is not
+    rescued by the last bit of another kernel), and the ranks equal ``retrieval_recall``'s on the full product
+    but for a gap between a positive and a negative within rounding of the tolerance itself. The band tiles are
+    kept for the second pass up to ``_BAND_CACHE_BYTES`` (256 MiB: the whole band of a COCO-sized set), beyond
+    which they are computed again (shuffled captions put positives in every tile). Memory:
     O(chunk_size x tile_size) plus the kept band.
     """
     txt2img = torch.as_tensor(txt2img, dtype=torch.long, device=text_features.device)
@@ -256,7 +324,9 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
             if tile.numel() * tile.element_size() <= budget:
                 band[i0, t0] = tile.clone()
                 budget -= tile.numel() * tile.element_size()
-    best = _best_positive(own, txt2img, n_img)
+    tol = set_tie_tolerance(own, dtype)
+    best = _best_positive(own, txt2img, n_img) - tol   # the thresholds: positives' scores less the tolerance
+    own_low = own - tol
     nonfinite = 0
     # pass 2: every tile adds to the ranks of its rows and of its captions
     i2t = torch.zeros(n_img, dtype=torch.long, device=dev)
@@ -270,21 +340,21 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
             gt = gt_buf[:i1 - i0, :t1 - t0]
             if finite:
                 i2t[i0:i1] += _count(torch.ge(tile, best[i0:i1, None], out=gt), dim=1)
-                t2i[t0:t1] += _count(torch.ge(tile, own[None, t0:t1], out=gt), dim=0)
+                t2i[t0:t1] += _count(torch.ge(tile, own_low[None, t0:t1], out=gt), dim=0)
             else:
                 bad = ~torch.isfinite(tile)
                 nonfinite += int(bad.sum())
                 i2t[i0:i1] += _count(torch.ge(tile, best[i0:i1, None], out=gt) | bad, dim=1)
-                t2i[t0:t1] += _count(torch.ge(tile, own[None, t0:t1], out=gt) | bad, dim=0)
-            # the positive pairs of this tile counted themselves: remove them (own[t] is this very tile value)
+                t2i[t0:t1] += _count(torch.ge(tile, own_low[None, t0:t1], out=gt) | bad, dim=0)
+            # the positive pairs of this tile counted themselves: remove them, by the same comparisons
             t, r = pairs_in(i0, t0)
             if t.numel():
                 v = tile[r, t - t0]
-                t2i.index_add_(0, t, -_ahead(v, own[t]).long())
+                t2i.index_add_(0, t, -_ahead(v, own_low[t]).long())
                 i2t.index_add_(0, r + i0, -_ahead(v, best[r + i0]).long())
     i2t[torch.isinf(best)] = n_txt
     t2i[~torch.isfinite(own)] = n_img
-    return _recalls(i2t.cpu(), t2i.cpu(), ks, n_img, n_txt, nonfinite)
+    return i2t, t2i, nonfinite
 
 
 #: the metrics of a classification set: the field's top-k accuracies, and the same ranks as image-to-class
@@ -292,17 +362,19 @@ def retrieval_recall_features(image_features: torch.Tensor, text_features: torch
 CLASSIFICATION_KEYS = ("top1", "top5", "i2t_r1", "i2t_r5", "i2t_r10", "r_mean")
 
 
-def classification_ranks(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def classification_ranks(scores: torch.Tensor, labels: torch.Tensor, *,
+                         tie_dtype: torch.dtype | None = None) -> torch.Tensor:
     """(N,) rank (0 = first) of each image's own class among ``scores`` (N, C): the classes scoring ``>=`` it,
     or non-finite (a tie goes against the image); C (a miss) when the own score is non-finite.
 
     It is the text-to-image rank of the transposed matrix, each image a "caption" of its class.
     """
-    return t2i_ranks(scores.t(), torch.as_tensor(labels, dtype=torch.long))
+    return t2i_ranks(scores.t(), torch.as_tensor(labels, dtype=torch.long), tie_dtype=tie_dtype)
 
 
 def classification_accuracy(scores: torch.Tensor, labels: torch.Tensor,
-                            ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+                            ks: tuple[int, ...] = (1, 5, 10), *, tie_dtype: torch.dtype | None = None
+                            ) -> dict[str, float]:
     """Top-k accuracy (percent) of ``scores`` (N images, C classes) against ``labels`` (N,), pessimistic ranks.
 
     Returns ``top1``, ``top5`` and ``i2t_r{k}`` for each k (the same values), ``r_mean`` (their mean over
@@ -311,7 +383,7 @@ def classification_accuracy(scores: torch.Tensor, labels: torch.Tensor,
     if scores.dim() != 2 or torch.as_tensor(labels).numel() != scores.shape[0]:
         raise ValueError(f"scores must be (n_images, n_classes) with one label per image; got "
                          f"{tuple(scores.shape)} and {torch.as_tensor(labels).numel()} labels")
-    ranks = classification_ranks(scores, labels)
+    ranks = classification_ranks(scores, labels, tie_dtype=tie_dtype)
     rec = recall_from_ranks(ranks, tuple(sorted({1, 5, *ks})), scores.shape[1])
     out = {"top1": rec[1], "top5": rec[5], **{f"i2t_r{k}": rec[k] for k in ks}}
     out["r_mean"] = sum(rec[k] for k in ks) / len(ks)

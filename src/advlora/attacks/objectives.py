@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from advlora.errors import AdvloraError, choices_error
 from advlora.losses import multi_positive_ce
+from advlora.metrics import tie_scale, tie_tolerance
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 TextObjective = Callable[[list, torch.Tensor], torch.Tensor]
@@ -53,13 +54,17 @@ class RankedObjective:
 
 
 def best_positive_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """(B,) rank of each row's best positive among ``scores`` (B, N): negatives scoring at least as high count
-    (ties go against the query); a row whose best positive is not finite gets N (a miss)."""
+    """(B,) rank of each row's best positive among ``scores`` (B, N): negatives scoring at least as high, less
+    ``advlora.metrics.tie_tolerance`` of the row's largest finite ``|score|``, count (ties go against the query,
+    also when two kernels rounded them apart); NaN negatives count too, -inf ones (candidates left out) do not;
+    a row whose best positive is not finite gets N (a miss). The scale is the row's own, so a sample's rank
+    does not depend on the batch it came in."""
     with torch.no_grad():
         s = scores.detach().float()
+        tol = tie_tolerance(tie_scale(s, dim=1), scores.dtype if scores.is_floating_point() else s.dtype)
         pos = s.masked_fill(~positives, float("-inf")).amax(dim=1)
         neg = s.masked_fill(positives, float("-inf"))
-        rank = (neg >= pos[:, None]).sum(dim=1) + (torch.isnan(neg) & ~positives).sum(dim=1)
+        rank = (neg >= (pos - tol)[:, None]).sum(dim=1) + (torch.isnan(neg) & ~positives).sum(dim=1)
         return torch.where(torch.isfinite(pos), rank, torch.full_like(rank, s.shape[1]))
 
 

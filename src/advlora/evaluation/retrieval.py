@@ -11,7 +11,7 @@ import torch
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.evaluation.images import CleanImages, ImageSource, as_source
-from advlora.metrics import retrieval_recall, retrieval_recall_features
+from advlora.metrics import retrieval_recall, retrieval_recall_features, set_tie_tolerance
 from advlora.models.base import VLModel
 from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode
@@ -46,12 +46,14 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
 
 
 def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource, captions: list[str], k: int = 16,
-               batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+               batch_size: int = 64, txt2img: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
     For each image, its top-k captions by ITC are re-scored with ``itm + itc``; likewise for each caption and
-    its top-k images. Returns (sim_i2t, sim_t2i), float64, in which every query's re-ranked candidates come
-    first, in re-ranked order, and all its other candidates follow BELOW every re-ranked one in their ITC order:
+    its top-k images. Returns (sim_i2t, sim_t2i), float64 holding values of ``sim``'s precision (rank them
+    with ``tie_dtype=sim.dtype``, so that ties within its rounding count against the query), in which every
+    query's re-ranked candidates come first, in re-ranked order, and all its other candidates follow BELOW
+    every re-ranked one in their ITC order:
     a row's ITC scores are shifted down by one constant (its largest finite ITC score minus its smallest finite
     re-ranked score, plus 1), so ranks from these matrices are those of the naive two-stage loop for any k
     (a positive outside the top k keeps its ITC place after the k, not a tie at rank k). float64 (29 more bits
@@ -59,14 +61,22 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     in ``advlora.metrics``). ``images`` (a tensor or an ``images.ImageSource``) are read ``batch_size`` at a time,
     and every pair of a batch's images (its top-k captions, and the captions that have it in their top k) is
     scored from that batch's states: the image states of the whole set are never held.
+
+    ``txt2img`` (the image of each caption), when given, makes the choice of the top k pessimistic too: a
+    positive whose ITC score ties (within ``advlora.metrics``' tie tolerance) with candidates at the k-th place
+    is left out for them, and so ranks after the k, tied with the others left out (without it, ``topk``'s order
+    decides which of the tied candidates are re-ranked). Which tied negatives are re-ranked stays ``topk``'s
+    choice.
     """
     k = check_rerank_k(k, allow_default=False)
     if not k:
         raise AdvloraError(f"itm_rerank needs a re-rank depth k >= 1; got {k!r}")
     n_img, n_txt = sim.shape
     k_i2t, k_t2i = min(k, n_txt), min(k, n_img)
-    top_vi, top_j = sim.topk(k_i2t, dim=1)                                       # (I, k): captions per image
-    top_vt, top_i = sim.t().topk(k_t2i, dim=1)                                   # (T, k): images per caption
+    key = sim if txt2img is None else _selection_keys(sim, torch.as_tensor(txt2img, dtype=torch.long))
+    top_j = key.topk(k_i2t, dim=1).indices                                       # (I, k): captions per image
+    top_i = key.t().topk(k_t2i, dim=1).indices                                   # (T, k): images per caption
+    top_vi, top_vt = sim.gather(1, top_j), sim.t().gather(1, top_i)
     t_img = top_i.flatten().cpu()
     t_cap = torch.arange(n_txt).repeat_interleave(k_t2i)
     by_image = torch.argsort(t_img, stable=True)                                 # t2i pairs grouped by image
@@ -86,6 +96,18 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
         sim_i2t = _two_stage(sim, top_j, i2t.to(sim) + top_vi)
         sim_t2i = _two_stage(sim.t(), top_i, t2i.view(n_txt, k_t2i).to(sim) + top_vt).t()
     return sim_i2t, sim_t2i
+
+
+def _selection_keys(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
+    """``sim`` with every positive pair lowered just past the tie tolerance, for choosing the top k: a negative
+    tied with a positive then outranks it (ties go against the query), a negative below the tie does not."""
+    cols = torch.arange(sim.shape[1], device=sim.device)
+    rows = txt2img.to(sim.device)
+    pos = sim[rows, cols]
+    lowered = pos - set_tie_tolerance(pos, sim.dtype)
+    key = sim.clone()
+    key[rows, cols] = torch.nextafter(lowered, torch.full_like(lowered, float("-inf")))
+    return key
 
 
 def _two_stage(itc: torch.Tensor, top: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
@@ -109,16 +131,22 @@ def _itm_pairs(model: VLModel, states: torch.Tensor, captions: list[str], img_id
 
 
 def retrieval_scores(model: VLModel, images: torch.Tensor | ImageSource, captions: list[str], *, rerank_k: int | None = None,
-                     text_features: torch.Tensor | None = None, batch_size: int = 128
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sim_i2t, sim_t2i) for images against captions; equal unless BLIP re-ranks with ITM (``rerank_k``)."""
+                     text_features: torch.Tensor | None = None, batch_size: int = 128,
+                     txt2img: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sim_i2t, sim_t2i) for images against captions; equal unless BLIP re-ranks with ITM (``rerank_k``;
+    ``txt2img``: as in ``itm_rerank``)."""
     rerank_k = check_rerank_k(rerank_k, allow_default=False)
+    sim = _itc_scores(model, images, captions, text_features, batch_size)
+    if rerank_k and model.has_itm:
+        return itm_rerank(model, sim, images, captions, rerank_k, txt2img=txt2img)
+    return sim, sim
+
+
+def _itc_scores(model: VLModel, images: torch.Tensor | ImageSource, captions: list[str],
+                text_features: torch.Tensor | None, batch_size: int) -> torch.Tensor:
     img = encode_images(model, images, batch_size)
     txt = encode_texts(model, captions) if text_features is None else text_features
-    sim = img @ txt.t()
-    if rerank_k and model.has_itm:
-        return itm_rerank(model, sim, images, captions, rerank_k)
-    return sim, sim
+    return img @ txt.t()
 
 
 #: LAVIS's ITM re-ranking depth (``k_test``) by test-set size: 128 on Flickr30K's 1k test images, 256 on
@@ -151,5 +179,6 @@ def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int
     if not (k and model.has_itm):  # single-stage: the fused path never holds the full similarity matrix
         return retrieval_recall_features(encode_images(model, images, batch_size),
                                          encode_texts(model, dataset.captions), dataset.txt2img)
-    sim_i2t, sim_t2i = retrieval_scores(model, images, dataset.captions, rerank_k=k, batch_size=batch_size)
-    return retrieval_recall(sim_i2t, dataset.txt2img, sim_t2i=sim_t2i)
+    sim = _itc_scores(model, images, dataset.captions, None, batch_size)
+    sim_i2t, sim_t2i = itm_rerank(model, sim, images, dataset.captions, k, txt2img=dataset.txt2img)
+    return retrieval_recall(sim_i2t, dataset.txt2img, sim_t2i=sim_t2i, tie_dtype=sim.dtype)

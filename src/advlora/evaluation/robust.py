@@ -114,10 +114,10 @@ class _Ctx:
     checks: dict = field(default_factory=dict)
 
 
-def _scores(model, img_feats, txt_feats, images, captions, k) -> tuple[torch.Tensor, torch.Tensor]:
+def _scores(model, img_feats, txt_feats, images, captions, k, txt2img) -> tuple[torch.Tensor, torch.Tensor]:
     sim = img_feats @ txt_feats.t()
     if k and model.has_itm:
-        return itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH)
+        return itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH, txt2img=txt2img)
     return sim, sim
 
 
@@ -128,8 +128,10 @@ def _measure(ctx: _Ctx, images: ImageSource, captions: list[str] | None = None) 
     tf = ctx.text_features if captions is None else encode_texts(model, captions).clone()
     caps = data.captions if captions is None else captions
     imf = encode_images(model, images, FEATURE_BATCH)
-    s_i2t, s_t2i = _scores(model, imf, tf, images, caps, ctx.rerank_k)
-    ranks, metrics = task_of(data).ranks(data, s_i2t, s_t2i), task_of(data).metrics(data, s_i2t, s_t2i)
+    s_i2t, s_t2i = _scores(model, imf, tf, images, caps, ctx.rerank_k, data.txt2img)
+    prec = torch.promote_types(imf.dtype, tf.dtype)   # BLIP's float64 two-stage scores hold ITC-precision values
+    task = task_of(data)
+    ranks, metrics = task.ranks(data, s_i2t, s_t2i, tie_dtype=prec), task.metrics(data, s_i2t, s_t2i, tie_dtype=prec)
     loss = O.multi_positive_ce(s_i2t, _positives(data, torch.arange(len(data))).to(s_i2t.device))
     return {"metrics": metrics, "ranks": ranks, "loss": loss}
 

@@ -32,12 +32,15 @@ class Retrieval:
         return data.txt2img[None, :] == idx[:, None]
 
     @staticmethod
-    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return i2t_ranks(s_i2t, data.txt2img), t2i_ranks(s_t2i, data.txt2img)
+    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor, tie_dtype: torch.dtype | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (i2t_ranks(s_i2t, data.txt2img, tie_dtype=tie_dtype),
+                t2i_ranks(s_t2i, data.txt2img, tie_dtype=tie_dtype))
 
     @staticmethod
-    def metrics(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor) -> dict[str, float]:
-        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i)
+    def metrics(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
+                tie_dtype: torch.dtype | None = None) -> dict[str, float]:
+        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i, tie_dtype=tie_dtype)
 
     @staticmethod
     def chance(data: RetrievalDataset) -> float:
@@ -55,13 +58,15 @@ class Classification:
         return labels[:, None] == torch.arange(len(data.captions), device=idx.device)[None, :]
 
     @staticmethod
-    def ranks(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        return classification_ranks(s_i2t, data.labels.to(s_i2t.device)), torch.zeros(0, dtype=torch.long)
+    def ranks(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
+              tie_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return (classification_ranks(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype),
+                torch.zeros(0, dtype=torch.long))
 
     @staticmethod
-    def metrics(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor) -> dict[str, float]:
-        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device))
+    def metrics(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
+                tie_dtype: torch.dtype | None = None) -> dict[str, float]:
+        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype)
 
     @staticmethod
     def chance(data: ClassificationDataset) -> float:
