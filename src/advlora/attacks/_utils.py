@@ -93,13 +93,22 @@ def loss_and_grad(objective: Objective, x: torch.Tensor) -> tuple[torch.Tensor, 
 
     ``torch.autograd.grad`` (never ``.backward()``): parameter ``.grad`` fields are left untouched, and the
     engine skips the weight-gradient kernels, so an attack inside a training step costs input gradients only.
+    An objective with ``eot`` > 1 (a randomized model: expectation over transformation) is called that many
+    times, one graph at a time; the loss and gradient returned are the means.
     """
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = objective(x)
-        check_loss(loss, x)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad.detach()
+    n = int(getattr(objective, "eot", 1) or 1)
+    loss_sum, grad_sum = None, None
+    for _ in range(n):
+        with torch.enable_grad():
+            loss = objective(x)
+            check_loss(loss, x)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        grad_sum = grad.detach() if grad_sum is None else grad_sum + grad.detach()
+    if n == 1:
+        return loss_sum, grad_sum
+    return loss_sum / n, grad_sum / n
 
 
 def check_loss(loss: torch.Tensor, x: torch.Tensor) -> None:

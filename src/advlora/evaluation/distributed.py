@@ -162,6 +162,15 @@ class EvalSession:
                                    "file system (advlora eval --out)")
         return self._spill_root / name, self._spill_tmp
 
+    def scratch_folder(self, key: str) -> tuple[Path, object]:
+        """A folder beside the attack calls' records for other per-sample rows (a suite's kept images), named
+        from the calls so far and ``key``, and the object owning it (as the records' folders)."""
+        return self._folder(key)
+
+    def skip_call(self) -> None:
+        """Count an attack call that a resumed evaluation does not repeat (later calls keep their folders)."""
+        self.calls += 1
+
     def attack(self, key: str, images: ImageSource, batch_size: int, fn: BatchFn
                ) -> tuple[AdvImages, bool, bool]:
         """Run ``fn`` over every image index not already done, in batches of ``batch_size`` (this process's

@@ -1,0 +1,95 @@
+"""What every attack's numbers are measured with: the evaluation context (the clean set, its caption
+features, its clean ranks) and ``measure``, the metrics and per-sample ranks of a set of images and captions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from advlora.attacks import objectives as O
+from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation.images import CleanImages, ImageSource
+from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
+from advlora.evaluation.retrieval import encode_images, encode_texts, itm_rerank
+from advlora.metrics import i2t_ranks, retrieval_recall, t2i_ranks
+
+
+@dataclass
+class Ctx:
+    """One evaluation's fixed part: the model, the set, its clean images (uint8, floats per batch), the clean
+    caption features, the re-rank depth, and, once measured, the clean metrics, ranks, losses and image
+    features; ``checks`` collects each image attack's bounds and mode record."""
+
+    model: object
+    data: RetrievalDataset
+    images: ImageSource                   # the clean set: uint8 pixels, floats one batch at a time
+    text_features: torch.Tensor
+    rerank_k: int | None
+    clean_ranks: tuple[torch.Tensor, torch.Tensor] = None
+    clean: dict = None
+    clean_loss: torch.Tensor = None
+    clean_features: torch.Tensor = None
+    checks: dict = field(default_factory=dict)
+
+
+def scores(model, img_feats, txt_feats, images, captions, k) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i2t, t2i) scores: ITC, re-ranked by ITM on the top ``k`` for a model with an ITM head."""
+    sim = img_feats @ txt_feats.t()
+    if k and model.has_itm:
+        return itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH)
+    return sim, sim
+
+
+def positives(data: RetrievalDataset, idx: torch.Tensor) -> torch.Tensor:
+    """(len(idx), T) bool: caption j describes image ``idx[b]``."""
+    return data.txt2img[None, :] == idx[:, None]
+
+
+def measure(ctx: Ctx, images: ImageSource, captions: list[str] | None = None) -> dict:
+    """Metrics and ranks of (images, captions); clean captions/features when ``captions`` is None. The images
+    are encoded ``FEATURE_BATCH`` at a time; only their features (N, D) are held."""
+    model, data = ctx.model, ctx.data
+    tf = ctx.text_features if captions is None else encode_texts(model, captions).clone()
+    caps = data.captions if captions is None else captions
+    imf = encode_images(model, images, FEATURE_BATCH)
+    s_i2t, s_t2i = scores(model, imf, tf, images, caps, ctx.rerank_k)
+    ranks = (i2t_ranks(s_i2t, data.txt2img), t2i_ranks(s_t2i, data.txt2img))
+    metrics = retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i)
+    loss = O.multi_positive_ce(s_i2t, positives(data, torch.arange(len(data))).to(s_i2t.device))
+    return {"metrics": metrics, "ranks": ranks, "loss": loss, "features": imf}
+
+
+def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
+    """Per image of a subset (``images`` holds the rows of images ``indices``): its i2t rank against the clean
+    caption gallery, its contrastive loss and its features; each is a function of the image alone, so it equals
+    what ``measure`` gives that image within the whole set."""
+    model, data = ctx.model, ctx.data
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    imf = encode_images(model, images, FEATURE_BATCH)
+    if not len(indices):
+        return {"rank": torch.zeros(0, dtype=torch.long), "loss": torch.zeros(0), "features": imf}
+    s_i2t, _ = scores(model, imf, ctx.text_features, images, data.captions, ctx.rerank_k)
+    # the subset's captions map to its rows; every other caption maps to one extra row, so it counts as a
+    # negative of every subset image (metrics.i2t_ranks computes the rank, with its tie rules)
+    local = torch.full((len(data),), len(indices), dtype=torch.long)
+    local[indices] = torch.arange(len(indices))
+    t2i_local = local[data.txt2img]
+    s = torch.cat([s_i2t, torch.zeros(1, s_i2t.shape[1], dtype=s_i2t.dtype, device=s_i2t.device)])
+    rank = i2t_ranks(s, t2i_local)[:len(indices)]
+    loss = O.multi_positive_ce(s_i2t, positives(data, indices).to(s_i2t.device))
+    return {"rank": rank.cpu(), "loss": loss.detach().float().cpu(), "features": imf}
+
+
+def context(model, dataset: RetrievalDataset, k) -> Ctx:
+    """The context of ``dataset``: its clean images and caption features, measured clean."""
+    images = CleanImages(dataset.load_images_uint8(model.image_size))   # floats per batch, never the whole set
+    tf = encode_texts(model, dataset.captions).clone()   # a normal tensor: usable inside autograd graphs
+    ctx = Ctx(model, dataset, images, tf, k)
+    res = measure(ctx, images)
+    ctx.clean, ctx.clean_ranks = res["metrics"], res["ranks"]
+    ctx.clean_loss, ctx.clean_features = res["loss"].detach().float().cpu(), res["features"]
+    return ctx
+
+
+__all__ = ["Ctx", "context", "measure", "measure_i2t", "positives", "scores"]
