@@ -12,6 +12,7 @@ import torch
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.data import load_dataset
+from advlora.data.emoji import EMOJI_SETS, build_emoji
 from advlora.evaluation import distributed, images
 from advlora.evaluation import robust as R
 from advlora.evaluation.images import CleanImages, Picked
@@ -34,8 +35,17 @@ def small_suite():
         yield SMALL.name
 
 
-def _data(name: str, limit: int = 12):
-    return load_dataset(name, "test", limit=limit, seed=0)
+@pytest.fixture(scope="module")
+def emoji_build(tmp_path_factory):
+    """A small build of the embedded emoji benchmark (its source and downstream parts, one test render)."""
+    return build_emoji(tmp_path_factory.mktemp("emoji"), limit=30, image_size=32,
+                       renders={"train": 1, "val": 1, "test": 1}, workers=1)
+
+
+def _data(build, name: str, limit: int = 12):
+    part = EMOJI_SETS[name]
+    ds = load_dataset(str(build / (f"{part}-test.jsonl" if part else "test.jsonl")))
+    return ds.limit(limit, 0)
 
 
 def _protocol_reference(model, data, threat, spec):
@@ -63,8 +73,8 @@ def _protocol_reference(model, data, threat, spec):
 
 
 @pytest.mark.parametrize("name", ["emoji-source", "emoji-downstream"])
-def test_early_exit_matches_exhaustive_on_i2t_and_the_protocol_on_t2i(tiny_clip, small_suite, name):
-    data = _data(name)
+def test_early_exit_matches_exhaustive_on_i2t_and_the_protocol_on_t2i(tiny_clip, small_suite, emoji_build, name):
+    data = _data(emoji_build, name)
     for eps in ("1/255", "2/255", "4/255"):
         th = ThreatModel(eps=eps)
         early = R.evaluate_robust(tiny_clip, data, [small_suite], th, batch_size=5, sanity=False)
@@ -84,8 +94,9 @@ def test_early_exit_matches_exhaustive_on_i2t_and_the_protocol_on_t2i(tiny_clip,
         assert "early exit" in early["protocol"]
 
 
-def test_suite_peak_disk_is_at_most_two_image_copies(tiny_clip, small_suite, tmp_path, monkeypatch):
-    data = _data("emoji-source", 10)
+def test_suite_peak_disk_is_at_most_two_image_copies(tiny_clip, small_suite, emoji_build, tmp_path,
+                                                    monkeypatch):
+    data = _data(emoji_build, "emoji-source", 10)
     out = tmp_path / "out"
     copy_bytes = len(data) * 3 * tiny_clip.image_size ** 2 * 4
     peak = [0]
@@ -117,8 +128,8 @@ def _noisy(model, eps: float = 8 / 255):
     return m
 
 
-def test_a_randomized_model_is_flagged_and_attacked_with_eot(tiny_clip, small_suite):
-    data = _data("emoji-source", 8)
+def test_a_randomized_model_is_flagged_and_attacked_with_eot(tiny_clip, small_suite, emoji_build):
+    data = _data(emoji_build, "emoji-source", 8)
     th = ThreatModel(eps="2/255")
     plain = R.evaluate_robust(tiny_clip, data, [small_suite], th, batch_size=4, sanity_limit=4)
     assert any(c.passed and "deterministic" in c.message for c in plain["sanity"])
