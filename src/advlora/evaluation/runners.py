@@ -22,16 +22,19 @@ from advlora.metrics import attack_success_rate
 def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
                   text_features=None, n_targets: int = 9):
     """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set."""
+    own = model is None or model is ctx.model
     model = ctx.model if model is None else model
     tf = ctx.text_features if text_features is None else text_features
     pos = positives(ctx.data, idx)
+    # the clean features already measured: the clean image then competes in the attack without a forward
+    cf = ctx.clean_features[idx.to(ctx.clean_features.device)] if own and ctx.clean_features is not None else None
     if gallery == "batch":
         cols = pos.any(dim=0).nonzero().squeeze(1)
         tf, pos = tf[cols], pos[:, cols]
     if name in ("contrastive", "itc"):
-        return O.contrastive(model, tf, pos)
+        return O.contrastive(model, tf, pos, clean_features=cf)
     if name == "margin":
-        return O.margin(model, tf, pos)
+        return O.margin(model, tf, pos, clean_features=cf)
     if name == "dlr-targeted":
         return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets)
     if name == "embedding":
@@ -49,7 +52,7 @@ def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, galle
 class Watch:
     """The objective, recording the model's mode and the input range at every call; it passes on what the
     attacks read from an objective (``last_rank``, ``stationary``) and a family's ``target(j)`` and
-    ``targets(js)``."""
+    ``targets_of(js)``."""
 
     def __init__(self, objective, model, seen: list, eot: int = 1) -> None:
         self.objective, self.model, self.seen, self.eot = objective, model, seen, eot
@@ -73,8 +76,12 @@ class Watch:
     def target(self, j: int) -> Watch:
         return Watch(self.objective.target(j), self.model, self.seen, self.eot)
 
-    def targets(self, js) -> Watch:
-        return Watch(self.objective.targets(js), self.model, self.seen, self.eot)
+    def targets_of(self, js) -> Watch:
+        return Watch(self.objective.targets_of(js), self.model, self.seen, self.eot)
+
+    @property
+    def clean_outcome(self):
+        return getattr(self.objective, "clean_outcome", None)
 
 
 def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
