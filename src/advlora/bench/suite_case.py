@@ -21,8 +21,10 @@ import torch
 
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks.registry import AttackSpec, SuiteMember
+from advlora.data import load_dataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.robust import evaluate_robust
+from advlora.training.pretrain import load_model
 
 #: the standard suite's members at a bench budget
 BENCH_MEMBERS = (
@@ -104,9 +106,6 @@ def have_torchattacks() -> bool:
 def reduction_rows(n: int = 100) -> list[dict]:
     """The two rows of the reduction on the pre-trained tiny CLIP (``tiny-clip``): emoji-downstream at 4/255
     and emoji-source at 2/255, ``n`` test images each."""
-    from advlora.data import load_dataset
-    from advlora.training.pretrain import load_model
-
     model = load_model("tiny-clip")
     rows = []
     for name, eps in (("emoji-downstream", "4/255"), ("emoji-source", "2/255")):
