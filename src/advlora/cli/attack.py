@@ -32,6 +32,9 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                    help="run the black-box attacks (Square) on a subset of N images")
     p.add_argument("--ensemble", action="store_true",
                    help="add the per-sample worst case over the image attacks (AutoAttack-style)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="a suite's members attack every image (default: early exit, later members only attack "
+                        "images still ranked within R@10; identical i2t metrics, see docs/evaluation.md)")
     p.add_argument("--objective", default="contrastive",
                    help="image objective: contrastive (itc), margin, embedding; BLIP: itm, rerank")
     p.add_argument("--gallery", default="full", help="objective against the full caption gallery or the batch")
@@ -102,7 +105,8 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
                               square_queries=args.square_queries, ensemble=args.ensemble,
                               generator=torch.Generator().manual_seed(args.seed), objective=args.objective,
                               gallery=args.gallery, surrogate=surrogate, text_budget=args.text_budget,
-                              sanity=args.sanity, sanity_limit=args.sanity_limit)
+                              sanity=args.sanity, sanity_limit=args.sanity_limit,
+                              exhaustive=getattr(args, "exhaustive", False))
         results.append(res)
     robust, sanity = {}, []
     for res in results:

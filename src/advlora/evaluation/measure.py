@@ -9,6 +9,7 @@ import torch
 
 from advlora.attacks import objectives as O
 from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation import distributed
 from advlora.evaluation.images import CleanImages, ImageSource
 from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
 from advlora.evaluation.retrieval import encode_images, encode_texts, itm_rerank
@@ -52,7 +53,7 @@ def measure(ctx: Ctx, images: ImageSource, captions: list[str] | None = None) ->
     model, data = ctx.model, ctx.data
     tf = ctx.text_features if captions is None else encode_texts(model, captions).clone()
     caps = data.captions if captions is None else captions
-    imf = encode_images(model, images, FEATURE_BATCH)
+    imf = _encode(model, images)
     s_i2t, s_t2i = scores(model, imf, tf, images, caps, ctx.rerank_k)
     ranks = (i2t_ranks(s_i2t, data.txt2img), t2i_ranks(s_t2i, data.txt2img))
     metrics = retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i)
@@ -66,7 +67,7 @@ def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
     what ``measure`` gives that image within the whole set."""
     model, data = ctx.model, ctx.data
     indices = torch.as_tensor(indices, dtype=torch.long)
-    imf = encode_images(model, images, FEATURE_BATCH)
+    imf = _encode(model, images)
     if not len(indices):
         return {"rank": torch.zeros(0, dtype=torch.long), "loss": torch.zeros(0), "features": imf}
     s_i2t, _ = scores(model, imf, ctx.text_features, images, data.captions, ctx.rerank_k)
@@ -79,6 +80,11 @@ def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
     rank = i2t_ranks(s, t2i_local)[:len(indices)]
     loss = O.multi_positive_ce(s_i2t, positives(data, indices).to(s_i2t.device))
     return {"rank": rank.cpu(), "loss": loss.detach().float().cpu(), "features": imf}
+
+
+def _encode(model, images: ImageSource) -> torch.Tensor:
+    """Features of ``images``, ``FEATURE_BATCH`` at a time; split across the processes of a distributed session."""
+    return distributed.current().encode(lambda src: encode_images(model, src, FEATURE_BATCH), images)
 
 
 def context(model, dataset: RetrievalDataset, k) -> Ctx:
