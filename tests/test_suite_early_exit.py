@@ -140,3 +140,14 @@ def test_a_randomized_model_is_flagged_and_attacked_with_eot(tiny_clip, small_su
     line = noisy["attacks"][small_suite].threat
     assert "standard-tiny-rand" in line and "EOT=2" in line
     assert set(k for k in noisy["attacks"] if "/" in k) == {f"{small_suite}/apgd-ce", f"{small_suite}/apgd-dlr"}
+
+
+@pytest.mark.parametrize("exhaustive", [False, True])
+def test_sanity_checks_run_on_both_suite_modes(tiny_clip, small_suite, emoji_build, exhaustive):
+    data = _data(emoji_build, "emoji-downstream", 8)
+    out = R.evaluate_robust(tiny_clip, data, [small_suite], ThreatModel(eps="4/255"), batch_size=4, sanity_limit=4,
+                            exhaustive=exhaustive)
+    messages = [c.message for c in out["sanity"]]
+    assert out["verdict"] and any("robust <= clean" in m and m.startswith(small_suite + ":") for m in messages)
+    assert any(m.startswith(f"{small_suite}/square vs white-box") for m in messages)   # per-sample black vs white
+    assert any("steps x2" in m for m in messages)                                      # the probe re-runs a member
