@@ -151,3 +151,34 @@ def test_sanity_checks_run_on_both_suite_modes(tiny_clip, small_suite, emoji_bui
     assert out["verdict"] and any("robust <= clean" in m and m.startswith(small_suite + ":") for m in messages)
     assert any(m.startswith(f"{small_suite}/square vs white-box") for m in messages)   # per-sample black vs white
     assert any("steps x2" in m for m in messages)                                      # the probe re-runs a member
+
+
+@pytest.mark.parametrize("exhaustive", [False, True])
+def test_a_stopped_suite_resumes_from_its_kept_images(tiny_clip, small_suite, emoji_build, tmp_path, exhaustive):
+    import signal
+
+    from advlora.preempt import StopRequest
+
+    data = _data(emoji_build, "emoji-downstream", 8)
+    th = ThreatModel(eps="4/255")
+    kw = dict(batch_size=4, sanity=False, exhaustive=exhaustive)
+    ref = R.evaluate_robust(tiny_clip, data, [small_suite], th, **kw)
+    stop, calls = StopRequest(), []
+    n_first = -(-len(data) // 4)          # the first member's batches (it attacks every image not done clean)
+
+    class Stopper(distributed.EvalSession):      # a stop arrives in the second member
+        def _check_stop(self):
+            calls.append(1)
+            if len(calls) == n_first + 1:
+                stop.signum = signal.SIGTERM
+            super()._check_stop()
+
+    state = tmp_path / "state"
+    with pytest.raises(distributed.EvalPreempted), Stopper(state=state, stop=stop, fingerprint={"a": 1}):
+        R.evaluate_robust(tiny_clip, data, [small_suite], th, **kw)
+    assert list(state.glob("*-kept/suite.json"))             # the first member was merged before the stop
+    with distributed.EvalSession(state=state, resume=True, fingerprint={"a": 1}):
+        again = R.evaluate_robust(tiny_clip, data, [small_suite], th, **kw)
+    for key, entry in ref["attacks"].items():
+        assert again["attacks"][key]["metrics"] == entry["metrics"], key
+        assert again["attacks"][key]["ranks"] == entry["ranks"], key

@@ -113,31 +113,82 @@ def _remove(adv: AdvImages) -> None:
     session.barrier()
 
 
+class _Keeper:
+    """A suite run's per-sample state: what is kept (``kept``, the member index ``member_of``, -1 = clean), its
+    key (early exit: i2t ``rank`` and ``loss``; exhaustive: the ``best`` ensemble key), the kept images'
+    features, and the resumable record of the merged members (``suite.json`` beside the kept images)."""
+
+    def __init__(self, ctx: Ctx, name: str, exhaustive: bool) -> None:
+        n = len(ctx.data)
+        self.ctx, self.exhaustive, self.n = ctx, exhaustive, n
+        self.session = distributed.current()
+        self.main = self.session.world()[0] == 0
+        self.folder, self.keep = self.session.scratch_folder(f"{name}-kept")
+        self.kept = KeptImages(ctx.images, self.folder, keep=self.keep)
+        self.best = torch.full((n,), float("-inf"), dtype=torch.float64)
+        self.rank, self.loss = ctx.clean_ranks[0].cpu().clone(), ctx.clean_loss.double().clone()
+        self.member_of = torch.full((n,), -1, dtype=torch.long)
+        self.feats = ctx.clean_features.clone()
+        f = Path(self.folder) / "suite.json"
+        resumed = self.session.state is not None and self.session.resume and f.exists()
+        self.state = json.loads(f.read_text()) if resumed else {}
+        if self.state.get("merged"):                   # resumed after some members were merged
+            self.member_of = torch.tensor(self.state["member_of"], dtype=torch.long)
+            self.best = torch.tensor(self.state["best"], dtype=torch.float64)
+            self.rank = torch.tensor(self.state["rank"], dtype=torch.long)
+            self.loss = torch.tensor(self.state["loss"], dtype=torch.float64)
+            self.feats = measure(ctx, self.kept)["features"].to(self.feats).clone()
+
+    def todo(self) -> torch.Tensor | None:
+        """The images the next member attacks: all (exhaustive), else those not done."""
+        return None if self.exhaustive else (self.rank < max(KS)).nonzero().squeeze(1)
+
+    def merge(self, i: int, adv: AdvImages, todo: torch.Tensor | None) -> tuple[torch.Tensor, dict | None]:
+        """Member ``i``'s images replace the kept ones where worse; returns its per-image i2t ranks over the
+        whole set (images it did not attack: their kept rank) and, exhaustive, its own measurement."""
+        ctx, n, res = self.ctx, self.n, None
+        if self.exhaustive:
+            res = measure(ctx, adv)
+            key_m = _suite_key(res["ranks"][0], _t2i_mean(res["ranks"][1], ctx.data.txt2img, n), res["loss"], n)
+            better = key_m > self.best
+            self.best = torch.where(better, key_m, self.best)
+            sub, feats, full_ranks = torch.arange(n), res["features"], res["ranks"][0].cpu()
+        else:
+            r = measure_i2t(ctx, adv, todo)
+            better = (r["rank"] > self.rank[todo]) | ((r["rank"] == self.rank[todo])
+                                                      & (r["loss"].double() > self.loss[todo]))
+            sub, feats = todo, r["features"]
+            self.rank[sub[better]] = r["rank"][better]
+            self.loss[sub[better]] = r["loss"].double()[better]
+            full_ranks = self.rank.clone()
+            full_ranks[todo] = r["rank"]
+        pos = better.nonzero().squeeze(1)
+        if self.main:
+            self.kept.update(sub[pos], adv, pos)
+        self.session.barrier()
+        self.kept = KeptImages(ctx.images, self.folder, keep=self.keep)   # every process reads the blocks written
+        self.member_of[sub[pos]] = i
+        self.feats[sub[pos]] = feats[pos.to(feats.device)].to(self.feats)
+        return full_ranks, res
+
+    def save(self, key: str, entry: AttackResult, full_ranks: torch.Tensor) -> None:
+        """Record member ``key`` as merged (a resumed run then skips it)."""
+        if not self.main or self.session.state is None:
+            return
+        self.state.setdefault("merged", {})[key] = {"entry": entry.to_dict(), "checks": self.ctx.checks.get(key, {}),
+                                                    "outcome": full_ranks.tolist()}
+        self.state.update(member_of=self.member_of.tolist(), rank=self.rank.tolist(), loss=self.loss.tolist(),
+                          best=self.best.tolist())
+        atomic_write_bytes(Path(self.folder) / "suite.json", json.dumps(self.state).encode())
+
+
 def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: dict, outcomes: Outcomes, *,
               generator, options: dict, precision: str, batch_size: int, gallery: str, objective: str,
               exhaustive: bool = False, members=None) -> AttackResult:
     """Run the members of suite ``spec`` (each its row ``<suite>/<member>`` in ``out``), keeping one store of the
     per-sample worst images; return the suite's row, measured on the kept images (see the module docstring)."""
-    model, k, data, n = ctx.model, ctx.rerank_k, ctx.data, len(ctx.data)
-    session = distributed.current()
-    main = session.world()[0] == 0
-    folder, keep = session.scratch_folder(f"{spec.name}-kept")
-    kept = KeptImages(ctx.images, folder, keep=keep)
-    k_max = max(KS)
-    if exhaustive:
-        best = torch.full((n,), float("-inf"), dtype=torch.float64)
-    else:
-        rank, loss = ctx.clean_ranks[0].cpu().clone(), ctx.clean_loss.double().clone()
-    member_of = torch.full((n,), -1, dtype=torch.long)
-    feats = ctx.clean_features.clone()
-    state = _load_state(folder) if session.state is not None and session.resume else {}
-    if state.get("merged"):                    # resumed after some members were merged
-        member_of = torch.tensor(state["member_of"], dtype=torch.long)
-        if exhaustive:
-            best = torch.tensor(state["best"], dtype=torch.float64)
-        else:
-            rank, loss = torch.tensor(state["rank"], dtype=torch.long), torch.tensor(state["loss"], dtype=torch.float64)
-        feats = measure(ctx, kept)["features"].to(feats)
+    model, k, n = ctx.model, ctx.rerank_k, len(ctx.data)
+    keeper = _Keeper(ctx, spec.name, exhaustive)
     labels = []
     for m in (spec.members if members is None else members):
         if m.needs_itm and not (model.has_itm and k):
@@ -145,72 +196,41 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
         key, mspec, mthreat = f"{spec.name}/{m.label}", registry.get(m.attack), threat.replace(**m.changes)
         mobj, mopts = m.objective or objective, {**options, **m.options}
         runs[key] = (mspec, mthreat, mobj, mopts)
-        i = len(labels)
-        labels.append(key)
+        labels.append(m.label)
         line = describe(m.attack, mthreat, objective=mobj, gallery=gallery, options=mopts) + precision
         line += f" EOT={m.eot}" if m.eot > 1 else ""
-        if key in state.get("merged", {}):     # resumed: this member was merged before the stop
-            session.skip_call()
-            saved = state["merged"][key]
+        if key in keeper.state.get("merged", {}):     # resumed: this member was merged before the stop
+            keeper.session.skip_call()
+            saved = keeper.state["merged"][key]
             out["attacks"][key] = AttackResult(**saved["entry"])
             ctx.checks[key] = saved["checks"]
             outcomes.add(key, mspec.kind, torch.tensor(saved["outcome"]))
             continue
         t = time.perf_counter()
-        todo = None if exhaustive else (rank < k_max).nonzero().squeeze(1)
+        todo = keeper.todo()
         adv = attack_images(ctx, mspec, mthreat, generator=generator, options=mopts, key=key,
                             batch_size=batch_size, gallery=gallery, objective=mobj, subset=todo, eot=m.eot)
-        if exhaustive:
-            res = measure(ctx, adv)
-            key_m = _suite_key(res["ranks"][0], _t2i_mean(res["ranks"][1], data.txt2img, n), res["loss"], n)
-            better = key_m > best
-            best = torch.where(better, key_m, best)
-            sub, m_feats, full_ranks = torch.arange(n), res["features"], res["ranks"][0].cpu()
-        else:
-            r = measure_i2t(ctx, adv, todo)
-            better = (r["rank"] > rank[todo]) | ((r["rank"] == rank[todo]) & (r["loss"].double() > loss[todo]))
-            sub, m_feats = todo, r["features"]
-            rank[sub[better]] = r["rank"][better]
-            loss[sub[better]] = r["loss"].double()[better]
-            full_ranks = rank.clone()
-            full_ranks[todo] = r["rank"]
-        pos = better.nonzero().squeeze(1)
-        if main:
-            kept.update(sub[pos], adv, pos)
-        session.barrier()
-        kept = KeptImages(ctx.images, folder, keep=keep)   # every process reads the blocks written
-        member_of[sub[pos]] = i
-        feats[sub[pos]] = m_feats[pos.to(m_feats.device)].to(feats)
+        full_ranks, res = keeper.merge(len(labels) - 1, adv, todo)
         if exhaustive:
             entry = result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))
         else:
-            cum = _measure_features(ctx, feats, kept)
-            entry = result(m.attack, ctx, cum, line + f" (suite's worst so far; attacked {len(todo)} of {n})",
+            entry = result(m.attack, ctx, _measure_features(ctx, keeper.feats, keeper.kept),
+                           line + f" (suite's worst so far; attacked {len(todo)} of {n})",
                            checks=ctx.checks.get(key, {}), attacked=len(todo))
         entry.seconds = round(time.perf_counter() - t, 2)
         out["attacks"][key] = entry
         outcomes.add(key, mspec.kind, full_ranks)
-        if main and session.state is not None:
-            state.setdefault("merged", {})[key] = {"entry": entry.to_dict(), "checks": ctx.checks.get(key, {}),
-                                                   "outcome": full_ranks.tolist()}
-            state.update(member_of=member_of.tolist(), rank=None if exhaustive else rank.tolist(),
-                         loss=None if exhaustive else loss.tolist(), best=best.tolist() if exhaustive else None)
-            atomic_write_bytes(Path(folder) / "suite.json", json.dumps(state).encode())
+        keeper.save(key, entry, full_ranks)
         _remove(adv)
     shown = spec if members is None else dataclasses.replace(spec, label=f"{spec.label}-rand", members=members)
     line = shown.line(threat, {}, {"itm": bool(model.has_itm and k)}) + precision
-    line += " exhaustive" if exhaustive else f" early-exit(done at i2t rank >= {k_max})"
-    res = measure(ctx, kept)
-    entry = result(spec.name, ctx, res, line,
-                   chosen={**{"clean": int((member_of == -1).sum())}, **{lab.split("/", 1)[1]: int((member_of == j).sum())
-                                                                        for j, lab in enumerate(labels)}})
+    line += " exhaustive" if exhaustive else f" early-exit(done at i2t rank >= {max(KS)})"
+    res = measure(ctx, keeper.kept)
+    chosen = {"clean": int((keeper.member_of == -1).sum()),
+              **{lab: int((keeper.member_of == j).sum()) for j, lab in enumerate(labels)}}
+    entry = result(spec.name, ctx, res, line, chosen=chosen)
     outcomes.add(spec.name, spec.kind, res["ranks"][0])
     return entry
-
-
-def _load_state(folder: Path) -> dict:
-    f = Path(folder) / "suite.json"
-    return json.loads(f.read_text()) if f.exists() else {}
 
 
 def ensemble(ctx: Ctx, advs: dict, members: list[str], threat: ThreatModel, *, name: str = "ensemble",
