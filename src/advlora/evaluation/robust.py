@@ -64,14 +64,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     the session's per-batch records on disk (``advlora.evaluation.distributed``), read back batch by batch; only
     per-sample values (features, ranks, losses, check values) are held for the whole set.
     """
-    names = registry.check_names(attacks)
-    O.check_objective(objective)
-    if gallery not in GALLERIES:
-        raise choices_error("gallery", gallery, GALLERIES)
-    if objective in ("itm", "rerank") and not model.has_itm:
-        raise AdvloraError(f"objective {objective!r} needs a model with an ITM head (BLIP)")
-    if len(dataset) == 0:
-        raise AdvloraError("the data set is empty")
+    names = _check_args(model, dataset, attacks, objective, gallery)
     generator = threat.generator() if generator is None else generator
     given = {"queries": square_queries, "text_budget": text_budget, **(options or {})}
     model = for_dataset(model, dataset)  # video sets (N, F, 3, H, W): frame pooling, same contract
@@ -102,12 +95,8 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
             if members:
                 out["ensemble"] = _ensemble(ctx, run.advs, members, threat)[0]
         if sanity:
-            p = probe(model, dataset, k, objective, gallery, batch_size, sanity_limit, run.runs)
-            checks = {**(run.sub_ctx.checks if run.sub_ctx else {}), **ctx.checks}
-            out["sanity"] = run_checks(threat, out, ctx_checks=checks, probe=p, outcomes=run.scopes,
-                                       chance=chance_r_mean(dataset.txt2img, len(dataset)))
-            if run.randomized is not None:
-                out["sanity"].append(check_randomized(run.randomized, _rand_eot()))
+            out["sanity"] = run.checks(probe(model, dataset, k, objective, gallery, batch_size, sanity_limit,
+                                             run.runs))
     distributed.current().barrier()   # no process returns (and replaces the state folder) while another reads it
     if sanity:
         out["sanity"].append(check_mode_restored(model, was_training))
@@ -117,6 +106,19 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
 
 
 _ensemble = ensemble
+
+
+def _check_args(model, dataset: RetrievalDataset, attacks, objective: str, gallery: str) -> list[str]:
+    """The attack names, after refusing what cannot run (one ``AdvloraError`` line each)."""
+    names = registry.check_names(attacks)
+    O.check_objective(objective)
+    if gallery not in GALLERIES:
+        raise choices_error("gallery", gallery, GALLERIES)
+    if objective in ("itm", "rerank") and not model.has_itm:
+        raise AdvloraError(f"objective {objective!r} needs a model with an ITM head (BLIP)")
+    if len(dataset) == 0:
+        raise AdvloraError("the data set is empty")
+    return names
 
 
 def _rand_eot() -> int:
@@ -139,6 +141,15 @@ class _Run:
         self.advs: dict = {}          # image attack -> (adversarial images, measurement): the ensemble's input
         self.runs: dict = {}          # key -> (spec, threat, objective, options): what the checks re-run
         self.randomized: float | None = None
+
+    def checks(self, p) -> list:
+        """The sanity checks of this run (``sanity.run_checks``) through probe ``p``, and the randomized-model check."""
+        checks = {**(self.sub_ctx.checks if self.sub_ctx else {}), **self.ctx.checks}
+        out = run_checks(self.threat, self.out, ctx_checks=checks, probe=p, outcomes=self.scopes,
+                         chance=chance_r_mean(self.dataset.txt2img, len(self.dataset)))
+        if self.randomized is not None:
+            out.append(check_randomized(self.randomized, _rand_eot()))
+        return out
 
     def line(self, name: str) -> str:
         kw = self.attack_kw
