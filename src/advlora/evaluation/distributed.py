@@ -1,7 +1,7 @@
 """How ``evaluate_robust`` runs an image attack's batches: split across processes, resumable, with progress.
 
 An ``EvalSession`` (made current with ``with session:``; the default one is a single process with no
-state and no progress) owns the loop of every image attack (``robust._attack_images``):
+state and no progress) owns the loop of every image attack (``runners.attack_images``):
 - **distributed** (``distributed=True`` and ``torch.distributed`` initialised, e.g. under ``torchrun``; a
   session is never distributed by default, because a DDP training evaluates on its main process only): the images still to attack are
   split by index into contiguous slices, one per process (no padding, no duplicates); each process attacks
