@@ -182,3 +182,14 @@ def test_a_stopped_suite_resumes_from_its_kept_images(tiny_clip, small_suite, em
     for key, entry in ref["attacks"].items():
         assert again["attacks"][key]["metrics"] == entry["metrics"], key
         assert again["attacks"][key]["ranks"] == entry["ranks"], key
+
+
+def test_members_with_nothing_left_to_attack(tiny_clip, small_suite, emoji_build, monkeypatch):
+    from advlora.evaluation import suite
+
+    monkeypatch.setattr(suite, "KS", (0,))          # every image "done" at its clean rank: no member attacks
+    data = _data(emoji_build, "emoji-source", 6)
+    out = R.evaluate_robust(tiny_clip, data, [small_suite], ThreatModel(eps="4/255"), batch_size=4, sanity=False)
+    assert [out["attacks"][f"{small_suite}/{m.label}"].attacked for m in SMALL.members] == [0, 0, 0]
+    assert out["attacks"][small_suite].metrics == out["clean"]
+    assert out["attacks"][small_suite].chosen["clean"] == len(data)

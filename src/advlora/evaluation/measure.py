@@ -67,9 +67,10 @@ def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
     what ``measure`` gives that image within the whole set."""
     model, data = ctx.model, ctx.data
     indices = torch.as_tensor(indices, dtype=torch.long)
-    imf = _encode(model, images)
     if not len(indices):
-        return {"rank": torch.zeros(0, dtype=torch.long), "loss": torch.zeros(0), "features": imf}
+        return {"rank": torch.zeros(0, dtype=torch.long), "loss": torch.zeros(0),
+                "features": ctx.text_features.new_zeros((0, ctx.text_features.shape[1]))}
+    imf = _encode(model, images)
     s_i2t, _ = scores(model, imf, ctx.text_features, images, data.captions, ctx.rerank_k)
     # the subset's captions map to its rows; every other caption maps to one extra row, so it counts as a
     # negative of every subset image (metrics.i2t_ranks computes the rank, with its tie rules)
