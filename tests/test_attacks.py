@@ -160,6 +160,63 @@ def test_pgd_cost_is_one_forward_backward_per_step():
     assert obj.calls == {"forward": 2 * 11, "backward": 2 * 10}
 
 
+def test_apgd_cost_leaves_out_the_last_iterates_backward():
+    x = _images((2, 3, 8, 8))
+    obj = Quad(x.shape)
+    apgd(obj, x, eps=0.05, steps=10, restarts=2)
+    # per restart: the start and 9 iterates forward+backward, the 10th iterate a forward alone
+    assert obj.calls == {"forward": 2 * 11, "backward": 2 * 10}
+
+
+def test_the_clean_outcome_of_an_objective_replaces_its_forward(tiny_clip):
+    x = _images((3, 3, tiny_clip.image_size, tiny_clip.image_size))
+    tf = tiny_clip.encode_text(["red apple", "dog face", "flag japan rocket", "house"]).detach()
+    pos = torch.eye(3, 4, dtype=torch.bool)
+    with torch.no_grad():
+        feats = tiny_clip.encode_image(x)
+    calls = []
+    plain, known = O.contrastive(tiny_clip, tf, pos), O.contrastive(tiny_clip, tf, pos, clean_features=feats)
+    for obj in (plain, known):
+        counted = lambda z, o=obj: calls.append(len(z)) or o(z)  # noqa: E731
+        counted.last_rank = None
+        counted.clean_outcome = getattr(obj, "clean_outcome", None)
+        calls.clear()
+        pgd(counted, x, eps=0.02, steps=2, generator=G())
+        assert len(calls) == (3 if obj is known else 4)        # 2 steps + the last iterate (+ the clean images)
+    plain(x)
+    assert torch.equal(known.clean_outcome[1], plain.last_rank)
+    assert torch.allclose(known.clean_outcome[0], plain(x), atol=1e-5)
+
+
+def test_apgd_t_targets_in_one_pass_equal_them_one_after_another(tiny_clip):
+    from advlora.attacks.apgd_t import apgd_targeted
+    from advlora.attacks.seeding import SampleGenerators
+
+    x = _images((5, 3, tiny_clip.image_size, tiny_clip.image_size), seed=3)
+    words = ["red", "apple", "dog", "face", "flag", "japan", "rocket", "house", "green", "heart", "blue", "car"]
+    tf = tiny_clip.encode_text([" ".join(words[(i * 7 + j) % 12] for j in range(3)) for i in range(12)]).detach()
+    pos = torch.zeros(5, 12, dtype=torch.bool)
+    pos[torch.arange(5), torch.arange(5)] = True
+    family = O.TargetedDLR(tiny_clip, tf, pos, x, n_targets=4)
+    runs = [apgd_targeted(family, x, eps="8/255", steps=6, targets=4, targets_per_pass=p,
+                          generator=SampleGenerators(0, range(5), "apgd-t")) for p in (None, 1, 3)]
+    # the same per-(sample, target) streams: identical images, whichever targets share a pass (tolerance 0)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    assert not torch.equal(runs[0], x)
+
+
+def test_square_draws_one_proposal_per_query(monkeypatch):
+    import importlib
+
+    square_module = importlib.import_module("advlora.attacks.square")   # the package's ``square`` is the function
+    draws = []
+    signs = square_module._signs
+    monkeypatch.setattr(square_module, "_signs", lambda *a: draws.append(1) or signs(*a))
+    x = _images((3, 3, 16, 16))
+    square(Quad(x.shape), x, eps=0.05, queries=40, generator=G())
+    assert len(draws) == 1 + 40                          # the initial stripes, then one draw per query
+
+
 def test_generator_makes_attacks_reproducible():
     x = _images((2, 3, 8, 8))
     obj = Quad(x.shape)

@@ -11,15 +11,17 @@ from advlora.cli import main
 def test_bench_tiny_writes_every_ratio(tmp_path, capsys):
     out = tmp_path / "bench"
     rc = main(["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1", "--retrieval-images", "200",
-               "--retrieval-texts", "1000", "--out", str(out)])
+               "--retrieval-texts", "1000", "--suite-images", "4", "--autoattack-images", "0",
+               "--out", str(out)])
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
-    assert set(data["ratios"]) == set(TARGETS)
+    assert set(data["ratios"]) == set(TARGETS) - {"p8_vs_autoattack"}      # the AutoAttack reduction skipped
     for key, value in data["ratios"].items():
         assert math.isfinite(value) and value > 0, key
     assert data["details"]["full_trainable"] > data["details"]["advlora_trainable"] > 0
     printed = capsys.readouterr().out
-    assert "p1_attack" in printed and "p6_eval_time" in printed
+    assert "p1_attack" in printed and "p6_eval_time" in printed and "p7_suite_vs_members" in printed
+    assert "AutoAttack reduction: not run" in printed
 
 
 def test_bench_unknown_size_is_one_line(capsys):

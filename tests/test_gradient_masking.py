@@ -33,7 +33,10 @@ class Recorder:
 
     def __call__(self, x):
         loss = self.objective(x)
-        self.seen.append((x.detach().clone(), self.objective.last_rank.clone(), loss.detach().clone()))
+        b = len(self.seen[0][0]) if self.seen else len(x)     # targets in one pass: record each target's rows
+        for s in range(0, len(x), b):
+            self.seen.append((x[s:s + b].detach().clone(), self.objective.last_rank[s:s + b].clone(),
+                              loss[s:s + b].detach().clone()))
         return loss
 
     @property
@@ -47,6 +50,9 @@ class RecordingFamily:
 
     def target(self, j):
         return Recorder(self.family.target(j), self.seen)
+
+    def targets_of(self, js):
+        return Recorder(self.family.targets_of(js), self.seen)
 
 
 def _worse_or_equal(rank, loss, ranks, losses):

@@ -14,6 +14,7 @@ from advlora.data import load_dataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.evaluation import distributed
+from advlora.evaluation import measure, runners
 from advlora.evaluation import robust as R
 from advlora.evaluation.images import AdvImages, CleanImages, Picked, TensorImages, write_record
 from advlora.evaluation.retrieval import encode_images, encode_texts, evaluate_clean
@@ -77,8 +78,9 @@ def _no_whole_set(monkeypatch, model, data, attacks, threat, **kw) -> dict:
         raise AssertionError("evaluate_robust loaded the whole set as floats")
 
     monkeypatch.setattr(RetrievalDataset, "load_images", refuse)
-    monkeypatch.setattr(R, "FEATURE_BATCH", 4)                # features too are encoded 4 images at a time
-    monkeypatch.setattr(R, "ITM_BATCH", 4)                    # and BLIP's image states made 4 at a time
+    for module in (measure, runners):                          # features too are encoded 4 images at a time
+        monkeypatch.setattr(module, "FEATURE_BATCH", 4)
+    monkeypatch.setattr(measure, "ITM_BATCH", 4)              # and BLIP's image states made 4 at a time
     watch = _WholeSetFloats((len(data), 3, model.image_size, model.image_size))
     with watch:
         out = R.evaluate_robust(model, data, attacks, threat, batch_size=3, **kw)

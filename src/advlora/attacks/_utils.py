@@ -93,13 +93,35 @@ def loss_and_grad(objective: Objective, x: torch.Tensor) -> tuple[torch.Tensor, 
 
     ``torch.autograd.grad`` (never ``.backward()``): parameter ``.grad`` fields are left untouched, and the
     engine skips the weight-gradient kernels, so an attack inside a training step costs input gradients only.
+    An objective with ``eot`` > 1 (a randomized model: expectation over transformation) is called that many
+    times, one graph at a time; the loss and gradient returned are the means.
     """
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = objective(x)
-        check_loss(loss, x)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad.detach()
+    n = int(getattr(objective, "eot", 1) or 1)
+    loss_sum, grad_sum = None, None
+    for _ in range(n):
+        with torch.enable_grad():
+            loss = objective(x)
+            check_loss(loss, x)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        grad_sum = grad.detach() if grad_sum is None else grad_sum + grad.detach()
+    if n == 1:
+        return loss_sum, grad_sum
+    return loss_sum / n, grad_sum / n
+
+
+def loss_only(objective: Objective, x: torch.Tensor) -> torch.Tensor:
+    """The per-sample loss (B,) without a gradient (the mean over ``objective.eot`` calls, as
+    ``loss_and_grad``): for an iterate whose gradient would never be used."""
+    n = int(getattr(objective, "eot", 1) or 1)
+    total = None
+    with torch.no_grad():
+        for _ in range(n):
+            loss = objective(x.detach())
+            check_loss(loss, x)
+            total = loss.detach() if total is None else total + loss.detach()
+    return total if n == 1 else total / n
 
 
 def check_loss(loss: torch.Tensor, x: torch.Tensor) -> None:
@@ -117,7 +139,8 @@ def outcome(objective: Objective) -> torch.Tensor | None:
 
 def reports_outcome(objective: Objective) -> bool:
     """Whether ``objective`` reports a retrieval outcome (``outcome``): then the clean image, a point of the
-    ball, competes for the worst case even under a random start (one extra forward per attack call)."""
+    ball, competes for the worst case even under a random start (``WorstCase.score_clean``: free when the
+    objective carries its clean outcome, else one extra forward per attack call)."""
     return hasattr(objective, "last_rank")
 
 
@@ -156,6 +179,16 @@ class WorstCase:
         self.loss = torch.where(better, loss, self.loss)
         self.x = torch.where(_bview(better, x), x.detach(), self.x)
         return better
+
+    def score_clean(self, objective: Objective, x0: torch.Tensor) -> torch.Tensor:
+        """Let the clean image compete: its outcome from ``objective.clean_outcome`` ((loss, rank) at the clean
+        images, computed from features already held) when the objective carries one, else one forward."""
+        known = getattr(objective, "clean_outcome", None)
+        if known is not None and known[0].shape[0] == x0.shape[0]:
+            loss, rank = known
+            self.update(loss, x0, rank)
+            return loss.detach()
+        return self.score(objective, x0)
 
     def score(self, objective: Objective, x: torch.Tensor) -> torch.Tensor:
         """Evaluate ``objective`` at ``x`` without gradient and keep it if worse; returns the loss."""

@@ -8,7 +8,9 @@ p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); at a checkpoint a s
 restarts from its best point when fewer than 75 % of the steps since the last checkpoint increased its
 objective, or when its step was not reduced at the last checkpoint and its best objective has not improved
 since. Use it with the cross-entropy objective (``objectives.contrastive``, "APGD-CE") and with a margin
-objective (``objectives.margin``, the DLR-like "APGD-margin"). Cost: steps + 1 forward+backward per restart.
+objective (``objectives.margin``, the DLR-like "APGD-margin"). Cost: steps forward+backward and one forward
+per restart (the last iterate's gradient is never used), plus one forward for the clean image unless the
+objective knows its clean outcome.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import math
 import torch
 
 from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
-                                    outcome, project_image, reports_outcome, start_point)
+                                    loss_only, outcome, project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 
@@ -44,12 +46,20 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
     0.001 * N(0, 1) when the objective is stationary there).
     """
     eps = check_args(images, eps, norm, steps)
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
     x0 = images.detach()
     worst = WorstCase(x0)                             # the returned point: worst outcome over everything seen
     if random_start and reports_outcome(objective):
-        worst.score(objective, x0)                    # the clean image is a point of the ball too
+        worst.score_clean(objective, x0)              # the clean image is a point of the ball too
+    return apgd_into(worst, objective, x0, eps=eps, steps=steps, norm=norm, restarts=restarts,
+                     random_start=random_start, generator=generator).x
+
+
+def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, *, eps: float, steps: int, norm: str,
+              restarts: int = 1, random_start: bool = True, generator: torch.Generator | None = None) -> WorstCase:
+    """APGD's iterations from ``x0`` (validated), every iterate competing in ``worst`` (returned). The last
+    iterate of a restart is scored by a forward alone: its gradient would never be used."""
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
     marks = set(checkpoints(int(steps))[1:])
     for _ in range(int(restarts)):
         x = start_point(objective, x0, eps, norm, random_start, generator)
@@ -68,6 +78,10 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
             z = project_image(x + _bview(step, x) * ascent_direction(grad, norm), x0, eps, norm)
             x_new = project_image(x + a * (z - x) + (1 - a) * (x - x_prev), x0, eps, norm)
             x_prev, x = x, x_new
+            if i == int(steps) - 1:                   # the final iterate: no step follows, so no gradient
+                loss = loss_only(objective, x)
+                worst.update(loss, x, outcome(objective))
+                break
             loss, grad = loss_and_grad(objective, x)
             worst.update(loss, x, outcome(objective))
             history.append(loss)
@@ -84,7 +98,7 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
                 x = torch.where(_bview(halve, x), best.x, x)
                 grad = torch.where(_bview(halve, grad), grad_best, grad)
                 reduced_at_mark, best_at_mark, last_mark = halve, best.loss.clone(), k
-    return worst.x
+    return worst
 
 
 def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None

@@ -43,9 +43,13 @@ class RankedObjective:
 
     stationary = False
 
-    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                 clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
         self.fn = fn
         self.last_rank: torch.Tensor | None = None
+        #: (loss, rank) at the clean images when ``clean`` (loss, scores, positives there) is given: the
+        #: attacks then let the clean image compete without a forward (``_utils.WorstCase.score_clean``)
+        self.clean_outcome = None if clean is None else (clean[0].detach(), best_positive_rank(clean[1], clean[2]))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         loss, scores, positives = self.fn(images)
@@ -83,7 +87,8 @@ def _check_pos(positives: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def contrastive(model, text_features: torch.Tensor, positives: torch.Tensor,
-                logit_scale: float | torch.Tensor | None = None) -> Objective:
+                logit_scale: float | torch.Tensor | None = None,
+                clean_features: torch.Tensor | None = None) -> Objective:
     """Multi-positive cross-entropy of each image against ``text_features``.
 
     Args:
@@ -91,37 +96,48 @@ def contrastive(model, text_features: torch.Tensor, positives: torch.Tensor,
         text_features: (N, D) unit caption embeddings: the full gallery, or the captions of the batch.
         positives: bool (B, N), ``positives[b, j]`` when caption j describes image b (rows follow the batch).
         logit_scale: temperature multiplier; None -> the model's own.
+        clean_features: (B, D) unit embeddings of the clean images, when already computed: the clean image's
+            outcome is then known without a forward.
     """
     tf = text_features.detach()
     positives = _check_pos(positives, tf.shape[0]).to(tf.device)
     scale = _scale(model, logit_scale)
 
-    def objective(images: torch.Tensor):
-        logits = scale * model.encode_image(images) @ tf.t()
+    def score(feats: torch.Tensor):
+        logits = scale * feats @ tf.t()
         pos = positives[:logits.shape[0]]
         return multi_positive_ce(logits, pos), logits, pos
 
-    return RankedObjective(objective)
+    clean = None if clean_features is None else _no_grad(score, clean_features.to(tf))
+    return RankedObjective(lambda images: score(model.encode_image(images)), clean)
+
+
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
 
 
 itc = contrastive
 
 
-def margin(model, text_features: torch.Tensor, positives: torch.Tensor) -> Objective:
+def margin(model, text_features: torch.Tensor, positives: torch.Tensor,
+           clean_features: torch.Tensor | None = None) -> Objective:
     """Best negative minus best positive cosine similarity (> 0: the image no longer retrieves a caption of its
-    own at rank 1). A DLR-like margin: scale-free, so it does not saturate as cross-entropy does."""
+    own at rank 1). A DLR-like margin: scale-free, so it does not saturate as cross-entropy does.
+    ``clean_features``: as ``contrastive``'s."""
     tf = text_features.detach()
     positives = _check_pos(positives, tf.shape[0]).to(tf.device)
     if positives.all(dim=1).any():
         raise AdvloraError("margin objective needs at least one negative caption per image")
 
-    def objective(images: torch.Tensor):
-        sim = model.encode_image(images) @ tf.t()
+    def score(feats: torch.Tensor):
+        sim = feats @ tf.t()
         pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
         neg = sim.masked_fill(positives, float("-inf")).amax(dim=1)
         return neg - pos, sim, positives
 
-    return RankedObjective(objective)
+    clean = None if clean_features is None else _no_grad(score, clean_features.to(tf))
+    return RankedObjective(lambda images: score(model.encode_image(images)), clean)
 
 
 class TargetedDLR:
@@ -143,19 +159,29 @@ class TargetedDLR:
         self.positives = _check_pos(positives, self.tf.shape[0]).to(self.tf.device)
         with torch.no_grad():
             sim = model.encode_image(clean_images) @ self.tf.t()
+        self.clean_sim = sim
         n_neg = int((~self.positives).sum(dim=1).min())
         self.n_targets = max(0, min(int(n_targets), n_neg))
         neg = sim.masked_fill(self.positives, float("-inf"))
         self.targets = neg.topk(self.n_targets, dim=1).indices if self.n_targets else None   # (B, T)
 
     def target(self, j: int) -> RankedObjective:
+        """The objective towards each image's ``j``-th target (its clean outcome known, from the clean scores)."""
         if not 0 <= j < self.n_targets:
             raise AdvloraError(f"target {j} out of range: {self.n_targets} targets")
-        t = self.targets[:, j]
-        positives, tf, model = self.positives, self.tf, self.model
+        return self._objective(self.targets[:, j], self.positives, self.clean_sim)
 
-        def objective(images: torch.Tensor):
-            sim = model.encode_image(images) @ tf.t()
+    def targets_of(self, js) -> RankedObjective:
+        """All targets ``js`` at once, for images repeated target-major: row ``a * B + b`` is image ``b`` towards
+        its target ``js[a]`` (APGD-T's targets as a batch dimension)."""
+        js = list(js)
+        t = torch.cat([self.targets[:, j] for j in js])
+        return self._objective(t, self.positives.repeat(len(js), 1), self.clean_sim.repeat(len(js), 1))
+
+    def _objective(self, t: torch.Tensor, positives: torch.Tensor, clean_sim: torch.Tensor) -> RankedObjective:
+        tf, model = self.tf, self.model
+
+        def score(sim: torch.Tensor):
             rows = torch.arange(sim.shape[0], device=sim.device)
             z_y = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
             z_t = sim[rows, t.to(sim.device)]
@@ -163,7 +189,7 @@ class TargetedDLR:
             denom = top[:, 0] - (top[:, min(2, top.shape[1] - 1)] + top[:, -1]) / 2
             return (z_t - z_y) / (denom + 1e-12), sim, positives
 
-        return RankedObjective(objective)
+        return RankedObjective(lambda images: score(model.encode_image(images) @ tf.t()), _no_grad(score, clean_sim))
 
 
 def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> Objective:

@@ -45,7 +45,7 @@ def pgd(objective: Objective, images: torch.Tensor, *, eps: float | str, step_si
     x0 = images.detach()
     worst = WorstCase(x0)
     if random_start and reports_outcome(objective):
-        worst.score(objective, x0)                     # the clean image is a point of the ball too
+        worst.score_clean(objective, x0)               # the clean image is a point of the ball too
     for _ in range(int(restarts)):
         x = start_point(objective, x0, eps, norm, random_start, generator)
         for _ in range(int(steps)):

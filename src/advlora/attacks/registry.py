@@ -45,7 +45,8 @@ SUITE_KEYS = ("itm",)
 class SuiteMember:
     """One attack of a suite: registered ``attack`` run under the suite's threat model with ``changes`` (e.g.
     ``{"steps": 100}``), its own ``objective`` (None: the attack's or the evaluation's) and ``options``;
-    ``needs_itm``: run only on models with an ITM head (BLIP's re-rank objective)."""
+    ``needs_itm``: run only on models with an ITM head (BLIP's re-rank objective); ``eot``: gradients averaged
+    over this many calls per step (expectation over transformation, for randomized models)."""
 
     label: str
     attack: str
@@ -53,6 +54,7 @@ class SuiteMember:
     changes: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     needs_itm: bool = False
+    eot: int = 1
 
     def budget(self, threat: ThreatModel) -> str:
         """``APGD steps=100 objective=contrastive``: what this member spends, for the suite's line."""
@@ -67,6 +69,8 @@ class SuiteMember:
         obj = self.objective or spec.objective
         if obj:
             parts.append(f"objective={obj}")
+        if self.eot > 1:
+            parts.append(f"EOT={self.eot}")
         return " ".join(parts)
 
 
@@ -89,6 +93,7 @@ class AttackSpec:
         fn: the plain attack function, for callers that build their own objective (training).
         describe: ``describe(threat, options, context) -> line``; None: ``line``.
         members: a suite's attacks (kind ``suite``).
+        rand_members: what a suite runs instead on a randomized model (AutoAttack's ``rand`` version).
     """
 
     name: str
@@ -105,6 +110,7 @@ class AttackSpec:
     fn: Callable[..., Any] | None = None
     describe: Callable[..., str] | None = None
     members: tuple[SuiteMember, ...] = ()
+    rand_members: tuple[SuiteMember, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -6,6 +6,7 @@ which other samples share its batch, on the batch size, or on how the images are
 (``advlora.attacks._utils._rand``, Square's ``_signs`` / ``_randint``) see ``per_sample`` and draw row ``b`` of a
 (B, ...) tensor from sample ``b``'s stream. Restart ``r`` of a sample is the ``r``-th draw of that stream (a
 function of (seed, index, attack key, r)), because every sample of a batch makes the same sequence of draws.
+APGD-T's targets, run as a batch dimension, draw from one stream per (sample, target): ``per_target``.
 """
 from __future__ import annotations
 
@@ -37,8 +38,18 @@ class SampleGenerators(torch.Generator):
         super().__init__()
         self.indices = [int(i) for i in indices]
         self.manual_seed(sample_seed(seed, self.indices[0] if self.indices else -1, key))
-        self.key = key
+        self.seed, self.key = int(seed), key
         self.generators = [torch.Generator().manual_seed(sample_seed(seed, i, key)) for i in self.indices]
+
+    def per_target(self, targets: Sequence[int]) -> SampleGenerators:
+        """Streams for the batch repeated once per target (target-major: row ``a * B + b`` is sample ``b``
+        towards ``targets[a]``), each seeded from (seed, sample index, key, target): a sample's draws towards
+        one target do not depend on which other targets share the pass."""
+        out = SampleGenerators(self.seed, [], self.key)
+        out.indices = [i for _ in targets for i in self.indices]
+        out.generators = [torch.Generator().manual_seed(sample_seed(self.seed, i, f"{self.key}#target{int(t)}"))
+                          for t in targets for i in self.indices]
+        return out
 
     def _rows(self, shape, fn) -> torch.Tensor:
         shape = tuple(shape)

@@ -9,7 +9,8 @@ is drawn per sample on the last two dimensions, one sign per channel (and per fr
 Algorithm (linf, as in the paper and AutoAttack): start from vertical stripes of +-eps; at query i, propose
 setting a random s x s window of each sample to +-eps around the clean image (s from the fraction schedule
 p_i: p_init halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of 10000 rescaled to the budget) and keep
-it where the objective increases. Budget: ``queries`` batch evaluations after the initial one, plus one of
+it where the objective increases (one sign draw per query and sample; a proposal that would leave the image
+unchanged takes the opposite signs, where AutoAttack redraws). Budget: ``queries`` batch evaluations after the initial one, plus one of
 the clean images: a sample whose search ends below its clean objective returns the clean image.
 """
 from __future__ import annotations
@@ -67,7 +68,7 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
     dev = x0.device
     stripes = _signs((B, *lead, 1, W), generator, dev).to(x0.dtype)
     worst = WorstCase(x0)                         # the returned point: worst outcome over every query
-    worst.score(objective, x0)                    # the clean image is a point of the ball too
+    worst.score_clean(objective, x0)              # the clean image is a point of the ball too
     x_best = (x0 + eps * stripes).clamp(0, 1)
     loss_best = worst.score(objective, x_best)
     n_features = math.prod(x0.shape[1:])
@@ -84,14 +85,14 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
         mask = ((rows[None] >= vh[:, None]) & (rows[None] < (vh + s)[:, None]))[:, :, None] & \
                ((cols[None] >= vw[:, None]) & (cols[None] < (vw + s)[:, None]))[:, None, :]   # (B, H, W)
         mask = mask.view(*bview, H, W)
-        x_new = x_best
-        for _ in range(3):  # redraw signs for samples whose proposal would not change anything
-            signs = _signs((B, *lead, 1, 1), generator, dev).to(x0.dtype)
-            cand = torch.where(mask, (x0 + eps * signs).clamp(0, 1), x_best)
-            same = (cand - x_best).abs().reshape(B, -1).amax(dim=1) < 1e-7
-            x_new = torch.where(same.view(*bview, 1, 1), x_new, cand) if _ else cand
-            if not same.any() and not is_per_sample(generator):   # per sample: every sample draws 3 times
-                break
+        # one sign draw per query; a sample whose window already holds exactly that proposal takes the
+        # opposite signs instead, so no query is spent on an unchanged image
+        signs = _signs((B, *lead, 1, 1), generator, dev).to(x0.dtype)
+        x_new = torch.where(mask, (x0 + eps * signs).clamp(0, 1), x_best)
+        same = (x_new - x_best).abs().reshape(B, -1).amax(dim=1) < 1e-7
+        if same.any():
+            signs = torch.where(same.view(*bview, 1, 1), -signs, signs)
+            x_new = torch.where(mask, (x0 + eps * signs).clamp(0, 1), x_best)
         loss = worst.score(objective, x_new)
         better = loss > loss_best                 # the search itself follows the objective
         loss_best = torch.where(better, loss, loss_best)

@@ -1,4 +1,4 @@
-"""``advlora bench``: efficiency as ratios of things measured side by side in one run (issue P1-P6)."""
+"""``advlora bench``: efficiency as ratios of things measured side by side in one run (P1-P8)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import torch
 
 from advlora.bench import cases
 from advlora.bench.retrieval_case import measure_retrieval
+from advlora.bench.suite_case import have_torchattacks, measure_suite, reduction_rows
 from advlora.bench.timing import run_isolated
 from advlora.errors import choices_error
 from advlora.io import write_json
@@ -19,7 +20,7 @@ from advlora.io import write_json
 SIZES = ("tiny", "vit-b32", "blip-base", "openclip-vit-b32")
 #: ratio key -> (target description, test on the value); the targets of the issue
 TARGETS = {
-    "p1_attack": ("<= 1.10", lambda v: v <= 1.10),
+    "p1_attack": ("<= 1.05", lambda v: v <= 1.05),
     "p2_step_vs_lora": ("<= 1.05", lambda v: v <= 1.05),
     "p2_step_full_vs_advlora": ("(reported)", None),
     "p2_memory_vs_full": ("<= 0.60 (ViT-B/32, batch 16)", lambda v: v <= 0.60),
@@ -31,6 +32,9 @@ TARGETS = {
     "p5_mfu": (">= 0.50 (ViT-B/32)", lambda v: v >= 0.50),
     "p6_eval_time": ("<= 1.20", lambda v: v <= 1.20),
     "p6_eval_extra_gib": ("<= 1.00", lambda v: v <= 1.00),
+    "p7_suite_vs_members": ("<= 1.00", lambda v: v <= 1.00),
+    "p7_exhaustive_vs_members": ("<= 1.05", lambda v: v <= 1.05),
+    "p8_vs_autoattack": ("<= 1.00, same R@1 (torchattacks)", lambda v: v <= 1.00),
 }
 
 
@@ -43,6 +47,9 @@ class BenchConfig:
     warmup: int = 1
     retrieval_images: int = 5000
     retrieval_texts: int = 25000
+    #: images of the suite measurement (P7) and of each AutoAttack reduction row (P8; 0: skipped)
+    suite_images: int = 8
+    autoattack_images: int = 100
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -77,8 +84,15 @@ def run_bench(cfg: BenchConfig) -> dict:
         details[f"p2_memory_vs_full{suffix}"] = mem_adv / mem_full
     details.update(run_isolated(measure_retrieval, cfg.retrieval_images, cfg.retrieval_texts, 512, cfg.repeats,
                                 cfg.warmup))
-    ratios = {k: details[k] for k in TARGETS}
-    met = {k: (None if test is None else bool(test(ratios[k]))) for k, (_, test) in TARGETS.items()}
+    details.update(measure_suite(cases.base_model(cfg.size), cfg.suite_images))
+    if cfg.autoattack_images and have_torchattacks():
+        rows = reduction_rows(cfg.autoattack_images)
+        details["autoattack_rows"] = rows
+        details["p8_vs_autoattack"] = max(r["p8_vs_autoattack"] for r in rows)
+        details["p8_same_r1"] = all(abs(r["ours_r1"] - r["aa_acc"]) < 1e-6 for r in rows)
+    ratios = {k: details[k] for k in TARGETS if k in details}
+    met = {k: (None if test is None or k not in ratios else bool(test(ratios[k]))
+               and (k != "p8_vs_autoattack" or details["p8_same_r1"])) for k, (_, test) in TARGETS.items()}
     return {"ratios": ratios, "met": met, "details": details, "config": cfg.__dict__,
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
                         "cuda": torch.cuda.is_available()}, "wall_s": time.perf_counter() - t0}
@@ -90,7 +104,8 @@ def format_bench(result: dict) -> str:
     rows = [("ratio", "value", "target", "met")]
     for k, (target, _) in TARGETS.items():
         met = result["met"][k]
-        rows.append((k, f"{r[k]:.3f}", target, "-" if met is None else ("yes" if met else "NO")))
+        value = f"{r[k]:.3f}" if k in r else "(not run)"
+        rows.append((k, value, target, "-" if met is None else ("yes" if met else "NO")))
     w = [max(len(x[i]) for x in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
     lines.append("")
@@ -111,6 +126,14 @@ def format_bench(result: dict) -> str:
                  "GFLOP/s".format(**d))
     lines.append("retrieval 5k x 25k {retrieval_s:.3f}s vs matmul {matmul_s:.3f}s; extra peak "
                  "{p6_eval_extra_gib:.3f} GiB".format(**d))
+    lines.append("suite on {suite_images} images: early exit {suite_early_s:.1f}s, exhaustive {suite_exhaustive_s:.1f}s, "
+                 "members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} images/s".format(**d))
+    for row in d.get("autoattack_rows", []):
+        lines.append("AutoAttack reduction {data} {eps} ({aa_images} images, clean R@1 {clean_r1:.1f}): advlora "
+                     "standard i2t R@1 {ours_r1:.1f} in {ours_s:.1f}s, AutoAttack robust acc. {aa_acc:.1f} in "
+                     "{aa_s:.1f}s, ratio {p8_vs_autoattack:.2f}".format(**row))
+    if "autoattack_rows" not in d:
+        lines.append("AutoAttack reduction: not run (torchattacks not importable, or --autoattack-images 0)")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """The measurements of ``advlora bench`` (P1-P5), each on a randomly initialised model of a named size.
 
 Every figure is a ratio of two things timed side by side in the same process on the same batch:
-- P1: PGD-k / (k x one forward+backward w.r.t. the images);
+- P1: PGD-k / (k x one forward+backward w.r.t. the images), the clean features known as in the evaluation;
 - P2: AdvLoRA adversarial training step / peft LoRA step (same rank, same targets); full fine-tuning step /
   AdvLoRA step; AdvLoRA step with activation recomputation / without; peak memory of AdvLoRA / full
   fine-tuning (each in its own fresh process), without and with recomputation on both sides;
@@ -88,10 +88,13 @@ def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "
 
 def measure_attack(model, images: torch.Tensor, captions: list[str], repeats: int, warmup: int,
                    steps: int = PGD_STEPS) -> dict[str, float]:
-    """P1: PGD-k time / (k x one forward+backward of the same objective on the same batch)."""
+    """P1: PGD-k time / (k x one forward+backward of the same objective on the same batch). The objective is
+    built as the evaluation builds it, with the clean images' features it has already measured, so the clean
+    image competes for the worst case without a forward; PGD-k is then k forward+backward and one forward."""
     with torch.no_grad():
         text = model.encode_text(captions)
-    objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool))
+        clean = model.encode_image(images)
+    objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool), clean_features=clean)
     # interleaved, the same number of times each, so that a change of the machine's load hits both alike
     fb = lambda: loss_and_grad(objective, images.clone())  # noqa: E731
     attack = lambda: pgd(objective, images, eps=4 / 255, steps=steps)  # noqa: E731

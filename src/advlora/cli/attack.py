@@ -43,6 +43,9 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                    help="run the black-box attacks (Square) on a subset of N images (default: all)")
     p.add_argument("--ensemble", action="store_true",
                    help="add the per-sample worst case over the image attacks (AutoAttack-style)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="a suite's members attack every image (default: early exit, later members only attack "
+                        "images still ranked within R@10; identical i2t metrics, see docs/evaluation.md)")
     p.add_argument("--objective", default="contrastive",
                    help="image objective the attacks maximise: contrastive (itc), margin, embedding; BLIP: itm, "
                         "rerank")
@@ -84,19 +87,14 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     transfer table (with an adapter, beside the same model without it)."""
     import torch
 
-    from advlora.attacks import ThreatModel, format_eps, parse_eps_list, registry
+    from advlora.attacks import ThreatModel, format_eps, parse_eps_list
     from advlora.evaluation.sweep import SweepSettings, adapter_provenance, evaluate_sweep
-
-    registry.check_names(attacks)
-    if args.square_limit is not None and args.square_limit < 1:
-        raise AdvloraError(f"--square-limit must be >= 1, got {args.square_limit}")
-    if args.square_queries < 1:
-        raise AdvloraError(f"--square-queries must be >= 1, got {args.square_queries}")
 
     settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
-                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit)
+                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
+                             exhaustive=args.exhaustive)
     threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
                            random_start=args.random_start, seed=args.seed)
                for e in (parse_eps_list(args.eps) if attacks else [])]

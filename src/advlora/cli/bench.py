@@ -24,6 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (medians)")
     p.add_argument("--retrieval-images", type=int, default=5000, help="gallery images of the retrieval timing")
     p.add_argument("--retrieval-texts", type=int, default=25000, help="captions of the retrieval timing")
+    p.add_argument("--suite-images", type=int, default=8,
+                   help="images of the suite figure (P7: the standard suite vs its members alone)")
+    p.add_argument("--autoattack-images", type=int, default=100,
+                   help="test images per row of the AutoAttack reduction (P8, tiny CLIP, only when torchattacks is "
+                        "importable: an optional extra); 0 skips it")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, ...: the GPU figures (PGD-10 images/s, training-step MFU against the bf16 matmul "
                         "peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the CPU "
@@ -51,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(size=bench_size(args.random_model), batch=args.batch_size, rank=args.rank,
                       repeats=args.repeats, retrieval_images=args.retrieval_images,
-                      retrieval_texts=args.retrieval_texts)
+                      retrieval_texts=args.retrieval_texts, suite_images=args.suite_images,
+                      autoattack_images=args.autoattack_images)
     result = run_bench(cfg)
     out = args.out or default_out("bench")
     with run_folder(out, cfg, execution=execution(device="cpu", dtype="float32")) as tmp:

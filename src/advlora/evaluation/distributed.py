@@ -1,15 +1,16 @@
 """How ``evaluate_robust`` runs an image attack's batches: split across processes, resumable, with progress.
 
 An ``EvalSession`` (made current with ``with session:``; the default one is a single process with no
-state and no progress) owns the loop of every image attack (``robust._attack_images``):
+state and no progress) owns the loop of every image attack (``runners.attack_images``):
 - **distributed** (``distributed=True`` and ``torch.distributed`` initialised, e.g. under ``torchrun``; a
   session is never distributed by default, because a DDP training evaluates on its main process only): the images still to attack are
   split by index into contiguous slices, one per process (no padding, no duplicates); each process attacks
   its slice batch by batch and writes each batch's rows as a record; every process then reads all records
   (``advlora.evaluation.images.AdvImages``, row by row as needed), so everything after the attack (metrics,
   ensemble, sanity) is computed the same way as by one process. Results do not depend on the split because
-  every sample's random draws are its own (``advlora.attacks.seeding``). Clean features are computed by every
-  process (not sharded).
+  every sample's random draws are its own (``advlora.attacks.seeding``). Image features (clean and
+  adversarial, ITC) are encoded by each process for its own share of the images and all-gathered
+  (``encode``); BLIP's ITM re-ranking still reads every image on every process.
 - **records** of every attack call: in the ``state`` folder when there is one; else in a temporary folder (per
   call in one process; one root for a distributed session, made by rank 0 and removed when the session ends,
   so the processes must share its file system: one node, or a ``state`` folder on a shared file system).
@@ -38,7 +39,7 @@ from pathlib import Path
 import torch
 
 from advlora.errors import AdvloraError
-from advlora.evaluation.images import AdvImages, ImageSource, read_index, write_record
+from advlora.evaluation.images import AdvImages, ImageSource, SubsetImages, read_index, write_record
 from advlora.evaluation.progress import BatchProgress
 from advlora.io import atomic_write_bytes
 from advlora.preempt import PREEMPTED_EXIT, Preempted, StopRequest
@@ -162,6 +163,15 @@ class EvalSession:
                                    "file system (advlora eval --out)")
         return self._spill_root / name, self._spill_tmp
 
+    def scratch_folder(self, key: str) -> tuple[Path, object]:
+        """A folder beside the attack calls' records for other per-sample rows (a suite's kept images), named
+        from the calls so far and ``key``, and the object owning it (as the records' folders)."""
+        return self._folder(key)
+
+    def skip_call(self) -> None:
+        """Count an attack call that a resumed evaluation does not repeat (later calls keep their folders)."""
+        self.calls += 1
+
     def attack(self, key: str, images: ImageSource, batch_size: int, fn: BatchFn
                ) -> tuple[AdvImages, bool, bool]:
         """Run ``fn`` over every image index not already done, in batches of ``batch_size`` (this process's
@@ -203,6 +213,29 @@ class EvalSession:
             flags = [bool(f[0]), bool(f[1])]
         self.restored += int(done.sum())
         return AdvImages(folder, n, item, keep=keep), flags[0], flags[1]
+
+    def encode(self, encode: Callable[[ImageSource], torch.Tensor], images: ImageSource) -> torch.Tensor:
+        """``encode(images)`` -> (N, D) features, each process of a distributed session encoding only its own
+        contiguous share of the rows (``shard``) and the features all-gathered, in index order."""
+        rank, size = self.world()
+        if size == 1:
+            return encode(images)
+        n = len(images)
+        bounds = [(r * n // size, (r + 1) * n // size) for r in range(size)]
+        lo, hi = bounds[rank]
+        local = encode(SubsetImages(images, torch.arange(lo, hi)))
+        d = torch.distributed
+        dev = _device_of_group()
+        width = torch.tensor([local.shape[-1] if local.dim() == 2 and len(local) else 0], device=dev)
+        d.all_reduce(width, op=d.ReduceOp.MAX)
+        rows = max(b - a for a, b in bounds)
+        buf = torch.zeros(rows, int(width), dtype=torch.float32, device=dev)
+        if hi > lo:
+            buf[:hi - lo] = local.to(buf)
+        parts = [torch.empty_like(buf) for _ in range(size)]
+        d.all_gather(parts, buf)
+        out = torch.cat([p[:b - a] for p, (a, b) in zip(parts, bounds)])
+        return out.to(local.device if local.numel() else out.device, local.dtype if local.numel() else out.dtype)
 
     def barrier(self) -> None:
         """Wait for every process of a distributed session (no-op otherwise): no process goes on to remove or

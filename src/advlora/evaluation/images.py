@@ -10,6 +10,7 @@ never depend on how work was split across processes):
 - ``AdvImages``: the rows one attack call wrote, per batch, as record files in a folder (``write_record``):
   ``<folder>/<first index>.safetensors`` with ``indices``, ``adv`` and the two check ``flags``; only the records
   a request touches are read;
+- ``SubsetImages``: some rows of another source, renumbered from 0;
 - ``Picked``: per sample the row of one of several sources (the ensemble's and a suite's per-sample worst).
 """
 from __future__ import annotations
@@ -162,6 +163,18 @@ class Spill:
         return AdvImages(self.folder, n, item_shape, keep=self._tmp)
 
 
+class SubsetImages(ImageSource):
+    """Rows ``indices`` of ``base``, renumbered 0..len(indices)-1 (a suite member's remaining images: its
+    batches are consecutive among them, so no batch carries a finished row)."""
+
+    def __init__(self, base: ImageSource, indices: torch.Tensor) -> None:
+        self.base, self.indices = base, torch.as_tensor(indices, dtype=torch.long).cpu()
+        self.shape = (len(self.indices), *base.item_shape)
+
+    def rows(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.base.rows(self.indices[torch.as_tensor(indices, dtype=torch.long)])
+
+
 class Picked(ImageSource):
     """Per sample i the row of ``sources[pick[i]]`` (all sources of one shape)."""
 
@@ -174,5 +187,5 @@ class Picked(ImageSource):
         return _gather(self.pick[idx], self.item_shape, lambda m, sel: self.sources[m].rows(idx[sel]))
 
 
-__all__ = ["AdvImages", "CleanImages", "ImageSource", "Picked", "Spill", "TensorImages", "as_source",
-           "read_index", "write_record"]
+__all__ = ["AdvImages", "CleanImages", "ImageSource", "Picked", "Spill", "SubsetImages", "TensorImages",
+           "as_source", "read_index", "write_record"]

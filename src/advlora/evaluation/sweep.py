@@ -57,6 +57,8 @@ class SweepSettings:
     sanity: bool = True
     sanity_limit: int = 64
     options: dict | None = None
+    #: every suite member on every image (no early exit; ``docs/evaluation.md``)
+    exhaustive: bool = False
 
     def __post_init__(self) -> None:
         self.attacks = registry.check_names(self.attacks)
@@ -168,7 +170,8 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
                               ensemble=settings.ensemble, generator=None if settings.seed is None else torch.Generator().manual_seed(settings.seed),
                               objective=settings.objective, gallery=settings.gallery, surrogate=surrogate,
                               text_budget=settings.text_budget, sanity=settings.sanity,
-                              sanity_limit=settings.sanity_limit, options=settings.options)
+                              sanity_limit=settings.sanity_limit, options=settings.options,
+                              exhaustive=settings.exhaustive)
         out.runs.append(res)
         for name, entry in res["attacks"].items():
             out.robust[result_key(name, res["eps_str"])] = entry

@@ -1,0 +1,102 @@
+"""What every attack's numbers are measured with: the evaluation context (the clean set, its caption
+features, its clean ranks) and ``measure``, the metrics and per-sample ranks of a set of images and captions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from advlora.attacks import objectives as O
+from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation import distributed
+from advlora.evaluation.images import CleanImages, ImageSource
+from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
+from advlora.evaluation.retrieval import encode_images, encode_texts, itm_rerank
+from advlora.evaluation.tasks import task_of
+
+
+@dataclass
+class Ctx:
+    """One evaluation's fixed part: the model, the set, its clean images (uint8, floats per batch), the clean
+    caption features, the re-rank depth, and, once measured, the clean metrics, ranks, losses and image
+    features; ``checks`` collects each image attack's bounds and mode record."""
+
+    model: object
+    data: RetrievalDataset
+    images: ImageSource                   # the clean set: uint8 pixels, floats one batch at a time
+    text_features: torch.Tensor
+    rerank_k: int | None
+    clean_ranks: tuple[torch.Tensor, torch.Tensor] = None
+    clean: dict = None
+    clean_loss: torch.Tensor = None
+    clean_features: torch.Tensor = None
+    checks: dict = field(default_factory=dict)
+
+
+def scores(model, img_feats, txt_feats, images, captions, k, txt2img=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i2t, t2i) scores: ITC, re-ranked by ITM on the top ``k`` for a model with an ITM head (``txt2img``: a
+    positive tied at the k-th place is left out of the re-ranking, as the pessimistic tie rule wants)."""
+    sim = img_feats @ txt_feats.t()
+    if k and model.has_itm:
+        return itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH, txt2img=txt2img)
+    return sim, sim
+
+
+def positives(data: RetrievalDataset, idx: torch.Tensor) -> torch.Tensor:
+    """(len(idx), T) bool: text j is a positive of image ``idx[b]`` (its caption, or its class)."""
+    return task_of(data).positives(data, idx)
+
+
+def tie_dtype(img_feats: torch.Tensor, txt_feats: torch.Tensor) -> torch.dtype:
+    """The precision whose rounding decides ties (BLIP's float64 two-stage scores hold ITC-precision values)."""
+    return torch.promote_types(img_feats.dtype, txt_feats.dtype)
+
+
+def measure(ctx: Ctx, images: ImageSource, captions: list[str] | None = None) -> dict:
+    """Metrics and ranks of (images, captions); clean captions/features when ``captions`` is None. The images
+    are encoded ``FEATURE_BATCH`` at a time; only their features (N, D) are held."""
+    model, data = ctx.model, ctx.data
+    tf = ctx.text_features if captions is None else encode_texts(model, captions).clone()
+    caps = data.captions if captions is None else captions
+    imf = _encode(model, images)
+    s_i2t, s_t2i = scores(model, imf, tf, images, caps, ctx.rerank_k, data.txt2img)
+    prec, task = tie_dtype(imf, tf), task_of(data)
+    ranks, metrics = task.ranks(data, s_i2t, s_t2i, tie_dtype=prec), task.metrics(data, s_i2t, s_t2i, tie_dtype=prec)
+    loss = O.multi_positive_ce(s_i2t, positives(data, torch.arange(len(data))).to(s_i2t.device))
+    return {"metrics": metrics, "ranks": ranks, "loss": loss, "features": imf}
+
+
+def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
+    """Per image of a subset (``images`` holds the rows of images ``indices``): its i2t rank against the clean
+    caption gallery, its contrastive loss and its features; each is a function of the image alone, so it equals
+    what ``measure`` gives that image within the whole set."""
+    model, data = ctx.model, ctx.data
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    if not len(indices):
+        return {"rank": torch.zeros(0, dtype=torch.long), "loss": torch.zeros(0),
+                "features": ctx.text_features.new_zeros((0, ctx.text_features.shape[1]))}
+    imf = _encode(model, images)
+    s_i2t, _ = scores(model, imf, ctx.text_features, images, data.captions, ctx.rerank_k, data.txt2img)
+    rank = task_of(data).subset_i2t_ranks(data, s_i2t, indices, tie_dtype=tie_dtype(imf, ctx.text_features))
+    loss = O.multi_positive_ce(s_i2t, positives(data, indices).to(s_i2t.device))
+    return {"rank": rank.cpu(), "loss": loss.detach().float().cpu(), "features": imf}
+
+
+def _encode(model, images: ImageSource) -> torch.Tensor:
+    """Features of ``images``, ``FEATURE_BATCH`` at a time; split across the processes of a distributed session."""
+    return distributed.current().encode(lambda src: encode_images(model, src, FEATURE_BATCH), images)
+
+
+def context(model, dataset: RetrievalDataset, k) -> Ctx:
+    """The context of ``dataset``: its clean images and caption features, measured clean."""
+    images = CleanImages(dataset.load_images_uint8(model.image_size))   # floats per batch, never the whole set
+    tf = encode_texts(model, dataset.captions).clone()   # a normal tensor: usable inside autograd graphs
+    ctx = Ctx(model, dataset, images, tf, k)
+    res = measure(ctx, images)
+    ctx.clean, ctx.clean_ranks = res["metrics"], res["ranks"]
+    ctx.clean_loss, ctx.clean_features = res["loss"].detach().float().cpu(), res["features"]
+    return ctx
+
+
+__all__ = ["Ctx", "context", "measure", "measure_i2t", "positives", "scores"]

@@ -1,0 +1,174 @@
+"""How each kind of attack is run inside ``evaluate_robust``: the objective an image attack maximises, the
+watch on the model's mode and input range, image attacks batch by batch (on all images or on a subset),
+text and joint attacks, and the result row built from a measurement.
+"""
+from __future__ import annotations
+
+import torch
+
+from advlora.attacks import ThreatModel, attack_mode
+from advlora.attacks import objectives as O
+from advlora.attacks.registry import AttackSpec
+from advlora.attacks.seeding import SampleGenerators
+from advlora.errors import AdvloraError, choices_error
+from advlora.evaluation import distributed
+from advlora.evaluation.images import ImageSource, Spill, SubsetImages
+from advlora.evaluation.measure import Ctx, positives
+from advlora.evaluation.results import FEATURE_BATCH, AttackResult
+from advlora.evaluation.retrieval import encode_images, encode_texts
+from advlora.metrics import attack_success_rate
+
+
+def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
+                  text_features=None, n_targets: int = 9):
+    """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set."""
+    own = model is None or model is ctx.model
+    model = ctx.model if model is None else model
+    tf = ctx.text_features if text_features is None else text_features
+    pos = positives(ctx.data, idx)
+    # the clean features already measured: the clean image then competes in the attack without a forward
+    cf = ctx.clean_features[idx.to(ctx.clean_features.device)] if own and ctx.clean_features is not None else None
+    if gallery == "batch":
+        cols = pos.any(dim=0).nonzero().squeeze(1)
+        tf, pos = tf[cols], pos[:, cols]
+    if name in ("contrastive", "itc"):
+        return O.contrastive(model, tf, pos, clean_features=cf)
+    if name == "margin":
+        return O.margin(model, tf, pos, clean_features=cf)
+    if name == "dlr-targeted":
+        return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets)
+    if name == "embedding":
+        with torch.no_grad():
+            return O.embedding(model, model.encode_image(x, normalize=False))
+    caps = ctx.data.captions
+    if name == "itm":
+        return O.itm(model, [[caps[j] for j in p.nonzero().squeeze(1).tolist()] for p in positives(ctx.data, idx)])
+    if name == "rerank":
+        cols = torch.arange(len(caps)) if gallery == "full" else pos.any(dim=0).nonzero().squeeze(1)
+        return O.rerank(model, x, tf, pos, [caps[j] for j in cols.tolist()], k=ctx.rerank_k or 16)
+    raise choices_error("objective", name, O.OBJECTIVES)
+
+
+class Watch:
+    """The objective, recording the model's mode and the input range at every call; it passes on what the
+    attacks read from an objective (``last_rank``, ``stationary``) and a family's ``target(j)`` and
+    ``targets_of(js)``."""
+
+    def __init__(self, objective, model, seen: list, eot: int = 1) -> None:
+        self.objective, self.model, self.seen, self.eot = objective, model, seen, eot
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.model.training, float(x.detach().min()), float(x.detach().max())))
+        return self.objective(x)
+
+    @property
+    def last_rank(self) -> torch.Tensor | None:
+        return getattr(self.objective, "last_rank", None)
+
+    @property
+    def stationary(self) -> bool:
+        return getattr(self.objective, "stationary", False)
+
+    @property
+    def n_targets(self) -> int:
+        return self.objective.n_targets
+
+    def target(self, j: int) -> Watch:
+        return Watch(self.objective.target(j), self.model, self.seen, self.eot)
+
+    def targets_of(self, js) -> Watch:
+        return Watch(self.objective.targets_of(js), self.model, self.seen, self.eot)
+
+    @property
+    def clean_outcome(self):
+        return getattr(self.objective, "clean_outcome", None)
+
+
+def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
+                  objective: str, generator, options: dict | None = None, surrogate=None,
+                  key: str | None = None, subset: torch.Tensor | None = None, eot: int = 1) -> ImageSource:
+    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``.
+    ``subset``: attack only these images (global indices; the result's rows follow ``subset``), in batches
+    packed from them. ``eot``: each gradient is the mean over that many calls (a randomized model). Returns
+    the adversarial images as the session's records (``images.AdvImages``)."""
+    model, data = ctx.model, ctx.data
+    images = ctx.images if subset is None else SubsetImages(ctx.images, subset)
+    glob = (lambda i: i) if subset is None else (lambda i: images.indices[i])   # noqa: E731
+    obj_name = spec.objective or objective
+    opts = spec.resolve_options(options)
+    seen: list = []
+    sur_tf = None
+    if spec.kind == "transfer":
+        if surrogate is None:
+            raise AdvloraError(f"the {spec.name} attack needs a surrogate model (--surrogate)")
+        sur_tf = encode_texts(surrogate, data.captions).clone()
+    seed = generator.initial_seed() if generator is not None else threat.seed
+
+    def one(local: torch.Tensor) -> tuple[torch.Tensor, bool, bool]:
+        idx = glob(local)
+        x, gen, start = images.rows(local).to(model.device), SampleGenerators(seed, idx, key or spec.name), len(seen)
+        if spec.kind == "transfer":
+            with attack_mode(surrogate):
+                obj = objective_for("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
+                return spec.run(obj, x, threat, generator=gen, **opts), True, True
+        obj = Watch(objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9)), model, seen,
+                    eot)
+        out = spec.run(obj, x, threat, generator=gen, **opts)
+        return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))
+
+    # batches split across processes, resumable, with progress: advlora.evaluation.distributed
+    adv, ok_mode, ok_range = distributed.current().attack(key or spec.name, images, batch_size, one)
+    ctx.checks[key or spec.name] = {**bounds(images, adv, threat.norm),
+                                    "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range}
+    return adv
+
+
+def bounds(clean: ImageSource, adv: ImageSource, norm: str) -> dict:
+    """The largest perturbation (in ``norm``) and the pixel range of ``adv``, read batch by batch."""
+    dev, lo, hi = 0.0, None, None
+    for idx, a in adv.batches(FEATURE_BATCH):
+        d = (a - clean.rows(idx)).reshape(len(a), -1)
+        d = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        if a.numel():
+            dev = max(dev, float(d.max()))
+            lo = float(a.min()) if lo is None else min(lo, float(a.min()))
+            hi = float(a.max()) if hi is None else max(hi, float(a.max()))
+    return {"max_perturbation": dev, "min_pixel": 0.0 if lo is None else lo, "max_pixel": 1.0 if hi is None else hi}
+
+
+def text_captions(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, options: dict) -> list[str]:
+    """The adversarial captions of text attack ``spec`` against the clean image gallery."""
+    imf = encode_images(ctx.model, ctx.images, FEATURE_BATCH).clone()
+    obj = O.text_contrastive(ctx.model, imf, ctx.data.txt2img)
+    return spec.run(obj, ctx.data.captions, threat, generator=generator, **spec.resolve_options(options))
+
+
+def joint(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict
+          ) -> tuple[ImageSource, list[str]]:
+    """The joint attack batch by batch (whole on every process); its images are spilled to a temporary folder."""
+    spill = Spill()
+    caps = list(ctx.data.captions)
+    opts = spec.resolve_options(options)
+    for idx, clean in ctx.images.batches(batch_size):
+        s = int(idx[0])
+        cols = torch.isin(ctx.data.txt2img, idx).nonzero().squeeze(1)
+        owner = ctx.data.txt2img[cols] - s
+        x, c = spec.run(ctx.model, clean.to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
+                        threat, generator=generator, **opts)
+        spill.write(idx, x.to(clean))
+        for j, t in zip(cols.tolist(), c):
+            caps[j] = t
+    return spill.images(len(ctx.images), ctx.images.item_shape), caps
+
+
+def result(name: str, ctx: Ctx, res: dict, threat_line: str, **extra) -> AttackResult:
+    """The row of attack ``name`` from its measurement ``res`` (``measure.measure``)."""
+    clean_ranks = ctx.clean_ranks
+    return AttackResult(name, threat_line, res["metrics"], ctx.clean,
+                        {"i2t": attack_success_rate(clean_ranks[0], res["ranks"][0]),
+                         "t2i": attack_success_rate(clean_ranks[1], res["ranks"][1])},
+                        len(ctx.data), len(ctx.data.captions),
+                        ranks={"i2t": res["ranks"][0].tolist(), "t2i": res["ranks"][1].tolist()}, **extra)
+
+
+__all__ = ["Watch", "attack_images", "bounds", "joint", "objective_for", "result", "text_captions"]
