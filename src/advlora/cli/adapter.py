@@ -74,9 +74,9 @@ def _load(args: argparse.Namespace):
         if not sep:
             raise AdvloraError(f"--random-size must look like clip:vit-b32, got {args.random_size!r}")
         return random_model(arch, size).to(resolve_device(args.device))
-    from advlora.training.pretrain import load_model
+    from advlora.cli.common import model_loader
 
-    return load_model(args.model, device=resolve_device(args.device))
+    return model_loader()(args.model, device=resolve_device(args.device))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter
+from advlora.cli.common import add_model_data_args, add_out_arg, load_model_and_adapter, model_loader
 from advlora.errors import AdvloraError
 from advlora.io import write_json
 from advlora.runs import default_out, run_folder
@@ -90,9 +90,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     model = load_model_and_adapter(args).to(dtype)   # whatever precision the checkpoint was stored in
     surrogate = None
     if args.surrogate:
-        from advlora.training.pretrain import load_model
-
-        surrogate = load_model(args.surrogate, device=str(model.device)).to(dtype)
+        surrogate = model_loader()(args.surrogate, device=str(model.device)).to(dtype)
     extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
     data = load_dataset(args.data, args.split, fmt=args.fmt, limit=args.limit, seed=args.seed, **extra)
     results = []

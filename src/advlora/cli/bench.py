@@ -10,7 +10,9 @@ from advlora.io import write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", default="vit-b32", help="tiny | vit-b32 | blip-base (random weights, no download)")
+    p.add_argument("--size", default="vit-b32",
+                   help="tiny | vit-b32 | blip-base | siglip-base, or any size a family declares (random weights "
+                        "of that family, no download)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (medians)")

@@ -29,12 +29,20 @@ def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--out", default=None, help=f"run folder (default: runs/{command}-<timestamp>)")
 
 
+def model_loader():
+    """``advlora.models.load_model``, with the training stage imported: it registers the builder that
+    pre-trains a ``tiny-<family>`` default on first use."""
+    import advlora.training  # noqa: F401
+    from advlora.models import load_model
+
+    return load_model
+
+
 def load_model_and_adapter(args: argparse.Namespace):
     """The model named by ``--model`` on ``--device``, with ``--adapter`` loaded when given."""
     from advlora.runtime import resolve_device
-    from advlora.training.pretrain import load_model
 
-    model = load_model(args.model, device=resolve_device(args.device))
+    model = model_loader()(args.model, device=resolve_device(args.device))
     if getattr(args, "adapter", None):
         from advlora.adapters import load_adapter
 

@@ -1,11 +1,11 @@
-"""``advlora pretrain``: train the tiny CLIP or BLIP from scratch on ``emoji-source`` and cache it."""
+"""``advlora pretrain``: train a tiny model (CLIP, BLIP, SigLIP) from scratch on ``emoji-source`` and cache it."""
 from __future__ import annotations
 
 import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=("clip", "blip"), default="clip")
+    p.add_argument("--arch", default="clip", help="model family: clip | blip | siglip (default: clip)")
     p.add_argument("--out", default=None,
                    help="model folder (default: $ADVLORA_HOME/models/tiny-<arch>, what --model tiny-<arch> loads)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,8 @@
 """One training step's model-facing parts: the attack on a batch and the loss module DDP wraps.
 
 The trainer knows nothing of CLIP or BLIP; this module turns (clean images, adversarial images, captions) into
-the loss: symmetric contrastive (ITC) on the images the config names, TRADES' KL term, BLIP's ITM on hard
+the loss: the model family's contrastive loss (``VLModel.contrastive_loss``: softmax InfoNCE, SigLIP's sigmoid
+loss) on the images the config names, TRADES' KL term, BLIP's ITM on hard
 negatives, and the adapter's regulariser. Under DDP every rank holds a contiguous slice of the global batch;
 features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
@@ -13,8 +14,7 @@ from torch import nn
 
 from advlora.attacks import ATTACKS
 from advlora.errors import choices_error
-from advlora.losses import (contrastive_loss, itm_loss, kl_per_image, per_image_contrastive,
-                            sample_hard_negatives)
+from advlora.losses import itm_loss, kl_per_image, per_image_contrastive, sample_hard_negatives
 from advlora.runtime import eval_mode
 from advlora.training.config import CLEAN, AttackConfig
 
@@ -158,7 +158,7 @@ class TrainTask(nn.Module):
         pos = positives if valid is None else positives[keep][:, keep]
 
         def itc(image_feats: torch.Tensor) -> torch.Tensor:
-            return contrastive_loss(real(d.gather(image_feats)), real(text_all), scale, pos)
+            return m.contrastive_loss(real(d.gather(image_feats)), real(text_all), pos, scale)
 
         if cfg.loss == "adv" or not use_clean:
             parts["itc"] = itc(adv_feats)
