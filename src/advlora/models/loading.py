@@ -6,15 +6,21 @@ checkpoint's and a folder written by ``save_model`` are read by the same call.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.utils import cached_file
 
 from advlora.errors import AdvloraError
 from advlora.models.base import VLModel
+
+#: ``tokenizer_class`` values of a tokenizer that is a plain ``tokenizers`` file
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def transformers_loader(fam: Any) -> tuple[Callable[[str, dict | None], bool], Callable[..., VLModel]]:
@@ -38,7 +44,7 @@ def load_transformers(fam: Any, path: str, *, device: str | torch.device | None 
     name = alias or path
     try:
         hf = getattr(transformers, fam.model_class).from_pretrained(path, revision=revision, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        tokenizer = _tokenizer(path, revision)
     except (OSError, ValueError) as e:
         raise AdvloraError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
     processor = _image_processor(fam.processor_class, path, revision)
@@ -53,6 +59,17 @@ def load_transformers(fam: Any, path: str, *, device: str | torch.device | None 
                         name_or_path=path, max_length=max_length, alias=name)
     model.eval()  # the wrapper too, not only hf_model: attacks and evaluation check and restore the mode
     return model.to(device) if device is not None else model
+
+
+def _tokenizer(path: str, revision: str | None):
+    """The checkpoint's tokenizer. A generic ``tokenizers`` one (what ``save_model`` writes for the tiny models'
+    WordPiece) is read as itself: ``AutoTokenizer`` would map some model types (``siglip2``) to their own class,
+    with another padding side and normaliser."""
+    file = cached_file(path, "tokenizer_config.json", revision=revision, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False)
+    if file is not None and json.loads(Path(file).read_text()).get("tokenizer_class") in GENERIC_TOKENIZERS:
+        return PreTrainedTokenizerFast.from_pretrained(path, revision=revision)
+    return AutoTokenizer.from_pretrained(path, revision=revision)
 
 
 def _image_processor(processor_class: str, path: str, revision: str | None):
