@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip or tiny-blip")
+    p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip, tiny-blip or tiny-siglip")
     p.add_argument("--random-size", default=None, metavar="ARCH:SIZE",
                    help="a random model instead of --model, e.g. clip:tiny, clip:vit-b32, blip:blip-base")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")

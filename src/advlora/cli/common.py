@@ -8,7 +8,7 @@ from advlora.errors import AdvloraError
 
 def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tiny-clip",
                         data_default: str = "emoji") -> None:
-    p.add_argument("--model", default=model_default, help="hub id, local folder, tiny-clip or tiny-blip")
+    p.add_argument("--model", default=model_default, help="hub id, local folder, tiny-clip, tiny-blip or tiny-siglip")
     p.add_argument("--adapter", default=None, help="adapter folder (peft format) to load onto the model")
     p.add_argument("--data", default=data_default, help="emoji, emoji-video, or an annotation file")
     p.add_argument("--split", default="test", help="split of the data set (default: test)")

@@ -30,7 +30,7 @@ FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method",
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="run config YAML (a path, or the name of a shipped config "
                    "such as advlora-tiny-clip)")
-    p.add_argument("--model", default=None, help="hub id, local folder, tiny-clip or tiny-blip")
+    p.add_argument("--model", default=None, help="hub id, local folder, tiny-clip, tiny-blip or tiny-siglip")
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
                    "file or a shard pattern")
     p.add_argument("--eval-data", default=None, help="data set of validation and the final test (default: --data; "
