@@ -130,6 +130,22 @@ def test_one_training_step_per_method(name, method):
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_recomputation_keeps_the_gradients(name):
+    from advlora.models.recompute import enable_recompute
+
+    plain = attach_adapter(base(name), "lora", rank=2, towers="both")
+    again = copy.deepcopy(plain)
+    assert enable_recompute(again) == len(again.recompute_layers()) > 0
+    x = _pixels(2)
+    grads = []
+    for m in (plain, again):
+        x_ = x.clone().requires_grad_(True)
+        m.contrastive_loss(m.encode_image(x_), m.encode_text(WORDS[:2])).backward()
+        grads.append(x_.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and float(grads[0].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_save_load_round_trip(name, tmp_path):
     m = base(name)
     save_model(m, tmp_path / "m")
@@ -232,6 +248,13 @@ def test_a_new_family_is_one_declaration(toy, tmp_path):
     x, t = _pixels(2), ["red apple", "dog face"]
     img, txt = model.encode_image(x), model.encode_text(t)
     assert float(model.contrastive_loss(img, txt)) != pytest.approx(float(CLIPWrapper.contrastive_loss(model, img, txt)))
+
+
+def test_bench_sizes_build_the_family_that_declares_them(toy):
+    assert registry.family_of_size("siglip-base").name == "siglip"
+    assert registry.family_of_size("blip-base").name == "blip" and registry.family_of_size("tiny").name == "clip"
+    registry.add_sizes("toy", {"toy-wide": {**registry.SIZES["toy-small"], "width": 32}})
+    assert registry.family_of_size("toy-wide").name == "toy" and random_for_size("toy-wide").arch == "toy"
 
 
 def test_unknown_family_and_model_type_are_one_line(tmp_path):

@@ -12,7 +12,8 @@ first that says yes ``load(path_or_id, device=, dtype=, revision=, alias=) -> VL
 brings the loader of its transformers checkpoints (``transformers_loader``); a loader for another layout (an
 open_clip checkpoint converted on load into a ``CLIPModel`` folder, then handed to the CLIP family's
 ``load``) is a ``Loader`` passed to ``register_loader``, placed before the transformers loaders with
-``first=True``. Adding a family is one file declaring ``FAMILY`` plus one line in ``advlora.models``
+``first=True``; a benchmark size it brings (an open_clip LAION ViT-B/32's shape) is declared on the family that
+builds it with ``add_sizes``. Adding a family is one file declaring ``FAMILY`` plus one line in ``advlora.models``
 (``register_family``); ``registered`` declares one for the length of a ``with`` block (tests).
 
 The tiny pre-trained defaults (``tiny-clip``, ``tiny-blip``, ``tiny-siglip``: ``tiny-<family>`` of every family
@@ -136,6 +137,14 @@ def registered(family: Family) -> Iterator[Family]:
         unregister_family(family.name)
 
 
+def add_sizes(name: str, sizes: dict[str, dict]) -> None:
+    """Declare more named sizes of the registered family ``name`` (``advlora bench --size`` builds them with its
+    ``config``): the place for a size that a loader's module brings, e.g. an open_clip ViT-B/32's shape."""
+    fam = get_family(name)
+    fam.sizes.update(sizes)
+    SIZES.update(sizes)
+
+
 def register_loader(loader: Loader, first: bool = True) -> Loader:
     """Add a loader of another checkpoint layout; ``first``: asked before the families' transformers loaders."""
     LOADERS.insert(0, loader) if first else LOADERS.append(loader)
@@ -182,6 +191,6 @@ def unsupported(name_or_path: str, config: dict | None) -> AdvloraError:
     return AdvloraError(f"model {name_or_path!r} {what}; supported model types: {known}")
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family", "family_of",
+__all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family", "family_of",
            "family_of_size", "register_family", "register_loader", "register_tiny_builder", "registered",
            "TinyBuilder", "tiny_builder", "tiny_defaults", "unregister_family"]
