@@ -19,15 +19,18 @@ from advlora.errors import AdvloraError
 from advlora.io import advlora_home
 from advlora.models import blip, clip, siglip
 from advlora.models.base import VLModel
-from advlora.models.family import (FAMILIES, LOADERS, Family, Loader, TinyBuilder, family_of, get_family,
+from advlora.models.family import (FAMILIES, LOADERS, Family, Loader, TinyBuilder, add_sizes, family_of, get_family,
                                    register_family, register_loader, register_tiny_builder, tiny_builder,
                                    tiny_defaults, unsupported)
+from advlora.models.loading import load_transformers
 
 # the registered families: one line each
 register_family(clip.FAMILY)
 register_family(blip.FAMILY)
 register_family(siglip.FAMILY)
 register_family(siglip.SIGLIP2)
+# loaders of other checkpoint layouts go here, one line each: register_loader(<module>.LOADER), asked first; one
+# that converts (open_clip -> a CLIPModel folder) hands the result to load_transformers(get_family("clip"), ...)
 
 
 class Backend(NamedTuple):
@@ -48,7 +51,7 @@ BACKENDS: dict[str, Backend] = backends()
 #: names that resolve to models advlora pre-trains itself and caches under $ADVLORA_HOME/models
 TINY_DEFAULTS = tiny_defaults()
 
-__all__ = ["BACKENDS", "Backend", "FAMILIES", "Family", "LOADERS", "Loader", "TINY_DEFAULTS", "VLModel", "family_of",
+__all__ = ["BACKENDS", "Backend", "add_sizes", "load_transformers", "FAMILIES", "Family", "LOADERS", "Loader", "TINY_DEFAULTS", "VLModel", "family_of",
            "get_family", "load_model", "read_config", "register_family", "register_loader", "register_tiny_builder",
            "resolve_model_path", "save_model"]
 

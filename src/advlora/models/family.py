@@ -90,7 +90,8 @@ class Family:
 
 #: size name -> shape of a random model (``advlora.models.tiny.SIZES``): the shared ones, then the sizes the
 #: families add. Keys: width, layers, heads, mlp (vision), text_width, text_layers, text_heads, text_mlp, proj,
-#: image_size, patch; ``init`` (BLIP's initializer range) optional.
+#: image_size, patch; optional: ``init`` (BLIP's initializer range), ``max_length`` (caption tokens of
+#: ``random_for_size``, default 32).
 SIZES: dict[str, dict] = {
     # test-sized: a few thousand parameters, runs in milliseconds
     "test": dict(width=32, layers=2, heads=2, mlp=64, text_width=32, text_layers=2, proj=32, image_size=32, patch=8),

@@ -132,7 +132,8 @@ FAMILY = Family(
     processor_class="SiglipImageProcessorPil", config=siglip_config, mean=SIGLIP_MEAN, std=SIGLIP_STD,
     init_random=_sigmoid_init,
     sizes={"siglip-base": dict(width=768, layers=12, heads=12, mlp=3072, text_width=768, text_layers=12,
-                               text_heads=12, text_mlp=3072, proj=768, image_size=224, patch=16)},
+                               text_heads=12, text_mlp=3072, proj=768, image_size=224, patch=16,
+                               max_length=64)},
     # every caption is padded to max_length (no mask): the emoji captions' longest is well under 24 tokens
     pretrain=dict(max_length=24))
 

@@ -44,9 +44,10 @@ def random_model(arch: str = "clip", size: str = "test", *, seed: int = 0, token
 
 
 def random_for_size(size: str, *, seed: int = 0) -> VLModel:
-    """A random model of the family that declares ``size`` (the first registered family for test / tiny)."""
-    shape(size)
-    return random_model(family_of_size(size).name, size, seed=seed)
+    """A random model of the family that declares ``size`` (the first registered family for test / tiny), its
+    captions as long as the shape's ``max_length`` (default 32)."""
+    s = shape(size)
+    return random_model(family_of_size(size).name, size, seed=seed, max_length=s.get("max_length", 32))
 
 
 _DEFAULT_CORPUS = [
