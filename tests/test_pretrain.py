@@ -72,23 +72,28 @@ def test_pretrain_saves_a_checkpoint_that_load_model_reads_back(arch, small_emoj
 
 
 def test_pretrain_rejects_unknown_architecture(tmp_path):
-    with pytest.raises(AdvloraError, match="unknown architecture 'vit'"):
+    with pytest.raises(AdvloraError, match="unknown model family 'vit'"):
         pretrain("vit", tmp_path / "m")
 
 
 def test_models_never_train_the_tiny_defaults_the_layers_above_do(tmp_path, monkeypatch):
-    """advlora.models only reads checkpoints: an uncached tiny-clip is one clear error there, and the loader
-    of the layers above (advlora.load_model) passes the pre-training as the builder."""
+    """advlora.models only reads checkpoints: without a registered builder an uncached tiny-clip is one clear
+    error; the training stage registers the pre-training as the builder, which advlora.load_model then uses."""
     import advlora
+    from advlora.models import family as fam
     from advlora.models import load_model, resolve_model_path
     from advlora.training import pretrain as P
 
     monkeypatch.setenv("ADVLORA_HOME", str(tmp_path))
+    assert fam.tiny_builder() is P._build_tiny            # registered by importing the training stage
+    monkeypatch.setattr(fam, "_TINY_BUILDER", [])
     with pytest.raises(AdvloraError, match="tiny-clip is not pre-trained yet: run `advlora pretrain --arch clip`"):
         load_model("tiny-clip")
+    monkeypatch.setattr(fam, "_TINY_BUILDER", [P._build_tiny])
     built = []
     monkeypatch.setattr(P, "build_tiny", lambda arch, out: built.append((arch, out)))
     assert P.ensure_pretrained("tiny-blip") == str(tmp_path / "models" / "tiny-blip")
-    assert built == [("blip", tmp_path / "models" / "tiny-blip")]
+    assert resolve_model_path("tiny-siglip") == str(tmp_path / "models" / "tiny-siglip")
+    assert built == [("blip", tmp_path / "models" / "tiny-blip"), ("siglip", tmp_path / "models" / "tiny-siglip")]
     assert resolve_model_path("some/hub-id") == "some/hub-id"
-    assert advlora.load_model is P.load_model
+    assert advlora.load_model is load_model

@@ -117,15 +117,15 @@ def test_text_features_are_not_recomputed_inside_attack_steps(ann, tmp_path, mon
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(ann, tmp_path, monkeypatch):
-    import advlora.training.step as step_mod
+    from advlora.models.clip import CLIPWrapper
 
-    orig, n = step_mod.contrastive_loss, []
+    orig, n = CLIPWrapper.contrastive_loss, []   # the family's loss, which the training step calls
 
     def bad(*a, **k):
         n.append(1)
         return orig(*a, **k) * (float("nan") if len(n) == 3 else 1.0)
 
-    monkeypatch.setattr(step_mod, "contrastive_loss", bad)
+    monkeypatch.setattr(CLIPWrapper, "contrastive_loss", bad)
     with pytest.raises(AdvloraError, match=r"non-finite loss \(nan\) at step 3; the last good checkpoint is .*step-000002"):
         train(_cfg(ann, train={"steps": 4, "checkpoint_every": 1, "keep_last": 5}), tmp_path / "run")
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000001", "step-000002"]

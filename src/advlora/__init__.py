@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _API = {
     "load_dataset": "advlora.data",
     "RetrievalDataset": "advlora.data",
-    "load_model": "advlora.training.pretrain",  # advlora.models.load_model, pre-training tiny-* on first use
+    "load_model": "advlora.models",  # with the training stage imported: tiny-* are pre-trained on first use
     "save_model": "advlora.models",
     "VLModel": "advlora.models",
     "attach_adapter": "advlora.adapters",
@@ -32,6 +32,8 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "load_model":
+        importlib.import_module("advlora.training")  # registers the tiny defaults' pre-training builder
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
     if name in ("attacks", "metrics", "data", "models", "adapters", "training", "evaluation", "report"):

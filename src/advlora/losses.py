@@ -2,6 +2,9 @@
 
 - ``contrastive_loss``: symmetric image-text InfoNCE (CLIP, BLIP's ITC) with several positives per query
   (captions of the same image, or identical caption strings, in one batch).
+- ``softmax_contrastive`` and ``sigmoid_contrastive``: the families' batch losses, one signature
+  ``(image_features, text_features, logit_scale, logit_bias, positives)``: InfoNCE (CLIP, BLIP) and SigLIP's
+  pairwise sigmoid loss with its logit bias.
 - ``per_image_contrastive``: the image-to-text term per image, the objective a training attack maximises.
 - ``itm_loss`` with ``sample_hard_negatives``: BLIP's image-text matching loss on hard negatives.
 - ``kl_per_image``: the TRADES term KL(p_clean || p_adv) of image-to-text distributions, per image.
@@ -41,6 +44,41 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     if positives is None:
         positives = torch.eye(logits.shape[0], logits.shape[1], dtype=torch.bool, device=logits.device)
     return 0.5 * (multi_positive_ce(logits, positives).mean() + multi_positive_ce(logits.t(), positives.t()).mean())
+
+
+def softmax_contrastive(image_features: torch.Tensor, text_features: torch.Tensor,
+                        logit_scale: torch.Tensor | float, logit_bias: torch.Tensor | float | None = None,
+                        positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE (the bias, constant per row, does not change a softmax and is ignored).
+
+    Without ``positives`` the batch is B distinct pairs (caption i describes image i): plain cross-entropy
+    against the diagonal; with them, ``contrastive_loss``'s multi-positive form.
+    """
+    if positives is not None:
+        return contrastive_loss(image_features, text_features, logit_scale, positives)
+    logits = logit_scale * image_features @ text_features.t()
+    target = torch.arange(len(image_features), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def sigmoid_contrastive(image_features: torch.Tensor, text_features: torch.Tensor,
+                        logit_scale: torch.Tensor | float, logit_bias: torch.Tensor | float | None = None,
+                        positives: torch.Tensor | None = None) -> torch.Tensor:
+    """SigLIP's loss: every (image, text) pair is a binary match / no-match decision on
+    ``logit_scale * cos + logit_bias``; the sum over pairs divided by the number of images (Zhai et al. 2023).
+
+    Args:
+        positives: (B, T) bool; default the diagonal.
+    """
+    logits = (logit_scale * image_features @ text_features.t()).float()
+    if logit_bias is not None:
+        logits = logits + logit_bias
+    if positives is None:
+        positives = torch.eye(logits.shape[0], logits.shape[1], dtype=torch.bool, device=logits.device)
+    if positives.shape != logits.shape:
+        raise ValueError(f"positives {tuple(positives.shape)} do not match logits {tuple(logits.shape)}")
+    signs = positives.float() * 2 - 1
+    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
 
 
 def per_image_contrastive(image_features: torch.Tensor, text_features: torch.Tensor,
@@ -83,4 +121,4 @@ def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["contrastive_loss", "itm_loss", "kl_per_image", "multi_positive_ce", "per_image_contrastive",
-           "sample_hard_negatives"]
+           "sample_hard_negatives", "sigmoid_contrastive", "softmax_contrastive"]

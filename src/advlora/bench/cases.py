@@ -29,15 +29,11 @@ from advlora.bench.open_clip_size import OPEN_CLIP_SIZES, open_clip_model
 from advlora.bench.timing import (current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory,
                                   reset_peak_rss)
 from advlora.models.recompute import enable_recompute
-from advlora.models.tiny import random_model
+from advlora.models.tiny import random_for_size
 from advlora.training.config import AttackConfig
 from advlora.training.step import Dist, TrainTask, attack_batch
 
 PGD_STEPS = 10
-
-
-def arch_of(size: str) -> str:
-    return "blip" if size.startswith("blip") else "clip"
 
 
 def make_batch(model, batch: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -49,9 +45,11 @@ def make_batch(model, batch: int, seed: int = 0) -> tuple[torch.Tensor, list[str
 
 
 def base_model(size: str, seed: int = 0):
-    if size in OPEN_CLIP_SIZES:  # open_clip-format weights, read through the open_clip converter
+    """A random model of the family that declares ``size`` (``advlora.models.family``: each family's sizes), or
+    open_clip-format weights read through the open_clip converter."""
+    if size in OPEN_CLIP_SIZES:
         return open_clip_model(size, seed=seed)
-    return random_model(arch_of(size), size, seed=seed)
+    return random_for_size(size, seed=seed)
 
 
 def adapted(base, method: str, rank: int):

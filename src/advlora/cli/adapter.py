@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip or tiny-blip")
+    p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip, tiny-blip or tiny-siglip")
     add_random_model_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
 
@@ -83,9 +83,9 @@ def _load(args: argparse.Namespace):
         from advlora.models.tiny import random_model
 
         return random_model(*parse_random_model(args.random_model)).to(resolve_device(args.device))
-    from advlora.training.pretrain import load_model
+    from advlora.cli.common import model_loader
 
-    return load_model(args.model, device=resolve_device(args.device))
+    return model_loader()(args.model, device=resolve_device(args.device))
 
 
 def run(args: argparse.Namespace) -> int:

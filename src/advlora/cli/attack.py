@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 
 from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
-                                examples, load_model_and_adapter, print_json_file, summary_stream)
+                                examples, load_model_and_adapter, model_loader, print_json_file,
+                                summary_stream)
 from advlora.errors import AdvloraError
 from advlora.io import write_json
 from advlora.runs import default_out, execution, run_folder
@@ -103,9 +104,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     model = _load(args, dtype, adapter=True)
     surrogate = None
     if args.surrogate:
-        from advlora.training.pretrain import load_model
-
-        surrogate = load_model(args.surrogate, device=str(model.device)).to(dtype)
+        surrogate = model_loader()(args.surrogate, device=str(model.device)).to(dtype)
     sweep_device = model.device
     datasets = _datasets(args, specs)
     sweep = evaluate_sweep(model, datasets, threats, settings, model_id=args.model, adapter=args.adapter,

@@ -16,7 +16,7 @@ EXAMPLES = examples(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-model", default="clip:vit-b32", metavar="ARCH:SIZE",
-                   help="the random model measured (no download): clip:test, clip:tiny, clip:vit-b32, clip:openclip-vit-b32 (open_clip format, converted), blip:blip-base")
+                   help="the random model measured (no download): clip:test, clip:tiny, clip:vit-b32, clip:openclip-vit-b32 (open_clip format, converted), blip:blip-base, siglip:siglip-base, or any size a family declares")
     add_deprecated(p, "--size", dest="random_model", new="--random-model")
     p.add_argument("--batch-size", type=int, default=16, help="images per measured batch")
     add_deprecated(p, "--batch", dest="batch_size", new="--batch-size", type=int)
@@ -70,16 +70,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench_size(text: str) -> str:
-    """The bench's size of ``--random-model ARCH:SIZE`` (or a bare size, the old ``--size``): BLIP sizes start
-    with ``blip`` and every other size is a CLIP (``advlora.bench.cases.arch_of``)."""
-    from advlora.bench.cases import arch_of
+    """The bench's size of ``--random-model ARCH:SIZE`` (or a bare size, the old ``--size``): the bench builds the
+    family that declares the size (``advlora.models.family``; the open_clip-format sizes are CLIPs)."""
+    from advlora.bench.open_clip_size import OPEN_CLIP_SIZES
+    from advlora.models.family import family_of_size
 
     if ":" not in text:
         return text
     arch, size = parse_random_model(text)
-    if arch != arch_of(size):
-        raise AdvloraError(f"--random-model {text}: the bench measures {arch_of(size)}:{size} for size {size} "
-                           f"(clip:test, clip:tiny, clip:vit-b32 or blip:blip-base)")
+    declared = "clip" if size in OPEN_CLIP_SIZES else family_of_size(size).name
+    if arch != declared:
+        raise AdvloraError(f"--random-model {text}: the bench measures {declared}:{size} for size {size} "
+                           f"(a size names one family: advlora list models)")
     return size
 
 

@@ -117,7 +117,7 @@ def summary_stream(args: argparse.Namespace):
 def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tiny-clip",
                         data_default: str = "emoji") -> None:
     p.add_argument("--model", default=model_default,
-                   help="hub id, local folder, tiny-clip or tiny-blip (advlora list models)")
+                   help="hub id, local folder, tiny-clip, tiny-blip, tiny-siglip or an open_clip checkpoint (advlora list models)")
     p.add_argument("--adapter", default=None, help="adapter folder (peft format) to load onto the model (default: none)")
     p.add_argument("--data", default=data_default,
                    help="an embedded data set (emoji, emoji-source, emoji-downstream, emoji-video: advlora list "
@@ -143,12 +143,20 @@ def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--out", default=None, help=f"run folder (default: runs/{command}-<timestamp>)")
 
 
+def model_loader():
+    """``advlora.models.load_model``, with the training stage imported: it registers the builder that
+    pre-trains a ``tiny-<family>`` default on first use."""
+    import advlora.training  # noqa: F401
+    from advlora.models import load_model
+
+    return load_model
+
+
 def load_model_and_adapter(args: argparse.Namespace):
     """The model named by ``--model`` on ``--device``, with ``--adapter`` loaded when given."""
     from advlora.runtime import resolve_device
-    from advlora.training.pretrain import load_model
 
-    model = load_model(args.model, device=resolve_device(args.device))
+    model = model_loader()(args.model, device=resolve_device(args.device))
     if getattr(args, "adapter", None):
         from advlora.adapters import load_adapter
 

@@ -1,4 +1,4 @@
-"""``advlora pretrain``: train the tiny CLIP or BLIP from scratch on ``emoji-source`` and cache it."""
+"""``advlora pretrain``: train a tiny model (CLIP, BLIP, SigLIP) from scratch on ``emoji-source`` and cache it."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ EXAMPLES = examples(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=("clip", "blip"), default="clip", help="the architecture pre-trained")
+    p.add_argument("--arch", default="clip", help="model family: clip | blip | siglip (default: clip)")
     p.add_argument("--out", default=None,
                    help="model folder (default: $ADVLORA_HOME/models/tiny-<arch>, what --model tiny-<arch> loads)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches")

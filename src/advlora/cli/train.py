@@ -46,7 +46,7 @@ def _d(key: str) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="run config YAML (a path, or the name of a shipped config "
                    "such as advlora-tiny-clip: advlora list configs; default: the built-in defaults)")
-    p.add_argument("--model", default=None, help=f"hub id, local folder, tiny-clip or tiny-blip {_d('model.name')}")
+    p.add_argument("--model", default=None, help=f"hub id, local folder, tiny-clip, tiny-blip, tiny-siglip {_d('model.name')}")
     add_random_model_argument(p)
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
                    "file, a shard pattern, or a folder of images (objectives without captions: fare) "

@@ -5,11 +5,14 @@ normalisation happen inside ``encode_image``, so attacks and their eps live in p
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from advlora.losses import softmax_contrastive
 
 
 class VLModel(nn.Module):
@@ -29,6 +32,13 @@ class VLModel(nn.Module):
     default_targets: ClassVar[dict[str, list[str]]] = {}
     #: module-name prefixes (relative to ``hf_model``) of each tower.
     tower_prefixes: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: ``F.interpolate`` mode of the resize to the model's resolution (the processor's resample filter)
+    resize_mode: ClassVar[str] = "bilinear"
+    #: tokenize policy: "longest" (pad to the batch's longest caption; the mask hides padding) or "max_length"
+    #: (pad every caption to ``max_length``, as models pooled at the last position were trained)
+    text_padding: ClassVar[str] = "longest"
+    #: whether ``hf_model.set_attn_implementation`` may switch the attention kernel
+    attention_selectable: ClassVar[bool] = True
 
     def __init__(self, hf_model: nn.Module, tokenizer, *, image_size: int, mean, std, name_or_path: str,
                  max_length: int = 77, alias: str | None = None) -> None:
@@ -52,16 +62,17 @@ class VLModel(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode=self.resize_mode,
                                    align_corners=False, antialias=False)
         dtype = next(self.hf_model.parameters()).dtype
         return ((images - self.mean) / self.std).to(dtype)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize captions, padded to the longest, truncated to the model's maximum length."""
+        """Tokenize captions, padded as ``text_padding`` says, truncated to the model's maximum length."""
         if isinstance(texts, str):
             texts = [texts]
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+        padding = True if self.text_padding == "longest" else self.text_padding
+        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
@@ -74,6 +85,45 @@ class VLModel(nn.Module):
             if module_name.startswith(prefixes):
                 return tower
         return None
+
+    @classmethod
+    def input_size(cls, processor: Any, config: Any) -> int:
+        """The side of the square input: the processor's output (its crop when it crops, else its resize
+        target), else the vision config's ``image_size``."""
+        if processor is not None:
+            for v in (getattr(processor, "crop_size", None), getattr(processor, "size", None)):
+                side = v if isinstance(v, int) or v is None else (getattr(v, "height", None)
+                                                                  or getattr(v, "shortest_edge", None))
+                if isinstance(side, int):
+                    return side
+        return int(config.vision_config.image_size)
+
+    def recompute_layers(self) -> list[nn.Module]:
+        """The layers ``advlora.models.recompute.enable_recompute`` checkpoints: the transformer layers."""
+        return [m for m in self.hf_model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+    # ---- training hooks ------------------------------------------------------------------------
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """Added to the scaled similarities by sigmoid-loss models (SigLIP); None for softmax models."""
+        return None
+
+    def contrastive_loss(self, image_features: torch.Tensor, text_features: torch.Tensor,
+                         positives: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The family's batch contrastive loss (training and pre-training): symmetric softmax InfoNCE here.
+
+        Args: unit-norm (B, D) image and (T, D) text features; (B, T) bool positives (default the diagonal);
+        ``scale``: the multiplier of cosines (default ``logit_scale``).
+        """
+        return softmax_contrastive(image_features, text_features, self.logit_scale if scale is None else scale,
+                                   None, positives)
+
+    def temperature(self) -> nn.Parameter:
+        """The learnable log of ``logit_scale`` that pre-training optimises."""
+        return self.hf_model.logit_scale
+
+    def keep_temperature(self, log_scale: torch.Tensor) -> None:
+        """Store a pre-trained ``temperature()`` where the checkpoint keeps it (a parameter already is)."""
 
     # ---- the contract ------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:

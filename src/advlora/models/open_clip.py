@@ -43,6 +43,9 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from advlora.errors import AdvloraError
 from advlora.io import advlora_home, atomic_dir
+from advlora.models.base import VLModel
+from advlora.models.family import Loader, get_family
+from advlora.models.loading import load_transformers
 
 SPEC_PREFIX = "open_clip:"
 HUB_PREFIX = "hf-hub:"
@@ -585,3 +588,15 @@ def _check_fits(state: dict[str, torch.Tensor], expected: dict, what: str, targe
         if tuple(state[k].shape) != tuple(shape):
             raise AdvloraError(f"{what} does not fit {target}: {k} is {tuple(state[k].shape)}, "
                                f"{target} has {tuple(shape)}")
+
+
+def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+         revision: str | None = None, alias: str | None = None) -> VLModel:
+    """An open_clip checkpoint as a CLIP: converted once into a cached transformers folder, then read by the
+    CLIP family's loader."""
+    folder = convert_to_folder(name, revision=revision)
+    return load_transformers(get_family("clip"), folder, device=device, dtype=dtype, alias=alias or name)
+
+
+#: the loader ``advlora.models`` registers, asked before the families' transformers loaders
+LOADER = Loader("open_clip", lambda path, config: is_open_clip_checkpoint(path), load)

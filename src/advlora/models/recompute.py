@@ -4,7 +4,8 @@ Hugging Face's ``gradient_checkpointing_enable`` checkpoints a layer only in tra
 training runs its attack (PGD-k: k forward+backward passes w.r.t. the images) in eval mode, and that backward
 keeps every layer's activations just as the training step does. So the attack, not the update, set the peak
 and HF's switch saved nothing there. ``enable_recompute`` checkpoints every ``GradientCheckpointingLayer``
-(CLIP's and BLIP's encoder layers, adapters inside them) whenever gradients are on, in either mode: the
+(the encoder layers of every transformers family, adapters inside them; a ``VLModel`` names its layers with
+``recompute_layers``) whenever gradients are on, in either mode: the
 backward keeps only the layer boundaries and recomputes one layer at a time, for about one more forward pass.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import types
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def _recomputed_forward(self: nn.Module, *args, **kwargs):
@@ -32,9 +34,10 @@ def enable_recompute(model: nn.Module) -> int:
     The wrapper is a bound method in the layer's ``__dict__``, so ``copy.deepcopy`` of the model binds it to
     the copy (a closure would keep running the original's layer).
     """
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if callable(getattr(model, "recompute_layers", None)):
+        layers = model.recompute_layers()
+    else:
+        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     for layer in layers:
         layer.forward = types.MethodType(_recomputed_forward, layer)
     return len(layers)

@@ -31,6 +31,8 @@ class VideoModel(VLModel):
         self.arch = base.arch
         self.default_targets = base.default_targets
         self.tower_prefixes = base.tower_prefixes
+        self.text_padding = base.text_padding
+        self.resize_mode = base.resize_mode
         # a new Module says training=True whatever its base is in: take the base's mode, so that the wrapper's
         # flag (which the robust report's "mode restored" line reads) describes the evaluated model
         self.training = base.training
@@ -55,6 +57,17 @@ class VideoModel(VLModel):
     @property
     def has_itm(self) -> bool:
         return self.base.has_itm
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        return self.base.logit_bias
+
+    def contrastive_loss(self, image_features: torch.Tensor, text_features: torch.Tensor,
+                         positives: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+        return self.base.contrastive_loss(image_features, text_features, positives, scale)
+
+    def recompute_layers(self) -> list[torch.nn.Module]:
+        return self.base.recompute_layers()
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.base.tokenize(texts)

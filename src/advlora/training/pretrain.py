@@ -1,15 +1,18 @@
-"""Pre-train the tiny CLIP or BLIP from scratch on the emoji source part, and save it as a hub checkpoint.
+"""Pre-train a tiny model of any family (CLIP, BLIP, SigLIP) from scratch on the emoji source part, and save it as a
+hub checkpoint.
 
 The tiny models learn only ``emoji-source`` (emoji up to Emoji 5.0); ``emoji-downstream`` (the emoji added
 since) is the task they are adapted to, as a web-pre-trained CLIP is adapted to COCO. ``load_model`` here is
-``advlora.models.load_model`` that pre-trains ``tiny-clip`` / ``tiny-blip`` on first use (it is what
-``advlora.load_model`` is): ``advlora.models`` itself never trains, it only reads a cached checkpoint.
+``advlora.models.load_model`` with the builder that pre-trains ``tiny-clip`` / ``tiny-blip`` / ``tiny-siglip`` on
+first use; importing this module registers that builder with ``advlora.models`` (which itself never trains, it
+only reads a cached checkpoint), so ``advlora.models.load_model`` pre-trains them too once training is imported.
 
 The tokenizer is a WordPiece vocabulary trained on the train captions; the model is ``advlora.models.tiny``'s
 ``tiny`` size. Each step draws a batch of distinct emoji, one of its pre-rendered train views each and one of
 its captions (the name, or an alias), so that a batch never holds a false negative.
 
-CLIP: symmetric InfoNCE with a learnable temperature. Optionally (``bank=True``, off by default: it slowed
+The loss is the family's own (``VLModel.contrastive_loss``): CLIP's symmetric InfoNCE with a learnable
+temperature, SigLIP's sigmoid loss with its bias. Optionally (softmax families) (``bank=True``, off by default: it slowed
 learning in our runs) each side is also contrasted with a per-caption / per-emoji memory of the other side's
 most recent embeddings. BLIP: the same ITC loss plus ITM on hard negatives sampled from the ITC similarities,
 as BLIP trains.
@@ -32,7 +35,7 @@ from advlora.data import load_dataset
 from advlora.errors import choices_error
 from advlora.evaluation import evaluate_clean
 from advlora.io import atomic_dir, write_json
-from advlora.models import VLModel, resolve_model_path, save_model, tiny
+from advlora.models import VLModel, get_family, register_tiny_builder, resolve_model_path, save_model, tiny
 from advlora.models import load_model as _load_cached
 from advlora.models.tiny import SIZES
 from advlora.models.tokenizer import build_tokenizer
@@ -79,15 +82,8 @@ class PretrainResult:
 
 
 def default_config(arch: str) -> PretrainConfig:
-    if arch == "clip":
-        return PretrainConfig()
-    if arch == "blip":
-        # ITM triples the text passes: smaller batches. BLIP's text encoder is a post-LN BERT pooled at [CLS]:
-        # at the usual init (std 0.02) a 2-layer, 64-wide one gives every caption the same embedding (cosine
-        # 0.9999) and ITC barely moves (emoji ITC r_mean 3.3 after 180 steps, CLIP 9.8); std 0.1 gave 7.1
-        # (0.2: 3.8). See docs/training.md.
-        return PretrainConfig(epochs=40, batch_size=128, size_overrides={"init": 0.1})
-    raise choices_error("architecture", arch, ("clip", "blip"))
+    """The shipped tiny default's configuration: ``PretrainConfig`` with the family's ``pretrain`` overrides."""
+    return PretrainConfig(**get_family(arch).pretrain)
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -126,15 +122,18 @@ class EmojiTrainSet:
 
 
 class Tokens:
-    """All captions tokenized once; a batch is sliced to its longest caption."""
+    """All captions tokenized once; a batch is sliced to its longest caption (padding "longest"), or every
+    caption keeps ``max_length`` tokens (padding "max_length": models pooled at the last position)."""
 
-    def __init__(self, tokenizer, captions: list[str], max_length: int) -> None:
-        enc = tokenizer(captions, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    def __init__(self, tokenizer, captions: list[str], max_length: int, padding: str = "longest") -> None:
+        enc = tokenizer(captions, padding=True if padding == "longest" else padding, truncation=True,
+                        max_length=max_length, return_tensors="pt")
         self.ids, self.mask = enc["input_ids"], enc["attention_mask"]
+        self.slice = padding == "longest"
 
     def __call__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.mask[idx]
-        n = int(mask.sum(1).max())
+        n = int(mask.sum(1).max()) if self.slice else mask.shape[1]
         return {"input_ids": self.ids[idx, :n], "attention_mask": mask[:, :n]}
 
 
@@ -144,13 +143,12 @@ def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Te
     return (logits.logsumexp(1) - logits.masked_fill(~positive, float("-inf")).logsumexp(1)).mean()
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, classes: torch.Tensor,
+def contrastive_loss(model, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, classes: torch.Tensor,
                      cap_idx: torch.Tensor, data: EmojiTrainSet, banks: dict | None) -> torch.Tensor:
-    """Symmetric InfoNCE of a batch of distinct emoji; with ``banks``, also each side against the memory of
-    every caption / every emoji of the other side (keys all equally stale, so freshness gives nothing away)."""
-    logits = scale * img @ txt.t()
-    target = torch.arange(len(img))
-    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    """The family's loss of a batch of distinct emoji (``model.contrastive_loss``); with ``banks`` (softmax
+    families), also each side against the memory of every caption / every emoji of the other side (keys all
+    equally stale, so freshness gives nothing away)."""
+    loss = model.contrastive_loss(img, txt, scale=scale)
     if banks is None:
         return loss
     pos_i2t = data.caption_class.unsqueeze(0) == classes.unsqueeze(1)   # every caption of the image's emoji
@@ -192,14 +190,6 @@ def build_model(arch: str, captions: list[str], cfg: PretrainConfig, seed: int):
         tiny.SIZES.pop(f"{cfg.size}+", None)
 
 
-def _temperature(model) -> torch.nn.Parameter:
-    """CLIP's own learnable log-scale; BLIP's HF retrieval model has none, so one is trained and saved in the
-    config (``logit_scale_init_value``, which the wrapper's ``logit_scale`` reads)."""
-    if model.arch == "clip":
-        return model.hf_model.logit_scale
-    return torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-
 def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, progress: bool = True) -> int:
     """Run the pre-training loop in place; returns the number of optimizer steps.
 
@@ -221,7 +211,7 @@ def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
 
 
 def _set_attention(model, impl: str) -> None:
-    if model.arch != "clip":  # HF's BLIP has one attention implementation only (and warns when asked)
+    if not model.attention_selectable:  # e.g. HF's BLIP: one implementation only (and it warns when asked)
         return
     try:
         model.hf_model.set_attn_implementation(impl)
@@ -234,8 +224,8 @@ def _train_loop(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
     from transformers import get_cosine_schedule_with_warmup
 
     g = torch.Generator().manual_seed(seed)
-    tokens = Tokens(model.tokenizer, data.captions, cfg.max_length)
-    log_scale = _temperature(model)
+    tokens = Tokens(model.tokenizer, data.captions, cfg.max_length, model.text_padding)
+    log_scale = model.temperature()   # the family's learnable log-scale (a fresh one where HF keeps none)
     params = [p for p in model.hf_model.parameters() if p.requires_grad and p is not log_scale]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2] + [log_scale]
@@ -269,8 +259,7 @@ def _train_loop(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
                 bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{log_scale.exp().item():.1f}")
     bar.close()
     model.eval()
-    if model.arch == "blip":
-        model.hf_model.config.logit_scale_init_value = float(log_scale.detach())
+    model.keep_temperature(log_scale)
     return steps
 
 
@@ -287,13 +276,13 @@ def encode_captions(model, tokens: Tokens, cap: torch.Tensor, buckets: int = 1) 
 
 def _step_loss(model, pixels, tokens, classes, cap, data, banks, log_scale, cfg, g) -> torch.Tensor:
     txt = encode_captions(model, tokens, cap, cfg.text_buckets)
-    if model.arch == "clip":
+    if not model.has_itm:
         img = model.encode_image(pixels)
-        return contrastive_loss(img, txt, log_scale.exp(), classes, cap, data, banks)
+        return contrastive_loss(model, img, txt, log_scale.exp(), classes, cap, data, banks)
     tok = tokens(cap)
     states = model.image_states(pixels)
     img = model.embed_image_states(states)
-    itc = contrastive_loss(img, txt, log_scale.exp(), classes, cap, data, banks)
+    itc = contrastive_loss(model, img, txt, log_scale.exp(), classes, cap, data, banks)
     return itc + cfg.itm_weight * itm_loss(model, states, tok, (img @ txt.t()).detach(), g)
 
 
@@ -311,7 +300,8 @@ def _init_banks(model, data: EmojiTrainSet, tokens: Tokens) -> dict[str, torch.T
 
 def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfig | None = None,
              train_data=None, eval_data: dict | None = None, progress: bool = True) -> PretrainResult:
-    """Pre-train tiny ``arch`` ("clip" | "blip") on ``emoji-source`` train and save it to ``out`` (atomically).
+    """Pre-train tiny ``arch`` (a family: "clip", "blip", "siglip") on ``emoji-source`` train and save it to
+    ``out`` (atomically).
 
     Args:
         train_data: a ``RetrievalDataset`` to train on instead of the ``PRETRAIN_DATA`` train split (tests).
@@ -321,8 +311,7 @@ def pretrain(arch: str, out: str | Path, seed: int = 0, *, config: PretrainConfi
     """
 
     cfg = config or default_config(arch)
-    if arch not in ("clip", "blip"):
-        raise choices_error("architecture", arch, ("clip", "blip"))
+    get_family(arch)  # an unknown family is one line listing the registered ones
     if cfg.size not in SIZES:
         raise choices_error("model size", cfg.size, SIZES)
     torch.manual_seed(seed)
@@ -366,5 +355,12 @@ def ensure_pretrained(name_or_path: str) -> str:
 
 
 def load_model(name_or_path: str, **kwargs) -> VLModel:
-    """``advlora.models.load_model``, pre-training ``tiny-clip`` / ``tiny-blip`` first when they are not cached."""
+    """``advlora.models.load_model``, pre-training a ``tiny-<family>`` default first when it is not cached."""
     return _load_cached(name_or_path, build=build_tiny, **kwargs)
+
+
+def _build_tiny(arch: str, out: Path) -> None:
+    build_tiny(arch, out)
+
+
+register_tiny_builder(_build_tiny)

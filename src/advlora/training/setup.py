@@ -20,10 +20,10 @@ from advlora.data.images import is_image_folder, read_image_folder
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
 from advlora.models.recompute import enable_recompute
+from advlora.models import load_model
 from advlora.models.tiny import random_model
 from advlora.runs import manifest
 from advlora.training.checkpoint import list_checkpoints
-from advlora.training.pretrain import load_model
 from advlora.training.config import RunConfig, config_diff, load_run_config
 
 _BASE_MODELS: dict[tuple, Any] = {}

@@ -2,8 +2,9 @@
 
 The trainer knows nothing of CLIP or BLIP; this module turns (clean images, adversarial images, captions) into
 the loss: the training objective's (``advlora.training.objectives``: what the attack maximises and what the
-update minimises; the model's contrastive loss reaches them through two calls here: ``contrastive`` in
-``attack_batch``, per image, and ``itc`` in ``TrainTask.forward``, of the batch), BLIP's ITM on hard
+update minimises; the model family's contrastive loss (``VLModel.contrastive_loss``: softmax InfoNCE, SigLIP's
+sigmoid loss) reaches them through two calls here: ``contrastive`` in ``attack_batch``, per image, and ``itc``
+in ``TrainTask.forward``, of the batch), BLIP's ITM on hard
 negatives, and the adapter's regulariser. Under DDP every rank holds a contiguous slice of the global batch;
 features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
@@ -15,7 +16,7 @@ from torch import nn
 
 from advlora.attacks import ATTACKS
 from advlora.errors import choices_error
-from advlora.losses import contrastive_loss, itm_loss, per_image_contrastive, sample_hard_negatives
+from advlora.losses import itm_loss, per_image_contrastive, sample_hard_negatives
 from advlora.runtime import eval_mode
 from advlora.training import objectives
 from advlora.training.config import CLEAN, AttackConfig
@@ -169,7 +170,7 @@ class TrainTask(nn.Module):
         pos = positives if valid is None else positives[keep][:, keep]
 
         def itc(image_feats: torch.Tensor) -> torch.Tensor:
-            return contrastive_loss(real(d.gather(image_feats)), real(text_all), scale, pos)
+            return m.contrastive_loss(real(d.gather(image_feats)), real(text_all), pos, scale)
 
         terms = obj.loss(objectives.LossInputs(
             adv_feats, feats[:b] if use_clean else None, None if text_all is None else real(text_all), scale, itc,

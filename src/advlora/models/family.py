@@ -1,0 +1,197 @@
+"""The backbone seam: what advlora knows about a model family, declared once, in the family's own file.
+
+A family (``advlora.models.clip``, ``blip``, ``siglip``) declares a ``Family``: its ``VLModel`` wrapper (pixel-space
+``encode_image`` with the family's resize and normalisation, the tokenize policy, the contrastive loss that
+training and pre-training call, the default adapter targets per tower, the layers recomputation checkpoints),
+the transformers model and image-processor classes of the ``config.json`` ``model_type`` it reads, a random
+configuration of any named size (tests, benchmarks, the tiny pre-trained default) and the real sizes it adds.
+
+How a loader registers. ``load_model`` asks each registered ``Loader``, in order, ``recognise(path_or_id,
+config) -> bool`` (``config``: the checkpoint's ``config.json`` as a dict, None when it has none) and the
+first that says yes ``load(path_or_id, device=, dtype=, revision=, alias=) -> VLModel`` reads it. Every family
+brings the loader of its transformers checkpoints (``transformers_loader``); a loader for another layout (an
+open_clip checkpoint converted on load into a ``CLIPModel`` folder, then handed to the CLIP family's
+``load``) is a ``Loader`` passed to ``register_loader``, placed before the transformers loaders with
+``first=True``; a benchmark size it brings (an open_clip LAION ViT-B/32's shape) is declared on the family that
+builds it with ``add_sizes``. Adding a family is one file declaring ``FAMILY`` plus one line in ``advlora.models``
+(``register_family``); ``registered`` declares one for the length of a ``with`` block (tests).
+
+The tiny pre-trained defaults (``tiny-clip``, ``tiny-blip``, ``tiny-siglip``: ``tiny-<family>`` of every family
+with ``tiny=True``) are read from ``$ADVLORA_HOME/models``; one not cached yet is made by the builder that
+``register_tiny_builder`` installed (the training stage registers the pre-training: models only read checkpoints).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advlora.errors import AdvloraError, choices_error
+from advlora.models.base import VLModel
+from advlora.models.loading import transformers_loader
+
+#: CLIP's normalisation (BLIP shares it): the default of a folder without an image processor file
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Loader:
+    """Recognises a checkpoint layout and loads it into a ``VLModel``."""
+
+    name: str
+    recognise: Callable[[str, dict | None], bool]
+    load: Callable[..., VLModel]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything the rest of advlora needs to know about one backbone family.
+
+    Attributes:
+        name: the family's name: ``VLModel.arch``, ``random_model``'s ``arch``, ``tiny-<name>``.
+        wrapper: the ``VLModel`` subclass (``arch == name``).
+        model_type: the ``config.json`` ``model_type`` its checkpoints carry.
+        model_class: the transformers model class (a name in ``transformers``).
+        processor_class: the image processor class that writes and reads ``preprocessor_config.json`` (the
+            Pillow backend: the default one imports torchvision).
+        config: ``(shape, vocab_size, max_length) -> transformers config`` of a random model; ``shape`` is an
+            entry of ``advlora.models.tiny.SIZES`` with the caller's overrides.
+        sizes: named real sizes this family adds to ``SIZES`` (random weights, for benchmarks; ``advlora bench
+            --size`` builds the family that declares the size).
+        mean, std: normalisation of a random model and of a folder without an image processor file.
+        processor_options: ``model -> kwargs`` added to the processor ``save_model`` writes.
+        init_random: applied to a freshly built random transformers model (after the seeded construction).
+        pretrain: overrides of ``advlora.training.pretrain.PretrainConfig`` for its tiny default.
+        tiny: whether ``tiny-<name>`` is a pre-trained default.
+    """
+
+    name: str
+    wrapper: type[VLModel]
+    model_type: str
+    model_class: str
+    processor_class: str
+    config: Callable[[dict, int, int], Any]
+    sizes: dict[str, dict] = field(default_factory=dict)
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    processor_options: Callable[[VLModel], dict] = lambda model: {}
+    init_random: Callable[[Any], None] | None = None
+    pretrain: dict = field(default_factory=dict)
+    tiny: bool = True
+
+    @property
+    def loader(self) -> Loader:
+        """The loader of this family's transformers checkpoints (``config.json`` names ``model_type``)."""
+        return Loader(f"transformers:{self.name}", *transformers_loader(self))
+
+
+#: size name -> shape of a random model (``advlora.models.tiny.SIZES``): the shared ones, then the sizes the
+#: families add. Keys: width, layers, heads, mlp (vision), text_width, text_layers, text_heads, text_mlp, proj,
+#: image_size, patch; optional: ``init`` (BLIP's initializer range), ``max_length`` (caption tokens of
+#: ``random_for_size``, default 32).
+SIZES: dict[str, dict] = {
+    # test-sized: a few thousand parameters, runs in milliseconds
+    "test": dict(width=32, layers=2, heads=2, mlp=64, text_width=32, text_layers=2, proj=32, image_size=32, patch=8),
+    # the embedded defaults' architecture (pre-trained by ``advlora pretrain``)
+    # (narrow and shallow: on 2 CPU cores, pre-training gets more updates per second out of a small model)
+    "tiny": dict(width=64, layers=3, heads=4, mlp=256, text_width=64, text_layers=2, proj=64, image_size=32,
+                 patch=8),
+}
+#: name -> Family, in registration order
+FAMILIES: dict[str, Family] = {}
+#: loaders, asked in order
+LOADERS: list[Loader] = []
+#: makes a tiny default that is not cached yet: (family name, folder to write) -> None
+TinyBuilder = Callable[[str, Path], object]
+_TINY_BUILDER: list[TinyBuilder] = []
+
+
+def register_family(family: Family) -> Family:
+    """Add a family (and its transformers loader); its real sizes join ``advlora.models.tiny.SIZES``."""
+    if family.name in FAMILIES:
+        raise ValueError(f"family {family.name!r} is already registered")
+    if family.wrapper.arch != family.name:
+        raise ValueError(f"family {family.name!r}: its wrapper's arch is {family.wrapper.arch!r}")
+    FAMILIES[family.name] = family
+    LOADERS.append(family.loader)
+    SIZES.update(family.sizes)
+    return family
+
+
+def unregister_family(name: str) -> None:
+    family = FAMILIES.pop(name)
+    LOADERS[:] = [lo for lo in LOADERS if lo.name != family.loader.name]
+    for size in family.sizes:
+        SIZES.pop(size, None)
+
+
+@contextlib.contextmanager
+def registered(family: Family) -> Iterator[Family]:
+    """Declare ``family`` for the length of the block (tests)."""
+    register_family(family)
+    try:
+        yield family
+    finally:
+        unregister_family(family.name)
+
+
+def add_sizes(name: str, sizes: dict[str, dict]) -> None:
+    """Declare more named sizes of the registered family ``name`` (``advlora bench --size`` builds them with its
+    ``config``): the place for a size that a loader's module brings, e.g. an open_clip ViT-B/32's shape."""
+    fam = get_family(name)
+    fam.sizes.update(sizes)
+    SIZES.update(sizes)
+
+
+def register_loader(loader: Loader, first: bool = True) -> Loader:
+    """Add a loader of another checkpoint layout; ``first``: asked before the families' transformers loaders."""
+    LOADERS.insert(0, loader) if first else LOADERS.append(loader)
+    return loader
+
+
+def get_family(name: str) -> Family:
+    """The registered family ``name`` (an error line listing the registered ones otherwise)."""
+    if name not in FAMILIES:
+        raise choices_error("model family", name, FAMILIES)
+    return FAMILIES[name]
+
+
+def family_of(model: VLModel) -> Family:
+    return get_family(model.arch)
+
+
+def family_of_size(size: str) -> Family:
+    """The family that declares the real size ``size``; the first registered for the shared ones (test, tiny)."""
+    for fam in FAMILIES.values():
+        if size in fam.sizes:
+            return fam
+    return next(iter(FAMILIES.values()))
+
+
+def tiny_defaults() -> dict[str, str]:
+    """``tiny-<family>`` -> family name, for every family with a pre-trained tiny default."""
+    return {f"tiny-{f.name}": f.name for f in FAMILIES.values() if f.tiny}
+
+
+def register_tiny_builder(build: Callable[[str, Path], object]) -> None:
+    """Install the function ``(family name, folder) -> None`` that makes a tiny default not cached yet."""
+    _TINY_BUILDER[:] = [build]
+
+
+def tiny_builder() -> Callable[[str, Path], object] | None:
+    return _TINY_BUILDER[0] if _TINY_BUILDER else None
+
+
+def unsupported(name_or_path: str, config: dict | None) -> AdvloraError:
+    kind = (config or {}).get("model_type")
+    known = ", ".join(sorted({f.model_type for f in FAMILIES.values()}))
+    what = f"has model_type {kind!r}" if kind else "is no checkpoint any registered loader recognises"
+    return AdvloraError(f"model {name_or_path!r} {what}; supported model types: {known}")
+
+
+__all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family", "family_of",
+           "family_of_size", "register_family", "register_loader", "register_tiny_builder", "registered",
+           "TinyBuilder", "tiny_builder", "tiny_defaults", "unregister_family"]
