@@ -6,9 +6,15 @@ Names are imported lazily so that ``import advlora`` stays fast.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
+
+if sys.flags.optimize >= 2:   # python -OO: transformers' docstring decorator needs a pass-through
+    from advlora.runtime import tolerate_stripped_docstrings
+
+    tolerate_stripped_docstrings()
 
 _API = {
     "load_dataset": "advlora.data",

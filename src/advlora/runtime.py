@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -51,3 +53,21 @@ def quiet_libraries() -> None:
 
 
 __all__ = ["eval_mode", "quiet_libraries", "resolve_device"]
+
+
+def tolerate_stripped_docstrings() -> None:
+    """Let ``python -OO`` (docstrings stripped) import transformers' models.
+
+    transformers' ``auto_docstring`` decorator raises while its modeling modules import when docstrings are
+    stripped (transformers issues 40659 and 42279). With no docstrings there is nothing for it to write, so under
+    ``-OO`` it is replaced by a pass-through before any modeling module loads; otherwise nothing changes.
+    """
+    if sys.flags.optimize < 2:
+        return
+    import transformers.utils  # noqa: F401  (loads the decorator's module)
+
+    def passthrough(obj: Any = None, **_: Any) -> Any:
+        return (lambda o: o) if obj is None else obj
+
+    sys.modules["transformers.utils"].auto_docstring = passthrough
+    sys.modules["transformers.utils.auto_docstring"].auto_docstring = passthrough
