@@ -11,53 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from advlora.models.base import VLModel
+from advlora.models.delegate import Delegating
 
 #: prompts encoded per forward pass of the text tower
 PROMPT_BATCH = 256
 
 
-class PromptEnsemble(VLModel):
+class PromptEnsemble(Delegating):
     """``base`` with class names encoded as the renormalised mean of their prompts' embeddings."""
 
     def __init__(self, base: VLModel, templates: tuple[str, ...]) -> None:
-        torch.nn.Module.__init__(self)
-        if isinstance(base, PromptEnsemble):
-            base = base.base
-        self.base = base
+        super().__init__(base.base if isinstance(base, PromptEnsemble) else base)
         self.templates = tuple(templates)
-        self.arch = base.arch
-        self.default_targets = base.default_targets
-        self.tower_prefixes = base.tower_prefixes
-        self.training = base.training   # the wrapper's flag describes the evaluated model
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base":
-                raise
-            return getattr(self._modules["base"], name)
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.base.logit_scale
-
-    @property
-    def has_itm(self) -> bool:
-        return self.base.has_itm
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.base.tokenize(texts)
-
-    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        return self.base.normalize_pixels(images)
-
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.base.encode_image(images, normalize)
 
     def encode_text(self, texts, normalize: bool = True) -> torch.Tensor:
         """Class names -> (C, D) prompt-ensembled embeddings (unit when ``normalize``; tokens pass to the base)."""

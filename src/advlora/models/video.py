@@ -17,66 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from advlora.models.base import VLModel
+from advlora.models.delegate import Delegating
 from advlora.models.prompts import for_templates
 
 
-class VideoModel(VLModel):
+class VideoModel(Delegating):
     """A ``VLModel`` over videos (B, F, 3, H, W) by pooling frame features of ``base``."""
 
     def __init__(self, base: VLModel) -> None:
-        torch.nn.Module.__init__(self)
-        if isinstance(base, VideoModel):
-            base = base.base
-        self.base = base
-        self.arch = base.arch
-        self.default_targets = base.default_targets
-        self.tower_prefixes = base.tower_prefixes
-        self.text_padding = base.text_padding
-        self.resize_mode = base.resize_mode
-        # a new Module says training=True whatever its base is in: take the base's mode, so that the wrapper's
-        # flag (which the robust report's "mode restored" line reads) describes the evaluated model
-        self.training = base.training
-
-    # ---- delegation --------------------------------------------------------------------------------------
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base":
-                raise
-            return getattr(self._modules["base"], name)
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.base.logit_scale
-
-    @property
-    def has_itm(self) -> bool:
-        return self.base.has_itm
-
-    @property
-    def logit_bias(self) -> torch.Tensor | None:
-        return self.base.logit_bias
-
-    def contrastive_loss(self, image_features: torch.Tensor, text_features: torch.Tensor,
-                         positives: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
-        return self.base.contrastive_loss(image_features, text_features, positives, scale)
-
-    def recompute_layers(self) -> list[torch.nn.Module]:
-        return self.base.recompute_layers()
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.base.tokenize(texts)
-
-    def encode_text(self, texts, normalize: bool = True) -> torch.Tensor:
-        return self.base.encode_text(texts, normalize)
-
-    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        return self.base.normalize_pixels(images)
+        super().__init__(base.base if isinstance(base, VideoModel) else base)
 
     # ---- the video contract ------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
