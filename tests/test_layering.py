@@ -16,7 +16,7 @@ SRC = Path(advlora.__file__).parent
 #: sit above everything
 STAGES = [
     {"errors", "runtime", "preempt", "io", "threads", "config", "configs", "metrics", "losses", "runs",
-     "progress", "hashing"},
+     "progress", "hashing", "declarations"},
     {"data"},
     {"models"},
     {"adapters"},

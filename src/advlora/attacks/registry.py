@@ -17,11 +17,12 @@ Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sa
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from advlora.declarations import Declarations
 from advlora.errors import AdvloraError, choices_error
 
 #: a ``advlora.attacks.threat.ThreatModel`` (not imported: threat.py reads this registry to describe lines)
@@ -164,50 +165,39 @@ class AttackSpec:
         return f"{self.label}-{steps}" if steps and "steps" in self.uses else self.label
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
+_DECLARED: Declarations[AttackSpec] = Declarations("attack")
 
 
 def register(spec: AttackSpec) -> AttackSpec:
     """Add ``spec`` (a module of ``advlora.attacks`` calls this at import); a name is declared once."""
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
-        raise AdvloraError(f"attack {spec.name!r} is declared twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _DECLARED.register(spec)
 
 
 def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    _DECLARED.unregister(name)
 
 
-@contextmanager
-def registered(spec: AttackSpec) -> Iterator[AttackSpec]:
+def registered(spec: AttackSpec) -> AbstractContextManager[AttackSpec]:
     """``spec`` registered for the duration of a ``with`` block (a throw-away attack, e.g. in a test)."""
-    register(spec)
-    try:
-        yield spec
-    finally:
-        unregister(spec.name)
+    return _DECLARED.registered(spec)
 
 
 def get(name: str) -> AttackSpec:
     """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the registered ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise choices_error("attack", name, _REGISTRY) from None
+    return _DECLARED.get(name)
 
 
 def find(name: str) -> AttackSpec | None:
-    return _REGISTRY.get(name)
+    return _DECLARED.find(name)
 
 
 def names(*kinds: str) -> tuple[str, ...]:
     """Registered names (of ``kinds`` when given), in registration order."""
-    return tuple(n for n, s in _REGISTRY.items() if not kinds or s.kind in kinds)
+    return tuple(n for n, s in _DECLARED.items.items() if not kinds or s.kind in kinds)
 
 
 def specs(*kinds: str) -> tuple[AttackSpec, ...]:
-    return tuple(_REGISTRY[n] for n in names(*kinds))
+    return tuple(_DECLARED.items[n] for n in names(*kinds))
 
 
 def check_names(attacks: list[str] | tuple[str, ...] | str) -> list[str]:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from advlora.errors import AdvloraError, choices_error
+from advlora.declarations import Declarations
+from advlora.errors import AdvloraError
 
 #: the objective of a run that names none
 DEFAULT = "tecoa"
@@ -144,41 +145,30 @@ class Objective:
             raise AdvloraError(f"objective {self.name!r}: a name, a callable attack objective and a callable loss")
 
 
-_REGISTRY: dict[str, Objective] = {}
+_DECLARED: Declarations[Objective] = Declarations("training objective")
 
 
 def register(objective: Objective) -> Objective:
     """Add ``objective`` (a module of this package calls this at import); a name is declared once."""
-    if objective.name in _REGISTRY and _REGISTRY[objective.name] != objective:
-        raise AdvloraError(f"objective {objective.name!r} is declared twice")
-    _REGISTRY[objective.name] = objective
-    return objective
+    return _DECLARED.register(objective)
 
 
 def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    _DECLARED.unregister(name)
 
 
-@contextmanager
-def registered(objective: Objective) -> Iterator[Objective]:
+def registered(objective: Objective) -> AbstractContextManager[Objective]:
     """``objective`` registered for the duration of a ``with`` block (a throw-away objective, e.g. in a test)."""
-    register(objective)
-    try:
-        yield objective
-    finally:
-        unregister(objective.name)
+    return _DECLARED.registered(objective)
 
 
 def get(name: str) -> Objective:
     """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the declared ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise choices_error("training objective", name, _REGISTRY) from None
+    return _DECLARED.get(name)
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return _DECLARED.names()
 
 
 def _import_all() -> None:
