@@ -21,6 +21,7 @@ import torch
 from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
                                     loss_only, outcome, project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
+from advlora.attacks.stopping import finished
 from advlora.errors import AdvloraError
 
 MOMENTUM = 0.75
@@ -62,6 +63,8 @@ def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, *, eps: 
         raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
     marks = set(checkpoints(int(steps))[1:])
     for _ in range(int(restarts)):
+        if finished(objective):
+            break
         x = start_point(objective, x0, eps, norm, random_start, generator)
         loss, grad = loss_and_grad(objective, x)
         worst.update(loss, x, outcome(objective))
@@ -74,6 +77,8 @@ def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, *, eps: 
         last_mark, best_at_mark = 0, best.loss.clone()
         reduced_at_mark = torch.ones_like(step, dtype=torch.bool)
         for i in range(int(steps)):
+            if finished(objective):                   # every sample done (``attacks.stopping``)
+                break
             a = 1.0 if i == 0 else MOMENTUM
             z = project_image(x + _bview(step, x) * ascent_direction(grad, norm), x0, eps, norm)
             x_new = project_image(x + a * (z - x) + (1 - a) * (x - x_prev), x0, eps, norm)

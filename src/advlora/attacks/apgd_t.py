@@ -20,6 +20,7 @@ from advlora.attacks._utils import WorstCase, check_args
 from advlora.attacks.apgd import apgd_into
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.seeding import is_per_sample
+from advlora.attacks.stopping import finished
 
 
 def apgd_targeted(family, images: torch.Tensor, *, eps: float | str, steps: int = 10, norm: str = "linf",
@@ -41,7 +42,7 @@ def apgd_targeted(family, images: torch.Tensor, *, eps: float | str, steps: int 
     worst.score_clean(family.target(0), x0)
     per_pass = n if targets_per_pass is None else max(1, min(int(targets_per_pass), n))
     j = 0
-    while j < n:
+    while j < n and not finished(family):
         js = list(range(j, min(j + per_pass, n)))
         try:
             _targets_pass(worst, family, x0, js, eps=eps, steps=steps, norm=norm, restarts=restarts,

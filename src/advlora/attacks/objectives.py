@@ -44,8 +44,11 @@ class RankedObjective:
     stationary = False
 
     def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                 clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+                 clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 restrict: Callable[[torch.Tensor], Callable] | None = None) -> None:
         self.fn = fn
+        #: ``restrict(rows)`` -> the ``fn`` of the objective of those rows of the batch alone (``select``)
+        self.restrict = restrict
         self.last_rank: torch.Tensor | None = None
         #: (loss, rank) at the clean images when ``clean`` (loss, scores, positives there) is given: the
         #: attacks then let the clean image compete without a forward (``_utils.WorstCase.score_clean``)
@@ -55,6 +58,19 @@ class RankedObjective:
         loss, scores, positives = self.fn(images)
         self.last_rank = best_positive_rank(scores, positives)
         return loss
+
+    @property
+    def selectable(self) -> bool:
+        """Whether ``select`` can restrict this objective to some rows of its batch."""
+        return self.restrict is not None
+
+    def select(self, rows: torch.Tensor) -> RankedObjective:
+        """The objective of the batch's ``rows`` alone (called on those images, in that order): row b of the
+        result is row ``rows[b]`` of this one, with the same loss and outcome (``attacks.stopping`` uses it to
+        stop querying rows that are done)."""
+        if self.restrict is None:
+            raise AdvloraError("this objective cannot be restricted to rows of its batch")
+        return RankedObjective(self.restrict(torch.as_tensor(rows, dtype=torch.long)))
 
 
 def best_positive_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -103,13 +119,26 @@ def contrastive(model, text_features: torch.Tensor, positives: torch.Tensor,
     positives = _check_pos(positives, tf.shape[0]).to(tf.device)
     scale = _scale(model, logit_scale)
 
-    def score(feats: torch.Tensor):
-        logits = scale * feats @ tf.t()
-        pos = positives[:logits.shape[0]]
-        return multi_positive_ce(logits, pos), logits, pos
+    def score_of(positives: torch.Tensor):
+        def score(feats: torch.Tensor):
+            logits = scale * feats @ tf.t()
+            pos = positives[:logits.shape[0]]
+            return multi_positive_ce(logits, pos), logits, pos
+        return score
 
-    clean = None if clean_features is None else _no_grad(score, clean_features.to(tf))
-    return RankedObjective(lambda images: score(model.encode_image(images)), clean)
+    return _gallery_objective(model, score_of, positives, clean_features, tf)
+
+
+def _gallery_objective(model, score_of, positives: torch.Tensor, clean_features: torch.Tensor | None,
+                       tf: torch.Tensor) -> RankedObjective:
+    """The ``RankedObjective`` of ``score_of(positives)(features)`` on ``model``'s image features, restrictable
+    to rows of the batch (their positives' rows)."""
+    def of(pos: torch.Tensor):
+        score = score_of(pos)
+        return lambda images: score(model.encode_image(images))
+
+    clean = None if clean_features is None else _no_grad(score_of(positives), clean_features.to(tf))
+    return RankedObjective(of(positives), clean, restrict=lambda rows: of(positives[rows.to(positives.device)]))
 
 
 def _no_grad(fn, *args):
@@ -130,14 +159,15 @@ def margin(model, text_features: torch.Tensor, positives: torch.Tensor,
     if positives.all(dim=1).any():
         raise AdvloraError("margin objective needs at least one negative caption per image")
 
-    def score(feats: torch.Tensor):
-        sim = feats @ tf.t()
-        pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
-        neg = sim.masked_fill(positives, float("-inf")).amax(dim=1)
-        return neg - pos, sim, positives
+    def score_of(positives: torch.Tensor):
+        def score(feats: torch.Tensor):
+            sim = feats @ tf.t()
+            pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
+            neg = sim.masked_fill(positives, float("-inf")).amax(dim=1)
+            return neg - pos, sim, positives
+        return score
 
-    clean = None if clean_features is None else _no_grad(score, clean_features.to(tf))
-    return RankedObjective(lambda images: score(model.encode_image(images)), clean)
+    return _gallery_objective(model, score_of, positives, clean_features, tf)
 
 
 class TargetedDLR:
@@ -178,7 +208,8 @@ class TargetedDLR:
         t = torch.cat([self.targets[:, j] for j in js])
         return self._objective(t, self.positives.repeat(len(js), 1), self.clean_sim.repeat(len(js), 1))
 
-    def _objective(self, t: torch.Tensor, positives: torch.Tensor, clean_sim: torch.Tensor) -> RankedObjective:
+    def _objective(self, t: torch.Tensor, positives: torch.Tensor, clean_sim: torch.Tensor | None = None
+                   ) -> RankedObjective:
         tf, model = self.tf, self.model
 
         def score(sim: torch.Tensor):
@@ -189,7 +220,12 @@ class TargetedDLR:
             denom = top[:, 0] - (top[:, min(2, top.shape[1] - 1)] + top[:, -1]) / 2
             return (z_t - z_y) / (denom + 1e-12), sim, positives
 
-        return RankedObjective(lambda images: score(model.encode_image(images) @ tf.t()), _no_grad(score, clean_sim))
+        def restrict(rows: torch.Tensor):
+            r = rows.to(positives.device)
+            return self._objective(t[r], positives[r]).fn
+
+        return RankedObjective(lambda images: score(model.encode_image(images) @ tf.t()),
+                               None if clean_sim is None else _no_grad(score, clean_sim), restrict=restrict)
 
 
 def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> Objective:

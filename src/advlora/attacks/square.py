@@ -22,6 +22,7 @@ import torch
 from advlora.attacks._utils import Objective, WorstCase, check_args
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.seeding import is_per_sample
+from advlora.attacks.stopping import finished
 from advlora.errors import AdvloraError
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -77,6 +78,8 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
     cols = torch.arange(W, device=dev)
     bview = [B] + [1] * len(lead)
     for i in range(int(queries)):
+        if finished(objective):                   # every sample done (``attacks.stopping``)
+            break
         p = p_selection(p_init, i, int(queries))
         s = max(int(round(math.sqrt(p * n_features / channels))), 1)
         s = min(s, H - 1 if H > 1 else 1, W - 1 if W > 1 else 1)
