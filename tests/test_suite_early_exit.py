@@ -49,8 +49,9 @@ def _data(build, name: str, limit: int = 12):
 
 
 def _protocol_reference(model, data, threat, spec):
-    """The protocol rebuilt from each member attacking every image alone: per image, members attack while its
-    kept i2t rank is below max(KS); the kept image is the worst by (rank, loss), the earlier on ties."""
+    """The protocol rebuilt from each member attacking every image alone (each image until its rank reaches
+    max(KS)): per image, members attack while its kept i2t rank is below max(KS); the kept image is the worst by
+    (rank, loss), the earlier on ties."""
     ctx = R._context(model, data, None)
     rank, loss = ctx.clean_ranks[0].clone(), ctx.clean_loss.double().clone()
     pick = torch.full((len(data),), -1)
@@ -60,7 +61,7 @@ def _protocol_reference(model, data, threat, spec):
         todo = rank < max(KS)
         adv = R._attack_images(ctx, registry.get(m.attack), threat.replace(**m.changes), batch_size=5,
                                gallery="full", objective=m.objective or "contrastive", generator=gen,
-                               options={**m.options}, key=f"{spec.name}/{m.label}")
+                               options={**m.options}, key=f"{spec.name}/{m.label}", done_rank=max(KS))
         res = R._measure(ctx, adv)
         r, l_ = res["ranks"][0], res["loss"].double()
         better = todo & ((r > rank) | ((r == rank) & (l_ > loss)))
@@ -185,9 +186,7 @@ def test_a_stopped_suite_resumes_from_its_kept_images(tiny_clip, small_suite, em
 
 
 def test_members_with_nothing_left_to_attack(tiny_clip, small_suite, emoji_build, monkeypatch):
-    from advlora.evaluation import suite
-
-    monkeypatch.setattr(suite, "KS", (0,))          # every image "done" at its clean rank: no member attacks
+    monkeypatch.setattr(R, "check_exit_k", lambda k: 0)   # every image "done" at its clean rank: none attacked
     data = _data(emoji_build, "emoji-source", 6)
     out = R.evaluate_robust(tiny_clip, data, [small_suite], ThreatModel(eps="4/255"), batch_size=4, sanity=False)
     assert [out["attacks"][f"{small_suite}/{m.label}"].attacked for m in SMALL.members] == [0, 0, 0]

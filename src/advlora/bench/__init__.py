@@ -34,7 +34,8 @@ TARGETS = {
     "p6_eval_extra_gib": ("<= 1.00", lambda v: v <= 1.00),
     "p7_suite_vs_members": ("<= 1.00", lambda v: v <= 1.00),
     "p7_exhaustive_vs_members": ("<= 1.05", lambda v: v <= 1.05),
-    "p8_vs_autoattack": ("<= 1.00, same R@1 (torchattacks)", lambda v: v <= 1.00),
+    "p8_vs_autoattack": ("<= 1.00, same R@1 (torchattacks; --exit-k 1)", lambda v: v <= 1.00),
+    "p8_exit10_vs_autoattack": ("(reported; default --exit-k 10)", None),
 }
 
 
@@ -90,7 +91,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         details["autoattack_rows"] = rows
         details["p8_vs_autoattack"] = max(r["p8_vs_autoattack"] for r in rows)
         details["p8_same_r1"] = all(abs(r["ours_r1"] - r["aa_acc"]) < 1e-6 for r in rows)
-    ratios = {k: details[k] for k in TARGETS if k in details}
+        details["p8_exit10_vs_autoattack"] = max(b["p8_vs_autoattack"] for r in rows for b in r["by_exit_k"]
+                                                 if b["exit_k"] == 10) if rows[0]["by_exit_k"][1:] else None
+    ratios = {k: details[k] for k in TARGETS if details.get(k) is not None}
     met = {k: (None if test is None or k not in ratios else bool(test(ratios[k]))
                and (k != "p8_vs_autoattack" or details["p8_same_r1"])) for k, (_, test) in TARGETS.items()}
     return {"ratios": ratios, "met": met, "details": details, "config": cfg.__dict__,
@@ -129,9 +132,11 @@ def format_bench(result: dict) -> str:
     lines.append("suite on {suite_images} images: early exit {suite_early_s:.1f}s, exhaustive {suite_exhaustive_s:.1f}s, "
                  "members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} images/s".format(**d))
     for row in d.get("autoattack_rows", []):
-        lines.append("AutoAttack reduction {data} {eps} ({aa_images} images, clean R@1 {clean_r1:.1f}): advlora "
-                     "standard i2t R@1 {ours_r1:.1f} in {ours_s:.1f}s, AutoAttack robust acc. {aa_acc:.1f} in "
-                     "{aa_s:.1f}s, ratio {p8_vs_autoattack:.2f}".format(**row))
+        lines.append("AutoAttack reduction {data} {eps} ({aa_images} images, clean R@1 {clean_r1:.1f}): AutoAttack "
+                     "robust acc. {aa_acc:.1f} in {aa_s:.1f}s".format(**row))
+        for b in row.get("by_exit_k", [row]):
+            lines.append("  advlora standard --exit-k {exit_k}: i2t R@1 {ours_r1:.1f} in {ours_s:.1f}s, ratio "
+                         "{p8_vs_autoattack:.2f}".format(**b))
     if "autoattack_rows" not in d:
         lines.append("AutoAttack reduction: not run (torchattacks not importable, or --autoattack-images 0)")
     return "\n".join(lines)

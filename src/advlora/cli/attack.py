@@ -46,7 +46,12 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                    help="add the per-sample worst case over the image attacks (AutoAttack-style)")
     p.add_argument("--exhaustive", action="store_true",
                    help="a suite's members attack every image (default: early exit, later members only attack "
-                        "images still ranked within R@10; identical i2t metrics, see docs/evaluation.md)")
+                        "images still ranked within R@10, and stop querying an image once it is beyond; "
+                        "identical i2t metrics, see docs/evaluation.md)")
+    p.add_argument("--exit-k", type=int, default=None,
+                   help="early exit: an image is done once its best caption ranks at or beyond this (default: "
+                        "10, the largest reported k; 1 when only R@1 matters, as AutoAttack's accuracy: R@5 "
+                        "and R@10 are then upper bounds)")
     p.add_argument("--objective", default="contrastive",
                    help="image objective the attacks maximise: contrastive (itc), margin, embedding; BLIP: itm, "
                         "rerank")
@@ -95,7 +100,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
                              text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
-                             exhaustive=args.exhaustive)
+                             exhaustive=args.exhaustive, exit_k=args.exit_k)
     threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
                            random_start=args.random_start, seed=args.seed)
                for e in (parse_eps_list(args.eps) if attacks else [])]

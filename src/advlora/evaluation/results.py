@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from advlora.attacks import registry
+from advlora.errors import AdvloraError
 
 GALLERIES = ("full", "batch")
 #: images encoded per forward pass when features are computed (clean and adversarial alike)
@@ -39,12 +40,15 @@ PROTOCOL = """\
 - ensemble: per image, the worst case over the image attacks run on the full set (highest i2t rank of its
   best positive, ties broken by the highest contrastive loss), as AutoAttack keeps the worst per sample.
 - suites (``standard``), early exit (the default): an image is done once its best positive caption ranks at
-  or beyond the largest k (10) in image-to-text retrieval, before any member (its clean rank) or after one;
-  later members attack only the images not done, in batches repacked from them. Per image the kept
-  adversarial image is the worst, by (i2t rank, then contrastive loss; ties keep the earlier), among its clean
-  image and the members that attacked it. Image-to-text metrics equal those of attacking every image with
-  every member; text-to-image metrics are those of clean captions querying the gallery of kept images (an
-  image done early keeps the image that finished it, where an exhaustive run might keep a later member's).
+  or beyond the exit rank in image-to-text retrieval (``exit_k``, ``--exit-k``: the largest k, 10, unless
+  set; recorded as "suite_exit_k"), before any member (its clean rank), during one or after one. Later
+  members attack only the images not done, in batches repacked from them; within a member, an image that
+  becomes done is no longer queried (``advlora.attacks.stopping``; not under EOT), and its result is the
+  point that made it done. Per image the kept adversarial image is the worst, by (i2t rank, then the loss;
+  ties keep the earlier), among its clean image and the members that attacked it. Image-to-text recalls up
+  to R@exit_k equal those of attacking every image with every member to the end (at a k above it they are
+  upper bounds); text-to-image metrics are those of clean captions querying the gallery of kept images (an
+  image done early keeps the point that finished it, where an exhaustive run might keep a later one).
   A member's row ``<suite>/<member>`` gives the suite's worst so far, over all images, after that member.
 - suites, exhaustive (``exhaustive=True``, ``advlora eval --exhaustive``): every member attacks every image;
   a member's row is that member alone; per image the suite keeps the member with the highest i2t rank, ties
@@ -109,6 +113,15 @@ class AttackResult(Mapping):
         return {f.name for f in fields(cls)}
 
 
+def check_exit_k(exit_k: int | None) -> int:
+    """The early-exit rank of a suite (``evaluate_robust(exit_k=)``): an integer >= 1, default ``max(KS)``."""
+    if exit_k is None:
+        return max(KS)
+    if isinstance(exit_k, bool) or not isinstance(exit_k, int) or exit_k < 1:
+        raise AdvloraError(f"exit_k must be an integer >= 1 (the rank at which an image is done), got {exit_k!r}")
+    return exit_k
+
+
 def describe(name: str, threat, *, objective: str, gallery: str, options: dict | None = None) -> str:
     """The threat-model line written beside the numbers of attack ``name`` (its declaration's ``line``)."""
     return registry.get(name).line(threat, options or {}, {"objective": objective, "gallery": gallery})
@@ -128,5 +141,5 @@ def limit_indices(n_total: int, n: int | None, seed: int = 0) -> torch.Tensor | 
     return torch.randperm(n_total, generator=g)[:n].sort().values
 
 
-__all__ = ["AttackResult", "FEATURE_BATCH", "GALLERIES", "ITM_BATCH", "KS", "PROTOCOL", "describe",
+__all__ = ["AttackResult", "FEATURE_BATCH", "GALLERIES", "ITM_BATCH", "KS", "PROTOCOL", "check_exit_k", "describe",
            "eval_attacks", "limit_indices", "precision_of"]

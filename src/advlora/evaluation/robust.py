@@ -19,8 +19,8 @@ from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.measure import Ctx, context, measure
 from advlora.evaluation.probes import check_randomized, is_randomized, probe
-from advlora.evaluation.results import (GALLERIES, PROTOCOL, AttackResult, describe, eval_attacks,
-                                        limit_indices, precision_of)
+from advlora.evaluation.results import (GALLERIES, PROTOCOL, AttackResult, check_exit_k, describe,
+                                        eval_attacks, limit_indices, precision_of)
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k
 from advlora.evaluation.runners import attack_images, joint, result, text_captions
 from advlora.evaluation.sanity import Outcomes, check_mode_restored, run_checks, verdict, \
@@ -38,7 +38,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                     square_queries: int = 1000, ensemble: bool = False, generator: torch.Generator | None = None,
                     objective: str = "contrastive", gallery: str = "full", surrogate=None, text_budget: int = 3,
                     sanity: bool = True, sanity_limit: int = 64, options: dict | None = None,
-                    exhaustive: bool = False) -> dict:
+                    exhaustive: bool = False, exit_k: int | None = None) -> dict:
     """Clean and robust retrieval of ``model`` on ``dataset`` under each attack of ``attacks``.
 
     Args:
@@ -57,6 +57,9 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
         sanity: run the checks of ``advlora.evaluation.sanity`` (the costly ones on ``sanity_limit`` images).
         options: further attack options by name (each attack takes those it declares).
         exhaustive: a suite's members attack every image (else: early exit, see ``results.PROTOCOL``).
+        exit_k: under early exit, an image is done once its best positive caption ranks at or beyond this
+            (default: the largest reported k, 10; 1 when only R@1 matters, as AutoAttack's accuracy). Recalls
+            at a k above it are then upper bounds of the exhaustive suite's.
     Returns:
         ``{"clean", "attacks": {name: AttackResult}, "ensemble": AttackResult, "sanity": [Check], "protocol",
         ...}``; metric values in percent.
@@ -66,6 +69,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     per-sample values (features, ranks, losses, check values) are held for the whole set.
     """
     names = _check_args(model, dataset, attacks, objective, gallery)
+    exit_k = check_exit_k(exit_k)
     generator = threat.generator() if generator is None else generator
     given = {"queries": square_queries, "text_budget": text_budget, **(options or {})}
     model = for_dataset(model, dataset)  # video sets (N, F, 3, H, W): frame pooling, same contract
@@ -73,7 +77,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     k = default_rerank_k(model, len(dataset)) if rerank_k == -1 else check_rerank_k(rerank_k)
     was_training = model.training
     t0 = time.perf_counter()
-    run = _Run(dataset, threat, names, given, generator, surrogate, square_limit, exhaustive,
+    run = _Run(dataset, threat, names, given, generator, surrogate, square_limit, (exhaustive, exit_k),
                dict(batch_size=batch_size, gallery=gallery, objective=objective), f" precision={precision_of(model)}")
     with attack_mode(model):
         ctx = context(model, dataset, k)
@@ -82,6 +86,8 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                      "eps": float(threat.eps), "eps_str": format_eps(float(threat.eps)), "norm": threat.norm,
                      "objective": objective, "gallery": gallery, "rerank_k": k, "attacks": {},
                      "suite_mode": "exhaustive" if exhaustive else "early-exit", "protocol": PROTOCOL.strip()}
+        if not exhaustive:
+            out["suite_exit_k"] = exit_k
         run.out = out
         sel = torch.arange(min(len(dataset), 8))     # AutoAttack's check: two calls on one input
         run.randomized = is_randomized(model, ctx.images.rows(sel).to(model.device))
@@ -134,7 +140,7 @@ class _Run:
                  precision) -> None:
         self.dataset, self.threat, self.names, self.given = dataset, threat, names, given
         self.generator, self.surrogate, self.square_limit = generator, surrogate, square_limit
-        self.exhaustive, self.attack_kw, self.precision = exhaustive, attack_kw, precision
+        (self.exhaustive, self.exit_k), self.attack_kw, self.precision = exhaustive, attack_kw, precision
         self.ctx: Ctx | None = None
         self.sub_ctx: Ctx | None = None
         self.out: dict = {}
@@ -183,7 +189,8 @@ class _Run:
         rand = self.randomized is not None and self.randomized > 1e-7 and spec.rand_members
         return run_suite(self.ctx, spec, self.threat, self.out, self.runs, self.scopes["full"],
                          generator=self.generator, options=self.given, precision=self.precision,
-                         exhaustive=self.exhaustive, members=spec.rand_members if rand else None, **self.attack_kw)
+                         exhaustive=self.exhaustive, exit_k=self.exit_k, members=spec.rand_members if rand else None,
+                         **self.attack_kw)
 
     def black_box_subset(self, spec) -> AttackResult:
         """A black-box attack on ``square_limit`` images, with a white-box reference on the same images."""

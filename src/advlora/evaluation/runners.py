@@ -10,6 +10,7 @@ from advlora.attacks import ThreatModel, attack_mode
 from advlora.attacks import objectives as O
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
+from advlora.attacks.stopping import finished, stop_at_rank
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.images import ImageSource, Spill, SubsetImages
@@ -83,14 +84,21 @@ class Watch:
     def clean_outcome(self):
         return getattr(self.objective, "clean_outcome", None)
 
+    @property
+    def finished(self) -> bool:
+        return finished(self.objective)
+
 
 def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
                   objective: str, generator, options: dict | None = None, surrogate=None,
-                  key: str | None = None, subset: torch.Tensor | None = None, eot: int = 1) -> ImageSource:
+                  key: str | None = None, subset: torch.Tensor | None = None, eot: int = 1,
+                  done_rank: int | None = None) -> ImageSource:
     """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``.
     ``subset``: attack only these images (global indices; the result's rows follow ``subset``), in batches
-    packed from them. ``eot``: each gradient is the mean over that many calls (a randomized model). Returns
-    the adversarial images as the session's records (``images.AdvImages``)."""
+    packed from them. ``eot``: each gradient is the mean over that many calls (a randomized model).
+    ``done_rank``: stop querying an image once its i2t rank reaches it (``attacks.stopping``; not under EOT,
+    where one call's rank is one draw). Returns the adversarial images as the session's records
+    (``images.AdvImages``)."""
     model, data = ctx.model, ctx.data
     images = ctx.images if subset is None else SubsetImages(ctx.images, subset)
     glob = (lambda i: i) if subset is None else (lambda i: images.indices[i])   # noqa: E731
@@ -111,8 +119,8 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
             with attack_mode(surrogate):
                 obj = objective_for("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
                 return spec.run(obj, x, threat, generator=gen, **opts), True, True
-        obj = Watch(objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9)), model, seen,
-                    eot)
+        obj = objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9))
+        obj = Watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
         out = spec.run(obj, x, threat, generator=gen, **opts)
         return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))
 

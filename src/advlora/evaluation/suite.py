@@ -119,9 +119,9 @@ class _Keeper:
     key (early exit: i2t ``rank`` and ``loss``; exhaustive: the ``best`` ensemble key), the kept images'
     features, and the resumable record of the merged members (``suite.json`` beside the kept images)."""
 
-    def __init__(self, ctx: Ctx, name: str, exhaustive: bool) -> None:
+    def __init__(self, ctx: Ctx, name: str, exhaustive: bool, exit_k: int) -> None:
         n = len(ctx.data)
-        self.ctx, self.exhaustive, self.n = ctx, exhaustive, n
+        self.ctx, self.exhaustive, self.exit_k, self.n = ctx, exhaustive, exit_k, n
         self.session = distributed.current()
         self.main = self.session.world()[0] == 0
         self.folder, self.keep = self.session.scratch_folder(f"{name}-kept")
@@ -142,7 +142,7 @@ class _Keeper:
 
     def todo(self) -> torch.Tensor | None:
         """The images the next member attacks: all (exhaustive), else those not done."""
-        return None if self.exhaustive else (self.rank < max(KS)).nonzero().squeeze(1)
+        return None if self.exhaustive else (self.rank < self.exit_k).nonzero().squeeze(1)
 
     def merge(self, i: int, adv: AdvImages, todo: torch.Tensor | None) -> tuple[torch.Tensor, dict | None]:
         """Member ``i``'s images replace the kept ones where worse; returns its per-image i2t ranks over the
@@ -185,11 +185,11 @@ class _Keeper:
 
 def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: dict, outcomes: Outcomes, *,
               generator, options: dict, precision: str, batch_size: int, gallery: str, objective: str,
-              exhaustive: bool = False, members=None) -> AttackResult:
+              exhaustive: bool = False, exit_k: int = max(KS), members=None) -> AttackResult:
     """Run the members of suite ``spec`` (each its row ``<suite>/<member>`` in ``out``), keeping one store of the
     per-sample worst images; return the suite's row, measured on the kept images (see the module docstring)."""
     model, k, n = ctx.model, ctx.rerank_k, len(ctx.data)
-    keeper = _Keeper(ctx, spec.name, exhaustive)
+    keeper = _Keeper(ctx, spec.name, exhaustive, exit_k)
     labels = []
     for m in (spec.members if members is None else members):
         if m.needs_itm and not (model.has_itm and k):
@@ -210,7 +210,8 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
         t = time.perf_counter()
         todo = keeper.todo()
         adv = attack_images(ctx, mspec, mthreat, generator=generator, options=mopts, key=key,
-                            batch_size=batch_size, gallery=gallery, objective=mobj, subset=todo, eot=m.eot)
+                            batch_size=batch_size, gallery=gallery, objective=mobj, subset=todo, eot=m.eot,
+                            done_rank=None if exhaustive else exit_k)
         full_ranks, res = keeper.merge(len(labels) - 1, adv, todo)
         if exhaustive:
             entry = result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))
@@ -225,7 +226,7 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
         _remove(adv)
     shown = spec if members is None else dataclasses.replace(spec, label=f"{spec.label}-rand", members=members)
     line = shown.line(threat, {}, {"itm": bool(model.has_itm and k)}) + precision
-    line += " exhaustive" if exhaustive else f" early-exit(done at i2t rank >= {max(KS)})"
+    line += " exhaustive" if exhaustive else f" early-exit(done at i2t rank >= {exit_k})"
     res = measure(ctx, keeper.kept)
     chosen = {"clean": int((keeper.member_of == -1).sum()),
               **{lab: int((keeper.member_of == j).sum()) for j, lab in enumerate(labels)}}

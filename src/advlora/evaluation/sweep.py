@@ -27,6 +27,7 @@ from advlora.attacks import ThreatModel, format_eps, registry, result_key
 from advlora.config import load_yaml
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
+from advlora.evaluation.results import check_exit_k
 from advlora.evaluation.retrieval import evaluate_clean
 from advlora.evaluation.robust import AttackResult, evaluate_robust
 from advlora.evaluation.sanity import Check, check_monotone, verdict
@@ -59,9 +60,12 @@ class SweepSettings:
     options: dict | None = None
     #: every suite member on every image (no early exit; ``docs/evaluation.md``)
     exhaustive: bool = False
+    #: early exit: the i2t rank at which an image is done (None: the largest reported k; ``results.check_exit_k``)
+    exit_k: int | None = None
 
     def __post_init__(self) -> None:
         self.attacks = registry.check_names(self.attacks)
+        self.exit_k = check_exit_k(self.exit_k)
         if self.square_limit is not None and self.square_limit < 1:
             raise AdvloraError(f"--square-limit must be >= 1, got {self.square_limit}")
         if self.square_queries < 1:
@@ -171,7 +175,7 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
                               objective=settings.objective, gallery=settings.gallery, surrogate=surrogate,
                               text_budget=settings.text_budget, sanity=settings.sanity,
                               sanity_limit=settings.sanity_limit, options=settings.options,
-                              exhaustive=settings.exhaustive)
+                              exhaustive=settings.exhaustive, exit_k=settings.exit_k)
         out.runs.append(res)
         for name, entry in res["attacks"].items():
             out.robust[result_key(name, res["eps_str"])] = entry
