@@ -192,3 +192,34 @@ def test_members_with_nothing_left_to_attack(tiny_clip, small_suite, emoji_build
     assert [out["attacks"][f"{small_suite}/{m.label}"].attacked for m in SMALL.members] == [0, 0, 0]
     assert out["attacks"][small_suite].metrics == out["clean"]
     assert out["attacks"][small_suite].chosen["clean"] == len(data)
+
+
+@pytest.mark.parametrize("name", ["emoji-source", "emoji-downstream"])
+def test_exit_rank_one_keeps_r1_exact_and_attacks_less(tiny_clip, small_suite, emoji_build, name):
+    data = _data(emoji_build, name)
+    th = ThreatModel(eps="2/255")
+    one = R.evaluate_robust(tiny_clip, data, [small_suite], th, batch_size=5, sanity=False, exit_k=1)
+    ten = R.evaluate_robust(tiny_clip, data, [small_suite], th, batch_size=5, sanity=False)
+    full = R.evaluate_robust(tiny_clip, data, [small_suite], th, batch_size=5, sanity=False, exhaustive=True)
+    a, b = one["attacks"][small_suite], full["attacks"][small_suite]
+    assert a.metrics["i2t_r1"] == b.metrics["i2t_r1"]
+    assert [min(r, 1) for r in a.ranks["i2t"]] == [min(r, 1) for r in b.ranks["i2t"]]
+    assert a.metrics["i2t_r10"] >= b.metrics["i2t_r10"]         # beyond the exit rank: an upper bound
+    assert one["suite_exit_k"] == 1 and ten["suite_exit_k"] == max(KS) and "suite_exit_k" not in full
+    assert "done at i2t rank >= 1)" in a.threat
+    attacked = lambda r: [r["attacks"][f"{small_suite}/{m.label}"].attacked for m in SMALL.members]  # noqa: E731
+    assert sum(attacked(one)) <= sum(attacked(ten))
+
+
+def test_a_bad_exit_rank_is_one_line(tiny_clip, small_suite, emoji_build, capsys):
+    from advlora.cli import main
+    from advlora.errors import AdvloraError
+
+    data = _data(emoji_build, "emoji-source", 4)
+    with pytest.raises(AdvloraError, match="exit_k must be an integer >= 1"):
+        R.evaluate_robust(tiny_clip, data, [small_suite], ThreatModel(eps="2/255"), sanity=False, exit_k=0)
+    part = EMOJI_SETS["emoji-source"]
+    ann = emoji_build / (f"{part}-test.jsonl" if part else "test.jsonl")
+    assert main(["eval", "--model", "no/such-model", "--data", str(ann), "--limit", "4", "--attacks", "pgd",
+                 "--exit-k", "0", "--no-sanity"]) == 2
+    assert "exit_k must be an integer >= 1" in capsys.readouterr().err
