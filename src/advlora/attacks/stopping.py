@@ -36,6 +36,9 @@ class _State:
             self.seen = torch.full((int(images.max()) + 1,), -1, dtype=torch.long)
         self.seen.scatter_reduce_(0, images, rank, reduce="amax")
 
+    def all_done(self, done_rank: int) -> bool:
+        return self.seen is not None and bool((self.seen >= done_rank).all())
+
 
 class StopAtRank:
     """``objective`` called on the rows whose image is not done (see the module docstring)."""
@@ -66,7 +69,7 @@ class StopAtRank:
     @property
     def finished(self) -> bool:
         """Every image of the batch is done (known only once the clean outcome or a first call was seen)."""
-        return self.state.seen is not None and bool((self.state.seen >= self.done_rank).all())
+        return self.state.all_done(self.done_rank)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -103,14 +106,15 @@ class StopFamily:
         return StopAtRank(self.family.target(j), self.done_rank, self.state)
 
     def targets_of(self, js) -> StopAtRank:
+        js = list(js)
         obj = self.family.targets_of(js)
-        b = len(obj.clean_outcome[1]) // max(len(list(js)), 1) if obj.clean_outcome is not None else None
-        image_of = None if b is None else torch.arange(b).repeat(len(list(js)))
+        b = len(obj.clean_outcome[1]) // max(len(js), 1) if obj.clean_outcome is not None else None
+        image_of = None if b is None else torch.arange(b).repeat(len(js))
         return StopAtRank(obj, self.done_rank, self.state, image_of)
 
     @property
     def finished(self) -> bool:
-        return self.state.seen is not None and bool((self.state.seen >= self.done_rank).all())
+        return self.state.all_done(self.done_rank)
 
 
 def can_stop(objective) -> bool:
