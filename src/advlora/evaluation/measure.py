@@ -12,7 +12,7 @@ from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation import distributed
 from advlora.evaluation.images import CleanImages, ImageSource
 from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
-from advlora.evaluation.retrieval import encode_images, encode_texts, itm_rerank
+from advlora.evaluation.retrieval import encode_images, encode_texts, itc_tolerance, itm_rerank
 from advlora.evaluation.tasks import task_of
 
 
@@ -34,13 +34,23 @@ class Ctx:
     checks: dict = field(default_factory=dict)
 
 
-def scores(model, img_feats, txt_feats, images, captions, k, txt2img=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(i2t, t2i) scores: ITC, re-ranked by ITM on the top ``k`` for a model with an ITM head (``txt2img``: a
-    positive tied at the k-th place is left out of the re-ranking, as the pessimistic tie rule wants)."""
+def scores(model, img_feats, txt_feats, images, captions, k, pairs=None, *, t2i: bool = True
+           ) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+    """(i2t, t2i, tie_tol) scores: ITC, re-ranked by ITM on the top ``k`` for a model with an ITM head, with the
+    tie tolerance to rank them with (that of the ITC scores, ``retrieval.itc_tolerance``; None: the metrics'
+    own). ``pairs``: the positive (row, caption) pairs, for the pessimistic choice of the top k
+    (``retrieval.itm_rerank``); ``t2i=False``: the image-to-text direction only."""
     sim = img_feats @ txt_feats.t()
     if k and model.has_itm:
-        return itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH, txt2img=txt2img)
-    return sim, sim
+        s_i2t, s_t2i = itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH, pairs=pairs, t2i=t2i)
+        return s_i2t, s_t2i, itc_tolerance(sim, pairs)
+    return sim, sim, None
+
+
+def _pairs(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, caption) pairs of a positives mask (``positives``)."""
+    rows, cols = pos.nonzero(as_tuple=True)
+    return rows.cpu(), cols.cpu()
 
 
 def positives(data: RetrievalDataset, idx: torch.Tensor) -> torch.Tensor:
@@ -60,10 +70,12 @@ def measure(ctx: Ctx, images: ImageSource, captions: list[str] | None = None) ->
     tf = ctx.text_features if captions is None else encode_texts(model, captions).clone()
     caps = data.captions if captions is None else captions
     imf = _encode(model, images)
-    s_i2t, s_t2i = scores(model, imf, tf, images, caps, ctx.rerank_k, data.txt2img)
+    pos = positives(data, torch.arange(len(data)))
+    s_i2t, s_t2i, tol = scores(model, imf, tf, images, caps, ctx.rerank_k, _pairs(pos))
     prec, task = tie_dtype(imf, tf), task_of(data)
-    ranks, metrics = task.ranks(data, s_i2t, s_t2i, tie_dtype=prec), task.metrics(data, s_i2t, s_t2i, tie_dtype=prec)
-    loss = O.multi_positive_ce(s_i2t, positives(data, torch.arange(len(data))).to(s_i2t.device))
+    ranks = task.ranks(data, s_i2t, s_t2i, tie_dtype=prec, tie_tol=tol)
+    metrics = task.metrics(data, s_i2t, s_t2i, tie_dtype=prec, tie_tol=tol)
+    loss = O.multi_positive_ce(s_i2t, pos.to(s_i2t.device))
     return {"metrics": metrics, "ranks": ranks, "loss": loss, "features": imf}
 
 
@@ -77,9 +89,12 @@ def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
         return {"rank": torch.zeros(0, dtype=torch.long), "loss": torch.zeros(0),
                 "features": ctx.text_features.new_zeros((0, ctx.text_features.shape[1]))}
     imf = _encode(model, images)
-    s_i2t, _ = scores(model, imf, ctx.text_features, images, data.captions, ctx.rerank_k, data.txt2img)
-    rank = task_of(data).subset_i2t_ranks(data, s_i2t, indices, tie_dtype=tie_dtype(imf, ctx.text_features))
-    loss = O.multi_positive_ce(s_i2t, positives(data, indices).to(s_i2t.device))
+    pos = positives(data, indices)                     # the subset's rows: its captions, or its classes
+    s_i2t, _, tol = scores(model, imf, ctx.text_features, images, data.captions, ctx.rerank_k, _pairs(pos),
+                           t2i=False)
+    rank = task_of(data).subset_i2t_ranks(data, s_i2t, indices, tie_dtype=tie_dtype(imf, ctx.text_features),
+                                          tie_tol=tol)
+    loss = O.multi_positive_ce(s_i2t, pos.to(s_i2t.device))
     return {"rank": rank.cpu(), "loss": loss.detach().float().cpu(), "features": imf}
 
 

@@ -32,26 +32,26 @@ class Retrieval:
         return data.txt2img[None, :] == idx[:, None]
 
     @staticmethod
-    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor, tie_dtype: torch.dtype | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        return (i2t_ranks(s_i2t, data.txt2img, tie_dtype=tie_dtype),
-                t2i_ranks(s_t2i, data.txt2img, tie_dtype=tie_dtype))
+    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor, tie_dtype: torch.dtype | None = None,
+              tie_tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return (i2t_ranks(s_i2t, data.txt2img, tie_dtype=tie_dtype, tie_tol=tie_tol),
+                t2i_ranks(s_t2i, data.txt2img, tie_dtype=tie_dtype, tie_tol=tie_tol))
 
     @staticmethod
     def metrics(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
-                tie_dtype: torch.dtype | None = None) -> dict[str, float]:
-        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i, tie_dtype=tie_dtype)
+                tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> dict[str, float]:
+        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i, tie_dtype=tie_dtype, tie_tol=tie_tol)
 
     @staticmethod
     def subset_i2t_ranks(data: RetrievalDataset, s_i2t: torch.Tensor, indices: torch.Tensor,
-                         tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+                         tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> torch.Tensor:
         """(len(indices),) i2t rank of each image of a subset (rows of ``s_i2t``) against the whole caption
         gallery: the subset's captions map to its rows, every other caption to one extra row, so it counts as
         a negative of every subset image."""
         local = torch.full((len(data),), len(indices), dtype=torch.long)
         local[indices] = torch.arange(len(indices))
         s = torch.cat([s_i2t, torch.zeros(1, s_i2t.shape[1], dtype=s_i2t.dtype, device=s_i2t.device)])
-        return i2t_ranks(s, local[data.txt2img], tie_dtype=tie_dtype)[:len(indices)]
+        return i2t_ranks(s, local[data.txt2img], tie_dtype=tie_dtype, tie_tol=tie_tol)[:len(indices)]
 
     @staticmethod
     def chance(data: RetrievalDataset) -> float:
@@ -70,20 +70,22 @@ class Classification:
 
     @staticmethod
     def ranks(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
-              tie_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return (classification_ranks(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype),
+              tie_dtype: torch.dtype | None = None, tie_tol: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (classification_ranks(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype, tie_tol=tie_tol),
                 torch.zeros(0, dtype=torch.long))
 
     @staticmethod
     def metrics(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
-                tie_dtype: torch.dtype | None = None) -> dict[str, float]:
-        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype)
+                tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> dict[str, float]:
+        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype, tie_tol=tie_tol)
 
     @staticmethod
     def subset_i2t_ranks(data: ClassificationDataset, s_i2t: torch.Tensor, indices: torch.Tensor,
-                         tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+                         tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> torch.Tensor:
         """(len(indices),) rank of each subset image's own class."""
-        return classification_ranks(s_i2t, data.labels[indices].to(s_i2t.device), tie_dtype=tie_dtype)
+        return classification_ranks(s_i2t, data.labels[indices].to(s_i2t.device), tie_dtype=tie_dtype,
+                                    tie_tol=tie_tol)
 
     @staticmethod
     def chance(data: ClassificationDataset) -> float:
