@@ -98,6 +98,46 @@ def measure_i2t(ctx: Ctx, images: ImageSource, indices: torch.Tensor) -> dict:
     return {"rank": rank.cpu(), "loss": loss.detach().float().cpu(), "features": imf}
 
 
+def reported_i2t_rank(ctx: Ctx, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """(B,) the i2t rank the metrics report for images ``x`` (B, ...) (those of ``indices``; an image may come
+    several times, as APGD-T's targets) against the clean caption gallery: the two-stage rank on a model that
+    re-ranks by ITM, as ``measure_i2t`` reads it, in this process alone and without gradient. Only the images
+    whose ITC rank is below the re-rank depth are re-scored by ITM: beyond it the two-stage rank is the ITC rank
+    (``retrieval.itm_rerank``). The attacks' outcome on such a model (``attacks.stopping.report_rank``)."""
+    model, data = ctx.model, ctx.data
+    indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+    imf = encode_images(model, x, FEATURE_BATCH)
+    sim = imf @ ctx.text_features.t()
+    pos = positives(data, indices)
+    prec = tie_dtype(imf, ctx.text_features)
+    k = ctx.rerank_k if model.has_itm else None
+    tol = itc_tolerance(sim, _pairs(pos)) if k else None
+    rank = _ranks_of(data, sim, indices, prec, tol)
+    need = (rank < k).nonzero().squeeze(1) if k else rank[:0]
+    if len(need):
+        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], x[need.to(x.device)], data.captions, k,
+                              batch_size=ITM_BATCH, pairs=_pairs(pos[need]), t2i=False, tie_tol=tol)
+        rank[need] = _ranks_of(data, s_i2t, indices[need], prec, tol)
+    return rank
+
+
+def _ranks_of(data: RetrievalDataset, s_i2t: torch.Tensor, indices: torch.Tensor, prec: torch.dtype,
+              tol: float | None) -> torch.Tensor:
+    """``subset_i2t_ranks`` of rows whose images may repeat: one pass per occurrence, each image once in it."""
+    seen = torch.zeros(int(indices.max()) + 1 if len(indices) else 0, dtype=torch.long)
+    nth = torch.empty_like(indices)
+    for r, i in enumerate(indices.tolist()):           # a batch's rows: the loop is over B, not the set
+        nth[r] = seen[i]
+        seen[i] += 1
+    rank = torch.empty(len(indices), dtype=torch.long)
+    task = task_of(data)
+    for level in range(int(nth.max()) + 1 if len(nth) else 0):
+        rows = (nth == level).nonzero().squeeze(1)
+        rank[rows] = task.subset_i2t_ranks(data, s_i2t[rows.to(s_i2t.device)], indices[rows], tie_dtype=prec,
+                                           tie_tol=tol).cpu()
+    return rank
+
+
 def _encode(model, images: ImageSource) -> torch.Tensor:
     """Features of ``images``, ``FEATURE_BATCH`` at a time; split across the processes of a distributed session."""
     return distributed.current().encode(lambda src: encode_images(model, src, FEATURE_BATCH), images)
@@ -114,4 +154,4 @@ def context(model, dataset: RetrievalDataset, k) -> Ctx:
     return ctx
 
 
-__all__ = ["Ctx", "context", "measure", "measure_i2t", "positives", "scores"]
+__all__ = ["Ctx", "context", "measure", "measure_i2t", "positives", "reported_i2t_rank", "scores"]

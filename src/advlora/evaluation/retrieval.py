@@ -48,8 +48,8 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
 
 def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource, captions: list[str], k: int = 16,
                batch_size: int = 64, txt2img: torch.Tensor | None = None, *,
-               pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-               t2i: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+               pairs: tuple[torch.Tensor, torch.Tensor] | None = None, t2i: bool = True,
+               tie_tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
     For each image, its top-k captions by ITC are re-scored with ``itm + itc``; likewise for each caption and
@@ -72,6 +72,7 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     out of the top k exactly when at least k negatives reach its ITC score less the tie tolerance (which of
     those negatives are re-ranked stays ``topk``'s choice). Without them, ``topk``'s order decides which of
     tied candidates are re-ranked. ``t2i=False``: the image-to-text direction only (the second is None).
+    ``tie_tol``: the ITC tolerance to use instead of ``itc_tolerance(sim, pairs)`` (some rows of a larger set).
     """
     k = check_rerank_k(k, allow_default=False)
     if not k:
@@ -80,7 +81,7 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     k_i2t, k_t2i = min(k, n_txt), (min(k, n_img) if t2i else 0)
     if pairs is None and txt2img is not None:
         pairs = _pairs_of(torch.as_tensor(txt2img, dtype=torch.long), n_img)
-    tol = itc_tolerance(sim, pairs)
+    tol = itc_tolerance(sim, pairs) if tie_tol is None else tie_tol
     key = sim if pairs is None else _selection_keys(sim, pairs, tol)
     top_j = key.topk(k_i2t, dim=1).indices                                       # (I, k): captions per image
     top_i = key.t().topk(k_t2i, dim=1).indices                                   # (T, k): images per caption

@@ -16,6 +16,7 @@ import torch
 
 from advlora.data.classification import ClassificationDataset
 from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation.results import KS
 from advlora.evaluation.sanity import chance_r_mean
 from advlora.metrics import (classification_accuracy, classification_chance, classification_ranks, i2t_ranks,
                              retrieval_recall, t2i_ranks)
@@ -57,6 +58,13 @@ class Retrieval:
     def chance(data: RetrievalDataset) -> float:
         return chance_r_mean(data.txt2img, len(data))
 
+    @staticmethod
+    def reachable_rank(data: RetrievalDataset) -> int:
+        """The largest i2t rank every image's best positive can reach: the number of negative captions of the
+        image with the most captions."""
+        per = torch.bincount(data.txt2img, minlength=len(data)) if len(data.txt2img) else torch.zeros(1)
+        return int(len(data.captions) - int(per.max()))
+
 
 class Classification:
     """Zero-shot classification: each image's one positive is its class among the class texts."""
@@ -91,14 +99,30 @@ class Classification:
     def chance(data: ClassificationDataset) -> float:
         return classification_chance(len(data.captions))
 
+    @staticmethod
+    def reachable_rank(data: ClassificationDataset) -> int:
+        """The largest rank an image's class can reach: the number of other classes."""
+        return len(data.captions) - 1
+
 
 def task_of(data: RetrievalDataset) -> type[Retrieval] | type[Classification]:
     """The task of a data set, from its type."""
     return Classification if isinstance(data, ClassificationDataset) else Retrieval
 
 
+def exit_rank(data: RetrievalDataset, exit_k: int) -> int:
+    """The early-exit rank a suite uses on ``data`` when ``exit_k`` is asked for: ``exit_k``, lowered to the
+    largest reported k (``results.KS``) that every image can still miss (a rank the set's gallery allows,
+    ``reachable_rank``). A reported k beyond it is 100 % whatever an attack does, so waiting for an image to
+    reach it would attack every image to the end for nothing: a 7-class set exits at rank 5, a set of at most
+    5 classes at rank 1 (the first misclassification, as AutoAttack stops)."""
+    reachable = task_of(data).reachable_rank(data)
+    missable = [k for k in KS if k <= reachable]
+    return min(exit_k, max(missable)) if missable else 1
+
+
 def task_name(data: RetrievalDataset) -> str:
     return task_of(data).name
 
 
-__all__ = ["Classification", "Retrieval", "task_name", "task_of"]
+__all__ = ["Classification", "Retrieval", "exit_rank", "task_name", "task_of"]
