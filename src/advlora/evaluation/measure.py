@@ -14,6 +14,7 @@ from advlora.evaluation.images import CleanImages, ImageSource
 from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
 from advlora.evaluation.retrieval import encode_images, encode_texts, itc_tolerance, itm_rerank
 from advlora.evaluation.tasks import task_of
+from advlora.runtime import eval_mode
 
 
 @dataclass
@@ -106,17 +107,23 @@ def reported_i2t_rank(ctx: Ctx, x: torch.Tensor, indices: torch.Tensor) -> torch
     (``retrieval.itm_rerank``). The attacks' outcome on such a model (``attacks.stopping.report_rank``)."""
     model, data = ctx.model, ctx.data
     indices = torch.as_tensor(indices, dtype=torch.long).cpu()
-    imf = encode_images(model, x, FEATURE_BATCH)
+    k = ctx.rerank_k if model.has_itm else None
+    states = None
+    if k:                               # one pass of the vision tower: the features, and the states ITM reads
+        with torch.inference_mode(), eval_mode(model):
+            states = model.image_states(x.to(model.device))
+            imf = model.embed_image_states(states)
+    else:
+        imf = encode_images(model, x, FEATURE_BATCH)
     sim = imf @ ctx.text_features.t()
     pos = positives(data, indices)
     prec = tie_dtype(imf, ctx.text_features)
-    k = ctx.rerank_k if model.has_itm else None
     tol = itc_tolerance(sim, _pairs(pos)) if k else None
     rank = _ranks_of(data, sim, indices, prec, tol)
     need = (rank < k).nonzero().squeeze(1) if k else rank[:0]
     if len(need):
-        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], x[need.to(x.device)], data.captions, k,
-                              batch_size=ITM_BATCH, pairs=_pairs(pos[need]), t2i=False, tie_tol=tol)
+        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], None, data.captions, k, batch_size=ITM_BATCH,
+                              pairs=_pairs(pos[need]), t2i=False, tie_tol=tol, states=states[need.to(states.device)])
         rank[need] = _ranks_of(data, s_i2t, indices[need], prec, tol)
     return rank
 

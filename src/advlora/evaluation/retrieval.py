@@ -49,7 +49,8 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
 def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource, captions: list[str], k: int = 16,
                batch_size: int = 64, txt2img: torch.Tensor | None = None, *,
                pairs: tuple[torch.Tensor, torch.Tensor] | None = None, t2i: bool = True,
-               tie_tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+               tie_tol: float | None = None, states: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
     For each image, its top-k captions by ITC are re-scored with ``itm + itc``; likewise for each caption and
@@ -73,6 +74,7 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     those negatives are re-ranked stays ``topk``'s choice). Without them, ``topk``'s order decides which of
     tied candidates are re-ranked. ``t2i=False``: the image-to-text direction only (the second is None).
     ``tie_tol``: the ITC tolerance to use instead of ``itc_tolerance(sim, pairs)`` (some rows of a larger set).
+    ``states``: the images' states (``model.image_states``), when already computed: ``images`` is not read.
     """
     k = check_rerank_k(k, allow_default=False)
     if not k:
@@ -94,18 +96,27 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     i2t = torch.empty(n_img, k_i2t)
     t2i_s = torch.empty(n_txt * k_t2i)
     with torch.inference_mode(), eval_mode(model):
-        for idx, x in as_source(images).batches(batch_size):     # image states of one batch at a time
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            states = model.image_states(x.to(model.device))
+        for lo, hi, st in _state_batches(model, images, states, batch_size):   # one batch's states at a time
             pairs_b = torch.arange(hi - lo).repeat_interleave(k_i2t)
-            i2t[lo:hi] = _itm_pairs(model, states, captions, pairs_b, top_j[lo:hi].flatten().cpu(),
+            i2t[lo:hi] = _itm_pairs(model, st, captions, pairs_b, top_j[lo:hi].flatten().cpu(),
                                     batch_size).view(hi - lo, k_i2t).cpu()
             sel = by_image[starts[lo]:starts[hi]]
             if len(sel):
-                t2i_s[sel] = _itm_pairs(model, states, captions, t_img[sel] - lo, t_cap[sel], batch_size).cpu()
+                t2i_s[sel] = _itm_pairs(model, st, captions, t_img[sel] - lo, t_cap[sel], batch_size).cpu()
         sim_i2t = _two_stage(sim, top_j, i2t.to(sim) + top_vi, tol)
         sim_t2i = _two_stage(sim.t(), top_i, t2i_s.view(n_txt, k_t2i).to(sim) + top_vt, tol).t() if t2i else None
     return sim_i2t, sim_t2i
+
+
+def _state_batches(model: VLModel, images, states: torch.Tensor | None, batch_size: int):
+    """(lo, hi, states of images lo..hi-1), ``batch_size`` images at a time: from ``states`` when given, else
+    computed from ``images`` batch by batch."""
+    if states is not None:
+        for lo in range(0, len(states), batch_size):
+            yield lo, min(lo + batch_size, len(states)), states[lo:lo + batch_size]
+        return
+    for idx, x in as_source(images).batches(batch_size):
+        yield int(idx[0]), int(idx[-1]) + 1, model.image_states(x.to(model.device))
 
 
 def _pairs_of(txt2img: torch.Tensor, n_img: int) -> tuple[torch.Tensor, torch.Tensor]:
