@@ -38,8 +38,9 @@ PROTOCOL = """\
   128, or 256 from 5,000 images: ``default_rerank_k``), for clean and adversarial alike; ``objective="rerank"``
   attacks through that re-ranking. Outside the re-ranked top k the two-stage order is the ITC order, ties
   included (the ITC scores' tie tolerance; a positive tied with the k-th candidate is left out of the top k),
-  so re-ranking never moves R@j for j >= rerank_k. Every image attack's outcome is the two-stage i2t rank: an
-  image is done (early exit), and each attack keeps its worst point, by the rank the metrics report.
+  so re-ranking never moves R@j for j >= rerank_k. An image attack whose objective reports a rank (all but
+  transfer and the ``embedding`` and ``itm`` objectives) reports the two-stage i2t rank instead: an image is
+  done (early exit), and each attack keeps its worst point, by the rank the metrics report.
 - ensemble: per image, the worst case over the image attacks run on the full set (highest i2t rank of its
   best positive, ties broken by the highest contrastive loss), as AutoAttack keeps the worst per sample.
 - suites (``standard``), early exit (the default): an image is done once its best positive caption ranks at
