@@ -10,11 +10,11 @@ from advlora.attacks import ThreatModel, attack_mode
 from advlora.attacks import objectives as O
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
-from advlora.attacks.stopping import finished, stop_at_rank
+from advlora.attacks.stopping import finished, report_rank, stop_at_rank
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.images import ImageSource, Spill, SubsetImages
-from advlora.evaluation.measure import Ctx, positives
+from advlora.evaluation.measure import Ctx, positives, reported_i2t_rank
 from advlora.evaluation.results import FEATURE_BATCH, AttackResult
 from advlora.evaluation.retrieval import encode_images, encode_texts
 from advlora.metrics import attack_success_rate
@@ -97,7 +97,10 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
     ``subset``: attack only these images (global indices; the result's rows follow ``subset``), in batches
     packed from them. ``eot``: each gradient is the mean over that many calls (a randomized model).
     ``done_rank``: stop querying an image once its i2t rank reaches it (``attacks.stopping``; not under EOT,
-    where one call's rank is one draw). Returns the adversarial images as the session's records
+    where one call's rank is one draw). On a model that re-ranks by ITM (BLIP) the rank an image is done by,
+    and by which each attack keeps its worst point, is the two-stage rank the metrics report
+    (``measure.reported_i2t_rank``), at the cost of a forward and of scoring the ITC top-k pairs by ITM per
+    query of an image ranked within the re-rank depth. Returns the adversarial images as the session's records
     (``images.AdvImages``)."""
     model, data = ctx.model, ctx.data
     images = ctx.images if subset is None else SubsetImages(ctx.images, subset)
@@ -111,6 +114,7 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
             raise AdvloraError(f"the {spec.name} attack needs a surrogate model (--surrogate)")
         sur_tf = encode_texts(surrogate, data.captions).clone()
     seed = generator.initial_seed() if generator is not None else threat.seed
+    two_stage = bool(ctx.rerank_k and model.has_itm)
 
     def one(local: torch.Tensor) -> tuple[torch.Tensor, bool, bool]:
         idx = glob(local)
@@ -120,6 +124,9 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
                 obj = objective_for("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
                 return spec.run(obj, x, threat, generator=gen, **opts), True, True
         obj = objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9))
+        if two_stage:            # done, and the worst point kept, by the rank the metrics report
+            obj = report_rank(obj, lambda xs, rows, idx=idx: reported_i2t_rank(ctx, xs, idx[rows.to(idx.device)]),
+                              ctx.clean_ranks[0][idx.to(ctx.clean_ranks[0].device)].cpu())
         obj = Watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
         out = spec.run(obj, x, threat, generator=gen, **opts)
         return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))

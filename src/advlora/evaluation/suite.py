@@ -96,7 +96,7 @@ def _measure_features(ctx: Ctx, feats: torch.Tensor, images: ImageSource) -> dic
     if ctx.rerank_k and ctx.model.has_itm:
         return measure(ctx, images)
     data = ctx.data
-    s_i2t, s_t2i = scores(ctx.model, feats, ctx.text_features, images, data.captions, None)
+    s_i2t, s_t2i, _ = scores(ctx.model, feats, ctx.text_features, images, data.captions, None)
     prec, task = tie_dtype(feats, ctx.text_features), task_of(data)
     return {"ranks": task.ranks(data, s_i2t, s_t2i, tie_dtype=prec),
             "metrics": task.metrics(data, s_i2t, s_t2i, tie_dtype=prec)}
