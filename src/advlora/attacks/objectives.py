@@ -175,9 +175,9 @@ def ranks_of(k) -> tuple[int, ...]:
 def staged(sim: torch.Tensor, positives: torch.Tensor, ks: tuple[int, ...], value_at) -> torch.Tensor:
     """(B,) the objective of each row aimed at the lowest rank of ``ks`` it has not reached (the last one once
     all are): ``value_at(k)`` (B,), a loss that is >= 0 once the row is off R@k. With one rank, that value;
-    with several, ``2 * stage + v / (1 + |v|)`` (stage: how many ranks below the aimed one are reached), which
-    is monotone in v within a stage (APGD's steps and step control, and Square's search, see v itself there)
-    and rises at every rank reached, so a search on it never gives back a rank it reached."""
+    with several, ``2 * stage + v / (1 + |v|)`` (stage: how many ranks below the aimed one are reached). Within
+    a stage that is an increasing map of v, so APGD's sign steps and step-size control and Square's accept rule
+    act as on v; at every rank reached it rises, so a search on it never gives back a rank it reached."""
     if len(ks) == 1:
         return value_at(ks[0])
     rank = best_positive_rank(sim, positives)
