@@ -211,7 +211,7 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
         todo = keeper.todo()
         adv = attack_images(ctx, mspec, mthreat, generator=generator, options=mopts, key=key,
                             batch_size=batch_size, gallery=gallery, objective=mobj, subset=todo, eot=m.eot,
-                            done_rank=None if exhaustive else exit_k)
+                            done_rank=None if exhaustive else exit_k, rank_k=exit_k)
         full_ranks, res = keeper.merge(len(labels) - 1, adv, todo)
         if exhaustive:
             entry = result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))
