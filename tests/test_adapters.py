@@ -286,8 +286,6 @@ def test_a_new_initialisation_is_one_declaration(monkeypatch, tmp_path):
     from advlora.adapters import load_adapter, lora_layers, save_adapter
 
     monkeypatch.setattr(I, "INITIALISATIONS", dict(I.INITIALISATIONS))
-    monkeypatch.setattr("advlora.adapters.config.INITIALISATIONS", I.INITIALISATIONS)
-    monkeypatch.setattr("advlora.adapters.model.INITIALISATIONS", I.INITIALISATIONS)
 
     @I.initialisation("eye")
     def eye(weights, cfg):
