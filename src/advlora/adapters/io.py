@@ -157,3 +157,33 @@ def merge_peft_layers(model, names) -> None:
         parent_name, _, child = n.rpartition(".")
         parent = model.hf_model.get_submodule(parent_name) if parent_name else model.hf_model
         setattr(parent, child, lay.get_base_layer())
+
+
+# ---- peft's own state dict, for the methods whose folder is peft's format as peft writes it -------------------
+def save_peft(model, folder: Path) -> None:
+    """peft's ``adapter_config.json`` (the config the layers were injected with) and ``adapter_model.safetensors``
+    (``get_peft_model_state_dict``, keys as ``PeftModel.save_pretrained`` writes them) in ``folder``."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    sd = get_peft_model_state_dict(model.hf_model)
+    save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in sd.items()},
+              str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    pc = model.hf_model.peft_config["default"]
+    pc.base_model_name_or_path = model.name_or_path
+    pc.save_pretrained(str(folder))
+
+
+def load_peft_state(model, folder: Path) -> None:
+    """The weights of ``save_peft``'s ``adapter_model.safetensors`` into the injected layers; a missing or
+    misshapen tensor is one error line."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    tensors = read_tensors(folder / "adapter_model.safetensors")
+    sd = {k[len(PEFT_PREFIX):]: v for k, v in tensors.items() if k.startswith(PEFT_PREFIX)}
+    want = get_peft_model_state_dict(model.hf_model)
+    for k, v in want.items():
+        if k not in sd or sd[k].shape != v.shape:
+            raise AdvloraError(f"{folder}: {k} is missing from adapter_model.safetensors or has the wrong shape")
+    with torch.no_grad():
+        set_peft_model_state_dict(model.hf_model, sd)

@@ -130,13 +130,16 @@ def build(model, cfg: AdapterConfig, names: list[str] | None = None, saved=None)
 
 
 def inject(model, peft_config, names: list[str], seed: int) -> None:
-    """peft's layers of ``peft_config`` on ``names`` (relative to ``hf_model``), peft's random init seeded."""
-    from peft import inject_adapter_in_model
+    """peft's layers of ``peft_config`` on ``names`` (relative to ``hf_model``), peft's random init seeded.
+
+    peft's tuner is built on ``hf_model`` in place (as ``inject_adapter_in_model`` does, which refuses the tuners
+    with state shared across layers, such as VeRA's projections: the layers hold it here)."""
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # peft's random inits use the global RNG
-        inject_adapter_in_model(peft_config, model.hf_model)
+        PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type](model.hf_model, peft_config, adapter_name="default")
     for n in names:
         if not isinstance(model.hf_model.get_submodule(n), BaseTunerLayer):
             raise AdvloraError(f"peft did not adapt layer {n}")
