@@ -22,7 +22,7 @@ def test_init_then_merge(tmp_path, capsys):
 
 
 def test_bad_input_exit_2(tmp_path, capsys):
-    assert main(["adapter", "info", "--random-model", "clip:test", "--method", "dora"]) == 2
+    assert main(["adapter", "info", "--random-model", "clip:test", "--method", "adalora"]) == 2
     assert main(["adapter", "info", "--random-model", "clip:test", "--targets", "nope"]) == 2
     assert main(["adapter", "info", "--random-model", "clip:test", "--rank", "99"]) == 2
     assert main(["adapter", "merge", "--random-model", "clip:test", "--adapter", str(tmp_path), "--out",

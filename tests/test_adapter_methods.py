@@ -3,9 +3,11 @@ throw-away method declared in this file alone trains, is attacked, saves, loads 
 from __future__ import annotations
 
 import ast
+import copy
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from advlora.adapters import method as adapter_methods
@@ -139,3 +141,117 @@ def test_a_new_method_is_one_declaration(tmp_path, capsys):
         with torch.no_grad():
             assert (adapted.encode_image(x) - folded.encode_image(x)).abs().max() <= 1e-5
     assert "outscale" not in adapter_methods.choices()
+
+
+# ---- the peft variants: each its own file of the methods package ------------------------------------------------
+#: (method options, the families it runs on here); each saves in peft's format
+VARIANTS = [pytest.param({"method": "dora"}, id="dora"),
+            pytest.param({"method": "lora", "use_rslora": True}, id="rslora")]
+TEXTS = ["red apple", "dog face", "rocket", "green heart"]
+_BASE: dict = {}
+
+
+def fresh(arch="clip"):
+    if arch not in _BASE:
+        tok = _BASE["clip"].tokenizer if _BASE else None
+        from advlora.models.tiny import random_model
+
+        _BASE[arch] = random_model(arch, "test", seed=0, tokenizer=tok)
+    return copy.deepcopy(_BASE[arch])
+
+
+@torch.no_grad()
+def features(m):
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return torch.cat([m.encode_image(x), m.encode_text(TEXTS)])
+
+
+def nudge(m):
+    """Move every trainable tensor a little, as training would."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("arch", ["clip", "blip"])
+@pytest.mark.parametrize("opts", VARIANTS)
+def test_variant_starts_unchanged_and_its_folder_loads_in_peft(opts, arch, tmp_path):
+    from peft import PeftModel
+
+    from advlora.adapters import adapter_info, attach_adapter, load_adapter, save_adapter
+
+    m = fresh(arch)
+    before = features(m)
+    attach_adapter(m, opts, rank=2)
+    assert (features(m) - before).abs().max() <= 1e-5
+    assert adapter_info(m)["trainable"] > 0
+    nudge(m)
+    want = features(m)
+    assert (want - before).abs().max() > 1e-3                                    # the adapter does something
+    save_adapter(m, tmp_path / "ad")
+    base = fresh(arch)
+    base.hf_model = PeftModel.from_pretrained(base.hf_model, str(tmp_path / "ad")).get_base_model()
+    assert (features(base) - want).abs().max() <= 1e-5
+    back = load_adapter(fresh(arch), tmp_path / "ad")
+    assert (features(back) - want).abs().max() <= 1e-5
+    assert adapter_info(back)["method"] == opts["method"]
+    (tmp_path / "ad" / "advlora.json").unlink()                                   # a folder peft alone wrote
+    foreign = load_adapter(fresh(arch), tmp_path / "ad")
+    assert adapter_info(foreign)["method"] == opts["method"]
+    assert (features(foreign) - want).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("opts", VARIANTS)
+def test_variant_merge_leaves_the_features(opts):
+    from advlora.adapters import adapter_info, attach_adapter, merge_adapter
+
+    m = attach_adapter(fresh(), opts, rank=2)
+    nudge(m)
+    want = features(m)
+    merge_adapter(m)
+    assert not any(type(x).__module__.startswith("peft.") for x in m.hf_model.modules())
+    assert (features(m) - want).abs().max() <= 1e-5
+    assert adapter_info(m)["trainable"] == 0 and "merged" in adapter_info(m)["method"]
+
+
+@pytest.mark.parametrize("opts", VARIANTS)
+def test_variant_resumes_bit_for_bit(opts, tmp_path):
+    from safetensors.torch import load_file
+    from train_utils import tiny_config, write_data
+
+    from advlora.training import load_run_config, train
+
+    ann = write_data(tmp_path / "data", n=8)
+    conf = tiny_config(ann, adapter={**opts, "rank": 2, "towers": "vision"},
+                       train={"steps": 4, "batch_size": 4, "checkpoint_every": 2},
+                       eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})
+    ref = train(load_run_config(None, base=conf), tmp_path / "ref")
+
+    def cut(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(load_run_config(None, base=conf), tmp_path / "cut", on_step=cut)
+    train(load_run_config(None, base=conf), tmp_path / "cut", resume=True)
+    name = "adapter/adapter_model.safetensors"
+    a, b = load_file(str(ref.run_dir / name)), load_file(str(tmp_path / "cut" / name))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    first = load_file(str(tmp_path / "cut" / "checkpoints" / "step-000002" / "trainable.safetensors"))
+    assert any(not t.equal(load_file(str(ref.run_dir / "checkpoints" / "step-000004" / "trainable.safetensors"))[k])
+               for k, t in first.items())                                           # it trained after the cut
+
+
+@pytest.mark.parametrize("opts", VARIANTS)
+def test_variant_refuses_an_unsupported_layer_in_one_line(opts):
+    from advlora.adapters import attach_adapter
+    from advlora.errors import AdvloraError
+
+    m = fresh()
+    m.hf_model.vision_model.pool = torch.nn.MultiheadAttention(32, 2)             # a fused attention in a tower
+    with pytest.raises(AdvloraError) as e:
+        attach_adapter(m, opts, rank=2, targets=["vision:pool.out_proj"])
+    assert len(str(e.value).splitlines()) == 1 and "does not support layer vision_model.pool.out_proj" in str(e.value)
+    assert not any(type(x).__module__.startswith("peft.") for x in m.hf_model.modules())   # before any work
