@@ -147,7 +147,7 @@ def test_a_new_method_is_one_declaration(tmp_path, capsys):
 #: method options; each saves in peft's format
 VARIANTS = [pytest.param({"method": "dora"}, id="dora"),
             pytest.param({"method": "lora", "use_rslora": True}, id="rslora"),
-            pytest.param({"method": "vera"}, id="vera")]
+            pytest.param({"method": "vera"}, id="vera"), pytest.param({"method": "ia3"}, id="ia3")]
 #: the variants whose peft folder alone (no advlora.json) loads in advlora: VeRA's does not name its layers' sizes
 FOREIGN = ("dora", "lora")
 TEXTS = ["red apple", "dog face", "rocket", "green heart"]
