@@ -260,3 +260,49 @@ def test_variant_refuses_an_unsupported_layer_in_one_line(opts):
         attach_adapter(m, opts, rank=2, targets=["vision:pool.out_proj"])
     assert len(str(e.value).splitlines()) == 1 and "does not support layer vision_model.pool.out_proj" in str(e.value)
     assert not any(type(x).__module__.startswith("peft.") for x in m.hf_model.modules())   # before any work
+
+
+@pytest.mark.parametrize("method,init", [("pissa", "pissa"), ("lora", "peft")])
+def test_pissa_is_lora_with_init_pissa_and_old_folders_still_load(tmp_path, method, init):
+    """``--method pissa`` is lora with init=pissa; a folder (or run config) written when lora ignored ``init``
+    (it carried AdvLoRA's default, cluster) loads as it did."""
+    from advlora.adapters import AdapterConfig, adapter_info, attach_adapter, load_adapter, save_adapter
+    from advlora.errors import AdvloraError
+
+    cfg = AdapterConfig(method=method)
+    assert (cfg.method, cfg.init) == ("lora", init)
+    assert AdapterConfig(method=method, init="cluster").init == init                   # an old config
+    with pytest.raises(AdvloraError, match="unknown adapter init 'kmeans'"):
+        AdapterConfig(method="lora", init="kmeans")
+    m = attach_adapter(fresh(), method, rank=2)
+    assert adapter_info(m)["method"] == "lora" and adapter_info(m)["init"] == init
+    nudge(m)
+    save_adapter(m, tmp_path / "ad")
+    meta = json.loads((tmp_path / "ad" / "advlora.json").read_text())
+    meta["method"] = meta["config"]["method"] = method
+    meta["config"]["init"] = "cluster"
+    (tmp_path / "ad" / "advlora.json").write_text(json.dumps(meta))
+    back = load_adapter(fresh(), tmp_path / "ad")
+    assert back.advlora_adapter.config.init == init
+    assert (features(back) - features(m)).abs().max() <= 1e-5
+
+
+def test_list_methods_shows_each_summary_and_trainable_parameters(capsys):
+    from advlora.cli import main
+
+    assert main(["list", "methods", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    for name in adapter_methods.names():
+        assert listed[name].startswith(adapter_methods.get(name).summary) and "trainable on the tiny CLIP" in listed[name]
+    assert "(0 trainable" in listed["frozen"] and listed["pissa"] == "lora with init=pissa"
+    counts = {n: int(listed[n].rsplit("(", 1)[1].split()[0].replace(",", "")) for n in adapter_methods.names()}
+    assert counts["ia3"] < counts["vera"] < counts["lora"] < counts["dora"] < counts["full"]
+
+
+def test_rslora_scales_by_alpha_over_root_rank():
+    from advlora.adapters import AdapterConfig, attach_adapter, lora_layers
+
+    assert AdapterConfig(method="lora", rank=4, lora_alpha=8, use_rslora=True).scaling == 4.0
+    assert AdapterConfig(method="lora", rank=4, lora_alpha=8).scaling == 2.0
+    m = attach_adapter(fresh(), "lora", rank=4, lora_alpha=8, use_rslora=True)
+    assert {lay.scaling["default"] for lay in lora_layers(m).values()} == {4.0}

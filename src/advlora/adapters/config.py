@@ -71,6 +71,8 @@ class AdapterConfig:
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)
+        if self.init in method.legacy_inits:
+            self.init = None  # written by a version where this method ignored init
         for name, value in alias.items():
             if getattr(self, name) not in (None, value):
                 raise AdvloraError(f"adapter method {self.method} sets {name}={value}, not {getattr(self, name)}")

@@ -25,8 +25,7 @@ from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 
 PEFT_PREFIX = "base_model.model."
-#: 2: ``init`` is the method's own (LoRA's peft inits); a version-1 folder's AdvLoRA-only init is dropped elsewhere
-FORMAT_VERSION = 2
+FORMAT_VERSION = 1
 
 
 def save_adapter(model, out: str | Path) -> Path:
@@ -84,21 +83,11 @@ def _check_layers(model, layers: dict[str, list[int]], path: Path) -> None:
                                f"adapter but {m.weight.shape[0]} x {m.weight.shape[1]} in {model.name_or_path}")
 
 
-def _saved_config(meta: dict) -> dict:
-    """The saved config as this version reads it: ``alpha_lr`` moved to the training config (train.alpha_lr), and
-    before format 2 ``init`` was AdvLoRA's alone (other methods ignored it), so another method's is dropped."""
-    d = {k: v for k, v in meta["config"].items() if k != "alpha_lr"}
-    if meta.get("format", 1) < 2:
-        method, alias = methods.resolve(d.get("method", ""))
-        if "init" in alias or d.get("init") not in method.inits:
-            d.pop("init", None)
-    return d
-
-
 def _load_advlora(model, path: Path):
     try:
         meta = json.loads((path / "advlora.json").read_text())
-        cfg = from_dict(AdapterConfig, _saved_config(meta), "adapter.")
+        # alpha_lr moved to the training config (train.alpha_lr); adapters saved before still load
+        cfg = from_dict(AdapterConfig, {k: v for k, v in meta["config"].items() if k != "alpha_lr"}, "adapter.")
         layers = {str(k): list(v) for k, v in meta.get("layers", {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AdvloraError(f"{path / 'advlora.json'}: not a valid advlora adapter description ({e})") from None

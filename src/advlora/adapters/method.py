@@ -31,6 +31,8 @@ class AdapterMethod:
         reads: the ``AdapterConfig`` fields the method reads besides ``method`` (the CLI passes only these).
         inits: the names ``AdapterConfig.init`` accepts for this method (empty: it has no initialisation choice).
         default_init: ``init`` when the config leaves it out.
+        legacy_inits: ``init`` values that configs and adapter folders written when the method ignored ``init``
+            carry (AdvLoRA's default): read as ``default_init``.
         aliases: other names of the method -> the config fields they set (``pissa`` -> lora with init=pissa).
         trains: whether a run trains anything (False: the evaluation-only zero-shot baseline).
         default_lr: the learning rate when the run's config leaves it out.
@@ -45,6 +47,7 @@ class AdapterMethod:
     reads: ClassVar[tuple[str, ...]] = ()
     inits: ClassVar[tuple[str, ...]] = ()
     default_init: ClassVar[str | None] = None
+    legacy_inits: ClassVar[tuple[str, ...]] = ()
     aliases: ClassVar[dict[str, dict[str, Any]]] = {}
     trains: ClassVar[bool] = True
     default_lr: ClassVar[float] = 1e-3

@@ -134,6 +134,7 @@ class Lora(AdapterMethod):
     reads = ("rank", "towers", "targets", "init", "seed", "lora_alpha", "dropout", "use_rslora")
     inits = tuple(PEFT_INITS)
     default_init = "peft"
+    legacy_inits = ("cluster",)
     aliases = {"pissa": {"init": "pissa"}}
     peft_type = "LORA"
 
