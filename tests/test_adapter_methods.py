@@ -306,3 +306,46 @@ def test_rslora_scales_by_alpha_over_root_rank():
     assert AdapterConfig(method="lora", rank=4, lora_alpha=8).scaling == 2.0
     m = attach_adapter(fresh(), "lora", rank=4, lora_alpha=8, use_rslora=True)
     assert {lay.scaling["default"] for lay in lora_layers(m).values()} == {4.0}
+
+
+@pytest.mark.parametrize("opts", VARIANTS)
+def test_variant_trains_under_every_objective_and_the_attack_sees_it(opts):
+    """One adversarial step of each training objective: the attack's gradient flows through the adapter (the
+    perturbation moves when the adapter does) and the update reaches every trainable tensor."""
+    from advlora.adapters import attach_adapter, regularization_loss
+    from advlora.attacks import ThreatModel
+    from advlora.training import objectives
+    from advlora.training.config import AttackConfig
+    from advlora.training.reference import OriginalModel
+    from advlora.training.step import Dist, TrainTask, attack_batch
+
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    positives = torch.eye(4, dtype=torch.bool)
+    m = attach_adapter(fresh(), opts, rank=2, towers="vision")
+    ref = OriginalModel(m, lambda: fresh())
+    nudge(m)                                      # as after a first step: at the start B = 0 leaves A no gradient
+    cfg = AttackConfig(name="pgd", threat=ThreatModel(eps="4/255", steps=2, random_start=False))
+    tokens = m.tokenize(TEXTS)
+    with torch.no_grad():
+        text = m.encode_text(tokens)
+    for name in objectives.names():
+        obj = objectives.get(name)
+        acfg = cfg if not obj.attack else AttackConfig(name=obj.attack.get("name", cfg.name), threat=cfg.threat)
+        phi0 = ref.encode_image(x) if obj.reference else None
+        adv = attack_batch(m, acfg, x, text, positives, torch.Generator().manual_seed(0), objective=name,
+                           reference=phi0)
+        nudged = copy.deepcopy(m)
+        with torch.no_grad():
+            for p in nudged.parameters():
+                if p.requires_grad:
+                    p.mul_(1.5)
+        moved = attack_batch(nudged, acfg, x, text, positives, torch.Generator().manual_seed(0), objective=name,
+                             reference=phi0)
+        assert not torch.equal(adv, moved), name                    # the attack differentiates through the adapter
+        m.zero_grad(set_to_none=True)
+        task = TrainTask(m, acfg, Dist(), regularization_loss, objective=name)
+        loss, _, _ = task(x, adv, tokens, None, positives, reference=phi0)
+        loss.backward()
+        trainable = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+        assert torch.isfinite(loss) and trainable, name
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable), (name, opts)
