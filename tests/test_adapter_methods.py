@@ -27,8 +27,8 @@ def name_comparisons(source: str, names: set[str]) -> list[str]:
         return set()
 
     def mentions_method(node) -> bool:
-        return any((isinstance(n, ast.Name) and "method" in n.id) or (isinstance(n, ast.Attribute) and "method" in n.attr)
-                   for n in ast.walk(node))
+        return any((isinstance(n, ast.Name) and "method" in n.id)
+                   or (isinstance(n, ast.Attribute) and "method" in n.attr) for n in ast.walk(node))
 
     found = []
     for node in ast.walk(ast.parse(source)):
@@ -293,7 +293,8 @@ def test_list_methods_shows_each_summary_and_trainable_parameters(capsys):
     assert main(["list", "methods", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     for name in adapter_methods.names():
-        assert listed[name].startswith(adapter_methods.get(name).summary) and "trainable on the tiny CLIP" in listed[name]
+        assert listed[name].startswith(adapter_methods.get(name).summary)
+        assert "trainable on the tiny CLIP" in listed[name]
     assert "(0 trainable" in listed["frozen"] and listed["pissa"] == "lora with init=pissa"
     counts = {n: int(listed[n].rsplit("(", 1)[1].split()[0].replace(",", "")) for n in adapter_methods.names()}
     assert counts["ia3"] < counts["vera"] < counts["lora"] < counts["dora"] < counts["full"]

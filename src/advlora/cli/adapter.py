@@ -50,7 +50,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--method", default="advlora",
-                   help=f"{' | '.join(adapter_methods.choices())}{' | all' if allow_all else ''} (advlora list methods)")
+                   help=f"{' | '.join(adapter_methods.choices())}{' | all' if allow_all else ''} "
+                        f"(advlora list methods)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (advlora: also the k-means clusters)")
     p.add_argument("--towers", default="both", help=" | ".join(TOWERS))
     p.add_argument("--targets", nargs="+", default=None,
@@ -122,8 +123,8 @@ def _info(args: argparse.Namespace) -> int:
         del model
     for method, init, rep in reports:
         errs = [r["error"] for r in rep]
-        print(f"{method} alignment error ||W0 - BA|| / ||W0|| over {len(rep)} layers: mean {sum(errs) / len(errs):.4f}, "
-              f"min {min(errs):.4f}, max {max(errs):.4f} (init {init})")
+        print(f"{method} alignment error ||W0 - BA|| / ||W0|| over {len(rep)} layers: "
+              f"mean {sum(errs) / len(errs):.4f}, min {min(errs):.4f}, max {max(errs):.4f} (init {init})")
         if args.layers:
             print(f"{'layer':<60} {'shape':>11} {'error':>8} {'one-hot':>8}")
             for r in rep:

@@ -149,7 +149,8 @@ def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int,
     jobs = min(jobs, len(todo))
     threads = max(1, auto_threads() // jobs)
     log.info("running %d train cells in %d worker processes, %d torch thread(s) each", len(todo), jobs, threads)
-    todo = sorted(todo, key=lambda tc: not adapter_methods.get(tc.method.method).trains)  # evaluation-only cells fill the gaps
+    # evaluation-only cells fill the gaps
+    todo = sorted(todo, key=lambda tc: not adapter_methods.get(tc.method.method).trains)
     errors = []
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's thread pools
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,

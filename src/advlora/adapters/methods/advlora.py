@@ -50,7 +50,8 @@ class AdvLora(AdapterMethod):
         # scaling 1: alpha is the scale; the factors are set below
         inject(model, peft_config(cfg, names, lora_alpha=cfg.rank, init=False), names, cfg.seed)
         if saved is None:
-            factors = initialisations.INITIALISATIONS[cfg.init]([model.hf_model.get_submodule(n).weight for n in names], cfg)
+            weights = [model.hf_model.get_submodule(n).weight for n in names]
+            factors = initialisations.INITIALISATIONS[cfg.init](weights, cfg)
             initial = {n: (f.A, f.B) for n, f in zip(names, factors)}
         else:
             factors = None
