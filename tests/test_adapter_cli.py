@@ -7,7 +7,10 @@ from advlora.cli import main
 def test_info_all_methods(capsys):
     assert main(["adapter", "info", "--random-model", "clip:test", "--method", "all", "--rank", "2", "--layers"]) == 0
     out = capsys.readouterr().out
-    for method in ("frozen", "full", "lora", "pissa", "advlora"):
+    from advlora.adapters import method as adapter_methods
+
+    assert {"frozen", "full", "lora", "pissa", "advlora", "dora", "vera", "ia3"} <= set(adapter_methods.choices())
+    for method in adapter_methods.choices():
         assert f"\n{method} " in out
     assert "alignment error" in out and "vision_model.encoder.layers.0.self_attn.q_proj" in out
 
