@@ -350,3 +350,17 @@ def test_variant_trains_under_every_objective_and_the_attack_sees_it(opts):
         trainable = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
         assert torch.isfinite(loss) and trainable, name
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable), (name, opts)
+
+
+def test_grid_methods_compares_every_declared_method_under_the_demo_budget():
+    from advlora.cli.grid import resolve_config
+    from advlora.experiments.spec import load_grid_config, run_config_dict, train_cells
+    from advlora.training import load_run_config
+
+    cfg, demo = load_grid_config(resolve_config("grid-methods")), load_grid_config(resolve_config("grid-tiny-clip"))
+    assert cfg.train == demo.train and vars(cfg.eval) == vars(demo.eval)
+    assert set(adapter_methods.names()) <= {m.method for m in cfg.methods}
+    adapters = {tc.method.label: load_run_config(None, base=run_config_dict(cfg, tc)).adapter
+                for tc in train_cells(cfg)}
+    assert (adapters["adv. LoRA (PiSSA init)"].method, adapters["adv. LoRA (PiSSA init)"].init) == ("lora", "pissa")
+    assert adapters["adv. LoRA"].init == "peft" and adapters["adv. DoRA"].method == "dora"
