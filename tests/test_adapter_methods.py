@@ -364,3 +364,21 @@ def test_grid_methods_compares_every_declared_method_under_the_demo_budget():
                 for tc in train_cells(cfg)}
     assert (adapters["adv. LoRA (PiSSA init)"].method, adapters["adv. LoRA (PiSSA init)"].init) == ("lora", "pissa")
     assert adapters["adv. LoRA"].init == "peft" and adapters["adv. DoRA"].method == "dora"
+
+
+def test_a_family_a_method_does_not_support_is_one_line_before_any_work():
+    from advlora.adapters import attach_adapter
+    from advlora.errors import AdvloraError
+
+    class BlipOnly(OutputScale):
+        name = "blip-only"
+        summary = "the throw-away scale, declared for BLIP alone"
+        families = ("blip",)
+
+    with adapter_methods.registered(BlipOnly()):
+        m = fresh()
+        with pytest.raises(AdvloraError) as e:
+            attach_adapter(m, "blip-only")
+        assert str(e.value) == "adapter method blip-only does not support the clip family (supported: blip)"
+        assert not any(isinstance(x, ScaledLinear) for x in m.modules())
+        assert sum(isinstance(x, ScaledLinear) for x in attach_adapter(fresh("blip"), "blip-only").modules()) > 0
