@@ -14,7 +14,7 @@ from pathlib import Path
 from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
                                 examples, load_model_and_adapter, model_loader, print_json_file,
                                 summary_stream)
-from advlora.errors import AdvloraError
+from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
 from advlora.runs import default_out, execution, run_folder
 
@@ -83,7 +83,6 @@ def check_norm(attacks: list[str] | str, norm: str) -> None:
     """Refuse an attack, or a suite with a member, that does not implement ``--norm`` (Square: linf only), in
     one line before any data or model is read (``registry.check_norm``), not after the members before it ran."""
     from advlora.attacks import NORMS, registry
-    from advlora.errors import choices_error
 
     if norm not in NORMS:
         raise choices_error("norm", norm, NORMS)
