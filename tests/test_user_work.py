@@ -254,3 +254,42 @@ def test_files_follow_the_umask(tmp_path, mask):
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((tmp_path / "r").stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((tmp_path / "r" / "m.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_bench_checks_its_options_first_and_keeps_what_it_measured_when_it_fails_late(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import json
+
+    import advlora.bench as bench
+
+    for bad in (["--suite-images", "-1"], ["--batch-size", "0"], ["--repeats", "0"], ["--retrieval-texts", "0"]):
+        assert main(["bench", "--random-model", "clip:tiny", *bad, "--out", str(tmp_path / "b")]) == EXIT_BAD_INPUT
+        assert bad[0] in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+    def not_with_0(*a, **k):
+        raise AssertionError("--suite-images 0 leaves the suite figure out")
+
+    def isolated(fn, *args):                   # the fresh processes, stubbed: peak memory, the retrieval figure
+        if fn is bench.measure_retrieval:
+            return {"retrieval_s": 1.0, "matmul_s": 1.0, "p6_eval_time": 1.0, "p6_eval_extra_gib": 0.1}
+        return 2.0 ** 30
+
+    monkeypatch.setattr(bench, "measure_suite", not_with_0)
+    monkeypatch.setattr(bench, "run_isolated", isolated)
+    argv = ["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1", "--suite-images", "0",
+            "--autoattack-images", "0"]
+    assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
+    assert "suite: not run (--suite-images 0)" in capsys.readouterr().out
+    assert "p7_suite_vs_members" not in json.loads((tmp_path / "ok" / "bench.json").read_text())["ratios"]
+
+    def late(fn, *args):                       # the memory figure fails, after the attack and step figures
+        raise RuntimeError("the data set is empty")
+
+    monkeypatch.setattr(bench, "run_isolated", late)
+    out = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="empty"):
+        main([*argv, "--out", str(out)])
+    kept = json.loads((out / "bench-partial.json").read_text())
+    err = capsys.readouterr().err
+    assert kept["p1_attack"] > 0 and "advlora_step_s" in kept
+    assert "bench-partial.json" in err and f"p1_attack = {kept['p1_attack']:.4g}" in err

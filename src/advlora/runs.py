@@ -107,6 +107,12 @@ def mark(folder: str | Path, command: str) -> None:
     write_json(Path(folder) / MARKER, {"command": command, "created": stamp})
 
 
+def mark_once(folder: str | Path, command: str) -> None:
+    """``mark`` a folder that a command wrote, unless it is already marked."""
+    if Path(folder).is_dir() and created_by(folder) is None:
+        mark(folder, command)
+
+
 def created_by(folder: str | Path) -> str | None:
     """The advlora command that created ``folder`` (None: no marker, i.e. not advlora's or absent)."""
     try:
@@ -144,6 +150,21 @@ def check_out(out: str | Path, *, overwrite: bool = False, resume: bool | None =
     flags = "continue it with --resume or replace it with --overwrite" if resume is not None \
         else "replace it with --overwrite"
     raise AdvloraError(f"--out {out} already exists and holds an advlora {owner} run; choose another --out, {flags}")
+
+
+def check_experiment_out(out: str | Path, command: str) -> None:
+    """The ``--out`` of a command that resumes its own folder (``grid``, ``demo``, ``ablate``: rerunning the same
+    line continues): a missing or empty folder, or one this command made (its marker, or the ``grid.yaml`` every
+    grid-run folder holds), is fine; any other is one error line, checked before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AdvloraError(f"--out {out} is a file, not a folder; choose another --out")
+    owner = created_by(out)
+    if is_empty(out) or owner == command or (owner is None and (out / "grid.yaml").is_file()):
+        return
+    held = f"an advlora {owner} run" if owner else "files advlora did not create"
+    raise AdvloraError(f"--out {out} already exists and holds {held}; choose another --out ({command} resumes only "
+                       "a folder it made)")
 
 
 @contextlib.contextmanager
