@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -132,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise AdvloraError("--resume continues --out and --overwrite replaces it: give one of them")
     out = Path(args.out) if args.out else default_out("train")
-    check_out(out, overwrite=args.overwrite, resume=args.resume)
+    main_process = int(os.environ.get("RANK", "0")) == 0    # under torchrun the others follow rank 0's folder
+    if main_process:
+        check_out(out, overwrite=args.overwrite, resume=args.resume)
     config = build_config(args)
     d = config.data
     # every split the run will read (training, validation, final test), its files and one decoded sample, before
@@ -151,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
         check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
                      frames=d.frames)
     try:
-        with replacing(out, lambda folder: bool(list_checkpoints(folder / "checkpoints"))) if args.overwrite \
-                else contextlib.nullcontext():
+        with replacing(out, lambda folder: bool(list_checkpoints(folder / "checkpoints"))) \
+                if args.overwrite and main_process else contextlib.nullcontext():
             result = train(config, out, resume=args.resume, argv=sys.argv[1:])
     except BaseException:
         _end_distributed(barrier=False)   # the other ranks may be inside a collective: waiting would hang
