@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 import signal
 import stat
@@ -120,6 +121,16 @@ def test_eps_of_one_or_more_is_refused_with_the_fraction(ann, run_yaml, model_di
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT and "4/255" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--attacks", "pgd", "--sanity-limit", "0"],
+                                 ["--attacks", "pgd", "--attack-steps", "0"], ["--attacks", "pdg"]])
+def test_eval_options_are_checked_before_any_work(bad, ann, tmp_path, capsys):
+    code = main(["eval", "--model", str(tmp_path / "not-loaded"), "--data", str(ann), *bad, "--out",
+                 str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT and "cannot load model" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "e").exists()
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(run_yaml, tmp_path, monkeypatch,
@@ -274,22 +285,22 @@ def test_bench_checks_its_options_first_and_keeps_what_it_measured_when_it_fails
             return {"retrieval_s": 1.0, "matmul_s": 1.0, "p6_eval_time": 1.0, "p6_eval_extra_gib": 0.1}
         return 2.0 ** 30
 
-    monkeypatch.setattr(bench, "measure_suite", not_with_0)
-    monkeypatch.setattr(bench, "run_isolated", isolated)
-    argv = ["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1", "--suite-images", "0",
-            "--autoattack-images", "0"]
-    assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
-    assert "suite: not run (--suite-images 0)" in capsys.readouterr().out
-    assert "p7_suite_vs_members" not in json.loads((tmp_path / "ok" / "bench.json").read_text())["ratios"]
-
-    def late(fn, *args):                       # the memory figure fails, after the attack and step figures
+    def late(n):                               # the last figure fails, after every other one
         raise RuntimeError("the data set is empty")
 
-    monkeypatch.setattr(bench, "run_isolated", late)
+    monkeypatch.setattr(bench, "measure_suite", not_with_0)
+    monkeypatch.setattr(bench, "run_isolated", isolated)
+    monkeypatch.setattr(bench, "have_torchattacks", lambda: True)
+    monkeypatch.setattr(bench, "reduction_rows", late)
     out = tmp_path / "b"
     with pytest.raises(RuntimeError, match="empty"):
-        main([*argv, "--out", str(out)])
+        main(["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1", "--suite-images", "0",
+              "--autoattack-images", "4", "--out", str(out)])
     kept = json.loads((out / "bench-partial.json").read_text())
     err = capsys.readouterr().err
-    assert kept["p1_attack"] > 0 and "advlora_step_s" in kept
+    assert kept["p1_attack"] > 0 and kept["p2_memory_vs_full"] == 1.0 and kept["p6_eval_time"] == 1.0
     assert "bench-partial.json" in err and f"p1_attack = {kept['p1_attack']:.4g}" in err
+    # what was measured reads as a table, the suite left out
+    table = bench.format_bench({"details": kept, "ratios": {}, "met": dict.fromkeys(bench.TARGETS)})
+    assert "suite: not run (--suite-images 0)" in table
+    assert re.search(r"^p7_suite_vs_members +\(not run\)", table, re.M)

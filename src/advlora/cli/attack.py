@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.attack == "list":
         return list_attacks()
     attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
-    threat_models(args, attacks)
+    robust_options(args, attacks)
     if args.out:
         check_out(args.out, overwrite=args.overwrite)
     return run_robust(args, attacks, command="attack")
@@ -98,14 +98,9 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     import torch
 
     from advlora.attacks import format_eps
-    from advlora.evaluation.sweep import SweepSettings, adapter_provenance, evaluate_sweep
+    from advlora.evaluation.sweep import adapter_provenance, evaluate_sweep
 
-    settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
-                             square_limit=args.square_limit, square_queries=args.square_queries,
-                             ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
-                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
-                             exhaustive=args.exhaustive, exit_k=args.exit_k)
-    threats = threat_models(args, attacks)
+    settings, threats = robust_options(args, attacks)
     specs = data_specs(args.data)
     dtype = getattr(torch, getattr(args, "dtype", "float32"))
     model = _load(args, dtype, adapter=True)
@@ -155,14 +150,27 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     return 0
 
 
-def threat_models(args: argparse.Namespace, attacks: list[str]) -> list:
-    """The threat models of ``--eps`` (each radius of a sweep) and the attack flags; none without attacks. Made
-    before any work, so that a malformed or too large radius (``--eps 4`` for 4/255) is one line at once."""
+def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object, list]:
+    """The sweep's settings and the threat models of ``--eps`` (each radius of a sweep; none without attacks),
+    from the flags of ``attack`` and ``eval``. Made before any work, so that a bad value (``--eps 4`` for 4/255,
+    ``--batch-size 0``) is one line at once."""
     from advlora.attacks import ThreatModel, parse_eps_list
+    from advlora.evaluation.sweep import SweepSettings
 
-    return [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
-                        random_start=args.random_start, seed=args.seed)
-            for e in (parse_eps_list(args.eps) if attacks else [])]
+    for flag, value in (("--batch-size", args.batch_size), ("--sanity-limit", args.sanity_limit),
+                        ("--frames", getattr(args, "frames", None) or 1)):
+        if value < 1:
+            raise AdvloraError(f"{flag} must be >= 1, got {value}"
+                               + (" (--no-sanity skips the checks)" if flag == "--sanity-limit" else ""))
+    settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
+                             square_limit=args.square_limit, square_queries=args.square_queries,
+                             ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
+                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
+                             exhaustive=args.exhaustive, exit_k=args.exit_k)
+    threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
+                           random_start=args.random_start, seed=args.seed)
+               for e in (parse_eps_list(args.eps) if attacks else [])]
+    return settings, threats
 
 
 def data_specs(text: str) -> list[str]:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, run_robust, threat_models
+from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, robust_options, run_robust
 from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
                                 add_progress_argument, examples, summary_stream)
 from advlora.errors import AdvloraError
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if getattr(args, "attacks", None) else []
-    threat_models(args, attacks)
+    robust_options(args, attacks)
     if int(os.environ.get("RANK", "0")) == 0:     # the other processes of torchrun see rank 0's folder
         check_eval_out(args, attacks)
     specs = data_specs(args.data)
