@@ -304,3 +304,44 @@ def test_bench_checks_its_options_first_and_keeps_what_it_measured_when_it_fails
     table = bench.format_bench({"details": kept, "ratios": {}, "met": dict.fromkeys(bench.TARGETS)})
     assert "suite: not run (--suite-images 0)" in table
     assert re.search(r"^p7_suite_vs_members +\(not run\)", table, re.M)
+
+
+def test_a_rejected_train_leaves_nothing_and_other_commands_refuse_folders_not_theirs(run_yaml, tmp_path, capsys):
+    conf = yaml.safe_load(run_yaml.read_text())
+    conf["model"] = {"random": None, "name": str(tmp_path / "no-such-model")}
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(conf))
+    out = tmp_path / "runs" / "t"
+    code = main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(out)])
+    assert code == EXIT_BAD_INPUT and "cannot load model" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for argv in (["grid", "--config", "grid-tiny-clip"], ["demo"], ["ablate"], ["pretrain"], ["attack"], ["bench"],
+                 ["adapter", "init", "--random-model", "clip:test"], ["adapter", "merge", "--random-model", "clip:test",
+                                                                     "--adapter", "a"]):
+        assert main([*argv, "--out", str(mine)]) == EXIT_BAD_INPUT, argv
+        err = capsys.readouterr().err
+        assert "advlora did not create" in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
+
+
+def test_a_write_error_anywhere_is_one_line_with_its_own_exit_status(monkeypatch, capsys):
+    import errno
+
+    import advlora.cli.results as results
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/a/history.csv")
+
+    monkeypatch.setattr(results, "run", full)
+    assert main(["results", "runs"]) == EXIT_WRITE_FAILED
+    err = capsys.readouterr().err
+    assert err.strip() == "advlora results: error: runs/a/history.csv: No space left on device"
+
+    def bug(args):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(results, "run", bug)
+    with pytest.raises(OSError):             # not a write the user can act on: the traceback stays
+        main(["results", "runs"])

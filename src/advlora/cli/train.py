@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
     from advlora.data.images import check_image_folder, is_image_folder
     from advlora.report.tables import metrics_table
-    from advlora.runs import check_out, default_out, replacing
+    from advlora.preempt import Preempted
+    from advlora.runs import check_out, default_out, is_empty, replacing
     from advlora.training import train
     from advlora.training.checkpoint import list_checkpoints
 
@@ -153,12 +155,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
                      frames=d.frames)
+    # what this command creates: the first missing folder of --out, or the files of an empty one
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    was_empty = made is None and is_empty(out)
+    started = lambda: bool(list_checkpoints(out / "checkpoints")) or (out / "history.csv").exists()  # noqa: E731
     try:
-        with replacing(out, lambda folder: bool(list_checkpoints(folder / "checkpoints"))) \
-                if args.overwrite and main_process else contextlib.nullcontext():
+        with replacing(out, lambda folder: started()) if args.overwrite and main_process \
+                else contextlib.nullcontext():
             result = train(config, out, resume=args.resume, argv=sys.argv[1:])
-    except BaseException:
+    except BaseException as e:
         _end_distributed(barrier=False)   # the other ranks may be inside a collective: waiting would hang
+        if main_process and not args.overwrite and not isinstance(e, Preempted) and not started():
+            # failed before its first step (a model not found): a rejected command leaves nothing behind
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            elif was_empty:
+                for p in out.iterdir():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         raise
     _end_distributed()
     if result.metrics:
