@@ -122,9 +122,9 @@ def created_by(folder: str | Path) -> str | None:
 
 
 def is_empty(folder: str | Path) -> bool:
-    """``folder`` is missing or an empty folder: writing there loses nothing."""
+    """``folder`` is missing or an empty folder (or holds only ``MARKER``): writing there loses nothing."""
     folder = Path(folder)
-    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+    return not folder.exists() or (folder.is_dir() and all(p.name == MARKER for p in folder.iterdir()))
 
 
 def check_out(out: str | Path, *, overwrite: bool = False, resume: bool | None = None) -> None:
