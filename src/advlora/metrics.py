@@ -72,6 +72,25 @@ def set_tie_tolerance(positives: torch.Tensor, dtype: torch.dtype | None = None)
     return float(tie_tolerance(tie_scale(positives).double(), dtype or positives.dtype))
 
 
+def _threshold(best: torch.Tensor, tol: float, tie_dtype: torch.dtype | None) -> torch.Tensor:
+    """``best - tol``: what a candidate must reach to count ahead of a positive scoring ``best``.
+
+    Scores carried in a wider dtype than they were computed in (``tie_dtype``: BLIP's float64 two-stage
+    scores, whose ITC part holds float32 values) are thresholded as their own dtype thresholds them: a
+    positive whose score is exactly a ``tie_dtype`` value gets the threshold computed in ``tie_dtype``, so
+    that the same scores rank alike in either carrier (the two-stage order equals the ITC order outside the
+    re-ranked top k, ties included); any other score (a re-ranked one) keeps the wide threshold.
+    """
+    if (tie_dtype is None or not best.is_floating_point()
+            or torch.finfo(tie_dtype).bits >= torch.finfo(best.dtype).bits):
+        return best - tol
+    narrow = best.to(tie_dtype)
+    exact = narrow.to(best.dtype) == best
+    if not bool(exact.any()):
+        return best - tol
+    return torch.where(exact, (narrow - tol).to(best.dtype), best - tol)
+
+
 def _positive_scores(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
     """(n_texts,) score of each caption with its own image: one gather, no mask over the matrix."""
     return sim[txt2img, torch.arange(sim.shape[1], device=sim.device)]
@@ -101,20 +120,23 @@ def _best_positive(pos: torch.Tensor, txt2img: torch.Tensor, n_img: int) -> torc
 
 
 def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024, *,
-              finite: bool | None = None, tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+              finite: bool | None = None, tie_dtype: torch.dtype | None = None,
+              tie_tol: float | None = None) -> torch.Tensor:
     """Rank (0 = first) of each image's best-ranked caption; ``sim`` is (n_images, n_texts).
 
     The rank is the number of negative captions scoring ``>=`` the image's best finite positive less the tie
     tolerance, or non-finite; ``n_texts`` (a miss) for an image without a finite positive. ``finite``: whether
     every score is finite, when the caller already knows (None: checked). ``tie_dtype``: the dtype the scores
     were computed in, for the tolerance (default ``sim.dtype``; BLIP's float64 two-stage scores hold float32
-    values).
+    values). ``tie_tol``: the tolerance itself, when the caller knows it (BLIP's two-stage scores: that of
+    their ITC scores, ``evaluation.retrieval.itc_tolerance``); default: from the positives' scores.
     """
     n_img, n_txt = sim.shape
     finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     pos = _positive_scores(sim, txt2img)
-    low = _best_positive(pos, txt2img, n_img) - set_tie_tolerance(pos, tie_dtype)
+    tol = set_tie_tolerance(pos, tie_dtype) if tie_tol is None else tie_tol
+    low = _threshold(_best_positive(pos, txt2img, n_img), tol, tie_dtype)
     ranks = torch.empty(n_img, dtype=torch.long, device=sim.device)
     for start in range(0, n_img, chunk_size):
         rows = sim[start:start + chunk_size]                                     # (c, T)
@@ -127,18 +149,19 @@ def i2t_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 1024, 
 
 
 def t2i_ranks(sim: torch.Tensor, txt2img: torch.Tensor, chunk_size: int = 4096, *,
-              finite: bool | None = None, tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+              finite: bool | None = None, tie_dtype: torch.dtype | None = None,
+              tie_tol: float | None = None) -> torch.Tensor:
     """Rank (0 = first) of each caption's own image; ``sim`` is (n_images, n_texts).
 
     The rank is the number of other images scoring ``>=`` the caption's own image less the tie tolerance, or
-    non-finite; ``n_images`` (a miss) when the own score is non-finite. ``finite``, ``tie_dtype``: as in
-    ``i2t_ranks``.
+    non-finite; ``n_images`` (a miss) when the own score is non-finite. ``finite``, ``tie_dtype``,
+    ``tie_tol``: as in ``i2t_ranks``.
     """
     n_img, n_txt = sim.shape
     finite = all_finite(sim) if finite is None else finite
     txt2img = txt2img.to(sim.device)
     own = _positive_scores(sim, txt2img)                                         # (T,)
-    low = own - set_tie_tolerance(own, tie_dtype)
+    low = _threshold(own, set_tie_tolerance(own, tie_dtype) if tie_tol is None else tie_tol, tie_dtype)
     ranks = torch.empty(n_txt, dtype=torch.long, device=sim.device)
     for start in range(0, n_txt, chunk_size):
         cols = sim[:, start:start + chunk_size]                                  # (I, c)
@@ -179,7 +202,7 @@ def _recalls(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...], n_img: i
 
 def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10),
                      chunk_size: int = 1024, sim_t2i: torch.Tensor | None = None, *,
-                     tie_dtype: torch.dtype | None = None) -> dict[str, float]:
+                     tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> dict[str, float]:
     """Recall@k in both directions and their mean, in percent (pessimistic ranks, see the module docstring).
 
     Args:
@@ -190,6 +213,7 @@ def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ..
             differently (BLIP's ITM re-ranking re-scores the top k of each query's own direction).
         tie_dtype: the dtype the scores were computed in, from which the tie tolerance is derived (default:
             ``sim``'s; BLIP's float64 two-stage scores hold float32 values).
+        tie_tol: the tolerance itself, when known (``i2t_ranks``).
 
     Returns ``i2t_r{k}``, ``t2i_r{k}``, ``r_mean`` and, only when some scores were NaN or infinite,
     ``nonfinite``: their number (over both matrices when ``sim_t2i`` is a separate one).
@@ -203,8 +227,9 @@ def retrieval_recall(sim: torch.Tensor, txt2img: torch.Tensor, ks: tuple[int, ..
         raise ValueError(f"sim_t2i must have the shape of sim {tuple(sim.shape)}; got {tuple(other.shape)}")
     bad_i2t = nonfinite_count(sim, chunk_size)
     bad_t2i = bad_i2t if other is sim else nonfinite_count(other, chunk_size)
-    return _recalls(i2t_ranks(sim, txt2img, chunk_size, finite=not bad_i2t, tie_dtype=tie_dtype),
-                    t2i_ranks(other, txt2img, 4 * chunk_size, finite=not bad_t2i, tie_dtype=tie_dtype), ks,
+    return _recalls(i2t_ranks(sim, txt2img, chunk_size, finite=not bad_i2t, tie_dtype=tie_dtype, tie_tol=tie_tol),
+                    t2i_ranks(other, txt2img, 4 * chunk_size, finite=not bad_t2i, tie_dtype=tie_dtype,
+                              tie_tol=tie_tol), ks,
                     sim.shape[0], sim.shape[1], bad_i2t + (0 if other is sim else bad_t2i))
 
 
@@ -363,18 +388,18 @@ CLASSIFICATION_KEYS = ("top1", "top5", "i2t_r1", "i2t_r5", "i2t_r10", "r_mean")
 
 
 def classification_ranks(scores: torch.Tensor, labels: torch.Tensor, *,
-                         tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+                         tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> torch.Tensor:
     """(N,) rank (0 = first) of each image's own class among ``scores`` (N, C): the classes scoring ``>=`` it,
     or non-finite (a tie goes against the image); C (a miss) when the own score is non-finite.
 
     It is the text-to-image rank of the transposed matrix, each image a "caption" of its class.
     """
-    return t2i_ranks(scores.t(), torch.as_tensor(labels, dtype=torch.long), tie_dtype=tie_dtype)
+    return t2i_ranks(scores.t(), torch.as_tensor(labels, dtype=torch.long), tie_dtype=tie_dtype, tie_tol=tie_tol)
 
 
 def classification_accuracy(scores: torch.Tensor, labels: torch.Tensor,
-                            ks: tuple[int, ...] = (1, 5, 10), *, tie_dtype: torch.dtype | None = None
-                            ) -> dict[str, float]:
+                            ks: tuple[int, ...] = (1, 5, 10), *, tie_dtype: torch.dtype | None = None,
+                            tie_tol: float | None = None) -> dict[str, float]:
     """Top-k accuracy (percent) of ``scores`` (N images, C classes) against ``labels`` (N,), pessimistic ranks.
 
     Returns ``top1``, ``top5`` and ``i2t_r{k}`` for each k (the same values), ``r_mean`` (their mean over
@@ -383,7 +408,7 @@ def classification_accuracy(scores: torch.Tensor, labels: torch.Tensor,
     if scores.dim() != 2 or torch.as_tensor(labels).numel() != scores.shape[0]:
         raise ValueError(f"scores must be (n_images, n_classes) with one label per image; got "
                          f"{tuple(scores.shape)} and {torch.as_tensor(labels).numel()} labels")
-    ranks = classification_ranks(scores, labels, tie_dtype=tie_dtype)
+    ranks = classification_ranks(scores, labels, tie_dtype=tie_dtype, tie_tol=tie_tol)
     rec = recall_from_ranks(ranks, tuple(sorted({1, 5, *ks})), scores.shape[1])
     out = {"top1": rec[1], "top5": rec[5], **{f"i2t_r{k}": rec[k] for k in ks}}
     out["r_mean"] = sum(rec[k] for k in ks) / len(ks)

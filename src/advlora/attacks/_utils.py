@@ -133,7 +133,9 @@ def check_loss(loss: torch.Tensor, x: torch.Tensor) -> None:
 def outcome(objective: Objective) -> torch.Tensor | None:
     """The retrieval outcome of the objective's last call: per sample, the rank of its best positive in the
     objective's gallery (0 = retrieved first; ties count against the query), or None when the objective has no
-    gallery (``objectives.RankedObjective`` keeps it, from the scores the loss was computed from)."""
+    gallery (``objectives.RankedObjective`` keeps it, from the scores the loss was computed from). Where that
+    is not the rank the metrics report (BLIP's two-stage rank), the evaluation makes the objective report the
+    reported one (``stopping.report_rank``): what ``WorstCase`` keeps by and what an image is done by."""
     return getattr(objective, "last_rank", None)
 
 

@@ -3,8 +3,13 @@
 Image side (the query image attacks the caption gallery):
 - ``contrastive`` / ``itc``: multi-positive cross-entropy of each image against a caption gallery or a batch
   (CLIP's InfoNCE with every caption of the image as a positive); the APGD paper's "CE" (arXiv 2003.01690).
-- ``margin``: best negative minus best positive cosine similarity (a DLR-like margin, arXiv 2003.01690).
-- ``TargetedDLR``: targeted scale-invariant margins towards the top clean negatives (APGD-T's objectives).
+- ``margin``: the k-th best negative minus the best positive cosine similarity (a DLR-like margin, arXiv
+  2003.01690, aimed at rank k: >= 0 once the image is off R@k).
+- ``TargetedDLR``: targeted scale-invariant margins towards clean negatives below the best positive (APGD-T's
+  objectives), aimed at rank k, on the scores with the image's own captions collapsed to the best one.
+``k`` is one rank, or the increasing ranks an evaluation reports up to its exit rank (``evaluate_robust(exit_k=)``;
+1 is AutoAttack's misclassification): then each image aims at the lowest of them it has not reached
+(``staged``), so rank 1 comes first and the last rank is still aimed at.
 Gallery objectives are ``RankedObjective``s: besides the loss they report each image's retrieval outcome (the
 rank of its best positive), from the scores the loss is computed from, so attacks keep the worst outcome.
 - ``embedding``: squared l2 distance to the clean embedding (FARE, Schlarmann et al. 2024, arXiv 2402.12336).
@@ -149,22 +154,56 @@ def _no_grad(fn, *args):
 itc = contrastive
 
 
+def kth_negative(sim: torch.Tensor, positives: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) each row's ``k``-th highest negative score (1 = the best negative); a row with fewer than ``k``
+    negatives gets its lowest one. A positive ranks at ``k`` or beyond (under the pessimistic tie rule) exactly
+    when this score is at least its own."""
+    neg = sim.masked_fill(positives, float("-inf"))
+    top = neg.topk(min(int(k), neg.shape[1]), dim=1).values
+    n_neg = (~positives).sum(dim=1).clamp(1, top.shape[1])
+    return top.gather(1, (n_neg - 1)[:, None].to(top.device)).squeeze(1)
+
+
+def ranks_of(k) -> tuple[int, ...]:
+    """The increasing ranks an objective aims at: ``k`` an integer >= 1, or a sequence of them."""
+    ks = (k,) if isinstance(k, int) and not isinstance(k, bool) else tuple(k)
+    if not ks or any(isinstance(j, bool) or int(j) != j or j < 1 for j in ks):
+        raise AdvloraError(f"the objective's rank k must be an integer >= 1 or a sequence of them, got {k!r}")
+    return tuple(sorted({int(j) for j in ks}))
+
+
+def staged(sim: torch.Tensor, positives: torch.Tensor, ks: tuple[int, ...], value_at) -> torch.Tensor:
+    """(B,) the objective of each row aimed at the lowest rank of ``ks`` it has not reached (the last one once
+    all are): ``value_at(k)`` (B,), a loss that is >= 0 once the row is off R@k. With one rank, that value;
+    with several, ``2 * stage + v / (1 + |v|)`` (stage: how many ranks below the aimed one are reached). Within
+    a stage that is an increasing map of v, so APGD's sign steps and step-size control and Square's accept rule
+    act as on v; at every rank reached it rises, so a search on it never gives back a rank it reached."""
+    if len(ks) == 1:
+        return value_at(ks[0])
+    rank = best_positive_rank(sim, positives)
+    stage = sum((rank >= j).long() for j in ks[:-1]).to(sim.device)                  # (B,) 0 .. len(ks) - 1
+    v = torch.stack([value_at(j) for j in ks]).gather(0, stage[None]).squeeze(0)
+    return 2 * stage.to(v.dtype) + v / (1 + v.abs())
+
+
 def margin(model, text_features: torch.Tensor, positives: torch.Tensor,
-           clean_features: torch.Tensor | None = None) -> Objective:
-    """Best negative minus best positive cosine similarity (> 0: the image no longer retrieves a caption of its
-    own at rank 1). A DLR-like margin: scale-free, so it does not saturate as cross-entropy does.
+           clean_features: torch.Tensor | None = None, k: int | tuple[int, ...] = 1) -> Objective:
+    """The ``k``-th best negative minus the best positive cosine similarity (>= 0: the image's best caption
+    ranks at ``k`` or beyond, off R@k); ``k`` several ranks: ``staged`` over them. A DLR-like margin:
+    scale-free, so it does not saturate as cross-entropy does; with the suite's ranks a black-box search on it
+    aims at what makes an image done, not at rank 1 only (``k`` = 1: best negative minus best positive).
     ``clean_features``: as ``contrastive``'s."""
     tf = text_features.detach()
     positives = _check_pos(positives, tf.shape[0]).to(tf.device)
     if positives.all(dim=1).any():
         raise AdvloraError("margin objective needs at least one negative caption per image")
+    ks = ranks_of(k)
 
     def score_of(positives: torch.Tensor):
         def score(feats: torch.Tensor):
             sim = feats @ tf.t()
             pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
-            neg = sim.masked_fill(positives, float("-inf")).amax(dim=1)
-            return neg - pos, sim, positives
+            return staged(sim, positives, ks, lambda j: kth_negative(sim, positives, j) - pos), sim, positives
         return score
 
     return _gallery_objective(model, score_of, positives, clean_features, tf)
@@ -172,18 +211,28 @@ def margin(model, text_features: torch.Tensor, positives: torch.Tensor,
 
 class TargetedDLR:
     """A family of targeted, scale-invariant margin objectives (AutoAttack's targeted DLR, arXiv 2003.01690,
-    adapted to a caption gallery), one per target: the ``j``-th highest-scoring negative caption of each image
-    at the clean image.
+    adapted to a caption gallery with several captions per image and to rank ``k``), one per target.
 
-    ``target(j)`` is ``objective(images) -> (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` with z the cosine
-    scores against the gallery, z_y the best positive, z_t the target and z_pi the sorted scores (DLR's
-    denominator makes it invariant to the scale of the scores); > 0 means the target outranks every positive.
-    Its ``last_rank`` is the untargeted outcome (rank of the best positive), so the worst case over targets is
-    kept by outcome. ``n_targets`` is how many targets exist (at most the number of negatives).
+    Rank ``k`` asks for ``k`` negatives above the image's best positive, the target among them. The ``k - 1``
+    highest negatives other than the target may be any; what is left is AutoAttack's rank-1 problem on the
+    rest. So, with z the cosine scores, z_y the best positive, z_t the target and o_j the j-th highest negative
+    other than the target, the loss is ``(min(z_t, o_{k-1}) - z_y) / (pi_1 - (pi_3 + pi_4) / 2)`` where pi sorts
+    ``[z_y, z_t, o_k, o_{k+1}, ...]``: the image's own captions collapsed to the best one (else with five
+    captions per image pi_3 and pi_4 are often its own and the gradient raises z_y), the ``k - 1`` free
+    negatives left out (``targeted_dlr``). >= 0 means the target and ``k - 1`` others outrank every positive
+    (rank >= k); ``k`` = 1 is AutoAttack's ``(z_t - z_y) / (pi_1 - (pi_3 + pi_4) / 2)``, exactly so with one
+    caption per image. ``k`` several ranks: ``staged`` over them (the target, once above the positive, stays
+    required among the top k of the next rank).
+
+    The targets of an image are its highest clean negatives below its clean best positive (a negative already
+    above it needs no attack; AutoAttack's top classes other than the true one), the lowest negatives where
+    fewer remain. ``n_targets`` is how many targets exist (at most the number of negatives). The ``last_rank``
+    of each objective is the untargeted outcome (rank of the best positive among all scores), so the worst
+    case over targets is kept by outcome.
     """
 
     def __init__(self, model, text_features: torch.Tensor, positives: torch.Tensor, clean_images: torch.Tensor,
-                 n_targets: int = 9) -> None:
+                 n_targets: int = 9, k: int | tuple[int, ...] = 1) -> None:
         self.model = model
         self.tf = text_features.detach()
         self.positives = _check_pos(positives, self.tf.shape[0]).to(self.tf.device)
@@ -192,8 +241,9 @@ class TargetedDLR:
         self.clean_sim = sim
         n_neg = int((~self.positives).sum(dim=1).min())
         self.n_targets = max(0, min(int(n_targets), n_neg))
-        neg = sim.masked_fill(self.positives, float("-inf"))
-        self.targets = neg.topk(self.n_targets, dim=1).indices if self.n_targets else None   # (B, T)
+        #: the ranks aimed at, at most the number of negatives every image has
+        self.ks = ranks_of([min(j, max(n_neg, 1)) for j in ranks_of(k)])
+        self.targets = _targets_below(sim, self.positives, self.n_targets) if self.n_targets else None
 
     def target(self, j: int) -> RankedObjective:
         """The objective towards each image's ``j``-th target (its clean outcome known, from the clean scores)."""
@@ -210,15 +260,11 @@ class TargetedDLR:
 
     def _objective(self, t: torch.Tensor, positives: torch.Tensor, clean_sim: torch.Tensor | None = None
                    ) -> RankedObjective:
-        tf, model = self.tf, self.model
+        tf, model, ks = self.tf, self.model, self.ks
 
         def score(sim: torch.Tensor):
-            rows = torch.arange(sim.shape[0], device=sim.device)
-            z_y = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
-            z_t = sim[rows, t.to(sim.device)]
-            top = sim.topk(min(4, sim.shape[1]), dim=1).values
-            denom = top[:, 0] - (top[:, min(2, top.shape[1] - 1)] + top[:, -1]) / 2
-            return (z_t - z_y) / (denom + 1e-12), sim, positives
+            tt = t.to(sim.device)
+            return staged(sim, positives, ks, lambda k: targeted_dlr(sim, positives, tt, k)), sim, positives
 
         def restrict(rows: torch.Tensor):
             r = rows.to(positives.device)
@@ -226,6 +272,34 @@ class TargetedDLR:
 
         return RankedObjective(lambda images: score(model.encode_image(images) @ tf.t()),
                                None if clean_sim is None else _no_grad(score, clean_sim), restrict=restrict)
+
+
+def targeted_dlr(sim: torch.Tensor, positives: torch.Tensor, t: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """(B,) ``TargetedDLR``'s loss of scores ``sim`` (B, N) towards targets ``t`` (B,) at rank ``k``: the
+    targeted margin over the scores with the positives collapsed to the best one and the ``k - 1`` highest
+    other negatives left out of the denominator (see ``TargetedDLR``)."""
+    rows = torch.arange(sim.shape[0], device=sim.device)
+    z_y = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
+    z_t = sim[rows, t]
+    others = sim.masked_fill(positives, float("-inf")).index_put((rows, t), torch.tensor(float("-inf")).to(sim))
+    o = others.topk(min(k + 2, sim.shape[1]), dim=1).values            # o_1 .. o_{k+2}
+    reach = torch.minimum(z_t, o[:, k - 2]) if k > 1 else z_t
+    v = torch.cat([z_y[:, None], z_t[:, None], o[:, k - 1:]], dim=1)    # [z_y, z_t, o_k, o_{k+1}, o_{k+2}]
+    top = v.topk(min(4, v.shape[1]), dim=1).values
+    last = (top > float("-inf")).sum(dim=1).clamp_min(1) - 1           # a row with fewer scores: its lowest
+    pi3 = top.gather(1, last.clamp(max=2)[:, None]).squeeze(1)
+    pi4 = top.gather(1, last.clamp(max=3)[:, None]).squeeze(1)
+    return (reach - z_y) / (top[:, 0] - (pi3 + pi4) / 2 + 1e-12)
+
+
+def _targets_below(sim: torch.Tensor, positives: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n) per image the ``n`` highest negatives of ``sim`` below its best positive (ties count above, as in
+    ``best_positive_rank``), the lowest ``n`` negatives where fewer remain."""
+    order = sim.masked_fill(positives, float("-inf")).argsort(dim=1, descending=True)
+    n_neg = (~positives).sum(dim=1)
+    start = torch.minimum(best_positive_rank(sim, positives).to(n_neg.device), n_neg - n)
+    cols = start[:, None] + torch.arange(n, device=n_neg.device)[None]
+    return order.gather(1, cols.to(order.device))
 
 
 def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> Objective:

@@ -15,6 +15,10 @@ For every row not done, the objective's value and outcome are those of the wrapp
 queried does not change the others' (each row's random stream is its own), so an image's outcome is that of
 the full attack until the step it becomes done, and done it stays. Threat model and budget are the
 attack's; only queries that cannot change a metric reported up to ``done_rank`` are skipped.
+
+The rank that decides "done" (and the worst point an attack keeps) must be the rank the metrics report. Where
+the objective's own rank is not (BLIP: the metrics rank ITC re-ranked by ITM), ``report_rank(objective,
+rank_of)`` makes the objective report ``rank_of``'s rank, and ``stop_at_rank`` wraps that.
 """
 from __future__ import annotations
 
@@ -117,6 +121,70 @@ class StopFamily:
         return self.state.all_done(self.done_rank)
 
 
+class ReportedRank:
+    """``objective`` whose outcome (``last_rank``) is the rank the metrics report, ``rank_of(x, rows)``, instead of
+    the rank among the objective's own scores: a model whose reported rank is not the objective's (BLIP, whose
+    reported rank is ITC re-ranked by ITM) then has its images done (``StopAtRank``) and its worst points kept
+    (``_utils.WorstCase``) by the reported rank. ``rows`` (n,) maps each row of a call to its image in the batch
+    the objective was built for; ``clean_rank`` (that batch's reported ranks at the clean images), when given,
+    is the rank of the clean outcome. The loss and its gradient are the objective's."""
+
+    def __init__(self, objective, rank_of, clean_rank: torch.Tensor | None = None,
+                 rows: torch.Tensor | None = None) -> None:
+        self.objective, self.rank_of, self.clean_rank, self.rows = objective, rank_of, clean_rank, rows
+        self.last_rank: torch.Tensor | None = None
+        self.stationary = getattr(objective, "stationary", False)
+        inner = getattr(objective, "clean_outcome", None)
+        self.clean_outcome = None
+        if inner is not None and clean_rank is not None:
+            self.clean_outcome = (inner[0], clean_rank[self._rows(len(inner[0])).to(clean_rank.device)]
+                                  .to(inner[1]))
+
+    def _rows(self, n: int) -> torch.Tensor:
+        return torch.arange(n) if self.rows is None else self.rows[:n]
+
+    @property
+    def selectable(self) -> bool:
+        return getattr(self.objective, "selectable", False)
+
+    def select(self, rows: torch.Tensor) -> ReportedRank:
+        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        return ReportedRank(self.objective.select(rows), self.rank_of, self.clean_rank,
+                            rows if self.rows is None else self.rows[rows])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        loss = self.objective(x)
+        self.last_rank = self.rank_of(x.detach(), self._rows(x.shape[0])).to(loss.device)
+        return loss
+
+
+class ReportedFamily:
+    """A targeted family whose objectives report ``rank_of``'s rank (``ReportedRank``)."""
+
+    def __init__(self, family, rank_of, clean_rank: torch.Tensor | None = None) -> None:
+        self.family, self.rank_of, self.clean_rank = family, rank_of, clean_rank
+        self.n_targets = family.n_targets
+
+    def target(self, j: int) -> ReportedRank:
+        return ReportedRank(self.family.target(j), self.rank_of, self.clean_rank)
+
+    def targets_of(self, js) -> ReportedRank:
+        js = list(js)
+        obj = self.family.targets_of(js)
+        b = len(self.clean_rank) if self.clean_rank is not None else len(obj.clean_outcome[1]) // max(len(js), 1)
+        return ReportedRank(obj, self.rank_of, self.clean_rank, torch.arange(b).repeat(len(js)))
+
+
+def report_rank(objective, rank_of, clean_rank: torch.Tensor | None = None):
+    """``objective`` (or a targeted family) reporting ``rank_of``'s rank as its outcome (``ReportedRank``);
+    unchanged when it reports no outcome (there is nothing to replace: it neither stops nor keeps by rank)."""
+    if hasattr(objective, "targets_of"):
+        return ReportedFamily(objective, rank_of, clean_rank)
+    if not hasattr(objective, "last_rank"):
+        return objective
+    return ReportedRank(objective, rank_of, clean_rank)
+
+
 def can_stop(objective) -> bool:
     """Whether ``stop_at_rank`` applies: an objective restrictable to rows, or a family of them."""
     return getattr(objective, "selectable", False) or hasattr(objective, "targets_of")
@@ -137,4 +205,5 @@ def finished(objective) -> bool:
     return bool(getattr(objective, "finished", False))
 
 
-__all__ = ["StopAtRank", "StopFamily", "can_stop", "finished", "stop_at_rank"]
+__all__ = ["ReportedFamily", "ReportedRank", "StopAtRank", "StopFamily", "can_stop", "finished", "report_rank",
+           "stop_at_rank"]

@@ -12,7 +12,7 @@ import torch
 
 from advlora.bench import cases
 from advlora.bench.retrieval_case import measure_retrieval
-from advlora.bench.suite_case import have_torchattacks, measure_suite, reduction_rows
+from advlora.bench.suite_case import classification_row, have_torchattacks, measure_suite, reduction_rows
 from advlora.bench.timing import run_isolated
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
@@ -101,7 +101,7 @@ def run_bench(cfg: BenchConfig, details: dict | None = None) -> dict:
     if cfg.suite_images:
         details.update(measure_suite(cases.base_model(cfg.size), cfg.suite_images))
     if cfg.autoattack_images and have_torchattacks():
-        rows = reduction_rows(cfg.autoattack_images)
+        rows = reduction_rows(cfg.autoattack_images) + [classification_row()]
         details["autoattack_rows"] = rows
         details["p8_vs_autoattack"] = max(r["p8_vs_autoattack"] for r in rows)
         details["p8_same_r1"] = all(abs(r["ours_r1"] - r["aa_acc"]) < 1e-6 for r in rows)
@@ -115,9 +115,12 @@ def run_bench(cfg: BenchConfig, details: dict | None = None) -> dict:
                         "cuda": torch.cuda.is_available()}, "wall_s": time.perf_counter() - t0}
 
 
-def format_bench(result: dict) -> str:
-    """The table ``advlora bench`` prints: ratio, target, met, and the medians it came from."""
+def format_bench(result: dict, rows_only: bool = False) -> str:
+    """The table ``advlora bench`` prints: ratio, target, met, and the medians it came from (``rows_only``: the
+    AutoAttack rows alone)."""
     d, r = result["details"], result["ratios"]
+    if rows_only:
+        return "\n".join(autoattack_lines(d))
     rows = [("ratio", "value", "target", "met")]
     for k, (target, _) in TARGETS.items():
         met = result["met"][k]
@@ -146,6 +149,13 @@ def format_bench(result: dict) -> str:
     lines.append("suite on {suite_images} images: early exit {suite_early_s:.1f}s, exhaustive {suite_exhaustive_s:.1f}s, "
                  "members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} images/s".format(**d)
                  if "suite_early_s" in d else "suite: not run (--suite-images 0)")
+    lines += autoattack_lines(d)
+    return "\n".join(lines)
+
+
+def autoattack_lines(d: dict) -> list[str]:
+    """P8's rows: AutoAttack's robust accuracy and wall, and the suite's at each exit rank."""
+    lines = []
     for row in d.get("autoattack_rows", []):
         lines.append("AutoAttack reduction {data} {eps} ({aa_images} images, clean R@1 {clean_r1:.1f}): AutoAttack "
                      "robust acc. {aa_acc:.1f} in {aa_s:.1f}s".format(**row))
@@ -154,7 +164,7 @@ def format_bench(result: dict) -> str:
                          "{p8_vs_autoattack:.2f}".format(**b))
     if "autoattack_rows" not in d:
         lines.append("AutoAttack reduction: not run (torchattacks not importable, or --autoattack-images 0)")
-    return "\n".join(lines)
+    return lines
 
 
 def write_bench(result: dict, out: Path) -> Path:

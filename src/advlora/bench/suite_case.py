@@ -11,6 +11,10 @@ AutoAttack (torchattacks, when importable) on the reduction where both attack on
   tools attack that function at their full standard budgets, and the bench prints the two robust accuracies
   and the wall ratio, the suite at exit rank 1 (done once off rank 1, AutoAttack's rule) and at the default
   10. torchattacks is an optional extra (never a dependency).
+- Zero-shot classification reduction: the same comparison on a few-class set (``few_class_set``: the classes of
+  ``emoji-cls`` with the most test images, a fixed number of images each), the classifier being the scaled
+  cosine to the prompt-ensembled class embeddings the evaluation itself attacks. With fewer classes than the
+  default exit rank, the suite's exit rank follows the task (the largest k the set can report).
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ import torch
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.data import load_dataset
+from advlora.data.classification import ClassificationDataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.robust import evaluate_robust
+from advlora.models.video import for_dataset
 from advlora.training.pretrain import load_model
 
 #: the standard suite's members at a bench budget
@@ -120,30 +126,58 @@ def reduction_rows(n: int = 100) -> list[dict]:
     return rows
 
 
+def few_class_set(n_classes: int = 7, per_class: int = 20, name: str = "emoji-cls",
+                  split: str = "test") -> ClassificationDataset:
+    """The ``n_classes`` classes of ``name`` with the most images in ``split`` (ties: class order), at most
+    ``per_class`` images each (file order), labels renumbered in that class order; the set's templates kept."""
+    full = load_dataset(name, split)
+    counts = torch.bincount(full.labels, minlength=len(full.captions))
+    keep = sorted(sorted(range(len(counts)), key=lambda c: (-int(counts[c]), c))[:n_classes])
+    images, labels = [], []
+    for new, c in enumerate(keep):
+        rows = (full.labels == c).nonzero().flatten().tolist()[:per_class]
+        images += [full.images[i] for i in rows]
+        labels += [new] * len(rows)
+    return ClassificationDataset(full.root, images, [full.captions[c] for c in keep], torch.zeros(0, dtype=torch.long),
+                                 f"{full.name}-{n_classes}cls", labels=labels, templates=full.templates)
+
+
+def classification_row(n_classes: int = 7, per_class: int = 20, eps: str = "1/255") -> dict:
+    """The zero-shot classification row on the pre-trained tiny CLIP: ``few_class_set`` at ``eps``."""
+    model = load_model("tiny-clip")
+    data = few_class_set(n_classes, per_class)
+    return {"data": data.name, "eps": eps, **measure_autoattack(model, data, eps, exit_ks=(1, None))}
+
+
 def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_size: int = 32,
-                       exit_ks: tuple[int, ...] = REDUCTION_EXIT_K) -> dict:
+                       exit_ks: tuple[int | None, ...] = REDUCTION_EXIT_K) -> dict:
     """advlora's ``standard`` suite vs torchattacks' AutoAttack (standard version) on ``data`` with one caption
-    per image (its first): robust i2t R@1 vs robust accuracy (percent) and the wall ratio, the suite once per
-    exit rank of ``exit_ks`` (``evaluate_robust(exit_k=)``), AutoAttack once, between them."""
+    per image (its first; a classification set as it is, against its prompt-ensembled classes): robust i2t R@1
+    (top-1) vs robust accuracy (percent) and the wall ratio, the suite once per exit rank of ``exit_ks``
+    (``evaluate_robust(exit_k=)``; None: the task's default), AutoAttack once, between them."""
     import torchattacks
 
-    first = [caps[0] for caps in data.img2txt]
-    one = RetrievalDataset(data.root, data.images, [data.captions[j] for j in first],
-                           torch.arange(len(data)), name=data.name)
+    if isinstance(data, ClassificationDataset):
+        one, y = data, data.labels
+    else:
+        first = [caps[0] for caps in data.img2txt]
+        one = RetrievalDataset(data.root, data.images, [data.captions[j] for j in first],
+                               torch.arange(len(data)), name=data.name)
+        y = torch.arange(len(one))
     th = ThreatModel(eps=eps)
 
-    def ours(k: int) -> dict:
+    def ours(k: int | None) -> dict:
         t = time.perf_counter()
         res = evaluate_robust(model, one, ["standard"], th, batch_size=batch_size, sanity=False, rerank_k=0,
                               exit_k=k)
-        return {"exit_k": k, "ours_r1": res["attacks"]["standard"]["metrics"]["i2t_r1"],
+        return {"exit_k": res.get("suite_exit_k", k), "ours_r1": res["attacks"]["standard"]["metrics"]["i2t_r1"],
                 "ours_s": time.perf_counter() - t, "clean_r1": res["clean"]["i2t_r1"]}
 
     runs = [ours(exit_ks[0])]
-    clf = CaptionClassifier(model, one.captions).eval()
+    clf = CaptionClassifier(for_dataset(model, one), one.captions).eval()
     x = one.load_images_uint8(model.image_size).float() / 255
-    y = torch.arange(len(one))
-    aa = torchattacks.AutoAttack(clf, norm="Linf", eps=float(th.eps), version="standard", n_classes=len(one), seed=0)
+    aa = torchattacks.AutoAttack(clf, norm="Linf", eps=float(th.eps), version="standard",
+                                 n_classes=len(one.captions), seed=0)
     t = time.perf_counter()
     adv = torch.cat([aa(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, len(x), batch_size)])
     aa_s = time.perf_counter() - t
@@ -158,5 +192,5 @@ def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_
             "by_exit_k": runs}
 
 
-__all__ = ["BENCH_MEMBERS", "REDUCTION_EXIT_K", "CaptionClassifier", "have_torchattacks", "measure_autoattack",
-           "measure_suite", "random_set"]
+__all__ = ["BENCH_MEMBERS", "REDUCTION_EXIT_K", "CaptionClassifier", "classification_row", "few_class_set",
+           "have_torchattacks", "measure_autoattack", "measure_suite", "random_set"]

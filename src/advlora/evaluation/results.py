@@ -36,19 +36,28 @@ PROTOCOL = """\
 - which attacks exist, of which kind, and how each is run and described: ``advlora.attacks.registry``.
 - BLIP: scores are ITC, re-ranked by ITM on the top ``rerank_k`` (default: LAVIS's depth for the set's size,
   128, or 256 from 5,000 images: ``default_rerank_k``), for clean and adversarial alike; ``objective="rerank"``
-  attacks through that re-ranking.
+  attacks through that re-ranking. Outside the re-ranked top k the two-stage order is the ITC order, ties
+  included (the ITC scores' tie tolerance; a positive tied with the k-th candidate is left out of the top k),
+  so re-ranking never moves R@j for j >= rerank_k. An image attack whose objective reports a rank (all but
+  transfer and the ``embedding`` and ``itm`` objectives) reports the two-stage i2t rank instead: an image is
+  done (early exit), and each attack keeps its worst point, by the rank the metrics report.
 - ensemble: per image, the worst case over the image attacks run on the full set (highest i2t rank of its
   best positive, ties broken by the highest contrastive loss), as AutoAttack keeps the worst per sample.
 - suites (``standard``), early exit (the default): an image is done once its best positive caption ranks at
   or beyond the exit rank in image-to-text retrieval (``exit_k``, ``--exit-k``: the largest k, 10, unless
-  set; recorded as "suite_exit_k"), before any member (its clean rank), during one or after one. Later
+  set; lowered to the largest reported k the set's gallery lets an image miss: 5 on a 7-class set, 1 with at
+  most 5 classes; recorded as "suite_exit_k"), before any member (its clean rank), during one or after one. Later
   members attack only the images not done, in batches repacked from them; within a member, an image that
   becomes done is no longer queried (``advlora.attacks.stopping``; not under EOT), and its result is the
   point that made it done. Per image the kept adversarial image is the worst, by (i2t rank, then the loss;
   ties keep the earlier), among its clean image and the members that attacked it. Image-to-text recalls up
-  to R@exit_k equal those of attacking every image with every member to the end (at a k above it they are
-  upper bounds); text-to-image metrics are those of clean captions querying the gallery of kept images (an
-  image done early keeps the point that finished it, where an exhaustive run might keep a later one).
+  to R@exit_k equal those of attacking every image with every member to the end, on a BLIP as on an
+  ITC-only model (at a k above it they are upper bounds); the one exception is a tie at the exit rank itself:
+  a rank read during an attack takes its tie tolerance from the positives of the images at hand, the final
+  one from the whole set's, so a negative within the difference of the two (about 1e-6 of the scores'
+  scale) can count in one and not the other. Text-to-image metrics are those of clean captions querying the
+  gallery of kept images (an image done early keeps the point that finished it, where an exhaustive run might
+  keep a later one).
   A member's row ``<suite>/<member>`` gives the suite's worst so far, over all images, after that member.
 - suites, exhaustive (``exhaustive=True``, ``advlora eval --exhaustive``): every member attacks every image;
   a member's row is that member alone; per image the suite keeps the member with the highest i2t rank, ties

@@ -11,7 +11,8 @@ import torch
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.evaluation.images import CleanImages, ImageSource, as_source
-from advlora.metrics import retrieval_recall, retrieval_recall_features, set_tie_tolerance
+from advlora.metrics import (retrieval_recall, retrieval_recall_features, set_tie_tolerance, tie_scale,
+                             tie_tolerance)
 from advlora.models.base import VLModel
 from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode
@@ -46,34 +47,44 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
 
 
 def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource, captions: list[str], k: int = 16,
-               batch_size: int = 64, txt2img: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               batch_size: int = 64, txt2img: torch.Tensor | None = None, *,
+               pairs: tuple[torch.Tensor, torch.Tensor] | None = None, t2i: bool = True,
+               tie_tol: float | None = None, states: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
     For each image, its top-k captions by ITC are re-scored with ``itm + itc``; likewise for each caption and
-    its top-k images. Returns (sim_i2t, sim_t2i), float64 holding values of ``sim``'s precision (rank them
-    with ``tie_dtype=sim.dtype``, so that ties within its rounding count against the query), in which every
-    query's re-ranked candidates come first, in re-ranked order, and all its other candidates follow BELOW
-    every re-ranked one in their ITC order:
-    a row's ITC scores are shifted down by one constant (its largest finite ITC score minus its smallest finite
-    re-ranked score, plus 1), so ranks from these matrices are those of the naive two-stage loop for any k
-    (a positive outside the top k keeps its ITC place after the k, not a tie at rank k). float64 (29 more bits
-    than float32) keeps the shifted float32 ITC scores in their order. Non-finite scores stay non-finite (misses
-    in ``advlora.metrics``). ``images`` (a tensor or an ``images.ImageSource``) are read ``batch_size`` at a time,
-    and every pair of a batch's images (its top-k captions, and the captions that have it in their top k) is
-    scored from that batch's states: the image states of the whole set are never held.
+    its top-k images. Returns (sim_i2t, sim_t2i), float64, in which every query's re-ranked candidates come
+    first, in re-ranked order, and all its other candidates follow BELOW every re-ranked one with their ITC
+    scores unchanged (exactly ``sim``'s values). Rank them with ``tie_dtype=sim.dtype`` and
+    ``tie_tol=itc_tolerance(sim, pairs)`` (``advlora.metrics``): outside the re-ranked top k the ranks are
+    then those of ``sim`` itself, ties included, so re-ranking the top k never moves R@j for j >= k; a
+    positive outside the top k keeps its ITC place after the k, not a tie at rank k. Each query's re-ranked
+    scores are scaled by one positive factor (the ITC tolerance over their own: ties among them are ties
+    within their own rounding) and shifted above its largest finite ITC score. Non-finite scores stay
+    non-finite (misses in ``advlora.metrics``). ``images`` (a tensor or an ``images.ImageSource``) are read
+    ``batch_size`` at a time, and every pair of a batch's images (its top-k captions, and the captions that
+    have it in their top k) is scored from that batch's states: the image states of the whole set are never
+    held.
 
-    ``txt2img`` (the image of each caption), when given, makes the choice of the top k pessimistic too: a
-    positive whose ITC score ties (within ``advlora.metrics``' tie tolerance) with candidates at the k-th place
-    is left out for them, and so ranks after the k, tied with the others left out (without it, ``topk``'s order
-    decides which of the tied candidates are re-ranked). Which tied negatives are re-ranked stays ``topk``'s
-    choice.
+    ``pairs`` (rows, cols: the positive (image, caption) pairs of ``sim``; ``txt2img``: the image of each
+    caption, the same as ``(txt2img, arange)``, where an entry outside ``sim``'s rows marks a caption of no
+    row, a negative of all) makes the choice of the top k pessimistic, as the metrics rank: a positive is left
+    out of the top k exactly when at least k negatives reach its ITC score less the tie tolerance (which of
+    those negatives are re-ranked stays ``topk``'s choice). Without them, ``topk``'s order decides which of
+    tied candidates are re-ranked. ``t2i=False``: the image-to-text direction only (the second is None).
+    ``tie_tol``: the ITC tolerance to use instead of ``itc_tolerance(sim, pairs)`` (some rows of a larger set).
+    ``states``: the images' states (``model.image_states``), when already computed: ``images`` is not read.
     """
     k = check_rerank_k(k, allow_default=False)
     if not k:
         raise AdvloraError(f"itm_rerank needs a re-rank depth k >= 1; got {k!r}")
     n_img, n_txt = sim.shape
-    k_i2t, k_t2i = min(k, n_txt), min(k, n_img)
-    key = sim if txt2img is None else _selection_keys(sim, torch.as_tensor(txt2img, dtype=torch.long))
+    k_i2t, k_t2i = min(k, n_txt), (min(k, n_img) if t2i else 0)
+    if pairs is None and txt2img is not None:
+        pairs = _pairs_of(torch.as_tensor(txt2img, dtype=torch.long), n_img)
+    tol = itc_tolerance(sim, pairs) if tie_tol is None else tie_tol
+    key = sim if pairs is None else _selection_keys(sim, pairs, tol)
     top_j = key.topk(k_i2t, dim=1).indices                                       # (I, k): captions per image
     top_i = key.t().topk(k_t2i, dim=1).indices                                   # (T, k): images per caption
     top_vi, top_vt = sim.gather(1, top_j), sim.t().gather(1, top_i)
@@ -83,41 +94,75 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     starts = torch.zeros(n_img + 1, dtype=torch.long)
     starts[1:] = torch.bincount(t_img, minlength=n_img).cumsum(0)
     i2t = torch.empty(n_img, k_i2t)
-    t2i = torch.empty(n_txt * k_t2i)
+    t2i_s = torch.empty(n_txt * k_t2i)
     with torch.inference_mode(), eval_mode(model):
-        for idx, x in as_source(images).batches(batch_size):     # image states of one batch at a time
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            states = model.image_states(x.to(model.device))
-            pairs = torch.arange(hi - lo).repeat_interleave(k_i2t)
-            i2t[lo:hi] = _itm_pairs(model, states, captions, pairs, top_j[lo:hi].flatten().cpu(),
+        for lo, hi, st in _state_batches(model, images, states, batch_size):   # one batch's states at a time
+            pairs_b = torch.arange(hi - lo).repeat_interleave(k_i2t)
+            i2t[lo:hi] = _itm_pairs(model, st, captions, pairs_b, top_j[lo:hi].flatten().cpu(),
                                     batch_size).view(hi - lo, k_i2t).cpu()
             sel = by_image[starts[lo]:starts[hi]]
-            t2i[sel] = _itm_pairs(model, states, captions, t_img[sel] - lo, t_cap[sel], batch_size).cpu()
-        sim_i2t = _two_stage(sim, top_j, i2t.to(sim) + top_vi)
-        sim_t2i = _two_stage(sim.t(), top_i, t2i.view(n_txt, k_t2i).to(sim) + top_vt).t()
+            if len(sel):
+                t2i_s[sel] = _itm_pairs(model, st, captions, t_img[sel] - lo, t_cap[sel], batch_size).cpu()
+        sim_i2t = _two_stage(sim, top_j, i2t.to(sim) + top_vi, tol)
+        sim_t2i = _two_stage(sim.t(), top_i, t2i_s.view(n_txt, k_t2i).to(sim) + top_vt, tol).t() if t2i else None
     return sim_i2t, sim_t2i
 
 
-def _selection_keys(sim: torch.Tensor, txt2img: torch.Tensor) -> torch.Tensor:
-    """``sim`` with every positive pair lowered just past the tie tolerance, for choosing the top k: a negative
-    tied with a positive then outranks it (ties go against the query), a negative below the tie does not."""
-    cols = torch.arange(sim.shape[1], device=sim.device)
-    rows = txt2img.to(sim.device)
-    pos = sim[rows, cols]
-    lowered = pos - set_tie_tolerance(pos, sim.dtype)
-    key = sim.clone()
-    key[rows, cols] = torch.nextafter(lowered, torch.full_like(lowered, float("-inf")))
+def _state_batches(model: VLModel, images, states: torch.Tensor | None, batch_size: int):
+    """(lo, hi, states of images lo..hi-1), ``batch_size`` images at a time: from ``states`` when given, else
+    computed from ``images`` batch by batch."""
+    if states is not None:
+        for lo in range(0, len(states), batch_size):
+            yield lo, min(lo + batch_size, len(states)), states[lo:lo + batch_size]
+        return
+    for idx, x in as_source(images).batches(batch_size):
+        yield int(idx[0]), int(idx[-1]) + 1, model.image_states(x.to(model.device))
+
+
+def _pairs_of(txt2img: torch.Tensor, n_img: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positive (row, caption) pairs of ``txt2img``; captions of no row (outside ``[0, n_img)``) have none."""
+    cols = torch.arange(len(txt2img))
+    mine = (txt2img >= 0) & (txt2img < n_img)
+    return txt2img[mine], cols[mine]
+
+
+def itc_tolerance(sim: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor] | None) -> float:
+    """The tie tolerance the metrics give ITC scores ``sim`` whose positive pairs are ``pairs`` (rows, cols;
+    None: from every score): the one to rank BLIP's two-stage scores with, so that they rank as ``sim`` does
+    outside the re-ranked top k."""
+    if pairs is None:
+        return set_tie_tolerance(sim.flatten(), sim.dtype)
+    rows, cols = (p.to(sim.device) for p in pairs)
+    return set_tie_tolerance(sim[rows, cols], sim.dtype)
+
+
+def _selection_keys(sim: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor], tol: float) -> torch.Tensor:
+    """float64 ``sim`` with every positive pair set just below its metric threshold (its score less ``tol``,
+    computed in ``sim``'s dtype as the metrics compute it), for choosing the top k: a negative that reaches the
+    threshold (and so counts ahead of the positive) outranks it, one below it does not (a ``sim``-dtype value
+    below the threshold is at most the value before it, and the key lies between the two)."""
+    rows, cols = (p.to(sim.device) for p in pairs)
+    thr = sim[rows, cols] - tol
+    below = torch.nextafter(thr, torch.full_like(thr, float("-inf")))
+    key = sim.double()
+    key[rows, cols] = (thr.double() + below.double()) / 2
     return key
 
 
-def _two_stage(itc: torch.Tensor, top: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
-    """(Q, C) float64 scores: ``reranked`` (Q, k) at columns ``top``, the other ITC scores shifted below them."""
+def _two_stage(itc: torch.Tensor, top: torch.Tensor, reranked: torch.Tensor, tol: float) -> torch.Tensor:
+    """(Q, C) float64 scores: the ITC scores unchanged, and at columns ``top`` the re-ranked scores (Q, k), each
+    row's scaled by ``tol`` over their own tie tolerance and shifted above its largest finite ITC score by more
+    than ``tol``."""
     out = itc.double()
     rr = reranked.double()
+    finite_rr = torch.isfinite(rr)
+    own_tol = tie_tolerance(tie_scale(reranked, dim=1).double(), reranked.dtype)       # (Q,)
+    factor = torch.where((own_tol > 0) & (tol > 0), tol / own_tol.clamp_min(1e-300), torch.ones_like(own_tol))
+    rr = rr * factor[:, None]
     finite_max = torch.where(torch.isfinite(out), out, float("-inf")).amax(dim=1, keepdim=True)
-    finite_min = torch.where(torch.isfinite(rr), rr, float("inf")).amin(dim=1, keepdim=True)
-    shift = torch.nan_to_num(finite_max - finite_min + 1.0, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
-    return (out - shift).scatter_(1, top, rr)
+    finite_min = torch.where(finite_rr, rr, float("inf")).amin(dim=1, keepdim=True)
+    shift = torch.nan_to_num(finite_max - finite_min + max(1.0, 4 * tol), nan=0.0, posinf=0.0, neginf=0.0)
+    return out.scatter_(1, top, rr + shift.clamp_min(0.0))
 
 
 def _itm_pairs(model: VLModel, states: torch.Tensor, captions: list[str], img_idx: torch.Tensor,
@@ -181,4 +226,5 @@ def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int
                                          encode_texts(model, dataset.captions), dataset.txt2img)
     sim = _itc_scores(model, images, dataset.captions, None, batch_size)
     sim_i2t, sim_t2i = itm_rerank(model, sim, images, dataset.captions, k, txt2img=dataset.txt2img)
-    return retrieval_recall(sim_i2t, dataset.txt2img, sim_t2i=sim_t2i, tie_dtype=sim.dtype)
+    return retrieval_recall(sim_i2t, dataset.txt2img, sim_t2i=sim_t2i, tie_dtype=sim.dtype,
+                            tie_tol=itc_tolerance(sim, _pairs_of(dataset.txt2img, len(images))))

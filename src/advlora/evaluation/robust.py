@@ -26,7 +26,7 @@ from advlora.evaluation.runners import attack_images, joint, result, text_captio
 from advlora.evaluation.sanity import Outcomes, check_mode_restored, run_checks, verdict, \
     white_box_reference
 from advlora.evaluation.suite import ensemble, run_suite
-from advlora.evaluation.tasks import task_of
+from advlora.evaluation.tasks import exit_rank, task_of
 from advlora.models.video import for_dataset
 
 # the names other modules and tests have used for these
@@ -58,8 +58,10 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
         options: further attack options by name (each attack takes those it declares).
         exhaustive: a suite's members attack every image (else: early exit, see ``results.PROTOCOL``).
         exit_k: under early exit, an image is done once its best positive caption ranks at or beyond this
-            (default: the largest reported k, 10; 1 when only R@1 matters, as AutoAttack's accuracy). Recalls
-            at a k above it are then upper bounds of the exhaustive suite's.
+            (default: the largest reported k, 10; 1 when only R@1 matters, as AutoAttack's accuracy), lowered
+            to the largest reported k the set lets an image miss (``tasks.exit_rank``: 5 on a 7-class set; the
+            rank used is recorded as "suite_exit_k"). Recalls at a k above it are then upper bounds of the
+            exhaustive suite's.
     Returns:
         ``{"clean", "attacks": {name: AttackResult}, "ensemble": AttackResult, "sanity": [Check], "protocol",
         ...}``; metric values in percent.
@@ -76,6 +78,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     surrogate = None if surrogate is None else for_dataset(surrogate, dataset)
     k = default_rerank_k(model, len(dataset)) if rerank_k == -1 else check_rerank_k(rerank_k)
     was_training = model.training
+    exit_k = exit_rank(dataset, exit_k)
     t0 = time.perf_counter()
     run = _Run(dataset, threat, names, given, generator, surrogate, square_limit, (exhaustive, exit_k),
                dict(batch_size=batch_size, gallery=gallery, objective=objective), f" precision={precision_of(model)}")

@@ -10,19 +10,21 @@ from advlora.attacks import ThreatModel, attack_mode
 from advlora.attacks import objectives as O
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
-from advlora.attacks.stopping import finished, stop_at_rank
+from advlora.attacks.stopping import finished, report_rank, stop_at_rank
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.images import ImageSource, Spill, SubsetImages
-from advlora.evaluation.measure import Ctx, positives
-from advlora.evaluation.results import FEATURE_BATCH, AttackResult
+from advlora.evaluation.measure import Ctx, positives, reported_i2t_rank
+from advlora.evaluation.results import FEATURE_BATCH, KS, AttackResult
 from advlora.evaluation.retrieval import encode_images, encode_texts
 from advlora.metrics import attack_success_rate
 
 
 def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
-                  text_features=None, n_targets: int = 9):
-    """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set."""
+                  text_features=None, n_targets: int = 9, rank_k: int = 1):
+    """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set; the margin
+    and targeted objectives aim at the reported ranks (``KS``) below ``rank_k`` and at ``rank_k`` (the suite's
+    exit rank), each image at the lowest it has not reached (``objectives.staged``)."""
     own = model is None or model is ctx.model
     model = ctx.model if model is None else model
     tf = ctx.text_features if text_features is None else text_features
@@ -32,12 +34,13 @@ def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, galle
     if gallery == "batch":
         cols = pos.any(dim=0).nonzero().squeeze(1)
         tf, pos = tf[cols], pos[:, cols]
+    ks = (*(j for j in KS if j < rank_k), rank_k)
     if name in ("contrastive", "itc"):
         return O.contrastive(model, tf, pos, clean_features=cf)
     if name == "margin":
-        return O.margin(model, tf, pos, clean_features=cf)
+        return O.margin(model, tf, pos, clean_features=cf, k=ks)
     if name == "dlr-targeted":
-        return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets)
+        return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets, k=ks)
     if name == "embedding":
         with torch.no_grad():
             return O.embedding(model, model.encode_image(x, normalize=False))
@@ -92,13 +95,17 @@ class Watch:
 def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
                   objective: str, generator, options: dict | None = None, surrogate=None,
                   key: str | None = None, subset: torch.Tensor | None = None, eot: int = 1,
-                  done_rank: int | None = None) -> ImageSource:
+                  done_rank: int | None = None, rank_k: int | None = None) -> ImageSource:
     """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``.
     ``subset``: attack only these images (global indices; the result's rows follow ``subset``), in batches
     packed from them. ``eot``: each gradient is the mean over that many calls (a randomized model).
     ``done_rank``: stop querying an image once its i2t rank reaches it (``attacks.stopping``; not under EOT,
-    where one call's rank is one draw). Returns the adversarial images as the session's records
-    (``images.AdvImages``)."""
+    where one call's rank is one draw). On a model that re-ranks by ITM (BLIP) the rank an image is done by,
+    and by which each attack keeps its worst point, is the two-stage rank the metrics report
+    (``measure.reported_i2t_rank``), at the cost of a forward and of scoring the ITC top-k pairs by ITM per
+    query of an image ranked within the re-rank depth. ``rank_k``: the rank the margin and targeted objectives
+    aim at (the suite's exit rank, in both of its modes; default ``done_rank``, else 1). Returns the
+    adversarial images as the session's records (``images.AdvImages``)."""
     model, data = ctx.model, ctx.data
     images = ctx.images if subset is None else SubsetImages(ctx.images, subset)
     glob = (lambda i: i) if subset is None else (lambda i: images.indices[i])   # noqa: E731
@@ -111,6 +118,7 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
             raise AdvloraError(f"the {spec.name} attack needs a surrogate model (--surrogate)")
         sur_tf = encode_texts(surrogate, data.captions).clone()
     seed = generator.initial_seed() if generator is not None else threat.seed
+    two_stage = bool(ctx.rerank_k and model.has_itm)
 
     def one(local: torch.Tensor) -> tuple[torch.Tensor, bool, bool]:
         idx = glob(local)
@@ -119,7 +127,11 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
             with attack_mode(surrogate):
                 obj = objective_for("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
                 return spec.run(obj, x, threat, generator=gen, **opts), True, True
-        obj = objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9))
+        obj = objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9),
+                            rank_k=rank_k or done_rank or 1)
+        if two_stage:            # done, and the worst point kept, by the rank the metrics report
+            obj = report_rank(obj, lambda xs, rows, idx=idx: reported_i2t_rank(ctx, xs, idx[rows.to(idx.device)]),
+                              ctx.clean_ranks[0][idx.to(ctx.clean_ranks[0].device)].cpu())
         obj = Watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
         out = spec.run(obj, x, threat, generator=gen, **opts)
         return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))

@@ -96,7 +96,7 @@ def _measure_features(ctx: Ctx, feats: torch.Tensor, images: ImageSource) -> dic
     if ctx.rerank_k and ctx.model.has_itm:
         return measure(ctx, images)
     data = ctx.data
-    s_i2t, s_t2i = scores(ctx.model, feats, ctx.text_features, images, data.captions, None)
+    s_i2t, s_t2i, _ = scores(ctx.model, feats, ctx.text_features, images, data.captions, None)
     prec, task = tie_dtype(feats, ctx.text_features), task_of(data)
     return {"ranks": task.ranks(data, s_i2t, s_t2i, tie_dtype=prec),
             "metrics": task.metrics(data, s_i2t, s_t2i, tie_dtype=prec)}
@@ -211,7 +211,7 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
         todo = keeper.todo()
         adv = attack_images(ctx, mspec, mthreat, generator=generator, options=mopts, key=key,
                             batch_size=batch_size, gallery=gallery, objective=mobj, subset=todo, eot=m.eot,
-                            done_rank=None if exhaustive else exit_k)
+                            done_rank=None if exhaustive else exit_k, rank_k=exit_k)
         full_ranks, res = keeper.merge(len(labels) - 1, adv, todo)
         if exhaustive:
             entry = result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))

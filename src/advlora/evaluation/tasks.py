@@ -16,6 +16,7 @@ import torch
 
 from advlora.data.classification import ClassificationDataset
 from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation.results import KS
 from advlora.evaluation.sanity import chance_r_mean
 from advlora.metrics import (classification_accuracy, classification_chance, classification_ranks, i2t_ranks,
                              retrieval_recall, t2i_ranks)
@@ -32,30 +33,37 @@ class Retrieval:
         return data.txt2img[None, :] == idx[:, None]
 
     @staticmethod
-    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor, tie_dtype: torch.dtype | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        return (i2t_ranks(s_i2t, data.txt2img, tie_dtype=tie_dtype),
-                t2i_ranks(s_t2i, data.txt2img, tie_dtype=tie_dtype))
+    def ranks(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor, tie_dtype: torch.dtype | None = None,
+              tie_tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return (i2t_ranks(s_i2t, data.txt2img, tie_dtype=tie_dtype, tie_tol=tie_tol),
+                t2i_ranks(s_t2i, data.txt2img, tie_dtype=tie_dtype, tie_tol=tie_tol))
 
     @staticmethod
     def metrics(data: RetrievalDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
-                tie_dtype: torch.dtype | None = None) -> dict[str, float]:
-        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i, tie_dtype=tie_dtype)
+                tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> dict[str, float]:
+        return retrieval_recall(s_i2t, data.txt2img, sim_t2i=s_t2i, tie_dtype=tie_dtype, tie_tol=tie_tol)
 
     @staticmethod
     def subset_i2t_ranks(data: RetrievalDataset, s_i2t: torch.Tensor, indices: torch.Tensor,
-                         tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+                         tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> torch.Tensor:
         """(len(indices),) i2t rank of each image of a subset (rows of ``s_i2t``) against the whole caption
         gallery: the subset's captions map to its rows, every other caption to one extra row, so it counts as
         a negative of every subset image."""
         local = torch.full((len(data),), len(indices), dtype=torch.long)
         local[indices] = torch.arange(len(indices))
         s = torch.cat([s_i2t, torch.zeros(1, s_i2t.shape[1], dtype=s_i2t.dtype, device=s_i2t.device)])
-        return i2t_ranks(s, local[data.txt2img], tie_dtype=tie_dtype)[:len(indices)]
+        return i2t_ranks(s, local[data.txt2img], tie_dtype=tie_dtype, tie_tol=tie_tol)[:len(indices)]
 
     @staticmethod
     def chance(data: RetrievalDataset) -> float:
         return chance_r_mean(data.txt2img, len(data))
+
+    @staticmethod
+    def reachable_rank(data: RetrievalDataset) -> int:
+        """The largest i2t rank every image's best positive can reach: the number of negative captions of the
+        image with the most captions."""
+        per = torch.bincount(data.txt2img, minlength=len(data)) if len(data.txt2img) else torch.zeros(1)
+        return int(len(data.captions) - int(per.max()))
 
 
 class Classification:
@@ -70,24 +78,31 @@ class Classification:
 
     @staticmethod
     def ranks(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
-              tie_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return (classification_ranks(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype),
+              tie_dtype: torch.dtype | None = None, tie_tol: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (classification_ranks(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype, tie_tol=tie_tol),
                 torch.zeros(0, dtype=torch.long))
 
     @staticmethod
     def metrics(data: ClassificationDataset, s_i2t: torch.Tensor, s_t2i: torch.Tensor,
-                tie_dtype: torch.dtype | None = None) -> dict[str, float]:
-        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype)
+                tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> dict[str, float]:
+        return classification_accuracy(s_i2t, data.labels.to(s_i2t.device), tie_dtype=tie_dtype, tie_tol=tie_tol)
 
     @staticmethod
     def subset_i2t_ranks(data: ClassificationDataset, s_i2t: torch.Tensor, indices: torch.Tensor,
-                         tie_dtype: torch.dtype | None = None) -> torch.Tensor:
+                         tie_dtype: torch.dtype | None = None, tie_tol: float | None = None) -> torch.Tensor:
         """(len(indices),) rank of each subset image's own class."""
-        return classification_ranks(s_i2t, data.labels[indices].to(s_i2t.device), tie_dtype=tie_dtype)
+        return classification_ranks(s_i2t, data.labels[indices].to(s_i2t.device), tie_dtype=tie_dtype,
+                                    tie_tol=tie_tol)
 
     @staticmethod
     def chance(data: ClassificationDataset) -> float:
         return classification_chance(len(data.captions))
+
+    @staticmethod
+    def reachable_rank(data: ClassificationDataset) -> int:
+        """The largest rank an image's class can reach: the number of other classes."""
+        return len(data.captions) - 1
 
 
 def task_of(data: RetrievalDataset) -> type[Retrieval] | type[Classification]:
@@ -95,8 +110,19 @@ def task_of(data: RetrievalDataset) -> type[Retrieval] | type[Classification]:
     return Classification if isinstance(data, ClassificationDataset) else Retrieval
 
 
+def exit_rank(data: RetrievalDataset, exit_k: int) -> int:
+    """The early-exit rank a suite uses on ``data`` when ``exit_k`` is asked for: ``exit_k``, lowered to the
+    largest reported k (``results.KS``) that every image can still miss (a rank the set's gallery allows,
+    ``reachable_rank``). A reported k beyond it is 100 % whatever an attack does, so waiting for an image to
+    reach it would attack every image to the end for nothing: a 7-class set exits at rank 5, a set of at most
+    5 classes at rank 1 (the first misclassification, as AutoAttack stops)."""
+    reachable = task_of(data).reachable_rank(data)
+    missable = [k for k in KS if k <= reachable]
+    return min(exit_k, max(missable)) if missable else 1
+
+
 def task_name(data: RetrievalDataset) -> str:
     return task_of(data).name
 
 
-__all__ = ["Classification", "Retrieval", "task_name", "task_of"]
+__all__ = ["Classification", "Retrieval", "exit_rank", "task_name", "task_of"]
