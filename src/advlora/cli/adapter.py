@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from advlora.adapters import method as adapter_methods
 from advlora.adapters.config import ALIGN_INITS, ALPHA_MODES, KMEANS_ON, MODES, TOWERS
 from advlora.cli.common import add_parser, add_random_model_argument, examples, parse_random_model
+from advlora.runs import check_out, mark_once, replacing
 
 EXAMPLES = examples(
     "advlora adapter info --random-model clip:vit-b32 --method all --rank 8",
@@ -33,13 +35,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "--out runs/adapter"))
     _model_args(init)
     _method_args(init)
-    init.add_argument("--out", required=True, help="adapter folder to write")
+    init.add_argument("--out", required=True, help="adapter folder to write (an existing one: see --overwrite)")
+    init.add_argument("--overwrite", action="store_true",
+                      help="replace an existing --out that advlora created (never a folder it did not create)")
     merge = add_parser(sub, "merge", "fold an adapter into the weights and save the merged model",
                        example=examples("advlora adapter merge --model tiny-clip --adapter runs/a/adapter "
                                         "--out runs/merged"))
     _model_args(merge)
     merge.add_argument("--adapter", required=True, help="adapter folder")
-    merge.add_argument("--out", required=True, help="model folder to write (loadable with --model)")
+    merge.add_argument("--out", required=True, help="model folder to write (loadable with --model; an existing "
+                       "one: see --overwrite)")
+    merge.add_argument("--overwrite", action="store_true",
+                       help="replace an existing --out that advlora created (never a folder it did not create)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -136,9 +143,11 @@ def _info(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from advlora.adapters import adapter_info, attach_adapter, save_adapter
 
+    check_out(args.out, overwrite=args.overwrite)
     model = _load(args)
     attach_adapter(model, _options(args, args.method))
     save_adapter(model, args.out)
+    mark_once(args.out, "adapter init")
     info = adapter_info(model)
     print(f"{args.method}: {info['trainable']:,} trainable parameters ({info['share']:.3f}%); adapter written to "
           f"{args.out}")
@@ -149,9 +158,12 @@ def _merge(args: argparse.Namespace) -> int:
     from advlora.adapters import load_adapter, merge_adapter
     from advlora.models import save_model
 
+    check_out(args.out, overwrite=args.overwrite)
     model = _load(args)
     load_adapter(model, args.adapter)
     merge_adapter(model)
-    save_model(model, args.out)
+    with replacing(args.out, lambda folder: False) if args.overwrite else contextlib.nullcontext():
+        save_model(model, args.out)          # save_pretrained writes into a folder: the old one is moved aside
+    mark_once(args.out, "adapter merge")
     print(f"merged {args.adapter} into {args.random_model or args.model}; model written to {args.out}")
     return 0
