@@ -120,11 +120,12 @@ def test_new_sets_are_embedded_names():
 
 
 # ---- digits -------------------------------------------------------------------------------------------------
-def test_digits_are_sklearn_images_split_per_class(tmp_path):
+def test_digits_are_sklearn_images_split_per_class():
     from advlora.data.digits import DIGIT_NAMES, build_digits, load_digits_bunch
 
-    root = build_digits(tmp_path / "digits")
-    sets = {s: load_dataset(str(root), s) for s in ("train", "val", "test")}
+    sets = {s: load_dataset("digits", s) for s in ("train", "val", "test")}      # the embedded name
+    root = build_digits()
+    assert sets["test"].name == "digits-test" and sets["test"].root == root / "test"
     ref = load_digits_bunch()
     assert all(ds.classes == list(DIGIT_NAMES) for ds in sets.values())
     names = [set(ds.images) for ds in sets.values()]
@@ -134,12 +135,13 @@ def test_digits_are_sklearn_images_split_per_class(tmp_path):
         n = int((torch.as_tensor(ref.target) == c).sum())
         assert abs(int((train.labels == c).sum()) - 0.6 * n) <= 1
         assert int((sets["test"].labels == c).sum()) > 0.15 * n
+    stamp = (root / "info.json").stat().st_mtime_ns
     path = train.image_path(5)
     index = int(path.stem)
     assert int(train.labels[5]) == ref.target[index]             # the folder is the digit
     pixels = np.asarray(Image.open(path))
     assert pixels.shape == (8, 8) and np.array_equal(pixels, np.rint(ref.images[index] * 255 / 16).astype(np.uint8))
-    assert build_digits(tmp_path / "digits") == root             # cached
+    assert build_digits() == root and (root / "info.json").stat().st_mtime_ns == stamp      # cached
 
 
 # ---- the k-shot sample ---------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
                                f"({', '.join(EMBEDDED)})")
         ds = read_annotations(path, fmt, split, image_root=image_root)
     if spec in EMBEDDED:
-        ds.meta["embedded"] = True  # its renders are its augmentation (see advlora.data.stream)
+        ds.meta["embedded"] = True  # no default augmentation: the emoji renders are theirs, and a flip would
+        # turn a digit into another shape (see advlora.training.data)
     if frames is not None and ds.kind == "video":
         ds.frames = frames
     return ds.limit(limit, seed)
