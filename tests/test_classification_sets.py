@@ -230,3 +230,14 @@ def test_harmonic_mean_per_set_and_at_zero():
     per_set = [harmonic_mean(base[k], new[k]) for k in base]
     assert per_set == [pytest.approx(18.0)] * 2
     assert harmonic_mean(sum(base.values()) / 2, sum(new.values()) / 2) == 50.0
+
+
+def test_sampling_before_or_after_the_class_split_gives_the_same_images():
+    """CoOp samples the k shots before it drops the new classes; per-class seeding makes the order not matter."""
+    from advlora.data.fewshot import base_new_split, few_shot
+
+    ds = _synthetic(COUNTS, order_seed=3)
+    whole = {ds.images[i] for i in few_shot(ds, 4, 2)}
+    base, new = base_new_split(ds)
+    for part in (base, new):
+        assert {part.images[i] for i in few_shot(part, 4, 2)} == {p for p in whole if p.split("/")[0] in part.classes}

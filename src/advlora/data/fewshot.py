@@ -10,8 +10,9 @@ images. ``few_shot_record`` is what a run folder stores (``FEW_SHOT_FILE``): the
 with their class names, and ``record_indices`` finds those images again in a set.
 
 ``base_new_split(dataset)`` is CoOp's ``subsample_classes``: with n classes in sorted label order, base is
-the first ceil(n / 2) and new the rest, each relabelled from 0 and keeping its class names. The harmonic mean of
-the two accuracies is ``advlora.metrics.harmonic_mean``.
+the first ceil(n / 2) and new the rest, each relabelled from 0 and keeping its class names. CoOp samples the
+shots before it splits the classes; with per-class seeding, sampling before or after picks the same images.
+The harmonic mean of the two accuracies is ``advlora.metrics.harmonic_mean``.
 """
 from __future__ import annotations
 
