@@ -50,7 +50,8 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                         "identical i2t metrics, see docs/evaluation.md)")
     p.add_argument("--exit-k", type=int, default=None,
                    help="early exit: an image is done once its best caption ranks at or beyond this (default: "
-                        "10, the largest reported k; 1 when only R@1 matters, as AutoAttack's accuracy: R@5 "
+                        "10, the largest reported k, lowered to the largest k the set can miss: 5 on 6-10 "
+                        "classes, 1 on at most 5; 1 when only R@1 matters, as AutoAttack's accuracy: R@5 "
                         "and R@10 are then upper bounds)")
     p.add_argument("--objective", default="contrastive",
                    help="image objective the attacks maximise: contrastive (itc), margin, embedding; BLIP: itm, "
