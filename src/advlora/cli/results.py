@@ -34,10 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort", default="data", choices=("data", "model", "robust"),
                    help="row order: by data set, by model, or by robust metric, best first (default data)")
     p.add_argument("--reported", nargs="?", const="", default=None, metavar="FILE",
-                   help="also print published numbers, in a table of their own (default FILE: the shipped anchors)")
+                   help="also print published numbers, in a table of their own (default: none; FILE omitted: the "
+                        "shipped anchors)")
     p.add_argument("--format", default=None, metavar="NAME",
                    help="export instead of the table: advlora, clip-benchmark, robustbench or csv "
-                        "(docs/results-formats.md)")
+                        "(docs/results-formats.md; default: the table)")
     p.add_argument("--out", default=None, metavar="FOLDER",
                    help="with --format: write one file per document under FOLDER, named as the format's tools "
                         "expect (default: print to stdout)")
