@@ -260,3 +260,18 @@ def test_model_card_never_overwrites_a_readme_it_did_not_write(tmp_path, monkeyp
         assert main(["adapter", "card", str(folder), "--results", str(tmp_path / "ev")]) == 0
     assert MARKER in (folder / "README.md").read_text()
     assert main(["adapter", "card", str(folder), "--results", str(tmp_path / "ev" / "base")]) == 2
+
+
+def test_a_new_format_is_one_declaration(tmp_path, capsys):
+    from advlora.cli import main
+
+    runs = _write(tmp_path / "runs", RECORDS[:2])
+    toy = exports.Format("toy", export=lambda r: [{"m": r.model, "clean": r.clean[r.headline]}],
+                         parse=lambda docs: None, applies=exports.measured_only,
+                         path=lambda r, d: f"{r.dataset}.json")
+    with exports.registered(toy):
+        assert main(["results", str(runs), "--format", "toy"]) == 0
+        docs = json.loads(capsys.readouterr().out)
+        assert sorted(d["clean"] for d in docs) == sorted(r["clean"][r["headline"]] for r in RECORDS[:2])
+    assert main(["results", str(runs), "--format", "toy"]) == 2
+    assert "clip-benchmark" in capsys.readouterr().err

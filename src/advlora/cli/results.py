@@ -44,13 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "expect (default: print to stdout)")
 
 
-def find_records(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """(path, record) of every valid results file under ``paths``, and one note per skipped JSON file."""
-    from advlora.experiments.results import find_records as find
-
-    return find(paths)
-
-
 def row(rec: dict) -> dict:
     """One table row of a results record."""
     th = rec["threat"]
@@ -154,7 +147,7 @@ def export(results: list, name: str, out: str | None) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from advlora.experiments.reported import load_reported
-    from advlora.experiments.results import Result
+    from advlora.experiments.results import Result, find_records
 
     found, notes = find_records(args.dirs)
     for n in notes:
