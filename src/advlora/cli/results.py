@@ -12,8 +12,6 @@ documents or CSV on stdout, or as files under ``--out`` (docs/results-formats.md
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -118,15 +116,10 @@ def export(results: list, name: str, out: str | None) -> tuple[str, list[str]]:
 
     fmt = exports.get(name)
     docs, notes = exports.export_all(fmt, results)
-    if fmt.text:
-        from advlora.experiments.exports.csv_table import columns
-
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns([d for _, d in docs]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(d for _, d in docs)
-        files = {fmt.path(r, d): buf.getvalue() for r, d in docs[:1]}
-        text = buf.getvalue().rstrip("\n")
+    if fmt.render is not None:
+        body = fmt.render([d for _, d in docs])
+        files = {fmt.path(r, d): body for r, d in docs[:1]}
+        text = body.rstrip("\n")
     else:
         files = {}
         for r, d in docs:

@@ -33,7 +33,8 @@ class Format:
         applies: ``(Result) -> str``: why the format cannot hold a result ("" when it can).
         path: ``(Result, dict) -> str``: the relative file path the format's own tools expect for one document.
         doc: one line on what it is and whose tools read it.
-        text: the documents are CSV rows, printed as one table (False: JSON).
+        render: ``(list[dict]) -> str``: the documents as one text file (the CSV table); None: each document is
+            a JSON file.
     """
 
     name: str
@@ -42,7 +43,7 @@ class Format:
     applies: Callable[[Result], str]
     path: Callable[[Result, dict[str, Any]], str]
     doc: str = ""
-    text: bool = False
+    render: Callable[[list[dict[str, Any]]], str] | None = None
 
 
 _DECLARED: Declarations[Format] = Declarations("results format")

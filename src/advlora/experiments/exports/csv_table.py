@@ -7,6 +7,8 @@ precision, so a round trip is exact.
 """
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 from advlora.errors import AdvloraError
@@ -36,6 +38,15 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
     extra = dict.fromkeys(k for r in rows for k in r if k not in FIELDS)
     metrics = [k for k in extra if k.startswith("clean_")] + [k for k in extra if not k.startswith("clean_")]
     return [*FIELDS, *metrics]
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The rows as one CSV table with a header (``columns``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns(rows), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _opt(value: str) -> str | None:
@@ -72,4 +83,4 @@ def path(result: Result, doc: dict[str, Any]) -> str:
 
 
 FORMAT = register(Format("csv", export, parse, lambda result: "", path,
-                         doc="one flat row per result, measured and reported (the kind column)", text=True))
+                         doc="one flat row per result, measured and reported (the kind column)", render=render))
