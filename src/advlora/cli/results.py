@@ -101,9 +101,10 @@ def render_all(results: list, *, markdown: bool = False, sort: str = "data") -> 
     reported = [r for r in results if r.kind == "reported"]
     parts = [render(measured, markdown=markdown, sort=sort)] if measured else []
     if reported:
-        seen = [r.model for r in reported]
-        rows = {r.model if seen.count(r.model) == 1 else f"{r.model} [{i}]": reported_row(r)
-                for i, r in enumerate(reported)}
+        rows: dict[str, dict] = {}
+        for r in reported:
+            key = r.model if r.threat is None else f"{r.model} @ {r.threat.eps_str}"
+            rows[key if key not in rows else f"{key} [{len(rows)}]"] = reported_row(r)
         parts.append("reported (published numbers, not measured here; protocols differ between sources):\n"
                      + metrics_table(rows, columns=REPORTED_COLUMNS, markdown=markdown, first="model"))
     return "\n\n".join(parts)
