@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,6 @@ RETRIEVAL = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 def record(task="retrieval", norm="linf", eps=4 / 255, seed=0, adapter="runs/a/adapter", data="emoji",
            model="openai/clip-vit-base-patch32"):
     """A valid results record with distinct, non-round numbers (``eps`` None: clean only)."""
-    import random
-
     rng = random.Random(seed)
     if task == "retrieval":
         clean = {k: rng.uniform(20, 90) for k in RETRIEVAL}

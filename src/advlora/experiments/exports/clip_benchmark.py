@@ -64,9 +64,9 @@ def _unmetrics(values: dict[str, Any], task: str) -> dict[str, float | None]:
 
 def export(result: Result) -> list[dict[str, Any]]:
     th = result.threat
-    common = {"dataset": result.dataset, "model": result.model,
-              "pretrained": result.adapter or "", "task": TASKS[result.task], "language": "en",
-              "beta": None, "eps": None if th is None else th.eps * 255, "norm": None if th is None else NORMS[th.norm],
+    common = {"dataset": result.dataset, "model": result.model, "pretrained": result.adapter or "",
+              "task": TASKS[result.task], "language": "en", "beta": None,
+              "eps": None if th is None else th.eps * 255, "norm": None if th is None else NORMS[th.norm],
               "iterations_adv": None if th is None else th.steps, "n_samples": result.n_images,
               "headline": result.headline}
     docs = [{**common, "metrics": _metrics(result.clean, result.task), "attack": "none"}]
