@@ -110,4 +110,4 @@ def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch
 
 SPEC = register(AttackSpec("square", "black-box", _run, uses=("norm", "eps", "seed"), label="Square",
                            options={"queries": 1000}, line_keys=("objective",),
-                           checks=("bounds", "versus_white_box"), fn=square))
+                           checks=("bounds", "versus_white_box"), fn=square, norms=("linf",)))
