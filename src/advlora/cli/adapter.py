@@ -5,6 +5,9 @@
   ``--random-model clip:vit-b32`` inspects a random model of a named size (no download).
 - ``advlora adapter init --model M --method advlora --out DIR``: attach a fresh adapter and save it (peft format).
 - ``advlora adapter merge --model M --adapter DIR --out DIR``: fold the adapter into the weights and save the model.
+- ``advlora adapter card DIR --results RUN...``: write DIR/README.md, a Hugging Face model card whose
+  ``model-index`` holds the results files of the evaluations run on the adapter (never over a README.md that
+  advlora did not write).
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from advlora.runs import check_out, mark_once, replacing
 EXAMPLES = examples(
     "advlora adapter info --random-model clip:vit-b32 --method all --rank 8",
     "advlora adapter init --model tiny-clip --method advlora --rank 8 --out runs/adapter",
-    "advlora adapter merge --model tiny-clip --adapter runs/a/adapter --out runs/merged")
+    "advlora adapter merge --model tiny-clip --adapter runs/a/adapter --out runs/merged",
+    "advlora adapter card runs/a/adapter --results runs/eval-a")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        "one: see --overwrite)")
     merge.add_argument("--overwrite", action="store_true",
                        help="replace an existing --out that advlora created (never a folder it did not create)")
+    card = add_parser(sub, "card", "write the adapter folder's README.md model card from its evaluations' results",
+                      example=examples("advlora adapter card runs/a/adapter --results runs/eval-a runs/eval-b"))
+    card.add_argument("adapter", metavar="DIR", help="adapter folder")
+    card.add_argument("--results", nargs="+", required=True, metavar="RUN",
+                      help="run folders or results files of evaluations of this adapter (searched recursively)")
+    card.add_argument("--out", default=None, help="card file to write (default: DIR/README.md)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -102,7 +112,7 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"info": _info, "init": _init, "merge": _merge}[args.action](args)
+    return {"info": _info, "init": _init, "merge": _merge, "card": _card}[args.action](args)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -166,4 +176,27 @@ def _merge(args: argparse.Namespace) -> int:
         save_model(model, args.out)          # save_pretrained writes into a folder: the old one is moved aside
     mark_once(args.out, "adapter merge")
     print(f"merged {args.adapter} into {args.random_model or args.model}; model written to {args.out}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from advlora.errors import AdvloraError
+    from advlora.experiments.card import results_of, write_card
+    from advlora.experiments.results import find_records
+
+    if not Path(args.adapter).is_dir():
+        raise AdvloraError(f"{args.adapter}: adapter folder not found")
+    found, notes = find_records(args.results)
+    for n in notes:
+        print(f"advlora adapter card: {n}", file=sys.stderr)
+    results = results_of(args.adapter, [rec for _, rec in found])
+    if not results:
+        raise AdvloraError(f"none of the {len(found)} results files under {', '.join(args.results)} evaluated "
+                           f"the adapter {args.adapter}")
+    target = write_card(args.adapter, results, args.out)
+    print(f"model card with {len(results)} results ({len(found) - len(results)} of other models left out) "
+          f"written to {target}")
     return 0
