@@ -1,8 +1,8 @@
 """Registration without import side effects: ``advlora.models`` alone builds a tiny default (its builder is a
 reference the training stage answers at call time), ``advlora list`` reads the registries live, and a plugin
 module (``--plugin``, ``ADVLORA_PLUGINS``, the ``advlora.plugins`` entry points) registering a family, an adapter
-method and an attack is listed and usable by ``advlora train`` and ``advlora eval``. The plugin is the complete
-example of docs/howto-plugin.md, read from the page."""
+method, an attack, an objective and a format is listed and usable by ``advlora train`` and ``advlora eval``. The
+first plugin is the complete example of docs/howto-plugin.md, read from the page."""
 from __future__ import annotations
 
 import json
@@ -80,16 +80,42 @@ def _doc_plugin() -> str:
     return blocks[0]
 
 
+#: a second plugin: a training objective and an annotation format (JSON lines under another name)
+EXTRA = '''
+from advlora.data.formats import register_format
+from advlora.data.generic import read_jsonl
+from advlora.data.records import Format
+from advlora.training import objectives
+from advlora.training.objectives.tecoa import caption_attack
+
+
+def doubled(inputs):
+    itc = inputs.itc(inputs.adv)
+    return objectives.Terms(2 * itc, parts={"itc": itc})
+
+
+objectives.register(objectives.Objective("plugin-doubled", caption_attack, doubled, doc="twice TeCoA's loss"))
+register_format(Format("plugin-lines", read_jsonl, None, doc="JSON lines, named by a plugin"))
+'''
+
+
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """The how-to's plugin written to ``tmp_path/my_plugin.py``; whatever it registered is removed after."""
+    from advlora.data.formats import unregister_format
+    from advlora.training import objectives
+
     monkeypatch.delenv(plugins.ENV, raising=False)
     path = tmp_path / "my_plugin.py"
     path.write_text(_doc_plugin(), encoding="utf-8")
+    (tmp_path / "extra_plugin.py").write_text(EXTRA, encoding="utf-8")
     yield path
-    sys.modules.pop("my_plugin", None)
+    for name in ("my_plugin", "extra_plugin"):
+        sys.modules.pop(name, None)
     methods.unregister("plugin-scale")
     attacks.unregister("plugin-noise")
+    objectives.unregister("plugin-doubled")
+    unregister_format("plugin-lines")
     if "plugin-clip" in FAMILIES:
         families.unregister_family("plugin-clip")
 
@@ -107,17 +133,23 @@ def test_a_plugin_is_listed_and_used_by_train_and_eval(plugin, tmp_path, capsys)
     models = _listed(capsys, "list", "models")          # a family registered after import is listed: read live
     assert {"<hub id or folder>:plugin-clip", "--random-model plugin-clip:plugin-small"} <= set(models)
     assert os.environ[plugins.ENV] == str(plugin)       # what a child advlora process imports too
+    extra = str(plugin.parent / "extra_plugin.py")
+    assert "plugin-doubled" in _listed(capsys, "--plugin", extra, "list", "objectives")
+    assert "plugin-lines" in _listed(capsys, "list", "formats")
+    assert os.environ[plugins.ENV] == f"{plugin},{extra}"
 
     ann = write_data(tmp_path / "data", n=8)
     run = tmp_path / "run"
-    assert main(["--plugin", str(plugin), "train", "--random-model", "plugin-clip:plugin-small", "--data", str(ann),
-                 "--method", "plugin-scale", "--steps", "2", "--batch-size", "4", "--attack-steps", "1",
+    assert main(["--plugin", str(plugin), "--plugin", extra, "train", "--random-model", "plugin-clip:plugin-small",
+                 "--data", str(ann), "--format", "plugin-lines", "--method", "plugin-scale",
+                 "--objective", "plugin-doubled", "--steps", "2", "--batch-size", "4", "--attack-steps", "1",
                  "--data.train_split", "test", "--data.val_split", "test", "--data.test_split", "test",
                  "--eval.attack", "plugin-noise", "--eval.test_steps", "1", "--out", str(run)]) == 0
     meta = json.loads((run / "adapter" / "advlora.json").read_text())
     assert meta["arch"] == "plugin-clip" and meta["method"] == "plugin-scale"
     assert all(".mlp.fc1" in n for n in meta["layers"])
-    assert "plugin-noise" in json.dumps(json.loads((run / "metrics.json").read_text()))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["objective"] == "plugin-doubled" and "plugin-noise" in json.dumps(metrics)
     capsys.readouterr()
 
     base, ev = save_test_model(tmp_path / "base"), tmp_path / "ev"
@@ -158,3 +190,22 @@ def test_a_bad_plugin_is_one_line_and_help_imports_none(tmp_path, monkeypatch, c
     assert _command_and_plugins(["--plugin", "a"]) == (None, ["a"])
     with pytest.raises(SystemExit):                     # `advlora --help` imports no plugin: it just prints
         main(["--plugin", "no_such_plugin_module", "--help"])
+
+
+def test_a_format_registered_later_is_detected_before_the_generic_ones(tmp_path):
+    from advlora.data.formats import FORMATS, detect_format, register_format, unregister_format
+    from advlora.data.generic import read_jsonl
+    from advlora.data.records import Format
+
+    ann = write_data(tmp_path / "data", n=4)
+    late = Format("late-jsonl", read_jsonl, lambda path, head: path.suffix == ".jsonl", doc="claims .jsonl")
+    register_format(late)
+    try:
+        names = list(FORMATS)
+        assert names.index("late-jsonl") < names.index("jsonl") and names[-1] != "late-jsonl"
+        assert detect_format(ann) == "late-jsonl"
+        with pytest.raises(ValueError, match="declared twice"):
+            register_format(late)
+    finally:
+        unregister_format("late-jsonl")
+    assert "late-jsonl" not in FORMATS
