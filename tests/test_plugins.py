@@ -209,3 +209,18 @@ def test_a_format_registered_later_is_detected_before_the_generic_ones(tmp_path)
     finally:
         unregister_format("late-jsonl")
     assert "late-jsonl" not in FORMATS
+
+
+def test_a_grid_worker_imports_the_parent_plugins(tmp_path, monkeypatch):
+    """A spawned grid worker starts from a fresh interpreter: its initializer imports the plugins the parent
+    named in ADVLORA_PLUGINS, so a plugin's method or attack is known in every cell."""
+    from advlora.experiments import grid
+
+    (tmp_path / "worker_plugin.py").write_text("IMPORTED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(plugins.ENV, "worker_plugin")
+    try:
+        grid._worker_init(1, 30)
+        assert sys.modules["worker_plugin"].IMPORTED
+    finally:
+        sys.modules.pop("worker_plugin", None)
