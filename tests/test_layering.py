@@ -16,7 +16,7 @@ SRC = Path(advlora.__file__).parent
 #: sit above everything
 STAGES = [
     {"errors", "runtime", "preempt", "io", "threads", "config", "configs", "metrics", "losses", "runs",
-     "progress", "hashing", "declarations"},
+     "progress", "hashing", "declarations", "plugins"},
     {"data"},
     {"models"},
     {"adapters"},

@@ -77,19 +77,19 @@ def test_pretrain_rejects_unknown_architecture(tmp_path):
 
 
 def test_models_never_train_the_tiny_defaults_the_layers_above_do(tmp_path, monkeypatch):
-    """advlora.models only reads checkpoints: without a registered builder an uncached tiny-clip is one clear
-    error; the training stage registers the pre-training as the builder, which advlora.load_model then uses."""
+    """advlora.models only reads checkpoints: without a builder an uncached tiny-clip is one clear error; the
+    declared builder is the training stage's pre-training, named by reference and imported when first needed."""
     import advlora
     from advlora.models import family as fam
     from advlora.models import load_model, resolve_model_path
     from advlora.training import pretrain as P
 
     monkeypatch.setenv("ADVLORA_HOME", str(tmp_path))
-    assert fam.tiny_builder() is P._build_tiny            # registered by importing the training stage
+    assert fam.tiny_builder() is P.build_tiny            # the reference fam.TINY_BUILDER, resolved
     monkeypatch.setattr(fam, "_TINY_BUILDER", [])
     with pytest.raises(AdvloraError, match="tiny-clip is not pre-trained yet: run `advlora pretrain --arch clip`"):
         load_model("tiny-clip")
-    monkeypatch.setattr(fam, "_TINY_BUILDER", [P._build_tiny])
+    monkeypatch.setattr(fam, "_TINY_BUILDER", [fam.TINY_BUILDER])
     built = []
     monkeypatch.setattr(P, "build_tiny", lambda arch, out: built.append((arch, out)))
     assert P.ensure_pretrained("tiny-blip") == str(tmp_path / "models" / "tiny-blip")

@@ -19,7 +19,7 @@ if sys.flags.optimize >= 2:   # python -OO: transformers' docstring decorator ne
 _API = {
     "load_dataset": "advlora.data",
     "RetrievalDataset": "advlora.data",
-    "load_model": "advlora.models",  # with the training stage imported: tiny-* are pre-trained on first use
+    "load_model": "advlora.models",  # tiny-* are pre-trained on first use (advlora.models.family's builder)
     "save_model": "advlora.models",
     "VLModel": "advlora.models",
     "attach_adapter": "advlora.adapters",
@@ -38,8 +38,6 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "load_model":
-        importlib.import_module("advlora.training")  # registers the tiny defaults' pre-training builder
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
     if name in ("attacks", "metrics", "data", "models", "adapters", "training", "evaluation", "report"):

@@ -5,7 +5,9 @@ example command lines its ``--help`` ends with). ``build_parser`` is the one sou
 ``command_parsers()`` returns each command's full parser (for a generated CLI reference). Exit statuses are
 those of ``advlora.errors.EXIT_CODES``: bad input raises ``AdvloraError`` (one line on stderr, 2); a file that
 cannot be written (``WriteFailed``, or an ``OSError`` such as a full disk) is one line, 74; a command stopped by a
-preemption signal or Ctrl-C after its checkpoint raises ``Preempted`` (one line, 75); Ctrl-C elsewhere is 130.
+preemption signal or Ctrl-C after its checkpoint raises ``Preempted`` (one line, 75); Ctrl-C elsewhere is 130. The
+global ``--plugin MODULE`` (and ``advlora.plugins``' other sources) is imported before the command's parser is
+built, so what a plugin registers is among the command's choices and in ``advlora list``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from advlora import __version__
 from advlora.cli.common import HelpFormatter
 from advlora.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_WRITE_FAILED, AdvloraError,
                             WriteFailed, exit_codes_text)
+from advlora.plugins import load_plugins
 from advlora.preempt import Preempted
 
 #: sub-command -> (module, one-line help)
@@ -57,6 +60,10 @@ def build_parser(command: str | None = None, *, every: bool = False
                                      formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"advlora {__version__}")
+    parser.add_argument("--plugin", action="append", metavar="MODULE",
+                        help="import MODULE (a module name or a .py file) before the command: a plugin registering "
+                             "families, adapter methods, objectives, attacks or formats (repeatable; also "
+                             "ADVLORA_PLUGINS=a,b and the entry-point group advlora.plugins; docs/howto-plugin.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (mod_name, help_) in COMMANDS.items():
@@ -91,9 +98,30 @@ def _sub(parser: argparse.ArgumentParser, required: bool = True):
     return None
 
 
+def _command_and_plugins(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The command (the first word that is neither an option nor a ``--plugin``'s value) and the ``--plugin``
+    modules given before it."""
+    plugins, words = [], iter(argv)
+    for a in words:
+        if a == "--plugin":
+            plugins.append(next(words, ""))
+        elif a.startswith("--plugin="):
+            plugins.append(a.partition("=")[2])
+        elif not a.startswith("-"):
+            return a, [p for p in plugins if p]
+    return None, [p for p in plugins if p]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser, modules = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    command, plugins = _command_and_plugins(argv)
+    try:
+        if command is not None:         # `advlora --help` imports no plugin
+            load_plugins(plugins)
+    except AdvloraError as e:
+        print(f"advlora: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    parser, modules = build_parser(command)
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.command is None:

@@ -1,11 +1,13 @@
 """``advlora list KIND``: what the registries hold, one name and a one-line description a line.
 
 Each kind is one function of ``SOURCES`` that reads its registry (attacks: ``advlora.attacks.registry``; models:
-the tiny defaults, the ``BACKENDS`` of ``advlora.models`` and the random sizes of ``advlora.models.tiny``; data
+the tiny defaults, the ``backends()`` of ``advlora.models`` and the random sizes of ``advlora.models.tiny``; data
 sets: ``advlora.data.EMBEDDED``; formats: ``advlora.data.FORMATS``; methods: ``advlora.adapters.method``;
 objectives: the declarations of ``advlora.training.objectives``; configs: the YAML files of ``advlora.configs``),
-so a registry that moves is re-pointed in one place. ``entries(kind)`` is the same list for other tools (a
-generated reference). Every kind but ``configs`` imports torch: the registries are declared in modules that do.
+so a registry that moves is re-pointed in one place. Each function reads its registry when it is called, so what
+a plugin registered after import (``advlora --plugin MODULE list KIND``, ``advlora.plugins``) is listed too.
+``entries(kind)`` is the same list for other tools (a generated reference). Every kind but ``configs`` imports
+torch: the registries are declared in modules that do.
 """
 from __future__ import annotations
 
@@ -55,15 +57,15 @@ def attacks() -> list[Entry]:
 def models() -> list[Entry]:
     """The tiny defaults (pre-trained and cached on first use), each loadable ``model_type`` of a hub id or
     folder, and the random models of ``--random-model``."""
-    from advlora.models import BACKENDS, TINY_DEFAULTS
+    from advlora.models import FAMILIES, backends, tiny_defaults
     from advlora.models.tiny import SIZES
 
     out = [(name, f"the tiny {arch.upper()} advlora pre-trains on emoji-source, cached under "
-                  f"$ADVLORA_HOME/models/{name} (built on first use)") for name, arch in TINY_DEFAULTS.items()]
+                  f"$ADVLORA_HOME/models/{name} (built on first use)") for name, arch in tiny_defaults().items()]
     out += [(f"<hub id or folder>:{t}", f"a checkpoint whose config.json has model_type {t!r}: "
-                                        f"{b.model_class} behind {b.wrapper.__name__}") for t, b in BACKENDS.items()]
+                                        f"{b.model_class} behind {b.wrapper.__name__}") for t, b in backends().items()]
     out += [(f"--random-model {arch}:{size}", f"random {arch.upper()} weights of size {size} (no download)")
-            for arch in BACKENDS for size in SIZES]
+            for arch in FAMILIES for size in SIZES]
     return out
 
 

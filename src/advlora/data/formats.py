@@ -32,6 +32,24 @@ def compose(*groups: tuple[Format, ...]) -> dict[str, Format]:
 FORMATS: dict[str, Format] = compose(*(m.FORMATS for m in MODULES))
 
 
+def register_format(fmt: Format) -> Format:
+    """Declare a format after import (a plugin's): ``FORMATS`` gains it in place, detected before the generic,
+    suffix-only formats."""
+    if fmt.name in FORMATS:
+        raise ValueError(f"annotation format {fmt.name!r} is declared twice")
+    generic_names = {f.name for f in generic.FORMATS}
+    items = list(FORMATS.items())
+    at = next((i for i, (name, _) in enumerate(items) if name in generic_names), len(items))
+    items.insert(at, (fmt.name, fmt))
+    FORMATS.clear()
+    FORMATS.update(items)
+    return fmt
+
+
+def unregister_format(name: str) -> None:
+    FORMATS.pop(name, None)
+
+
 def detect_format(path: Path, formats: dict[str, Format] | None = None) -> str:
     """The name of the first format (in declaration order) whose detector recognises ``path``."""
     formats = FORMATS if formats is None else formats

@@ -29,6 +29,7 @@ from advlora.experiments import cells as C
 from advlora.experiments import grid as G
 from advlora.experiments.spec import GridConfig, TrainCell, train_cells
 from advlora.io import write_json
+from advlora.plugins import load_plugins
 from advlora.preempt import Preempted
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class CellTask:
 
     def __call__(self, cell: TrainCell, resume: bool = False) -> str:
         root = Path(self.root)
+        load_plugins()  # the job imports the submitting process's plugins (named in ADVLORA_PLUGINS)
         if resume:
             log.info("%s: requeued, continuing from its last checkpoint", cell.key)
         try:

@@ -39,6 +39,7 @@ from advlora.experiments.report import render
 from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
 from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
+from advlora.plugins import load_plugins
 from advlora.progress import BatchProgress
 from advlora.runs import manifest
 from advlora.runtime import quiet_libraries
@@ -130,6 +131,7 @@ def all_complete(cfg: GridConfig, tc: TrainCell, root: Path) -> bool:
 
 def _worker_init(threads: int, level: int) -> None:
     quiet_libraries()
+    load_plugins()  # a spawned worker imports the parent's plugins (named in ADVLORA_PLUGINS) before any cell
     logging.basicConfig(level=level, format="%(message)s")
     torch.set_num_threads(threads)
 

@@ -46,22 +46,29 @@ def backends() -> dict[str, Backend]:
     return {f.model_type: Backend(f.model_class, f.processor_class, f.wrapper) for f in FAMILIES.values()}
 
 
-#: model_type -> Backend (the families registered at import)
-BACKENDS: dict[str, Backend] = backends()
-#: names that resolve to models advlora pre-trains itself and caches under $ADVLORA_HOME/models
-TINY_DEFAULTS = tiny_defaults()
+#: module attributes read live from the registries (a family registered after import is in them):
+#: ``BACKENDS`` (``backends()``: model_type -> Backend) and ``TINY_DEFAULTS`` (``tiny_defaults()``: the names that
+#: resolve to models advlora pre-trains itself and caches under $ADVLORA_HOME/models)
+_LIVE = {"BACKENDS": backends, "TINY_DEFAULTS": tiny_defaults}
+
+
+def __getattr__(name: str):
+    if name in _LIVE:
+        return _LIVE[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["BACKENDS", "Backend", "add_sizes", "load_transformers", "FAMILIES", "Family", "LOADERS", "Loader", "TINY_DEFAULTS", "VLModel", "family_of",
-           "get_family", "load_model", "read_config", "register_family", "register_loader", "register_tiny_builder",
-           "resolve_model_path", "save_model"]
+           "get_family", "backends", "load_model", "read_config", "register_family", "register_loader", "register_tiny_builder",
+           "resolve_model_path", "save_model", "tiny_defaults"]
 
 
 def resolve_model_path(name_or_path: str, build: TinyBuilder | None = None) -> str:
     """Map ``tiny-<family>`` to its cached folder; other names are returned unchanged.
 
-    A tiny default that is not cached yet is made by ``build(family, folder)`` (default: the builder
-    registered with ``register_tiny_builder``, which the training stage installs); without one it is an error
-    (models only read checkpoints).
+    A tiny default that is not cached yet is made by ``build(family, folder)`` (default: the tiny builder of
+    ``advlora.models.family``, the training stage's pre-training, imported only now); without one it is an
+    error (models only read checkpoints).
     """
     defaults = tiny_defaults()
     if name_or_path in defaults:

@@ -17,8 +17,10 @@ builds it with ``add_sizes``. Adding a family is one file declaring ``FAMILY`` p
 (``register_family``); ``registered`` declares one for the length of a ``with`` block (tests).
 
 The tiny pre-trained defaults (``tiny-clip``, ``tiny-blip``, ``tiny-siglip``: ``tiny-<family>`` of every family
-with ``tiny=True``) are read from ``$ADVLORA_HOME/models``; one not cached yet is made by the builder that
-``register_tiny_builder`` installed (the training stage registers the pre-training: models only read checkpoints).
+with ``tiny=True``) are read from ``$ADVLORA_HOME/models``; one not cached yet is made by the tiny builder:
+``TINY_BUILDER``, the reference ``"advlora.training.pretrain:build_tiny"`` resolved (imported) only when a default
+is first built, so ``load_model("tiny-clip")`` works after ``import advlora.models`` alone while models never
+import the training stage. ``register_tiny_builder`` installs another (a callable or a reference; tests).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any
 from advlora.errors import AdvloraError, choices_error
 from advlora.models.base import VLModel
 from advlora.models.loading import transformers_loader
+from advlora.plugins import resolve
 
 #: CLIP's normalisation (BLIP shares it): the default of a folder without an image processor file
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -106,7 +109,9 @@ FAMILIES: dict[str, Family] = {}
 LOADERS: list[Loader] = []
 #: makes a tiny default that is not cached yet: (family name, folder to write) -> None
 TinyBuilder = Callable[[str, Path], object]
-_TINY_BUILDER: list[TinyBuilder] = []
+#: the tiny defaults' builder, the pre-training of the training stage: a reference resolved at its first call
+TINY_BUILDER = "advlora.training.pretrain:build_tiny"
+_TINY_BUILDER: list[TinyBuilder | str] = [TINY_BUILDER]
 
 
 def register_family(family: Family) -> Family:
@@ -176,13 +181,18 @@ def tiny_defaults() -> dict[str, str]:
     return {f"tiny-{f.name}": f.name for f in FAMILIES.values() if f.tiny}
 
 
-def register_tiny_builder(build: Callable[[str, Path], object]) -> None:
-    """Install the function ``(family name, folder) -> None`` that makes a tiny default not cached yet."""
+def register_tiny_builder(build: TinyBuilder | str) -> None:
+    """Install the function ``(family name, folder) -> None`` that makes a tiny default not cached yet, or its
+    ``"module:function"`` reference (imported when a default is first built)."""
     _TINY_BUILDER[:] = [build]
 
 
-def tiny_builder() -> Callable[[str, Path], object] | None:
-    return _TINY_BUILDER[0] if _TINY_BUILDER else None
+def tiny_builder() -> TinyBuilder | None:
+    """The installed tiny builder, a reference resolved now; None when none is installed."""
+    if not _TINY_BUILDER:
+        return None
+    build = _TINY_BUILDER[0]
+    return resolve(build) if isinstance(build, str) else build
 
 
 def unsupported(name_or_path: str, config: dict | None) -> AdvloraError:
@@ -194,4 +204,4 @@ def unsupported(name_or_path: str, config: dict | None) -> AdvloraError:
 
 __all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family", "family_of",
            "family_of_size", "register_family", "register_loader", "register_tiny_builder", "registered",
-           "TinyBuilder", "tiny_builder", "tiny_defaults", "unregister_family"]
+           "TINY_BUILDER", "TinyBuilder", "tiny_builder", "tiny_defaults", "unregister_family"]

@@ -4,8 +4,6 @@
 ``load_run_config``; the run folder receives ``config.yaml``, ``manifest.json``, ``history.csv``, ``epochs.csv``,
 ``tb/``, ``checkpoints/``, ``adapter/``, ``metrics.json`` and ``efficiency.json``.
 """
-# the tiny defaults' builder (pre-training) registers with advlora.models when the training stage is imported
-from advlora.training import pretrain as _pretrain  # noqa: F401
 from advlora.training.config import (AttackConfig, DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig,
                                      load_run_config)
 from advlora.training.trainer import TrainResult, train

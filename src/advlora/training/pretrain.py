@@ -4,8 +4,9 @@ hub checkpoint.
 The tiny models learn only ``emoji-source`` (emoji up to Emoji 5.0); ``emoji-downstream`` (the emoji added
 since) is the task they are adapted to, as a web-pre-trained CLIP is adapted to COCO. ``load_model`` here is
 ``advlora.models.load_model`` with the builder that pre-trains ``tiny-clip`` / ``tiny-blip`` / ``tiny-siglip`` on
-first use; importing this module registers that builder with ``advlora.models`` (which itself never trains, it
-only reads a cached checkpoint), so ``advlora.models.load_model`` pre-trains them too once training is imported.
+first use. ``build_tiny`` is that builder: ``advlora.models.family`` names it by reference and imports it only
+when a tiny default is first built (models never import training), so ``advlora.models.load_model`` pre-trains
+them too.
 
 The tokenizer is a WordPiece vocabulary trained on the train captions; the model is ``advlora.models.tiny``'s
 ``tiny`` size. Each step draws a batch of distinct emoji, one of its pre-rendered train views each and one of
@@ -35,7 +36,7 @@ from advlora.data import load_dataset
 from advlora.errors import choices_error
 from advlora.evaluation import evaluate_clean
 from advlora.io import atomic_dir, write_json
-from advlora.models import VLModel, get_family, register_tiny_builder, resolve_model_path, save_model, tiny
+from advlora.models import VLModel, get_family, resolve_model_path, save_model, tiny
 from advlora.models import load_model as _load_cached
 from advlora.models.tiny import SIZES
 from advlora.models.tokenizer import build_tokenizer
@@ -357,10 +358,3 @@ def ensure_pretrained(name_or_path: str) -> str:
 def load_model(name_or_path: str, **kwargs) -> VLModel:
     """``advlora.models.load_model``, pre-training a ``tiny-<family>`` default first when it is not cached."""
     return _load_cached(name_or_path, build=build_tiny, **kwargs)
-
-
-def _build_tiny(arch: str, out: Path) -> None:
-    build_tiny(arch, out)
-
-
-register_tiny_builder(_build_tiny)
