@@ -256,8 +256,10 @@ def test_square_never_calls_backward():
     assert (adv - x).abs().max() <= 0.05 + 1e-6
     with torch.no_grad():
         assert (quad(adv) > quad(x)).all()
-    with pytest.raises(AdvloraError, match="linf"):
-        square(obj, x, eps=0.5, norm="l2")
+    quad.calls["forward"] = 0
+    adv = square(obj, x, eps=0.5, queries=50, norm="l2", generator=G())   # the l2 search is gradient-free too
+    assert quad.calls["forward"] == 52
+    assert (adv - x).reshape(3, -1).norm(dim=1).max() <= 0.5 + 1e-5
 
 
 def test_apgd_checkpoints_follow_the_paper():
