@@ -20,6 +20,7 @@ from advlora.attacks.registry import AttackSpec
 from advlora.attacks.standard import RAND_MEMBERS
 from advlora.data import load_dataset
 from advlora.evaluation import robust
+from advlora.evaluation.probes import Randomness
 from advlora.models.delegate import Delegating
 from advlora.training.pretrain import load_model
 
@@ -49,7 +50,7 @@ def main() -> None:
 
     def row(label: str, model, attack: str, bypass: bool = False) -> None:
         t = time.perf_counter()
-        check = (lambda m, x: 0.0) if bypass else robust.is_randomized
+        check = (lambda *a: Randomness(0.0)) if bypass else robust.is_randomized
         with mock.patch.object(robust, "is_randomized", check):
             res = robust.evaluate_robust(model, data, [attack], threat, batch_size=32, sanity=False, rerank_k=0)
         line = res["attacks"][attack].threat            # "linf eps=2/255 <suite>(...)"

@@ -7,7 +7,10 @@ from advlora.cli import main
 def test_info_all_methods(capsys):
     assert main(["adapter", "info", "--random-model", "clip:test", "--method", "all", "--rank", "2", "--layers"]) == 0
     out = capsys.readouterr().out
-    for method in ("frozen", "full", "lora", "pissa", "advlora"):
+    from advlora.adapters import method as adapter_methods
+
+    assert {"frozen", "full", "lora", "pissa", "advlora", "dora", "vera", "ia3"} <= set(adapter_methods.choices())
+    for method in adapter_methods.choices():
         assert f"\n{method} " in out
     assert "alignment error" in out and "vision_model.encoder.layers.0.self_attn.q_proj" in out
 
@@ -22,7 +25,7 @@ def test_init_then_merge(tmp_path, capsys):
 
 
 def test_bad_input_exit_2(tmp_path, capsys):
-    assert main(["adapter", "info", "--random-model", "clip:test", "--method", "dora"]) == 2
+    assert main(["adapter", "info", "--random-model", "clip:test", "--method", "adalora"]) == 2
     assert main(["adapter", "info", "--random-model", "clip:test", "--targets", "nope"]) == 2
     assert main(["adapter", "info", "--random-model", "clip:test", "--rank", "99"]) == 2
     assert main(["adapter", "merge", "--random-model", "clip:test", "--adapter", str(tmp_path), "--out",

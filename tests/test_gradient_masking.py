@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import json
 import types
 
@@ -172,3 +173,63 @@ def test_standard_suite_flags_obfuscation_only(tiny_clip, crafted, eps):
     assert flags == [], [str(c) for c in flags]
     _, flags = _flags(obfuscated(tiny_clip), crafted, "standard", eps)
     assert any("first-order" in c.message for c in flags)
+
+
+def _wrapped(model, f):
+    """``model`` with ``f`` applied to its pixels before they are normalised."""
+    m = copy.deepcopy(model)
+    normalize = m.normalize_pixels
+    m.normalize_pixels = types.MethodType(lambda self, x: normalize(f(x)), m)
+    return m
+
+
+def at_scale(model, scale: float):
+    """The same model with its logit scale set to ``scale`` (a real CLIP's is 100; the tiny model's 14.3)."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.hf_model.logit_scale.fill_(math.log(scale))
+    return m
+
+
+def quantized(model):
+    """The input rounded to 8 bits (clean outputs unchanged): every input gradient is exactly zero."""
+    return _wrapped(model, lambda x: torch.round(x * 255) / 255)
+
+
+def misleading(model):
+    """The gradient is the true one on the 8-bit grid (the clean images) and reversed off it (same forward):
+    one step from the clean image (FGSM) ascends, an iterative attack off the grid descends."""
+    def f(x):
+        off = ((x - torch.round(x * 255) / 255).abs() > 1e-6).to(x)
+        return x - 2 * off * (x - x.detach())
+    return _wrapped(model, f)
+
+
+def test_the_plain_model_at_logit_scale_100_raises_no_flag(tiny_clip, crafted):
+    with registry.registered(SMALL):
+        out, flags = _flags(at_scale(tiny_clip, 100.0), crafted, "standard-small", "2/255")
+    assert flags == [], [str(c) for c in flags]
+    assert out["attacks"]["standard-small"]["metrics"]["i2t_r1"] < out["clean"]["i2t_r1"]
+    text = "\n".join(c.message for c in out["sanity"])
+    for needle in ("standard-small/apgd-ce: input gradients non-zero at 12 of 12 start points",
+                   "standard-small/apgd-t: input gradients non-zero at 36 of 36 start points",
+                   "output range on 12 images", "FGSM vs standard-small/apgd-ce i2t R@1 ",
+                   "FGSM vs standard-small/apgd-ce i2t R@10 ", "per sample on i2t rank at R@1:",
+                   "per sample on i2t rank at R@10:", "5 calls on 12 images agree", "all finite"):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize("masked, eps, needles", [
+    (quantized, "2/255", ("standard-small/apgd-ce: input gradients non-zero at 0 of 12",
+                          "standard-small/apgd-t: input gradients non-zero at 0 of 36")),
+    (lambda m: at_scale(m, 1e4), "2/255", ("output range", "standard-small/apgd-ce: input gradients non-zero")),
+    (misleading, "2.5/255", ("FGSM vs standard-small/apgd-ce i2t R@1 ", "FGSM vs standard-small/apgd-ce i2t R@10 ")),
+], ids=["zero-gradients", "saturated-logits", "fgsm-beats-apgd"])
+def test_each_new_check_fires_on_a_model_masked_its_way(tiny_clip, crafted, masked, eps, needles):
+    with registry.registered(SMALL):
+        out, flags = _flags(masked(tiny_clip), crafted, "standard-small", eps)
+    flagged = [c.message for c in flags]
+    for needle in needles:
+        assert any(needle in m for m in flagged), (needle, flagged)
+    for c in flags:
+        assert c.hint and "try" in c.hint

@@ -48,7 +48,8 @@ def _nudge(model) -> None:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
-@pytest.mark.parametrize("method,shared", [("lora", True), ("full", False), ("pissa", False), ("advlora", False)])
+@pytest.mark.parametrize("method,shared", [("lora", True), ("full", False), ("pissa", False), ("advlora", False),
+                                           ("dora", True), ("vera", False), ("ia3", False)])
 def test_fare_loss_is_zero_for_the_unmodified_model_and_matches_its_formula(method, shared):
     base, model = _adapted(method)
     ref = OriginalModel(model, lambda: base)
@@ -194,7 +195,7 @@ def _image_folder(tmp_path, n=6):
     return tmp_path / "images"
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "pissa", "advlora"])
+@pytest.mark.parametrize("method", ["full", "lora", "pissa", "advlora", "dora", "vera", "ia3"])
 def test_fare_trains_every_method_from_a_folder_of_images(ann, tmp_path, method):
     from advlora.data.images import read_image_folder
 

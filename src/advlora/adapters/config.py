@@ -1,21 +1,21 @@
-"""``AdapterConfig``: one dataclass for every adapter method, validated field by field.
+"""``AdapterConfig``: one dataclass for every adapter method, validated field by field and then by its method.
 
 Every AdvLoRA part is a switch here (initialisation, alignment, start mode, alpha), so that ablations change
-one field at a time. See docs/method.md for the equations each field controls.
+one field at a time. See docs/method.md for the equations each field controls. The method's declaration
+(``advlora.adapters.method``) resolves aliases, gives ``init`` its default and refuses what it cannot run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from advlora.adapters import method as methods
 from advlora.adapters.init import INITIALISATIONS
 from advlora.config import to_dict
 from advlora.errors import AdvloraError, choices_error
 
-#: the adapter methods: the one declaration every other module reads
-METHODS = ("frozen", "full", "lora", "pissa", "advlora")
 TOWERS = ("vision", "text", "both")
-#: the names ``init`` accepts (``advlora.adapters.init`` declares each)
+#: AdvLoRA's initialisations (``advlora.adapters.init`` declares each); each method declares the ``init`` it accepts
 INITS = INITIALISATIONS
 MODES = ("residual", "zero_alpha")
 ALPHA_MODES = ("layer", "tower", "shared", "fixed")
@@ -28,13 +28,15 @@ class AdapterConfig:
     """What to attach to a model and how to initialise it.
 
     Attributes:
-        method: frozen | full | lora (peft, default init) | pissa (peft, SVD init) | advlora.
+        method: a declared method (``advlora list methods``: frozen | full | lora | advlora | dora | ...) or an
+            alias (pissa: lora with init=pissa); the config holds the method's own name.
         rank: LoRA rank r (for advlora also the number of k-means clusters).
         towers: which towers are adapted (vision | text | both).
         targets: None (the backend's defaults per tower), a list of module names / suffixes / regular expressions
             (an entry ``"vision:q_proj"`` applies to one tower only), or a dict tower -> list.
-        init: advlora's initialisation of A, B, a name of ``advlora.adapters.init.INITIALISATIONS``: cluster
-            (k-means + alignment) | peft (A kaiming, B zero) | pissa (top-r SVD of W0).
+        init: the method's initialisation; None: its default. advlora: a name of
+            ``advlora.adapters.init.INITIALISATIONS``: cluster (default: k-means + alignment) | peft (A kaiming,
+            B zero) | pissa (top-r SVD of W0). lora: peft's ``init_lora_weights``: peft (default) | pissa | ...
         mode: how advlora keeps the output unchanged at the start: residual (base becomes W0 - alpha0 B0 A0) or
             zero_alpha (alpha starts at 0).
         alpha_mode: one trainable alpha per layer | per tower | one shared | fixed (not trained).
@@ -47,13 +49,14 @@ class AdapterConfig:
         lora_alpha: peft's lora_alpha for lora / pissa (scaling lora_alpha / r); None: = rank (scaling 1).
             advlora ignores it: its trainable alpha is the scale.
         dropout: dropout on the LoRA branch (peft's lora_dropout).
+        use_rslora: rank-stabilised scaling lora_alpha / sqrt(r) (peft's use_rslora) for the methods that read it.
     """
 
     method: str = "advlora"
     rank: int = 8
     towers: str = "both"
     targets: Any = None
-    init: str = "cluster"
+    init: str | None = None
     mode: str = "residual"
     alpha_mode: str = "layer"
     alpha_init: float | None = None
@@ -64,9 +67,24 @@ class AdapterConfig:
     seed: int = 0
     lora_alpha: float | None = None
     dropout: float = 0.0
+    use_rslora: bool = False
 
     def __post_init__(self) -> None:
-        for name, valid in (("method", METHODS), ("towers", TOWERS), ("init", INITIALISATIONS), ("mode", MODES),
+        method, alias = methods.resolve(self.method)
+        if self.init in method.legacy_inits:
+            self.init = None  # written by a version where this method ignored init
+        for name, value in alias.items():
+            if getattr(self, name) not in (None, value):
+                raise AdvloraError(f"adapter method {self.method} sets {name}={value}, not {getattr(self, name)}")
+            setattr(self, name, value)
+        self.method = method.name
+        if method.inits:
+            self.init = method.default_init if self.init is None else self.init
+            if self.init not in method.inits:
+                raise choices_error("adapter init", self.init, method.inits)
+        else:
+            self.init = None  # the method has no initialisation to choose
+        for name, valid in (("towers", TOWERS), ("mode", MODES),
                             ("alpha_mode", ALPHA_MODES), ("kmeans_on", KMEANS_ON), ("align_init", ALIGN_INITS)):
             if getattr(self, name) not in valid:
                 raise choices_error(f"adapter {name}", getattr(self, name), valid)
@@ -80,16 +98,9 @@ class AdapterConfig:
             raise AdvloraError(f"adapter align_lambda must be >= 0, got {self.align_lambda!r}")
         if self.lora_alpha is not None and float(self.lora_alpha) <= 0:
             raise AdvloraError(f"adapter lora_alpha must be > 0, got {self.lora_alpha!r}")
-        if self.method == "advlora":
-            if self.mode == "zero_alpha":
-                if self.alpha_init not in (None, 0, 0.0):
-                    raise AdvloraError(f"adapter alpha_init must be 0 in zero_alpha mode, got {self.alpha_init!r}")
-                if self.alpha_mode == "fixed":
-                    raise AdvloraError("adapter alpha_mode=fixed with mode=zero_alpha keeps alpha at 0: the adapter "
-                                       "would never act (use mode=residual)")
-                if self.init == "peft":
-                    raise AdvloraError("adapter init=peft with mode=zero_alpha starts with B = 0 and alpha = 0: no "
-                                       "gradient reaches any parameter (use mode=residual)")
+        if not isinstance(self.use_rslora, bool):
+            raise AdvloraError(f"adapter use_rslora must be true or false, got {self.use_rslora!r}")
+        method.validate(self)
         self.targets = _normalize_targets(self.targets)
 
     @property
@@ -101,8 +112,9 @@ class AdapterConfig:
 
     @property
     def scaling(self) -> float:
-        """peft's lora_alpha / r for the peft baselines."""
-        return float(self.lora_alpha if self.lora_alpha is not None else self.rank) / self.rank
+        """peft's lora_alpha / r (lora_alpha / sqrt(r) with use_rslora) for the peft baselines."""
+        alpha = float(self.lora_alpha if self.lora_alpha is not None else self.rank)
+        return alpha / (self.rank ** 0.5 if self.use_rslora else self.rank)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -1,15 +1,13 @@
-"""Saving, loading and merging adapters, in peft's format plus the extra state AdvLoRA needs to resume.
+"""Saving, loading and merging adapters: the folder every method writes, each method's files by its declaration.
 
 An adapter folder holds
-- ``adapter_config.json`` + ``adapter_model.safetensors``: a plain peft LoRA relative to the original weights W0,
-  loadable with ``peft.PeftModel.from_pretrained(base_hf_model, folder)``. lora: peft's own weights. pissa and
-  advlora in residual mode: the exact difference to W0 as a rank-2r LoRA, A' = [A; A0], B' = [a B, -a0 B0]
-  (a = alpha for advlora, peft's scaling for pissa), the way peft converts PiSSA. advlora in zero_alpha mode:
-  rank r with alpha folded into B. The exported scaling is 1 except for lora.
-- ``advlora.json``: method, config, adapted layers and their shapes, the model it was made for.
-- ``advlora_state.safetensors`` (pissa, advlora): per layer A, B, A0, B0, alpha, alpha0, to resume training exactly.
-- ``full_model.safetensors`` (full): the trainable weights (names relative to ``hf_model``).
-A folder with only the peft files (made by other tools) loads as a plain ``lora`` adapter.
+- ``advlora.json``: method, config, adapted layers and their shapes, the model it was made for (every method).
+- the method's own files (``AdapterMethod.save``): peft's ``adapter_config.json`` + ``adapter_model.safetensors``
+  wherever peft has the format, loadable with ``peft.PeftModel.from_pretrained(base_hf_model, folder)``, plus what
+  an exact resume needs (``advlora_state.safetensors`` for AdvLoRA and LoRA's residual inits; ``full_model``
+  ``.safetensors`` for full fine-tuning). docs/method.md describes AdvLoRA's export as a plain peft LoRA.
+A folder with only the peft files (made by other tools) loads as the method that declares its ``peft_type`` and
+reads its config (``AdapterMethod.from_peft``).
 """
 from __future__ import annotations
 
@@ -19,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advlora.adapters import layer as L
+from advlora.adapters import method as methods
 from advlora.adapters.config import AdapterConfig
-from advlora.adapters.model import build, lora_layers, state_of
+from advlora.adapters.model import build, state_of
 from advlora.config import from_dict
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
@@ -30,34 +28,8 @@ PEFT_PREFIX = "base_model.model."
 FORMAT_VERSION = 1
 
 
-def export_lora(model) -> tuple[dict[str, torch.Tensor], int, float]:
-    """The adapter as a plain peft LoRA relative to W0: (peft state dict, rank, lora_alpha)."""
-    state = state_of(model)
-    cfg = state.config
-    tensors: dict[str, torch.Tensor] = {}
-    rank, lora_alpha = cfg.rank, cfg.scaling * cfg.rank
-    for n, lay in lora_layers(model).items():
-        A = lay.lora_A[L.ADAPTER].weight.detach().float()
-        B = lay.lora_B[L.ADAPTER].weight.detach().float()
-        s = lay.scaling[L.ADAPTER]
-        if cfg.method in ("pissa", "advlora"):
-            a = float(lay.advlora_alpha.detach()) * s if cfg.method == "advlora" else s
-            if lay.advlora_residual:
-                a0 = float(lay.advlora_alpha0) * s
-                A, B = torch.cat([A, lay.advlora_A0]), torch.cat([a * B, -a0 * lay.advlora_B0], dim=1)
-                rank = 2 * cfg.rank
-            else:
-                B = a * B
-            lora_alpha = rank  # scaling 1: the scale is folded into B
-        tensors[f"{PEFT_PREFIX}{n}.lora_A.weight"] = A.cpu().contiguous()
-        tensors[f"{PEFT_PREFIX}{n}.lora_B.weight"] = B.cpu().contiguous()
-    return tensors, rank, float(lora_alpha)
-
-
 def save_adapter(model, out: str | Path) -> Path:
-    """Write the model's adapter to folder ``out`` (atomically): peft's files plus advlora's state."""
-    from safetensors.torch import save_file
-
+    """Write the model's adapter to folder ``out`` (atomically): advlora.json plus the method's files."""
     state = state_of(model)
     if state is None:
         raise AdvloraError("the model has no adapter to save (attach_adapter or load_adapter first)")
@@ -68,41 +40,14 @@ def save_adapter(model, out: str | Path) -> Path:
             "arch": getattr(model, "arch", ""), "layers": state.layers}
     out = Path(out)
     with atomic_dir(out) as tmp:
-        if cfg.method == "full":
-            tensors = {n: p.detach().cpu().contiguous() for n, p in model.hf_model.named_parameters()
-                       if p.requires_grad}
-            meta["tensors"] = {n: list(t.shape) for n, t in tensors.items()}
-            save_file(tensors, str(tmp / "full_model.safetensors"))
-        elif cfg.method in ("lora", "pissa", "advlora"):
-            from peft import LoraConfig
-
-            tensors, rank, lora_alpha = export_lora(model)
-            save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-            LoraConfig(r=rank, lora_alpha=lora_alpha, target_modules=sorted(state.layers), lora_dropout=cfg.dropout,
-                       init_lora_weights=True, bias="none",
-                       base_model_name_or_path=model.name_or_path).save_pretrained(str(tmp))
-            if cfg.method != "lora":
-                save_file(_advlora_state(model), str(tmp / "advlora_state.safetensors"))
+        methods.get(cfg.method).save(model, state, tmp, meta)
         write_json(tmp / "advlora.json", meta)
     return out
 
 
-def _advlora_state(model) -> dict[str, torch.Tensor]:
-    out = {}
-    for n, lay in lora_layers(model).items():
-        out[f"{n}.A"] = lay.lora_A[L.ADAPTER].weight.detach()
-        out[f"{n}.B"] = lay.lora_B[L.ADAPTER].weight.detach()
-        out[f"{n}.A0"] = lay.advlora_A0
-        out[f"{n}.B0"] = lay.advlora_B0
-        out[f"{n}.alpha0"] = lay.advlora_alpha0.reshape(())
-        if lay.advlora_alpha is not None:
-            out[f"{n}.alpha"] = lay.advlora_alpha.detach().reshape(())
-    return {k: v.float().cpu().contiguous().clone() for k, v in out.items()}
-
-
 # ---- loading ----------------------------------------------------------------------------------------------
 def load_adapter(model, path: str | Path):
-    """Load an adapter folder (advlora's, or a plain peft LoRA) onto ``model`` in place; return the model."""
+    """Load an adapter folder (advlora's, or a plain peft one) onto ``model`` in place; return the model."""
     path = Path(path)
     if not path.is_dir():
         raise AdvloraError(f"{path}: adapter folder not found")
@@ -113,7 +58,8 @@ def load_adapter(model, path: str | Path):
     raise AdvloraError(f"{path}: not an adapter folder (no advlora.json or adapter_config.json)")
 
 
-def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of an adapter folder; a missing or corrupt file is one error line."""
     from safetensors.torch import load_file
 
     if not file.exists():
@@ -146,81 +92,35 @@ def _load_advlora(model, path: Path):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AdvloraError(f"{path / 'advlora.json'}: not a valid advlora adapter description ({e})") from None
     _check_layers(model, layers, path)
-    if cfg.method == "full":
-        tensors = _read_tensors(path / "full_model.safetensors")
-        params = dict(model.hf_model.named_parameters())
-        for n, t in tensors.items():
-            if n not in params or params[n].shape != t.shape:
-                raise AdvloraError(f"{path} was made for another model: weight {n} does not fit {model.name_or_path}")
-        build(model, cfg)
-        with torch.no_grad():
-            for n, t in tensors.items():
-                params[n].copy_(t)
-        return model
-    if cfg.method == "frozen":
-        return build(model, cfg)
-    if cfg.method == "lora":
-        tensors = _read_tensors(path / "adapter_model.safetensors")
-        build(model, cfg, names=list(layers))
-        _copy_lora(model, tensors, path)
-        return model
-    st = _read_tensors(path / "advlora_state.safetensors")
-    try:
-        saved = {n: {k: st[f"{n}.{k}"] for k in ("A", "B", "A0", "B0", "alpha0")} for n in layers}
-    except KeyError as e:
-        raise AdvloraError(f"{path / 'advlora_state.safetensors'}: missing tensor {e.args[0]}") from None
-    for n, s in saved.items():
-        out_f, in_f = layers[n]
-        if s["A"].shape != (cfg.rank, in_f) or s["B"].shape != (out_f, cfg.rank):
-            raise AdvloraError(f"{path}: the factors of layer {n} do not have rank {cfg.rank}")
-    build(model, cfg, saved, names=list(layers))
-    with torch.no_grad():
-        for n, lay in lora_layers(model).items():
-            lay.set_factors(saved[n]["A"], saved[n]["B"])
-            if isinstance(lay.advlora_alpha, nn.Parameter) and f"{n}.alpha" in st:
-                lay.advlora_alpha.fill_(float(st[f"{n}.alpha"]))
+    build(model, cfg, names=list(layers), saved=path)
+    methods.get(cfg.method).load(model, state_of(model), path, meta)
     return model
 
 
 def _load_peft(model, path: Path):
-    """A plain peft LoRA folder (no advlora.json): loaded as method ``lora``."""
-    from peft import LoraConfig
+    """A plain peft folder (no advlora.json): loaded as the method that declares its peft_type and reads its config."""
+    from peft import PeftConfig
 
     try:
-        pc = LoraConfig.from_pretrained(str(path))
+        pc = PeftConfig.from_pretrained(str(path))
     except Exception as e:  # noqa: BLE001 - peft raises ValueError/TypeError/OSError on bad configs
-        raise AdvloraError(f"{path / 'adapter_config.json'}: not a peft LoRA config ({str(e).splitlines()[0]})") from None
-    if pc.use_dora or pc.rank_pattern or pc.alpha_pattern or pc.use_rslora:
-        raise AdvloraError(f"{path}: only plain LoRA adapters are supported (no DoRA, rsLoRA or per-layer ranks)")
-    tensors = _read_tensors(path / "adapter_model.safetensors")
-    layers: dict[str, list[int]] = {}
-    for k, t in tensors.items():
-        if k.startswith(PEFT_PREFIX) and k.endswith(".lora_B.weight"):
-            n = k[len(PEFT_PREFIX):-len(".lora_B.weight")]
-            a = tensors.get(f"{PEFT_PREFIX}{n}.lora_A.weight")
-            if a is None:
-                raise AdvloraError(f"{path}: layer {n} has lora_B but no lora_A")
-            layers[n] = [int(t.shape[0]), int(a.shape[1])]
+        raise AdvloraError(f"{path / 'adapter_config.json'}: not a peft config ({str(e).splitlines()[0]})") from None
+    tensors = read_tensors(path / "adapter_model.safetensors")
+    ptype = str(getattr(pc.peft_type, "value", pc.peft_type))
+    found = [(m, r) for m in map(methods.get, methods.names()) if m.peft_type == ptype
+             for r in [m.from_peft(pc, tensors, path)] if r is not None]
+    if not found:
+        readers = sorted({methods.get(n).peft_type for n in methods.names()} - {None})
+        raise AdvloraError(f"{path}: a peft {ptype} adapter that no method reads (peft types read: "
+                           f"{', '.join(readers)}; no per-layer ranks)")
+    method, (fields, layers) = found[0]
     if not layers:
-        raise AdvloraError(f"{path}: adapter_model.safetensors holds no LoRA weights")
+        raise AdvloraError(f"{path}: adapter_model.safetensors holds no {ptype} weights")
     _check_layers(model, layers, path)
-    cfg = AdapterConfig(method="lora", rank=int(pc.r), lora_alpha=float(pc.lora_alpha), dropout=float(pc.lora_dropout))
-    for n, shape in layers.items():
-        if min(shape) < cfg.rank:
-            raise AdvloraError(f"{path}: rank {cfg.rank} is larger than layer {n} allows")
-    build(model, cfg, names=list(layers))
-    _copy_lora(model, tensors, path)
+    cfg = AdapterConfig(method=method.name, **fields)
+    build(model, cfg, names=list(layers), saved=path)
+    method.load(model, state_of(model), path, {"format": FORMAT_VERSION, "layers": layers})
     return model
-
-
-def _copy_lora(model, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    with torch.no_grad():
-        for n, lay in lora_layers(model).items():
-            for part, mod in (("lora_A", lay.lora_A[L.ADAPTER]), ("lora_B", lay.lora_B[L.ADAPTER])):
-                t = tensors.get(f"{PEFT_PREFIX}{n}.{part}.weight")
-                if t is None or t.shape != mod.weight.shape:
-                    raise AdvloraError(f"{path}: {part} of layer {n} is missing or has the wrong shape")
-                mod.weight.copy_(t)
 
 
 # ---- merging ----------------------------------------------------------------------------------------------
@@ -229,14 +129,50 @@ def merge_adapter(model):
     state = state_of(model)
     if state is None or state.merged:
         return model
-    for n, lay in lora_layers(model).items():
-        lay.merge(safe_merge=True)
-        parent_name, _, child = n.rpartition(".")
-        parent = model.hf_model.get_submodule(parent_name) if parent_name else model.hf_model
-        setattr(parent, child, lay.get_base_layer())
+    methods.get(state.config.method).merge(model, state)
     for attr in ("peft_config", "_hf_peft_config_loaded"):
         if attr in model.hf_model.__dict__:
             delattr(model.hf_model, attr)
     state.merged = True
     model.hf_model.requires_grad_(False)
     return model
+
+
+def merge_peft_layers(model, names) -> None:
+    """peft's own merge of each adapted layer, then the layer replaced by its base (for the peft-based methods)."""
+    for n in names:
+        lay = model.hf_model.get_submodule(n)
+        lay.merge(safe_merge=True)
+        parent_name, _, child = n.rpartition(".")
+        parent = model.hf_model.get_submodule(parent_name) if parent_name else model.hf_model
+        setattr(parent, child, lay.get_base_layer())
+
+
+# ---- peft's own state dict, for the methods whose folder is peft's format as peft writes it -------------------
+def save_peft(model, folder: Path) -> None:
+    """peft's ``adapter_config.json`` (the config the layers were injected with) and ``adapter_model.safetensors``
+    (``get_peft_model_state_dict``, keys as ``PeftModel.save_pretrained`` writes them) in ``folder``."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    sd = get_peft_model_state_dict(model.hf_model)
+    save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in sd.items()},
+              str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    pc = model.hf_model.peft_config["default"]
+    pc.base_model_name_or_path = model.name_or_path
+    pc.save_pretrained(str(folder))
+
+
+def load_peft_state(model, folder: Path) -> None:
+    """The weights of ``save_peft``'s ``adapter_model.safetensors`` into the injected layers; a missing or
+    misshapen tensor is one error line."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    tensors = read_tensors(folder / "adapter_model.safetensors")
+    sd = {k[len(PEFT_PREFIX):]: v for k, v in tensors.items() if k.startswith(PEFT_PREFIX)}
+    want = get_peft_model_state_dict(model.hf_model)
+    for k, v in want.items():
+        if k not in sd or sd[k].shape != v.shape:
+            raise AdvloraError(f"{folder}: {k} is missing from adapter_model.safetensors or has the wrong shape")
+    with torch.no_grad():
+        set_peft_model_state_dict(model.hf_model, sd)

@@ -95,6 +95,8 @@ class AttackSpec:
         describe: ``describe(threat, options, context) -> line``; None: ``line``.
         members: a suite's attacks (kind ``suite``).
         rand_members: what a suite runs instead on a randomized model (AutoAttack's ``rand`` version).
+        norms: the threat-model norms the attack implements (None: every one); a suite runs under a norm
+            when each of its ``members`` does (``check_norm``).
     """
 
     name: str
@@ -112,6 +114,7 @@ class AttackSpec:
     describe: Callable[..., str] | None = None
     members: tuple[SuiteMember, ...] = ()
     rand_members: tuple[SuiteMember, ...] = ()
+    norms: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -131,6 +134,12 @@ class AttackSpec:
             object.__setattr__(self, "label", self.name)
         if not self.line_label:
             object.__setattr__(self, "line_label", self.label)
+
+    def missing_norm(self, norm: str) -> list[str]:
+        """The attacks (this one, or a suite's members) that do not implement ``norm``; empty when it runs."""
+        if self.kind == "suite":
+            return [m.attack for m in self.members if get(m.attack).missing_norm(norm)]
+        return [] if self.norms is None or norm in self.norms else [self.name]
 
     @property
     def perturbs_images(self) -> bool:
@@ -206,6 +215,20 @@ def check_names(attacks: list[str] | tuple[str, ...] | str) -> list[str]:
     for a in out:
         get(a)
     return out
+
+
+def check_norm(attacks: list[str] | tuple[str, ...] | str, norm: str) -> None:
+    """Refuse, in one ``AdvloraError`` line, an attack under a norm it (a suite: one of its members) does not
+    implement: before any model loads, not after the members before it have run."""
+    for a in check_names(attacks):
+        spec = get(a)
+        missing = spec.missing_norm(norm)
+        if missing:
+            what = f"the {a} suite's member {', '.join(missing)}" if spec.kind == "suite" else a
+            runs = [n for n in names("white-box") if not get(n).missing_norm(norm)]
+            raise AdvloraError(f"--norm {norm}: {what} implements only {', '.join(get(missing[0]).norms or ())} "
+                               f"(use --norm {(get(missing[0]).norms or ('linf',))[0]}, or {norm} attacks such as "
+                               f"--attacks {','.join(runs[:3])})")
 
 
 def result_key(attack: str, eps: str) -> str:

@@ -20,8 +20,9 @@ MEMBERS = (
     SuiteMember("apgd-rerank", "apgd", objective="rerank", changes={"steps": 100}, needs_itm=True),
 )
 
-#: on a randomized model (two calls on one input differ), as AutoAttack's ``rand`` version: APGD-CE and
-#: APGD-DLR (here the margin objective), no restarts, each gradient averaged over 20 calls (EOT)
+#: on a randomized model (five calls on one batch differ: ``evaluation.probes.is_randomized``), as AutoAttack's
+#: ``rand`` version: APGD-CE and APGD-DLR (here the margin objective), no restarts, each gradient averaged over
+#: 20 calls (EOT)
 RAND_MEMBERS = (
     SuiteMember("apgd-ce", "apgd", objective="contrastive", changes={"steps": 100}, eot=20),
     SuiteMember("apgd-dlr", "apgd-margin", changes={"steps": 100}, eot=20),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.adapters.config import ALIGN_INITS, ALPHA_MODES, INITS, KMEANS_ON, METHODS, MODES, TOWERS
+from advlora.adapters import method as adapter_methods
+from advlora.adapters.config import ALIGN_INITS, ALPHA_MODES, KMEANS_ON, MODES, TOWERS
 from advlora.cli.common import add_parser, add_random_model_argument, examples, parse_random_model
 
 EXAMPLES = examples(
@@ -49,13 +50,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--method", default="advlora",
-                   help=f"{' | '.join(METHODS)}{' | all' if allow_all else ''} (advlora list methods)")
+                   help=f"{' | '.join(adapter_methods.choices())}{' | all' if allow_all else ''} "
+                        f"(advlora list methods)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (advlora: also the k-means clusters)")
     p.add_argument("--towers", default="both", help=" | ".join(TOWERS))
     p.add_argument("--targets", nargs="+", default=None,
                    help="module names, suffixes or regular expressions (prefix vision: / text: for one tower; "
                         "default: the backend's attention projections)")
-    p.add_argument("--init", default="cluster", help="advlora's initialisation: " + " | ".join(INITS))
+    inits = "; ".join(f"{m.name}: {' | '.join(m.inits)}" for m in map(adapter_methods.get, adapter_methods.names())
+                      if m.inits)
+    p.add_argument("--init", default=None, help=f"the method's initialisation (default: its first) - {inits}")
     p.add_argument("--mode", default="residual", help="advlora's start: " + " | ".join(MODES))
     p.add_argument("--alpha-mode", default="layer", help="advlora's alpha: " + " | ".join(ALPHA_MODES))
     p.add_argument("--alpha-init", type=float, default=None,
@@ -64,16 +68,18 @@ def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--kmeans-iters", type=int, default=20, help="Lloyd iterations after k-means++ seeding")
     p.add_argument("--kmeans-on", default="rows", help=" | ".join(KMEANS_ON))
     p.add_argument("--lora-alpha", type=float, default=None, help="peft lora_alpha for lora/pissa (default: rank)")
+    p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling lora_alpha / sqrt(r) (lora)")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means++ and of peft's random A")
 
 
 def _options(args: argparse.Namespace, method: str) -> dict:
-    opts = {"method": method, "rank": args.rank, "towers": args.towers, "targets": args.targets, "seed": args.seed,
-            "lora_alpha": args.lora_alpha}
-    if method == "advlora":
-        opts.update(init=args.init, mode=args.mode, alpha_mode=args.alpha_mode, alpha_init=args.alpha_init,
-                    align_init=args.align_init, kmeans_iters=args.kmeans_iters, kmeans_on=args.kmeans_on)
-    return opts
+    """The config of ``method`` from the flags: the fields its declaration reads (``AdapterMethod.reads``)."""
+    flags = {"rank": args.rank, "towers": args.towers, "targets": args.targets, "seed": args.seed,
+             "lora_alpha": args.lora_alpha, "use_rslora": args.rslora, "init": args.init, "mode": args.mode,
+             "alpha_mode": args.alpha_mode, "alpha_init": args.alpha_init, "align_init": args.align_init,
+             "kmeans_iters": args.kmeans_iters, "kmeans_on": args.kmeans_on}
+    reads = adapter_methods.get(method).reads
+    return {"method": method, **{k: v for k, v in flags.items() if k in reads}}
 
 
 def _load(args: argparse.Namespace):
@@ -98,33 +104,32 @@ def _info(args: argparse.Namespace) -> int:
     from advlora.adapters import adapter_info, attach_adapter
     from advlora.errors import choices_error
 
-    methods = list(METHODS) if args.method == "all" else [args.method]
-    if any(m not in METHODS for m in methods):
-        raise choices_error("adapter method", args.method, (*METHODS, "all"))
+    methods = list(adapter_methods.choices()) if args.method == "all" else [args.method]
+    if any(m not in adapter_methods.choices() for m in methods):
+        raise choices_error("adapter method", args.method, (*adapter_methods.choices(), "all"))
     base = _load(args)
     name = args.random_model and f"random {args.random_model}" or args.model
     print(f"model {name}: rank {args.rank}, towers {args.towers}, targets {args.targets or 'backend defaults'}")
     print(f"{'method':<10} {'layers':>6} {'trainable':>12} {'total':>12} {'share %':>9}")
-    report = None
+    reports = []
     for method in methods:
         model = base if len(methods) == 1 else copy.deepcopy(base)
         attach_adapter(model, _options(args, method))
         info = adapter_info(model)
         print(f"{method:<10} {info['layers']:>6} {info['trainable']:>12,} {info['total']:>12,} {info['share']:>9.3f}")
-        if method == "advlora":
-            report = model.advlora_adapter.report
-        del model
-    if report is not None:
-        rep = [r for r in report if "error" in r]
+        rep = [r for r in model.advlora_adapter.report if "error" in r]  # the layers whose init reports an error
         if rep:
-            errs = [r["error"] for r in rep]
-            print(f"advlora alignment error ||W0 - BA|| / ||W0|| over {len(rep)} layers: mean {sum(errs) / len(errs):.4f}, "
-                  f"min {min(errs):.4f}, max {max(errs):.4f} (init {args.init})")
-            if args.layers:
-                print(f"{'layer':<60} {'shape':>11} {'error':>8} {'one-hot':>8}")
-                for r in rep:
-                    oh = "" if r.get("onehot_error") is None else f"{r['onehot_error']:.4f}"
-                    print(f"{r['layer']:<60} {'x'.join(map(str, r['shape'])):>11} {r['error']:>8.4f} {oh:>8}")
+            reports.append((method, model.advlora_adapter.config.init, rep))
+        del model
+    for method, init, rep in reports:
+        errs = [r["error"] for r in rep]
+        print(f"{method} alignment error ||W0 - BA|| / ||W0|| over {len(rep)} layers: "
+              f"mean {sum(errs) / len(errs):.4f}, min {min(errs):.4f}, max {max(errs):.4f} (init {init})")
+        if args.layers:
+            print(f"{'layer':<60} {'shape':>11} {'error':>8} {'one-hot':>8}")
+            for r in rep:
+                oh = "" if r.get("onehot_error") is None else f"{r['onehot_error']:.4f}"
+                print(f"{r['layer']:<60} {'x'.join(map(str, r['shape'])):>11} {r['error']:>8.4f} {oh:>8}")
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
                                 examples, load_model_and_adapter, model_loader, print_json_file,
                                 summary_stream)
-from advlora.errors import AdvloraError
+from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
 from advlora.runs import default_out, execution, run_folder
 
@@ -81,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
     return run_robust(args, [a.strip() for a in args.attack.split(",") if a.strip()], command="attack")
 
 
+def check_norm(attacks: list[str] | str, norm: str) -> None:
+    """Refuse an attack, or a suite with a member, that does not implement ``--norm`` (Square: linf only), in
+    one line before any data or model is read (``registry.check_norm``), not after the members before it ran."""
+    from advlora.attacks import NORMS, registry
+
+    if norm not in NORMS:
+        raise choices_error("norm", norm, NORMS)
+    registry.check_norm(attacks, norm)
+
+
 def list_attacks() -> int:
     """Print the attack registry, as ``advlora list attacks``."""
     from advlora.cli import listing
@@ -98,6 +108,8 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     from advlora.attacks import ThreatModel, parse_eps_list
     from advlora.evaluation.sweep import SweepSettings, adapter_provenance, evaluate_sweep
 
+    if attacks:
+        check_norm(attacks, args.norm)
     settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,

@@ -10,7 +10,7 @@ import json
 import shutil
 import tempfile
 
-from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, run_robust
+from advlora.cli.attack import LIST_HELP, add_threat_args, check_norm, data_specs, list_attacks, run_robust
 from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
                                 add_progress_argument, examples, summary_stream)
 from advlora.errors import AdvloraError
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
+    if getattr(args, "attacks", None):
+        check_norm(args.attacks, args.norm)
     specs = data_specs(args.data)
     # every set's split, its files and one decoded sample, before the model loads or an attack starts
     for spec in specs:

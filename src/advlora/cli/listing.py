@@ -2,7 +2,7 @@
 
 Each kind is one function of ``SOURCES`` that reads its registry (attacks: ``advlora.attacks.registry``; models:
 the tiny defaults, the ``BACKENDS`` of ``advlora.models`` and the random sizes of ``advlora.models.tiny``; data
-sets: ``advlora.data.EMBEDDED``; formats: ``advlora.data.FORMATS``; methods: ``advlora.adapters.METHODS``;
+sets: ``advlora.data.EMBEDDED``; formats: ``advlora.data.FORMATS``; methods: ``advlora.adapters.method``;
 objectives: the declarations of ``advlora.training.objectives``; configs: the YAML files of ``advlora.configs``),
 so a registry that moves is re-pointed in one place. ``entries(kind)`` is the same list for other tools (a
 generated reference). Every kind but ``configs`` imports torch: the registries are declared in modules that do.
@@ -93,20 +93,25 @@ def formats() -> list[Entry]:
             for f in FORMATS.values()]
 
 
-#: one line per adapter method (``advlora.adapters.METHODS`` lists the names)
-METHOD_NOTES = {
-    "frozen": "no training: the pre-trained model as it is (the zero-shot baseline)",
-    "full": "every weight trained",
-    "lora": "peft's LoRA: low-rank update BA, A kaiming, B zero",
-    "pissa": "peft's PiSSA: LoRA initialised from the top-r SVD of W0",
-    "advlora": "AdvLoRA: k-means + alignment initialisation, residual base, trainable alpha",
-}
-
-
 def methods() -> list[Entry]:
-    from advlora.adapters import METHODS
+    """The declarations of ``advlora.adapters.method``, each with its summary and its trainable parameters on a
+    random tiny CLIP (the tiny defaults' architecture) at the default config (rank 8); then the aliases."""
+    import copy
 
-    return [(m, METHOD_NOTES.get(m, "adapter method")) for m in METHODS]
+    from advlora.adapters import adapter_info, attach_adapter
+    from advlora.adapters import method as registry
+    from advlora.models.tiny import random_model
+
+    base = random_model("clip", "tiny", seed=0)
+    out = []
+    for name in registry.names():
+        model = attach_adapter(copy.deepcopy(base), name)
+        out.append((name, f"{registry.get(name).summary} ({adapter_info(model)['trainable']:,} trainable on the "
+                          f"tiny CLIP)"))
+    for alias in registry.choices()[len(registry.names()):]:
+        method, fields = registry.resolve(alias)
+        out.append((alias, f"{method.name} with {', '.join(f'{k}={v}' for k, v in fields.items())}"))
+    return out
 
 
 def objectives() -> list[Entry]:

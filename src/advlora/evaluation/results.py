@@ -62,8 +62,9 @@ PROTOCOL = """\
 - suites, exhaustive (``exhaustive=True``, ``advlora eval --exhaustive``): every member attacks every image;
   a member's row is that member alone; per image the suite keeps the member with the highest i2t rank, ties
   broken by the mean t2i rank of the image's captions in that member's run, then by the contrastive loss.
-- a randomized model (two calls on one input differ) is flagged, and its white-box attacks then average the
-  gradient over ``eot_samples`` draws per step (expectation over transformation, AutoAttack's ``rand``).
+- a randomized model (five calls on one batch differ by more than a relative 1e-4, or change a top-1 caption)
+  is flagged, and its white-box attacks then average the gradient over ``eot_samples`` draws per step
+  (expectation over transformation, AutoAttack's ``rand``).
 Attack success rate (``advlora.metrics.attack_success_rate``): share of queries right at rank 1 clean that the
 attack moves off rank 1, per direction; it is not a recall.
 """

@@ -18,7 +18,7 @@ from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.measure import Ctx, context, measure
-from advlora.evaluation.probes import check_randomized, is_randomized, probe
+from advlora.evaluation.probes import Randomness, check_randomized, is_randomized, probe
 from advlora.evaluation.results import (GALLERIES, PROTOCOL, AttackResult, check_exit_k, describe,
                                         eval_attacks, limit_indices, precision_of)
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k
@@ -70,7 +70,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     the session's per-batch records on disk (``advlora.evaluation.distributed``), read back batch by batch; only
     per-sample values (features, ranks, losses, check values) are held for the whole set.
     """
-    names = _check_args(model, dataset, attacks, objective, gallery)
+    names = _check_args(model, dataset, attacks, objective, gallery, threat)
     exit_k = check_exit_k(exit_k)
     generator = threat.generator() if generator is None else generator
     given = {"queries": square_queries, "text_budget": text_budget, **(options or {})}
@@ -92,8 +92,8 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
         if not exhaustive:
             out["suite_exit_k"] = exit_k
         run.out = out
-        sel = torch.arange(min(len(dataset), 8))     # AutoAttack's check: two calls on one input
-        run.randomized = is_randomized(model, ctx.images.rows(sel).to(model.device))
+        sel = torch.arange(min(len(dataset), batch_size))     # AutoAttack's check: calls on one batch
+        run.randomized = is_randomized(model, ctx.images.rows(sel).to(model.device), ctx.text_features)
         for name in names:
             t = time.perf_counter()
             entry = run.one(name)
@@ -118,9 +118,11 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
 _ensemble = ensemble
 
 
-def _check_args(model, dataset: RetrievalDataset, attacks, objective: str, gallery: str) -> list[str]:
+def _check_args(model, dataset: RetrievalDataset, attacks, objective: str, gallery: str,
+                threat: ThreatModel) -> list[str]:
     """The attack names, after refusing what cannot run (one ``AdvloraError`` line each)."""
     names = registry.check_names(attacks)
+    registry.check_norm(names, threat.norm)
     O.check_objective(objective)
     if gallery not in GALLERIES:
         raise choices_error("gallery", gallery, GALLERIES)
@@ -150,7 +152,7 @@ class _Run:
         self.scopes: dict = {}
         self.advs: dict = {}          # image attack -> (adversarial images, measurement): the ensemble's input
         self.runs: dict = {}          # key -> (spec, threat, objective, options): what the checks re-run
-        self.randomized: float | None = None
+        self.randomized: Randomness | None = None
 
     def checks(self, p) -> list:
         """The sanity checks of this run (``sanity.run_checks``) through probe ``p``, and the randomized-model check."""
@@ -189,7 +191,7 @@ class _Run:
         return result(name, self.ctx, res, self.line(name), checks=self.ctx.checks.get(name, {}))
 
     def suite(self, spec) -> AttackResult:
-        rand = self.randomized is not None and self.randomized > 1e-7 and spec.rand_members
+        rand = self.randomized is not None and self.randomized.randomized and spec.rand_members
         return run_suite(self.ctx, spec, self.threat, self.out, self.runs, self.scopes["full"],
                          generator=self.generator, options=self.given, precision=self.precision,
                          exhaustive=self.exhaustive, exit_k=self.exit_k, members=spec.rand_members if rand else None,

@@ -146,16 +146,22 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
 
 
 def bounds(clean: ImageSource, adv: ImageSource, norm: str) -> dict:
-    """The largest perturbation (in ``norm``) and the pixel range of ``adv``, read batch by batch."""
-    dev, lo, hi = 0.0, None, None
+    """The largest perturbation (in ``norm``) and the pixel range of ``adv``, read batch by batch, and how many
+    of its images hold a non-finite value (NaN or inf): Python's ``max`` and ``min`` drop a NaN, so it is
+    counted apart and the range is that of the finite values."""
+    dev, lo, hi, bad = 0.0, None, None, 0
     for idx, a in adv.batches(FEATURE_BATCH):
-        d = (a - clean.rows(idx)).reshape(len(a), -1)
+        finite = torch.isfinite(a).reshape(len(a), -1).all(1)
+        bad += int((~finite).sum())
+        a, c = a[finite], clean.rows(idx)[finite]
+        d = (a - c).reshape(len(a), -1)
         d = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
         if a.numel():
             dev = max(dev, float(d.max()))
             lo = float(a.min()) if lo is None else min(lo, float(a.min()))
             hi = float(a.max()) if hi is None else max(hi, float(a.max()))
-    return {"max_perturbation": dev, "min_pixel": 0.0 if lo is None else lo, "max_pixel": 1.0 if hi is None else hi}
+    return {"max_perturbation": dev, "min_pixel": 0.0 if lo is None else lo, "max_pixel": 1.0 if hi is None else hi,
+            "non_finite": bad}
 
 
 def text_captions(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, options: dict) -> list[str]:

@@ -8,13 +8,23 @@ form; docs/evaluation.md says how to read each one:
 - the reference white-box attack at linf eps = 0.5 without random start reaches chance (``chance_r_mean``);
 - doubling the steps, or the restarts, of the reference white-box attack (PGD, else APGD) changes robust
   r_mean by < 1 point (else "not converged");
-- per sample, on i2t rank: images a black-box attack (Square) breaks that every white-box attack left intact;
-  and Square not better than the best white-box attack by > 2 r_mean points;
-- the objective in use has non-zero input gradients, and the loss rises along a small gradient step as its
-  directional derivative predicts (first-order check: fails on obfuscated gradients);
+- per sample, on i2t rank, at R@1 and at the exit rank: images a black-box attack (Square) breaks that every
+  white-box attack left intact, at most AutoAttack's 0.2 % of the images (``checks.check_square_sr``); and
+  Square not better than the best white-box attack by > 2 r_mean points;
+- every objective a gradient-based attack maximises has a non-zero, finite input gradient at each point its
+  attack starts from (AutoAttack's ``check_zero_gradients``), and the loss of the objective in use rises along
+  a small gradient step as its directional derivative predicts (first-order check: fails on obfuscated
+  gradients);
+- the scores are finite logits, not probabilities (AutoAttack's ``check_range_output``), and not saturated: no
+  image's best positive leads its best negative by more than the gap at which the softmax is one-hot in the
+  scores' precision (a cross-entropy gradient is then exactly zero);
+- FGSM is not stronger than the reference iterative attack at R@1 or at the exit rank (a single step that beats
+  many: masked gradients near the clean image);
+- the model is deterministic: five calls on one batch agree to a relative 1e-4 and no top-1 caption changes
+  (AutoAttack's ``check_randomized``; ``probes.is_randomized``);
 - a white-box attack at eps > 0 moves some image's rank when clean recall is well above chance;
 - a transfer attack from a surrogate is not stronger than the white-box attacks;
-- attack inputs and outputs stay in [0, 1] and in the eps ball;
+- attack inputs and outputs are finite and stay in [0, 1] and in the eps ball;
 - the model is in eval mode during the attack and its mode is restored after.
 ``verdict(checks)`` is the line a report leads with.
 The expensive checks (chance, convergence) run on a deterministic subset of images, through a ``Probe`` the
@@ -31,9 +41,12 @@ import torch
 
 from advlora.attacks import ThreatModel, format_eps, registry
 from advlora.attacks._utils import ascent_direction, loss_and_grad
+from advlora.evaluation.results import KS
 
 TOL = 1e-6
 STATUSES = ("PASS", "WARN", "FAIL")
+#: AutoAttack's ``check_square_sr``: the share of images Square alone may break
+SQUARE_SHARE = 0.002
 
 
 @dataclass(frozen=True)
@@ -101,10 +114,15 @@ class Probe:
         txt2img: (T,) image index of every caption of the subset.
         images: (B, ...) a batch of its images, in [0, 1].
         objective: the image objective in use on that batch (for the gradient check).
-        rerun: ``rerun(key, threat) -> metrics`` of the attack run as ``key`` (its objective and options)
-            under ``threat`` on the subset.
+        rerun: ``rerun(key, threat, attack=None, ranks=False) -> metrics`` of the attack run as ``key`` (its
+            objective and options; ``attack``: another registered attack on them) under ``threat`` on the
+            subset; with ``ranks``, ``(metrics, per-image i2t ranks)``.
         runs: ``key -> (attack name, the threat model it ran under)`` for every image attack ``rerun`` knows.
         chance: the subset's chance r_mean (None: ``chance_r_mean`` of its ``txt2img``).
+        starts: ``key -> (objective, start points)`` of every gradient-based attack of ``runs`` on the batch
+            (``probes.starts``): the zero-gradient check.
+        scores: (B, T) the batch's scores against the gallery (logit scale x cosine), and ``positives`` (B, T)
+            its captions: the output-range check.
     """
 
     n_images: int
@@ -114,6 +132,9 @@ class Probe:
     rerun: Callable[[str, ThreatModel], dict]
     runs: dict = field(default_factory=dict)
     chance: float | None = None
+    starts: dict = field(default_factory=dict)
+    scores: torch.Tensor | None = None
+    positives: torch.Tensor | None = None
 
 
 def chance_r_mean(txt2img: torch.Tensor, n_images: int, ks: tuple[int, ...] = (1, 5, 10)) -> float:
@@ -148,11 +169,14 @@ def check_bounds(name: str, checks: dict, threat: ThreatModel) -> list[Check]:
     if not checks:
         return []
     eps = float(threat.eps)
-    lines = [_line(checks["max_perturbation"] <= eps + 1e-5 and checks["min_pixel"] >= 0 and checks["max_pixel"] <= 1,
+    bad = int(checks.get("non_finite", 0))
+    lines = [_line(checks["max_perturbation"] <= eps + 1e-5 and checks["min_pixel"] >= 0 and checks["max_pixel"] <= 1
+                   and bad == 0,
                    f"{name}: adversarial images in [0, 1] (min {checks['min_pixel']:.3f}, "
                    f"max {checks['max_pixel']:.3f})"
                    f" and in the {threat.norm} ball (max {checks['max_perturbation'] * 255:.3f}/255 <= "
-                   f"{format_eps(eps)})", "projection bug")]
+                   f"{format_eps(eps)})" + (f"; {bad} images NOT finite (NaN or inf)" if bad else ", all finite"),
+                   "projection bug, or a NaN from a division by a zero norm in the attack")]
     if "eval_mode_during" in checks:
         lines.append(_line(checks["eval_mode_during"] and checks["inputs_in_range_during"],
                            f"{name}: model in eval mode and inputs in [0, 1] at every objective call",
@@ -246,30 +270,88 @@ def check_first_order(objective, images: torch.Tensor, norm: str, h: float = 1e-
                  "black-box attack (square) with more queries, or BPDA / EOT through the non-differentiable part")
 
 
-def check_black_vs_white(outcomes: dict, min_share: float = 0.02) -> list[Check]:
-    """Per sample, on i2t rank: images a black-box attack moves off rank 1 while every white-box attack on the
-    same images left them at rank 1; more than ``min_share`` of the clean-correct images (and at least 2)
-    flags."""
+def check_black_vs_white(outcomes: dict, exit_k: int = max(KS), share: float = SQUARE_SHARE) -> list[Check]:
+    """Per sample, on i2t rank, at R@1 and at R@``exit_k`` (the suite's exit rank): images a black-box attack
+    moves to rank >= k while every white-box attack on the same images left them below k; more than ``share``
+    of the images that were below k clean flags (AutoAttack's ``check_square_sr``: Square may lower robust
+    accuracy by at most 0.2 % of the points; here of the images it could break, so no looser)."""
     out = []
     for scope, o in outcomes.items():
         white = [k for k, kind in o.kinds.items() if kind == "white-box"]
         if not white:
             continue
-        intact = torch.stack([o.ranks[k] == 0 for k in white]).all(dim=0)
-        correct = o.clean == 0
-        for key, kind in o.kinds.items():
-            if kind != "black-box":
-                continue
-            only = ((o.ranks[key] > 0) & intact & correct).sum().item()
+        for k in sorted({1, int(exit_k)}):
+            intact = torch.stack([o.ranks[w] < k for w in white]).all(dim=0)
+            correct = o.clean < k
             n = int(correct.sum())
-            limit = max(2, min_share * n)
-            out.append(_line(only < limit, f"{key} vs white-box ({', '.join(white)}) per sample on i2t rank: "
-                             f"{only} of {n} clean rank-1 images broken by {key} only (< {limit:g})"
-                             + ("" if scope == "full" else f" [{scope}]"),
-                             "suggests gradient masking: the gradients miss adversarial points a query search "
-                             "finds; try more white-box steps and restarts, the margin or targeted objective "
-                             "(apgd-margin, apgd-t), and report the per-sample worst (--attacks standard)"))
+            for key, kind in o.kinds.items():
+                if kind != "black-box":
+                    continue
+                only = int(((o.ranks[key] >= k) & intact & correct).sum())
+                out.append(_line(only <= share * n, f"{key} vs white-box ({', '.join(white)}) per sample on i2t "
+                                 f"rank at R@{k}: {only} of {n} clean rank<{k} images broken by {key} only "
+                                 f"(<= {100 * share:g}%)" + ("" if scope == "full" else f" [{scope}]"),
+                                 "suggests gradient masking: the gradients miss adversarial points a query search "
+                                 "finds; try more white-box steps and restarts, the margin or targeted objective "
+                                 "(apgd-margin, apgd-t), and report the per-sample worst (--attacks standard)"))
     return out
+
+
+def check_fgsm_vs_iterative(fgsm_ranks: torch.Tensor, ref: str, ref_ranks: torch.Tensor, exit_k: int = max(KS),
+                            where: str = "") -> list[Check]:
+    """FGSM (one step of eps) must not reach a lower i2t recall than the iterative attack ``ref`` at R@1 or at
+    R@``exit_k``: many small steps that do worse than one large one follow a gradient that misleads away from
+    the clean image (masked gradients; Carlini et al. 2019, arXiv 1902.06705)."""
+    lines = []
+    for k in sorted({1, int(exit_k)}):
+        f = 100 * float((fgsm_ranks < k).float().mean())
+        r = 100 * float((ref_ranks < k).float().mean())
+        lines.append(_line(f >= r - TOL, f"FGSM vs {ref} i2t R@{k}{where}: {f:.1f} >= {r:.1f} (one step not stronger "
+                           "than the iterative attack)",
+                           "suggests masked gradients: the iterative attack's small steps are misled where one "
+                           "large step is not; try a random start, larger steps, the margin objective, square"))
+    return lines
+
+
+def check_zero_gradients(key: str, objective, starts: torch.Tensor) -> Check:
+    """Every start point of attack ``key`` gets a non-zero, finite input gradient of its objective (AutoAttack's
+    ``check_zero_gradients``, at the same points: after the random start)."""
+    _, g = loss_and_grad(objective, starts)
+    z = g.reshape(len(g), -1).abs().sum(1)
+    zero, bad = int((z == 0).sum()), int((~torch.isfinite(z)).sum())
+    return _line(zero == 0 and bad == 0, f"{key}: input gradients non-zero at {len(z) - zero} of {len(z)} start "
+                 f"points of its objective" + (f", {bad} NOT finite" if bad else ""),
+                 "gradient masking, a saturated loss or a non-differentiable model: try another objective "
+                 "(margin, apgd-t), a lower logit scale for the attack, or a black-box attack (square)")
+
+
+def check_output_range(scores: torch.Tensor, positives: torch.Tensor | None = None) -> Check:
+    """The scores an objective is built from (B, T): finite; logits, not probabilities (every score in [0, 1]
+    and each row summing to 1: AutoAttack's ``check_range_output``); not constant along a row; and not
+    saturated: no image's best positive leads its best negative by more than -log(smallest normal) of the
+    scores' dtype (87.3 in float32), where the softmax is one-hot and a cross-entropy gradient is zero."""
+    s = scores.detach()
+    dtype = s.dtype if s.is_floating_point() else torch.float32
+    s = s.float()
+    limit = -math.log(torch.finfo(dtype).tiny)
+    if not bool(torch.isfinite(s).all()):
+        return _line(False, f"output range: {int((~torch.isfinite(s)).any(1).sum())} of {len(s)} images have "
+                     "non-finite scores", "a broken model or precision: try float32")
+    probs = bool(s.min() > -1e-5) and bool(s.max() < 1 + 1e-5) and bool(((s.sum(1) - 1).abs() < 1e-5).all())
+    flat = int((s.amax(1) == s.amin(1)).sum())
+    if positives is not None and bool((~positives).any(1).all()):
+        pos = s.masked_fill(~positives, float("-inf")).amax(1)
+        gap = pos - s.masked_fill(positives, float("-inf")).amax(1)
+    else:
+        gap = s.topk(min(2, s.shape[1]), dim=1).values
+        gap = gap[:, 0] - gap[:, -1]
+    saturated = int((gap > limit).sum())
+    return _line(not probs and not flat and not saturated,
+                 f"output range on {len(s)} images: scores are logits (min {float(s.min()):.3g}, max "
+                 f"{float(s.max()):.3g}{', rows sum to 1: probabilities' if probs else ''}), {flat} constant rows, "
+                 f"{saturated} saturated (best positive ahead by > {limit:.1f}; largest lead {float(gap.max()):.1f})",
+                 "probabilities or a saturated softmax give zero cross-entropy gradients: try the model's logits, a "
+                 "lower logit scale for the attack, or scale-free objectives (margin, apgd-t) and square")
 
 
 def check_robust_equals_clean(out: dict, outcomes: dict, chance: float) -> list[Check]:
@@ -310,6 +392,14 @@ def check_transfer(out: dict) -> list[Check]:
     return lines
 
 
+def _fgsm_on_full(o: Outcomes | None, exit_k: int) -> list[Check]:
+    """FGSM against each iterative white-box attack run beside it on the full set."""
+    if o is None or "fgsm" not in o.ranks:
+        return []
+    refs = [k for k in o.ranks if "convergence" in _checks_of(k)]
+    return [c for k in refs for c in check_fgsm_vs_iterative(o.ranks["fgsm"], k, o.ranks[k], exit_k)]
+
+
 def verdict(checks: list[Check]) -> str:
     """The line a report leads with: ``no sign of gradient masking (N checks)`` or the flags."""
     flags = [c for c in checks if not c.passed]
@@ -334,14 +424,21 @@ def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe
     for name in out["attacks"]:
         if "versus_white_box" in _checks_of(name):
             lines += check_square(out, name)
+    exit_k = int(out.get("suite_exit_k") or max(KS))
     if outcomes:
-        lines += check_black_vs_white(outcomes)
+        lines += check_black_vs_white(outcomes, exit_k)
+        lines += _fgsm_on_full(outcomes.get("full"), exit_k)
     if chance is not None and outcomes:
         lines += check_robust_equals_clean(out, outcomes, chance)
     lines += check_transfer(out)
     if probe is None:
         return lines
-    lines.append(check_gradients(probe.objective, probe.images))
+    if probe.starts:
+        lines += [check_zero_gradients(key, obj, x) for key, (obj, x) in probe.starts.items()]
+    else:
+        lines.append(check_gradients(probe.objective, probe.images))
+    if probe.scores is not None:
+        lines.append(check_output_range(probe.scores, probe.positives))
     lines.append(check_first_order(probe.objective, probe.images, threat.norm))
     white = [k for k, (name, _) in probe.runs.items() if "convergence" in _checks_of(name)]
     if not white:
@@ -349,7 +446,11 @@ def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe
     base_key = max(white, key=lambda k: registry.get(probe.runs[k][0]).reference)
     th = probe.runs[base_key][1]
     sub = f"on {probe.n_images} images"
-    base = probe.rerun(base_key, th)["r_mean"]
+    base_metrics, base_ranks = probe.rerun(base_key, th, ranks=True)
+    base = base_metrics["r_mean"]
+    if registry.find("fgsm") is not None:
+        lines += check_fgsm_vs_iterative(probe.rerun(base_key, th, attack="fgsm", ranks=True)[1], base_key,
+                                         base_ranks, exit_k, f" {sub}")
     for label, changed in (("steps", th.replace(steps=th.steps * 2)),
                            ("restarts", th.replace(restarts=th.restarts * 2))):
         r = probe.rerun(base_key, changed)["r_mean"]
@@ -366,7 +467,8 @@ def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe
     return lines
 
 
-__all__ = ["Check", "Outcomes", "Probe", "chance_r_mean", "check_black_vs_white", "check_first_order",
-           "check_gradients", "check_monotone", "check_mode_restored", "check_robust_equals_clean",
+__all__ = ["SQUARE_SHARE", "Check", "Outcomes", "Probe", "chance_r_mean", "check_black_vs_white",
+           "check_fgsm_vs_iterative", "check_first_order", "check_gradients", "check_output_range",
+           "check_zero_gradients", "check_monotone", "check_mode_restored", "check_robust_equals_clean",
            "check_robust_le_clean", "check_square", "check_transfer", "run_checks", "verdict",
            "white_box_reference"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from advlora.adapters import load_adapter, merge_adapter
+from advlora.adapters import method as adapter_methods
 from advlora.attacks import ThreatModel
 from advlora.config import load_yaml, merge
 from advlora.evaluation.sweep import SweepSettings, evaluate_data
@@ -47,7 +48,7 @@ def train_run(cfg: GridConfig, method: str, run_dict: dict, out: Path,
     The trainer's own final test is cut to a token size (``FAST_TEST``): the eval cells evaluate every run on
     the same images under the grid's attacks, so a second, larger test inside each training would only cost time.
     """
-    if method == "frozen":
+    if not adapter_methods.get(method).trains:
         return {**param_counts(base_model(cfg)), "trainable": 0, "share": 0.0, "train_time_s": 0.0, "efficiency": {}}
     config = training_config(cfg, run_dict)
     resume = (out / "config.yaml").is_file()
@@ -71,7 +72,7 @@ def training_config(cfg: GridConfig, run_dict: dict):
 def load_trained(cfg: GridConfig, method: str, run: Path):
     """The model a train cell produced: the base model, with the run's adapter (or full weights) loaded."""
     model = base_model(cfg)
-    if method == "frozen":
+    if not adapter_methods.get(method).trains:
         return model
     load_adapter(model, run / "adapter")
     return model
@@ -84,7 +85,7 @@ def base_and_tuned(run: Path):
     method = conf.get("adapter", {}).get("method", "advlora")
     base = base_model(name, conf.get("model", {}).get("random"))
     tuned = base_model(name, conf.get("model", {}).get("random"))
-    if method == "frozen":
+    if not adapter_methods.get(method).trains:
         return base, None
     load_adapter(tuned, run / "adapter")
     merge_adapter(tuned)

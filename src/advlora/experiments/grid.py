@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from advlora.adapters import method as adapter_methods
 from advlora.config import dump_yaml, to_dict
 from advlora.errors import AdvloraError
 from advlora.experiments import backend
@@ -148,7 +149,8 @@ def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int,
     jobs = min(jobs, len(todo))
     threads = max(1, auto_threads() // jobs)
     log.info("running %d train cells in %d worker processes, %d torch thread(s) each", len(todo), jobs, threads)
-    todo = sorted(todo, key=lambda tc: tc.method.method == "frozen")  # evaluation-only cells fill the gaps
+    # evaluation-only cells fill the gaps
+    todo = sorted(todo, key=lambda tc: not adapter_methods.get(tc.method.method).trains)
     errors = []
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's thread pools
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
@@ -173,7 +175,7 @@ def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
     """Draw the plots and write report.md, report.html and summary.json; returns the terminal table."""
     ds, seed = cfg.datasets[0], cfg.seeds[0]
     histories = {m.label: root / "cells" / TrainCell(m, ds, seed).key / "run" / "history.csv"
-                 for m in cfg.methods if m.method != "frozen"}
+                 for m in cfg.methods if adapter_methods.get(m.method).trains}
     paras = intro(summary) if intro is not None else default_intro(cfg, summary)
     return render(summary, root, title=title or f"advlora grid: {cfg.name}", intro=paras, histories=histories,
                   extra=extra(summary) if extra else None,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from advlora.adapters import METHODS, AdapterConfig
+from advlora.adapters import method as adapter_methods
 from advlora.attacks.objectives import check_loss
 from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
@@ -241,7 +242,7 @@ class RunConfig:
     def lr(self) -> float:
         if self.train.lr is not None:
             return float(self.train.lr)
-        return 1e-4 if self.method == "full" else 1e-3
+        return adapter_methods.get(self.method).default_lr
 
 
 def load_run_config(path: str | Path | None = None, overrides: dict | list[str] | None = None,

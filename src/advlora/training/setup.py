@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from advlora.adapters import alpha_parameters, attach_adapter
+from advlora.adapters import method as adapter_methods
 from advlora.config import dump_yaml, load_yaml
 from advlora.data import load_dataset
 from advlora.data.classification import is_imagefolder
@@ -110,7 +111,7 @@ def fresh_base(config: RunConfig, device, base=None):
 def build_model(config: RunConfig, device, base=None):
     """The base model (``base`` copied when given) on ``device`` with the run's adapter attached."""
     model = fresh_base(config, device, base)
-    if config.method != "frozen":
+    if adapter_methods.get(config.method).trains:
         attach_adapter(model, config.adapter)
     if config.model.gradient_checkpointing:
         # advlora's own: transformers' switch checkpoints only in training mode, not in the (eval-mode) attack

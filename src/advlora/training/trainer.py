@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from advlora.adapters import alpha_values, regularization_loss, save_adapter
+from advlora.adapters import method as adapter_methods
 from advlora.data.shards import DIGEST_MOD, key_digest
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
@@ -149,10 +150,7 @@ class _Run:
         self.checkpoints = Checkpoints(self.acc, self.out / "checkpoints", self.model,
                                        [self.scheduler, TrainerState(self.state, self.gens)], cfg.train.keep_last,
                                        self._adapter_saver())
-        regularizer = None
-        if cfg.method == "advlora":
-            regularizer = regularization_loss
-        self.task = TrainTask(self.net, cfg.attack, self.dist, regularizer, objective=self.objective.name)
+        self.task = TrainTask(self.net, cfg.attack, self.dist, regularization_loss, objective=self.objective.name)
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
@@ -170,8 +168,6 @@ class _Run:
                                 resume_step=self.state["step"] if ckpt is not None else None)
 
     def _alphas(self) -> dict[str, float]:
-        if self.cfg.method != "advlora":
-            return {}
         return alpha_values(self.model)
 
     def _tower_of(self, layer: str) -> str | None:
@@ -352,7 +348,7 @@ class _Run:
         self.acc.wait_for_everyone()
 
     def _adapter_saver(self):
-        if self.cfg.method == "frozen":
+        if not adapter_methods.get(self.cfg.method).trains:
             return None
         return lambda path: save_adapter(self.model, path)
 

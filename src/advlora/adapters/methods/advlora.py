@@ -1,0 +1,125 @@
+"""``advlora``: AdvLoRA, peft's LoRA layers with AdvLoRA's initialisation, residual base and trainable alpha.
+
+It injects peft's LoRA layers (scaling 1), overwrites A, B (and the base weight in residual mode) with its own
+initialisation (``advlora.adapters.init``: cluster by default) and installs ``AdvLoraVariant`` for the
+trainable alpha (docs/method.md). Its alphas train in their own optimiser group (``train.alpha_lr``, no weight
+decay); ``align_lambda`` adds the alignment regulariser. Its folder exports a plain peft LoRA relative to W0
+(``lora.export_lora``) plus ``advlora_state.safetensors`` for an exact resume.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advlora.adapters import layer as L
+from advlora.adapters import init as initialisations
+from advlora.adapters.io import merge_peft_layers
+from advlora.adapters.method import AdapterMethod, register
+from advlora.adapters.methods.lora import STATE_FILE, peft_config, read_saved, residual_state, write_export
+from advlora.adapters.model import inject, lora_layers
+from advlora.errors import AdvloraError
+
+
+class AdvLora(AdapterMethod):
+    name = "advlora"
+    summary = "AdvLoRA: k-means + alignment initialisation, residual base, trainable alpha"
+    reads = ("rank", "towers", "targets", "init", "mode", "alpha_mode", "alpha_init", "align_lambda", "align_init",
+             "kmeans_iters", "kmeans_on", "seed", "dropout")
+    default_init = "cluster"
+    peft_type = None  # its peft folder is a plain LoRA: a foreign one loads as lora
+
+    @property
+    def inits(self) -> tuple[str, ...]:  # type: ignore[override] - read live: an initialisation declared later counts
+        return tuple(initialisations.INITIALISATIONS)
+
+    def validate(self, cfg) -> None:
+        if cfg.mode != "zero_alpha":
+            return
+        if cfg.alpha_init not in (None, 0, 0.0):
+            raise AdvloraError(f"adapter alpha_init must be 0 in zero_alpha mode, got {cfg.alpha_init!r}")
+        if cfg.alpha_mode == "fixed":
+            raise AdvloraError("adapter alpha_mode=fixed with mode=zero_alpha keeps alpha at 0: the adapter "
+                               "would never act (use mode=residual)")
+        if cfg.init == "peft":
+            raise AdvloraError("adapter init=peft with mode=zero_alpha starts with B = 0 and alpha = 0: no "
+                               "gradient reaches any parameter (use mode=residual)")
+
+    def attach(self, model, cfg, state, names, saved: Path | None = None) -> None:
+        # scaling 1: alpha is the scale; the factors are set below
+        inject(model, peft_config(cfg, names, lora_alpha=cfg.rank, init=False), names, cfg.seed)
+        if saved is None:
+            weights = [model.hf_model.get_submodule(n).weight for n in names]
+            factors = initialisations.INITIALISATIONS[cfg.init](weights, cfg)
+            initial = {n: (f.A, f.B) for n, f in zip(names, factors)}
+        else:
+            factors = None
+            initial = {n: (s["A0"], s["B0"]) for n, s in read_saved(saved, state.layers, cfg.rank).items()}
+        alphas: dict[str, nn.Parameter] = {}
+        for i, n in enumerate(names):
+            lay = model.hf_model.get_submodule(n)
+            if factors is not None:
+                state.report.append({"layer": n, "shape": list(lay.get_base_layer().weight.shape),
+                                     "error": factors[i].error, "onehot_error": factors[i].onehot_error})
+            else:
+                state.report.append({"layer": n})
+            A0, B0 = initial[n]
+            w0_sq = float(lay.get_base_layer().weight.detach().float().pow(2).sum())
+            lay = L.AdvLoraLinear.adopt(lay, A0, B0, cfg.alpha0, residual=cfg.mode == "residual", w0_sq=w0_sq)
+            lay.set_factors(A0, B0)
+            if lay.advlora_residual:
+                lay.subtract_initial()
+            if cfg.alpha_mode == "fixed":
+                lay.set_alpha(cfg.alpha0, trainable=False)
+            else:
+                key = {"layer": n, "tower": model.tower_of(n) or "other", "shared": "all"}[cfg.alpha_mode]
+                if key not in alphas:
+                    dev = lay.lora_A[L.ADAPTER].weight.device
+                    alphas[key] = nn.Parameter(torch.tensor(cfg.alpha0, dtype=torch.float32, device=dev))
+                lay.set_alpha(alphas[key], trainable=True)
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def param_groups(self, model) -> dict[str, list[nn.Parameter]]:
+        seen: dict[int, nn.Parameter] = {}
+        for lay in lora_layers(model).values():
+            a = lay.advlora_alpha
+            if isinstance(a, nn.Parameter) and a.requires_grad:
+                seen.setdefault(id(a), a)
+        return {"alpha": list(seen.values())}
+
+    def regularizer(self, model, cfg) -> torch.Tensor | None:
+        if not cfg.align_lambda:
+            return None
+        return float(cfg.align_lambda) * sum(lay.alignment_sq_error() for lay in lora_layers(model).values())
+
+    def logged(self, model) -> dict[str, float]:
+        return {n: float(lay.advlora_alpha.detach()) for n, lay in lora_layers(model).items()}
+
+    def diagnostics(self, model) -> dict[str, float]:
+        with torch.no_grad():
+            return {n: float(lay.alignment_sq_error().sqrt()) for n, lay in lora_layers(model).items()}
+
+    # ---- files --------------------------------------------------------------------------------------------
+    def save(self, model, state, folder: Path, meta: dict) -> None:
+        from safetensors.torch import save_file
+
+        write_export(model, state, folder)
+        save_file(residual_state(model), str(folder / STATE_FILE))
+
+    def load(self, model, state, folder: Path, meta: dict) -> None:
+        saved = read_saved(folder, state.layers, state.config.rank)
+        with torch.no_grad():
+            for n, lay in lora_layers(model).items():
+                lay.set_factors(saved[n]["A"], saved[n]["B"])
+                if isinstance(lay.advlora_alpha, nn.Parameter) and "alpha" in saved[n]:
+                    lay.advlora_alpha.fill_(float(saved[n]["alpha"]))
+
+    def merge(self, model, state) -> None:
+        merge_peft_layers(model, state.layers)
+
+    def info(self, cfg) -> dict:
+        return {"init": cfg.init, "mode": cfg.mode, "alpha_mode": cfg.alpha_mode}
+
+
+register(AdvLora())

@@ -1,0 +1,48 @@
+"""``dora``: peft's DoRA, LoRA with a trainable magnitude per output row (weight-decomposed low-rank adaptation).
+
+peft's ``LoraConfig(use_dora=True)``: the layer computes ``m * (W + s B A) / ||W + s B A||`` (the norm per
+output row, detached), with m set to ``||W||`` at creation, so the output starts unchanged (B = 0). A, B and m
+train. Its folder is peft's own (``lora_A``, ``lora_B``, ``lora_magnitude_vector``), which ``PeftModel`` loads;
+that is also all an exact resume needs. peft's DoRA adapts Linear layers, not ``nn.MultiheadAttention``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from advlora.adapters.io import load_peft_state, merge_peft_layers, save_peft
+from advlora.adapters.method import AdapterMethod, register
+from advlora.adapters.methods.lora import lora_shapes, peft_config
+from advlora.adapters.model import inject
+
+
+class Dora(AdapterMethod):
+    name = "dora"
+    summary = "peft's DoRA: LoRA plus a trainable magnitude per output (weight-decomposed); rsLoRA scaling"
+    reads = ("rank", "towers", "targets", "seed", "lora_alpha", "dropout", "use_rslora")
+    peft_type = "LORA"
+
+    def attach(self, model, cfg, state, names, saved=None) -> None:
+        lora_alpha = cfg.lora_alpha if cfg.lora_alpha is not None else cfg.rank
+        inject(model, peft_config(cfg, names, lora_alpha=lora_alpha, init=True, use_rslora=cfg.use_rslora,
+                                  use_dora=True), names, cfg.seed)
+
+    def save(self, model, state, folder: Path, meta: dict) -> None:
+        save_peft(model, folder)
+
+    def load(self, model, state, folder: Path, meta: dict) -> None:
+        load_peft_state(model, folder)
+
+    def from_peft(self, pc, tensors, folder):
+        if not pc.use_dora or pc.rank_pattern or pc.alpha_pattern:
+            return None
+        return {"rank": int(pc.r), "lora_alpha": float(pc.lora_alpha), "dropout": float(pc.lora_dropout),
+                "use_rslora": bool(pc.use_rslora)}, lora_shapes(tensors, folder)
+
+    def merge(self, model, state) -> None:
+        merge_peft_layers(model, state.layers)
+
+    def info(self, cfg) -> dict:
+        return {"rslora": True} if cfg.use_rslora else {}
+
+
+register(Dora())
