@@ -141,3 +141,14 @@ def test_train_runs_under_l2_with_a_chosen_attack_loss(model_and_data, tmp_path,
     line = json.loads((out / "metrics.json").read_text())["train_attack"]
     assert line.startswith("l2 eps=0.5 PGD") and line.endswith("attack-loss=margin"), line
     assert "clean" in printed
+
+
+def test_the_bounds_check_reads_l2_radii():
+    from advlora.evaluation.sanity import check_bounds
+
+    (line,) = check_bounds("pgd", {"max_perturbation": 0.49, "min_pixel": 0.0, "max_pixel": 1.0},
+                           ThreatModel(norm="l2", eps=0.5))
+    assert line.passed and "in the l2 ball (max 0.4900 <= 0.5)" in line.message, line.message
+    (line,) = check_bounds("pgd", {"max_perturbation": 0.51, "min_pixel": 0.0, "max_pixel": 1.0},
+                           ThreatModel(norm="l2", eps=0.5))
+    assert not line.passed
