@@ -24,6 +24,7 @@ the clean images: a sample whose search ends below its clean objective returns t
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -115,8 +116,14 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
 def eta(s: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(s, s) the meta-pseudo-gaussian window of the l2 Square Attack: the top s // 2 rows and the rest hold
     nested squares of weight sum 1 / (r + 1)^2 around their centres, of opposite signs; unit l2 norm."""
+    return _eta(int(s)).to(device=device, dtype=dtype, copy=True)   # the cached one stays untouched
+
+
+@functools.lru_cache(maxsize=64)
+def _eta(s: int) -> torch.Tensor:
+    """``eta(s)`` in float64 on the CPU, built once per window size (the schedule revisits a few sizes)."""
     out = torch.cat([_rectangles(s // 2, s), -_rectangles(s - s // 2, s)])
-    return (out / out.norm().clamp_min(1e-12)).to(device=device, dtype=dtype)
+    return out / out.norm().clamp_min(1e-12)
 
 
 def _rectangles(h: int, w: int) -> torch.Tensor:
