@@ -1,7 +1,8 @@
 """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049): a score-based black-box attack.
 
-Threat model: linf or l2 ball of radius ``eps`` intersected with [0, 1]. It only *evaluates* the objective: everything runs under ``torch.no_grad`` and backward is never
-called, so it is blind to gradient masking and serves as the sanity check of the white-box attacks.
+Threat model: linf or l2 ball of radius ``eps`` intersected with [0, 1]. It only *evaluates* the objective:
+everything runs under ``torch.no_grad`` and backward is never called, so it is blind to gradient masking and
+serves as the sanity check of the white-box attacks.
 Inputs ``images`` (B, ..., C, H, W) in [0, 1] (images (B, 3, H, W), videos (B, F, 3, H, W)); the square window
 is drawn per sample on the last two dimensions, one sign per channel (and per frame).
 
@@ -131,7 +132,7 @@ def _rectangles(h: int, w: int) -> torch.Tensor:
     delta = torch.zeros(h, w, dtype=torch.float64)
     ch, cw = h // 2, w // 2
     for r in range(max(h // 2 + 1, w // 2 + 1)):
-        delta[max(ch - r, 0):min(ch - r + 2 * r + 1, h), max(cw - r, 0):min(cw - r + 2 * r + 1, w)] += 1.0 / (r + 1) ** 2
+        delta[max(ch - r, 0):min(ch + r + 1, h), max(cw - r, 0):min(cw + r + 1, w)] += 1.0 / (r + 1) ** 2
     n = delta.norm()
     return delta / n if n > 0 else delta
 

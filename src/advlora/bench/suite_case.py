@@ -201,5 +201,5 @@ def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_
             "by_exit_k": runs}
 
 
-__all__ = ["BENCH_MEMBERS", "REDUCTION_EXIT_K", "TORCHATTACKS_NORMS", "CaptionClassifier", "classification_row", "few_class_set",
-           "have_torchattacks", "measure_autoattack", "measure_suite", "random_set"]
+__all__ = ["BENCH_MEMBERS", "REDUCTION_EXIT_K", "TORCHATTACKS_NORMS", "CaptionClassifier", "classification_row",
+           "few_class_set", "have_torchattacks", "measure_autoattack", "measure_suite", "random_set"]
