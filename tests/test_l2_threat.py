@@ -143,7 +143,7 @@ def test_train_runs_under_l2_with_a_chosen_attack_loss(model_and_data, tmp_path,
     assert "clean" in printed
 
 
-def test_the_bounds_check_reads_l2_radii():
+def test_the_sanity_lines_read_l2_radii():
     from advlora.evaluation.sanity import check_bounds
 
     (line,) = check_bounds("pgd", {"max_perturbation": 0.49, "min_pixel": 0.0, "max_pixel": 1.0},
@@ -152,3 +152,7 @@ def test_the_bounds_check_reads_l2_radii():
     (line,) = check_bounds("pgd", {"max_perturbation": 0.51, "min_pixel": 0.0, "max_pixel": 1.0},
                            ThreatModel(norm="l2", eps=0.5))
     assert not line.passed
+    from advlora.evaluation.sanity import check_monotone
+
+    line = check_monotone([(1.0, 30.0), (0.5, 40.0)], "pgd", "l2")
+    assert line.passed and "0.5: 40.0, 1: 30.0" in line.message, line.message

@@ -225,11 +225,12 @@ def white_box_reference(names) -> str | None:
     return max(refs, key=lambda n: registry.get(n).reference) if refs else None
 
 
-def check_monotone(sweep: list[tuple[float, float]], name: str = "") -> Check:
-    """``sweep``: (eps, robust r_mean) pairs; PASS when r_mean never increases with eps (0.05 point tolerance)."""
+def check_monotone(sweep: list[tuple[float, float]], name: str = "", norm: str = "linf") -> Check:
+    """``sweep``: (eps, robust r_mean) pairs under ``norm``; PASS when r_mean never increases with eps (0.05 point
+    tolerance)."""
     pts = sorted(sweep)
     bad = [(a, b) for a, b in zip(pts, pts[1:]) if b[1] > a[1] + 0.05]
-    desc = ", ".join(f"{format_eps(e)}: {r:.1f}" for e, r in pts)
+    desc = ", ".join(f"{format_eps(e, norm)}: {r:.1f}" for e, r in pts)
     return _line(not bad, f"{name + ': ' if name else ''}robust r_mean non-increasing over eps ({desc})",
                  "the attack is not converged or gradients are masked")
 

@@ -190,7 +190,7 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
             spec_ = registry.find(first[name].attack)
             if spec_ is not None and spec_.perturbs_images:
                 out.sanity.append(check_monotone([(r["eps"], r["attacks"][name]["metrics"]["r_mean"])
-                                                  for r in out.runs], name))
+                                                  for r in out.runs], name, out.runs[0]["norm"]))
     out.seconds = round(time.perf_counter() - t0, 2)
     return out
 
