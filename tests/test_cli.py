@@ -177,7 +177,7 @@ def test_exit_codes_are_one_table_followed_by_main(tmp_path, capsys):
     from advlora import errors, preempt
 
     assert errors.EXIT_CODES == {0: errors.EXIT_CODES[0], 1: errors.EXIT_CODES[1], 2: errors.EXIT_CODES[2],
-                                 75: errors.EXIT_CODES[75], 130: errors.EXIT_CODES[130]}
+                                 74: errors.EXIT_CODES[74], 75: errors.EXIT_CODES[75], 130: errors.EXIT_CODES[130]}
     assert preempt.PREEMPTED_EXIT == errors.EXIT_PREEMPTED == 75
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -133,13 +133,13 @@ def test_train_runs_under_l2_with_a_chosen_attack_loss(model_and_data, tmp_path,
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(tiny_config(ann)))
     out = tmp_path / "out"
     assert main(["train", "--config", str(tmp_path / "run.yaml"), "--steps", "1", "--attack-steps", "1",
-                 "--norm", "l2", "--eps", "0.5", "--attack-loss", "margin", "--out", str(out), "--json",
+                 "--norm", "l2", "--eps", "1", "--attack-loss", "margin", "--out", str(out), "--json",
                  "--progress", "off"]) == 0
     printed = json.loads(capsys.readouterr().out)
     saved = yaml.safe_load((out / "config.yaml").read_text())["attack"]
-    assert (saved["norm"], saved["attack_loss"]) == ("l2", "margin")
+    assert (saved["norm"], saved["eps"], saved["attack_loss"]) == ("l2", "1", "margin")   # not 255/255
     line = json.loads((out / "metrics.json").read_text())["train_attack"]
-    assert line.startswith("l2 eps=0.5 PGD") and line.endswith("attack-loss=margin"), line
+    assert line.startswith("l2 eps=1 PGD") and line.endswith("attack-loss=margin"), line
     assert "clean" in printed
 
 

@@ -12,9 +12,11 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 #: bad input: an unknown option or name, a malformed value, a missing or unreadable file (nothing was run)
 EXIT_BAD_INPUT = 2
-#: stopped by a preemption signal after saving its state; ``--resume`` continues (``EX_TEMPFAIL``)
+#: a file could not be written (disk full, no permission); what was written before is intact (``EX_IOERR``)
+EXIT_WRITE_FAILED = 74
+#: stopped by a preemption signal or Ctrl-C after saving its state; ``--resume`` continues (``EX_TEMPFAIL``)
 EXIT_PREEMPTED = 75
-#: interrupted with Ctrl-C (SIGINT), 128 + 2 as shells report it
+#: interrupted at once by Ctrl-C (SIGINT), 128 + 2 as shells report it
 EXIT_INTERRUPTED = 130
 
 #: exit status -> what it means: the table ``advlora --help`` and docs/cli.md show
@@ -22,13 +24,19 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_PROBLEMS: "a check ran and found problems (advlora data check)",
     EXIT_BAD_INPUT: "bad input: unknown option or name, malformed value, missing file; nothing was run",
-    EXIT_PREEMPTED: "stopped by a preemption signal (SIGTERM, SIGUSR1, SIGUSR2) after saving; rerun with --resume",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_WRITE_FAILED: "a file could not be written (disk full, no permission); earlier files and checkpoints kept",
+    EXIT_PREEMPTED: "stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C) after saving; rerun with --resume",
+    EXIT_INTERRUPTED: "interrupted at once (a second Ctrl-C, or Ctrl-C outside a training or attacked evaluation)",
 }
 
 
 class AdvloraError(Exception):
     """Bad input from the user (file, value, option): reported as one line, exit status ``EXIT_BAD_INPUT``."""
+
+
+class WriteFailed(AdvloraError):
+    """A file or folder could not be written (disk full, permissions): one line, exit status ``EXIT_WRITE_FAILED``;
+    the files written before it (the previous checkpoint) are left as they were."""
 
 
 def choices_error(kind: str, value: object, valid: object) -> AdvloraError:

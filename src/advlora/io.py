@@ -1,7 +1,9 @@
 """Atomic file and folder writes, the cache location and run folders.
 
 Everything advlora writes goes to a temporary name first and is renamed into place, so that an
-interrupted command never leaves a half-written result, checkpoint or cache entry behind.
+interrupted command never leaves a half-written result, checkpoint or cache entry behind. The temporary names
+are made private by ``tempfile`` (600 / 700); they are given the modes the user's umask gives any new file or
+folder before they are renamed into place.
 """
 from __future__ import annotations
 
@@ -15,12 +17,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from advlora.errors import AdvloraError
+from advlora.errors import AdvloraError, WriteFailed
 
 
 def advlora_home() -> Path:
     """The cache root: ``$ADVLORA_HOME``, default ``~/.cache/advlora``."""
     return Path(os.environ.get("ADVLORA_HOME", Path.home() / ".cache" / "advlora")).expanduser()
+
+
+def umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: str | Path, folder: bool) -> None:
+    """Give a ``tempfile`` file or folder the mode a plain ``open`` / ``mkdir`` would have under the umask."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
 
 
 @contextlib.contextmanager
@@ -30,8 +44,9 @@ def atomic_dir(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        _public(tmp, folder=True)
     except OSError as e:
-        raise AdvloraError(f"cannot write to {target.parent}: {e.strerror or e}") from None
+        raise WriteFailed(f"cannot write to {target.parent}: {e.strerror or e}") from None
     try:
         yield tmp
         if target.exists():
@@ -59,13 +74,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            _public(tmp, folder=False)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
     except OSError as e:
-        raise AdvloraError(f"cannot write {path}: {e.strerror or e}") from None
+        raise WriteFailed(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

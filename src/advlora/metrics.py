@@ -421,3 +421,14 @@ def classification_accuracy(scores: torch.Tensor, labels: torch.Tensor,
 def classification_chance(n_classes: int, ks: tuple[int, ...] = (1, 5, 10)) -> float:
     """Expected ``r_mean`` (percent) of ``classification_accuracy`` for a random ranking: mean of min(k, C) / C."""
     return sum(100.0 * min(k, n_classes) / max(n_classes, 1) for k in ks) / len(ks)
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """The base-to-new harmonic mean H = 2 B N / (B + N) of two accuracies (any one unit), as CoOp reports it
+    per data set; 0 when both are 0 (the limit, and H is 0 whenever one of them is), nan when one is nan."""
+    base, new = float(base), float(new)
+    if base != base or new != new:
+        return float("nan")
+    if base < 0 or new < 0:
+        raise ValueError(f"accuracies must be >= 0, got base {base} and new {new}")
+    return 0.0 if base + new == 0 else 2.0 * base * new / (base + new)

@@ -1,8 +1,11 @@
 """Preemption: a training told to stop by a signal finishes its step, checkpoints it, and exits with a code.
 
+Ctrl-C (SIGINT) is such a signal too: the first one stops the training after its step's checkpoint as SIGTERM
+does (one line on stderr says so), a second one interrupts at once (``KeyboardInterrupt``, exit status 130).
+
 Clusters stop jobs with a signal and kill them shortly after: SLURM sends SIGTERM on preemption, or the signal
 given with ``sbatch --signal`` (submitit asks for SIGUSR2 before the time limit). While ``stop_requests()`` is
-active, SIGTERM, SIGUSR1 and SIGUSR2 only set a flag; the trainer checks it after each step, writes a checkpoint
+active, SIGTERM, SIGUSR1, SIGUSR2 and SIGINT only set a flag; the trainer checks it after each step, writes a checkpoint
 at that step and raises ``Preempted``. ``advlora train`` then exits with ``PREEMPTED_EXIT`` (75, ``EX_TEMPFAIL``
 of sysexits.h: "try again later"), and ``advlora train --resume`` continues bit-identically. A SLURM site
 requeues such jobs with ``RequeueExit=75`` in slurm.conf, an sbatch script with ``scontrol requeue`` when it sees
@@ -12,6 +15,7 @@ can map the exception to its exit code without loading the trainer.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -21,7 +25,7 @@ from advlora.errors import EXIT_PREEMPTED
 #: exit status of a command stopped by a preemption signal after writing its checkpoint (``advlora.errors``)
 PREEMPTED_EXIT = EXIT_PREEMPTED
 #: the signals that ask a training to stop at the end of its step
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -43,6 +47,12 @@ class StopRequest:
         return self.signum is not None
 
     def _handle(self, signum: int, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if signum == signal.SIGINT:
+            if self.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            # os.write: print() inside a signal handler can meet a stream already being written
+            os.write(2, b"advlora: Ctrl-C: stopping once the current step or batch is saved (Ctrl-C again: stop "
+                        b"at once, unsaved)\n")
         self.signum = signum
 
 

@@ -100,6 +100,10 @@ class ThreatModel:
         if self.norm not in NORMS:
             raise choices_error("norm", self.norm, NORMS)
         self.eps = parse_eps(self.eps)
+        if self.norm == "linf" and self.eps >= 1:
+            raise AdvloraError(f"eps {self.eps:g} is an Linf radius of 1 or more in pixel space [0, 1], "
+                               f"which allows any image; for {self.eps:g} of 255 intensity levels write "
+                               f"{self.eps:g}/255")
         if self.step_size is not None:
             self.step_size = parse_eps(self.step_size, "step size")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -108,6 +112,17 @@ class ThreatModel:
             raise AdvloraError(f"restarts must be an integer >= 1, got {self.restarts!r}")
         self.random_start = bool(self.random_start)
         self.seed = int(self.seed)
+
+    def check_image_size(self, size: int | tuple[int, int], channels: int = 3) -> None:
+        """Refuse an L2 radius beyond the diameter of the image cube, ``sqrt(channels * H * W)``: such a ball holds
+        every image of that size (an Linf radius of 1 or more is refused when the threat model is made)."""
+        h, w = (size, size) if isinstance(size, int) else size
+        diameter = math.sqrt(channels * h * w)
+        if self.norm == "l2" and self.eps > diameter:
+            raise AdvloraError(f"eps {float(self.eps):g} is an L2 radius beyond the diameter of a "
+                               f"{channels}x{h}x{w} image in pixel space [0, 1] ({diameter:.4g}), which allows any "
+                               f"image; L2 radii are usually below 1 (e.g. 0.5), or {float(self.eps):g}/255 for "
+                               f"{float(self.eps):g} intensity levels")
 
     @property
     def eps_text(self) -> str:

@@ -14,7 +14,7 @@ from advlora.bench import cases
 from advlora.bench.retrieval_case import measure_retrieval
 from advlora.bench.suite_case import classification_row, have_torchattacks, measure_suite, reduction_rows
 from advlora.bench.timing import run_isolated
-from advlora.errors import choices_error
+from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
 
 SIZES = ("tiny", "vit-b32", "blip-base", "openclip-vit-b32")
@@ -55,14 +55,27 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise choices_error("bench size", self.size, SIZES)
+        for name, (flag, low) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise AdvloraError(f"{flag} must be an integer >= {low}, got {value!r}"
+                                   + (" (0 leaves the figure out)" if low == 0 and name != "warmup" else ""))
 
 
-def run_bench(cfg: BenchConfig) -> dict:
-    """All measurements; returns ``{"ratios": {...}, "details": {...}, "targets": {...}}``."""
+#: each count of ``BenchConfig`` -> (its option, its smallest value; 0: the figure is left out), checked before
+#: any work
+LIMITS = {"batch": ("--batch-size", 1), "rank": ("--rank", 1), "repeats": ("--repeats", 1), "warmup": ("warmup", 0),
+          "retrieval_images": ("--retrieval-images", 1), "retrieval_texts": ("--retrieval-texts", 1),
+          "suite_images": ("--suite-images", 0), "autoattack_images": ("--autoattack-images", 0)}
+
+
+def run_bench(cfg: BenchConfig, details: dict | None = None) -> dict:
+    """All measurements; returns ``{"ratios": {...}, "details": {...}, "targets": {...}}``. ``details``: the
+    dict the measurements are written into as they finish, so that a caller keeps them when a later one fails."""
     t0 = time.perf_counter()
     base = cases.base_model(cfg.size)
     images, captions = cases.make_batch(base, cfg.batch)
-    details: dict[str, float] = {}
+    details = {} if details is None else details
     details.update(cases.measure_attack(base, images, captions, cfg.repeats, cfg.warmup))
     details.update(cases.measure_steps(base, images, captions, cfg.rank, cfg.repeats, cfg.warmup))
     del base
@@ -85,7 +98,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         details[f"p2_memory_vs_full{suffix}"] = mem_adv / mem_full
     details.update(run_isolated(measure_retrieval, cfg.retrieval_images, cfg.retrieval_texts, 512, cfg.repeats,
                                 cfg.warmup))
-    details.update(measure_suite(cases.base_model(cfg.size), cfg.suite_images))
+    if cfg.suite_images:
+        details.update(measure_suite(cases.base_model(cfg.size), cfg.suite_images))
     if cfg.autoattack_images and have_torchattacks():
         rows = reduction_rows(cfg.autoattack_images) + [classification_row()]
         details["autoattack_rows"] = rows
@@ -133,7 +147,8 @@ def format_bench(result: dict, rows_only: bool = False) -> str:
     lines.append("retrieval 5k x 25k {retrieval_s:.3f}s vs matmul {matmul_s:.3f}s; extra peak "
                  "{p6_eval_extra_gib:.3f} GiB".format(**d))
     lines.append("suite on {suite_images} images: early exit {suite_early_s:.1f}s, exhaustive {suite_exhaustive_s:.1f}s, "
-                 "members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} images/s".format(**d))
+                 "members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} images/s".format(**d)
+                 if "suite_early_s" in d else "suite: not run (--suite-images 0)")
     lines += autoattack_lines(d)
     return "\n".join(lines)
 

@@ -3,19 +3,22 @@
 Each module in ``COMMANDS`` exposes ``add_arguments(parser)``, ``run(args) -> int`` and ``EXAMPLES`` (the
 example command lines its ``--help`` ends with). ``build_parser`` is the one source of every parser:
 ``command_parsers()`` returns each command's full parser (for a generated CLI reference). Exit statuses are
-those of ``advlora.errors.EXIT_CODES``: bad input raises ``AdvloraError`` (one line on stderr, 2); a command
-stopped by a preemption signal after its checkpoint raises ``Preempted`` (one line, 75); Ctrl-C is 130.
+those of ``advlora.errors.EXIT_CODES``: bad input raises ``AdvloraError`` (one line on stderr, 2); a file that
+cannot be written (``WriteFailed``, or an ``OSError`` such as a full disk) is one line, 74; a command stopped by a
+preemption signal or Ctrl-C after its checkpoint raises ``Preempted`` (one line, 75); Ctrl-C elsewhere is 130.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from advlora import __version__
 from advlora.cli.common import HelpFormatter
-from advlora.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, AdvloraError, exit_codes_text
+from advlora.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_WRITE_FAILED, AdvloraError,
+                            WriteFailed, exit_codes_text)
 from advlora.preempt import Preempted
 
 #: sub-command -> (module, one-line help)
@@ -35,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                     "or configs"),
     "results": ("advlora.cli.results", "one table from the results files of many evaluations"),
 }
+
+#: the errors of a write that a user can act on (space, quota, permissions, read-only file system): one line
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                          errno.EIO})
 
 DESCRIPTION = "Adversarially robust low-rank adaptation of vision-language models, and honest robust retrieval " \
               "evaluation."
@@ -102,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     try:
         return int(mod.run(args) or 0)
+    except WriteFailed as e:
+        print(f"advlora {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS or args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"advlora {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except AdvloraError as e:
         print(f"advlora {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -28,15 +28,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advlora.experiments.ablate import run_ablation
+    from advlora.runs import check_experiment_out, mark_once
 
     if args.steps is not None and args.steps < 1:
         raise AdvloraError(f"--steps must be >= 1, got {args.steps}")
     overrides = list(args.overrides or []) + seeds_overrides(args.seeds)
     if args.data:
         overrides += ["--datasets", f"[{args.data}]"]
+    check_experiment_out(args.out, "ablate")
     summary, table = run_ablation(args.out, quick=args.quick, steps=args.steps, overrides=overrides,
                                   tiny_test=args.tiny_test, report_only=args.report_only,
                                   jobs=jobs(args.jobs), progress=args.progress)
+    mark_once(args.out, "ablate")
     print(table)
     print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

@@ -5,19 +5,25 @@
   ``--random-model clip:vit-b32`` inspects a random model of a named size (no download).
 - ``advlora adapter init --model M --method advlora --out DIR``: attach a fresh adapter and save it (peft format).
 - ``advlora adapter merge --model M --adapter DIR --out DIR``: fold the adapter into the weights and save the model.
+- ``advlora adapter card DIR --results RUN...``: write DIR/README.md, a Hugging Face model card whose
+  ``model-index`` holds the results files of the evaluations run on the adapter (never over a README.md that
+  advlora did not write).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from advlora.adapters import method as adapter_methods
 from advlora.adapters.config import ALIGN_INITS, ALPHA_MODES, KMEANS_ON, MODES, TOWERS
 from advlora.cli.common import add_parser, add_random_model_argument, examples, parse_random_model
+from advlora.runs import check_out, mark_once, replacing
 
 EXAMPLES = examples(
     "advlora adapter info --random-model clip:vit-b32 --method all --rank 8",
     "advlora adapter init --model tiny-clip --method advlora --rank 8 --out runs/adapter",
-    "advlora adapter merge --model tiny-clip --adapter runs/a/adapter --out runs/merged")
+    "advlora adapter merge --model tiny-clip --adapter runs/a/adapter --out runs/merged",
+    "advlora adapter card runs/a/adapter --results runs/eval-a")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,13 +39,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "--out runs/adapter"))
     _model_args(init)
     _method_args(init)
-    init.add_argument("--out", required=True, help="adapter folder to write")
+    init.add_argument("--out", required=True, help="adapter folder to write (an existing one: see --overwrite)")
+    init.add_argument("--overwrite", action="store_true",
+                      help="replace an existing --out that advlora created (never a folder it did not create)")
     merge = add_parser(sub, "merge", "fold an adapter into the weights and save the merged model",
                        example=examples("advlora adapter merge --model tiny-clip --adapter runs/a/adapter "
                                         "--out runs/merged"))
     _model_args(merge)
     merge.add_argument("--adapter", required=True, help="adapter folder")
-    merge.add_argument("--out", required=True, help="model folder to write (loadable with --model)")
+    merge.add_argument("--out", required=True, help="model folder to write (loadable with --model; an existing "
+                       "one: see --overwrite)")
+    merge.add_argument("--overwrite", action="store_true",
+                       help="replace an existing --out that advlora created (never a folder it did not create)")
+    card = add_parser(sub, "card", "write the adapter folder's README.md model card from its evaluations' results",
+                      example=examples("advlora adapter card runs/a/adapter --results runs/eval-a runs/eval-b"))
+    card.add_argument("adapter", metavar="DIR", help="adapter folder")
+    card.add_argument("--results", nargs="+", required=True, metavar="RUN",
+                      help="run folders or results files of evaluations of this adapter (searched recursively)")
+    card.add_argument("--out", default=None, help="card file to write (default: DIR/README.md)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -95,7 +112,7 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"info": _info, "init": _init, "merge": _merge}[args.action](args)
+    return {"info": _info, "init": _init, "merge": _merge, "card": _card}[args.action](args)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -136,9 +153,11 @@ def _info(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from advlora.adapters import adapter_info, attach_adapter, save_adapter
 
+    check_out(args.out, overwrite=args.overwrite)
     model = _load(args)
     attach_adapter(model, _options(args, args.method))
     save_adapter(model, args.out)
+    mark_once(args.out, "adapter init")
     info = adapter_info(model)
     print(f"{args.method}: {info['trainable']:,} trainable parameters ({info['share']:.3f}%); adapter written to "
           f"{args.out}")
@@ -149,9 +168,35 @@ def _merge(args: argparse.Namespace) -> int:
     from advlora.adapters import load_adapter, merge_adapter
     from advlora.models import save_model
 
+    check_out(args.out, overwrite=args.overwrite)
     model = _load(args)
     load_adapter(model, args.adapter)
     merge_adapter(model)
-    save_model(model, args.out)
+    with replacing(args.out, lambda folder: False) if args.overwrite else contextlib.nullcontext():
+        save_model(model, args.out)          # save_pretrained writes into a folder: the old one is moved aside
+    mark_once(args.out, "adapter merge")
     print(f"merged {args.adapter} into {args.random_model or args.model}; model written to {args.out}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from advlora.errors import AdvloraError
+    from advlora.experiments.card import results_of, write_card
+    from advlora.experiments.results import find_records
+
+    if not Path(args.adapter).is_dir():
+        raise AdvloraError(f"{args.adapter}: adapter folder not found")
+    found, notes = find_records(args.results)
+    for n in notes:
+        print(f"advlora adapter card: {n}", file=sys.stderr)
+    results = results_of(args.adapter, [rec for _, rec in found])
+    if not results:
+        raise AdvloraError(f"none of the {len(found)} results files under {', '.join(args.results)} evaluated "
+                           f"the adapter {args.adapter}")
+    target = write_card(args.adapter, results, args.out)
+    print(f"model card with {len(results)} results ({len(found) - len(results)} of other models left out) "
+          f"written to {target}")
     return 0

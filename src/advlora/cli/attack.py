@@ -16,7 +16,7 @@ from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_arg
                                 summary_stream)
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
-from advlora.runs import default_out, execution, run_folder
+from advlora.runs import check_out, default_out, execution, run_folder
 
 LIST_HELP = "'list' prints every registered attack (as advlora list attacks)"
 EXAMPLES = examples(
@@ -51,7 +51,8 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                         "identical i2t metrics, see docs/evaluation.md)")
     p.add_argument("--exit-k", type=int, default=None,
                    help="early exit: an image is done once its best caption ranks at or beyond this (default: "
-                        "10, the largest reported k; 1 when only R@1 matters, as AutoAttack's accuracy: R@5 "
+                        "10, the largest reported k, lowered to the largest k the set can miss: 5 on 6-10 "
+                        "classes, 1 on at most 5; 1 when only R@1 matters, as AutoAttack's accuracy: R@5 "
                         "and R@10 are then upper bounds)")
     p.add_argument("--objective", default="contrastive",
                    help="image objective the attacks maximise: contrastive (cross-entropy; itc), margin (the CW "
@@ -78,7 +79,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.attack == "list":
         return list_attacks()
-    return run_robust(args, [a.strip() for a in args.attack.split(",") if a.strip()], command="attack")
+    attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
+    robust_options(args, attacks)
+    if args.out:
+        check_out(args.out, overwrite=args.overwrite)
+    return run_robust(args, attacks, command="attack")
 
 
 def check_norm(attacks: list[str] | str, norm: str) -> None:
@@ -105,22 +110,14 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     transfer table (with an adapter, beside the same model without it)."""
     import torch
 
-    from advlora.attacks import ThreatModel, parse_eps_list
-    from advlora.evaluation.sweep import SweepSettings, adapter_provenance, evaluate_sweep
+    from advlora.evaluation.sweep import adapter_provenance, evaluate_sweep
 
-    if attacks:
-        check_norm(attacks, args.norm)
-    settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
-                             square_limit=args.square_limit, square_queries=args.square_queries,
-                             ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
-                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
-                             exhaustive=args.exhaustive, exit_k=args.exit_k)
-    threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
-                           random_start=args.random_start, seed=args.seed)
-               for e in (parse_eps_list(args.eps) if attacks else [])]
+    settings, threats = robust_options(args, attacks)
     specs = data_specs(args.data)
     dtype = getattr(torch, getattr(args, "dtype", "float32"))
     model = _load(args, dtype, adapter=True)
+    for t in threats:
+        t.check_image_size(model.image_size)
     surrogate = None
     if args.surrogate:
         surrogate = model_loader()(args.surrogate, device=str(model.device)).to(dtype)
@@ -142,7 +139,8 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     metrics = sweep.metrics()
     if baseline is not None:
         metrics["baseline"] = baseline.metrics()
-    with run_folder(out, config, seed=args.seed, execution=execution(device=sweep_device, dtype=dtype)) as tmp:
+    with run_folder(out, config, seed=args.seed, execution=execution(device=sweep_device, dtype=dtype),
+                    command=command) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_results(tmp / "results", [(sweep, prov), *([(baseline, adapter_provenance(None))] if baseline else [])])
     if getattr(args, "json", False):
@@ -162,6 +160,31 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
         print(transfer_table(sweep, baseline, prov["trained_on"]), file=say)
     print(f"run folder: {out}", file=say)
     return 0
+
+
+def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object, list]:
+    """The sweep's settings and the threat models of ``--eps`` (each radius of a sweep; none without attacks),
+    from the flags of ``attack`` and ``eval``. Made before any work, so that a bad value (``--eps 4`` for 4/255,
+    ``--batch-size 0``) is one line at once."""
+    from advlora.attacks import ThreatModel, parse_eps_list
+    from advlora.evaluation.sweep import SweepSettings
+
+    for flag, value in (("--batch-size", args.batch_size), ("--sanity-limit", args.sanity_limit),
+                        ("--frames", getattr(args, "frames", None) or 1)):
+        if value < 1:
+            raise AdvloraError(f"{flag} must be >= 1, got {value}"
+                               + (" (--no-sanity skips the checks)" if flag == "--sanity-limit" else ""))
+    if attacks:
+        check_norm(attacks, args.norm)
+    settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
+                             square_limit=args.square_limit, square_queries=args.square_queries,
+                             ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
+                             text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
+                             exhaustive=args.exhaustive, exit_k=args.exit_k)
+    threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
+                           random_start=args.random_start, seed=args.seed)
+               for e in (parse_eps_list(args.eps) if attacks else [])]
+    return settings, threats
 
 
 def data_specs(text: str) -> list[str]:

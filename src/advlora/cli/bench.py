@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from advlora.cli.common import add_deprecated, add_out_arg, examples, parse_random_model
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retrieval-images", type=int, default=5000, help="gallery images of the retrieval timing")
     p.add_argument("--retrieval-texts", type=int, default=25000, help="captions of the retrieval timing")
     p.add_argument("--suite-images", type=int, default=8,
-                   help="images of the suite figure (P7: the standard suite vs its members alone)")
+                   help="images of the suite figure (P7: the standard suite vs its members alone); 0 skips it")
     p.add_argument("--autoattack-images", type=int, default=100,
                    help="test images per row of the AutoAttack reduction (P8, tiny CLIP, only when torchattacks is "
                         "importable: an optional extra); 0 skips it")
@@ -52,21 +53,50 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         return _run_data(args)
     from advlora.bench import BenchConfig, format_bench, run_bench, write_bench
-    from advlora.runs import default_out, execution, run_folder
+    from advlora.runs import check_out, default_out, execution, run_folder
 
     cfg = BenchConfig(size=bench_size(args.random_model), batch=args.batch_size, rank=args.rank,
                       repeats=args.repeats, retrieval_images=args.retrieval_images,
                       retrieval_texts=args.retrieval_texts, suite_images=args.suite_images,
                       autoattack_images=args.autoattack_images)
-    result = run_bench(cfg)
     out = args.out or default_out("bench")
-    with run_folder(out, cfg, execution=execution(device="cpu", dtype="float32")) as tmp:
+    check_out(out, overwrite=args.overwrite)
+    measured: dict = {}
+    try:
+        result = run_bench(cfg, measured)
+    except BaseException:
+        keep_partial(out, cfg, measured)
+        raise
+    with run_folder(out, cfg, execution=execution(device="cpu", dtype="float32"), command="bench") as tmp:
         write_bench(result, tmp)
     print(f"advlora bench --random-model {args.random_model} --batch-size {cfg.batch} (rank {cfg.rank}, medians of "
           f"{cfg.repeats})")
     print(format_bench(result))
     print(f"bench.json: {out}/bench.json")
     return 0
+
+
+def check_counts(args: argparse.Namespace, *names: str) -> None:
+    """Each of ``names`` (--batch-size, --rank, --repeats) a whole number >= 1, before any work."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise AdvloraError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def keep_partial(out, config, measured: dict) -> None:
+    """What a bench that failed late had measured: written to ``bench-partial.json`` in its run folder and
+    printed on stderr, one figure a line."""
+    from advlora.runs import execution, run_folder
+
+    if not measured:
+        return
+    with run_folder(out, config, execution=execution(device="cpu", dtype="float32"), command="bench") as tmp:
+        write_json(tmp / "bench-partial.json", measured)
+    print(f"advlora bench: stopped after {len(measured)} measurements, kept in {out}/bench-partial.json:",
+          file=sys.stderr)
+    for k, v in measured.items():
+        if isinstance(v, (int, float)):
+            print(f"  {k} = {v:.4g}", file=sys.stderr)
 
 
 def bench_size(text: str) -> str:
@@ -89,15 +119,19 @@ def _run_device(args: argparse.Namespace) -> int:
     import torch
 
     from advlora.bench.device import format_device_bench, run_device_bench
-    from advlora.runs import default_out, execution, run_folder
+    from advlora.runs import check_out, default_out, execution, run_folder
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise AdvloraError(f"--device {args.device}: no CUDA device is visible to torch here")
     sizes = tuple(bench_size(s) for s in args.device_models.split(",") if s)
-    result = run_device_bench(args.device, sizes=sizes, batch=args.batch_size, rank=args.rank, repeats=args.repeats)
+    if not sizes:
+        raise AdvloraError("--device-models names no model")
+    check_counts(args, "batch_size", "rank", "repeats")
     out = args.out or default_out("bench")
+    check_out(out, overwrite=args.overwrite)
+    result = run_device_bench(args.device, sizes=sizes, batch=args.batch_size, rank=args.rank, repeats=args.repeats)
     with run_folder(out, {"device": args.device, "sizes": list(sizes), "batch": args.batch_size, "rank": args.rank},
-                    execution=execution(device=args.device)) as tmp:
+                    execution=execution(device=args.device), command="bench") as tmp:
         write_json(tmp / "bench_device.json", result)
     print(f"advlora bench --device {args.device} --batch-size {args.batch_size} (rank {args.rank}, medians of "
           f"{args.repeats})")
@@ -109,7 +143,7 @@ def _run_device(args: argparse.Namespace) -> int:
 def _run_data(args: argparse.Namespace) -> int:
     from advlora.bench.data_case import format_data_bench, run_data_bench  # torch: only once the command runs
     from advlora.bench.dist_eval import measure_distributed_eval
-    from advlora.runs import default_out, run_folder
+    from advlora.runs import check_out, default_out, run_folder
 
     try:
         sizes = tuple(int(x) for x in args.data_sizes.split(","))
@@ -117,12 +151,14 @@ def _run_data(args: argparse.Namespace) -> int:
         raise AdvloraError(f"--data-sizes must be comma-separated integers, got {args.data_sizes!r}") from None
     if len(sizes) < 2 or min(sizes) < 1 or args.data_steps < 1:
         raise AdvloraError("--data-sizes needs at least two sizes >= 1 and --data-steps >= 1")
-    repeats = max(1, args.repeats)
+    check_counts(args, "repeats")
+    out = Path(args.out or default_out("bench-data"))
+    check_out(out, overwrite=args.overwrite)
+    repeats = args.repeats
     hook = (lambda: measure_distributed_eval(repeats=repeats)) if args.dist_eval else None
     result = run_data_bench(sizes, args.data_steps, repeats=repeats, eval_hook=hook)
-    out = Path(args.out or default_out("bench-data"))
     with run_folder(out, {"sizes": list(sizes), "steps": args.data_steps, "repeats": args.repeats,
-                          "dist_eval": args.dist_eval}) as tmp:
+                          "dist_eval": args.dist_eval}, command="bench") as tmp:
         write_json(tmp / "bench-data.json", result)
     print(f"advlora bench --data (sizes {', '.join(f'{n:,}' for n in result['sizes'])}; streaming, batch 32)")
     print(format_data_bench(result))

@@ -140,7 +140,12 @@ def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tin
 
 
 def add_out_arg(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("--out", default=None, help=f"run folder (default: runs/{command}-<timestamp>)")
+    """``--out`` and ``--overwrite``: an existing folder is never replaced unless advlora created it and
+    ``--overwrite`` is given (``advlora.runs.check_out``)."""
+    p.add_argument("--out", default=None, help=f"run folder (default: runs/{command}-<timestamp>); an existing "
+                   "one is refused, see --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that advlora created (never a folder it did not create)")
 
 
 def model_loader():

@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from advlora.cli.common import jobs
     from advlora.experiments.demo import CLASSIFICATION, SOURCE, run_demo
+    from advlora.runs import check_experiment_out, mark_once
 
     overrides = list(args.overrides or [])
     if args.data:
@@ -40,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     forget = args.forgetting_data or (None if args.data else SOURCE)
     extra = args.transfer_data or ("none" if args.data else CLASSIFICATION)
     transfer_sets = () if extra == "none" else tuple(s.strip() for s in extra.split(",") if s.strip())
+    check_experiment_out(args.out, "demo")
     summary, table = run_demo(args.out, quick=args.quick, overrides=overrides, tiny_test=args.tiny_test,
                               report_only=args.report_only, jobs=jobs(args.jobs),
                               forgetting_data=None if forget == "none" else forget, transfer_data=transfer_sets,
                               progress=args.progress)
+    mark_once(args.out, "demo")
     print(table)
     print(f"\nreport: {args.out}/report.md, {args.out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

@@ -7,15 +7,21 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
-from advlora.cli.attack import LIST_HELP, add_threat_args, check_norm, data_specs, list_attacks, run_robust
+from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, robust_options, run_robust
 from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
                                 add_progress_argument, examples, summary_stream)
 from advlora.errors import AdvloraError
-from advlora.preempt import stop_requests
-from advlora.runs import default_out
+from advlora.preempt import Preempted, stop_requests
+from advlora.runs import check_out, created_by, default_out, is_empty, mark
+
+#: the folder under --out holding an attacked evaluation's finished batches until it completes
+STATE = "eval-state"
 
 EXAMPLES = examples(
     "advlora eval --model tiny-clip --data emoji                      # clean retrieval on the embedded default",
@@ -35,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "eval")
     p.add_argument("--resume", action="store_true",
-                   help="continue an evaluation stopped by a signal (exit 75) from its finished batches (same --out)")
+                   help="continue an evaluation stopped by a signal or Ctrl-C (exit 75) from its finished batches "
+                        "(same --out); a missing or empty --out starts afresh")
     add_progress_argument(p, "per-attack progress on the main process")
     add_json_argument(p, "metrics.json")
 
@@ -45,16 +52,40 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
-    if getattr(args, "attacks", None):
-        check_norm(args.attacks, args.norm)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if getattr(args, "attacks", None) else []
+    robust_options(args, attacks)
+    if int(os.environ.get("RANK", "0")) == 0:     # the other processes of torchrun see rank 0's folder
+        check_eval_out(args, attacks)
     specs = data_specs(args.data)
     # every set's split, its files and one decoded sample, before the model loads or an attack starts
     for spec in specs:
         check_inputs(spec, [args.split], fmt=args.fmt if len(specs) == 1 else None, image_root=args.image_root,
                      frames=args.frames)
-    if getattr(args, "attacks", None):
-        return _run_robust_session(args, [a.strip() for a in args.attacks.split(",") if a.strip()])
+    if attacks:
+        return _run_robust_session(args, attacks)
     return run_robust(args, [], command="eval")
+
+
+def check_eval_out(args: argparse.Namespace, attacks: list[str]) -> None:
+    """``--out``, ``--resume`` and ``--overwrite`` before any work: a stopped evaluation is continued with
+    ``--resume`` (a missing or empty folder starts afresh, and says so); any other existing folder is refused
+    unless advlora created it and ``--overwrite`` is given (``advlora.runs.check_out``)."""
+    if args.resume and args.overwrite:
+        raise AdvloraError("--resume continues --out and --overwrite replaces it: give one of them")
+    if args.resume and not args.out:
+        raise AdvloraError("--resume needs the --out of the stopped evaluation")
+    if not args.out:
+        return
+    out = Path(args.out)
+    stopped = (out / STATE / "session.json").is_file()
+    if args.resume and attacks:
+        if is_empty(out):
+            print(f"--resume: no stopped evaluation in {out}; starting afresh", file=sys.stderr)
+        elif not stopped:
+            raise AdvloraError(f"--resume: {out} holds no stopped evaluation (no {STATE}/); choose another --out"
+                               + (" or replace it with --overwrite" if created_by(out) else ""))
+        return
+    check_out(out, overwrite=args.overwrite, resume=False if stopped else None)
 
 
 def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
@@ -75,8 +106,16 @@ def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
     skip = ("out", "resume", "progress", "device", "overrides", "command", "verbose", "json")
     fingerprint = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str))
     scratch = None if rank == 0 else tempfile.mkdtemp(prefix="advlora-eval-rank")
+    folder = Path(args.out)
+    # the first folder of --out that does not exist yet: what a failure before any measurement removes
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    resumed = args.resume and (folder / STATE / "session.json").is_file()
+    if rank == 0 and created_by(folder) is None:      # checked by check_eval_out: ours to write
+        folder.mkdir(parents=True, exist_ok=True)
+        mark(folder, "eval")
+    session = None
     try:
-        with stop_requests() as stop, EvalSession(state=f"{args.out}/eval-state", resume=args.resume, stop=stop,
+        with stop_requests() as stop, EvalSession(state=folder / STATE, resume=args.resume, stop=stop,
                                                   progress=args.progress, fingerprint=fingerprint,
                                                   distributed=size > 1) as session:
             if rank == 0 and size > 1:
@@ -91,8 +130,28 @@ def _run_robust_session(args: argparse.Namespace, attacks: list[str]) -> int:
                 print(f"resumed: {session.restored} attacked samples read from finished batches in "
                       f"{args.out}/eval-state, {session.batches_run} batches run now", file=summary_stream(args))
         return code
+    except Preempted:
+        raise
+    except BaseException:
+        if rank == 0:
+            _after_failure(folder, session, created=created, resumed=resumed)
+        raise
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         if size > 1:
             torch.distributed.destroy_process_group()
+
+
+def _after_failure(folder: Path, session, *, created: Path | None, resumed: bool) -> None:
+    """A failed evaluation leaves nothing it made unless it measured something: with no batch finished, the
+    folders it created (``created``: the first of them; else the state it started in an existing folder) are
+    removed; else the finished batches stay and one line says how to continue."""
+    done = session is not None and (session.batches_run or session.restored)
+    if done:
+        print(f"advlora eval: the finished batches are kept in {folder / STATE}: continue with --resume --out "
+              f"{folder}", file=sys.stderr)
+    elif created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+    elif not resumed:
+        shutil.rmtree(folder / STATE, ignore_errors=True)

@@ -72,6 +72,7 @@ def resolve_config(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from advlora.experiments.grid import run_grid
     from advlora.experiments.spec import load_grid_config
+    from advlora.runs import check_experiment_out, mark_once
 
     if args.status:
         return _status(args.status)
@@ -81,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides or []) + seeds_overrides(args.seeds)
     cfg = load_grid_config(resolve_config(args.config), overrides)
     out = args.out or f"runs/grid-{cfg.name}"
+    check_experiment_out(out, "grid")
     if options is not None and not args.report_only:
         return _submit(args, cfg, out, options)
     summary, table = run_grid(cfg, out, report_only=args.report_only, jobs=jobs(args.jobs), progress=args.progress)
+    mark_once(out, "grid")
     print(table)
     print(f"\nreport: {out}/report.md, {out}/report.html ({summary['elapsed_s']:.0f} s)")
     return 0

@@ -13,7 +13,10 @@ EXAMPLES = examples(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="clip", help="model family: clip | blip | siglip (default: clip)")
     p.add_argument("--out", default=None,
-                   help="model folder (default: $ADVLORA_HOME/models/tiny-<arch>, what --model tiny-<arch> loads)")
+                   help="model folder (default: $ADVLORA_HOME/models/tiny-<arch>, what --model tiny-<arch> loads, "
+                        "replaced when it exists); another existing one is refused, see --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that advlora created (never a folder it did not create)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches")
     p.add_argument("--epochs", type=int, default=None, help="passes over the emoji (default: the tuned value)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the tuned value)")
@@ -27,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from advlora.io import advlora_home
+    from advlora.runs import check_out, mark_once
     from advlora.training.pretrain import default_config, pretrain
     from advlora.report.tables import metrics_table
 
@@ -34,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads}
     over = {k: v for k, v in given.items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)
+    if args.out:        # the default, advlora's own cache, is rebuilt in place
+        check_out(args.out, overwrite=args.overwrite)
     out = args.out or advlora_home() / "models" / f"tiny-{args.arch}"
     result = pretrain(args.arch, out, seed=args.seed, config=cfg)
+    mark_once(out, "pretrain")
     print(f"tiny-{args.arch}: {result.steps} steps in {result.seconds:.0f} s on {result.threads} thread(s); "
           f"saved to {result.out}")
     print(metrics_table(result.metrics))

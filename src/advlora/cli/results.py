@@ -5,7 +5,9 @@ its run folder's ``results/`` (schema: docs/evaluation.md, "Results files"). Thi
 DIR (recursively; a file may be named directly), skips files of another schema with a note on stderr, and
 prints one row per record: the model and adapter (method, training objective), the data set and task, the
 threat model, n, the headline metric (r_mean, or top1 for classification) clean and under the worst attack,
-and the sanity verdict.
+and the sanity verdict. ``--reported [FILE]`` prints published numbers (the shipped anchors, or FILE) in a
+table of their own, never among the measured rows. ``--format NAME`` exports the results instead, as JSON
+documents or CSV on stdout, or as files under ``--out`` (docs/results-formats.md).
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from advlora.errors import AdvloraError
 
 EXAMPLES = examples(
     "advlora results runs/                                  # every results file under runs/",
-    "advlora results runs/eval-a runs/eval-b --sort robust --markdown   # most robust first, as markdown")
+    "advlora results runs/eval-a runs/eval-b --sort robust --markdown   # most robust first, as markdown",
+    "advlora results runs/ --reported                       # the published anchors in their own table",
+    "advlora results runs/ --format robustbench --out export/   # model_info/<data>/<Linf|L2>/<name>.json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,31 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", action="store_true", help="a markdown table instead of plain text")
     p.add_argument("--sort", default="data", choices=("data", "model", "robust"),
                    help="row order: by data set, by model, or by robust metric, best first (default data)")
-
-
-def find_records(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """(path, record) of every valid results file under ``paths``, and one note per skipped JSON file."""
-    from advlora.evaluation.sweep import check_record
-
-    found, notes = [], []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise AdvloraError(f"{p}: no such file or folder")
-        files = [p] if p.is_file() else sorted(p.rglob("*.json"))
-        for f in files:
-            try:
-                rec = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                notes.append(f"{f}: not readable JSON ({type(e).__name__})")
-                continue
-            if not isinstance(rec, dict) or "schema" not in rec:
-                continue   # manifest.json, metrics.json, ...: not results files
-            problems = check_record(rec)
-            if problems:
-                notes.append(f"{f}: skipped ({'; '.join(problems)})")
-                continue
-            found.append((f, rec))
-    return found, notes
+    p.add_argument("--reported", nargs="?", const="", default=None, metavar="FILE",
+                   help="also print published numbers, in a table of their own (default: none; FILE omitted: the "
+                        "shipped anchors)")
+    p.add_argument("--format", default=None, metavar="NAME",
+                   help="export instead of the table: advlora, clip-benchmark, robustbench or csv "
+                        "(docs/results-formats.md; default: the table)")
+    p.add_argument("--out", default=None, metavar="FOLDER",
+                   help="with --format: write one file per document under FOLDER, named as the format's tools "
+                        "expect (default: print to stdout)")
 
 
 def row(rec: dict) -> dict:
@@ -91,12 +79,86 @@ def render(records: list[dict], *, markdown: bool = False, sort: str = "data") -
     return metrics_table(rows, columns=COLUMNS, markdown=markdown, first="data")
 
 
+REPORTED_COLUMNS = ["data", "method", "task", "threat", "metric", "clean", "robust", "attack", "source"]
+
+
+def reported_row(entry) -> dict:
+    """One row of the reported table (a ``Result`` of kind reported)."""
+    return {"data": entry.data, "method": (entry.method or "-") + (f" ({entry.objective})" if entry.objective
+                                                                     else ""),
+            "task": entry.task, "threat": "clean only" if entry.threat is None else entry.threat.label(),
+            "metric": entry.headline, "clean": entry.clean.get(entry.headline),
+            "robust": None if entry.robust is None else entry.robust.get(entry.headline),
+            "attack": entry.attack_name or "-", "source": (entry.source or "-").split(";")[0]}
+
+
+def render_all(results: list, *, markdown: bool = False, sort: str = "data") -> str:
+    """The measured table (results files only), then, when there are any, the reported entries in a table of
+    their own under a label that says they are published numbers; the two are never mixed."""
+    from advlora.report.tables import metrics_table
+
+    measured = [r.record for r in results if r.kind == "measured"]
+    reported = [r for r in results if r.kind == "reported"]
+    parts = [render(measured, markdown=markdown, sort=sort)] if measured else []
+    if reported:
+        rows: dict[str, dict] = {}
+        for r in reported:
+            key = r.model if r.threat is None else f"{r.model} @ {r.threat.eps_str}"
+            rows[key if key not in rows else f"{key} [{len(rows)}]"] = reported_row(r)
+        parts.append("reported (published numbers, not measured here; protocols differ between sources):\n"
+                     + metrics_table(rows, columns=REPORTED_COLUMNS, markdown=markdown, first="model"))
+    return "\n\n".join(parts)
+
+
+def export(results: list, name: str, out: str | None) -> tuple[str, list[str]]:
+    """The documents of ``results`` in format ``name``, as the text to print (``out`` None) or written as files
+    under ``out``; and one note per result the format cannot hold."""
+    from advlora.experiments import exports
+
+    fmt = exports.get(name)
+    docs, notes = exports.export_all(fmt, results)
+    if fmt.render is not None:
+        body = fmt.render([d for _, d in docs])
+        files = {fmt.path(r, d): body for r, d in docs[:1]}
+        text = body.rstrip("\n")
+    else:
+        files = {}
+        for r, d in docs:
+            rel = fmt.path(r, d)
+            if rel in files:
+                stem = rel[:-len(".json")]
+                rel = next(f"{stem}-{i}.json" for i in range(2, len(docs) + 2) if f"{stem}-{i}.json" not in files)
+            files[rel] = json.dumps(d, indent=2) + "\n"
+        text = json.dumps([d for _, d in docs], indent=2)
+    if out is None:
+        return text, notes
+    for rel, body in files.items():
+        target = Path(out) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body, encoding="utf-8")
+    return f"{len(files)} {fmt.name} files under {out}", notes
+
+
 def run(args: argparse.Namespace) -> int:
+    from advlora.experiments.reported import load_reported
+    from advlora.experiments.results import Result, find_records
+
     found, notes = find_records(args.dirs)
     for n in notes:
         print(f"advlora results: {n}", file=sys.stderr)
     if not found:
         raise AdvloraError(f"no results files (schema advlora.results/1) under {', '.join(args.dirs)}")
-    print(render([r for _, r in found], markdown=args.markdown, sort=args.sort))
+    if args.out is not None and args.format is None:
+        raise AdvloraError("--out writes an export: name its --format")
+    results = [Result.from_record(r) for _, r in found]
+    if args.reported is not None:
+        results += load_reported(args.reported or None)
+    if args.format is not None:
+        text, skipped = export(results, args.format, args.out)
+        for n in skipped:
+            print(f"advlora results: {n}", file=sys.stderr)
+        print(text)
+        return 0
+    print(render_all(results, markdown=args.markdown, sort=args.sort))
     print(f"{len(found)} results files")
     return 0

@@ -8,6 +8,9 @@ defaults to 2/255, half the 4/255 that ``advlora eval`` and ``advlora attack`` e
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -89,7 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help=f"seed of the run and the adapter {_d('train.seed')}")
     p.add_argument("--device", default=None, help="cpu to force the CPU (default: cuda when available)")
     p.add_argument("--out", default=None, help="run folder (default: runs/train-<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (a "
+                   "missing or empty --out starts at step 0, so that a job script can always pass it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the advlora run folder --out (never a folder advlora did not create)")
     p.add_argument("--progress", default=None, choices=PROGRESS,
                    help="progress of the steps: a bar on a terminal, else a line every 30 s (auto), or always bar, "
                         "log or off (default: auto, the config's train.progress)")
@@ -129,9 +135,17 @@ def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
     from advlora.data.images import check_image_folder, is_image_folder
     from advlora.report.tables import metrics_table
-    from advlora.runs import default_out
+    from advlora.preempt import Preempted
+    from advlora.runs import check_out, default_out, is_empty, replacing
     from advlora.training import train
+    from advlora.training.checkpoint import list_checkpoints
 
+    if args.resume and args.overwrite:
+        raise AdvloraError("--resume continues --out and --overwrite replaces it: give one of them")
+    out = Path(args.out) if args.out else default_out("train")
+    main_process = int(os.environ.get("RANK", "0")) == 0    # under torchrun the others follow rank 0's folder
+    if main_process:
+        check_out(out, overwrite=args.overwrite, resume=args.resume)
     config = build_config(args)
     d = config.data
     # every split the run will read (training, validation, final test), its files and one decoded sample, before
@@ -149,11 +163,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_inputs(d.name, [d.train_split, d.val_split, d.test_split], fmt=d.format, image_root=d.image_root,
                      frames=d.frames)
-    out = Path(args.out) if args.out else default_out("train")
+    # what this command creates: the first missing folder of --out, or the files of an empty one
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    was_empty = made is None and is_empty(out)
+    started = lambda: bool(list_checkpoints(out / "checkpoints")) or (out / "history.csv").exists()  # noqa: E731
     try:
-        result = train(config, out, resume=args.resume, argv=sys.argv[1:])
-    except BaseException:
+        with replacing(out, lambda folder: started()) if args.overwrite and main_process \
+                else contextlib.nullcontext():
+            result = train(config, out, resume=args.resume, argv=sys.argv[1:])
+    except BaseException as e:
         _end_distributed(barrier=False)   # the other ranks may be inside a collective: waiting would hang
+        if main_process and not args.overwrite and not isinstance(e, Preempted) and not started():
+            # failed before its first step (a model not found): a rejected command leaves nothing behind
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            elif was_empty:
+                for p in out.iterdir():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         raise
     _end_distributed()
     if result.metrics:

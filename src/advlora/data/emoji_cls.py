@@ -10,8 +10,10 @@ variant, against the gallery of all class names. The class name is the base emoj
 The parts are kept apart as in ``advlora.data.emoji``: ``emoji-cls-source`` holds only emoji up to Emoji
 ``SOURCE_MAX_VERSION`` (what the tiny models were pre-trained on), ``emoji-cls-downstream`` only the newer ones;
 a class exists in a part when two of its members are in that part. Renders are seeded apart from the
-retrieval sets' (another seed stream), one per member emoji and split. The build is an ``imagefolder`` tree
-(``<part>/<split>/<class>/<image>.png``, with ``classnames.txt`` and ``templates.txt``) under
+retrieval sets' (another seed stream), ``CLS_SPLITS[split]`` per member emoji and split: four in ``train`` (the
+few-shot pool, ``advlora.data.fewshot``), one in ``val`` and ``test``. Each split has its own seed stream, so
+the train split leaves the val and test renders as they were before it existed. The build is an
+``imagefolder`` tree (``<part>/<split>/<class>/<image>.png``, with ``classnames.txt`` and ``templates.txt``) under
 ``$ADVLORA_HOME/data/emoji-cls``, read by the ``imagefolder`` format like any class-folder set.
 """
 from __future__ import annotations
@@ -27,8 +29,8 @@ from advlora.io import advlora_home, atomic_dir, atomic_write_text, write_json
 #: data set name -> the part it holds (None: both)
 EMOJI_CLS_SETS: dict[str, str | None] = {"emoji-cls": None, "emoji-cls-source": "source",
                                          "emoji-cls-downstream": "downstream"}
-#: renders per member emoji in each split
-CLS_SPLITS: dict[str, int] = {"val": 1, "test": 1}
+#: renders per member emoji in each split (train: the few-shot pool; a class of two members holds 8 images)
+CLS_SPLITS: dict[str, int] = {"train": 4, "val": 1, "test": 1}
 #: the prompts of the emoji sets: the class name as the tiny models saw names, and two short phrasings
 EMOJI_TEMPLATES = ("{}", "an emoji of {}.", "a picture of {}.")
 FORMAT_VERSION = 2
@@ -98,11 +100,24 @@ def _part_dir(name: str) -> str:
 
 def _build_part(folder: Path, part: str | None, max_classes: int | None, seed: int, size: int,
                 renders: dict[str, int], font: str) -> int:
-    classes = list(emoji_classes(part).items())[:max_classes]
+    return write_class_folders(folder, list(emoji_classes(part).items())[:max_classes], seed=seed, size=size,
+                               renders=renders, font=font, stream="cls")
+
+
+def write_class_folders(folder: Path, classes: list[tuple[str, list[str]]], *, seed: int, size: int,
+                        renders: dict[str, int], font: str, stream: str) -> int:
+    """Render ``classes`` (class name -> member emoji) as an imagefolder tree in ``folder``; the number of
+    classes written.
+
+    Each member is rendered ``renders[split]`` times per split, seeded by (``seed``, ``stream``, split, member),
+    so that a split's renders do not depend on the other splits (adding one leaves the others byte-identical)
+    and sets with another ``stream`` get other renders. A member drawn exactly like an earlier one (a sequence
+    the font lacks) is left out, and so is a class left with fewer than two members.
+    """
     lines, seen = [], set()
     for index, (name, chars) in enumerate(classes):
         glyphs = []
-        for c in chars:   # an emoji drawn exactly like an earlier one (a sequence the font lacks) is left out
+        for c in chars:
             g = render_glyph(c, font)
             key = None if g is None else (g.size, g.tobytes())
             if key is not None and key not in seen:
@@ -115,7 +130,7 @@ def _build_part(folder: Path, part: str | None, max_classes: int | None, seed: i
         for split, n in renders.items():
             (folder / split / sub).mkdir(parents=True, exist_ok=True)
             for j, (char, glyph) in enumerate(glyphs):
-                rng = random.Random(f"{seed}|cls|{split}|{char}")
+                rng = random.Random(f"{seed}|{stream}|{split}|{char}")
                 for k in range(n):
                     compose(glyph, size, **augmentation(rng, size)).save(folder / split / sub / f"{j:02d}-{k}.png",
                                                                         compress_level=1)
@@ -133,4 +148,5 @@ def emoji_cls_path(name: str, split: str = "test") -> Path:
     return build_emoji_cls() / _part_dir(name)
 
 
-__all__ = ["EMOJI_CLS_SETS", "EMOJI_TEMPLATES", "base_emoji", "build_emoji_cls", "emoji_classes", "emoji_cls_path"]
+__all__ = ["CLS_SPLITS", "EMOJI_CLS_SETS", "EMOJI_TEMPLATES", "base_emoji", "build_emoji_cls", "emoji_classes",
+           "emoji_cls_path", "write_class_folders"]

@@ -22,7 +22,7 @@ from advlora.models.base import VLModel
 from advlora.models.family import (FAMILIES, LOADERS, Family, Loader, TinyBuilder, add_sizes, family_of, get_family,
                                    register_family, register_loader, register_tiny_builder, tiny_builder,
                                    tiny_defaults, unsupported)
-from advlora.models.loading import load_transformers
+from advlora.models.loading import check_hub_id, load_transformers, model_not_found
 
 # the registered families: one line each
 register_family(clip.FAMILY)
@@ -100,13 +100,16 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     ``from_pretrained`` reads (for ``tiny-clip``: its cached folder); ``alias`` keeps the name given.
     """
     path = resolve_model_path(name_or_path, build)
+    known = [*TINY_DEFAULTS, *open_clip.PRETRAINED_BASES.values()]     # the names a "did you mean" offers
+    if ":" not in path:       # a hub id or a folder; open_clip's prefixed names are read by their loader
+        check_hub_id(path, known)
     config = read_config(path, revision)
     for loader in LOADERS:
         if loader.recognise(path, config):
             return loader.load(path, device=device, dtype=dtype, revision=revision, alias=name_or_path)
     if config is None:
-        raise AdvloraError(f"cannot load model {name_or_path!r}: not a local model folder and not available "
-                           "from the Hugging Face hub")
+        raise model_not_found(name_or_path, "not a local model folder and not available from the Hugging Face hub",
+                              known)
     raise unsupported(name_or_path, config)
 
 

@@ -6,13 +6,16 @@ checkpoint's and a folder written by ``save_model`` are read by the same call.
 """
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import cached_file
 
@@ -61,6 +64,51 @@ def load_transformers(fam: Any, path: str, *, device: str | torch.device | None 
     return model.to(device) if device is not None else model
 
 
+def check_hub_id(name: str, known: Iterable[str] = ()) -> None:
+    """Look ``name`` (not a local folder) up on the Hugging Face hub with one request and no retries, before
+    transformers reads it (its downloads retry a failed connection for about 30 s): a name the hub does not have,
+    or any name while the hub cannot be reached and the name is not in the local hub cache, is one error line at
+    once, with the ``known`` names (and the cached repos) close to it as "did you mean". Offline
+    (``HF_HUB_OFFLINE``) the cache alone answers, later."""
+    if constants.HF_HUB_OFFLINE or Path(name).exists():
+        return
+    try:
+        HfApi().model_info(name, timeout=10)
+        return
+    except (RepositoryNotFoundError, HfHubHTTPError) as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if not isinstance(e, RepositoryNotFoundError) and status not in (401, 404):
+            return                              # the hub answered otherwise: let transformers report it
+        why = "neither a local folder nor a model on the Hugging Face hub"
+    except Exception as e:  # noqa: BLE001 - httpx's connection and timeout errors, OSError, ValueError (bad ids)
+        if _cached(name):
+            return
+        why = (f"not a local folder, and the Hugging Face hub cannot be reached ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+               if not isinstance(e, ValueError) else f"neither a local folder nor a valid hub id ({e})")
+    raise model_not_found(name, why, known)
+
+
+def model_not_found(name: str, why: str, known: Iterable[str] = ()) -> AdvloraError:
+    """The one line for a model that cannot be found: ``why``, and the ``known`` names and cached hub repos
+    close to ``name`` (difflib) as "did you mean"."""
+    near = difflib.get_close_matches(name, [*known, *_cached_repos()], n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(near)}?" if near else " (advlora list models)"
+    return AdvloraError(f"cannot load model {name!r}: {why}{hint}")
+
+
+def _cached_repos() -> list[str]:
+    """The model repos in the local hub cache (``models--org--name`` folders)."""
+    try:
+        return [p.name[len("models--"):].replace("--", "/") for p in Path(constants.HF_HUB_CACHE).iterdir()
+                if p.name.startswith("models--")]
+    except OSError:
+        return []
+
+
+def _cached(name: str) -> bool:
+    return name in _cached_repos()
+
+
 def _tokenizer(path: str, revision: str | None):
     """The checkpoint's tokenizer. A generic ``tokenizers`` one (what ``save_model`` writes for the tiny models'
     WordPiece) is read as itself: ``AutoTokenizer`` would map some model types (``siglip2``) to their own class,
@@ -80,4 +128,4 @@ def _image_processor(processor_class: str, path: str, revision: str | None):
         return None
 
 
-__all__ = ["load_transformers", "transformers_loader"]
+__all__ = ["check_hub_id", "load_transformers", "model_not_found", "transformers_loader"]

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from advlora.errors import AdvloraError
+from advlora.errors import AdvloraError, WriteFailed
 from advlora.io import atomic_dir
 
 _PREFIX = "step-"
@@ -104,12 +104,20 @@ class Checkpoints:
         return self.folder / f"{_PREFIX}{step:06d}"
 
     def save(self, step: int) -> Path:
-        """Write ``step-<step>`` atomically (main process only), then delete all but the newest ``keep``."""
+        """Write ``step-<step>`` atomically (main process only), then delete all but the newest ``keep``. A write
+        that fails (a full disk: safetensors, torch and accelerate each raise their own exception) is one
+        ``WriteFailed`` line, with the earlier checkpoints left as they were."""
         target = self.path(step)
-        with atomic_dir(target) as tmp:
-            self.acc.save_state(str(tmp))
-            if self.save_adapter is not None:
-                self.save_adapter(tmp / "adapter")
+        try:
+            with atomic_dir(target) as tmp:
+                self.acc.save_state(str(tmp))
+                if self.save_adapter is not None:
+                    self.save_adapter(tmp / "adapter")
+        except Exception as e:  # noqa: BLE001 - any failed write is reported the same way
+            kept = list_checkpoints(self.folder)
+            last = f"the last checkpoint, {kept[-1]}, is intact" if kept else "no earlier checkpoint exists"
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise WriteFailed(f"cannot write checkpoint {target} ({why}); {last}") from None
         for old in list_checkpoints(self.folder)[:-max(1, self.keep)]:
             shutil.rmtree(old, ignore_errors=True)
         return target

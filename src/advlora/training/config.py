@@ -144,7 +144,8 @@ class AttackConfig:
         """The section as YAML writes it: the threat's fields flat, radii as fractions when exact (``2/255``);
         ``attack_loss`` only when it is not the default (the configs, and fingerprints, of runs that never chose
         one stay as they were)."""
-        threat = {k: _radius_text(v) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
+        norm = self.threat.norm
+        threat = {k: _radius_text(v, norm) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
         loss = {} if self.attack_loss == "contrastive" else {"attack_loss": self.attack_loss}
         return {"name": self.name, **threat, **loss, "beta": self.beta, "clean_weight": self.clean_weight}
 
@@ -155,11 +156,11 @@ class AttackConfig:
                            random_start=True, seed=seed)
 
 
-def _radius_text(value: float | None) -> str | float | None:
+def _radius_text(value: float | None, norm: str = "linf") -> str | float | None:
     """``2/255`` for a radius that text reads back exactly, else the float itself."""
     if value is None:
         return None
-    text = format_eps(float(value))
+    text = format_eps(float(value), norm)
     return text if parse_eps(text) == float(value) else float(value)
 
 

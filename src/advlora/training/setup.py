@@ -23,7 +23,7 @@ from advlora.io import atomic_write_text, write_json
 from advlora.models.recompute import enable_recompute
 from advlora.models import load_model
 from advlora.models.tiny import random_model
-from advlora.runs import manifest
+from advlora.runs import created_by, is_empty, manifest, mark
 from advlora.training.checkpoint import list_checkpoints
 from advlora.training.config import RunConfig, config_diff, load_run_config
 
@@ -50,9 +50,12 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv:
     """Create or check the run folder; returns the checkpoint to resume from (None: start from scratch).
     ``execution_info``: how the run runs, for the manifest (``advlora.runs.execution``)."""
     ckpt_dir = out / "checkpoints"
+    ours = is_empty(out) or (out / "config.yaml").is_file()    # a fresh folder or a training run's
+    if resume and not (out / "config.yaml").is_file():
+        if not ours:
+            raise AdvloraError(f"--resume: {out} holds no training run (config.yaml is missing); choose another --out")
+        resume = False      # a fresh folder: the run starts at step 0 (a job script runs one line every time)
     if resume:
-        if not (out / "config.yaml").is_file():
-            raise AdvloraError(f"--resume: {out} holds no training run (config.yaml is missing)")
         diff = config_diff(saved_config(out / "config.yaml"), dump_and_load(config), ignore=RESUMABLE_CHANGES)
         if diff:
             raise AdvloraError(f"--resume: {out} was trained with another config (differs in: {', '.join(diff)})")
@@ -67,6 +70,8 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, main: bool, argv:
             for stale in ("history.csv", "epochs.csv", "tb"):
                 p = out / stale
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if ours and created_by(out) is None:
+            mark(out, "train")
         atomic_write_text(out / "config.yaml", dump_yaml(config))
         write_json(out / "manifest.json", manifest(config.train.seed, argv, execution_info))
     found = list_checkpoints(ckpt_dir) if resume and main else []

@@ -141,6 +141,9 @@ class _Run:
                                       "epochs": {}}
         if self.trainable:
             self._prepare_training(ckpt)
+        if resume and self.main:
+            print(f"resumed from {ckpt} at step {self.state['step']}" if ckpt is not None else
+                  f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
 
     # ---- set-up ---------------------------------------------------------------------------------------------
     def _prepare_training(self, ckpt: Path | None) -> None:
