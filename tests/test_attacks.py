@@ -45,6 +45,8 @@ def test_parse_eps_and_describe():
     assert t.eps == pytest.approx(4 / 255) and t.step == pytest.approx(1 / 255)
     assert t.describe() == "linf eps=4/255 PGD steps=10 step=1/255 restarts=1 random-start"
     assert ThreatModel(norm="l2", eps=0.5, steps=5, random_start=False).describe().startswith("l2 eps=0.5 PGD steps=5")
+    assert format_eps(1.0) == "255/255" and format_eps(1.0, "l2") == "1" and format_eps(3 / 255, "l2") == "3/255"
+    assert ThreatModel(norm="l2", eps=3).describe().startswith("l2 eps=3 PGD")   # l2 radii read as decimals
 
 
 @pytest.mark.parametrize("bad", ["4//255", "abc", "1/0", "", "nan", [1]])
@@ -77,7 +79,7 @@ def test_bad_threat_values():
 
 # ---- geometry ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,norm,eps", [(n, "linf", 8 / 255) for n in ("fgsm", "pgd", "apgd", "square")]
-                         + [(n, "l2", 0.5) for n in ("fgsm", "pgd", "apgd")])  # Square: linf only (l2 refused)
+                         + [(n, "l2", 0.5) for n in ("fgsm", "pgd", "apgd", "square")])
 def test_in_ball_and_range(name, norm, eps):
     x = _images()
     x[0] = 0.0
@@ -256,8 +258,10 @@ def test_square_never_calls_backward():
     assert (adv - x).abs().max() <= 0.05 + 1e-6
     with torch.no_grad():
         assert (quad(adv) > quad(x)).all()
-    with pytest.raises(AdvloraError, match="linf"):
-        square(obj, x, eps=0.5, norm="l2")
+    quad.calls["forward"] = 0
+    adv = square(obj, x, eps=0.5, queries=50, norm="l2", generator=G())   # the l2 search is gradient-free too
+    assert quad.calls["forward"] == 52
+    assert (adv - x).reshape(3, -1).norm(dim=1).max() <= 0.5 + 1e-5
 
 
 def test_apgd_checkpoints_follow_the_paper():

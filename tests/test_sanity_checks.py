@@ -1,7 +1,7 @@
 """The sanity checks at least as strict as AutoAttack's ``checks.py``, each on the case it is built for: a model
 randomized on one call in three, Square breaking one image in 12 alone or pushing one past the exit rank, FGSM
 beating the iterative attack, probabilities and constant scores, a NaN adversarial image; and ``--norm l2``
-with a suite that holds Square refused before any work."""
+with a suite that holds an attack declared for linf only refused before any work."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from advlora.attacks import ThreatModel, fgsm, registry
-from advlora.attacks.registry import AttackSpec
+from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.cli import main
 from advlora.errors import AdvloraError
 from advlora.evaluation.probes import RANDOM_TOL, check_randomized, is_randomized
@@ -118,20 +118,29 @@ def test_a_nan_adversarial_image_is_caught(tiny_clip, image_text_folder):
     assert len(bounds) == 1 and not bounds[0].passed and "1 images NOT finite" in bounds[0].message
 
 
+#: a throw-away attack declared for linf only, and a suite that holds it (every shipped attack runs under both)
+LINF_ONLY = AttackSpec("linf-only", "black-box", lambda objective, images, threat, **kw: images, norms=("linf",))
+LINF_SUITE = AttackSpec("linf-suite", "suite", None, uses=("norm", "eps", "seed"),
+                        members=(SuiteMember("linf-only", "linf-only"),))
+
+
 @pytest.mark.parametrize("command", ["eval", "attack"])
-def test_norm_l2_with_a_suite_holding_square_is_refused_before_any_work(tmp_path, monkeypatch, capsys, command):
+def test_norm_l2_with_a_suite_holding_a_linf_attack_is_refused_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                                command):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     flag = "--attacks" if command == "eval" else "--attack"
-    # the data set does not exist: the refusal comes before any data (or model) is read
-    code = main([command, "--model", "tiny-clip", "--data", str(tmp_path / "missing.jsonl"), flag, "standard",
-                 "--norm", "l2", "--eps", "0.5", "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
-    assert "--norm l2: the standard suite's member square implements only linf" in err[0]
-    assert list(tmp_path.iterdir()) == []                     # nothing written
-    with pytest.raises(AdvloraError, match="square implements only linf"):
-        evaluate_robust(None, None, ["square"], ThreatModel(norm="l2", eps=0.5))
+    with registry.registered(LINF_ONLY), registry.registered(LINF_SUITE):
+        # the data set does not exist: the refusal comes before any data (or model) is read
+        code = main([command, "--model", "tiny-clip", "--data", str(tmp_path / "missing.jsonl"), flag,
+                     "linf-suite", "--norm", "l2", "--eps", "0.5", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert "--norm l2: the linf-suite suite's member linf-only implements only linf" in err[0]
+        assert list(tmp_path.iterdir()) == []                     # nothing written
+        with pytest.raises(AdvloraError, match="linf-only implements only linf"):
+            evaluate_robust(None, None, ["linf-only"], ThreatModel(norm="l2", eps=0.5))
+    registry.check_norm(["standard", "square"], "l2")             # the shipped suite and Square run under l2
 
 
 def test_norm_l2_without_square_still_runs(tiny_clip, image_text_folder):

@@ -12,7 +12,6 @@ import torch
 from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
                                     project_image)
 from advlora.attacks.registry import AttackSpec, register
-from advlora.attacks.threat import format_eps
 
 
 def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: str = "linf",
@@ -37,7 +36,7 @@ def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch
 
 
 def _line(threat, options: dict, context: dict) -> str:
-    eps = format_eps(float(threat.eps))
+    eps = threat.eps_text
     return threat.line(f"FGSM step={eps} no-random-start", ("norm", "eps"), objective=context.get("objective"),
                        gallery=context.get("gallery"))
 

@@ -3,8 +3,12 @@
 Image side (the query image attacks the caption gallery):
 - ``contrastive`` / ``itc``: multi-positive cross-entropy of each image against a caption gallery or a batch
   (CLIP's InfoNCE with every caption of the image as a positive); the APGD paper's "CE" (arXiv 2003.01690).
-- ``margin``: the k-th best negative minus the best positive cosine similarity (a DLR-like margin, arXiv
-  2003.01690, aimed at rank k: >= 0 once the image is off R@k).
+- ``margin``: the k-th best negative minus the best positive cosine similarity (Carlini and Wagner's margin,
+  arXiv 1608.04644, on the cosine scores, aimed at rank k: >= 0 once the image is off R@k).
+- ``dlr``: that margin divided by the spread of the top scores, ``pi_1 - pi_3`` (AutoAttack's untargeted DLR,
+  arXiv 2003.01690), with the image's own captions collapsed to the best one.
+``LOSSES`` are the three losses a white-box attack can maximise (cross-entropy, CW margin, DLR): ``--objective``
+of the evaluation and ``attack.attack_loss`` of training name them.
 - ``TargetedDLR``: targeted scale-invariant margins towards clean negatives below the best positive (APGD-T's
   objectives), aimed at rank k, on the scores with the image's own captions collapsed to the best one.
 ``k`` is one rank, or the increasing ranks an evaluation reports up to its exit rank (``evaluate_robust(exit_k=)``;
@@ -189,24 +193,64 @@ def staged(sim: torch.Tensor, positives: torch.Tensor, ks: tuple[int, ...], valu
 def margin(model, text_features: torch.Tensor, positives: torch.Tensor,
            clean_features: torch.Tensor | None = None, k: int | tuple[int, ...] = 1) -> Objective:
     """The ``k``-th best negative minus the best positive cosine similarity (>= 0: the image's best caption
-    ranks at ``k`` or beyond, off R@k); ``k`` several ranks: ``staged`` over them. A DLR-like margin:
-    scale-free, so it does not saturate as cross-entropy does; with the suite's ranks a black-box search on it
+    ranks at ``k`` or beyond, off R@k); ``k`` several ranks: ``staged`` over them. The CW margin on cosine
+    scores: it does not saturate as cross-entropy does; with the suite's ranks a black-box search on it
     aims at what makes an image done, not at rank 1 only (``k`` = 1: best negative minus best positive).
     ``clean_features``: as ``contrastive``'s."""
+    return _scored("margin", model, text_features, positives, clean_features, k, margin_loss)
+
+
+def margin_loss(sim: torch.Tensor, positives: torch.Tensor, k: int | tuple[int, ...] = 1) -> torch.Tensor:
+    """(B,) ``margin``'s loss of scores ``sim`` (B, N): the ``k``-th best negative minus the best positive."""
+    pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
+    return staged(sim, positives, ranks_of(k), lambda j: kth_negative(sim, positives, j) - pos)
+
+
+def _scored(name: str, model, text_features: torch.Tensor, positives: torch.Tensor,
+            clean_features: torch.Tensor | None, k, loss_at) -> RankedObjective:
+    """The gallery objective of ``loss_at(cosine scores, positives, ks) -> (B,)``, a loss that needs a negative
+    caption per image, aimed at the ranks ``k``."""
     tf = text_features.detach()
     positives = _check_pos(positives, tf.shape[0]).to(tf.device)
     if positives.all(dim=1).any():
-        raise AdvloraError("margin objective needs at least one negative caption per image")
+        raise AdvloraError(f"{name} objective needs at least one negative caption per image")
     ks = ranks_of(k)
 
     def score_of(positives: torch.Tensor):
         def score(feats: torch.Tensor):
             sim = feats @ tf.t()
-            pos = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
-            return staged(sim, positives, ks, lambda j: kth_negative(sim, positives, j) - pos), sim, positives
+            return loss_at(sim, positives, ks), sim, positives
         return score
 
     return _gallery_objective(model, score_of, positives, clean_features, tf)
+
+
+def dlr(model, text_features: torch.Tensor, positives: torch.Tensor,
+        clean_features: torch.Tensor | None = None, k: int | tuple[int, ...] = 1) -> Objective:
+    """AutoAttack's untargeted DLR loss (arXiv 2003.01690) on a caption gallery, aimed at rank ``k``
+    (``dlr_loss``); ``k`` several ranks: ``staged`` over them. Invariant to shifts and scalings of the scores
+    (``margin`` to shifts only). ``clean_features``: as ``contrastive``'s."""
+    return _scored("dlr", model, text_features, positives, clean_features, k, dlr_loss)
+
+
+def dlr_loss(sim: torch.Tensor, positives: torch.Tensor, k: int | tuple[int, ...] = 1) -> torch.Tensor:
+    """(B,) the DLR loss of scores ``sim`` (B, N): ``(o_k - z_y) / (pi_1 - pi_3)``, z_y the best positive, o_j
+    the j-th highest negative and pi the sorted ``[z_y, o_k, o_{k+1}, ...]`` (the image's own captions collapsed
+    to the best one, the ``k - 1`` negatives the rank allows above it left out, as ``targeted_dlr``). ``k`` = 1
+    with one caption per image: AutoAttack's ``-(z_y - max_{i != y} z_i) / (pi_1 - pi_3)``; >= 0 off R@k."""
+    z_y = sim.masked_fill(~positives, float("-inf")).amax(dim=1)
+    neg = sim.masked_fill(positives, float("-inf"))
+
+    def at(j: int) -> torch.Tensor:
+        o_j = kth_negative(sim, positives, j)                  # a row with fewer negatives: its lowest one
+        after = neg.topk(min(j + 2, neg.shape[1]), dim=1).values[:, j:]          # o_{k+1}, o_{k+2}
+        top = torch.cat([z_y[:, None], o_j[:, None], after], dim=1)
+        top = top.topk(min(3, top.shape[1]), dim=1).values
+        last = (top > float("-inf")).sum(dim=1).clamp_min(1) - 1   # a row with fewer scores: its lowest
+        pi3 = top.gather(1, last.clamp(max=2)[:, None]).squeeze(1)
+        return (o_j - z_y) / (top[:, 0] - pi3 + 1e-12)
+
+    return staged(sim, positives, ranks_of(k), at)
 
 
 class TargetedDLR:
@@ -389,8 +433,17 @@ def text_contrastive(model, image_features: torch.Tensor, txt2img: torch.Tensor,
     return objective
 
 
+#: the losses a white-box attack can maximise on a caption gallery, ``loss(cosine scores (B, N), positives,
+#: logit scale) -> (B,)``: cross-entropy, the CW margin and DLR (the evaluation's ``--objective``, training's
+#: ``attack.attack_loss``)
+LOSSES = {
+    "contrastive": lambda sim, positives, scale: multi_positive_ce(scale * sim, positives),
+    "margin": lambda sim, positives, scale: margin_loss(sim, positives),
+    "dlr": lambda sim, positives, scale: dlr_loss(sim, positives),
+}
+
 #: image-side objective names usable from the CLI and ``evaluate_robust``
-OBJECTIVES = ("contrastive", "itc", "margin", "embedding", "itm", "rerank")
+OBJECTIVES = ("contrastive", "itc", "margin", "dlr", "embedding", "itm", "rerank")
 #: objectives an attack can fix in its declaration beside those (``apgd-t``: the targeted DLR family)
 FAMILIES = ("dlr-targeted",)
 
@@ -398,4 +451,11 @@ FAMILIES = ("dlr-targeted",)
 def check_objective(name: str) -> str:
     if name not in OBJECTIVES:
         raise choices_error("objective", name, OBJECTIVES)
+    return name
+
+
+def check_loss(name: str, what: str = "attack loss") -> str:
+    """``name`` if it is one of ``LOSSES``, else one error line listing them."""
+    if name not in LOSSES:
+        raise choices_error(what, name, tuple(LOSSES))
     return name

@@ -55,11 +55,14 @@ def parse_eps_list(text: str | list) -> list[float]:
     return [parse_eps(t) for t in items]
 
 
-def format_eps(eps: float) -> str:
+def format_eps(eps: float, norm: str = "linf") -> str:
     """``4/255`` when eps is a multiple of 1/255; a short decimal (``0.5``) when it is one; else ``0.5/255`` for
-    multiples of 1/(255*16); else four significant digits."""
+    multiples of 1/(255*16); else four significant digits. Under ``l2``, whose radii are sums over all pixels
+    (0.5, 1, 3), a short decimal comes first (``1``, not ``255/255``)."""
     if eps == 0:
         return "0"
+    if norm == "l2" and abs(float(f"{eps:.4g}") - eps) < 1e-12:
+        return f"{eps:.4g}"
     k = eps * 255
     if abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
@@ -122,6 +125,11 @@ class ThreatModel:
                                f"{float(self.eps):g} intensity levels")
 
     @property
+    def eps_text(self) -> str:
+        """The radius as lines, keys and file names write it (``format_eps`` under this norm)."""
+        return format_eps(float(self.eps), self.norm)
+
+    @property
     def step(self) -> float:
         """The step size actually used: ``step_size`` or 2.5 * eps / steps."""
         return float(self.step_size) if self.step_size is not None else 2.5 * float(self.eps) / self.steps
@@ -135,11 +143,11 @@ class ThreatModel:
     def line(self, label: str, uses: tuple[str, ...] = FIELDS, **extra) -> str:
         """``{norm} eps={eps} {label}`` then the fields of ``uses`` an attack reads (steps, step, restarts,
         random start) and ``extra`` (``key=value``, None values left out)."""
-        parts = [f"{self.norm} eps={format_eps(float(self.eps))}", label]
+        parts = [f"{self.norm} eps={self.eps_text}", label]
         if "steps" in uses:
             parts.append(f"steps={self.steps}")
         if "step_size" in uses:
-            parts.append(f"step={format_eps(self.step)}")
+            parts.append(f"step={format_eps(self.step, self.norm)}")
         if "restarts" in uses:
             parts.append(f"restarts={self.restarts}")
         if "random_start" in uses:

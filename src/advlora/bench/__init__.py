@@ -157,8 +157,9 @@ def autoattack_lines(d: dict) -> list[str]:
     """P8's rows: AutoAttack's robust accuracy and wall, and the suite's at each exit rank."""
     lines = []
     for row in d.get("autoattack_rows", []):
-        lines.append("AutoAttack reduction {data} {eps} ({aa_images} images, clean R@1 {clean_r1:.1f}): AutoAttack "
-                     "robust acc. {aa_acc:.1f} in {aa_s:.1f}s".format(**row))
+        norm = "" if row.get("norm", "linf") == "linf" else f"{row['norm']} "      # linf rows read as before
+        lines.append(("AutoAttack reduction {data} " + norm + "{eps} ({aa_images} images, clean R@1 {clean_r1:.1f}): "
+                      "AutoAttack robust acc. {aa_acc:.1f} in {aa_s:.1f}s").format(**row))
         for b in row.get("by_exit_k", [row]):
             lines.append("  advlora standard --exit-k {exit_k}: i2t R@1 {ours_r1:.1f} in {ours_s:.1f}s, ratio "
                          "{p8_vs_autoattack:.2f}".format(**b))

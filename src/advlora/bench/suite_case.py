@@ -115,14 +115,16 @@ def have_torchattacks() -> bool:
 REDUCTION_EXIT_K = (1, 10)
 
 
-def reduction_rows(n: int = 100) -> list[dict]:
+def reduction_rows(n: int = 100, norm: str = "linf", eps: str | None = None) -> list[dict]:
     """The two rows of the reduction on the pre-trained tiny CLIP (``tiny-clip``): emoji-downstream at 4/255
-    and emoji-source at 2/255, ``n`` test images each."""
+    and emoji-source at 2/255 (``eps``: both at that radius, as an l2 comparison needs), ``n`` test images each,
+    under ``norm``."""
     model = load_model("tiny-clip")
     rows = []
-    for name, eps in (("emoji-downstream", "4/255"), ("emoji-source", "2/255")):
+    for name, default in (("emoji-downstream", "4/255"), ("emoji-source", "2/255")):
         data = load_dataset(name, "test", limit=n, seed=0)
-        rows.append({"data": name, "eps": eps, **measure_autoattack(model, data, eps)})
+        e = eps or default
+        rows.append({"data": name, "eps": e, "norm": norm, **measure_autoattack(model, data, e, norm=norm)})
     return rows
 
 
@@ -142,19 +144,26 @@ def few_class_set(n_classes: int = 7, per_class: int = 20, name: str = "emoji-cl
                                  f"{full.name}-{n_classes}cls", labels=labels, templates=full.templates)
 
 
-def classification_row(n_classes: int = 7, per_class: int = 20, eps: str = "1/255") -> dict:
-    """The zero-shot classification row on the pre-trained tiny CLIP: ``few_class_set`` at ``eps``."""
+def classification_row(n_classes: int = 7, per_class: int = 20, eps: str = "1/255", norm: str = "linf") -> dict:
+    """The zero-shot classification row on the pre-trained tiny CLIP: ``few_class_set`` at ``eps`` under
+    ``norm``."""
     model = load_model("tiny-clip")
     data = few_class_set(n_classes, per_class)
-    return {"data": data.name, "eps": eps, **measure_autoattack(model, data, eps, exit_ks=(1, None))}
+    return {"data": data.name, "eps": eps, "norm": norm,
+            **measure_autoattack(model, data, eps, exit_ks=(1, None), norm=norm)}
+
+
+#: torchattacks' name of each norm
+TORCHATTACKS_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_size: int = 32,
-                       exit_ks: tuple[int | None, ...] = REDUCTION_EXIT_K) -> dict:
+                       exit_ks: tuple[int | None, ...] = REDUCTION_EXIT_K, norm: str = "linf") -> dict:
     """advlora's ``standard`` suite vs torchattacks' AutoAttack (standard version) on ``data`` with one caption
     per image (its first; a classification set as it is, against its prompt-ensembled classes): robust i2t R@1
     (top-1) vs robust accuracy (percent) and the wall ratio, the suite once per exit rank of ``exit_ks``
-    (``evaluate_robust(exit_k=)``; None: the task's default), AutoAttack once, between them."""
+    (``evaluate_robust(exit_k=)``; None: the task's default), AutoAttack once, between them; both under
+    ``norm`` (linf or l2: torchattacks' ``norm="L2"``) at radius ``eps``."""
     import torchattacks
 
     if isinstance(data, ClassificationDataset):
@@ -164,7 +173,7 @@ def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_
         one = RetrievalDataset(data.root, data.images, [data.captions[j] for j in first],
                                torch.arange(len(data)), name=data.name)
         y = torch.arange(len(one))
-    th = ThreatModel(eps=eps)
+    th = ThreatModel(norm=norm, eps=eps)
 
     def ours(k: int | None) -> dict:
         t = time.perf_counter()
@@ -176,7 +185,7 @@ def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_
     runs = [ours(exit_ks[0])]
     clf = CaptionClassifier(for_dataset(model, one), one.captions).eval()
     x = one.load_images_uint8(model.image_size).float() / 255
-    aa = torchattacks.AutoAttack(clf, norm="Linf", eps=float(th.eps), version="standard",
+    aa = torchattacks.AutoAttack(clf, norm=TORCHATTACKS_NORMS[th.norm], eps=float(th.eps), version="standard",
                                  n_classes=len(one.captions), seed=0)
     t = time.perf_counter()
     adv = torch.cat([aa(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, len(x), batch_size)])
@@ -192,5 +201,5 @@ def measure_autoattack(model, data: RetrievalDataset, eps: str = "4/255", batch_
             "by_exit_k": runs}
 
 
-__all__ = ["BENCH_MEMBERS", "REDUCTION_EXIT_K", "CaptionClassifier", "classification_row", "few_class_set",
-           "have_torchattacks", "measure_autoattack", "measure_suite", "random_set"]
+__all__ = ["BENCH_MEMBERS", "REDUCTION_EXIT_K", "TORCHATTACKS_NORMS", "CaptionClassifier", "classification_row",
+           "few_class_set", "have_torchattacks", "measure_autoattack", "measure_suite", "random_set"]

@@ -31,7 +31,8 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
     p.add_argument("--eps", default=eps_default,
                    help=f"radius in pixel space [0, 1]: 4/255, 0.0157, or a sweep 1/255,2/255,4/255 (default: "
                         f"{eps_default}; advlora train's training radius defaults to 2/255)")
-    p.add_argument("--norm", default="linf", help="linf or l2")
+    p.add_argument("--norm", default="linf", help="linf or l2 (l2 radii are larger: e.g. --eps 0.5; every attack, "
+                   "the standard suite included, runs under both)")
     p.add_argument("--attack-steps", dest="steps", type=int, default=10, metavar="N",
                    help="iterations of the iterative attacks, PGD/APGD (FGSM: 1)")
     add_deprecated(p, "--steps", dest="steps", new="--attack-steps", type=int)
@@ -54,8 +55,9 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                         "classes, 1 on at most 5; 1 when only R@1 matters, as AutoAttack's accuracy: R@5 "
                         "and R@10 are then upper bounds)")
     p.add_argument("--objective", default="contrastive",
-                   help="image objective the attacks maximise: contrastive (itc), margin, embedding; BLIP: itm, "
-                        "rerank")
+                   help="image objective the attacks maximise: contrastive (cross-entropy; itc), margin (the CW "
+                        "margin), dlr (AutoAttack's DLR), embedding; BLIP: itm, rerank (written in the threat-model "
+                        "line as objective=)")
     p.add_argument("--gallery", default="full", help="objective against the full caption gallery or the batch")
     p.add_argument("--surrogate", default=None,
                    help="surrogate model of the transfer attack (default: none; needed by --attack transfer)")
@@ -108,7 +110,6 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     transfer table (with an adapter, beside the same model without it)."""
     import torch
 
-    from advlora.attacks import format_eps
     from advlora.evaluation.sweep import adapter_provenance, evaluate_sweep
 
     settings, threats = robust_options(args, attacks)
@@ -131,7 +132,7 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
         baseline = evaluate_sweep(_load(args, dtype, adapter=False), datasets, threats, settings, model_id=args.model,
                                   split=args.split, surrogate=surrogate)
     config = {k: v for k, v in vars(args).items() if k not in ("overrides",)}
-    config["threat_models"] = [{"norm": t.norm, "eps": format_eps(float(t.eps)), "steps": t.steps,
+    config["threat_models"] = [{"norm": t.norm, "eps": t.eps_text, "steps": t.steps,
                                 "step_size": t.step, "restarts": t.restarts, "random_start": t.random_start,
                                 "seed": t.seed} for t in threats]
     out = args.out or default_out(command)

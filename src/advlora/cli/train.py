@@ -27,13 +27,15 @@ FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method",
          "eps": "attack.eps", "seed": "train.seed", "attack": "attack.name", "device": "train.device",
          "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split",
          "eval_data": "data.eval_name", "attack_steps": "attack.steps", "random_model": "model.random",
-         "progress": "train.progress", "objective": "train.objective"}
+         "progress": "train.progress", "objective": "train.objective", "norm": "attack.norm",
+         "attack_loss": "attack.attack_loss"}
 
 #: the run config's defaults the help names (``RunConfig()``; tests/test_cli.py checks they agree), kept here
 #: so that ``advlora train --help`` imports no torch
 DEFAULTS = {"model.name": "tiny-clip", "data.name": "emoji", "data.train_split": "train", "adapter.method": "advlora",
             "adapter.rank": 8, "train.epochs": 1, "train.batch_size": 32, "attack.name": "pgd",
-            "attack.eps": "2/255", "attack.steps": 3, "train.seed": 0, "train.objective": "tecoa"}
+            "attack.eps": "2/255", "attack.steps": 3, "train.seed": 0, "train.objective": "tecoa",
+            "attack.attack_loss": "contrastive"}
 
 EXAMPLES = examples(
     "advlora train --model tiny-clip --data emoji-downstream --method advlora --steps 50 --out runs/a",
@@ -81,6 +83,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "advlora eval evaluates at 4/255 by default)")
     p.add_argument("--attack-steps", type=int, default=None,
                    help=f"iterations of the training attack {_d('attack.steps')}")
+    p.add_argument("--norm", default=None,
+                   help="the training attack's ball, linf or l2 (default: linf, the config's attack.norm; l2 radii "
+                        "are larger, e.g. --eps 0.5)")
+    p.add_argument("--attack-loss", default=None,
+                   help="the loss the training attack maximises: contrastive (cross-entropy), margin (the CW "
+                        f"margin) or dlr; objectives tecoa, mix and fgsm-rs {_d('attack.attack_loss')}")
     p.add_argument("--seed", type=int, default=None, help=f"seed of the run and the adapter {_d('train.seed')}")
     p.add_argument("--device", default=None, help="cpu to force the CPU (default: cuda when available)")
     p.add_argument("--out", default=None, help="run folder (default: runs/train-<timestamp>)")

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from advlora.attacks import ThreatModel, attack_mode, format_eps, registry
+from advlora.attacks import ThreatModel, attack_mode, registry
 from advlora.attacks import objectives as O
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError, choices_error
@@ -86,7 +86,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
         ctx = context(model, dataset, k)
         run.ctx, run.scopes = ctx, {"full": Outcomes(ctx.clean_ranks[0])}
         out: dict = {"clean": ctx.clean, "n_images": len(dataset), "n_texts": len(dataset.captions),
-                     "eps": float(threat.eps), "eps_str": format_eps(float(threat.eps)), "norm": threat.norm,
+                     "eps": float(threat.eps), "eps_str": threat.eps_text, "norm": threat.norm,
                      "objective": objective, "gallery": gallery, "rerank_k": k, "attacks": {},
                      "suite_mode": "exhaustive" if exhaustive else "early-exit", "protocol": PROTOCOL.strip()}
         if not exhaustive:

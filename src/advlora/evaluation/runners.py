@@ -22,8 +22,8 @@ from advlora.metrics import attack_success_rate
 
 def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
                   text_features=None, n_targets: int = 9, rank_k: int = 1):
-    """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set; the margin
-    and targeted objectives aim at the reported ranks (``KS``) below ``rank_k`` and at ``rank_k`` (the suite's
+    """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set; the margin,
+    DLR and targeted objectives aim at the reported ranks (``KS``) below ``rank_k`` and at ``rank_k`` (the suite's
     exit rank), each image at the lowest it has not reached (``objectives.staged``)."""
     own = model is None or model is ctx.model
     model = ctx.model if model is None else model
@@ -39,6 +39,8 @@ def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, galle
         return O.contrastive(model, tf, pos, clean_features=cf)
     if name == "margin":
         return O.margin(model, tf, pos, clean_features=cf, k=ks)
+    if name == "dlr":
+        return O.dlr(model, tf, pos, clean_features=cf, k=ks)
     if name == "dlr-targeted":
         return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets, k=ks)
     if name == "embedding":

@@ -165,6 +165,11 @@ def check_robust_le_clean(name: str, entry, kind: str | None = None) -> Check:
                  "the attack improved retrieval: a broken attack or metric")
 
 
+def _radius(r: float, norm: str) -> str:
+    """A measured perturbation as the threat line writes its radius: ``3.998/255`` under linf, ``0.4999`` under l2."""
+    return f"{r * 255:.3f}/255" if norm == "linf" else f"{r:.4f}"
+
+
 def check_bounds(name: str, checks: dict, threat: ThreatModel) -> list[Check]:
     if not checks:
         return []
@@ -174,8 +179,8 @@ def check_bounds(name: str, checks: dict, threat: ThreatModel) -> list[Check]:
                    and bad == 0,
                    f"{name}: adversarial images in [0, 1] (min {checks['min_pixel']:.3f}, "
                    f"max {checks['max_pixel']:.3f})"
-                   f" and in the {threat.norm} ball (max {checks['max_perturbation'] * 255:.3f}/255 <= "
-                   f"{format_eps(eps)})" + (f"; {bad} images NOT finite (NaN or inf)" if bad else ", all finite"),
+                   f" and in the {threat.norm} ball (max {_radius(checks['max_perturbation'], threat.norm)} <= "
+                   f"{threat.eps_text})" + (f"; {bad} images NOT finite (NaN or inf)" if bad else ", all finite"),
                    "projection bug, or a NaN from a division by a zero norm in the attack")]
     if "eval_mode_during" in checks:
         lines.append(_line(checks["eval_mode_during"] and checks["inputs_in_range_during"],
@@ -220,11 +225,12 @@ def white_box_reference(names) -> str | None:
     return max(refs, key=lambda n: registry.get(n).reference) if refs else None
 
 
-def check_monotone(sweep: list[tuple[float, float]], name: str = "") -> Check:
-    """``sweep``: (eps, robust r_mean) pairs; PASS when r_mean never increases with eps (0.05 point tolerance)."""
+def check_monotone(sweep: list[tuple[float, float]], name: str = "", norm: str = "linf") -> Check:
+    """``sweep``: (eps, robust r_mean) pairs under ``norm``; PASS when r_mean never increases with eps (0.05 point
+    tolerance)."""
     pts = sorted(sweep)
     bad = [(a, b) for a, b in zip(pts, pts[1:]) if b[1] > a[1] + 0.05]
-    desc = ", ".join(f"{format_eps(e)}: {r:.1f}" for e, r in pts)
+    desc = ", ".join(f"{format_eps(e, norm)}: {r:.1f}" for e, r in pts)
     return _line(not bad, f"{name + ': ' if name else ''}robust r_mean non-increasing over eps ({desc})",
                  "the attack is not converged or gradients are masked")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from advlora.attacks import ThreatModel, format_eps, registry
+from advlora.attacks import ThreatModel, registry
 from advlora.attacks.registry import AttackSpec
 from advlora.evaluation import distributed
 from advlora.evaluation.images import AdvImages, ImageSource, Picked, write_record
@@ -250,7 +250,7 @@ def ensemble(ctx: Ctx, advs: dict, members: list[str], threat: ThreatModel, *, n
     pick = key.argmax(dim=0)                                                          # (N,)
     adv = Picked([advs[m][0] for m in members], pick)         # per sample the chosen member's row, read lazily
     if line is None:
-        line = (f"{threat.norm} eps={format_eps(float(threat.eps))} ensemble(per-sample worst of {', '.join(members)})"
+        line = (f"{threat.norm} eps={threat.eps_text} ensemble(per-sample worst of {', '.join(members)})"
                 f" precision={precision_of(ctx.model)}")
     res = measure(ctx, adv)
     entry = result(name, ctx, res, line, chosen={n: int((pick == i).sum()) for i, n in enumerate(members)})

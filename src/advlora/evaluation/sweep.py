@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from advlora.attacks import ThreatModel, format_eps, registry, result_key
+from advlora.attacks import ThreatModel, registry, result_key
 from advlora.config import load_yaml
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
@@ -190,7 +190,7 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
             spec_ = registry.find(first[name].attack)
             if spec_ is not None and spec_.perturbs_images:
                 out.sanity.append(check_monotone([(r["eps"], r["attacks"][name]["metrics"]["r_mean"])
-                                                  for r in out.runs], name))
+                                                  for r in out.runs], name, out.runs[0]["norm"]))
     out.seconds = round(time.perf_counter() - t0, 2)
     return out
 
@@ -239,7 +239,7 @@ def adapter_provenance(adapter: str | Path | None) -> dict[str, Any]:
 
 # ---- results files --------------------------------------------------------------------------------------
 def _threat_dict(th: ThreatModel) -> dict[str, Any]:
-    return {"norm": th.norm, "eps": float(th.eps), "eps_str": format_eps(float(th.eps)), "steps": th.steps,
+    return {"norm": th.norm, "eps": float(th.eps), "eps_str": th.eps_text, "steps": th.steps,
             "step_size": th.step, "restarts": th.restarts, "random_start": th.random_start, "seed": th.seed}
 
 
@@ -254,7 +254,7 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
     for r in sweep.results:
         cells = [(th, run) for th, run in zip(r.threats, r.runs)] if r.runs else [(None, None)]
         for th, run in cells:
-            eps_str = format_eps(float(th.eps)) if th is not None else None
+            eps_str = th.eps_text if th is not None else None
             attacks = {k: {"attack": a.attack, "threat": a.threat, "metrics": a.metrics, "clean": a.clean,
                            "asr": a.asr, "n_images": a.n_images, **({"subset": a.subset} if a.subset else {})}
                        for k, a in r.robust.items() if registry.split_key(k)[1] == eps_str}
@@ -338,7 +338,7 @@ def transfer_rows(sweep: Sweep, baseline: Sweep | None = None, trained_on: Seque
     rows = []
     for r in sweep.results:
         base = next((b for b in baseline.results if b.spec == r.spec), None) if baseline else None
-        eps_list = [format_eps(float(t.eps)) for t in r.threats] if r.runs else [None]
+        eps_list = [t.eps_text for t in r.threats] if r.runs else [None]
         for eps in eps_list:
             worst = r.worst(eps) if eps else None
             clean = r.clean.get(r.headline)

@@ -22,6 +22,7 @@ from typing import Any
 
 from advlora.adapters import METHODS, AdapterConfig
 from advlora.adapters import method as adapter_methods
+from advlora.attacks.objectives import check_loss
 from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
 from advlora.data.shards import MODES as SHARD_MODES
@@ -110,14 +111,21 @@ class AttackConfig:
     """The training attack: ``name`` from ``advlora.attacks.ATTACKS`` or ``none`` (clean training), its budget
     ``threat`` (step_size None: 2.5 * eps / steps for PGD, 1.25 * eps for FGSM with random start, i.e. fast
     adversarial training), and the weights the objectives read. What the attack maximises and what the update
-    minimises is ``train.objective``."""
+    minimises is ``train.objective``; ``attack_loss`` chooses the loss the attack of an objective that declares
+    it (``tecoa``, ``mix``, ``fgsm-rs``) maximises. ``threat.norm`` (``--norm``) is the ball, linf or l2."""
 
     name: str = "pgd"
     threat: ThreatModel = field(default_factory=_training_threat)
+    #: the loss the training attack maximises (``advlora.attacks.objectives.LOSSES``): contrastive
+    #: (cross-entropy), margin (the CW margin) or dlr
+    attack_loss: str = "contrastive"
     #: the weight of the KL term of objective ``trades``
     beta: float = 1.0
     #: the weight of the clean loss of objective ``mix``
     clean_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_loss(self.attack_loss, "attack.attack_loss")
 
     @staticmethod
     def nest(section: dict) -> dict:
@@ -133,9 +141,13 @@ class AttackConfig:
         return section
 
     def config_dict(self) -> dict:
-        """The section as YAML writes it: the threat's fields flat, radii as fractions when exact (``2/255``)."""
-        threat = {k: _radius_text(v) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
-        return {"name": self.name, **threat, "beta": self.beta, "clean_weight": self.clean_weight}
+        """The section as YAML writes it: the threat's fields flat, radii as fractions when exact (``2/255``);
+        ``attack_loss`` only when it is not the default (the configs, and fingerprints, of runs that never chose
+        one stay as they were)."""
+        norm = self.threat.norm
+        threat = {k: _radius_text(v, norm) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
+        loss = {} if self.attack_loss == "contrastive" else {"attack_loss": self.attack_loss}
+        return {"name": self.name, **threat, **loss, "beta": self.beta, "clean_weight": self.clean_weight}
 
     def eval_threat(self, eps: str | float | None, steps: int, seed: int) -> ThreatModel:
         """The threat model of validation and the final test: this norm, ``eps`` (None: the training eps),
@@ -144,11 +156,11 @@ class AttackConfig:
                            random_start=True, seed=seed)
 
 
-def _radius_text(value: float | None) -> str | float | None:
+def _radius_text(value: float | None, norm: str = "linf") -> str | float | None:
     """``2/255`` for a radius that text reads back exactly, else the float itself."""
     if value is None:
         return None
-    text = format_eps(float(value))
+    text = format_eps(float(value), norm)
     return text if parse_eps(text) == float(value) else float(value)
 
 
@@ -286,6 +298,10 @@ def resolve_objective(data: dict) -> dict:
             raise AdvloraError(f"objective {objective.name} trains with attack.{key} = {value!r}; "
                                f"the config sets {attack[key]!r}")
         attack[key] = value
+    if attack.get("attack_loss", "contrastive") != "contrastive" and not objective.attack_loss:
+        raise AdvloraError(f"objective {objective.name} chooses its own attack loss; attack.attack_loss "
+                           f"{attack['attack_loss']!r} applies to the objectives that declare it "
+                           f"({', '.join(n for n in objectives.names() if objectives.get(n).attack_loss)})")
     out = {**data, "train": train}
     if attack or "attack" in data:
         out["attack"] = attack

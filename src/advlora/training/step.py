@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from advlora.attacks import ATTACKS
+from advlora.attacks.objectives import LOSSES
 from advlora.errors import choices_error
 from advlora.losses import itm_loss, per_image_contrastive, sample_hard_negatives
 from advlora.runtime import eval_mode
@@ -72,8 +73,9 @@ def positives_from_ids(text_ids: torch.Tensor, group_ids: torch.Tensor) -> torch
 def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.Tensor | None,
                  positives: torch.Tensor, generator: torch.Generator, objective: str = objectives.DEFAULT,
                  reference: torch.Tensor | None = None) -> torch.Tensor:
-    """Adversarial images for this rank's ``clean`` slice: the attack of ``cfg`` maximising the image objective
-    of training objective ``objective`` (``advlora.training.objectives``) against the (gathered, fixed) batch
+    """Adversarial images for this rank's ``clean`` slice: the attack of ``cfg`` (its ball ``cfg.threat.norm``)
+    maximising the image objective of training objective ``objective`` (``advlora.training.objectives``; the
+    loss ``cfg.attack_loss`` for one that declares ``attack_loss``) against the (gathered, fixed) batch
     captions, or the original model's features ``reference`` of ``clean``.
 
     The model runs in eval mode (restored after); the attack differentiates w.r.t. the images only.
@@ -86,8 +88,10 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
     eps = float(t.eps)
     with eval_mode(model):
         scale = model.logit_scale.detach()
+        loss = LOSSES[cfg.attack_loss] if obj.attack_loss else LOSSES["contrastive"]
         contrastive = None if text_all is None else (
-            lambda feats: per_image_contrastive(feats, text_all, scale, positives))
+            (lambda feats: per_image_contrastive(feats, text_all, scale, positives)) if loss is LOSSES["contrastive"]
+            else (lambda feats: loss(feats @ text_all.t(), positives, scale)))
         fn = obj.attack_objective(objectives.AttackInputs(model, clean, text_all, positives, scale, reference, cfg,
                                                           contrastive))
         if obj.stationary:

@@ -384,7 +384,9 @@ class _Run:
             return "clean training"
         t = a.threat.replace(steps=1 if a.name == "fgsm" else a.threat.steps, seed=0)
         obj = self.cfg.train.objective
-        return t.describe(a.name) + ("" if obj == objectives.DEFAULT else f" objective={obj}")
+        loss = a.attack_loss if objectives.get(obj).attack_loss else "contrastive"
+        return t.describe(a.name) + ("" if obj == objectives.DEFAULT else f" objective={obj}") + \
+            ("" if loss == "contrastive" else f" attack-loss={loss}")
 
     def _efficiency(self) -> dict:
         st = self.state

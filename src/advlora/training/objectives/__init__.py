@@ -48,8 +48,9 @@ class AttackInputs:
         reference: the frozen original model's image features of ``clean`` (b, D), for an objective that
             declares ``reference``; else None.
         config: the run's ``AttackConfig`` (``beta``, ``clean_weight``).
-        contrastive: ``contrastive(image_features) -> (b,)``: the model's image-to-text contrastive loss of each
-            image against ``text`` and its ``positives`` (None without captions).
+        contrastive: ``contrastive(image_features) -> (b,)``: the attack loss of each image against ``text`` and
+            its ``positives`` (None without captions): ``attack.attack_loss`` (``advlora.attacks.objectives.LOSSES``)
+            for an objective that declares ``attack_loss``, else the image-to-text cross-entropy.
     """
 
     model: Any
@@ -123,6 +124,9 @@ class Objective:
         normalize: image features are unit norm (False: the raw projected embeddings).
         stationary: the attack objective is 0 with zero gradient at the clean image (its random start then
             adds TRADES' small noise even when the threat has none).
+        attack_loss: the attack maximises ``AttackInputs.contrastive``, so ``attack.attack_loss`` chooses its loss
+            (cross-entropy, CW margin, DLR); a config choosing another than cross-entropy for an objective
+            without it is refused.
         attack: ``attack`` section fields the objective fixes (``fgsm-rs``: the attack's name); a config that
             sets another value is refused.
         published: the published training settings, for the documentation and ``describe``.
@@ -137,6 +141,7 @@ class Objective:
     reference: bool = False
     normalize: bool = True
     stationary: bool = False
+    attack_loss: bool = False
     attack: dict = field(default_factory=dict)
     published: str = ""
 

@@ -7,5 +7,5 @@ from advlora.training.objectives import Objective, register
 from advlora.training.objectives.tecoa import adversarial_contrastive, caption_attack
 
 register(Objective("fgsm-rs", caption_attack, adversarial_contrastive,
-                   attack={"name": "fgsm", "random_start": True},
+                   attack={"name": "fgsm", "random_start": True}, attack_loss=True,
                    doc="tecoa under FGSM with random start, step 1.25 eps (fast adversarial training)"))

@@ -15,5 +15,5 @@ def mixed_contrastive(inputs: LossInputs) -> Terms:
     return Terms(itc, parts={"itc_clean": clean, "itc_adv": adv, "itc": itc})
 
 
-register(Objective("mix", caption_attack, mixed_contrastive, clean_features=True,
+register(Objective("mix", caption_attack, mixed_contrastive, clean_features=True, attack_loss=True,
                    doc="clean_weight x clean + (1 - clean_weight) x adversarial contrastive loss"))

@@ -37,4 +37,5 @@ def adversarial_contrastive(inputs: LossInputs) -> Terms:
 register(Objective(
     "tecoa", caption_attack, adversarial_contrastive,
     doc="contrastive loss on adversarial images, the attack maximising the image-to-text cross-entropy",
+    attack_loss=True,
     published="TeCoA^4 (RobustVLM): PGD-10 linf 4/255 step 1/255; AdamW lr 1e-5, wd 1e-4, batch 128, 20k steps"))
