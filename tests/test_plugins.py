@@ -105,7 +105,7 @@ def plugin(tmp_path, monkeypatch):
     from advlora.data.formats import unregister_format
     from advlora.training import objectives
 
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    monkeypatch.setenv(plugins.ENV, "")   # restored (removed) after the test: load_plugins writes it
     path = tmp_path / "my_plugin.py"
     path.write_text(_doc_plugin(), encoding="utf-8")
     (tmp_path / "extra_plugin.py").write_text(EXTRA, encoding="utf-8")
@@ -178,7 +178,7 @@ def test_plugins_from_the_environment_and_entry_points(plugin, tmp_path, monkeyp
 
 
 def test_a_bad_plugin_is_one_line_and_help_imports_none(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    monkeypatch.setenv(plugins.ENV, "")
     assert main(["--plugin", "no_such_plugin_module", "list", "methods"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("advlora: error: plugin 'no_such_plugin_module' cannot be imported: No module named "

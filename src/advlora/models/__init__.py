@@ -107,7 +107,7 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     ``from_pretrained`` reads (for ``tiny-clip``: its cached folder); ``alias`` keeps the name given.
     """
     path = resolve_model_path(name_or_path, build)
-    known = [*TINY_DEFAULTS, *open_clip.PRETRAINED_BASES.values()]     # the names a "did you mean" offers
+    known = [*tiny_defaults(), *open_clip.PRETRAINED_BASES.values()]     # the names a "did you mean" offers
     if ":" not in path:       # a hub id or a folder; open_clip's prefixed names are read by their loader
         check_hub_id(path, known)
     config = read_config(path, revision)
