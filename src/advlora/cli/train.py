@@ -28,18 +28,19 @@ FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method",
          "image_root": "data.image_root", "frames": "data.frames", "fmt": "data.format", "split": "data.train_split",
          "eval_data": "data.eval_name", "attack_steps": "attack.steps", "random_model": "model.random",
          "progress": "train.progress", "objective": "train.objective", "norm": "attack.norm",
-         "attack_loss": "attack.attack_loss"}
+         "attack_loss": "attack.attack_loss", "shots": "data.shots", "shot_seed": "data.shot_seed"}
 
 #: the run config's defaults the help names (``RunConfig()``; tests/test_cli.py checks they agree), kept here
 #: so that ``advlora train --help`` imports no torch
 DEFAULTS = {"model.name": "tiny-clip", "data.name": "emoji", "data.train_split": "train", "adapter.method": "advlora",
             "adapter.rank": 8, "train.epochs": 1, "train.batch_size": 32, "attack.name": "pgd",
             "attack.eps": "2/255", "attack.steps": 3, "train.seed": 0, "train.objective": "tecoa",
-            "attack.attack_loss": "contrastive"}
+            "attack.attack_loss": "contrastive", "data.shot_seed": 1}
 
 EXAMPLES = examples(
     "advlora train --model tiny-clip --data emoji-downstream --method advlora --steps 50 --out runs/a",
     "advlora train --config advlora-tiny-clip --train.lr 1e-4 --eps 4/255      # a shipped config, overridden",
+    "advlora train --data emoji-cls --shots 16 --shot-seed 1 --method lora --objective tecoa   # few-shot",
     "advlora train --out runs/a --resume                                      # after exit status 75",
     "torchrun --nproc_per_node 2 -m advlora train --config run.yaml --out runs/ddp   # data-parallel")
 
@@ -54,8 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=f"hub id, local folder, tiny-clip, tiny-blip, tiny-siglip {_d('model.name')}")
     add_random_model_argument(p)
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
-                   "file, a shard pattern, or a folder of images (objectives without captions: fare) "
-                   f"{_d('data.name')}")
+                   "file, a shard pattern, a folder of images (objectives without captions: fare), or a "
+                   "classification set (class folders, emoji-cls, emoji-group, digits: trained as the "
+                   f"class-prompt classifier) {_d('data.name')}")
+    p.add_argument("--shots", type=int, default=None, help="classification sets: train on K images per class, a "
+                   "balanced k-shot sample recorded as fewshot.json in the run folder (default: every image)")
+    p.add_argument("--shot-seed", type=int, default=None,
+                   help=f"seed of the k-shot sample: the same images for every method {_d('data.shot_seed')}")
     p.add_argument("--eval-data", default=None, help="data set of validation and the final test (default: --data; "
                    "needed when --data names shards)")
     # the data flags of `advlora eval`, spelled the same
@@ -67,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
     p.add_argument("--method", default=None, help=f"adapter method: advlora list methods {_d('adapter.method')}")
     p.add_argument("--objective", default=None, help="training objective: advlora list objectives; tecoa "
-                   "(adversarial contrastive), fare (embedding distance to the original model; images only), trades, "
+                   "(adversarial cross-entropy over the class prompts on a classification set, contrastive on captions), fare (embedding distance to the original model; images only), trades, "
                    f"mix, fgsm-rs {_d('train.objective')}")
     p.add_argument("--rank", type=int, default=None, help=f"adapter rank {_d('adapter.rank')}")
     p.add_argument("--steps", type=int, default=None,

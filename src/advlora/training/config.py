@@ -70,8 +70,17 @@ class DataConfig:
     #: reading shards (``name`` a ``.tar`` pattern): ``exact`` epochs (every sample once per epoch) or
     #: ``resampled`` (shards drawn with replacement: for sets too large for whole epochs)
     shard_mode: str = "exact"
+    #: train on a balanced k-shot sample of a classification set (``advlora.data.fewshot``): ``shots`` images of
+    #: every class, drawn by ``shot_seed`` (the same images for every method); None: every training image
+    shots: int | None = None
+    shot_seed: int = 1
 
     def __post_init__(self) -> None:
+        if self.shots is not None and (isinstance(self.shots, bool) or int(self.shots) != self.shots
+                                       or self.shots < 1):
+            raise AdvloraError(f"data.shots (--shots) must be an integer >= 1, got {self.shots!r}")
+        if self.shots is not None and self.train_limit is not None:
+            raise AdvloraError("data.shots and data.train_limit both subsample the training images: set one")
         if self.shard_mode not in SHARD_MODES:
             raise choices_error("data.shard_mode", self.shard_mode, SHARD_MODES)
         if is_shard_spec(self.name) and self.eval_name is None:

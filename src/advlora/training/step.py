@@ -5,7 +5,13 @@ the loss: the training objective's (``advlora.training.objectives``: what the at
 update minimises; the model family's contrastive loss (``VLModel.contrastive_loss``: softmax InfoNCE, SigLIP's
 sigmoid loss) reaches them through two calls here: ``contrastive`` in ``attack_batch``, per image, and ``itc``
 in ``TrainTask.forward``, of the batch), BLIP's ITM on hard
-negatives, and the adapter's regulariser. Under DDP every rank holds a contiguous slice of the global batch;
+negatives, and the adapter's regulariser.
+
+On a classification set the model's output is the class-prompt classifier: the text side of every step is the
+fixed (C, D) class embeddings (``class_embeddings``: each class name in the set's templates, prompt-ensembled,
+encoded without gradient, so the text tower and the logit scale stay as they are), the positives are the
+(B, C) one-hot labels, and ``itc`` is the cross-entropy of logit_scale x cosine over the classes (TeCoA's loss;
+the attacks maximise the same cross-entropy per image). Under DDP every rank holds a contiguous slice of the global batch;
 features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
 """
@@ -18,6 +24,7 @@ from advlora.attacks import ATTACKS
 from advlora.attacks.objectives import LOSSES
 from advlora.errors import choices_error
 from advlora.losses import itm_loss, per_image_contrastive, sample_hard_negatives
+from advlora.models.prompts import for_templates
 from advlora.runtime import eval_mode
 from advlora.training import objectives
 from advlora.training.config import CLEAN, AttackConfig
@@ -68,6 +75,18 @@ def positives_from_ids(text_ids: torch.Tensor, group_ids: torch.Tensor) -> torch
     the same caption set (several views of one image), or the diagonal."""
     same = (text_ids[:, None] == text_ids[None, :]) | (group_ids[:, None] == group_ids[None, :])
     return same | torch.eye(len(text_ids), dtype=torch.bool, device=text_ids.device)
+
+
+def class_embeddings(model, dataset) -> torch.Tensor:
+    """(C, D) unit class embeddings of a classification set: its class names in its templates, prompt-ensembled
+    (``advlora.models.prompts``), in eval mode and without gradient."""
+    with eval_mode(model), torch.no_grad():
+        return for_templates(model, dataset.templates).encode_text(list(dataset.classes)).detach()
+
+
+def class_positives(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B, C) bool: row i is the one-hot label of image i."""
+    return torch.nn.functional.one_hot(labels.long(), classes).bool()
 
 
 def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.Tensor | None,
@@ -129,8 +148,12 @@ class TrainTask(nn.Module):
     """
 
     def __init__(self, model, cfg: AttackConfig, dist: Dist, regularizer=None,
-                 objective: str = objectives.DEFAULT) -> None:
+                 objective: str = objectives.DEFAULT, classes: bool = False) -> None:
+        """``classes``: the text side is a classification set's fixed class embeddings (``text_fixed``, (C, D))
+        and the positives (B, C) one-hot labels: ``itc`` is the cross-entropy over the classes at the detached
+        logit scale, and BLIP's ITM is left out (no captions)."""
         super().__init__()
+        self.classes = bool(classes)
         self.model = model
         self.cfg = cfg
         self.dist = dist
@@ -140,7 +163,7 @@ class TrainTask(nn.Module):
 
     def _image_parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.model
-        if m.has_itm and self.objective.captions:
+        if m.has_itm and self.objective.captions and not self.classes:
             states = m.image_states(images)
             return m.embed_image_states(states), states
         if not self.objective.normalize:
@@ -169,16 +192,19 @@ class TrainTask(nn.Module):
         text_all = None
         if obj.captions:
             text_all = d.gather(m.encode_text(tokens)) if text_fixed is None else text_fixed
-        scale = m.logit_scale
+        scale = m.logit_scale.detach() if self.classes else m.logit_scale
         per_sample = torch.zeros((), device=adv.device)   # sums over this rank's samples, / global count
-        pos = positives if valid is None else positives[keep][:, keep]
+        pos = positives if valid is None else positives[keep] if self.classes else positives[keep][:, keep]
 
         def itc(image_feats: torch.Tensor) -> torch.Tensor:
+            if self.classes:   # image -> class prompts only: the classifier's cross-entropy, mean over the batch
+                return per_image_contrastive(real(d.gather(image_feats)), text_all, scale, pos).mean()
             return m.contrastive_loss(real(d.gather(image_feats)), real(text_all), pos, scale)
 
+        text = None if text_all is None else text_all if self.classes else real(text_all)
         terms = obj.loss(objectives.LossInputs(
-            adv_feats, feats[:b] if use_clean else None, None if text_all is None else real(text_all), scale, itc,
-            mine, n, reference, cfg, padded=valid is not None))
+            adv_feats, feats[:b] if use_clean else None, text, scale, itc, mine, n, reference, cfg,
+            padded=valid is not None))
         parts: dict[str, torch.Tensor] = dict(terms.parts)
         if terms.per_image is not None:
             per_sample = per_sample + terms.per_image
@@ -218,4 +244,5 @@ class TrainTask(nn.Module):
         return itm_loss(logits, labels)
 
 
-__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack", "positives_from_ids"]
+__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack", "class_embeddings", "class_positives",
+           "positives_from_ids"]

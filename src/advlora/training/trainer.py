@@ -22,6 +22,8 @@ import torch
 
 from advlora.adapters import alpha_values, regularization_loss, save_adapter
 from advlora.adapters import method as adapter_methods
+from advlora.data.classification import ClassificationDataset
+from advlora.data.fewshot import few_shot, few_shot_record, write_few_shot
 from advlora.data.shards import DIGEST_MOD, key_digest
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
@@ -37,7 +39,8 @@ from advlora.training.reference import OriginalModel
 from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.progress import BatchProgress
 from advlora.runs import execution
-from advlora.training.step import Dist, TrainTask, attack_batch, positives_from_ids
+from advlora.training.step import (Dist, TrainTask, attack_batch, class_embeddings, class_positives,
+                                   positives_from_ids)
 from advlora.training.validate import validate
 
 
@@ -106,7 +109,10 @@ class _Run:
         self.model = S.build_model(config, self.acc.device, base)
         self.counts = S.param_counts(self.model)
         d = config.data
+        self.classes: torch.Tensor | None = None   # a classification set's (C, D) class embeddings (_prepare_training)
         # the schedule: steps per epoch and the batch of each step (a data set's sampler, or the shard reader)
+        if d.shots is not None and d.sharded:
+            raise AdvloraError(f"--shots samples the images of a classification set; --data {d.name} names shards")
         if d.sharded:
             self.train_data = None
             self.net = self.model
@@ -116,6 +122,8 @@ class _Run:
                                          pin_memory=self.acc.device.type == "cuda")
         else:
             self.train_data = S.dataset(d, d.train_split, d.train_limit, config.train.seed)
+            if d.shots is not None:
+                self.train_data = self._few_shot(self.train_data)
             # what the attack and the loss see: the model itself, or (video sets) its frame-pooling view over the
             # same weights; checkpoints, adapters and alphas stay keyed by the base model
             self.net = for_dataset(self.model, self.train_data)
@@ -146,6 +154,16 @@ class _Run:
                   f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
 
     # ---- set-up ---------------------------------------------------------------------------------------------
+    def _few_shot(self, data):
+        """The k-shot sample of ``data`` (``data.shots``, ``data.shot_seed``), recorded in the run folder."""
+        d = self.cfg.data
+        if not isinstance(data, ClassificationDataset):
+            raise AdvloraError(f"--shots: --data {d.name} is not a classification set (class folders, emoji-cls, "
+                               f"emoji-group, digits)")
+        if self.main:
+            write_few_shot(self.out, few_shot_record(data, d.shots, d.shot_seed))
+        return data.subset(few_shot(data, d.shots, d.shot_seed))
+
     def _prepare_training(self, ckpt: Path | None) -> None:
         cfg = self.cfg
         optimizer, self.scheduler = S.optimizer_and_schedule(self.model, cfg, self.total)
@@ -153,7 +171,10 @@ class _Run:
         self.checkpoints = Checkpoints(self.acc, self.out / "checkpoints", self.model,
                                        [self.scheduler, TrainerState(self.state, self.gens)], cfg.train.keep_last,
                                        self._adapter_saver())
-        self.task = TrainTask(self.net, cfg.attack, self.dist, regularization_loss, objective=self.objective.name)
+        if isinstance(self.train_data, ClassificationDataset) and self.objective.captions:
+            self.classes = class_embeddings(self.net, self.train_data).to(self.acc.device)
+        self.task = TrainTask(self.net, cfg.attack, self.dist, regularization_loss, objective=self.objective.name,
+                              classes=self.classes is not None)
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
@@ -266,8 +287,11 @@ class _Run:
         dev = self.acc.device
         clean = batch.pixels.to(dev).float().div_(255.0)
         captions = self.objective.captions
-        tokens = model.tokenize(batch.texts) if captions else None
-        if batch.positives is not None:
+        tokens = model.tokenize(batch.texts) if captions and self.classes is None else None
+        if self.classes is not None:    # the class-prompt classifier: one-hot labels over the fixed classes
+            labels = self.train_data.labels[batch.images]
+            positives, valid = class_positives(labels, len(self.classes)).to(dev), None
+        elif batch.positives is not None:
             positives, valid = batch.positives.to(dev), None
         else:   # shard batches: each rank knows its own captions only
             ids = d.gather_ids(torch.stack([batch.text_ids, batch.group_ids, batch.valid.long()], 1).to(dev))
@@ -277,7 +301,9 @@ class _Run:
         obj = self.objective.name
         with self.acc.autocast():
             text_all = ref = None
-            if captions:
+            if self.classes is not None:
+                text_all = self.classes
+            elif captions:
                 with eval_mode(model), torch.no_grad():
                     text_all = d.gather(model.encode_text(tokens))
             if self.reference is not None:
@@ -295,7 +321,8 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)   # nothing of the attack reaches the update
         self.task.train()
         with self.acc.autocast():
-            backward, report, parts = self.ddp(clean, adv, tokens, None if self.text_trained else text_all,
+            fixed = text_all if self.classes is not None or not self.text_trained else None
+            backward, report, parts = self.ddp(clean, adv, tokens, fixed,
                                                positives, valid, ref)
         loss = float(d.sum(report.detach()))
         if not math.isfinite(loss):

@@ -6,8 +6,9 @@ update. Each one declares itself in its own module of this package with ``regist
 the package imports every module of it, so a new objective is one new file (``advlora train --objective NAME``,
 ``train.objective``; ``tests/test_objectives.py`` declares a throw-away one and trains a step with it).
 
-Declared: ``tecoa`` (the default: symmetric contrastive loss on the adversarial images against the batch
-captions, the attack maximising each image's image-to-text cross-entropy), ``trades``, ``mix``, ``fgsm-rs``
+Declared: ``tecoa`` (the default: on a classification set TeCoA's cross-entropy over the fixed class-prompt
+embeddings, on captions the symmetric contrastive loss against the batch captions; on adversarial images, the
+attack maximising each image's image-to-text cross-entropy), ``trades``, ``mix``, ``fgsm-rs``
 (``tecoa`` under FGSM with random start: fast adversarial training) and ``fare`` (the squared embedding
 distance to the frozen original model, trained from images alone).
 
