@@ -113,6 +113,27 @@ def test_cli_trains_on_a_class_folder_with_shots_and_records_them(class_folder, 
     assert sorted(record["labels"]) == sorted([n.replace("_", " ") for n in CLASSES] * 2)
 
 
+def test_few_shot_training_resumes_bit_for_bit(class_folder, tmp_path):
+    def config():
+        cfg = _config(class_folder, "lora", steps=3, shots=2)
+        cfg.train.checkpoint_every, cfg.train.batch_size = 1, 3
+        return cfg
+
+    ref = train(config(), tmp_path / "ref")
+
+    def cut(step):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config(), tmp_path / "cut", on_step=cut)
+    train(config(), tmp_path / "cut", resume=True)
+    name = "adapter/adapter_model.safetensors"
+    a, b = load_file(str(ref.run_dir / name)), load_file(str(tmp_path / "cut" / name))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert (tmp_path / "cut" / "fewshot.json").read_text() == (ref.run_dir / "fewshot.json").read_text()
+
+
 def test_shots_need_a_classification_set(image_text_folder, tmp_path):
     from advlora.errors import AdvloraError
 
