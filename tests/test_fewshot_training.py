@@ -71,6 +71,22 @@ def test_tecoa_on_classes_is_the_cross_entropy_of_the_class_prompt_logits():
     assert task.model.logit_scale.grad is None          # the logit scale stays as it is
 
 
+def test_fap_on_classes_is_clean_cross_entropy_plus_the_weighted_kl():
+    g = torch.Generator().manual_seed(0)
+    clean, adv = torch.rand(3, 1, 1, 2, generator=g), torch.rand(3, 1, 1, 2, generator=g)
+    classes = F.normalize(torch.rand(2, 2, generator=g), dim=-1)
+    labels = torch.tensor([0, 1, 1])
+    config = AttackConfig(name="pgd", beta=1.5)
+    task = TrainTask(FixedFeatures(), config, Dist(), objective="fap", classes=True)
+    _, report, parts = task(clean, adv, None, classes, class_positives(labels, 2))
+    fc, fa = F.normalize(clean.flatten(1), dim=-1), F.normalize(adv.flatten(1), dim=-1)
+    out_clean, out_adv = 100 * fc @ classes.t(), 100 * fa @ classes.t()
+    kl = F.kl_div(F.log_softmax(out_adv, 1), F.softmax(out_clean, 1), reduction="none").sum(-1)   # FAP's code
+    expected = F.cross_entropy(out_clean, labels) + 1.5 * torch.mean(kl * (F.cosine_similarity(fc, fa) + 1))
+    assert float(report.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert parts["itc"] == pytest.approx(float(F.cross_entropy(out_clean, labels)), rel=1e-5)
+
+
 def _config(folder, method: str, steps: int = 2, **data):
     return load_run_config(overrides={
         "model": {"random": "clip:test"}, "adapter": {"method": method},

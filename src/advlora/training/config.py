@@ -128,7 +128,7 @@ class AttackConfig:
     #: the loss the training attack maximises (``advlora.attacks.objectives.LOSSES``): contrastive
     #: (cross-entropy), margin (the CW margin) or dlr
     attack_loss: str = "contrastive"
-    #: the weight of the KL term of objective ``trades``
+    #: the weight of the KL term of objectives ``trades`` and ``fap`` (FAP's LAMBDA_1)
     beta: float = 1.0
     #: the weight of the clean loss of objective ``mix``
     clean_weight: float = 0.5
@@ -175,7 +175,7 @@ def _radius_text(value: float | None, norm: str = "linf") -> str | float | None:
 
 @dataclass
 class TrainConfig:
-    #: the training objective (``advlora.training.objectives``): tecoa, fare, trades, mix, fgsm-rs
+    #: the training objective (``advlora.training.objectives``): tecoa, fare, trades, mix, fgsm-rs, fap
     objective: str = objectives.DEFAULT
     #: optimiser steps; None: ``epochs`` passes over the training images
     steps: int | None = None
