@@ -87,6 +87,38 @@ def test_fap_on_classes_is_clean_cross_entropy_plus_the_weighted_kl():
     assert parts["itc"] == pytest.approx(float(F.cross_entropy(out_clean, labels)), rel=1e-5)
 
 
+def test_pmg_aft_on_classes_is_the_authors_loss():
+    g = torch.Generator().manual_seed(1)
+    clean, adv = torch.rand(3, 1, 1, 2, generator=g), torch.rand(3, 1, 1, 2, generator=g)
+    original = F.normalize(torch.rand(3, 2, generator=g), dim=-1)      # the original model's features of adv
+    classes = F.normalize(torch.rand(2, 2, generator=g), dim=-1)
+    labels = torch.tensor([1, 0, 1])
+    task = TrainTask(FixedFeatures(), AttackConfig(name="pgd"), Dist(), objective="pmg-aft", classes=True)
+    _, report, parts = task(clean, adv, None, classes, class_positives(labels, 2), reference=original)
+    fc, fa = F.normalize(clean.flatten(1), dim=-1), F.normalize(adv.flatten(1), dim=-1)
+    output, output_clean, output_ori = 100 * fa @ classes.t(), 100 * fc @ classes.t(), 100 * original @ classes.t()
+    kl = torch.nn.KLDivLoss(reduction="sum")                                        # PMG_AFT.py, train()
+    expected = (F.cross_entropy(output, labels) + kl(F.log_softmax(output, 1), F.softmax(output_clean, 1))
+                + kl(F.log_softmax(output, 1), F.softmax(output_ori, 1)))
+    assert float(report.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert parts["kl_original"] > 0
+
+
+def test_pmg_aft_reads_the_original_model_on_the_adversarial_images(class_folder, tmp_path):
+    # at the first step LoRA's B is zero: the model is the original one, so on the same (adversarial) images the
+    # KL to the original model is 0 while the clean-to-adversarial KL is not
+    import csv
+
+    cfg = _config(class_folder, "lora", steps=1, shots=2)
+    cfg.train.objective = "pmg-aft"
+    cfg.attack.threat = cfg.attack.threat.replace(eps=16 / 255, steps=2)
+    train(cfg, tmp_path / "run")
+    row = next(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    loss, itc, kl = float(row["loss"]), float(row["itc"]), float(row["kl"])
+    assert kl > 1e-4
+    assert loss - itc - kl == pytest.approx(0.0, abs=1e-5)
+
+
 def _config(folder, method: str, steps: int = 2, **data):
     return load_run_config(overrides={
         "model": {"random": "clip:test"}, "adapter": {"method": method},

@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=None, help=f"adapter method: advlora list methods {_d('adapter.method')}")
     p.add_argument("--objective", default=None, help="training objective: advlora list objectives; tecoa "
                    "(adversarial cross-entropy over the class prompts on a classification set, contrastive on captions), fare (embedding distance to the original model; images only), trades, "
-                   f"mix, fgsm-rs, fap (FAP: clean cross-entropy + cosine-weighted KL) {_d('train.objective')}")
+                   f"mix, fgsm-rs, fap (FAP: clean cross-entropy + cosine-weighted KL), pmg-aft (PMG-AFT: "
+                   f"cross-entropy + KL to the clean and to the original model's predictions) {_d('train.objective')}")
     p.add_argument("--rank", type=int, default=None, help=f"adapter rank {_d('adapter.rank')}")
     p.add_argument("--steps", type=int, default=None,
                    help="optimiser steps (default: --epochs passes over the training images)")

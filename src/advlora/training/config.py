@@ -175,7 +175,8 @@ def _radius_text(value: float | None, norm: str = "linf") -> str | float | None:
 
 @dataclass
 class TrainConfig:
-    #: the training objective (``advlora.training.objectives``): tecoa, fare, trades, mix, fgsm-rs, fap
+    #: the training objective (``advlora.training.objectives``): tecoa, fare, trades, mix, fgsm-rs, fap,
+    #: pmg-aft
     objective: str = objectives.DEFAULT
     #: optimiser steps; None: ``epochs`` passes over the training images
     steps: int | None = None

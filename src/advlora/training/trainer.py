@@ -306,8 +306,9 @@ class _Run:
             elif captions:
                 with eval_mode(model), torch.no_grad():
                     text_all = d.gather(model.encode_text(tokens))
-            if self.reference is not None:
-                ref = self.reference.encode_image(clean)
+            ref_of_adv = self.objective.reference_images == "adv"
+            if self.reference is not None and not ref_of_adv:
+                ref = self.reference.encode_image(clean, normalize=self.objective.normalize)
             if valid is None:
                 adv = attack_batch(model, acfg, clean, text_all, d.local(positives), self.gens["attack"],
                                    objective=obj, reference=ref)
@@ -317,6 +318,8 @@ class _Run:
                     adv[mine] = attack_batch(model, acfg, clean[mine], None if text_all is None else text_all[valid],
                                              d.local(positives)[mine][:, valid], self.gens["attack"],
                                              objective=obj, reference=None if ref is None else ref[mine])
+            if self.reference is not None and ref_of_adv:   # the original model on the adversarial images
+                ref = self.reference.encode_image(adv, normalize=self.objective.normalize)
         t1 = timer("attack", t0)
         self.optimizer.zero_grad(set_to_none=True)   # nothing of the attack reaches the update
         self.task.train()

@@ -78,7 +78,8 @@ class LossInputs:
         itc: ``itc(features) -> loss``: the model's contrastive loss of this rank's image features against the
             gathered captions and positives, gathered and restricted to the real rows (one scalar).
         mine: (b,) bool, this rank's real rows; ``count``: the global batch's real rows.
-        reference: the frozen original model's image features of the clean images (b, D), or None.
+        reference: the frozen original model's image features (b, D) of the clean images, or of the adversarial
+            ones for an objective whose ``reference_images`` is ``adv``; or None.
         config: the run's ``AttackConfig``.
     """
 
@@ -122,6 +123,8 @@ class Objective:
         captions: the objective reads captions (False: trains from images alone; no text is encoded).
         clean_features: the loss also reads the current model's features of the clean images.
         reference: the objective reads the frozen original model's image features (``advlora.training.reference``).
+        reference_images: which images those features are of: ``clean`` (computed before the attack, which reads
+            them too: FARE) or ``adv`` (computed after it, for the loss only: PMG-AFT).
         normalize: image features are unit norm (False: the raw projected embeddings).
         stationary: the attack objective is 0 with zero gradient at the clean image (its random start then
             adds TRADES' small noise even when the threat has none).
@@ -140,6 +143,7 @@ class Objective:
     captions: bool = True
     clean_features: bool = False
     reference: bool = False
+    reference_images: str = "clean"
     normalize: bool = True
     stationary: bool = False
     attack_loss: bool = False
@@ -149,6 +153,9 @@ class Objective:
     def __post_init__(self) -> None:
         if not self.name or not callable(self.attack_objective) or not callable(self.loss):
             raise AdvloraError(f"objective {self.name!r}: a name, a callable attack objective and a callable loss")
+        if self.reference_images not in ("clean", "adv"):
+            raise AdvloraError(f"objective {self.name!r}: reference_images is clean or adv, "
+                               f"not {self.reference_images!r}")
 
 
 _DECLARED: Declarations[Objective] = Declarations("training objective")
