@@ -40,6 +40,7 @@ class AdapterMethod:
         peft_type: peft's ``peft_type`` of the folders it writes (a foreign peft folder of that type loads as it).
         layer_types: the module types it can adapt; another type is one error line before any work.
         families: the model families (``VLModel.arch``) it supports; None: every family.
+        cost_note: why its training step costs more than LoRA's, where known (``advlora bench --methods`` prints it).
     """
 
     name: ClassVar[str] = ""
@@ -55,6 +56,7 @@ class AdapterMethod:
     peft_type: ClassVar[str | None] = None
     layer_types: ClassVar[tuple[type, ...]] = (nn.Linear,)
     families: ClassVar[tuple[str, ...] | None] = None
+    cost_note: ClassVar[str | None] = None
 
     # ---- the config ---------------------------------------------------------------------------------------
     def validate(self, cfg) -> None:

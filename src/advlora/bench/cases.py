@@ -18,10 +18,14 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
 from advlora.adapters import adapter_info, attach_adapter, regularization_loss
+from advlora.adapters.method import AdapterMethod, names, registered
 from advlora.attacks import ThreatModel, pgd
 from advlora.attacks._utils import loss_and_grad
 from advlora.attacks.objectives import contrastive
@@ -52,9 +56,33 @@ def base_model(size: str, seed: int = 0):
     return random_for_size(size, seed=seed)
 
 
-def adapted(base, method: str, rank: int):
+def adapted(base, method: str, rank: int, **options):
+    """A copy of ``base`` with ``method`` attached (``options``: other ``AdapterConfig`` fields, e.g. ``init``)."""
     model = copy.deepcopy(base)
-    return attach_adapter(model, method, rank=rank)
+    return attach_adapter(model, method, rank=rank, **options)
+
+
+def declared(declaration: AdapterMethod | None):
+    """``declaration`` registered for a ``with`` block unless its name already is: a method declared only in the
+    parent process (a plugin, a test's throw-away) is then known in the fresh child of ``run_isolated``."""
+    if declaration is None or declaration.name in names():
+        return nullcontext()
+    return registered(declaration)
+
+
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median wall time (s) of each step, timed in rounds that rotate their order, so that machine noise hits
+    every step alike and each step takes each place equally often (a step timed right after full fine-tuning's,
+    which frees its gradients and optimizer state, is slowed by it)."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    order = list(steps)
+    for i in range(repeats):
+        for name in order[i % len(order):] + order[:i % len(order)]:
+            times[name].append(median_time(steps[name], 1, 0))
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "4/255", attack_steps: int = 3):
@@ -108,9 +136,6 @@ def measure_attack(model, images: torch.Tensor, captions: list[str], repeats: in
 
 def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) -> dict[str, float]:
     """P2 (time), P3, P4, P5 on one process."""
-    import time
-
-
     out: dict[str, float] = {}
     t = time.perf_counter()
     adv = adapted(base, "advlora", rank)
@@ -121,19 +146,7 @@ def measure_steps(base, images, captions, rank: int, repeats: int, warmup: int) 
     enable_recompute(adv_recompute)
     steps = {name: train_step_fn(m, images, captions) for name, m in
              (("advlora", adv), ("lora", lora), ("full", full), ("advlora_recompute", adv_recompute))}
-    # interleave the steps so that machine noise hits them alike
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    # rotate the order every round so that each step takes each place equally often: with a fixed order
-    # (AdvLoRA always right after full fine-tuning, which frees 1.5 GB of gradients and optimizer state at
-    # ViT-B/32) the bench printed AdvLoRA / LoRA 1.17, while the two steps profiled alone in one process gave 0.93
-    names = list(steps)
-    for i in range(repeats):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            times[name].append(median_time(steps[name], 1, 0))
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    med = interleaved_medians(steps, repeats, warmup)
     out.update({f"{k}_step_s": v for k, v in med.items()})
     out["p2_step_vs_lora"] = med["advlora"] / med["lora"]
     out["p2_step_full_vs_advlora"] = med["full"] / med["advlora"]
@@ -172,19 +185,27 @@ def matmul_peak_flops(repeats: int = 5, warmup: int = 1, n: int = 2048) -> float
 
 
 def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps: int = 2,
-                            recompute: bool = False, live: bool = True) -> float:
+                            recompute: bool = False, live: bool = True, options: dict | None = None,
+                            declaration: AdapterMethod | None = None) -> float:
     """Peak resident memory (bytes) of adversarial training steps, above the fresh process's own size.
 
     Runs in a child process (``run_isolated``): the model, its adapter, optimizer state and activations count.
     ``recompute``: activation checkpointing in the attack and the update (``model.gradient_checkpointing``).
     ``live``: freed buffers go back to the OS (``timing.release_freed_memory``), so the peak is that of the
     memory in use; False keeps glibc's default, whose heap also holds freed activation buffers.
+    ``options``: other ``AdapterConfig`` fields; ``declaration``: the method's, registered here when the fresh
+    process does not know it (``declared``).
     """
+    with declared(declaration):
+        return _peak_memory(size, method, rank, batch, steps, recompute, live, options or {})
+
+
+def _peak_memory(size, method, rank, batch, steps, recompute, live, options) -> float:
     if live:
         release_freed_memory()
     reset_peak_rss()
     start = current_rss_bytes()
-    model = attach_adapter(base_model(size), method, rank=rank)  # in place: no second copy of the weights
+    model = attach_adapter(base_model(size), method, rank=rank, **options)  # in place: no second copy of the weights
     if recompute:
         enable_recompute(model)
     images, captions = make_batch(model, batch)

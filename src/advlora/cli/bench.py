@@ -12,7 +12,8 @@ from advlora.io import write_json
 EXAMPLES = examples(
     "advlora bench --random-model clip:vit-b32 --batch-size 16       # the CPU efficiency ratios",
     "advlora bench --device cuda --device-models clip:vit-b32,blip:blip-base --batch-size 64   # GPU figures",
-    "advlora bench --data                                             # the streaming data path")
+    "advlora bench --data                                             # the streaming data path",
+    "advlora bench --methods --random-model clip:vit-b32             # every adapter method's step, memory, size")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_deprecated(p, "--device-sizes", dest="device_models", new="--device-models")
     p.add_argument("--data", action="store_true", help="bench the streaming data path instead (CPU): memory and "
                    "time to the first step at 1k, 4k and 16k photo-sized images, decode throughput")
+    p.add_argument("--methods", action="store_true",
+                   help="bench every declared adapter method instead (and its aliases, e.g. pissa): trainable "
+                        "parameters, adversarial training step time against LoRA's (one process, interleaved, "
+                        "medians of --repeats) and peak memory against full fine-tuning's (a fresh process per "
+                        "method); written to bench.json under \"methods\"")
     p.add_argument("--data-sizes", default="1000,4000,16000", help="set sizes of --data (comma-separated)")
     p.add_argument("--data-steps", type=int, default=10, help="steps timed per throughput figure of --data")
     p.add_argument("--no-dist-eval", dest="dist_eval", action="store_false",
@@ -48,10 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    modes = [flag for flag, on in (("--device", args.device is not None), ("--data", args.data),
+                                   ("--methods", args.methods)) if on]
+    if len(modes) > 1:
+        raise AdvloraError(f"{' and '.join(modes)}: choose one bench mode")
     if args.device is not None:
         return _run_device(args)
     if args.data:
         return _run_data(args)
+    if args.methods:
+        return _run_methods(args)
     from advlora.bench import BenchConfig, format_bench, run_bench, write_bench
     from advlora.runs import check_out, default_out, execution, run_folder
 
@@ -137,6 +149,25 @@ def _run_device(args: argparse.Namespace) -> int:
           f"{args.repeats})")
     print(format_device_bench(result))
     print(f"bench_device.json: {out}/bench_device.json")
+    return 0
+
+
+def _run_methods(args: argparse.Namespace) -> int:
+    from advlora.bench.methods_case import MethodsConfig, format_methods, measure_methods
+    from advlora.runs import check_out, default_out, execution, run_folder
+
+    size = bench_size(args.random_model)
+    check_counts(args, "batch_size", "rank", "repeats")
+    out = Path(args.out or default_out("bench"))
+    check_out(out, overwrite=args.overwrite)
+    cfg = MethodsConfig(size=size, batch=args.batch_size, rank=args.rank, repeats=args.repeats)
+    result = measure_methods(cfg)
+    with run_folder(out, cfg, execution=execution(device="cpu", dtype="float32"), command="bench") as tmp:
+        write_json(tmp / "bench.json", {"methods": result})
+    print(f"advlora bench --methods --random-model {args.random_model} --batch-size {cfg.batch} (rank {cfg.rank}, "
+          f"medians of {cfg.repeats})")
+    print(format_methods(result))
+    print(f"bench.json: {out}/bench.json")
     return 0
 
 

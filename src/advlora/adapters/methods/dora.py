@@ -20,6 +20,7 @@ class Dora(AdapterMethod):
     summary = "peft's DoRA: LoRA plus a trainable magnitude per output (weight-decomposed); rsLoRA scaling"
     reads = ("rank", "towers", "targets", "seed", "lora_alpha", "dropout", "use_rslora")
     peft_type = "LORA"
+    cost_note = "the norm of W + s B A per output row, recomputed at every forward (weight-decomposed)"
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
         lora_alpha = cfg.lora_alpha if cfg.lora_alpha is not None else cfg.rank
