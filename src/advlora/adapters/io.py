@@ -149,6 +149,20 @@ def merge_peft_layers(model, names) -> None:
 
 
 # ---- peft's own state dict, for the methods whose folder is peft's format as peft writes it -------------------
+class PeftTuner(methods.AdapterMethod):
+    """A method whose layers are peft's own tuner layers (DoRA, VeRA, IA3): its folder is peft's format
+    (``save_peft``), which also holds all an exact resume needs, and peft merges its layers."""
+
+    def save(self, model, state, folder: Path, meta: dict) -> None:
+        save_peft(model, folder)
+
+    def load(self, model, state, folder: Path, meta: dict) -> None:
+        load_peft_state(model, folder)
+
+    def merge(self, model, state) -> None:
+        merge_peft_layers(model, state.layers)
+
+
 def save_peft(model, folder: Path) -> None:
     """peft's ``adapter_config.json`` (the config the layers were injected with) and ``adapter_model.safetensors``
     (``get_peft_model_state_dict``, keys as ``PeftModel.save_pretrained`` writes them) in ``folder``."""

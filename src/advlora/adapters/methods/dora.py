@@ -7,15 +7,14 @@ that is also all an exact resume needs. peft's DoRA adapts Linear layers, not ``
 """
 from __future__ import annotations
 
-from pathlib import Path
 
-from advlora.adapters.io import load_peft_state, merge_peft_layers, save_peft
-from advlora.adapters.method import AdapterMethod, register
+from advlora.adapters.io import PeftTuner
+from advlora.adapters.method import register
 from advlora.adapters.methods.lora import lora_shapes, peft_config
 from advlora.adapters.model import inject
 
 
-class Dora(AdapterMethod):
+class Dora(PeftTuner):
     name = "dora"
     summary = "peft's DoRA: LoRA plus a trainable magnitude per output (weight-decomposed); rsLoRA scaling"
     reads = ("rank", "towers", "targets", "seed", "lora_alpha", "dropout", "use_rslora")
@@ -27,20 +26,11 @@ class Dora(AdapterMethod):
         inject(model, peft_config(cfg, names, lora_alpha=lora_alpha, init=True, use_rslora=cfg.use_rslora,
                                   use_dora=True), names, cfg.seed)
 
-    def save(self, model, state, folder: Path, meta: dict) -> None:
-        save_peft(model, folder)
-
-    def load(self, model, state, folder: Path, meta: dict) -> None:
-        load_peft_state(model, folder)
-
     def from_peft(self, pc, tensors, folder):
         if not pc.use_dora or pc.rank_pattern or pc.alpha_pattern:
             return None
         return {"rank": int(pc.r), "lora_alpha": float(pc.lora_alpha), "dropout": float(pc.lora_dropout),
                 "use_rslora": bool(pc.use_rslora)}, lora_shapes(tensors, folder)
-
-    def merge(self, model, state) -> None:
-        merge_peft_layers(model, state.layers)
 
     def info(self, cfg) -> dict:
         return {"rslora": True} if cfg.use_rslora else {}

@@ -8,14 +8,13 @@ without advlora.json (its layers' input sizes unknown) does not load in advlora.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
-from advlora.adapters.io import load_peft_state, merge_peft_layers, save_peft
-from advlora.adapters.method import AdapterMethod, register
+from advlora.adapters.io import PeftTuner
+from advlora.adapters.method import register
 from advlora.adapters.model import inject
 
 
-class IA3(AdapterMethod):
+class IA3(PeftTuner):
     name = "ia3"
     summary = "peft's (IA)^3: a trainable vector per layer rescaling its output (no rank)"
     reads = ("towers", "targets")
@@ -26,15 +25,6 @@ class IA3(AdapterMethod):
 
         inject(model, IA3Config(target_modules=list(names), feedforward_modules=[], init_ia3_weights=True), names,
                cfg.seed)
-
-    def save(self, model, state, folder: Path, meta: dict) -> None:
-        save_peft(model, folder)
-
-    def load(self, model, state, folder: Path, meta: dict) -> None:
-        load_peft_state(model, folder)
-
-    def merge(self, model, state) -> None:
-        merge_peft_layers(model, state.layers)
 
 
 register(IA3())

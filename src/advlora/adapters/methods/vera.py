@@ -11,14 +11,13 @@ sizes unknown) does not load in advlora.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
-from advlora.adapters.io import load_peft_state, merge_peft_layers, save_peft
-from advlora.adapters.method import AdapterMethod, register
+from advlora.adapters.io import PeftTuner
+from advlora.adapters.method import register
 from advlora.adapters.model import inject
 
 
-class Vera(AdapterMethod):
+class Vera(PeftTuner):
     name = "vera"
     summary = "peft's VeRA: shared frozen random projections, trainable per-layer scaling vectors"
     reads = ("rank", "towers", "targets", "seed", "dropout")
@@ -32,15 +31,6 @@ class Vera(AdapterMethod):
             pc = VeraConfig(r=cfg.rank, target_modules=list(names), projection_prng_key=cfg.seed,
                             save_projection=False, vera_dropout=cfg.dropout, bias="none")
         inject(model, pc, names, cfg.seed)
-
-    def save(self, model, state, folder: Path, meta: dict) -> None:
-        save_peft(model, folder)
-
-    def load(self, model, state, folder: Path, meta: dict) -> None:
-        load_peft_state(model, folder)
-
-    def merge(self, model, state) -> None:
-        merge_peft_layers(model, state.layers)
 
 
 register(Vera())
