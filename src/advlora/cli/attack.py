@@ -9,6 +9,7 @@ evaluation radius defaults to 4/255, twice the training default of ``advlora tra
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
@@ -118,6 +119,10 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     model = _load(args, dtype, adapter=True)
     for t in threats:
         t.check_image_size(model.image_size)
+    scale = settings.protocol["settings"].get("logit_scale")
+    if scale is not None and abs(float(model.logit_scale) - scale) > 1e-3 * scale:
+        print(f"protocol {settings.protocol['name']}: it fixes the logits at {scale:g} x cosine; this model's scale "
+              f"is {float(model.logit_scale):.4g}, and the attacks score with the model's own", file=sys.stderr)
     surrogate = None
     if args.surrogate:
         surrogate = model_loader()(args.surrogate, device=str(model.device)).to(dtype)
@@ -180,7 +185,8 @@ def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
                              text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
-                             exhaustive=args.exhaustive, exit_k=args.exit_k)
+                             exhaustive=args.exhaustive, exit_k=args.exit_k,
+                             **({"protocol": args.protocol_record} if getattr(args, "protocol_record", None) else {}))
     threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
                            random_start=args.random_start, seed=args.seed)
                for e in (parse_eps_list(args.eps) if attacks else [])]
