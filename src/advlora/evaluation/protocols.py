@@ -131,6 +131,9 @@ def load_protocol(spec: str) -> Protocol:
         data["attacks"] = [a.strip() for a in data["attacks"].split(",") if a.strip()]
     if isinstance(data.get("eps"), list):
         data["eps"] = ",".join(str(e) for e in data["eps"])
+    for key in ("eps", "step_size"):      # a YAML number is a radius as the flag spells it
+        if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
+            data[key] = str(data[key])
     try:
         return Protocol(**data)
     except TypeError as e:
