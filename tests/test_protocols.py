@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from advlora.attacks import parse_eps_list
+from advlora.cli import attack as attack_cli
 from advlora.cli import eval as eval_cli
 from advlora.cli import main
-from advlora.cli.attack import robust_options
+from advlora.cli.attack import apply_protocol, robust_options
 from advlora.errors import AdvloraError
 from advlora.evaluation.protocols import PROTOCOLS, load_protocol
 
@@ -27,7 +28,7 @@ def _args(*argv: str) -> argparse.Namespace:
 def _built(*argv: str):
     """The settings and threat models ``advlora eval`` builds from ``argv`` (no model, no data, no attack)."""
     args = _args(*argv)
-    eval_cli.apply_protocol(args)
+    apply_protocol(args, eval_cli.add_arguments)
     attacks = [a for a in args.attacks.split(",") if a] if args.attacks else []
     return args, *robust_options(args, attacks)
 
@@ -63,6 +64,19 @@ def test_a_flag_given_over_the_preset_overrides_it_with_a_note(capsys):
     assert settings.protocol["overrides"] == {"--attack-steps": 3, "--eps": "2/255"}
     err = capsys.readouterr().err
     assert "--attack-steps 3 overrides the preset's 100" in err and "--eps 2/255" in err
+
+
+def test_attack_command_takes_the_preset_too(capsys):
+    p = argparse.ArgumentParser()
+    attack_cli.add_arguments(p)
+    args = p.parse_args(["--protocol", "robustvlm"])
+    apply_protocol(args, attack_cli.add_arguments, attacks=("attack", "--attack"))
+    settings, threats = robust_options(args, args.attack.split(","))
+    assert settings.attacks == ["apgd", "apgd-t", "square"] and [t.steps for t in threats] == [100] * 3
+    args = p.parse_args(["--protocol", "tecoa", "--attack", "fgsm"])
+    apply_protocol(args, attack_cli.add_arguments, attacks=("attack", "--attack"))
+    assert args.attack == "fgsm" and args.protocol_record["overrides"] == {"--attack": "fgsm"}
+    assert "--attack fgsm overrides the preset's pgd" in capsys.readouterr().err
 
 
 def test_without_protocol_the_run_is_custom():

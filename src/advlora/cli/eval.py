@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, robust_options, run_robust
+from advlora.cli.attack import (LIST_HELP, add_protocol_arg, add_threat_args, apply_protocol, data_specs, list_attacks,
+                                robust_options, run_robust)
 from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
                                 add_progress_argument, examples, summary_stream)
 from advlora.errors import AdvloraError
@@ -40,11 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the attacks evaluated, a comma list of registered names, e.g. fgsm,pgd,apgd,square "
                         f"(default: clean only); {LIST_HELP}")
     add_deprecated(p, "--attack", dest="attacks", new="--attacks")
-    p.add_argument("--protocol", default=None, metavar="NAME|FILE.yaml",
-                   help="a published evaluation protocol: sets its attacks, iterations, step, eps, norm and samples "
-                        "(advlora list protocols), or a YAML file with the same fields; a flag given as well "
-                        "overrides the preset's value, with a note, and the results record it (default: none, "
-                        "recorded as 'custom')")
+    add_protocol_arg(p)
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "eval")
     p.add_argument("--resume", action="store_true",
@@ -59,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
-    apply_protocol(args)
+    apply_protocol(args, add_arguments)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if getattr(args, "attacks", None) else []
     robust_options(args, attacks)
     if int(os.environ.get("RANK", "0")) == 0:     # the other processes of torchrun see rank 0's folder
@@ -72,35 +69,6 @@ def run(args: argparse.Namespace) -> int:
     if attacks:
         return _run_robust_session(args, attacks)
     return run_robust(args, [], command="eval")
-
-
-def apply_protocol(args: argparse.Namespace) -> None:
-    """Set the flags of ``--protocol``'s preset (``advlora.evaluation.protocols.KNOBS``) on ``args`` and record
-    it as ``args.protocol_record``. A flag the user gave with a value other than its default and the preset's
-    overrides the preset: one note on stderr, and the results record it under the protocol's ``overrides``.
-    An unknown preset or a bad file is one line (exit 2) before any work."""
-    from advlora.evaluation.protocols import KNOBS, load_protocol, record
-
-    spec = getattr(args, "protocol", None)
-    if not spec:
-        args.protocol_record = record(None)
-        return
-    protocol = load_protocol(spec)
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    defaults = vars(parser.parse_args([]))
-    flags = {dest: flag for dest, flag in KNOBS.values()}
-    overrides = {}
-    for dest, value in protocol.values().items():
-        given = getattr(args, dest, None)
-        if given != defaults.get(dest) and given != value:
-            overrides[dest] = given
-            print(f"--protocol {protocol.name}: {flags[dest]} {given} overrides the preset's {value} "
-                  f"(recorded in the results as an override)", file=sys.stderr)
-        else:
-            setattr(args, dest, value)
-    args.protocol = protocol.name
-    args.protocol_record = record(protocol, {flags[d]: v for d, v in overrides.items()})
 
 
 def check_eval_out(args: argparse.Namespace, attacks: list[str]) -> None:

@@ -125,7 +125,8 @@ def load_protocol(spec: str) -> Protocol:
     known = {f.name for f in fields(Protocol)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise AdvloraError(f"--protocol {spec}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise AdvloraError(f"--protocol {spec}: unknown field(s) {', '.join(unknown)} "
+                           f"(known: {', '.join(sorted(known))})")
     data = {**data, "name": str(data.get("name") or path.stem)}
     if isinstance(data.get("attacks"), str):
         data["attacks"] = [a.strip() for a in data["attacks"].split(",") if a.strip()]
