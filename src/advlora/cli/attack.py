@@ -9,6 +9,8 @@ evaluation radius defaults to 4/255, twice the training default of ``advlora tra
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
@@ -23,7 +25,50 @@ EXAMPLES = examples(
     "advlora attack --model tiny-clip --data emoji --attack pgd --eps 4/255 --attack-steps 10",
     "advlora attack --model runs/merged --data coco/dataset_coco.json --image-root coco --attack apgd "
     "--eps 1/255,2/255,4/255 --json > metrics.json",
+    "advlora attack --model tiny-clip --data emoji-cls --protocol tecoa   # TeCoA's PGD-100 at 1/255",
     "advlora list attacks")
+
+
+def add_protocol_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", default=None, metavar="NAME|FILE.yaml",
+                   help="a published evaluation protocol: sets its attacks, iterations, step, eps, norm and samples "
+                        "(advlora list protocols), or a YAML file with the same fields; a flag given as well "
+                        "overrides the preset's value, with a note, and the results record it (default: none, "
+                        "recorded as 'custom')")
+
+
+def apply_protocol(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None], *,
+                   attacks: tuple[str, str] = ("attacks", "--attacks")) -> None:
+    """Set the flags of ``--protocol``'s preset (``advlora.evaluation.protocols.KNOBS``; its attacks go to
+    ``attacks``, the command's (dest, flag)) on ``args`` and record it as ``args.protocol_record``. A flag the
+    user gave with a value other than its default (``add_arguments``: the command's parser) and the preset's
+    overrides the preset: one note on stderr, and the results record it under the protocol's ``overrides``. An
+    unknown preset or a bad file is one line (exit 2) before any work."""
+    from advlora.evaluation.protocols import KNOBS, load_protocol, record
+
+    spec = getattr(args, "protocol", None)
+    if not spec:
+        args.protocol_record = record(None)
+        return
+    protocol = load_protocol(spec)
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    knobs = {**KNOBS, "attacks": attacks}
+    overrides = {}
+    for field, (dest, flag) in knobs.items():
+        value = protocol.values().get(KNOBS[field][0])
+        if value is None:
+            continue
+        given = getattr(args, dest, None)
+        if given != defaults.get(dest) and given != value:
+            overrides[flag] = given
+            print(f"--protocol {protocol.name}: {flag} {given} overrides the preset's {value} "
+                  f"(recorded in the results as an override)", file=sys.stderr)
+        else:
+            setattr(args, dest, value)
+    args.protocol = protocol.name
+    args.protocol_record = record(protocol, overrides)
 
 
 def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> None:
@@ -71,6 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_data_args(p)
     p.add_argument("--attack", default="pgd",
                    help=f"the attack evaluated, a registered name or a comma list; {LIST_HELP}")
+    add_protocol_arg(p)
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "attack")
     add_json_argument(p, "metrics.json")
@@ -79,6 +125,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.attack == "list":
         return list_attacks()
+    apply_protocol(args, add_arguments, attacks=("attack", "--attack"))
     attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
     robust_options(args, attacks)
     if args.out:
@@ -118,6 +165,10 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     model = _load(args, dtype, adapter=True)
     for t in threats:
         t.check_image_size(model.image_size)
+    scale = settings.protocol["settings"].get("logit_scale")
+    if scale is not None and abs(float(model.logit_scale) - scale) > 1e-3 * scale:
+        print(f"protocol {settings.protocol['name']}: it fixes the logits at {scale:g} x cosine; this model's scale "
+              f"is {float(model.logit_scale):.4g}, and the attacks score with the model's own", file=sys.stderr)
     surrogate = None
     if args.surrogate:
         surrogate = model_loader()(args.surrogate, device=str(model.device)).to(dtype)
@@ -180,7 +231,8 @@ def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
                              text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
-                             exhaustive=args.exhaustive, exit_k=args.exit_k)
+                             exhaustive=args.exhaustive, exit_k=args.exit_k,
+                             **({"protocol": args.protocol_record} if getattr(args, "protocol_record", None) else {}))
     threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
                            random_start=args.random_start, seed=args.seed)
                for e in (parse_eps_list(args.eps) if attacks else [])]

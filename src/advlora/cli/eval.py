@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from advlora.cli.attack import LIST_HELP, add_threat_args, data_specs, list_attacks, robust_options, run_robust
+from advlora.cli.attack import (LIST_HELP, add_protocol_arg, add_threat_args, apply_protocol, data_specs, list_attacks,
+                                robust_options, run_robust)
 from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
                                 add_progress_argument, examples, summary_stream)
 from advlora.errors import AdvloraError
@@ -26,6 +27,8 @@ STATE = "eval-state"
 EXAMPLES = examples(
     "advlora eval --model tiny-clip --data emoji                      # clean retrieval on the embedded default",
     "advlora eval --model tiny-clip --data emoji-source --attacks pgd --limit 8",
+    "advlora eval --model tiny-clip --data emoji-cls --protocol robustvlm   # RobustVLM's zero-shot protocol",
+    "advlora eval --data emoji-cls --protocol my-protocol.yaml       # a preset of your own",
     "advlora eval --model openai/clip-vit-base-patch32 --data coco/dataset_coco.json --image-root coco \\",
     "    --attacks standard --eps 4/255 --out runs/coco-standard --json > metrics.json",
     "torchrun --nproc_per_node 2 -m advlora eval --attacks pgd,apgd --out runs/e   # split over 2 processes",
@@ -38,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the attacks evaluated, a comma list of registered names, e.g. fgsm,pgd,apgd,square "
                         f"(default: clean only); {LIST_HELP}")
     add_deprecated(p, "--attack", dest="attacks", new="--attacks")
+    add_protocol_arg(p)
     add_threat_args(p, eps_default="4/255")
     add_out_arg(p, "eval")
     p.add_argument("--resume", action="store_true",
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "attacks", None) == "list":
         return list_attacks()
+    apply_protocol(args, add_arguments)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if getattr(args, "attacks", None) else []
     robust_options(args, attacks)
     if int(os.environ.get("RANK", "0")) == 0:     # the other processes of torchrun see rank 0's folder

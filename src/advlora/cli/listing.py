@@ -3,7 +3,8 @@
 Each kind is one function of ``SOURCES`` that reads its registry (attacks: ``advlora.attacks.registry``; models:
 the tiny defaults, the ``backends()`` of ``advlora.models`` and the random sizes of ``advlora.models.tiny``; data
 sets: ``advlora.data.EMBEDDED``; formats: ``advlora.data.FORMATS``; methods: ``advlora.adapters.method``;
-objectives: the declarations of ``advlora.training.objectives``; configs: the YAML files of ``advlora.configs``),
+objectives: the declarations of ``advlora.training.objectives``; protocols: the evaluation presets of
+``advlora.evaluation.protocols``; configs: the YAML files of ``advlora.configs``),
 so a registry that moves is re-pointed in one place. Each function reads its registry when it is called, so what
 a plugin registered after import (``advlora --plugin MODULE list KIND``, ``advlora.plugins``) is listed too.
 ``entries(kind)`` is the same list for other tools (a generated reference). Every kind but ``configs`` imports
@@ -123,6 +124,17 @@ def objectives() -> list[Entry]:
     return [(name, registry.get(name).doc or "training objective") for name in registry.names()]
 
 
+def protocols() -> list[Entry]:
+    """The evaluation presets of ``advlora.evaluation.protocols`` (``advlora eval --protocol NAME``), each with
+    its description and every setting it declares."""
+    from advlora.evaluation.protocols import PROTOCOLS
+
+    out = [(name, PROTOCOLS.get(name).summary()) for name in PROTOCOLS.names()]
+    out.append(("<file.yaml>", "a protocol of your own: a YAML file with the same fields (docs/evaluation.md, "
+                               "\"Protocols\")"))
+    return out
+
+
 def configs() -> list[Entry]:
     """The YAML files shipped in ``advlora.configs``: the first line of their leading comment that is not a
     command line."""
@@ -140,7 +152,7 @@ def configs() -> list[Entry]:
 #: kind -> the function that reads its registry
 SOURCES: dict[str, Callable[[], list[Entry]]] = {
     "attacks": attacks, "models": models, "datasets": datasets, "formats": formats, "methods": methods,
-    "objectives": objectives, "configs": configs,
+    "objectives": objectives, "configs": configs, "protocols": protocols,
 }
 
 

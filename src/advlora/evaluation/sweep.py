@@ -27,6 +27,7 @@ from advlora.attacks import ThreatModel, registry, result_key
 from advlora.config import load_yaml
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
+from advlora.evaluation.protocols import record as protocol_record
 from advlora.evaluation.results import check_exit_k
 from advlora.evaluation.retrieval import evaluate_clean
 from advlora.evaluation.robust import AttackResult, evaluate_robust
@@ -62,6 +63,9 @@ class SweepSettings:
     exhaustive: bool = False
     #: early exit: the i2t rank at which an image is done (None: the largest reported k; ``results.check_exit_k``)
     exit_k: int | None = None
+    #: the protocol followed, as results files record it (``advlora.evaluation.protocols.record``: its name,
+    #: ``custom`` without one, its settings and the user's overrides)
+    protocol: dict = field(default_factory=lambda: protocol_record(None))
 
     def __post_init__(self) -> None:
         self.attacks = registry.check_names(self.attacks)
@@ -262,7 +266,7 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
             checks = [c for c in r.sanity if th is None or str(c).find(f"[eps {eps_str}]") >= 0
                       or "[eps " not in str(c)]
             out.append(_finite({
-                "schema": RESULTS_SCHEMA, "model": sweep.model, "adapter": sweep.adapter,
+                "schema": RESULTS_SCHEMA, "protocol": s.protocol, "model": sweep.model, "adapter": sweep.adapter,
                 "method": prov.get("method"), "objective": prov.get("objective"),
                 "train_attack": prov.get("train_attack"), "trained_on": prov.get("trained_on", []),
                 "data": r.spec, "dataset": r.name, "split": r.split, "task": r.task,
@@ -293,7 +297,8 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-#: the keys every results record holds (``check_record``)
+#: the keys every results record holds (``check_record``); records also write ``protocol``, checked when present
+#: (records written before it lack it)
 RECORD_KEYS = ("schema", "model", "adapter", "method", "objective", "train_attack", "trained_on", "data", "dataset",
                "split", "task", "n_images", "n_texts", "threat", "attacks", "budget", "headline", "clean", "robust",
                "results", "sanity", "versions", "commit", "time")
@@ -315,6 +320,8 @@ def check_record(record: Any) -> list[str]:
             out.append(f"robust metrics lack the headline {record['headline']!r}")
         if record["threat"] is not None and not {"norm", "eps", "eps_str", "steps"} <= set(record["threat"]):
             out.append("threat lacks norm, eps, eps_str or steps")
+        if "protocol" in record and not (isinstance(record["protocol"], dict) and record["protocol"].get("name")):
+            out.append("protocol is not an object with a name")
     return out
 
 
