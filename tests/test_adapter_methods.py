@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_utils import nudge
 
 from advlora.adapters import method as adapter_methods
 
@@ -168,14 +169,6 @@ def features(m):
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     return torch.cat([m.encode_image(x), m.encode_text(TEXTS)])
 
-
-def nudge(m):
-    """Move every trainable tensor a little, as training would."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
 @pytest.mark.parametrize("arch", ["clip", "blip"])

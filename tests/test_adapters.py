@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from train_utils import nudge
 
 from advlora.adapters import (AdapterConfig, adapter_info, alignment_errors, alpha_parameters, alpha_values,
                               attach_adapter, kmeans, load_adapter, lora_layers, merge_adapter, regularization_loss,
@@ -49,14 +50,6 @@ def scores(m):
     a, b = features(m)
     return a @ b.t()
 
-
-def nudge(m):
-    """Move every trainable tensor a little, as training would."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
 @pytest.mark.parametrize("arch,opts", [("clip", o) for o in METHOD_VARIANTS] + [("blip", o) for o in METHOD_VARIANTS[2:6]],

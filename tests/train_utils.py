@@ -67,3 +67,12 @@ def torchrun(*args: str, script: list[str] | None = None, nproc: int = 2) -> lis
 
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *(script or ["-m", "advlora"]), *args]
+
+
+def nudge(m):
+    """Move every trainable tensor a little, as training would."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
