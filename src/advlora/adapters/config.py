@@ -50,6 +50,10 @@ class AdapterConfig:
             advlora ignores it: its trainable alpha is the scale.
         dropout: dropout on the LoRA branch (peft's lora_dropout).
         use_rslora: rank-stabilised scaling lora_alpha / sqrt(r) (peft's use_rslora) for the methods that read it.
+        n_tokens: learned vision prompt tokens per prompted layer (vpt, visual-prompt); None: the method's default.
+        depth: the vision layers whose input gets new prompt tokens (vpt: 1 shallow, > 1 deep); None: 1.
+        prompt_size: visual-prompt's frame width in pixels at the model's resolution; None: TeCoA's 30 px at
+            224 px, scaled to the model's (4 px at 32 px).
     """
 
     method: str = "advlora"
@@ -68,6 +72,9 @@ class AdapterConfig:
     lora_alpha: float | None = None
     dropout: float = 0.0
     use_rslora: bool = False
+    n_tokens: int | None = None
+    depth: int | None = None
+    prompt_size: int | None = None
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)
@@ -78,6 +85,9 @@ class AdapterConfig:
                 raise AdvloraError(f"adapter method {self.method} sets {name}={value}, not {getattr(self, name)}")
             setattr(self, name, value)
         self.method = method.name
+        for name, value in method.defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if method.inits:
             self.init = method.default_init if self.init is None else self.init
             if self.init not in method.inits:
@@ -100,6 +110,10 @@ class AdapterConfig:
             raise AdvloraError(f"adapter lora_alpha must be > 0, got {self.lora_alpha!r}")
         if not isinstance(self.use_rslora, bool):
             raise AdvloraError(f"adapter use_rslora must be true or false, got {self.use_rslora!r}")
+        for name, least in (("n_tokens", 0), ("depth", 1), ("prompt_size", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise AdvloraError(f"adapter {name} must be an integer >= {least}, got {value!r}")
         method.validate(self)
         self.targets = _normalize_targets(self.targets)
 

@@ -31,6 +31,8 @@ class AdapterMethod:
         reads: the ``AdapterConfig`` fields the method reads besides ``method`` (the CLI passes only these).
         inits: the names ``AdapterConfig.init`` accepts for this method (empty: it has no initialisation choice).
         default_init: ``init`` when the config leaves it out.
+        defaults: ``AdapterConfig`` fields it reads whose None means the method's own default -> that default
+            (a vision prompt's ``n_tokens``: 4 for VPT, 5 for TeCoA's visual prompt).
         legacy_inits: ``init`` values that configs and adapter folders written when the method ignored ``init``
             carry (AdvLoRA's default): read as ``default_init``.
         aliases: other names of the method -> the config fields they set (``pissa`` -> lora with init=pissa).
@@ -48,6 +50,7 @@ class AdapterMethod:
     reads: ClassVar[tuple[str, ...]] = ()
     inits: ClassVar[tuple[str, ...]] = ()
     default_init: ClassVar[str | None] = None
+    defaults: ClassVar[dict[str, Any]] = {}
     legacy_inits: ClassVar[tuple[str, ...]] = ()
     aliases: ClassVar[dict[str, dict[str, Any]]] = {}
     trains: ClassVar[bool] = True

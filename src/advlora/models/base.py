@@ -5,6 +5,8 @@ normalisation happen inside ``encode_image``, so attacks and their eps live in p
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -12,7 +14,31 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from advlora.errors import AdvloraError
 from advlora.losses import softmax_contrastive
+
+
+@dataclass(frozen=True)
+class VisionSites:
+    """Where prompts enter a ViT vision tower: modules of ``hf_model`` (``VLModel.vision_sites``).
+
+    Attributes:
+        tower: the vision transformer; prompt modules are registered on it, so they count as the vision tower's.
+        embeddings: ``(pixel_values (B, 3, S, S) normalised, ...) -> (B, T, width)``: patch (and class) tokens
+            with their positions, before any encoder layer.
+        layers: the encoder layers in order, each called with the hidden states (B, T, width) first.
+        encoder: runs ``layers``; its output's ``last_hidden_state`` is the sequence after the last layer, which the
+            family then pools (CLIP and BLIP at the class token, SigLIP with its attention-pooling head).
+        width: the hidden size; patch: the patch side in pixels; image_size: the side the embeddings read.
+    """
+
+    tower: nn.Module
+    embeddings: nn.Module
+    layers: Sequence[nn.Module]
+    encoder: nn.Module
+    width: int
+    patch: int
+    image_size: int
 
 
 class VLModel(nn.Module):
@@ -39,6 +65,9 @@ class VLModel(nn.Module):
     text_padding: ClassVar[str] = "longest"
     #: whether ``hf_model.set_attn_implementation`` may switch the attention kernel
     attention_selectable: ClassVar[bool] = True
+    #: the vision transformer (relative to ``hf_model``) whose ``embeddings``, ``encoder`` and ``encoder.layers``
+    #: vision prompts enter (``vision_sites``); None: the family takes no vision prompts
+    vision_tower: ClassVar[str | None] = None
 
     def __init__(self, hf_model: nn.Module, tokenizer, *, image_size: int, mean, std, name_or_path: str,
                  max_length: int = 77, alias: str | None = None) -> None:
@@ -97,6 +126,18 @@ class VLModel(nn.Module):
                 if isinstance(side, int):
                     return side
         return int(config.vision_config.image_size)
+
+    def vision_sites(self) -> VisionSites:
+        """The modules vision prompts enter (``advlora.adapters.prompt_vision``); a family without a
+        ``vision_tower`` is one error line."""
+        if self.vision_tower is None:
+            raise AdvloraError(f"the {self.arch or 'unknown'} family does not say where its vision tokens enter "
+                               f"(VLModel.vision_tower): it takes no vision prompts")
+        tower = self.hf_model.get_submodule(self.vision_tower)
+        vc = self.hf_model.config.vision_config
+        return VisionSites(tower=tower, embeddings=tower.embeddings, layers=list(tower.encoder.layers),
+                           encoder=tower.encoder, width=int(vc.hidden_size), patch=int(vc.patch_size),
+                           image_size=self.image_size)
 
     def recompute_layers(self) -> list[nn.Module]:
         """The layers ``advlora.models.recompute.enable_recompute`` checkpoints: the transformer layers."""

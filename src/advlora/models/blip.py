@@ -24,6 +24,7 @@ class BLIPWrapper(VLModel):
     default_targets = {"vision": ["qkv", "projection"],
                        "text": ["query", "key", "value", "attention.output.dense", "crossattention.output.dense"]}
     tower_prefixes = {"vision": ("vision_model", "vision_proj"), "text": ("text_encoder", "text_proj", "itm_head")}
+    vision_tower = "vision_model"
     attention_selectable = False  # HF's BLIP has one attention implementation only (and warns when asked)
 
     @property

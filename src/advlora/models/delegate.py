@@ -63,6 +63,9 @@ class Delegating(VLModel):
     def recompute_layers(self) -> list[torch.nn.Module]:
         return self.base.recompute_layers()
 
+    def vision_sites(self):
+        return self.base.vision_sites()
+
     def tower_of(self, module_name: str) -> str | None:
         return self.base.tower_of(module_name)
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Siglip2Config, SiglipConfig
 
+from advlora.errors import AdvloraError
 from advlora.losses import sigmoid_contrastive
 from advlora.models.base import VLModel
 from advlora.models.family import Family
@@ -38,6 +39,7 @@ class SiglipWrapper(VLModel):
     tower_prefixes = {"vision": ("vision_model",), "text": ("text_model",)}
     resize_mode = "bicubic"
     text_padding = "max_length"
+    vision_tower = "vision_model"
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         feats = self.hf_model.vision_model(pixel_values=self.normalize_pixels(images)).pooler_output.float()
@@ -66,6 +68,13 @@ class SiglipWrapper(VLModel):
 class Siglip2Wrapper(SiglipWrapper):
     arch = "siglip2"
     resize_mode = "bilinear"
+    vision_tower = None
+
+    def vision_sites(self):
+        """NaFlex's encoder masks attention by the patch mask it builds from ``pixel_attention_mask``: a token
+        appended to the sequence has no row in it, so vision prompts are refused in one line."""
+        raise AdvloraError("the siglip2 (NaFlex) vision tower masks attention by its patch mask: it takes no vision "
+                           "prompts (use a fixed-resolution SigLIP checkpoint, model_type siglip)")
 
     @classmethod
     def input_size(cls, processor: Any, config: Any) -> int:
