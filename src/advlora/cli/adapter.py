@@ -86,7 +86,12 @@ def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--kmeans-on", default="rows", help=" | ".join(KMEANS_ON))
     p.add_argument("--lora-alpha", type=float, default=None, help="peft lora_alpha for lora/pissa (default: rank)")
     p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling lora_alpha / sqrt(r) (lora)")
-    p.add_argument("--seed", type=int, default=0, help="seed of k-means++ and of peft's random A")
+    p.add_argument("--n-tokens", type=int, default=None,
+                   help="vision prompt tokens per prompted layer (vpt: 4, visual-prompt: 5 by default)")
+    p.add_argument("--depth", type=int, default=None, help="vpt: layers that get new tokens (1: shallow, the default)")
+    p.add_argument("--prompt-size", type=int, default=None,
+                   help="visual-prompt's frame width in pixels (default: TeCoA's 30 at 224 px, scaled to the model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means++, of peft's random A and of the prompts")
 
 
 def _options(args: argparse.Namespace, method: str) -> dict:
@@ -94,7 +99,8 @@ def _options(args: argparse.Namespace, method: str) -> dict:
     flags = {"rank": args.rank, "towers": args.towers, "targets": args.targets, "seed": args.seed,
              "lora_alpha": args.lora_alpha, "use_rslora": args.rslora, "init": args.init, "mode": args.mode,
              "alpha_mode": args.alpha_mode, "alpha_init": args.alpha_init, "align_init": args.align_init,
-             "kmeans_iters": args.kmeans_iters, "kmeans_on": args.kmeans_on}
+             "kmeans_iters": args.kmeans_iters, "kmeans_on": args.kmeans_on, "n_tokens": args.n_tokens,
+             "depth": args.depth, "prompt_size": args.prompt_size}
     reads = adapter_methods.get(method).reads
     return {"method": method, **{k: v for k, v in flags.items() if k in reads}}
 
@@ -127,13 +133,14 @@ def _info(args: argparse.Namespace) -> int:
     base = _load(args)
     name = args.random_model and f"random {args.random_model}" or args.model
     print(f"model {name}: rank {args.rank}, towers {args.towers}, targets {args.targets or 'backend defaults'}")
-    print(f"{'method':<10} {'layers':>6} {'trainable':>12} {'total':>12} {'share %':>9}")
+    width = max(len("method"), *map(len, methods))
+    print(f"{'method':<{width}} {'layers':>6} {'trainable':>12} {'total':>12} {'share %':>9}")
     reports = []
     for method in methods:
         model = base if len(methods) == 1 else copy.deepcopy(base)
         attach_adapter(model, _options(args, method))
         info = adapter_info(model)
-        print(f"{method:<10} {info['layers']:>6} {info['trainable']:>12,} {info['total']:>12,} {info['share']:>9.3f}")
+        print(f"{method:<{width}} {info['layers']:>6} {info['trainable']:>12,} {info['total']:>12,} {info['share']:>9.3f}")
         rep = [r for r in model.advlora_adapter.report if "error" in r]  # the layers whose init reports an error
         if rep:
             reports.append((method, model.advlora_adapter.config.init, rep))
