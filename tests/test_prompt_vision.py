@@ -132,6 +132,21 @@ def test_a_deep_copy_has_its_own_prompt():
     assert torch.equal(features(m), before)                                  # and removing them leaves m alone
 
 
+def test_deep_prompts_under_recomputation_give_the_same_gradients():
+    """``model.gradient_checkpointing`` recomputes each layer's forward; the prompts enter before it (a pre-hook)."""
+    from advlora.models.recompute import enable_recompute
+
+    m = attach_adapter(fresh(), "vpt", depth=2)
+    r = copy.deepcopy(m)
+    assert enable_recompute(r) > 0
+    grads = []
+    for model in (m, r):
+        x = images().requires_grad_(True)
+        model.encode_image(x).square().sum().backward()
+        grads.append([x.grad, *(p.grad for p in prompt_parameters(model).values())])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
 # ---- saving, loading, merging, counting ------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("opts", [{"method": "vpt", "depth": 2}, {"method": "visual-prompt"}],
@@ -166,7 +181,7 @@ def test_prompts_count_their_parameters_and_cannot_be_merged():
     ("clip", {"method": "visual-prompt", "prompt_size": 16}, "leaves no image inside the frame"),
     ("clip", {"method": "vpt", "depth": 3}, "deeper than the vision tower's 2 layers"),
     ("clip", {"method": "vpt", "n_tokens": 0}, "needs n_tokens >= 1"),
-    ("siglip2", {"method": "vpt"}, "takes no vision prompts"),
+    ("siglip2", {"method": "vpt"}, "does not support the siglip2 family (supported: clip, blip, siglip)"),
 ])
 def test_a_prompt_the_model_cannot_take_is_one_line_before_any_work(arch, opts, message):
     m = fresh(arch)

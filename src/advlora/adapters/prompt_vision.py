@@ -42,6 +42,7 @@ from torch import nn
 from advlora.adapters.io import read_tensors
 from advlora.adapters.method import AdapterMethod
 from advlora.errors import AdvloraError
+from advlora.models.family import FAMILIES
 
 #: the attribute of the vision transformer that holds the prompt module
 ATTRIBUTE = "advlora_prompt"
@@ -244,10 +245,16 @@ class VisionPromptMethod(AdapterMethod):
     targets = False
     inits = INITS
 
+    @property
+    def families(self) -> tuple[str, ...]:  # type: ignore[override] - read live: a family registered later counts
+        """The families whose wrapper names its vision transformer (``VLModel.vision_tower``)."""
+        return tuple(f.name for f in FAMILIES.values() if f.wrapper.vision_tower is not None)
+
     def build(self, model, cfg, sites) -> VisionPrompts:
         raise NotImplementedError
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
+        self.check(model, [])
         prompts = self.build(model, cfg, model.vision_sites())
         prompts.install(model)
         prompts.requires_grad_(True)

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from transformers import Siglip2Config, SiglipConfig
 
-from advlora.errors import AdvloraError
 from advlora.losses import sigmoid_contrastive
 from advlora.models.base import VLModel
 from advlora.models.family import Family
@@ -68,13 +67,9 @@ class SiglipWrapper(VLModel):
 class Siglip2Wrapper(SiglipWrapper):
     arch = "siglip2"
     resize_mode = "bilinear"
+    # NaFlex's encoder masks attention by the patch mask it builds from ``pixel_attention_mask`` and its embeddings
+    # read patchified pixels: neither takes a prompt token or a frame, so the family takes no vision prompts
     vision_tower = None
-
-    def vision_sites(self):
-        """NaFlex's encoder masks attention by the patch mask it builds from ``pixel_attention_mask``: a token
-        appended to the sequence has no row in it, so vision prompts are refused in one line."""
-        raise AdvloraError("the siglip2 (NaFlex) vision tower masks attention by its patch mask: it takes no vision "
-                           "prompts (use a fixed-resolution SigLIP checkpoint, model_type siglip)")
 
     @classmethod
     def input_size(cls, processor: Any, config: Any) -> int:
