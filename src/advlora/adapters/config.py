@@ -50,6 +50,11 @@ class AdapterConfig:
             advlora ignores it: its trainable alpha is the scale.
         dropout: dropout on the LoRA branch (peft's lora_dropout).
         use_rslora: rank-stabilised scaling lora_alpha / sqrt(r) (peft's use_rslora) for the methods that read it.
+        n_ctx: learned context tokens of a prompt method (coop); None: the phrase's tokens with init=phrase, 4
+            with init=random. With a phrase, its first n_ctx tokens are learned and the rest stay fixed text.
+        ctx_phrase: the phrase a prompt's context starts from with init=phrase (CoOp's CTX_INIT).
+        class_position: where the class name goes relative to a text prompt's context: end | middle | front.
+        class_specific: one context per class (CoOp's CSC) instead of one shared by every class.
     """
 
     method: str = "advlora"
@@ -68,6 +73,10 @@ class AdapterConfig:
     lora_alpha: float | None = None
     dropout: float = 0.0
     use_rslora: bool = False
+    n_ctx: int | None = None
+    ctx_phrase: str = "a photo of a"
+    class_position: str = "end"
+    class_specific: bool = False
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)
