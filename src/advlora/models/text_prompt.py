@@ -24,8 +24,9 @@ changes how text is tokenized and embedded, and nothing else:
 
 ``TextPrompt`` holds a unified context (``ctx``, (n_ctx, D)) and optional deep contexts (``deep_ctx``,
 (depth, n_ctx, D)); a subclass may compute them instead (``context``, ``layer_context``: MaPLe's coupled
-prompts). ``prefix`` is fixed text placed between the context and the text (the words of an initial phrase
-beyond the learned ``n_ctx`` tokens, as MaPLe keeps "of a" of "a photo of a").
+prompts). ``prefix`` holds the token ids of fixed text placed between the context and the text (the tokens of an
+initial phrase beyond the learned ``n_ctx``, as MaPLe keeps "of a" of "a photo of a"), kept as ids so that a
+phrase split inside a word lays out exactly as the phrase does.
 """
 from __future__ import annotations
 
@@ -51,18 +52,21 @@ class TextPrompt(nn.Module):
     Args:
         ctx: (n_ctx, D) initial context vectors (D: the token-embedding width).
         position: end | middle | front.
-        prefix: fixed words between the context and the text ("" for none).
+        prefix: token ids of fixed text between the context and the text (none: empty); class position end.
         deep: (depth, n_ctx, D) initial contexts of layers 1 .. depth, or None.
     """
 
-    def __init__(self, ctx: torch.Tensor, *, position: str = "end", prefix: str = "",
+    def __init__(self, ctx: torch.Tensor, *, position: str = "end", prefix: tuple[int, ...] = (),
                  deep: torch.Tensor | None = None) -> None:
         super().__init__()
         if position not in POSITIONS:
             raise choices_error("prompt class position", position, POSITIONS)
         if ctx.dim() != 2 or ctx.shape[0] < 1:
             raise AdvloraError(f"a text prompt's context is (n_ctx >= 1, width), got {tuple(ctx.shape)}")
-        self.position, self.prefix = position, prefix.strip()
+        if prefix and position != "end":
+            raise AdvloraError("a text prompt's fixed prefix goes between the context and the class name: "
+                               "class position end only")
+        self.position, self.prefix = position, tuple(int(i) for i in prefix)
         self.ctx = nn.Parameter(ctx.detach().clone().float())
         self.deep_ctx = None if deep is None else nn.Parameter(deep.detach().clone().float())
         #: False: text is tokenized without slots (``prompt_disabled``), the tower as it was
@@ -98,22 +102,22 @@ class TextPrompt(nn.Module):
         return self._layout(model, [CLASS_TEXT.format(n) for n in names], list(names))
 
     def _layout(self, model, texts: list[str], names: list[str]) -> dict[str, torch.Tensor]:
-        n, tok = self.n_ctx, model.tokenizer
-        contents = [f"{self.prefix} {t}" if self.prefix else t for t in texts]
-        enc = model.tokenize_plain(contents, reserve=n)
+        n, tok, fixed = self.n_ctx, model.tokenizer, list(self.prefix)
+        enc = model.tokenize_plain(texts, reserve=n + len(fixed))
         ids = enc["input_ids"].tolist()
         mask = enc["attention_mask"].tolist() if "attention_mask" in enc else None
-        start = _lead(tok) + (len(_ids(tok, self.prefix)) if self.prefix else 0)
+        start = _lead(tok)
         slots = [-(k + 1) for k in range(n)]
         first = {"end": n, "front": 0, "middle": n // 2}[self.position]   # slots before the text
+        before = slots[:first] + fixed
         out_ids, out_mask = [], []
         for r, row in enumerate(ids):
             length = len(row) if mask is None else sum(mask[r])
             after = min(start + (len(_ids(tok, names[r])) if first < n else 0), max(start, length - 1))
-            out_ids.append(row[:start] + slots[:first] + row[start:after] + slots[first:] + row[after:])
+            out_ids.append(row[:start] + before + row[start:after] + slots[first:] + row[after:])
             if mask is not None:
                 m = mask[r]
-                out_mask.append(m[:start] + [1] * first + m[start:after] + [1] * (n - first) + m[after:])
+                out_mask.append(m[:start] + [1] * len(before) + m[start:after] + [1] * (n - first) + m[after:])
         dev = enc["input_ids"].device
         out = {"input_ids": torch.tensor(out_ids, dtype=enc["input_ids"].dtype, device=dev)}
         if mask is not None:

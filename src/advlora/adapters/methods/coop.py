@@ -57,25 +57,23 @@ class CoOp(AdapterMethod):
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
         model.text_prompt_sites()    # a family without a text prompt seam: one line before any work
-        prefix = ""
+        prefix: list[int] = []
         if cfg.init == "phrase":
             phrase = token_context(model, cfg.ctx_phrase)
             n = cfg.n_ctx or len(phrase)
             if n > len(phrase):
                 raise AdvloraError(f"adapter n_ctx {n} is longer than ctx_phrase {cfg.ctx_phrase!r} "
                                    f"({len(phrase)} tokens); use init=random for more context")
-            if n < len(phrase):
-                if cfg.class_position != "end":
-                    raise AdvloraError("a context shorter than its phrase keeps the rest as fixed text before the "
-                                       "class name: class_position end only")
-                ids = model.tokenizer(cfg.ctx_phrase, add_special_tokens=False)["input_ids"]
-                prefix = model.tokenizer.decode(ids[n:])
+            if n < len(phrase) and cfg.class_position != "end":
+                raise AdvloraError("a context shorter than its phrase keeps the rest as fixed text before the "
+                                   "class name: class_position end only")
+            prefix = list(model.tokenizer(cfg.ctx_phrase, add_special_tokens=False)["input_ids"])[n:]
             ctx = phrase[:n]
         else:
             ctx = random_context(model, cfg.n_ctx or RANDOM_N_CTX, cfg.seed)
         prompt = TextPrompt(ctx, position=cfg.class_position, prefix=prefix)
         attach_text_prompt(model, prompt).requires_grad_(True)
-        state.report = [{"prompt": "text", "n_ctx": prompt.n_ctx, "prefix": prefix}]
+        state.report = [{"prompt": "text", "n_ctx": prompt.n_ctx, "prefix": len(prefix)}]
 
     def save(self, model, state, folder: Path, meta: dict) -> None:
         from safetensors.torch import save_file
@@ -83,7 +81,8 @@ class CoOp(AdapterMethod):
         prompt = text_prompt_of(model)
         save_file({"ctx": prompt.ctx.detach().cpu().contiguous()}, str(folder / FILE))
         meta["prompt"] = {"tower": "text", "n_ctx": prompt.n_ctx, "width": int(prompt.ctx.shape[1]),
-                          "prefix": prompt.prefix, "class_position": prompt.position}
+                          "prefix": model.tokenizer.decode(list(prompt.prefix)), "prefix_ids": list(prompt.prefix),
+                          "class_position": prompt.position}
 
     def load(self, model, state, folder: Path, meta: dict) -> None:
         prompt = text_prompt_of(model)
