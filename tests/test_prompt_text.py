@@ -173,7 +173,7 @@ def test_list_methods_counts_the_context(capsys):
 CLASSES = ("red_apple", "green_leaf", "blue_sky")
 
 
-def write_classes(root, names=CLASSES, splits=(("train", 4), ("test", 2))):
+def write_classes(root, names=CLASSES, splits=(("train", 4), ("val", 1), ("test", 2))):
     g = torch.Generator().manual_seed(0)
     for split, n in splits:
         for c, name in enumerate(names):
@@ -282,6 +282,6 @@ def test_coop_resumes_bit_for_bit_and_applies_to_other_class_names(class_folder,
     other = write_classes(tmp_path / "other", names=("dog_face", "rocket"), splits=(("test", 2),))
     ev = tmp_path / "ev"
     assert main(["eval", "--model", str(model_dir), "--adapter", str(ref.run_dir / "adapter"), "--data", str(other),
-                 "--split", "test", "--attacks", "pgd", "--steps", "1", "--no-sanity", "--out", str(ev)]) == 0
+                 "--split", "test", "--attacks", "pgd", "--attack-steps", "1", "--no-sanity", "--out", str(ev)]) == 0
     m = json.loads((ev / "metrics.json").read_text())
-    assert "top1" in m["clean"]["metrics"] and m["n_texts"] == 2
+    assert "top1" in m["clean"] and "top1" in m["robust"]["pgd@4/255"]["metrics"] and m["n_texts"] == 2
