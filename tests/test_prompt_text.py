@@ -285,3 +285,26 @@ def test_coop_resumes_bit_for_bit_and_applies_to_other_class_names(class_folder,
                  "--split", "test", "--attacks", "pgd", "--attack-steps", "1", "--no-sanity", "--out", str(ev)]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert "top1" in m["clean"] and "top1" in m["robust"]["pgd@4/255"]["metrics"] and m["n_texts"] == 2
+
+
+def test_deep_contexts_replace_the_slots_at_the_input_of_later_layers():
+    """The seam MaPLe's text side builds on: deep contexts replace the slots' hidden states at layer i's input."""
+    from advlora.models.text_prompt import TextPrompt, attach_text_prompt
+
+    m = fresh()
+    width = m.text_prompt_sites()[0].weight.shape[1]
+    g = torch.Generator().manual_seed(0)
+    deep = torch.randn(1, 3, width, generator=g)
+    prompt = attach_text_prompt(m, TextPrompt(torch.randn(3, width, generator=g) * 0.02, deep=deep))
+    seen = {}
+    layer = m.text_prompt_sites()[1][1]
+    layer.register_forward_hook(lambda mod, args, kwargs, out: seen.update(x=(args or [kwargs["hidden_states"]])[0]),
+                                with_kwargs=True)
+    with torch.no_grad():
+        before = m.encode_text(["red apple"])
+    assert torch.equal(seen["x"][0, 1:4], deep[0])                   # slots 1..3 of layer 1's input
+    with torch.no_grad():
+        prompt.deep_ctx.add_(torch.randn(prompt.deep_ctx.shape, generator=g))
+        assert not torch.allclose(m.encode_text(["red apple"]), before)
+    with pytest.raises(AdvloraError, match="needs as many text layers"):
+        attach_text_prompt(fresh(), TextPrompt(torch.zeros(3, width), deep=torch.zeros(2, 3, width)))
