@@ -54,6 +54,11 @@ class AdapterConfig:
         depth: the vision layers whose input gets new prompt tokens (vpt: 1 shallow, > 1 deep); None: 1.
         prompt_size: visual-prompt's frame width in pixels at the model's resolution; None: TeCoA's 30 px at
             224 px, scaled to the model's (4 px at 32 px).
+        n_ctx: learned context tokens of a prompt method (coop); None: the phrase's tokens with init=phrase, 4
+            with init=random. With a phrase, its first n_ctx tokens are learned and the rest stay fixed text.
+        ctx_phrase: the phrase a prompt's context starts from with init=phrase (CoOp's CTX_INIT).
+        class_position: where the class name goes relative to a text prompt's context: end | middle | front.
+        class_specific: one context per class (CoOp's CSC) instead of one shared by every class.
     """
 
     method: str = "advlora"
@@ -75,6 +80,10 @@ class AdapterConfig:
     n_tokens: int | None = None
     depth: int | None = None
     prompt_size: int | None = None
+    n_ctx: int | None = None
+    ctx_phrase: str = "a photo of a"
+    class_position: str = "end"
+    class_specific: bool = False
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)

@@ -43,6 +43,9 @@ class AdapterMethod:
         layer_types: the module types it can adapt; another type is one error line before any work.
         families: the model families (``VLModel.arch``) it supports; None: every family.
         cost_note: why its training step costs more than LoRA's, where known (``advlora bench --methods`` prints it).
+        learns_class_text: the method learns the text side of the class-prompt classifier (a text prompt): on a
+            classification set the class embeddings are re-encoded, with gradient, at every training step instead
+            of once (for the other methods they stay fixed: TeCoA's frozen text tower).
     """
 
     name: ClassVar[str] = ""
@@ -60,6 +63,7 @@ class AdapterMethod:
     layer_types: ClassVar[tuple[type, ...]] = (nn.Linear,)
     families: ClassVar[tuple[str, ...] | None] = None
     cost_note: ClassVar[str | None] = None
+    learns_class_text: ClassVar[bool] = False
 
     # ---- the config ---------------------------------------------------------------------------------------
     def validate(self, cfg) -> None:

@@ -17,6 +17,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from advlora.errors import AdvloraError
 from advlora.losses import softmax_contrastive
 
+#: the attribute of a ``VLModel`` that holds an attached learned text prompt (``advlora.models.text_prompt``)
+TEXT_PROMPT = "text_prompt"
+#: prompt modules held by the wrapper (not by ``hf_model``) -> the tower they belong to
+PROMPT_TOWERS = {TEXT_PROMPT: "text"}
+
 
 @dataclass(frozen=True)
 class VisionSites:
@@ -68,6 +73,10 @@ class VLModel(nn.Module):
     #: the vision transformer (relative to ``hf_model``) whose ``embeddings``, ``encoder`` and ``encoder.layers``
     #: vision prompts enter (``vision_sites``); None: the family takes no vision prompts
     vision_tower: ClassVar[str | None] = None
+    #: where learned text prompts enter (``advlora.models.text_prompt``), relative to ``hf_model``: the text
+    #: tower's token-embedding module and the list of its transformer layers (None: the family takes none)
+    text_token_embedding: ClassVar[str | None] = None
+    text_layers: ClassVar[str | None] = None
 
     def __init__(self, hf_model: nn.Module, tokenizer, *, image_size: int, mean, std, name_or_path: str,
                  max_length: int = 77, alias: str | None = None) -> None:
@@ -97,19 +106,42 @@ class VLModel(nn.Module):
         return ((images - self.mean) / self.std).to(dtype)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize captions, padded as ``text_padding`` says, truncated to the model's maximum length."""
+        """Tokenize captions, padded as ``text_padding`` says, truncated to the model's maximum length; with a
+        learned text prompt attached (``advlora.models.text_prompt``), its context slots go into every caption."""
         if isinstance(texts, str):
             texts = [texts]
+        prompt = self._modules.get(TEXT_PROMPT)
+        if prompt is not None and prompt.enabled:
+            return prompt.tokenize(self, list(texts))
+        return self.tokenize_plain(texts)
+
+    def tokenize_plain(self, texts: list[str], reserve: int = 0) -> dict[str, torch.Tensor]:
+        """``tokenize`` without a prompt, truncated to ``reserve`` tokens fewer than the maximum length (and, for
+        ``max_length`` padding, padded to it): room for ``reserve`` context slots."""
         padding = True if self.text_padding == "longest" else self.text_padding
-        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length,
+        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length - reserve,
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def text_prompt_sites(self) -> tuple[nn.Module, list[nn.Module]]:
+        """(the text tower's token-embedding module, its transformer layers in order): where a learned text prompt
+        replaces token embeddings and, deep, the hidden states at the input of later layers; a family that
+        declares neither is one error line."""
+        if self.text_token_embedding is None or self.text_layers is None:
+            raise AdvloraError(f"the {self.arch or type(self).__name__} family takes no learned text prompt (its "
+                               f"wrapper declares no text token embedding)")
+        return (self.hf_model.get_submodule(self.text_token_embedding),
+                list(self.hf_model.get_submodule(self.text_layers)))
 
     def _as_tokens(self, texts) -> dict[str, torch.Tensor]:
         return texts if isinstance(texts, dict) or hasattr(texts, "keys") else self.tokenize(texts)
 
     def tower_of(self, module_name: str) -> str | None:
-        """Which tower ("vision", "text") a module name (relative to ``hf_model``) belongs to."""
+        """Which tower ("vision", "text") a module name (relative to ``hf_model``, or a prompt module's name
+        relative to the wrapper) belongs to."""
+        for prefix, tower in PROMPT_TOWERS.items():
+            if module_name == prefix or module_name.startswith(prefix + "."):
+                return tower
         for tower, prefixes in self.tower_prefixes.items():
             if module_name.startswith(prefixes):
                 return tower

@@ -25,6 +25,8 @@ class BLIPWrapper(VLModel):
                        "text": ["query", "key", "value", "attention.output.dense", "crossattention.output.dense"]}
     tower_prefixes = {"vision": ("vision_model", "vision_proj"), "text": ("text_encoder", "text_proj", "itm_head")}
     vision_tower = "vision_model"
+    text_token_embedding = "text_encoder.embeddings.word_embeddings"
+    text_layers = "text_encoder.encoder.layer"
     attention_selectable = False  # HF's BLIP has one attention implementation only (and warns when asked)
 
     @property

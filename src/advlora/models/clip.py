@@ -15,6 +15,8 @@ class CLIPWrapper(VLModel):
                        "text": ["q_proj", "k_proj", "v_proj", "out_proj"]}
     tower_prefixes = {"vision": ("vision_model", "visual_projection"), "text": ("text_model", "text_projection")}
     vision_tower = "vision_model"
+    text_token_embedding = "text_model.embeddings.token_embedding"
+    text_layers = "text_model.encoder.layers"
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         m = self.hf_model

@@ -20,7 +20,7 @@ class Delegating(VLModel):
         self.base = base
         # the family's declarations (a duck-typed model without one keeps VLModel's default)
         for name in ("arch", "default_targets", "tower_prefixes", "text_padding", "resize_mode",
-                     "attention_selectable"):
+                     "attention_selectable", "text_token_embedding", "text_layers"):
             setattr(self, name, getattr(base, name, getattr(VLModel, name)))
         # a new Module says training=True whatever its base is in: take the base's mode, so that the wrapper's
         # flag (which the robust report's "mode restored" line reads) describes the evaluated model
@@ -71,6 +71,12 @@ class Delegating(VLModel):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.base.tokenize(texts)
+
+    def tokenize_plain(self, texts: list[str], reserve: int = 0) -> dict[str, torch.Tensor]:
+        return self.base.tokenize_plain(texts, reserve)
+
+    def text_prompt_sites(self):
+        return self.base.text_prompt_sites()
 
     def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
         return self.base.normalize_pixels(images)

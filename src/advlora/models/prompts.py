@@ -3,7 +3,9 @@
 ``PromptEnsemble(base, templates)``: ``encode_text(names)`` puts each name into every template, encodes the
 prompts with ``base``, averages their unit embeddings and renormalises (as CLIP's zero-shot classifier is
 built), so a classification set's gallery is one embedding per class; everything else is ``base``'s. The
-logits the attacks and metrics read are then ``logit_scale`` x the cosine to these class embeddings.
+logits the attacks and metrics read are then ``logit_scale`` x the cosine to these class embeddings. A model with
+a learned text prompt (``advlora.models.text_prompt``: CoOp's context) encodes each class name once, in its
+prompt ("[ctx] name."), instead of in the templates.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 
 from advlora.models.base import VLModel
 from advlora.models.delegate import Delegating
+from advlora.models.text_prompt import text_prompt_of
 
 #: prompts encoded per forward pass of the text tower
 PROMPT_BATCH = 256
@@ -28,6 +31,11 @@ class PromptEnsemble(Delegating):
         """Class names -> (C, D) prompt-ensembled embeddings (unit when ``normalize``; tokens pass to the base)."""
         if not isinstance(texts, (list, tuple)):
             return self.base.encode_text(texts, normalize)
+        learned = text_prompt_of(self.base)
+        if learned is not None and learned.enabled:   # the learned context takes the templates' place
+            batches = [list(texts[i:i + PROMPT_BATCH]) for i in range(0, len(texts), PROMPT_BATCH)]
+            return torch.cat([self.base.encode_text(learned.tokenize_classes(self.base, b), normalize)
+                              for b in batches])
         prompts = [t.replace("{}", name) for name in texts for t in self.templates]
         emb = torch.cat([self.base.encode_text(prompts[i:i + PROMPT_BATCH], normalize=True)
                          for i in range(0, len(prompts), PROMPT_BATCH)])

@@ -36,6 +36,8 @@ class SiglipWrapper(VLModel):
     arch = "siglip"
     default_targets = {"vision": list(ENCODER_ATTENTION), "text": list(ENCODER_ATTENTION)}
     tower_prefixes = {"vision": ("vision_model",), "text": ("text_model",)}
+    text_token_embedding = "text_model.embeddings.token_embedding"
+    text_layers = "text_model.encoder.layers"
     resize_mode = "bicubic"
     text_padding = "max_length"
     vision_tower = "vision_model"

@@ -144,10 +144,12 @@ def dataset(data_cfg, split: str, limit: int | None, seed: int = 0, name: str | 
 
 
 def trainable_towers(model) -> set[str]:
-    """The towers ("vision", "text", "other") holding a trainable parameter."""
+    """The towers ("vision", "text", "other") holding a trainable parameter (of ``hf_model``, or a prompt module
+    the wrapper holds: ``VLModel.tower_of``)."""
     towers = set()
-    for name, p in model.hf_model.named_parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
+            name = name[len("hf_model."):] if name.startswith("hf_model.") else name
             towers.add(model.tower_of(strip_prefix(name)) or "other")
     return towers
 

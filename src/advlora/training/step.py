@@ -9,8 +9,9 @@ negatives, and the adapter's regulariser.
 
 On a classification set the model's output is the class-prompt classifier: the text side of every step is the
 fixed (C, D) class embeddings (``class_embeddings``: each class name in the set's templates, prompt-ensembled,
-encoded without gradient, so the text tower and the logit scale stay as they are), the positives are the
-(B, C) one-hot labels, and ``itc`` is the cross-entropy of logit_scale x cosine over the classes (TeCoA's loss;
+encoded without gradient, so the text tower and the logit scale stay as they are; a method that learns the
+classifier's text side, a prompt, has them re-encoded at every step, with gradient in the loss), the positives
+are the (B, C) one-hot labels, and ``itc`` is the cross-entropy of logit_scale x cosine over the classes (TeCoA's loss;
 the attacks maximise the same cross-entropy per image). Under DDP every rank holds a contiguous slice of the global batch;
 features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
@@ -79,9 +80,22 @@ def positives_from_ids(text_ids: torch.Tensor, group_ids: torch.Tensor) -> torch
 
 def class_embeddings(model, dataset) -> torch.Tensor:
     """(C, D) unit class embeddings of a classification set: its class names in its templates, prompt-ensembled
-    (``advlora.models.prompts``), in eval mode and without gradient."""
+    (``advlora.models.prompts``; in its learned text prompt when the model has one), in eval mode and without
+    gradient."""
     with eval_mode(model), torch.no_grad():
-        return for_templates(model, dataset.templates).encode_text(list(dataset.classes)).detach()
+        return class_features(model, dataset).detach()
+
+
+def class_features(model, dataset) -> torch.Tensor:
+    """``class_embeddings`` with gradient, in the model's current mode: the class-prompt classifier of a method
+    that learns its text side (``AdapterMethod.learns_class_text``)."""
+    return for_templates(model, dataset.templates).encode_text(list(dataset.classes))
+
+
+def shared_gradient(x: torch.Tensor, world: int) -> torch.Tensor:
+    """``x`` with its gradient divided by ``world``: a tensor every rank computes whole (the class embeddings),
+    so that DDP's average of ``world`` times the batch loss's gradient is the single-process one."""
+    return x if world == 1 else x.detach() + (x - x.detach()) / world
 
 
 def class_positives(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -148,12 +162,14 @@ class TrainTask(nn.Module):
     """
 
     def __init__(self, model, cfg: AttackConfig, dist: Dist, regularizer=None,
-                 objective: str = objectives.DEFAULT, classes: bool = False) -> None:
-        """``classes``: the text side is a classification set's fixed class embeddings (``text_fixed``, (C, D))
-        and the positives (B, C) one-hot labels: ``itc`` is the cross-entropy over the classes at the detached
-        logit scale, and BLIP's ITM is left out (no captions)."""
+                 objective: str = objectives.DEFAULT, classes: bool = False, class_text=None) -> None:
+        """``classes``: the text side is a classification set's class embeddings (``text_fixed``, (C, D)) and the
+        positives (B, C) one-hot labels: ``itc`` is the cross-entropy over the classes at the detached logit
+        scale, and BLIP's ITM is left out (no captions). ``class_text``: ``() -> (C, D)`` the class embeddings
+        with gradient, read when ``text_fixed`` is None (a method that learns the classifier's text side)."""
         super().__init__()
         self.classes = bool(classes)
+        self.class_text = class_text
         self.model = model
         self.cfg = cfg
         self.dist = dist
@@ -191,7 +207,12 @@ class TrainTask(nn.Module):
         adv_states = None if states is None else (states[b:] if use_clean else states)
         text_all = None
         if obj.captions:
-            text_all = d.gather(m.encode_text(tokens)) if text_fixed is None else text_fixed
+            if text_fixed is not None:
+                text_all = text_fixed
+            elif self.classes and self.class_text is not None:
+                text_all = shared_gradient(self.class_text(), d.world)
+            else:
+                text_all = d.gather(m.encode_text(tokens))
         scale = m.logit_scale.detach() if self.classes else m.logit_scale
         per_sample = torch.zeros((), device=adv.device)   # sums over this rank's samples, / global count
         pos = positives if valid is None else positives[keep] if self.classes else positives[keep][:, keep]
@@ -244,5 +265,5 @@ class TrainTask(nn.Module):
         return itm_loss(logits, labels)
 
 
-__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack", "class_embeddings", "class_positives",
-           "positives_from_ids"]
+__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack", "class_embeddings", "class_features",
+           "class_positives", "positives_from_ids", "shared_gradient"]

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from advlora.data.fewshot import few_shot, few_shot_record, write_few_shot
 from advlora.data.shards import DIGEST_MOD, key_digest
 from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
+from advlora.models.text_prompt import prompt_disabled
 from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode
 from advlora.training import objectives
@@ -39,8 +41,8 @@ from advlora.training.reference import OriginalModel
 from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.progress import BatchProgress
 from advlora.runs import execution
-from advlora.training.step import (Dist, TrainTask, attack_batch, class_embeddings, class_positives,
-                                   positives_from_ids)
+from advlora.training.step import (Dist, TrainTask, attack_batch, class_embeddings, class_features,
+                                   class_positives, positives_from_ids)
 from advlora.training.validate import validate
 
 
@@ -110,6 +112,8 @@ class _Run:
         self.counts = S.param_counts(self.model)
         d = config.data
         self.classes: torch.Tensor | None = None   # a classification set's (C, D) class embeddings (_prepare_training)
+        self.learns_classes = False                 # they are re-encoded every step (a prompt method)
+        self.attack_classes: torch.Tensor | None = None   # the constant ones the attack reads (apt-constant)
         # the schedule: steps per epoch and the batch of each step (a data set's sampler, or the shard reader)
         if d.shots is not None and d.sharded:
             raise AdvloraError(f"--shots samples the images of a classification set; --data {d.name} names shards")
@@ -173,8 +177,14 @@ class _Run:
                                        self._adapter_saver())
         if isinstance(self.train_data, ClassificationDataset) and self.objective.captions:
             self.classes = class_embeddings(self.net, self.train_data).to(self.acc.device)
+            # a prompt method learns the classifier's text side: re-encoded every step (``learns_class_text``)
+            self.learns_classes = adapter_methods.get(cfg.method).learns_class_text
+            if self.objective.attack_text == "constant":   # APT's constant prompt: the tower without it, once
+                with prompt_disabled(self.net):
+                    self.attack_classes = class_embeddings(self.net, self.train_data).to(self.acc.device)
+        learned = (lambda: class_features(self.net, self.train_data)) if self.learns_classes else None
         self.task = TrainTask(self.net, cfg.attack, self.dist, regularization_loss, objective=self.objective.name,
-                              classes=self.classes is not None)
+                              classes=self.classes is not None, class_text=learned)
         self.task.itm_generator = self.gens["itm"]
         self.ddp = self.acc.prepare(self.task)
         self.text_trained = "text" in S.trainable_towers(self.model) or "other" in S.trainable_towers(self.model)
@@ -302,10 +312,12 @@ class _Run:
         with self.acc.autocast():
             text_all = ref = None
             if self.classes is not None:
-                text_all = self.classes
+                current = class_embeddings(model, self.train_data) if self.learns_classes else self.classes
+                text_all = current if self.attack_classes is None else self.attack_classes
             elif captions:
-                with eval_mode(model), torch.no_grad():
-                    text_all = d.gather(model.encode_text(tokens))
+                constant = self.objective.attack_text == "constant"
+                with eval_mode(model), torch.no_grad(), prompt_disabled(model) if constant else nullcontext():
+                    text_all = d.gather(model.encode_text(batch.texts if constant else tokens))
             ref_of_adv = self.objective.reference_images == "adv"
             if self.reference is not None and not ref_of_adv:
                 ref = self.reference.encode_image(clean, normalize=self.objective.normalize)
@@ -324,7 +336,10 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)   # nothing of the attack reaches the update
         self.task.train()
         with self.acc.autocast():
-            fixed = text_all if self.classes is not None or not self.text_trained else None
+            if self.classes is not None:   # the fixed class embeddings, or (None) re-encoded with gradient
+                fixed = None if self.learns_classes else self.classes
+            else:                          # the batch captions, encoded with gradient when the text side trains
+                fixed = text_all if not self.text_trained and self.objective.attack_text == "current" else None
             backward, report, parts = self.ddp(clean, adv, tokens, fixed,
                                                positives, valid, ref)
         loss = float(d.sum(report.detach()))

@@ -9,8 +9,9 @@ the package imports every module of it, so a new objective is one new file (``ad
 Declared: ``tecoa`` (the default: on a classification set TeCoA's cross-entropy over the fixed class-prompt
 embeddings, on captions the symmetric contrastive loss against the batch captions; on adversarial images, the
 attack maximising each image's image-to-text cross-entropy), ``trades``, ``mix``, ``fgsm-rs``
-(``tecoa`` under FGSM with random start: fast adversarial training) and ``fare`` (the squared embedding
-distance to the frozen original model, trained from images alone).
+(``tecoa`` under FGSM with random start: fast adversarial training), ``fare`` (the squared embedding
+distance to the frozen original model, trained from images alone), ``fap``, ``pmg-aft`` and ``apt`` /
+``apt-constant`` (APT's adversarial cross-entropy, the attack against the current or a constant prompt).
 
 An objective's two functions receive plain inputs (``AttackInputs``, ``LossInputs``) and return tensors;
 ``advlora.training.step`` owns the model calls shared by all of them, the DDP gathering and the padding rows.
@@ -31,6 +32,8 @@ from advlora.errors import AdvloraError
 
 #: the objective of a run that names none
 DEFAULT = "tecoa"
+#: what the training attack's text may be (``Objective.attack_text``)
+ATTACK_TEXTS = ("current", "constant")
 #: the values of the former ``attack.loss`` field and the objective each one is
 LEGACY_LOSSES = {"adv": "tecoa", "trades": "trades", "mix": "mix"}
 
@@ -134,6 +137,10 @@ class Objective:
         attack: ``attack`` section fields the objective fixes (``fgsm-rs``: the attack's name); a config that
             sets another value is refused.
         published: the published training settings, for the documentation and ``describe``.
+        attack_text: the text the training attack scores the images against: ``current`` (the model's text
+            features as they are at the step: the batch captions, or the class prompts with the learned prompt of
+            the moment, "on the fly") or ``constant`` (the text tower without its learned prompt: on a
+            classification set the class embeddings in the set's templates, encoded once; APT's constant prompt).
     """
 
     name: str
@@ -149,10 +156,14 @@ class Objective:
     attack_loss: bool = False
     attack: dict = field(default_factory=dict)
     published: str = ""
+    attack_text: str = "current"
 
     def __post_init__(self) -> None:
         if not self.name or not callable(self.attack_objective) or not callable(self.loss):
             raise AdvloraError(f"objective {self.name!r}: a name, a callable attack objective and a callable loss")
+        if self.attack_text not in ATTACK_TEXTS:
+            raise AdvloraError(f"objective {self.name!r}: attack_text is {' or '.join(ATTACK_TEXTS)}, "
+                               f"not {self.attack_text!r}")
         if self.reference_images not in ("clean", "adv"):
             raise AdvloraError(f"objective {self.name!r}: reference_images is clean or adv, "
                                f"not {self.reference_images!r}")
