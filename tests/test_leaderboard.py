@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from advlora.cli import main
 from advlora.errors import AdvloraError
 from advlora.experiments.leaderboard import board_data, collect, mean_spread, pareto_front
 from advlora.experiments.leaderboard import browser
@@ -17,9 +16,6 @@ from advlora.experiments.leaderboard.site import write_site
 from advlora.experiments.leaderboard.synthetic import synthetic_record
 from advlora.experiments.reported import load_reported
 from advlora.io import write_json
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def write_run(folder: Path, records: list[dict], bench: dict | None = None) -> Path:
     """``records`` as results files of one run folder (with its manifest.json), and a bench.json if given."""
@@ -131,29 +127,27 @@ def test_no_results_is_one_error(tmp_path):
         collect([str(tmp_path / "empty")])
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advlora", "leaderboard", *args], cwd=cwd, capture_output=True,
-                          text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
+def test_command_writes_the_site_and_never_replaces_a_foreign_folder(run_dir, tmp_path, capsys):
+    def cli(*args: str) -> tuple[int, str]:
+        code = main(["leaderboard", *args])
+        return code, capsys.readouterr().err
 
-
-def test_command_writes_the_site_and_never_replaces_a_foreign_folder(run_dir, tmp_path):
     site = tmp_path / "site"
-    done = _cli(str(run_dir), "--reported", "--out", str(site), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    assert cli(str(run_dir), "--reported", "--out", str(site)) == (0, "")
     assert {"index.html", "leaderboard.js", "leaderboard.css", "data.js", ".advlora-run"} <= {
         p.name for p in site.iterdir()}
     html = (site / "index.html").read_text()
     assert "http://" not in html and "https://" not in html           # nothing fetched
     data = json.loads((site / "data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
     assert len(data["measured"]) == 3 and data["reported"]
-    again = _cli(str(run_dir), "--out", str(site), cwd=tmp_path)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert _cli(str(run_dir), "--out", str(site), "--overwrite", cwd=tmp_path).returncode == 0
+    code, err = cli(str(run_dir), "--out", str(site))
+    assert code == 2 and "--overwrite" in err
+    assert cli(str(run_dir), "--out", str(site), "--overwrite")[0] == 0
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    refused = _cli(str(run_dir), "--out", str(foreign), "--overwrite", cwd=tmp_path)
-    assert refused.returncode == 2 and (foreign / "notes.txt").read_text() == "keep"
+    assert cli(str(run_dir), "--out", str(foreign), "--overwrite")[0] == 2
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep"
 
 
 # ---- the page in a real browser ---------------------------------------------------------------------------------
