@@ -81,43 +81,64 @@
     return el("div", {}, el("div", {text: `sanity: ${r.verdict}`}), list);
   }
 
-  // ---- one table --------------------------------------------------------------------------------------------
+  // ---- one table: rows built when first shown; at most `limit` of the filtered, sorted rows are in the DOM ------
+  const PAGE = 500;
   const TABLES = [];
   function drawTable(t, parent, reported) {
     const cols = reported ? reportedColumns(t) : measuredColumns(t);
     const head = el("tr");
     const tbody = el("tbody");
     const table = el("table", {id: `t-${t.id}`, "data-kind": t.kind}, el("thead", {}, head), tbody);
-    const state = {t, cols, tbody, rows: [], sortCol: null, desc: true, plots: [], reported};
+    const state = {t, cols, tbody, rows: [], sortCol: null, desc: true, plots: [], reported, limit: PAGE};
     cols.forEach((c, ci) => {
       const th = el("th", {"data-col": c.name, class: c.text ? "text" : null, text: c.name});
       if (c.key) th.addEventListener("click", () => sortBy(state, ci, th));
       head.append(th);
     });
-    t.rows.forEach((r, i) => {
-      const tr = el("tr", {class: ["row", r.flagged ? "flagged" : "", r.pareto_clean ? "front" : ""].join(" ").trim(),
-                           "data-family": r.family, "data-objective": r.objective, "data-backbone": r.backbone});
-      for (const c of cols) {
-        if (c.cell === null) {
-          const id = `p-${t.id}-${i}`;
-          const a = el("a", {href: `#${id}`, text: "provenance"});
-          a.addEventListener("click", (ev) => { ev.preventDefault(); toggleDetail(state, tr, r, id); });
-          tr.append(el("td", {class: "text"}, a));
-          tr.dataset.prov = id;
-          continue;
-        }
-        const td = el("td", {class: [c.text ? "text" : "", c.cls || ""].join(" ").trim() || null,
-                             text: String(c.cell(r))});
-        if (c.name === "sanity" && r.flagged) { td.classList.add("flag"); td.title = r.verdict; }
-        if (c.name === "rank" && r.flagged) { td.classList.add("flag"); td.title = "not ranked: " + r.verdict; }
-        tr.append(td);
-      }
-      state.rows.push({tr, r});
-      tbody.append(tr);
-    });
+    state.rows = t.rows.map((r, i) => ({r, i, tr: null, shown: true}));
     parent.append(el("div", {class: "tablewrap"}, table));
     TABLES.push(state);
+    render(state);
     return state;
+  }
+
+  function buildRow(state, x) {
+    const {r, i} = x, t = state.t;
+    const tr = el("tr", {class: ["row", r.flagged ? "flagged" : "", r.pareto_clean ? "front" : ""].join(" ").trim(),
+                         "data-family": r.family, "data-objective": r.objective, "data-backbone": r.backbone});
+    for (const c of state.cols) {
+      if (c.cell === null) {
+        const id = `p-${t.id}-${i}`;
+        const a = el("a", {href: `#${id}`, text: "provenance"});
+        a.addEventListener("click", (ev) => { ev.preventDefault(); toggleDetail(state, tr, r, id); });
+        tr.append(el("td", {class: "text"}, a));
+        tr.dataset.prov = id;
+        continue;
+      }
+      const td = el("td", {class: [c.text ? "text" : "", c.cls || ""].join(" ").trim() || null,
+                           text: String(c.cell(r))});
+      if (c.name === "sanity" && r.flagged) { td.classList.add("flag"); td.title = r.verdict; }
+      if (c.name === "rank" && r.flagged) { td.classList.add("flag"); td.title = "not ranked: " + r.verdict; }
+      tr.append(td);
+    }
+    return tr;
+  }
+
+  // the first `limit` shown rows in their order, then a row offering the rest
+  function render(state) {
+    const frag = document.createDocumentFragment();
+    const shown = state.rows.filter((x) => x.shown);
+    for (const x of shown.slice(0, state.limit)) {
+      x.tr = x.tr || buildRow(state, x);
+      frag.append(x.tr);
+    }
+    if (shown.length > state.limit) {
+      const more = el("button", {type: "button", text: `show ${Math.min(PAGE, shown.length - state.limit)} more ` +
+                                 `(${shown.length - state.limit} not drawn)`});
+      more.addEventListener("click", () => { state.limit += PAGE; render(state); });
+      frag.append(el("tr", {class: "more"}, el("td", {colspan: String(state.cols.length), class: "text"}, more)));
+    }
+    state.tbody.replaceChildren(frag);
   }
 
   function toggleDetail(state, tr, r, id) {
@@ -131,7 +152,7 @@
   function compare(a, b, text, desc) {
     const na = a === null || a === undefined, nb = b === null || b === undefined;
     if (na || nb) return na === nb ? 0 : (na ? 1 : -1);         // missing values last, either way
-    const c = text ? String(a).localeCompare(String(b)) : a - b;
+    const c = text ? (a < b ? -1 : a > b ? 1 : 0) : a - b;
     return desc ? -c : c;
   }
 
@@ -141,13 +162,10 @@
     state.sortCol = ci;
     for (const h of th.parentNode.children) h.classList.remove("sorted-asc", "sorted-desc");
     th.classList.add(state.desc ? "sorted-desc" : "sorted-asc");
-    for (const d of state.tbody.querySelectorAll("tr.detail")) d.remove();
     const keyed = state.rows.map((x) => [col.key(x.r), x]);
-    keyed.sort((p, q) => compare(p[0], q[0], col.text, state.desc));
+    keyed.sort((p, q) => compare(p[0], q[0], col.text, state.desc) || p[1].i - q[1].i);
     state.rows = keyed.map((p) => p[1]);
-    const frag = document.createDocumentFragment();
-    for (const x of state.rows) frag.append(x.tr);
-    state.tbody.append(frag);
+    render(state);
   }
 
   // ---- plots ------------------------------------------------------------------------------------------------
@@ -198,7 +216,7 @@
   function drawPlots(state) {
     for (const p of state.plots) p.remove();
     state.plots = [];
-    const shown = state.rows.filter((x) => !x.tr.hidden).map((x) => x.r);
+    const shown = state.rows.filter((x) => x.shown).map((x) => x.r);
     const name = (r) => `${r.backbone} ${r.label} ${r.objective}`;
     const box = el("div", {class: "plots"});
     box.append(plot(`robust vs clean ${state.t.metric}`,
@@ -234,12 +252,10 @@
     for (const state of TABLES) {
       if (state.reported) continue;
       for (const x of state.rows) {
-        const ok = FILTERS.every((f) => !want[f] || x.r[f] === want[f]);
-        x.tr.hidden = !ok;
-        const next = x.tr.nextElementSibling;
-        if (!ok && next && next.classList.contains("detail")) next.remove();
-        shown += ok; total += 1;
+        x.shown = FILTERS.every((f) => !want[f] || x.r[f] === want[f]);
+        shown += x.shown; total += 1;
       }
+      render(state);
       drawPlots(state);
     }
     document.getElementById("shown").textContent = `${shown} of ${total} measured rows shown`;
@@ -283,8 +299,13 @@
     const hash = decodeURIComponent(location.hash.slice(1));
     if (hash.startsWith("p-")) {
       for (const state of TABLES) {
-        const x = state.rows.find((y) => y.tr.dataset.prov === hash);
-        if (x) { toggleDetail(state, x.tr, x.r, hash); x.tr.scrollIntoView(); }
+        const x = state.rows.find((y) => `p-${state.t.id}-${y.i}` === hash);
+        if (x) {
+          state.limit = Math.max(state.limit, state.rows.indexOf(x) + 1);
+          render(state);
+          toggleDetail(state, x.tr, x.r, hash);
+          x.tr.scrollIntoView();
+        }
       }
     }
   }
