@@ -42,10 +42,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# docs/results.md and the README's tables from docs/results/*.json; docs/cli.md from the parsers.
+# docs/results.md and the README's tables from docs/results/*.json; docs/cli.md from the parsers; the embedded
+# leaderboard docs/leaderboard/ (and its screenshot) from the results files under docs/leaderboard-data/.
 docs: setup
 	$(PY) scripts/gen_results.py
 	$(PY) scripts/gen_cli_reference.py
+	$(PY) scripts/gen_leaderboard.py
 
 clean-venv:
 	rm -rf $(VENV)
