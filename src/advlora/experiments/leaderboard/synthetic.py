@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from advlora.adapters.method import choices
+from advlora.adapters.method import choices, get
 from advlora.attacks.threat import format_eps
 from advlora.evaluation.sweep import RESULTS_SCHEMA, check_record
 from advlora.io import write_json
@@ -40,7 +40,7 @@ def synthetic_record(*, task: str = "retrieval", dataset: str = "emoji-downstrea
     checks = [{"status": "FAIL" if flagged else "PASS",
                "message": "robust above clean under pgd" if flagged else "robust <= clean under pgd", "hint": ""}]
     rec = {"schema": RESULTS_SCHEMA, "protocol": {"name": protocol}, "model": model,
-           "adapter": None if method == "frozen" else f"runs/{label or method}/seed{seed}/adapter", "method": method,
+           "adapter": f"runs/{label or method}/seed{seed}/adapter" if get(method).trains else None, "method": method,
            "objective": objective, "train_attack": "pgd", "trained_on": [dataset], "data": dataset,
            "dataset": f"{dataset}-test", "split": "test", "task": task, "n_images": 64, "n_texts": 64,
            "threat": None if eps is None else {"norm": "linf", "eps": eps, "eps_str": eps_str, "steps": 10,
