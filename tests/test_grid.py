@@ -9,6 +9,8 @@ import pytest
 from advlora.errors import AdvloraError
 from advlora.experiments import backend
 from advlora.experiments.grid import run_grid
+from advlora.experiments.leaderboard.synthetic import synthetic_record
+from advlora.experiments.results import find_records
 from advlora.experiments.spec import eval_cells, load_grid_config, parse_eps, train_cells
 
 GRID = {
@@ -41,14 +43,15 @@ class FakePipeline:
     def load_trained(self, cfg, method, run):
         return method
 
-    def evaluate(self, cfg, model, data_spec, attacks, eps, sanity=False, seed=0):
+    def evaluate(self, cfg, model, data_spec, attacks, eps, sanity=False, seed=0, provenance=None):
         self.evaluated.append((model, tuple(attacks), eps, seed))
+        records = [synthetic_record(method=provenance["method"] or model, eps=parse_eps(eps), seed=seed)]
         clean = {"r_mean": 50.0 + seed, "i2t_r1": 40.0, "t2i_r1": 30.0}
         drop = {"frozen": 40, "lora": 20, "advlora": 15}[model] * parse_eps(eps) * 255 / 2
         entry = {"threat": f"linf eps={eps}", "n_images": 10, "clean": clean, "asr": {"i2t": 50.0, "t2i": 40.0},
                  "metrics": {k: max(0.0, v - drop) for k, v in clean.items()}}
         return {"clean": clean, "attacks": {a: entry for a in attacks},
-                "sanity": ["PASS robust <= clean"] if sanity else []}
+                "sanity": ["PASS robust <= clean"] if sanity else [], "records": records}
 
 
 @pytest.fixture
@@ -103,6 +106,12 @@ def test_grid_resumes_without_redoing_finished_cells(tmp_path, fake):
         assert (tmp_path / f).is_file(), f
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["methods"]["AdvLoRA"]["robust"]["pgd@2/255"]["threat"] == "linf eps=2/255"
+    # every eval cell also writes its results files, with the training run's label, seed and trainable count
+    found, _ = find_records([str(tmp_path / "cells")])
+    assert len(found) == 6 * 2
+    runs = {(r["run"]["label"], r["run"]["seed"], r["run"]["trainable"]) for _, r in found}
+    assert runs == {(label, seed, 0 if label == "zero-shot" else 1000) for label in ("zero-shot", "adv. LoRA", "AdvLoRA")
+                    for seed in (0, 1)}
 
 
 def test_changed_budget_is_not_silently_reused(tmp_path, fake):

@@ -28,6 +28,8 @@ class AdapterMethod:
     Class attributes:
         name: what users type (``--method lora``).
         summary: one line for ``advlora list methods``.
+        family: the kind of adaptation it is (``low-rank``, ``scaling``, ``full``, ``prompt``, ``none``): what the
+            leaderboard filters by (``advlora leaderboard``); empty: the method's own name.
         reads: the ``AdapterConfig`` fields the method reads besides ``method`` (the CLI passes only these).
         inits: the names ``AdapterConfig.init`` accepts for this method (empty: it has no initialisation choice).
         default_init: ``init`` when the config leaves it out.
@@ -50,6 +52,7 @@ class AdapterMethod:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    family: ClassVar[str] = ""
     reads: ClassVar[tuple[str, ...]] = ()
     inits: ClassVar[tuple[str, ...]] = ()
     default_init: ClassVar[str | None] = None

@@ -242,6 +242,8 @@ class VisionPromptMethod(AdapterMethod):
     """A method whose adapter is a ``VisionPrompts`` module (``build`` makes it from the config): it trains the
     prompts alone, saves them as ``vision_prompt.safetensors`` (all an exact resume needs) and cannot merge."""
 
+    family = "prompt"
+
     targets = False
     inits = INITS
 

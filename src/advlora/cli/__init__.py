@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("advlora.cli.listing", "list the registered attacks, models, data sets, formats, methods, objectives "
                                     "or configs"),
     "results": ("advlora.cli.results", "one table from the results files of many evaluations"),
+    "leaderboard": ("advlora.cli.leaderboard", "the results files as a static, sortable web page with plots"),
 }
 
 #: the errors of a write that a user can act on (space, quota, permissions, read-only file system): one line

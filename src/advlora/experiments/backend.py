@@ -16,8 +16,9 @@ from advlora.adapters import load_adapter, merge_adapter
 from advlora.adapters import method as adapter_methods
 from advlora.attacks import ThreatModel
 from advlora.config import load_yaml, merge
-from advlora.evaluation.sweep import SweepSettings, evaluate_data
+from advlora.evaluation.sweep import Sweep, SweepSettings, evaluate_data, result_records
 from advlora.experiments.spec import GridConfig, parse_eps
+from advlora.runs import manifest
 from advlora.runtime import resolve_device
 from advlora.training import train
 from advlora.training.config import DataConfig, ModelConfig, load_run_config
@@ -93,17 +94,22 @@ def base_and_tuned(run: Path):
 
 
 def evaluate(cfg: GridConfig, model, data_spec: str, attacks: list[str], eps: str, *, sanity: bool = False,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The evaluation sweep's cell of ``model`` under ``attacks`` at ``eps`` on the eval subset of ``data_spec``
-    (``evaluate_robust``'s result)."""
+    (``evaluate_robust``'s result); with ``provenance`` (``result_records``' method, objective, train_attack,
+    trained_on) also its results records (``advlora.results/1``) under the key ``records``."""
     ev = cfg.eval
     data = dataset(data_spec, ev.split, ev.limit)
     threat = ThreatModel(norm=ev.norm, eps=eps, steps=ev.steps, seed=seed)
     settings = SweepSettings(attacks=list(attacks), rerank_k=ev.rerank_k, batch_size=ev.batch_size,
                              square_limit=ev.square_limit, square_queries=ev.square_queries, sanity=sanity,
                              sanity_limit=ev.sanity_limit, objective=ev.objective)
-    res = evaluate_data(model, data, [threat], settings, spec=data_spec, split=ev.split).runs[0]
+    result = evaluate_data(model, data, [threat], settings, spec=data_spec, split=ev.split)
+    res = result.runs[0]
     res.pop("protocol", None)  # the same paragraph for every cell: the report states it once
+    if provenance is not None:
+        res["records"] = result_records(Sweep(cfg.model if cfg.random_model is None else cfg.random_model, None,
+                                              [result], settings), provenance, manifest(seed=seed))
     return res
 
 

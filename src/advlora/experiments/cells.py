@@ -16,6 +16,7 @@ from typing import Any
 from advlora.experiments import backend
 from advlora.experiments.spec import EvalCell, GridConfig, TrainCell, run_config_dict
 from advlora.errors import AdvloraError
+from advlora.evaluation.sweep import adapter_provenance, result_file_name
 from advlora.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,21 @@ def eval_cell(cfg: GridConfig, cell: EvalCell, root: Path, model_cache: dict, fi
     model = model_cache[cell.train.key]
     log.info("eval %s (%s)", cell.key, ", ".join(cell.attacks))
     t0 = time.perf_counter()
+    method = cell.train.method
+    trained = train_info(train_folder)
+    adapter = train_folder / "run" / "adapter"
+    prov = adapter_provenance(adapter if adapter.is_dir() else None)   # the training run's config says it
     result = backend.evaluate(cfg, model, cell.train.dataset, list(cell.attacks), cell.eps, sanity=cell.sanity,
-                              seed=cell.train.seed)
+                              seed=cell.train.seed, provenance=prov)
     result["time_s"] = time.perf_counter() - t0
     result["fingerprint"] = fingerprint
+    records = result.pop("records")
     with atomic_dir(folder) as tmp:
         write_json(tmp / "metrics.json", result)
+        for rec in records:     # the results files advlora results / leaderboard read, with the cell's run
+            rec["run"] = {"label": method.label, "seed": cell.train.seed, "trainable": trained.get("trainable"),
+                          "train_time_s": trained.get("train_time_s")}
+            write_json(tmp / "results" / result_file_name(rec), rec)
         mark_complete(tmp)
     return folder
 

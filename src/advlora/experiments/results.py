@@ -9,6 +9,7 @@ source and protocol, and no table or export ever mixes it into a measured row.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,12 @@ class Result:
         return base if not self.adapter else f"{base}+{Path(str(self.adapter)).name}"
 
 
-def find_records(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """(path, record) of every valid results file under ``paths`` (folders searched recursively, files named
-    directly), and one note per JSON file skipped; JSON without a ``schema`` key (manifest.json, metrics.json)
-    is not a results file and is passed over silently."""
-    found, notes = [], []
+def iter_records(paths: list[str], notes: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
+    """(path, record) of every valid results file under ``paths`` (folders searched recursively in name order,
+    files named directly), one at a time, so that a caller that keeps only what it needs of each record holds
+    one record in memory; one line per JSON file skipped is appended to ``notes``. JSON without a ``schema``
+    key (manifest.json, metrics.json) is not a results file and is passed over silently."""
+    notes = notes if notes is not None else []
     for p in map(Path, paths):
         if not p.exists():
             raise AdvloraError(f"{p}: no such file or folder")
@@ -136,8 +138,14 @@ def find_records(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
             if problems:
                 notes.append(f"{f}: skipped ({'; '.join(problems)})")
                 continue
-            found.append((f, rec))
+            yield f, rec
+
+
+def find_records(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """Every (path, record) of ``iter_records(paths)`` in a list, and its notes."""
+    notes: list[str] = []
+    found = list(iter_records(paths, notes))
     return found, notes
 
 
-__all__ = ["KINDS", "RESULTS_SCHEMA", "Result", "Threat", "find_records"]
+__all__ = ["KINDS", "RESULTS_SCHEMA", "Result", "Threat", "find_records", "iter_records"]

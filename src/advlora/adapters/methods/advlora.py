@@ -25,6 +25,7 @@ from advlora.errors import AdvloraError
 class AdvLora(AdapterMethod):
     name = "advlora"
     summary = "AdvLoRA: k-means + alignment initialisation, residual base, trainable alpha"
+    family = "low-rank"
     reads = ("rank", "towers", "targets", "init", "mode", "alpha_mode", "alpha_init", "align_lambda", "align_init",
              "kmeans_iters", "kmeans_on", "seed", "dropout")
     default_init = "cluster"

@@ -34,6 +34,7 @@ RANDOM_N_CTX = 4
 
 class CoOp(AdapterMethod):
     name = "coop"
+    family = "prompt"
     summary = "learned text context in place of a prompt's words (CoOp; adversarially trained: APT)"
     reads = ("init", "seed", "n_ctx", "ctx_phrase", "class_position", "class_specific")
     inits = ("phrase", "random")

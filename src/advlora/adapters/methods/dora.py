@@ -17,6 +17,7 @@ from advlora.adapters.model import inject
 class Dora(PeftTuner):
     name = "dora"
     summary = "peft's DoRA: LoRA plus a trainable magnitude per output (weight-decomposed); rsLoRA scaling"
+    family = "low-rank"
     reads = ("rank", "towers", "targets", "seed", "lora_alpha", "dropout", "use_rslora")
     peft_type = "LORA"
     cost_note = "the norm of W + s B A per output row, recomputed at every forward (weight-decomposed)"

@@ -7,6 +7,7 @@ from advlora.adapters.method import AdapterMethod, register
 class Frozen(AdapterMethod):
     name = "frozen"
     summary = "no training: the pre-trained model as it is (the zero-shot baseline)"
+    family = "none"
     trains = False
     targets = False
 

@@ -15,6 +15,7 @@ FILE = "full_model.safetensors"
 class Full(AdapterMethod):
     name = "full"
     summary = "every weight of the chosen towers trained"
+    family = "full"
     reads = ("towers",)
     default_lr = 1e-4
     targets = False

@@ -17,6 +17,7 @@ from advlora.adapters.model import inject
 class IA3(PeftTuner):
     name = "ia3"
     summary = "peft's (IA)^3: a trainable vector per layer rescaling its output (no rank)"
+    family = "scaling"
     reads = ("towers", "targets")
     peft_type = "IA3"
 

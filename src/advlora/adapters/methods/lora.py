@@ -131,6 +131,7 @@ def lora_shapes(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, lis
 class Lora(AdapterMethod):
     name = "lora"
     summary = "peft's LoRA: low-rank update s*BA; init peft (A kaiming, B zero) | gaussian | pissa | olora; rsLoRA"
+    family = "low-rank"
     reads = ("rank", "towers", "targets", "init", "seed", "lora_alpha", "dropout", "use_rslora")
     inits = tuple(PEFT_INITS)
     default_init = "peft"

@@ -20,6 +20,7 @@ from advlora.adapters.model import inject
 class Vera(PeftTuner):
     name = "vera"
     summary = "peft's VeRA: shared frozen random projections, trainable per-layer scaling vectors"
+    family = "low-rank"
     reads = ("rank", "towers", "targets", "seed", "dropout")
     peft_type = "VERA"
 
