@@ -50,6 +50,9 @@ class AdapterConfig:
             advlora ignores it: its trainable alpha is the scale.
         dropout: dropout on the LoRA branch (peft's lora_dropout).
         use_rslora: rank-stabilised scaling lora_alpha / sqrt(r) (peft's use_rslora) for the methods that read it.
+        trainable_alpha: AdvLoRA's trainable scalar alpha on the branch, for the methods that offer it as an option
+            (dora; ``alpha_mode`` says which layers share one, ``alpha_init`` its start). advlora ignores it: its
+            alpha is set by ``alpha_mode``.
     """
 
     method: str = "advlora"
@@ -68,6 +71,7 @@ class AdapterConfig:
     lora_alpha: float | None = None
     dropout: float = 0.0
     use_rslora: bool = False
+    trainable_alpha: bool = False
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)
@@ -100,6 +104,8 @@ class AdapterConfig:
             raise AdvloraError(f"adapter lora_alpha must be > 0, got {self.lora_alpha!r}")
         if not isinstance(self.use_rslora, bool):
             raise AdvloraError(f"adapter use_rslora must be true or false, got {self.use_rslora!r}")
+        if not isinstance(self.trainable_alpha, bool):
+            raise AdvloraError(f"adapter trainable_alpha must be true or false, got {self.trainable_alpha!r}")
         method.validate(self)
         self.targets = _normalize_targets(self.targets)
 
