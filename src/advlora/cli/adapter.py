@@ -86,6 +86,8 @@ def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--kmeans-on", default="rows", help=" | ".join(KMEANS_ON))
     p.add_argument("--lora-alpha", type=float, default=None, help="peft lora_alpha for lora/pissa (default: rank)")
     p.add_argument("--rslora", action="store_true", help="rank-stabilised scaling lora_alpha / sqrt(r) (lora)")
+    p.add_argument("--trainable-alpha", action="store_true",
+                   help="AdvLoRA's trainable alpha on the branch, shared per --alpha-mode (dora)")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means++ and of peft's random A")
 
 
@@ -94,7 +96,8 @@ def _options(args: argparse.Namespace, method: str) -> dict:
     flags = {"rank": args.rank, "towers": args.towers, "targets": args.targets, "seed": args.seed,
              "lora_alpha": args.lora_alpha, "use_rslora": args.rslora, "init": args.init, "mode": args.mode,
              "alpha_mode": args.alpha_mode, "alpha_init": args.alpha_init, "align_init": args.align_init,
-             "kmeans_iters": args.kmeans_iters, "kmeans_on": args.kmeans_on}
+             "kmeans_iters": args.kmeans_iters, "kmeans_on": args.kmeans_on,
+             "trainable_alpha": args.trainable_alpha}
     reads = adapter_methods.get(method).reads
     return {"method": method, **{k: v for k, v in flags.items() if k in reads}}
 
