@@ -148,7 +148,8 @@ def test_a_new_method_is_one_declaration(tmp_path, capsys):
 #: method options; each saves in peft's format
 VARIANTS = [pytest.param({"method": "dora"}, id="dora"),
             pytest.param({"method": "lora", "use_rslora": True}, id="rslora"),
-            pytest.param({"method": "vera"}, id="vera"), pytest.param({"method": "ia3"}, id="ia3")]
+            pytest.param({"method": "vera"}, id="vera"), pytest.param({"method": "ia3"}, id="ia3"),
+            pytest.param({"method": "dora", "init": "cluster", "trainable_alpha": True}, id="dora-cluster-alpha")]
 #: the variants whose peft folder alone (no advlora.json) loads in advlora: VeRA's does not name its layers' sizes
 FOREIGN = ("dora", "lora")
 TEXTS = ["red apple", "dog face", "rocket", "green heart"]
@@ -171,7 +172,7 @@ def features(m):
 
 
 
-@pytest.mark.parametrize("arch", ["clip", "blip"])
+@pytest.mark.parametrize("arch", ["clip", "blip", "siglip"])
 @pytest.mark.parametrize("opts", VARIANTS)
 def test_variant_starts_unchanged_and_its_folder_loads_in_peft(opts, arch, tmp_path):
     from peft import PeftModel
