@@ -4,7 +4,9 @@ It injects peft's LoRA layers (scaling 1), overwrites A, B (and the base weight 
 initialisation (``advlora.adapters.init``: cluster by default) and installs ``AdvLoraVariant`` for the
 trainable alpha (docs/method.md). Its alphas train in their own optimiser group (``train.alpha_lr``, no weight
 decay); ``align_lambda`` adds the alignment regulariser. Its folder exports a plain peft LoRA relative to W0
-(``lora.export_lora``) plus ``advlora_state.safetensors`` for an exact resume.
+(``lora.export_lora``) plus ``advlora_state.safetensors`` for an exact resume. Its parts are functions here
+(``adopt_layers``, ``trainable_alphas``, ``alpha_log``, ``load_factors``) that other methods offer as options
+(DoRA's ``init=cluster`` and ``trainable_alpha``).
 """
 from __future__ import annotations
 
