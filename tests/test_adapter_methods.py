@@ -144,11 +144,25 @@ def test_a_new_method_is_one_declaration(tmp_path, capsys):
     assert "outscale" not in adapter_methods.choices()
 
 
+def test_the_how_to_shows_this_throw_away_method_as_declared_here():
+    """docs/howto-method.md's worked example is the code above, word for word (the page cannot drift from it)."""
+    import inspect
+    import re
+
+    page = (SRC.parents[1] / "docs" / "howto-method.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    for cls in (ScaledLinear, OutputScale):
+        assert inspect.getsource(cls) in blocks, cls.__name__
+    ia3 = (METHODS_PACKAGE / "ia3.py").read_text(encoding="utf-8")
+    assert any(b.strip() and b in ia3 for b in blocks)                                # section 3: the IA3 file
+
+
 # ---- the peft variants: each its own file of the methods package ------------------------------------------------
 #: method options; each saves in peft's format
 VARIANTS = [pytest.param({"method": "dora"}, id="dora"),
             pytest.param({"method": "lora", "use_rslora": True}, id="rslora"),
-            pytest.param({"method": "vera"}, id="vera"), pytest.param({"method": "ia3"}, id="ia3")]
+            pytest.param({"method": "vera"}, id="vera"), pytest.param({"method": "ia3"}, id="ia3"),
+            pytest.param({"method": "dora", "init": "cluster", "trainable_alpha": True}, id="dora-cluster-alpha")]
 #: the variants whose peft folder alone (no advlora.json) loads in advlora: VeRA's does not name its layers' sizes
 FOREIGN = ("dora", "lora")
 TEXTS = ["red apple", "dog face", "rocket", "green heart"]
@@ -171,7 +185,7 @@ def features(m):
 
 
 
-@pytest.mark.parametrize("arch", ["clip", "blip"])
+@pytest.mark.parametrize("arch", ["clip", "blip", "siglip"])
 @pytest.mark.parametrize("opts", VARIANTS)
 def test_variant_starts_unchanged_and_its_folder_loads_in_peft(opts, arch, tmp_path):
     from peft import PeftModel

@@ -59,6 +59,9 @@ class AdapterConfig:
         ctx_phrase: the phrase a prompt's context starts from with init=phrase (CoOp's CTX_INIT).
         class_position: where the class name goes relative to a text prompt's context: end | middle | front.
         class_specific: one context per class (CoOp's CSC) instead of one shared by every class.
+        trainable_alpha: AdvLoRA's trainable scalar alpha on the branch, for the methods that offer it as an option
+            (dora; ``alpha_mode`` says which layers share one, ``alpha_init`` its start). advlora ignores it: its
+            alpha is set by ``alpha_mode``.
     """
 
     method: str = "advlora"
@@ -84,6 +87,7 @@ class AdapterConfig:
     ctx_phrase: str = "a photo of a"
     class_position: str = "end"
     class_specific: bool = False
+    trainable_alpha: bool = False
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)
@@ -123,6 +127,8 @@ class AdapterConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise AdvloraError(f"adapter {name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(self.trainable_alpha, bool):
+            raise AdvloraError(f"adapter trainable_alpha must be true or false, got {self.trainable_alpha!r}")
         method.validate(self)
         self.targets = _normalize_targets(self.targets)
 

@@ -35,6 +35,7 @@ from advlora.bench.timing import (current_rss_bytes, median_time, peak_rss_bytes
 from advlora.models.recompute import enable_recompute
 from advlora.models.tiny import random_for_size
 from advlora.training.config import AttackConfig
+from advlora.training.setup import trainable_towers
 from advlora.training.step import Dist, TrainTask, attack_batch
 
 PGD_STEPS = 10
@@ -94,8 +95,7 @@ def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "
     tokens = model.tokenize(captions)
     positives = torch.eye(len(captions), dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)
-    text_trained = any(p.requires_grad for n, p in model.hf_model.named_parameters()
-                       if model.tower_of(n) == "text")
+    text_trained = "text" in trainable_towers(model)
 
     def step() -> None:
         with torch.no_grad():

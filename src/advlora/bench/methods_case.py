@@ -104,15 +104,23 @@ def measure_methods(cfg: MethodsConfig) -> dict:
                         "cuda": torch.cuda.is_available()}, "wall_s": time.perf_counter() - t0}
 
 
-def format_methods(result: dict) -> str:
-    """The table ``advlora bench --methods`` prints: method, trainable, step s, step/LoRA, peak GiB, peak/full,
-    note."""
+def methods_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table ``advlora bench --methods`` prints (cells as printed): method, trainable,
+    step s, step/LoRA, peak GiB, peak/full, note."""
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    table = [("method", "trainable", "step s", "step/LoRA", "peak GiB", "peak/full", "note")]
+    header = ["method", "trainable", "step s", "step/LoRA", "peak GiB", "peak/full", "note"]
+    rows = []
     for r in result["rows"]:
         variant = ", ".join(f"{k}={v}" for k, v in r["options"].items())
         label = f"{r['method']} ({r['declared']}, {variant})" if variant else r["method"]
-        table.append((label, fmt(r["trainable"], ","), fmt(r["step_s"], ".3f"), fmt(r["step_vs_lora"], ".2f"),
-                      fmt(r["peak_gib"], ".2f"), fmt(r["peak_vs_full"], ".2f"), r["note"]))
-    w = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        rows.append([label, fmt(r["trainable"], ","), fmt(r["step_s"], ".3f"), fmt(r["step_vs_lora"], ".2f"),
+                     fmt(r["peak_gib"], ".2f"), fmt(r["peak_vs_full"], ".2f"), r["note"]])
+    return header, rows
+
+
+def format_methods(result: dict) -> str:
+    """The table ``advlora bench --methods`` prints (``methods_rows``), columns padded to their widest cell."""
+    header, rows = methods_rows(result)
+    table = [header, *rows]
+    w = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip() for row in table)

@@ -91,6 +91,8 @@ def _method_args(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     p.add_argument("--depth", type=int, default=None, help="vpt: layers that get new tokens (1: shallow, the default)")
     p.add_argument("--prompt-size", type=int, default=None,
                    help="visual-prompt's frame width in pixels (default: TeCoA's 30 at 224 px, scaled to the model)")
+    p.add_argument("--trainable-alpha", action="store_true",
+                   help="AdvLoRA's trainable alpha on the branch, shared per --alpha-mode (dora)")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means++, of peft's random A and of the prompts")
 
 
@@ -100,7 +102,7 @@ def _options(args: argparse.Namespace, method: str) -> dict:
              "lora_alpha": args.lora_alpha, "use_rslora": args.rslora, "init": args.init, "mode": args.mode,
              "alpha_mode": args.alpha_mode, "alpha_init": args.alpha_init, "align_init": args.align_init,
              "kmeans_iters": args.kmeans_iters, "kmeans_on": args.kmeans_on, "n_tokens": args.n_tokens,
-             "depth": args.depth, "prompt_size": args.prompt_size}
+             "depth": args.depth, "prompt_size": args.prompt_size, "trainable_alpha": args.trainable_alpha}
     reads = adapter_methods.get(method).reads
     return {"method": method, **{k: v for k, v in flags.items() if k in reads}}
 

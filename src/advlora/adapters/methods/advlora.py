@@ -4,7 +4,9 @@ It injects peft's LoRA layers (scaling 1), overwrites A, B (and the base weight 
 initialisation (``advlora.adapters.init``: cluster by default) and installs ``AdvLoraVariant`` for the
 trainable alpha (docs/method.md). Its alphas train in their own optimiser group (``train.alpha_lr``, no weight
 decay); ``align_lambda`` adds the alignment regulariser. Its folder exports a plain peft LoRA relative to W0
-(``lora.export_lora``) plus ``advlora_state.safetensors`` for an exact resume.
+(``lora.export_lora``) plus ``advlora_state.safetensors`` for an exact resume. Its parts are functions here
+(``adopt_layers``, ``trainable_alphas``, ``alpha_log``, ``load_factors``) that other methods offer as options
+(DoRA's ``init=cluster`` and ``trainable_alpha``).
 """
 from __future__ import annotations
 
@@ -50,44 +52,16 @@ class AdvLora(AdapterMethod):
     def attach(self, model, cfg, state, names, saved: Path | None = None) -> None:
         # scaling 1: alpha is the scale; the factors are set below
         inject(model, peft_config(cfg, names, lora_alpha=cfg.rank, init=False), names, cfg.seed)
+        factors = None
         if saved is None:
-            weights = [model.hf_model.get_submodule(n).weight for n in names]
-            factors = initialisations.INITIALISATIONS[cfg.init](weights, cfg)
-            initial = {n: (f.A, f.B) for n, f in zip(names, factors)}
-        else:
-            factors = None
-            initial = {n: (s["A0"], s["B0"]) for n, s in read_saved(saved, state.layers, cfg.rank).items()}
-        alphas: dict[str, nn.Parameter] = {}
-        for i, n in enumerate(names):
-            lay = model.hf_model.get_submodule(n)
-            if factors is not None:
-                state.report.append({"layer": n, "shape": list(lay.get_base_layer().weight.shape),
-                                     "error": factors[i].error, "onehot_error": factors[i].onehot_error})
-            else:
-                state.report.append({"layer": n})
-            A0, B0 = initial[n]
-            w0_sq = float(lay.get_base_layer().weight.detach().float().pow(2).sum())
-            lay = L.AdvLoraLinear.adopt(lay, A0, B0, cfg.alpha0, residual=cfg.mode == "residual", w0_sq=w0_sq)
-            lay.set_factors(A0, B0)
-            if lay.advlora_residual:
-                lay.subtract_initial()
-            if cfg.alpha_mode == "fixed":
-                lay.set_alpha(cfg.alpha0, trainable=False)
-            else:
-                key = {"layer": n, "tower": model.tower_of(n) or "other", "shared": "all"}[cfg.alpha_mode]
-                if key not in alphas:
-                    dev = lay.lora_A[L.ADAPTER].weight.device
-                    alphas[key] = nn.Parameter(torch.tensor(cfg.alpha0, dtype=torch.float32, device=dev))
-                lay.set_alpha(alphas[key], trainable=True)
+            factors = initialisations.INITIALISATIONS[cfg.init]([model.hf_model.get_submodule(n).weight
+                                                                 for n in names], cfg)
+        adopt_layers(model, cfg, state, names, saved, factors, residual=cfg.mode == "residual",
+                     trainable=cfg.alpha_mode != "fixed")
 
     # ---- training -----------------------------------------------------------------------------------------
     def param_groups(self, model) -> dict[str, list[nn.Parameter]]:
-        seen: dict[int, nn.Parameter] = {}
-        for lay in lora_layers(model).values():
-            a = lay.advlora_alpha
-            if isinstance(a, nn.Parameter) and a.requires_grad:
-                seen.setdefault(id(a), a)
-        return {"alpha": list(seen.values())}
+        return {"alpha": trainable_alphas(model)}
 
     def regularizer(self, model, cfg) -> torch.Tensor | None:
         if not cfg.align_lambda:
@@ -95,7 +69,7 @@ class AdvLora(AdapterMethod):
         return float(cfg.align_lambda) * sum(lay.alignment_sq_error() for lay in lora_layers(model).values())
 
     def logged(self, model) -> dict[str, float]:
-        return {n: float(lay.advlora_alpha.detach()) for n, lay in lora_layers(model).items()}
+        return alpha_log(model)
 
     def diagnostics(self, model) -> dict[str, float]:
         with torch.no_grad():
@@ -109,18 +83,77 @@ class AdvLora(AdapterMethod):
         save_file(residual_state(model), str(folder / STATE_FILE))
 
     def load(self, model, state, folder: Path, meta: dict) -> None:
-        saved = read_saved(folder, state.layers, state.config.rank)
-        with torch.no_grad():
-            for n, lay in lora_layers(model).items():
-                lay.set_factors(saved[n]["A"], saved[n]["B"])
-                if isinstance(lay.advlora_alpha, nn.Parameter) and "alpha" in saved[n]:
-                    lay.advlora_alpha.fill_(float(saved[n]["alpha"]))
+        load_factors(model, read_saved(folder, state.layers, state.config.rank))
 
     def merge(self, model, state) -> None:
         merge_peft_layers(model, state.layers)
 
     def info(self, cfg) -> dict:
         return {"init": cfg.init, "mode": cfg.mode, "alpha_mode": cfg.alpha_mode}
+
+
+# ---- AdvLoRA's parts, shared with the methods that offer them as options (DoRA's init=cluster, trainable_alpha) ----
+def adopt_layers(model, cfg, state, names: list[str], saved: Path | None, factors: list | None, *, residual: bool,
+                 trainable: bool) -> None:
+    """AdvLoRA's parts on the peft LoRA layers ``names`` just injected (plain or DoRA): each becomes an
+    ``AdvLoraLinear`` holding its initial factors A0, B0 (``factors``, an initialisation's ``Factors``; the saved
+    ones when loading ``saved``; None: the factors peft initialised), with the frozen base W0 - alpha0 s B0 A0 when
+    ``residual``, and alpha: one trainable Parameter per ``cfg.alpha_mode`` key when ``trainable``, else fixed at
+    ``cfg.alpha0``. Fills ``state.report`` (the initialisation's errors per layer)."""
+    if saved is not None:
+        initial = {n: (s["A0"], s["B0"]) for n, s in read_saved(saved, state.layers, cfg.rank).items()}
+    elif factors is not None:
+        initial = {n: (f.A, f.B) for n, f in zip(names, factors)}
+    else:
+        initial = {n: (lay.lora_A[L.ADAPTER].weight, lay.lora_B[L.ADAPTER].weight)
+                   for n in names for lay in [model.hf_model.get_submodule(n)]}
+    alphas: dict[str, nn.Parameter] = {}
+    for i, n in enumerate(names):
+        lay = model.hf_model.get_submodule(n)
+        if factors is not None and saved is None:
+            state.report.append({"layer": n, "shape": list(lay.get_base_layer().weight.shape),
+                                 "error": factors[i].error, "onehot_error": factors[i].onehot_error})
+        else:
+            state.report.append({"layer": n})
+        A0, B0 = initial[n]
+        w0_sq = float(lay.get_base_layer().weight.detach().float().pow(2).sum())
+        lay = L.AdvLoraLinear.adopt(lay, A0, B0, cfg.alpha0, residual=residual, w0_sq=w0_sq)
+        lay.set_factors(lay.advlora_A0, lay.advlora_B0)
+        if lay.advlora_residual:
+            lay.subtract_initial()
+        if not trainable:
+            lay.set_alpha(cfg.alpha0, trainable=False)
+            continue
+        key = {"layer": n, "tower": model.tower_of(n) or "other", "shared": "all"}[cfg.alpha_mode]
+        if key not in alphas:
+            dev = lay.lora_A[L.ADAPTER].weight.device
+            alphas[key] = nn.Parameter(torch.tensor(cfg.alpha0, dtype=torch.float32, device=dev))
+        lay.set_alpha(alphas[key], trainable=True)
+
+
+def trainable_alphas(model) -> list[nn.Parameter]:
+    """The trainable alphas of the model's adopted layers, each shared one once (the ``alpha`` optimiser group)."""
+    seen: dict[int, nn.Parameter] = {}
+    for lay in lora_layers(model).values():
+        a = getattr(lay, "advlora_alpha", None)
+        if isinstance(a, nn.Parameter) and a.requires_grad:
+            seen.setdefault(id(a), a)
+    return list(seen.values())
+
+
+def alpha_log(model) -> dict[str, float]:
+    """Each adopted layer's alpha (shared ones repeat), by layer name."""
+    return {n: float(lay.advlora_alpha.detach()) for n, lay in lora_layers(model).items()
+            if getattr(lay, "advlora_alpha", None) is not None}
+
+
+def load_factors(model, saved: dict[str, dict[str, torch.Tensor]]) -> None:
+    """The saved A, B (and trainable alpha) of ``read_saved`` into the adopted layers."""
+    with torch.no_grad():
+        for n, lay in lora_layers(model).items():
+            lay.set_factors(saved[n]["A"], saved[n]["B"])
+            if isinstance(lay.advlora_alpha, nn.Parameter) and "alpha" in saved[n]:
+                lay.advlora_alpha.fill_(float(saved[n]["alpha"]))
 
 
 register(AdvLora())

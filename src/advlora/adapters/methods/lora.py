@@ -90,17 +90,18 @@ def export_lora(model) -> tuple[dict[str, torch.Tensor], int, float]:
     return tensors, rank, lora_alpha
 
 
-def write_export(model, state, folder: Path) -> None:
-    """peft's two files of ``export_lora`` in ``folder`` (loadable with ``PeftModel.from_pretrained``)."""
+def write_export(model, state, folder: Path, extra: dict[str, torch.Tensor] | None = None, **config) -> None:
+    """peft's two files of ``export_lora`` in ``folder`` (loadable with ``PeftModel.from_pretrained``); ``extra``:
+    further tensors of the peft state dict (DoRA's magnitudes), ``config``: further ``LoraConfig`` fields."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
     tensors, rank, lora_alpha = export_lora(model)
     folded = any(isinstance(lay, L.AdvLoraLinear) for lay in lora_layers(model).values())
-    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file({**tensors, **(extra or {})}, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     LoraConfig(r=rank, lora_alpha=lora_alpha, target_modules=sorted(state.layers), lora_dropout=state.config.dropout,
                init_lora_weights=True, bias="none", use_rslora=state.config.use_rslora and not folded,
-               base_model_name_or_path=model.name_or_path).save_pretrained(str(folder))
+               base_model_name_or_path=model.name_or_path, **config).save_pretrained(str(folder))
 
 
 def copy_peft_lora(model, folder: Path) -> None:
