@@ -45,7 +45,7 @@ from advlora.attacks.text import text_attack  # noqa: E402
 from advlora.attacks.transfer import transfer  # noqa: E402
 
 #: image attacks with the common signature ``attack(objective, images, *, eps, ..., generator)``
-ATTACKS = {s.name: s.fn for s in registry.specs(*registry.IMAGE_KINDS) if s.fn is not None and s.objective is None}
+ATTACKS = {s.name: s.fn for s in registry.specs() if s.trainable and s.fn is not None}
 
 
 def run_attack(name: str, objective, images: torch.Tensor, threat: ThreatModel, *,
@@ -57,7 +57,7 @@ def run_attack(name: str, objective, images: torch.Tensor, threat: ThreatModel, 
     spec = registry.find(name)
     if spec is None or spec.name not in ATTACKS:
         raise choices_error("attack", name, ATTACKS)
-    return spec.run(objective, images, threat, generator=generator, **spec.resolve_options(options))
+    return spec.attack(objective, images, threat, generator=generator, options=options)
 
 
 __all__ = ["ATTACKS", "AttackSpec", "NORMS", "ThreatModel", "apgd", "attack_mode", "co_attack", "fgsm",

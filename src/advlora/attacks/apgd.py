@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from advlora.attacks.attack_objective import as_objective
 from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
                                     loss_only, outcome, project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
@@ -47,6 +48,7 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
     0.001 * N(0, 1) when the objective is stationary there).
     """
     eps = check_args(images, eps, norm, steps)
+    objective = as_objective(objective)
     x0 = images.detach()
     worst = WorstCase(x0)                             # the returned point: worst outcome over everything seen
     if random_start and reports_outcome(objective):
@@ -61,6 +63,7 @@ def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, *, eps: 
     iterate of a restart is scored by a forward alone: its gradient would never be used."""
     if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
         raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
+    objective = as_objective(objective)
     marks = set(checkpoints(int(steps))[1:])
     for _ in range(int(restarts)):
         if finished(objective):

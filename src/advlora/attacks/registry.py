@@ -91,7 +91,10 @@ class AttackSpec:
         checks: sanity checks that apply (``CHECKS``).
         objective: a fixed image objective (``apgd-margin``: ``margin``); None: the evaluation's objective.
         reference: preference as the white-box reference of the sanity checks (higher first).
-        fn: the plain attack function, for callers that build their own objective (training).
+        fn: the plain attack function (the public ``advlora.attacks.<name>``), for reference.
+        training_run: the variant training runs, with ``run``'s call (None: ``run``): FGSM's fast adversarial
+            training step from a random start, Square's query budget from the threat's ``steps``.
+        training_steps: the steps a training threat line names (None: the threat's; FGSM: 1).
         describe: ``describe(threat, options, context) -> line``; None: ``line``.
         members: a suite's attacks (kind ``suite``).
         rand_members: what a suite runs instead on a randomized model (AutoAttack's ``rand`` version).
@@ -115,6 +118,8 @@ class AttackSpec:
     members: tuple[SuiteMember, ...] = ()
     rand_members: tuple[SuiteMember, ...] = ()
     norms: tuple[str, ...] | None = None
+    training_run: Callable[..., Any] | None = None
+    training_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -149,6 +154,22 @@ class AttackSpec:
         """The attack's options: its defaults updated by those of ``given`` it declares (others are ignored:
         one option dict can serve several attacks)."""
         return {**self.options, **{k: v for k, v in (given or {}).items() if k in self.options}}
+
+    @property
+    def trainable(self) -> bool:
+        """Whether training can run this attack on its own objective: an image attack of ``run(objective,
+        images, threat)`` whose objective is not fixed by the declaration."""
+        return self.kind in IMAGE_KINDS and self.objective is None and self.run is not None
+
+    def attack(self, objective, images, threat: ThreatModel, *, generator=None, options: dict | None = None,
+               training: bool = False):
+        """The one way to run this attack, from evaluation and from training: ``run`` (``training``: its
+        ``training_run`` when declared) on ``objective`` and ``images`` under ``threat`` with the options it
+        declares (``resolve_options``: the defaults updated by those of ``options`` it declares)."""
+        run = self.training_run if training and self.training_run is not None else self.run
+        if run is None:
+            raise AdvloraError(f"attack {self.name!r} is a suite: its members run, not it")
+        return run(objective, images, threat, generator=generator, **self.resolve_options(options))
 
     def line(self, threat: ThreatModel, options: dict | None = None, context: dict | None = None) -> str:
         """The threat-model line written beside this attack's numbers, e.g.

@@ -11,6 +11,7 @@ import torch
 
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks._utils import start_point
+from advlora.attacks.attack_objective import TargetFamily, as_objective
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.measure import context, measure, positives
 from advlora.evaluation.results import limit_indices
@@ -34,7 +35,7 @@ def probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, bat
     sel = torch.arange(min(len(small), batch_size))
     x = x0 = ctx.images.rows(sel).to(model.device)
     grad_objective = objective_for(objective, ctx, sel, x, gallery)   # the objective in use
-    if getattr(grad_objective, "stationary", False):                  # tested where the attacks start
+    if as_objective(grad_objective).stationary:                  # tested where the attacks start
         x = (x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x)).clamp(0, 1)
 
     def rerun(key: str, threat: ThreatModel, attack: str | None = None, ranks: bool = False):
@@ -64,7 +65,7 @@ def starts(ctx, runs: dict[str, tuple], sel: torch.Tensor, x: torch.Tensor, gall
             continue
         o = objective_for(spec.objective or obj, ctx, sel, x, gallery, n_targets=opts.get("targets", 9))
         xs = x
-        if hasattr(o, "targets_of"):
+        if isinstance(o, TargetFamily):
             n = o.n_targets
             if not n:
                 continue

@@ -10,7 +10,8 @@ from advlora.attacks import ThreatModel, attack_mode
 from advlora.attacks import objectives as O
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
-from advlora.attacks.stopping import finished, report_rank, stop_at_rank
+from advlora.attacks.attack_objective import TargetFamily, Wrapper
+from advlora.attacks.stopping import report_rank, stop_at_rank
 from advlora.errors import AdvloraError, choices_error
 from advlora.evaluation import distributed
 from advlora.evaluation.images import ImageSource, Spill, SubsetImages
@@ -55,43 +56,47 @@ def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, galle
     raise choices_error("objective", name, O.OBJECTIVES)
 
 
-class Watch:
-    """The objective, recording the model's mode and the input range at every call; it passes on what the
-    attacks read from an objective (``last_rank``, ``stationary``) and a family's ``target(j)`` and
-    ``targets_of(js)``."""
+class Watch(Wrapper):
+    """The objective, recording the model's mode and the input range at every call; every other declared
+    attribute is the objective's (``attack_objective.Wrapper``). ``eot``: the calls per gradient this run asks
+    for. It reports an outcome (None without a gallery), so every image attack of an evaluation lets the clean
+    image compete for the worst case."""
+
+    ranked = True
+    eot = 1
 
     def __init__(self, objective, model, seen: list, eot: int = 1) -> None:
-        self.objective, self.model, self.seen, self.eot = objective, model, seen, eot
+        super().__init__(objective)
+        self.model, self.seen, self.eot = model, seen, eot
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append((self.model.training, float(x.detach().min()), float(x.detach().max())))
-        return self.objective(x)
+        return self.inner(x)
 
-    @property
-    def last_rank(self) -> torch.Tensor | None:
-        return getattr(self.objective, "last_rank", None)
 
-    @property
-    def stationary(self) -> bool:
-        return getattr(self.objective, "stationary", False)
+class WatchFamily(TargetFamily):
+    """A targeted family whose every objective is a ``Watch``."""
 
-    @property
-    def n_targets(self) -> int:
-        return self.objective.n_targets
+    def __init__(self, family: TargetFamily, model, seen: list, eot: int = 1) -> None:
+        self.family, self.model, self.seen, self.eot = family, model, seen, eot
+        self.n_targets = family.n_targets
 
     def target(self, j: int) -> Watch:
-        return Watch(self.objective.target(j), self.model, self.seen, self.eot)
+        return Watch(self.family.target(j), self.model, self.seen, self.eot)
 
     def targets_of(self, js) -> Watch:
-        return Watch(self.objective.targets_of(js), self.model, self.seen, self.eot)
-
-    @property
-    def clean_outcome(self):
-        return getattr(self.objective, "clean_outcome", None)
+        return Watch(self.family.targets_of(js), self.model, self.seen, self.eot)
 
     @property
     def finished(self) -> bool:
-        return finished(self.objective)
+        return self.family.finished
+
+
+def watch(objective, model, seen: list, eot: int = 1) -> Watch | WatchFamily:
+    """``objective`` (or a targeted family) watched (``Watch``)."""
+    if isinstance(objective, TargetFamily):
+        return WatchFamily(objective, model, seen, eot)
+    return Watch(objective, model, seen, eot)
 
 
 def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
@@ -134,7 +139,7 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
         if two_stage:            # done, and the worst point kept, by the rank the metrics report
             obj = report_rank(obj, lambda xs, rows, idx=idx: reported_i2t_rank(ctx, xs, idx[rows.to(idx.device)]),
                               ctx.clean_ranks[0][idx.to(ctx.clean_ranks[0].device)].cpu())
-        obj = Watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
+        obj = watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
         out = spec.run(obj, x, threat, generator=gen, **opts)
         return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))
 
@@ -199,4 +204,4 @@ def result(name: str, ctx: Ctx, res: dict, threat_line: str, **extra) -> AttackR
                         ranks={"i2t": res["ranks"][0].tolist(), "t2i": res["ranks"][1].tolist()}, **extra)
 
 
-__all__ = ["Watch", "attack_images", "bounds", "joint", "objective_for", "result", "text_captions"]
+__all__ = ["Watch", "WatchFamily", "watch", "attack_images", "bounds", "joint", "objective_for", "result", "text_captions"]
