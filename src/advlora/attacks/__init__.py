@@ -13,28 +13,19 @@ attacks' names to their functions (for callers that build their own objective, s
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import torch
 
 from advlora.attacks import registry
 from advlora.attacks._utils import attack_mode
 from advlora.attacks.registry import AttackSpec, result_key
 from advlora.attacks.threat import NORMS, ThreatModel, format_eps, parse_eps, parse_eps_list
+from advlora.declarations import import_all
 from advlora.errors import choices_error
 
 
-def _import_all() -> None:
-    """Import every module of the package: each one's ``register`` call fills the registry."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+import_all(__name__, __path__)
 
-
-_import_all()
-
-# the public functions, re-exported from their modules (imported above by _import_all)
+# the public functions, re-exported from their modules (imported above by import_all)
 from advlora.attacks import objectives  # noqa: E402
 from advlora.attacks.apgd import apgd  # noqa: E402
 from advlora.attacks.fgsm import fgsm  # noqa: E402

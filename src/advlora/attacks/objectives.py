@@ -442,18 +442,6 @@ LOSSES = {
     "dlr": lambda sim, positives, scale: dlr_loss(sim, positives),
 }
 
-#: image-side objective names usable from the CLI and ``evaluate_robust``
-OBJECTIVES = ("contrastive", "itc", "margin", "dlr", "embedding", "itm", "rerank")
-#: objectives an attack can fix in its declaration beside those (``apgd-t``: the targeted DLR family)
-FAMILIES = ("dlr-targeted",)
-
-
-def check_objective(name: str) -> str:
-    if name not in OBJECTIVES:
-        raise choices_error("objective", name, OBJECTIVES)
-    return name
-
-
 def check_loss(name: str, what: str = "attack loss") -> str:
     """``name`` if it is one of ``LOSSES``, else one error line listing them."""
     if name not in LOSSES:

@@ -18,7 +18,6 @@ Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sa
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,39 +194,21 @@ class AttackSpec:
         return f"{self.label}-{steps}" if steps and "steps" in self.uses else self.label
 
 
-_DECLARED: Declarations[AttackSpec] = Declarations("attack")
-
-
-def register(spec: AttackSpec) -> AttackSpec:
-    """Add ``spec`` (a module of ``advlora.attacks`` calls this at import); a name is declared once."""
-    return _DECLARED.register(spec)
-
-
-def unregister(name: str) -> None:
-    _DECLARED.unregister(name)
-
-
-def registered(spec: AttackSpec) -> AbstractContextManager[AttackSpec]:
-    """``spec`` registered for the duration of a ``with`` block (a throw-away attack, e.g. in a test)."""
-    return _DECLARED.registered(spec)
-
-
-def get(name: str) -> AttackSpec:
-    """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the registered ones."""
-    return _DECLARED.get(name)
-
-
-def find(name: str) -> AttackSpec | None:
-    return _DECLARED.find(name)
+#: every declared attack; ``register`` (a module of ``advlora.attacks`` calls it at import: a name is declared
+#: once), ``registered`` (a throw-away attack for a ``with`` block), ``get`` (an unknown name: one error line
+#: listing the declared ones), ``find`` and ``unregister`` are its methods
+DECLARED: Declarations[AttackSpec] = Declarations("attack")
+register, unregister, registered, get, find = (DECLARED.register, DECLARED.unregister, DECLARED.registered,
+                                               DECLARED.get, DECLARED.find)
 
 
 def names(*kinds: str) -> tuple[str, ...]:
     """Registered names (of ``kinds`` when given), in registration order."""
-    return tuple(n for n, s in _DECLARED.items.items() if not kinds or s.kind in kinds)
+    return tuple(n for n, s in DECLARED.items.items() if not kinds or s.kind in kinds)
 
 
 def specs(*kinds: str) -> tuple[AttackSpec, ...]:
-    return tuple(_DECLARED.items[n] for n in names(*kinds))
+    return tuple(DECLARED.items[n] for n in names(*kinds))
 
 
 def check_names(attacks: list[str] | tuple[str, ...] | str) -> list[str]:
