@@ -105,5 +105,6 @@ def test_objective_validation(tiny_clip):
         O.contrastive(tiny_clip, tf, torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(AdvloraError, match="ITM head"):
         O.itm(tiny_clip, ["a"])
-    with pytest.raises(AdvloraError, match="unknown objective 'kl' \\(valid: " + ", ".join(sorted(image_objectives.choices()))):
+    valid = ", ".join(sorted(image_objectives.choices()))
+    with pytest.raises(AdvloraError, match="unknown objective 'kl' \\(valid: " + valid):
         image_objectives.check_objective("kl")

@@ -139,10 +139,11 @@ for _spec in (
     ObjectiveSpec("embedding", _embedding, doc="squared distance to the clean embedding (FARE)"),
     ObjectiveSpec("itm", _itm, needs_itm=True, doc="negative ITM match logit with the image's own captions"),
     ObjectiveSpec("rerank", _rerank, needs_itm=True, doc="cross-entropy through BLIP's ITC + ITM re-ranking"),
-    ObjectiveSpec("dlr-targeted", _targeted, family=True, doc="APGD-T's targeted DLR family (one objective per target)"),
+    ObjectiveSpec("dlr-targeted", _targeted, family=True,
+                  doc="APGD-T's targeted DLR family (one objective per target)"),
 ):
     register(_spec)
 
 
-__all__ = ["DECLARED", "ObjectiveInputs", "ObjectiveSpec", "build", "check_objective", "choices", "find", "get", "names",
-           "register", "registered", "unregister"]
+__all__ = ["DECLARED", "ObjectiveInputs", "ObjectiveSpec", "build", "check_objective", "choices", "find", "get",
+           "names", "register", "registered", "unregister"]

@@ -237,7 +237,8 @@ def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object
     if attacks:
         check_norm(attacks, args.norm)
     attack_options = plan_file(args)
-    settings = SweepSettings(attack_options=attack_options, attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
+    settings = SweepSettings(attacks=list(attacks), attack_options=attack_options, rerank_k=args.rerank_k,
+                             batch_size=args.batch_size,
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
                              text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
@@ -260,7 +261,8 @@ def plan_file(args: argparse.Namespace) -> dict:
     if getattr(args, "plan", None):
         data = load_yaml(args.plan)
         if not isinstance(data, dict):
-            raise AdvloraError(f"{args.plan}: an evaluation plan is a mapping (attack_options, {', '.join(PLAN_KEYS)})")
+            raise AdvloraError(f"{args.plan}: an evaluation plan is a mapping "
+                               f"(attack_options, {', '.join(PLAN_KEYS)})")
         defaults = {f: EvalPlan.__dataclass_fields__[f].default for f in PLAN_KEYS}
         for key, value in data.items():
             if key == "attack_options":

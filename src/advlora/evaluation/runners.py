@@ -208,4 +208,5 @@ def result(name: str, ctx: Ctx, res: dict, threat_line: str, **extra) -> AttackR
                         ranks={"i2t": res["ranks"][0].tolist(), "t2i": res["ranks"][1].tolist()}, **extra)
 
 
-__all__ = ["ImageRun", "Watch", "WatchFamily", "watch", "attack_images", "bounds", "joint", "objective_for", "result", "text_captions"]
+__all__ = ["ImageRun", "Watch", "WatchFamily", "attack_images", "bounds", "joint", "objective_for", "result",
+           "text_captions", "watch"]

@@ -187,8 +187,8 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
         return out
     plan = settings.plan(rerank_k)
     for th in threats:
-        res = evaluate_robust(model, data, settings.attacks, th, plan, surrogate=surrogate,
-                              generator=None if settings.seed is None else torch.Generator().manual_seed(settings.seed))
+        gen = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
+        res = evaluate_robust(model, data, settings.attacks, th, plan, generator=gen, surrogate=surrogate)
         out.runs.append(res)
         for name, entry in res["attacks"].items():
             out.robust[result_key(name, res["eps_str"])] = entry
