@@ -187,7 +187,9 @@ def test_a_stopped_suite_resumes_from_its_kept_images(tiny_clip, small_suite, em
 
 
 def test_members_with_nothing_left_to_attack(tiny_clip, small_suite, emoji_build, monkeypatch):
-    monkeypatch.setattr(R, "check_exit_k", lambda k: 0)   # every image "done" at its clean rank: none attacked
+    from advlora.evaluation import plan
+
+    monkeypatch.setattr(plan, "check_exit_k", lambda k: 0)   # every image "done" at its clean rank: none attacked
     data = _data(emoji_build, "emoji-source", 6)
     out = R.evaluate_robust(tiny_clip, data, [small_suite], ThreatModel(eps="4/255"), batch_size=4, sanity=False)
     assert [out["attacks"][f"{small_suite}/{m.label}"].attacked for m in SMALL.members] == [0, 0, 0]
