@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from advlora.attacks import image_objectives
 from advlora.attacks import objectives as O
 from advlora.attacks.apgd import apgd
 from advlora.attacks.pgd import pgd
@@ -70,7 +71,7 @@ def test_dlr_collapses_an_images_own_captions():
 
 
 def test_the_losses_are_declared_once_and_checked():
-    assert set(O.LOSSES) == {"contrastive", "margin", "dlr"} and set(O.LOSSES) <= set(O.OBJECTIVES)
+    assert set(O.LOSSES) == {"contrastive", "margin", "dlr"} and set(O.LOSSES) <= set(image_objectives.choices())
     with pytest.raises(AdvloraError, match="contrastive, dlr, margin"):
         O.check_loss("cw")
 

@@ -7,6 +7,7 @@ from advlora.attacks import (ATTACKS, ThreatModel, apgd, attack_mode, fgsm, form
                              square)
 from advlora.attacks import objectives as O
 from advlora.attacks.apgd import checkpoints
+from advlora.attacks.attack_objective import Function
 from advlora.errors import AdvloraError
 
 G = lambda s=0: torch.Generator().manual_seed(s)  # noqa: E731
@@ -179,9 +180,8 @@ def test_the_clean_outcome_of_an_objective_replaces_its_forward(tiny_clip):
     calls = []
     plain, known = O.contrastive(tiny_clip, tf, pos), O.contrastive(tiny_clip, tf, pos, clean_features=feats)
     for obj in (plain, known):
-        counted = lambda z, o=obj: calls.append(len(z)) or o(z)  # noqa: E731
-        counted.last_rank = None
-        counted.clean_outcome = getattr(obj, "clean_outcome", None)
+        counted = Function(lambda z, o=obj: calls.append(len(z)) or o(z), ranked=True,
+                           clean_outcome=obj.clean_outcome)   # declared: reports a rank, its clean one given
         calls.clear()
         pgd(counted, x, eps=0.02, steps=2, generator=G())
         assert len(calls) == (3 if obj is known else 4)        # 2 steps + the last iterate (+ the clean images)

@@ -35,11 +35,10 @@ def _per_sample(model, data, name: str, threat: ThreatModel, batch_size: int, **
     from advlora.attacks import registry
 
     with R.attack_mode(model):
-        ctx = R._context(model, data, 0)
-        adv = R._attack_images(ctx, registry.get(name), threat, batch_size=batch_size, gallery="full",
-                               objective="contrastive", generator=torch.Generator().manual_seed(threat.seed),
-                               options=options)
-        return adv.rows(torch.arange(len(adv))), R._measure(ctx, adv)["ranks"]
+        ctx = R.context(model, data, 0)
+        adv = R.attack_images(ctx, registry.get(name), threat, R.EvalPlan(batch_size=batch_size),
+                              generator=torch.Generator().manual_seed(threat.seed), options=options)
+        return adv.rows(torch.arange(len(adv))), R.measure(ctx, adv)["ranks"]
 
 
 @pytest.mark.parametrize("name,options", [("pgd", {}), ("square", {"queries": 30})])

@@ -19,6 +19,7 @@ import torch
 from advlora.attacks import ThreatModel, apgd, fgsm, pgd, registry, square
 from advlora.attacks import objectives as O
 from advlora.attacks.apgd_t import apgd_targeted
+from advlora.attacks.attack_objective import TargetFamily, Wrapper
 from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.evaluation.retrieval import encode_texts
 from advlora.evaluation.robust import evaluate_robust
@@ -26,10 +27,14 @@ from advlora.evaluation.robust import evaluate_robust
 WORDS = "red blue green cat dog house tree car apple sun moon star".split()
 
 
-class Recorder:
-    """Wraps a ranked objective and records every point evaluated with its rank and loss."""
+class Recorder(Wrapper):
+    """Wraps a ranked objective (forwarding what it declares) and records every point evaluated with its rank
+    and loss; it hides a clean outcome known without a forward, so the clean image is evaluated and recorded."""
+
+    clean_outcome = None
 
     def __init__(self, objective, seen):
+        super().__init__(objective)
         self.objective, self.seen = objective, seen
 
     def __call__(self, x):
@@ -40,12 +45,8 @@ class Recorder:
                               loss[s:s + b].detach().clone()))
         return loss
 
-    @property
-    def last_rank(self):
-        return self.objective.last_rank
 
-
-class RecordingFamily:
+class RecordingFamily(TargetFamily):
     def __init__(self, family, seen):
         self.family, self.seen, self.n_targets = family, seen, family.n_targets
 

@@ -136,9 +136,8 @@ def _worker(rank: int, model_dir: str, ann: str, port: int, out: str) -> None:
         th = ThreatModel(eps="16/255", steps=2, restarts=2, seed=4)
         with distributed.EvalSession(distributed=True) as s:      # no state folder: a shared temporary one
             with R.attack_mode(model):
-                ctx = R._context(model, data, 0)
-                adv = R._attack_images(ctx, registry.get("pgd"), th, batch_size=3, gallery="full",
-                                       objective="contrastive", generator=None)
+                ctx = R.context(model, data, 0)
+                adv = R.attack_images(ctx, registry.get("pgd"), th, R.EvalPlan(batch_size=3), generator=None)
                 rows = adv.rows(torch.arange(len(adv)))
             root = s._spill_root
             del adv                                                # the images no longer hold the folder
@@ -158,7 +157,6 @@ def test_two_processes_without_state_share_a_temporary_folder(ann, tmp_path):
     model, data = load_model(str(model_dir), device="cpu"), load_dataset(str(ann))
     th = ThreatModel(eps="16/255", steps=2, restarts=2, seed=4)
     with R.attack_mode(model):
-        ctx = R._context(model, data, 0)
-        one = R._attack_images(ctx, registry.get("pgd"), th, batch_size=3, gallery="full", objective="contrastive",
-                               generator=None)
+        ctx = R.context(model, data, 0)
+        one = R.attack_images(ctx, registry.get("pgd"), th, R.EvalPlan(batch_size=3), generator=None)
     assert torch.equal(torch.load(tmp_path / "two.pt"), one.rows(torch.arange(N)))

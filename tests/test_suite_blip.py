@@ -104,7 +104,7 @@ def test_done_and_the_worst_point_follow_the_reported_rank():
 
 def test_reported_rank_of_repeated_images_is_each_rows_own(tiny_blip, blip_set):
     """APGD-T's targets repeat an image in one batch: each row is ranked on its own, as measure_i2t ranks it."""
-    ctx = R._context(tiny_blip, blip_set, 4)
+    ctx = R.context(tiny_blip, blip_set, 4)
     idx = torch.tensor([1, 3, 1, 3])
     x = ctx.images.rows(idx)
     x[2:] = (x[2:] + 0.2 * torch.rand_like(x[2:])).clamp(0, 1)

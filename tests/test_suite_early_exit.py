@@ -17,6 +17,7 @@ from advlora.evaluation import distributed, images
 from advlora.evaluation import robust as R
 from advlora.evaluation.images import CleanImages, Picked
 from advlora.evaluation.results import KS
+from advlora.evaluation.runners import ImageRun
 
 #: the standard suite's members at a budget a unit test can afford
 SMALL = AttackSpec("standard-tiny", "suite", None, uses=("norm", "eps", "seed"), label="standard-tiny",
@@ -52,17 +53,17 @@ def _protocol_reference(model, data, threat, spec):
     """The protocol rebuilt from each member attacking every image alone (each image until its rank reaches
     max(KS)): per image, members attack while its kept i2t rank is below max(KS); the kept image is the worst by
     (rank, loss), the earlier on ties."""
-    ctx = R._context(model, data, None)
+    ctx = R.context(model, data, None)
     rank, loss = ctx.clean_ranks[0].clone(), ctx.clean_loss.double().clone()
     pick = torch.full((len(data),), -1)
     sources = []
     gen = threat.generator()
     for m in spec.members:
         todo = rank < max(KS)
-        adv = R._attack_images(ctx, registry.get(m.attack), threat.replace(**m.changes), batch_size=5,
-                               gallery="full", objective=m.objective or "contrastive", generator=gen,
-                               options={**m.options}, key=f"{spec.name}/{m.label}", done_rank=max(KS))
-        res = R._measure(ctx, adv)
+        adv = R.attack_images(ctx, registry.get(m.attack), threat.replace(**m.changes), R.EvalPlan(batch_size=5),
+                              generator=gen, objective=m.objective or "contrastive", options={**m.options},
+                              run=ImageRun(key=f"{spec.name}/{m.label}", done_rank=max(KS)))
+        res = R.measure(ctx, adv)
         r, l_ = res["ranks"][0], res["loss"].double()
         better = todo & ((r > rank) | ((r == rank) & (l_ > loss)))
         rank, loss = torch.where(better, r, rank), torch.where(better, l_, loss)
@@ -70,7 +71,7 @@ def _protocol_reference(model, data, threat, spec):
         sources.append(adv)
     gallery = Picked([*sources, CleanImages(data.load_images_uint8(model.image_size))],
                      torch.where(pick < 0, len(sources), pick))
-    return R._measure(ctx, gallery)
+    return R.measure(ctx, gallery)
 
 
 @pytest.mark.parametrize("name", ["emoji-source", "emoji-downstream"])
@@ -186,7 +187,9 @@ def test_a_stopped_suite_resumes_from_its_kept_images(tiny_clip, small_suite, em
 
 
 def test_members_with_nothing_left_to_attack(tiny_clip, small_suite, emoji_build, monkeypatch):
-    monkeypatch.setattr(R, "check_exit_k", lambda k: 0)   # every image "done" at its clean rank: none attacked
+    from advlora.evaluation import plan
+
+    monkeypatch.setattr(plan, "check_exit_k", lambda k: 0)   # every image "done" at its clean rank: none attacked
     data = _data(emoji_build, "emoji-source", 6)
     out = R.evaluate_robust(tiny_clip, data, [small_suite], ThreatModel(eps="4/255"), batch_size=4, sanity=False)
     assert [out["attacks"][f"{small_suite}/{m.label}"].attacked for m in SMALL.members] == [0, 0, 0]

@@ -1,11 +1,15 @@
-"""``Declarations``: the one registry shape every declared concept uses (attacks, training objectives).
+"""``Declarations``: the one registry shape every declared concept uses (attacks, attack objectives, training
+objectives).
 
 A module declares its item with ``register`` at import; a name is declared once; ``registered`` declares a
 throw-away item for the length of a ``with`` block (tests); ``get`` of an unknown name is one ``AdvloraError``
-line listing the declared names.
+line listing the declared names. ``import_all(package)`` imports every public module of a package, so a module
+that declares an item is found without editing any other file.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
@@ -53,4 +57,12 @@ class Declarations(Generic[T]):
         return tuple(self.items)
 
 
-__all__ = ["Declarations"]
+def import_all(package: str, path) -> None:
+    """Import every module of ``package`` (its ``__path__``) whose name does not start with ``_``, in name order:
+    each one's ``register`` call fills its registry."""
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+__all__ = ["Declarations", "import_all"]

@@ -13,28 +13,19 @@ attacks' names to their functions (for callers that build their own objective, s
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import torch
 
 from advlora.attacks import registry
 from advlora.attacks._utils import attack_mode
 from advlora.attacks.registry import AttackSpec, result_key
 from advlora.attacks.threat import NORMS, ThreatModel, format_eps, parse_eps, parse_eps_list
+from advlora.declarations import import_all
 from advlora.errors import choices_error
 
 
-def _import_all() -> None:
-    """Import every module of the package: each one's ``register`` call fills the registry."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+import_all(__name__, __path__)
 
-
-_import_all()
-
-# the public functions, re-exported from their modules (imported above by _import_all)
+# the public functions, re-exported from their modules (imported above by import_all)
 from advlora.attacks import objectives  # noqa: E402
 from advlora.attacks.apgd import apgd  # noqa: E402
 from advlora.attacks.fgsm import fgsm  # noqa: E402
@@ -45,7 +36,7 @@ from advlora.attacks.text import text_attack  # noqa: E402
 from advlora.attacks.transfer import transfer  # noqa: E402
 
 #: image attacks with the common signature ``attack(objective, images, *, eps, ..., generator)``
-ATTACKS = {s.name: s.fn for s in registry.specs(*registry.IMAGE_KINDS) if s.fn is not None and s.objective is None}
+ATTACKS = {s.name: s.fn for s in registry.specs() if s.trainable and s.fn is not None}
 
 
 def run_attack(name: str, objective, images: torch.Tensor, threat: ThreatModel, *,
@@ -57,7 +48,7 @@ def run_attack(name: str, objective, images: torch.Tensor, threat: ThreatModel, 
     spec = registry.find(name)
     if spec is None or spec.name not in ATTACKS:
         raise choices_error("attack", name, ATTACKS)
-    return spec.run(objective, images, threat, generator=generator, **spec.resolve_options(options))
+    return spec.attack(objective, images, threat, generator=generator, options=options)
 
 
 __all__ = ["ATTACKS", "AttackSpec", "NORMS", "ThreatModel", "apgd", "attack_mode", "co_attack", "fgsm",

@@ -6,17 +6,17 @@ Norms are per sample, over all non-batch dimensions; a perturbation is never sha
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from advlora.attacks.attack_objective import AttackObjective, as_objective
 from advlora.attacks.seeding import is_per_sample
 from advlora.attacks.threat import NORMS, parse_eps
 from advlora.errors import AdvloraError, choices_error
 from advlora.runtime import eval_mode as attack_mode  # noqa: F401 - the attacks' name for it
 
-#: objective(images (B, ...)) -> per-sample loss (B,) to maximise
-Objective = Callable[[torch.Tensor], torch.Tensor]
+#: objective(images (B, ...)) -> per-sample loss (B,) to maximise, with the attributes ``AttackObjective``
+#: declares (a plain function is declared with the defaults: ``as_objective``)
+Objective = AttackObjective
 
 
 def check_args(images: torch.Tensor, eps: float | str, norm: str, steps: int | None = None) -> float:
@@ -97,7 +97,8 @@ def loss_and_grad(objective: Objective, x: torch.Tensor) -> tuple[torch.Tensor, 
     times, one graph at a time; the loss and gradient returned are the means.
     """
     x = x.detach().requires_grad_(True)
-    n = int(getattr(objective, "eot", 1) or 1)
+    objective = as_objective(objective)
+    n = int(objective.eot or 1)
     loss_sum, grad_sum = None, None
     for _ in range(n):
         with torch.enable_grad():
@@ -114,7 +115,8 @@ def loss_and_grad(objective: Objective, x: torch.Tensor) -> tuple[torch.Tensor, 
 def loss_only(objective: Objective, x: torch.Tensor) -> torch.Tensor:
     """The per-sample loss (B,) without a gradient (the mean over ``objective.eot`` calls, as
     ``loss_and_grad``): for an iterate whose gradient would never be used."""
-    n = int(getattr(objective, "eot", 1) or 1)
+    objective = as_objective(objective)
+    n = int(objective.eot or 1)
     total = None
     with torch.no_grad():
         for _ in range(n):
@@ -136,14 +138,14 @@ def outcome(objective: Objective) -> torch.Tensor | None:
     gallery (``objectives.RankedObjective`` keeps it, from the scores the loss was computed from). Where that
     is not the rank the metrics report (BLIP's two-stage rank), the evaluation makes the objective report the
     reported one (``stopping.report_rank``): what ``WorstCase`` keeps by and what an image is done by."""
-    return getattr(objective, "last_rank", None)
+    return as_objective(objective).last_rank
 
 
 def reports_outcome(objective: Objective) -> bool:
     """Whether ``objective`` reports a retrieval outcome (``outcome``): then the clean image, a point of the
     ball, competes for the worst case even under a random start (``WorstCase.score_clean``: free when the
     objective carries its clean outcome, else one extra forward per attack call)."""
-    return hasattr(objective, "last_rank")
+    return as_objective(objective).ranked
 
 
 def start_point(objective: Objective, x0: torch.Tensor, eps: float, norm: str, random: bool,
@@ -153,7 +155,7 @@ def start_point(objective: Objective, x0: torch.Tensor, eps: float, norm: str, r
     the distance to the clean embedding, whose gradient at the clean image is zero)."""
     if random:
         return random_start(x0, eps, norm, generator)
-    if getattr(objective, "stationary", False):
+    if as_objective(objective).stationary:
         return project_image(x0 + 0.001 * _rand(x0.shape, x0, generator, normal=True), x0, eps, norm)
     return x0.clone()
 
@@ -185,7 +187,7 @@ class WorstCase:
     def score_clean(self, objective: Objective, x0: torch.Tensor) -> torch.Tensor:
         """Let the clean image compete: its outcome from ``objective.clean_outcome`` ((loss, rank) at the clean
         images, computed from features already held) when the objective carries one, else one forward."""
-        known = getattr(objective, "clean_outcome", None)
+        known = as_objective(objective).clean_outcome
         if known is not None and known[0].shape[0] == x0.shape[0]:
             loss, rank = known
             self.update(loss, x0, rank)

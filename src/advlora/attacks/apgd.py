@@ -18,11 +18,12 @@ import math
 
 import torch
 
+from advlora.attacks.attack_objective import as_objective
 from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
                                     loss_only, outcome, project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.stopping import finished
-from advlora.errors import AdvloraError
+from advlora.attacks.threat import ThreatModel
 
 MOMENTUM = 0.75
 RHO = 0.75
@@ -47,20 +48,23 @@ def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps:
     0.001 * N(0, 1) when the objective is stationary there).
     """
     eps = check_args(images, eps, norm, steps)
+    objective = as_objective(objective)
     x0 = images.detach()
     worst = WorstCase(x0)                             # the returned point: worst outcome over everything seen
     if random_start and reports_outcome(objective):
         worst.score_clean(objective, x0)              # the clean image is a point of the ball too
-    return apgd_into(worst, objective, x0, eps=eps, steps=steps, norm=norm, restarts=restarts,
-                     random_start=random_start, generator=generator).x
+    budget = ThreatModel(norm=norm, eps=eps, steps=steps, restarts=restarts, random_start=random_start)
+    return apgd_into(worst, objective, x0, budget, generator).x
 
 
-def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, *, eps: float, steps: int, norm: str,
-              restarts: int = 1, random_start: bool = True, generator: torch.Generator | None = None) -> WorstCase:
-    """APGD's iterations from ``x0`` (validated), every iterate competing in ``worst`` (returned). The last
-    iterate of a restart is scored by a forward alone: its gradient would never be used."""
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
+def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, budget: ThreatModel,
+              generator: torch.Generator | None = None) -> WorstCase:
+    """APGD's iterations from ``x0`` (validated) within ``budget`` (its norm, eps, steps, restarts and random
+    start), every iterate competing in ``worst`` (returned). The last iterate of a restart is scored by a
+    forward alone: its gradient would never be used."""
+    eps, steps, norm = float(budget.eps), budget.steps, budget.norm
+    restarts, random_start = budget.restarts, budget.random_start
+    objective = as_objective(objective)
     marks = set(checkpoints(int(steps))[1:])
     for _ in range(int(restarts)):
         if finished(objective):

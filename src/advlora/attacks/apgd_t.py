@@ -21,6 +21,7 @@ from advlora.attacks.apgd import apgd_into
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.seeding import is_per_sample
 from advlora.attacks.stopping import finished
+from advlora.attacks.threat import ThreatModel
 
 
 def apgd_targeted(family, images: torch.Tensor, *, eps: float | str, steps: int = 10, norm: str = "linf",
@@ -40,13 +41,13 @@ def apgd_targeted(family, images: torch.Tensor, *, eps: float | str, steps: int 
     if n == 0:
         return x0.clone()
     worst.score_clean(family.target(0), x0)
+    budget = ThreatModel(norm=norm, eps=eps, steps=steps, restarts=restarts, random_start=random_start)
     per_pass = n if targets_per_pass is None else max(1, min(int(targets_per_pass), n))
     j = 0
     while j < n and not finished(family):
         js = list(range(j, min(j + per_pass, n)))
         try:
-            _targets_pass(worst, family, x0, js, eps=eps, steps=steps, norm=norm, restarts=restarts,
-                          random_start=random_start, generator=generator)
+            _targets_pass(worst, family, x0, js, budget, generator)
         except torch.cuda.OutOfMemoryError:
             if per_pass == 1:
                 raise
@@ -57,13 +58,14 @@ def apgd_targeted(family, images: torch.Tensor, *, eps: float | str, steps: int 
     return worst.x
 
 
-def _targets_pass(worst: WorstCase, family, x0: torch.Tensor, js: list[int], **kw) -> None:
+def _targets_pass(worst: WorstCase, family, x0: torch.Tensor, js: list[int], budget: ThreatModel,
+                  gen: torch.Generator | None) -> None:
     """APGD on the targets ``js`` as one batch of len(js) * B rows; each row's worst competes for its image."""
-    b, gen = x0.shape[0], kw.pop("generator")
+    b = x0.shape[0]
     if is_per_sample(gen):
         gen = gen.per_target(js)
     rows = WorstCase(x0.repeat(len(js), *([1] * (x0.dim() - 1))))
-    rows = apgd_into(rows, family.targets_of(js), rows.x.clone(), generator=gen, **kw)
+    rows = apgd_into(rows, family.targets_of(js), rows.x.clone(), budget, gen)
     for a in range(len(js)):
         sl = slice(a * b, (a + 1) * b)
         worst.update(rows.loss[sl], rows.x[sl], rows.rank[sl])

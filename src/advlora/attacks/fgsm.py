@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from advlora.attacks.attack_objective import as_objective
 from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
                                     project_image)
+from advlora.attacks.pgd import pgd
 from advlora.attacks.registry import AttackSpec, register
 
 
@@ -21,6 +23,7 @@ def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: 
     ``generator`` is accepted for a uniform signature and unused: FGSM is deterministic.
     """
     eps = check_args(images, eps, norm)
+    objective = as_objective(objective)
     x0 = images.detach()
     worst = WorstCase(x0)
     loss, grad = loss_and_grad(objective, x0)
@@ -35,6 +38,18 @@ def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch
     return fgsm(objective, images, eps=float(threat.eps), norm=threat.norm, generator=generator)
 
 
+def _train(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
+           ) -> torch.Tensor:
+    """Training's FGSM: under a random start, fast adversarial training (Wong et al. 2020, arXiv 2001.03994):
+    one step of 1.25 eps (``threat.step_size`` when set) from a uniform point of the ball; else ``fgsm``."""
+    if not threat.random_start:
+        return _run(objective, images, threat, generator=generator)
+    eps = float(threat.eps)
+    step = 1.25 * eps if threat.step_size is None else threat.step_size
+    return pgd(objective, images, eps=eps, step_size=step, steps=1, norm=threat.norm, random_start=True,
+               restarts=1, generator=generator)
+
+
 def _line(threat, options: dict, context: dict) -> str:
     eps = threat.eps_text
     return threat.line(f"FGSM step={eps} no-random-start", ("norm", "eps"), objective=context.get("objective"),
@@ -42,4 +57,5 @@ def _line(threat, options: dict, context: dict) -> str:
 
 
 SPEC = register(AttackSpec("fgsm", "white-box", _run, uses=("norm", "eps"), label="FGSM",
-                           checks=("bounds", "reference"), fn=fgsm, describe=_line))
+                           checks=("bounds", "reference"), fn=fgsm, describe=_line,
+                           training_run=_train, training_steps=1))

@@ -32,15 +32,16 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from advlora.attacks.attack_objective import AttackObjective, Function, TargetFamily
 from advlora.errors import AdvloraError, choices_error
 from advlora.losses import multi_positive_ce
 from advlora.metrics import tie_scale, tie_tolerance
 
-Objective = Callable[[torch.Tensor], torch.Tensor]
+Objective = AttackObjective
 TextObjective = Callable[[list, torch.Tensor], torch.Tensor]
 
 
-class RankedObjective:
+class RankedObjective(AttackObjective):
     """An image objective that also reports the retrieval outcome of its last call, at no extra cost.
 
     ``fn(images) -> (loss (B,), scores (B, N), positives (B, N))``: the per-sample loss and the gallery scores it
@@ -50,7 +51,7 @@ class RankedObjective:
     (``advlora.attacks._utils.WorstCase``).
     """
 
-    stationary = False
+    ranked = True
 
     def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
                  clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -78,7 +79,7 @@ class RankedObjective:
         result is row ``rows[b]`` of this one, with the same loss and outcome (``attacks.stopping`` uses it to
         stop querying rows that are done)."""
         if self.restrict is None:
-            raise AdvloraError("this objective cannot be restricted to rows of its batch")
+            return super().select(rows)
         return RankedObjective(self.restrict(torch.as_tensor(rows, dtype=torch.long)))
 
 
@@ -253,7 +254,7 @@ def dlr_loss(sim: torch.Tensor, positives: torch.Tensor, k: int | tuple[int, ...
     return staged(sim, positives, ranks_of(k), at)
 
 
-class TargetedDLR:
+class TargetedDLR(TargetFamily):
     """A family of targeted, scale-invariant margin objectives (AutoAttack's targeted DLR, arXiv 2003.01690,
     adapted to a caption gallery with several captions per image and to rank ``k``), one per target.
 
@@ -354,8 +355,7 @@ def embedding(model, clean_features: torch.Tensor, normalize: bool = False) -> O
     def objective(images: torch.Tensor) -> torch.Tensor:
         return (model.encode_image(images, normalize=normalize) - cf[:images.shape[0]]).pow(2).sum(dim=-1)
 
-    objective.stationary = True   # zero at the clean image, with zero gradient: attacks start off it
-    return objective
+    return Function(objective, stationary=True)   # zero at the clean image, with zero gradient: attacks start off it
 
 
 def _need_itm(model) -> None:
@@ -382,7 +382,7 @@ def itm(model, captions: Sequence[Sequence[str]] | Sequence[str]) -> Objective:
         count = torch.zeros(images.shape[0], device=logits.device).index_add(0, o, torch.ones_like(logits))
         return -total / count
 
-    return objective
+    return Function(objective)
 
 
 def rerank(model, clean_images: torch.Tensor, text_features: torch.Tensor, positives: torch.Tensor,
@@ -441,18 +441,6 @@ LOSSES = {
     "margin": lambda sim, positives, scale: margin_loss(sim, positives),
     "dlr": lambda sim, positives, scale: dlr_loss(sim, positives),
 }
-
-#: image-side objective names usable from the CLI and ``evaluate_robust``
-OBJECTIVES = ("contrastive", "itc", "margin", "dlr", "embedding", "itm", "rerank")
-#: objectives an attack can fix in its declaration beside those (``apgd-t``: the targeted DLR family)
-FAMILIES = ("dlr-targeted",)
-
-
-def check_objective(name: str) -> str:
-    if name not in OBJECTIVES:
-        raise choices_error("objective", name, OBJECTIVES)
-    return name
-
 
 def check_loss(name: str, what: str = "attack loss") -> str:
     """``name`` if it is one of ``LOSSES``, else one error line listing them."""

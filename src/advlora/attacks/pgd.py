@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from advlora.attacks.attack_objective import as_objective
 from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
                                     project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
@@ -37,6 +38,7 @@ def pgd(objective: Objective, images: torch.Tensor, *, eps: float | str, step_si
         generator: ``torch.Generator`` for the random starts (reproducible attacks).
     """
     eps = check_args(images, eps, norm, steps)
+    objective = as_objective(objective)
     if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
         raise AdvloraError(f"restarts must be an integer >= 1, got {restarts!r}")
     step = 2.5 * eps / steps if step_size is None else float(step_size)

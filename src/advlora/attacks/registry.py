@@ -18,7 +18,6 @@ Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sa
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +90,10 @@ class AttackSpec:
         checks: sanity checks that apply (``CHECKS``).
         objective: a fixed image objective (``apgd-margin``: ``margin``); None: the evaluation's objective.
         reference: preference as the white-box reference of the sanity checks (higher first).
-        fn: the plain attack function, for callers that build their own objective (training).
+        fn: the plain attack function (the public ``advlora.attacks.<name>``), for reference.
+        training_run: the variant training runs, with ``run``'s call (None: ``run``): FGSM's fast adversarial
+            training step from a random start, Square's query budget from the threat's ``steps``.
+        training_steps: the steps a training threat line names (None: the threat's; FGSM: 1).
         describe: ``describe(threat, options, context) -> line``; None: ``line``.
         members: a suite's attacks (kind ``suite``).
         rand_members: what a suite runs instead on a randomized model (AutoAttack's ``rand`` version).
@@ -115,6 +117,8 @@ class AttackSpec:
     members: tuple[SuiteMember, ...] = ()
     rand_members: tuple[SuiteMember, ...] = ()
     norms: tuple[str, ...] | None = None
+    training_run: Callable[..., Any] | None = None
+    training_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -150,6 +154,22 @@ class AttackSpec:
         one option dict can serve several attacks)."""
         return {**self.options, **{k: v for k, v in (given or {}).items() if k in self.options}}
 
+    @property
+    def trainable(self) -> bool:
+        """Whether training can run this attack on its own objective: an image attack of ``run(objective,
+        images, threat)`` whose objective is not fixed by the declaration."""
+        return self.kind in IMAGE_KINDS and self.objective is None and self.run is not None
+
+    def attack(self, objective, images, threat: ThreatModel, *, generator=None, options: dict | None = None,
+               training: bool = False):
+        """The one way to run this attack, from evaluation and from training: ``run`` (``training``: its
+        ``training_run`` when declared) on ``objective`` and ``images`` under ``threat`` with the options it
+        declares (``resolve_options``: the defaults updated by those of ``options`` it declares)."""
+        run = self.training_run if training and self.training_run is not None else self.run
+        if run is None:
+            raise AdvloraError(f"attack {self.name!r} is a suite: its members run, not it")
+        return run(objective, images, threat, generator=generator, **self.resolve_options(options))
+
     def line(self, threat: ThreatModel, options: dict | None = None, context: dict | None = None) -> str:
         """The threat-model line written beside this attack's numbers, e.g.
         ``linf eps=4/255 PGD steps=10 step=1/255 restarts=1 random-start objective=contrastive gallery=full``.
@@ -174,39 +194,21 @@ class AttackSpec:
         return f"{self.label}-{steps}" if steps and "steps" in self.uses else self.label
 
 
-_DECLARED: Declarations[AttackSpec] = Declarations("attack")
-
-
-def register(spec: AttackSpec) -> AttackSpec:
-    """Add ``spec`` (a module of ``advlora.attacks`` calls this at import); a name is declared once."""
-    return _DECLARED.register(spec)
-
-
-def unregister(name: str) -> None:
-    _DECLARED.unregister(name)
-
-
-def registered(spec: AttackSpec) -> AbstractContextManager[AttackSpec]:
-    """``spec`` registered for the duration of a ``with`` block (a throw-away attack, e.g. in a test)."""
-    return _DECLARED.registered(spec)
-
-
-def get(name: str) -> AttackSpec:
-    """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the registered ones."""
-    return _DECLARED.get(name)
-
-
-def find(name: str) -> AttackSpec | None:
-    return _DECLARED.find(name)
+#: every declared attack; ``register`` (a module of ``advlora.attacks`` calls it at import: a name is declared
+#: once), ``registered`` (a throw-away attack for a ``with`` block), ``get`` (an unknown name: one error line
+#: listing the declared ones), ``find`` and ``unregister`` are its methods
+DECLARED: Declarations[AttackSpec] = Declarations("attack")
+register, unregister, registered, get, find = (DECLARED.register, DECLARED.unregister, DECLARED.registered,
+                                               DECLARED.get, DECLARED.find)
 
 
 def names(*kinds: str) -> tuple[str, ...]:
     """Registered names (of ``kinds`` when given), in registration order."""
-    return tuple(n for n, s in _DECLARED.items.items() if not kinds or s.kind in kinds)
+    return tuple(n for n, s in DECLARED.items.items() if not kinds or s.kind in kinds)
 
 
 def specs(*kinds: str) -> tuple[AttackSpec, ...]:
-    return tuple(_DECLARED.items[n] for n in names(*kinds))
+    return tuple(DECLARED.items[n] for n in names(*kinds))
 
 
 def check_names(attacks: list[str] | tuple[str, ...] | str) -> list[str]:

@@ -30,6 +30,7 @@ import math
 
 import torch
 
+from advlora.attacks.attack_objective import as_objective
 from advlora.attacks._utils import Objective, WorstCase, check_args
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.seeding import is_per_sample
@@ -69,6 +70,7 @@ def square(objective: Objective, images: torch.Tensor, *, eps: float | str, quer
     ``p_init`` 0.8 is AutoAttack's default for linf and l2.
     """
     eps = check_args(images, eps, norm)
+    objective = as_objective(objective)
     if isinstance(queries, bool) or int(queries) != queries or queries < 1:
         raise AdvloraError(f"square queries must be an integer >= 1, got {queries!r}")
     if images.dim() < 4:
@@ -208,6 +210,13 @@ def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch
     return square(objective, images, eps=float(threat.eps), queries=queries, norm=threat.norm, generator=generator)
 
 
+def _train(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,
+           queries: int | None = None) -> torch.Tensor:
+    """Training's Square: the threat's ``steps`` as its query budget (a training attack is budgeted in steps)."""
+    return square(objective, images, eps=float(threat.eps), queries=threat.steps, norm=threat.norm,
+                  generator=generator)
+
+
 SPEC = register(AttackSpec("square", "black-box", _run, uses=("norm", "eps", "seed"), label="Square",
                            options={"queries": 1000}, line_keys=("objective",),
-                           checks=("bounds", "versus_white_box"), fn=square))
+                           checks=("bounds", "versus_white_box"), fn=square, training_run=_train))

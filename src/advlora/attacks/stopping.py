@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from advlora.attacks.attack_objective import AttackObjective, TargetFamily, Wrapper, as_objective
 from advlora.errors import AdvloraError
 
 
@@ -44,19 +45,22 @@ class _State:
         return self.seen is not None and bool((self.seen >= done_rank).all())
 
 
-class StopAtRank:
-    """``objective`` called on the rows whose image is not done (see the module docstring)."""
+class StopAtRank(Wrapper):
+    """``objective`` called on the rows whose image is not done (see the module docstring); it reports its own
+    outcome (the done rows' -1) and cannot itself be restricted to rows."""
+
+    ranked = True
+    last_rank = None
+    selectable = False
 
     def __init__(self, objective, done_rank: int, state: _State | None = None,
                  image_of: torch.Tensor | None = None) -> None:
-        if not getattr(objective, "selectable", False):
+        super().__init__(objective)
+        if not self.inner.selectable:
             raise AdvloraError("stop_at_rank needs an objective that can be restricted to rows (RankedObjective)")
-        self.objective, self.done_rank = objective, int(done_rank)
+        self.objective, self.done_rank = self.inner, int(done_rank)
         self.state = _State() if state is None else state
         self.image_of = image_of
-        self.last_rank: torch.Tensor | None = None
-        self.clean_outcome = getattr(objective, "clean_outcome", None)
-        self.stationary = getattr(objective, "stationary", False)
         if self.clean_outcome is not None:
             self.state.note(self._images(len(self.clean_outcome[1])), self.clean_outcome[1])
 
@@ -97,7 +101,7 @@ class StopAtRank:
         return loss
 
 
-class StopFamily:
+class StopFamily(TargetFamily):
     """A targeted family (``target(j)``, ``targets_of(js)``, ``n_targets``) whose objectives stop at
     ``done_rank``, one state per image shared by all its targets."""
 
@@ -121,7 +125,7 @@ class StopFamily:
         return self.state.all_done(self.done_rank)
 
 
-class ReportedRank:
+class ReportedRank(Wrapper):
     """``objective`` whose outcome (``last_rank``) is the rank the metrics report, ``rank_of(x, rows)``, instead of
     the rank among the objective's own scores: a model whose reported rank is not the objective's (BLIP, whose
     reported rank is ITC re-ranked by ITM) then has its images done (``StopAtRank``) and its worst points kept
@@ -129,23 +133,21 @@ class ReportedRank:
     the objective was built for; ``clean_rank`` (that batch's reported ranks at the clean images), when given,
     is the rank of the clean outcome. The loss and its gradient are the objective's."""
 
+    ranked = True
+    last_rank = None
+    clean_outcome = None
+
     def __init__(self, objective, rank_of, clean_rank: torch.Tensor | None = None,
                  rows: torch.Tensor | None = None) -> None:
-        self.objective, self.rank_of, self.clean_rank, self.rows = objective, rank_of, clean_rank, rows
-        self.last_rank: torch.Tensor | None = None
-        self.stationary = getattr(objective, "stationary", False)
-        inner = getattr(objective, "clean_outcome", None)
-        self.clean_outcome = None
+        super().__init__(objective)
+        self.objective, self.rank_of, self.clean_rank, self.rows = self.inner, rank_of, clean_rank, rows
+        inner = self.inner.clean_outcome
         if inner is not None and clean_rank is not None:
             self.clean_outcome = (inner[0], clean_rank[self._rows(len(inner[0])).to(clean_rank.device)]
                                   .to(inner[1]))
 
     def _rows(self, n: int) -> torch.Tensor:
         return torch.arange(n) if self.rows is None else self.rows[:n]
-
-    @property
-    def selectable(self) -> bool:
-        return getattr(self.objective, "selectable", False)
 
     def select(self, rows: torch.Tensor) -> ReportedRank:
         rows = torch.as_tensor(rows, dtype=torch.long).cpu()
@@ -158,7 +160,7 @@ class ReportedRank:
         return loss
 
 
-class ReportedFamily:
+class ReportedFamily(TargetFamily):
     """A targeted family whose objectives report ``rank_of``'s rank (``ReportedRank``)."""
 
     def __init__(self, family, rank_of, clean_rank: torch.Tensor | None = None) -> None:
@@ -178,16 +180,16 @@ class ReportedFamily:
 def report_rank(objective, rank_of, clean_rank: torch.Tensor | None = None):
     """``objective`` (or a targeted family) reporting ``rank_of``'s rank as its outcome (``ReportedRank``);
     unchanged when it reports no outcome (there is nothing to replace: it neither stops nor keeps by rank)."""
-    if hasattr(objective, "targets_of"):
+    if isinstance(objective, TargetFamily):
         return ReportedFamily(objective, rank_of, clean_rank)
-    if not hasattr(objective, "last_rank"):
+    if not as_objective(objective).ranked:
         return objective
     return ReportedRank(objective, rank_of, clean_rank)
 
 
 def can_stop(objective) -> bool:
     """Whether ``stop_at_rank`` applies: an objective restrictable to rows, or a family of them."""
-    return getattr(objective, "selectable", False) or hasattr(objective, "targets_of")
+    return isinstance(objective, TargetFamily) or as_objective(objective).selectable
 
 
 def stop_at_rank(objective, done_rank: int | None):
@@ -195,14 +197,14 @@ def stop_at_rank(objective, done_rank: int | None):
     unchanged when ``done_rank`` is None or the objective reports no outcome it could stop on."""
     if done_rank is None or not can_stop(objective):
         return objective
-    if hasattr(objective, "targets_of"):
+    if isinstance(objective, TargetFamily):
         return StopFamily(objective, done_rank)
     return StopAtRank(objective, done_rank)
 
 
 def finished(objective) -> bool:
     """Whether an attack on ``objective`` can end: every row is done (``StopAtRank.finished``)."""
-    return bool(getattr(objective, "finished", False))
+    return bool(objective.finished) if isinstance(objective, (AttackObjective, TargetFamily)) else False
 
 
 __all__ = ["ReportedFamily", "ReportedRank", "StopAtRank", "StopFamily", "can_stop", "finished", "report_rank",

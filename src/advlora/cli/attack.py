@@ -21,6 +21,9 @@ from advlora.io import write_json
 from advlora.runs import check_out, default_out, execution, run_folder
 
 LIST_HELP = "'list' prints every registered attack (as advlora list attacks)"
+#: the ``EvalPlan`` fields a ``--plan`` YAML file may set beside ``attack_options`` (each a flag of its own)
+PLAN_KEYS = ("objective", "gallery", "exhaustive", "exit_k", "square_limit", "square_queries", "text_budget",
+             "ensemble", "sanity_limit")
 EXAMPLES = examples(
     "advlora attack --model tiny-clip --data emoji --attack pgd --eps 4/255 --attack-steps 10",
     "advlora attack --model runs/merged --data coco/dataset_coco.json --image-root coco --attack apgd "
@@ -107,6 +110,12 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
     p.add_argument("--surrogate", default=None,
                    help="surrogate model of the transfer attack (default: none; needed by --attack transfer)")
     p.add_argument("--text-budget", type=int, default=3, help="character edits per caption (text, joint)")
+    p.add_argument("--attack-option", dest="attack_option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="an option an attack declares (advlora list attacks), e.g. apgd-t.targets=3; repeatable; "
+                        "written in the attack's threat-model line (--square-queries N is square.queries=N)")
+    p.add_argument("--plan", default=None, metavar="FILE.yaml",
+                   help="the evaluation plan as YAML: attack_options ({apgd-t: {targets: 3}}) and any of "
+                        f"{', '.join(PLAN_KEYS)}; a flag given with another value wins (default: none)")
     add_dtype_argument(p, "precision of evaluation and attacks (written in every threat-model line)")
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity checks")
     p.add_argument("--sanity-limit", type=int, default=64, help="images for the costly sanity checks")
@@ -227,7 +236,9 @@ def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object
                                + (" (--no-sanity skips the checks)" if flag == "--sanity-limit" else ""))
     if attacks:
         check_norm(attacks, args.norm)
-    settings = SweepSettings(attacks=list(attacks), rerank_k=args.rerank_k, batch_size=args.batch_size,
+    attack_options = plan_file(args)
+    settings = SweepSettings(attacks=list(attacks), attack_options=attack_options, rerank_k=args.rerank_k,
+                             batch_size=args.batch_size,
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
                              text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
@@ -237,6 +248,33 @@ def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object
                            random_start=args.random_start, seed=args.seed)
                for e in (parse_eps_list(args.eps) if attacks else [])]
     return settings, threats
+
+
+def plan_file(args: argparse.Namespace) -> dict:
+    """The attack options of ``--plan`` (a YAML file) and ``--attack-option`` (later wins), checked against
+    what each attack declares; the file's other ``PLAN_KEYS`` are set on ``args`` where the flag kept the
+    plan's default. Anything unknown is one line."""
+    from advlora.config import load_yaml
+    from advlora.evaluation.plan import EvalPlan, attack_options_from
+
+    base: dict = {}
+    if getattr(args, "plan", None):
+        data = load_yaml(args.plan)
+        if not isinstance(data, dict):
+            raise AdvloraError(f"{args.plan}: an evaluation plan is a mapping "
+                               f"(attack_options, {', '.join(PLAN_KEYS)})")
+        defaults = {f: EvalPlan.__dataclass_fields__[f].default for f in PLAN_KEYS}
+        for key, value in data.items():
+            if key == "attack_options":
+                base = value or {}
+            elif key in PLAN_KEYS:
+                if getattr(args, key) == defaults[key]:
+                    setattr(args, key, value)
+            else:
+                raise choices_error(f"{args.plan}: plan key", key, ("attack_options", *PLAN_KEYS))
+        if not isinstance(base, dict):
+            raise AdvloraError(f"{args.plan}: attack_options must map attack names to {{KEY: VALUE}}")
+    return attack_options_from(getattr(args, "attack_option", None), base)
 
 
 def data_specs(text: str) -> list[str]:

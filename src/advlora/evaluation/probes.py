@@ -11,9 +11,11 @@ import torch
 
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks._utils import start_point
+from advlora.attacks.attack_objective import TargetFamily, as_objective
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.measure import context, measure, positives
 from advlora.evaluation.results import limit_indices
+from advlora.evaluation.plan import EvalPlan
 from advlora.evaluation.runners import attack_images, objective_for
 from advlora.evaluation.sanity import Check, Probe
 from advlora.evaluation.tasks import task_of
@@ -23,25 +25,24 @@ from advlora.evaluation.tasks import task_of
 RANDOM_CALLS, RANDOM_TOL = 5, 1e-4
 
 
-def probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, batch_size: int,
-          limit: int | None, runs: dict[str, tuple]) -> Probe:
-    """The sanity checks' view of a deterministic subset of ``limit`` images: a batch with the objective in
-    use, and re-running an image attack of ``runs`` there (its objective and options) under another threat
-    model (a fresh generator from its seed)."""
-    idx = limit_indices(len(dataset), limit)
+def probe(model, dataset: RetrievalDataset, k, plan: EvalPlan, runs: dict[str, tuple]) -> Probe:
+    """The sanity checks' view of a deterministic subset of ``plan.sanity_limit`` images: a batch with the
+    objective in use, and re-running an image attack of ``runs`` there (its objective and options) under another
+    threat model (a fresh generator from its seed)."""
+    objective, gallery, batch_size = plan.objective, plan.gallery, plan.batch_size
+    idx = limit_indices(len(dataset), plan.sanity_limit)
     small = dataset if idx is None else dataset.subset(idx)
     ctx = context(model, small, k)
     sel = torch.arange(min(len(small), batch_size))
     x = x0 = ctx.images.rows(sel).to(model.device)
     grad_objective = objective_for(objective, ctx, sel, x, gallery)   # the objective in use
-    if getattr(grad_objective, "stationary", False):                  # tested where the attacks start
+    if as_objective(grad_objective).stationary:                  # tested where the attacks start
         x = (x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x)).clamp(0, 1)
 
     def rerun(key: str, threat: ThreatModel, attack: str | None = None, ranks: bool = False):
         spec, _, obj, opts = runs[key]
         spec = spec if attack is None else registry.get(attack)
-        adv = attack_images(ctx, spec, threat, batch_size=batch_size, gallery=gallery, objective=obj,
-                            generator=threat.generator(), options=opts)
+        adv = attack_images(ctx, spec, threat, plan, generator=threat.generator(), objective=obj, options=opts)
         res = measure(ctx, adv)
         return (res["metrics"], res["ranks"][0].cpu()) if ranks else res["metrics"]
 
@@ -64,7 +65,7 @@ def starts(ctx, runs: dict[str, tuple], sel: torch.Tensor, x: torch.Tensor, gall
             continue
         o = objective_for(spec.objective or obj, ctx, sel, x, gallery, n_targets=opts.get("targets", 9))
         xs = x
-        if hasattr(o, "targets_of"):
+        if isinstance(o, TargetFamily):
             n = o.n_targets
             if not n:
                 continue

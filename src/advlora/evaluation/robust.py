@@ -13,120 +13,94 @@ import time
 import torch
 
 from advlora.attacks import ThreatModel, attack_mode, registry
-from advlora.attacks import objectives as O
+from advlora.attacks import image_objectives
 from advlora.data.dataset import RetrievalDataset
-from advlora.errors import AdvloraError, choices_error
+from advlora.errors import AdvloraError
 from advlora.evaluation import distributed
 from advlora.evaluation.measure import Ctx, context, measure
 from advlora.evaluation.probes import Randomness, check_randomized, is_randomized, probe
-from advlora.evaluation.results import (GALLERIES, PROTOCOL, AttackResult, check_exit_k, describe,
-                                        eval_attacks, limit_indices, precision_of)
+from advlora.evaluation.results import PROTOCOL, AttackResult, describe, eval_attacks, limit_indices, precision_of
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k
-from advlora.evaluation.runners import attack_images, joint, result, text_captions
+from advlora.evaluation.plan import EvalPlan
+from advlora.evaluation.runners import ImageRun, attack_images, joint, result, text_captions
 from advlora.evaluation.sanity import Outcomes, check_mode_restored, run_checks, verdict, \
     white_box_reference
 from advlora.evaluation.suite import ensemble, run_suite
 from advlora.evaluation.tasks import exit_rank, task_of
 from advlora.models.video import for_dataset
 
-# the names other modules and tests have used for these
-_attack_images, _context, _measure = attack_images, context, measure
-
-
-def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, threat: ThreatModel, *,
-                    rerank_k: int | None = -1, batch_size: int = 32, square_limit: int | None = None,
-                    square_queries: int = 1000, ensemble: bool = False, generator: torch.Generator | None = None,
-                    objective: str = "contrastive", gallery: str = "full", surrogate=None, text_budget: int = 3,
-                    sanity: bool = True, sanity_limit: int = 64, options: dict | None = None,
-                    exhaustive: bool = False, exit_k: int | None = None) -> dict:
+def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, threat: ThreatModel,
+                    plan: EvalPlan | None = None, *, generator: torch.Generator | None = None, surrogate=None,
+                    **settings) -> dict:
     """Clean and robust retrieval of ``model`` on ``dataset`` under each attack of ``attacks``.
 
     Args:
         attacks: registered attack names (``advlora.attacks.registry``; a list or a comma string).
         threat: the budget shared by all attacks (each reads the fields its declaration lists).
-        rerank_k: BLIP ITM re-ranking depth (-1: the default for the set's size, ``default_rerank_k``; 0: ITC
-            only).
-        square_limit: run the black-box attacks (Square) on a deterministic subset of this many images (their
-            clean numbers are then measured on that subset too, and they are left out of the ensemble).
-        square_queries, text_budget: the ``queries`` and ``text_budget`` options of the attacks that declare them.
-        ensemble: add an "ensemble" entry: per image, the worst case over the image attacks on the full set.
+        plan: how the attacks run (``EvalPlan``: objective, gallery, each attack's options, the suite's mode and
+            exit rank, the data limits, the re-rank depth, ensemble and sanity); or its fields as ``settings``
+            (``evaluate_robust(..., objective="margin", exit_k=1)``), validated the same way.
         generator: seeds the attacks (default: ``threat.generator()``).
-        objective: image-side objective of the white-box attacks (``objectives.OBJECTIVES``).
-        gallery: "full" (objective against all captions) or "batch".
         surrogate: the surrogate model of the transfer attacks.
-        sanity: run the checks of ``advlora.evaluation.sanity`` (the costly ones on ``sanity_limit`` images).
-        options: further attack options by name (each attack takes those it declares).
-        exhaustive: a suite's members attack every image (else: early exit, see ``results.PROTOCOL``).
-        exit_k: under early exit, an image is done once its best positive caption ranks at or beyond this
-            (default: the largest reported k, 10; 1 when only R@1 matters, as AutoAttack's accuracy), lowered
-            to the largest reported k the set lets an image miss (``tasks.exit_rank``: 5 on a 7-class set; the
-            rank used is recorded as "suite_exit_k"). Recalls at a k above it are then upper bounds of the
-            exhaustive suite's.
     Returns:
         ``{"clean", "attacks": {name: AttackResult}, "ensemble": AttackResult, "sanity": [Check], "protocol",
-        ...}``; metric values in percent.
+        ...}``; metric values in percent. Under early exit an image is done once its best positive caption ranks
+        at or beyond ``plan.exit_k``, lowered to the largest reported k the set lets an image miss
+        (``tasks.exit_rank``; recorded as "suite_exit_k"); recalls at a k above it are upper bounds of the
+        exhaustive suite's.
 
     Memory: the clean images are held as uint8 and made floats per batch; each attack's adversarial images are
     the session's per-batch records on disk (``advlora.evaluation.distributed``), read back batch by batch; only
     per-sample values (features, ranks, losses, check values) are held for the whole set.
     """
-    names = _check_args(model, dataset, attacks, objective, gallery, threat)
-    exit_k = check_exit_k(exit_k)
+    plan = EvalPlan.of(plan, **settings)
+    names = _check_args(model, dataset, attacks, plan.objective, threat)
     generator = threat.generator() if generator is None else generator
-    given = {"queries": square_queries, "text_budget": text_budget, **(options or {})}
     model = for_dataset(model, dataset)  # video sets (N, F, 3, H, W): frame pooling, same contract
     surrogate = None if surrogate is None else for_dataset(surrogate, dataset)
-    k = default_rerank_k(model, len(dataset)) if rerank_k == -1 else check_rerank_k(rerank_k)
+    k = default_rerank_k(model, len(dataset)) if plan.rerank_k == -1 else check_rerank_k(plan.rerank_k)
     was_training = model.training
-    exit_k = exit_rank(dataset, exit_k)
+    exit_k = exit_rank(dataset, plan.exit_k)
     t0 = time.perf_counter()
-    run = _Run(dataset, threat, names, given, generator, surrogate, square_limit, (exhaustive, exit_k),
-               dict(batch_size=batch_size, gallery=gallery, objective=objective), f" precision={precision_of(model)}")
+    run = _Run(dataset, threat, names, plan.replace(exit_k=exit_k), generator, surrogate,
+               f" precision={precision_of(model)}")
     with attack_mode(model):
         ctx = context(model, dataset, k)
         run.ctx, run.scopes = ctx, {"full": Outcomes(ctx.clean_ranks[0])}
         out: dict = {"clean": ctx.clean, "n_images": len(dataset), "n_texts": len(dataset.captions),
                      "eps": float(threat.eps), "eps_str": threat.eps_text, "norm": threat.norm,
-                     "objective": objective, "gallery": gallery, "rerank_k": k, "attacks": {},
-                     "suite_mode": "exhaustive" if exhaustive else "early-exit", "protocol": PROTOCOL.strip()}
-        if not exhaustive:
+                     "objective": plan.objective, "gallery": plan.gallery, "rerank_k": k, "attacks": {},
+                     "suite_mode": "exhaustive" if plan.exhaustive else "early-exit", "protocol": PROTOCOL.strip()}
+        if not plan.exhaustive:
             out["suite_exit_k"] = exit_k
         run.out = out
-        sel = torch.arange(min(len(dataset), batch_size))     # AutoAttack's check: calls on one batch
+        sel = torch.arange(min(len(dataset), plan.batch_size))     # AutoAttack's check: calls on one batch
         run.randomized = is_randomized(model, ctx.images.rows(sel).to(model.device), ctx.text_features)
         for name in names:
             t = time.perf_counter()
             entry = run.one(name)
             entry.seconds = round(time.perf_counter() - t, 2)
             out["attacks"][name] = entry
-        if ensemble:
+        if plan.ensemble:
             members = [n for n in run.advs
                        if "/" not in n and (registry.get(n).kind != "transfer" or surrogate is not None)]
             if members:
-                out["ensemble"] = _ensemble(ctx, run.advs, members, threat)[0]
-        if sanity:
-            out["sanity"] = run.checks(probe(model, dataset, k, objective, gallery, batch_size, sanity_limit,
-                                             run.runs))
+                out["ensemble"] = ensemble(ctx, run.advs, members, threat)[0]
+        if plan.sanity:
+            out["sanity"] = run.checks(probe(model, dataset, k, run.plan, run.runs))
     distributed.current().barrier()   # no process returns (and replaces the state folder) while another reads it
-    if sanity:
+    if plan.sanity:
         out["sanity"].append(check_mode_restored(model, was_training))
         out["verdict"] = verdict(out["sanity"])
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
 
 
-_ensemble = ensemble
-
-
-def _check_args(model, dataset: RetrievalDataset, attacks, objective: str, gallery: str,
-                threat: ThreatModel) -> list[str]:
+def _check_args(model, dataset: RetrievalDataset, attacks, objective: str, threat: ThreatModel) -> list[str]:
     """The attack names, after refusing what cannot run (one ``AdvloraError`` line each)."""
     names = registry.check_names(attacks)
     registry.check_norm(names, threat.norm)
-    O.check_objective(objective)
-    if gallery not in GALLERIES:
-        raise choices_error("gallery", gallery, GALLERIES)
-    if objective in ("itm", "rerank") and not model.has_itm:
+    if image_objectives.get(objective).needs_itm and not model.has_itm:
         raise AdvloraError(f"objective {objective!r} needs a model with an ITM head (BLIP)")
     if len(dataset) == 0:
         raise AdvloraError("the data set is empty")
@@ -141,11 +115,9 @@ class _Run:
     """One ``evaluate_robust`` call's state while its attacks run: each ``one(name)`` dispatches on the
     attack's kind and returns its row."""
 
-    def __init__(self, dataset, threat, names, given, generator, surrogate, square_limit, exhaustive, attack_kw,
-                 precision) -> None:
-        self.dataset, self.threat, self.names, self.given = dataset, threat, names, given
-        self.generator, self.surrogate, self.square_limit = generator, surrogate, square_limit
-        (self.exhaustive, self.exit_k), self.attack_kw, self.precision = exhaustive, attack_kw, precision
+    def __init__(self, dataset, threat, names, plan: EvalPlan, generator, surrogate, precision) -> None:
+        self.dataset, self.threat, self.names, self.plan = dataset, threat, names, plan
+        self.generator, self.surrogate, self.precision = generator, surrogate, precision
         self.ctx: Ctx | None = None
         self.sub_ctx: Ctx | None = None
         self.out: dict = {}
@@ -164,61 +136,62 @@ class _Run:
         return out
 
     def line(self, name: str) -> str:
-        kw = self.attack_kw
-        return describe(name, self.threat, objective=kw["objective"], gallery=kw["gallery"],
-                        options=self.given) + self.precision
+        plan = self.plan
+        return describe(name, self.threat, objective=plan.objective, gallery=plan.gallery,
+                        options=plan.options_for(name)) + self.precision
 
     def one(self, name: str) -> AttackResult:
         spec = registry.get(name)
         if spec.kind == "suite":
             return self.suite(spec)
-        if spec.kind == "black-box" and limit_indices(len(self.dataset), self.square_limit) is not None:
+        if spec.kind == "black-box" and limit_indices(len(self.dataset), self.plan.square_limit) is not None:
             return self.black_box_subset(spec)
         if spec.kind == "text":
-            caps = text_captions(self.ctx, spec, self.threat, self.generator, self.given)
+            caps = text_captions(self.ctx, spec, self.threat, self.generator, self.plan.options_for(name))
             return result(name, self.ctx, measure(self.ctx, self.ctx.images, caps), self.line(name),
                           examples=[[a, b] for a, b in zip(self.dataset.captions, caps) if a != b][:5])
         if spec.kind == "joint":
-            adv, caps = joint(self.ctx, spec, self.threat, self.generator, self.attack_kw["batch_size"], self.given)
+            adv, caps = joint(self.ctx, spec, self.threat, self.generator, self.plan.batch_size,
+                              self.plan.options_for(name))
             return result(name, self.ctx, measure(self.ctx, adv, caps), self.line(name))
-        adv = attack_images(self.ctx, spec, self.threat, generator=self.generator, options=self.given,
-                            surrogate=self.surrogate, **self.attack_kw)
+        adv = attack_images(self.ctx, spec, self.threat, self.plan, generator=self.generator,
+                            run=ImageRun(surrogate=self.surrogate))
         res = measure(self.ctx, adv)
         self.advs[name] = (adv, res)
         if spec.kind != "transfer":
-            self.runs[name] = (spec, self.threat, self.attack_kw["objective"], self.given)
+            self.runs[name] = (spec, self.threat, self.plan.objective, self.plan.options_for(name))
         self.scopes["full"].add(name, spec.kind, res["ranks"][0])
         return result(name, self.ctx, res, self.line(name), checks=self.ctx.checks.get(name, {}))
 
     def suite(self, spec) -> AttackResult:
         rand = self.randomized is not None and self.randomized.randomized and spec.rand_members
-        return run_suite(self.ctx, spec, self.threat, self.out, self.runs, self.scopes["full"],
-                         generator=self.generator, options=self.given, precision=self.precision,
-                         exhaustive=self.exhaustive, exit_k=self.exit_k, members=spec.rand_members if rand else None,
-                         **self.attack_kw)
+        done = run_suite(self.ctx, spec, self.threat, self.plan, generator=self.generator, precision=self.precision,
+                         members=spec.rand_members if rand else None, outcomes=self.scopes["full"])
+        self.out["attacks"].update(done.rows)
+        self.runs.update(done.runs)
+        return done.entry
 
     def black_box_subset(self, spec) -> AttackResult:
         """A black-box attack on ``square_limit`` images, with a white-box reference on the same images."""
-        ds, kw = self.dataset, self.attack_kw
+        ds = self.dataset
         if self.sub_ctx is None:
-            self.sub_ctx = context(self.ctx.model, ds.subset(limit_indices(len(ds), self.square_limit)),
+            self.sub_ctx = context(self.ctx.model, ds.subset(limit_indices(len(ds), self.plan.square_limit)),
                                    self.ctx.rerank_k)
             self.scopes["subset"] = Outcomes(self.sub_ctx.clean_ranks[0])
         sub = self.sub_ctx
-        adv = attack_images(sub, spec, self.threat, generator=self.generator, options=self.given, **kw)
+        adv = attack_images(sub, spec, self.threat, self.plan, generator=self.generator)
         res = measure(sub, adv)
         entry = result(spec.name, sub, res, self.line(spec.name), checks=sub.checks.get(spec.name, {}),
                        subset=f"{len(sub.data)} of {len(ds)} images (--square-limit)")
         self.scopes["subset"].add(spec.name, spec.kind, res["ranks"][0])
         wb = white_box_reference(self.names)
         if wb is not None:  # the gradient-masking checks need a white-box number on the same images
-            wb_adv = attack_images(sub, registry.get(wb), self.threat, generator=self.generator,
-                                   options=self.given, **kw)
+            wb_adv = attack_images(sub, registry.get(wb), self.threat, self.plan, generator=self.generator)
             wb_res = measure(sub, wb_adv)
             entry.whitebox_on_subset = {"attack": wb, "metrics": wb_res["metrics"]}
             self.scopes["subset"].add(wb, registry.get(wb).kind, wb_res["ranks"][0])
         return entry
 
 
-__all__ = ["PROTOCOL", "AttackResult", "describe", "eval_attacks", "evaluate_robust", "limit_indices",
+__all__ = ["PROTOCOL", "AttackResult", "EvalPlan", "describe", "eval_attacks", "evaluate_robust", "limit_indices",
            "precision_of"]

@@ -4,110 +4,119 @@ text and joint attacks, and the result row built from a measurement.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from advlora.attacks import ThreatModel, attack_mode
 from advlora.attacks import objectives as O
+from advlora.attacks.image_objectives import ObjectiveInputs
+from advlora.attacks.image_objectives import build as build_objective
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
-from advlora.attacks.stopping import finished, report_rank, stop_at_rank
-from advlora.errors import AdvloraError, choices_error
+from advlora.attacks.attack_objective import TargetFamily, Wrapper
+from advlora.attacks.stopping import report_rank, stop_at_rank
+from advlora.errors import AdvloraError
 from advlora.evaluation import distributed
 from advlora.evaluation.images import ImageSource, Spill, SubsetImages
+from advlora.evaluation.plan import EvalPlan
 from advlora.evaluation.measure import Ctx, positives, reported_i2t_rank
 from advlora.evaluation.results import FEATURE_BATCH, KS, AttackResult
 from advlora.evaluation.retrieval import encode_images, encode_texts
 from advlora.metrics import attack_success_rate
 
 
-def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, model=None,
-                  text_features=None, n_targets: int = 9, rank_k: int = 1):
-    """The image objective ``name`` for the images ``idx`` (clean pixels ``x``) of ``ctx``'s set; the margin,
-    DLR and targeted objectives aim at the reported ranks (``KS``) below ``rank_k`` and at ``rank_k`` (the suite's
-    exit rank), each image at the lowest it has not reached (``objectives.staged``)."""
+def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, gallery: str, *,
+                  surrogate: tuple | None = None, n_targets: int = 9, rank_k: int = 1):
+    """The declared image objective ``name`` (``attacks.image_objectives``) for the images ``idx`` (clean pixels
+    ``x``) of ``ctx``'s set; the margin, DLR and targeted objectives aim at the reported ranks (``KS``) below
+    ``rank_k`` and at ``rank_k`` (the suite's exit rank), each image at the lowest it has not reached
+    (``objectives.staged``). ``surrogate``: (model, its caption features) to build it on instead of ``ctx``'s."""
+    model, text_features = (None, None) if surrogate is None else surrogate
     own = model is None or model is ctx.model
     model = ctx.model if model is None else model
     tf = ctx.text_features if text_features is None else text_features
-    pos = positives(ctx.data, idx)
     # the clean features already measured: the clean image then competes in the attack without a forward
     cf = ctx.clean_features[idx.to(ctx.clean_features.device)] if own and ctx.clean_features is not None else None
-    if gallery == "batch":
-        cols = pos.any(dim=0).nonzero().squeeze(1)
-        tf, pos = tf[cols], pos[:, cols]
-    ks = (*(j for j in KS if j < rank_k), rank_k)
-    if name in ("contrastive", "itc"):
-        return O.contrastive(model, tf, pos, clean_features=cf)
-    if name == "margin":
-        return O.margin(model, tf, pos, clean_features=cf, k=ks)
-    if name == "dlr":
-        return O.dlr(model, tf, pos, clean_features=cf, k=ks)
-    if name == "dlr-targeted":
-        return O.TargetedDLR(model, tf, pos, x, n_targets=n_targets, k=ks)
-    if name == "embedding":
-        with torch.no_grad():
-            return O.embedding(model, model.encode_image(x, normalize=False))
-    caps = ctx.data.captions
-    if name == "itm":
-        return O.itm(model, [[caps[j] for j in p.nonzero().squeeze(1).tolist()] for p in positives(ctx.data, idx)])
-    if name == "rerank":
-        cols = torch.arange(len(caps)) if gallery == "full" else pos.any(dim=0).nonzero().squeeze(1)
-        return O.rerank(model, x, tf, pos, [caps[j] for j in cols.tolist()], k=ctx.rerank_k or 16)
-    raise choices_error("objective", name, O.OBJECTIVES)
+    return build_objective(name, ObjectiveInputs(
+        model, x, tf, positives(ctx.data, idx), ctx.data.captions, gallery, cf,
+        ranks=(*(j for j in KS if j < rank_k), rank_k), n_targets=n_targets, rerank_k=ctx.rerank_k))
 
 
-class Watch:
-    """The objective, recording the model's mode and the input range at every call; it passes on what the
-    attacks read from an objective (``last_rank``, ``stationary``) and a family's ``target(j)`` and
-    ``targets_of(js)``."""
+class Watch(Wrapper):
+    """The objective, recording the model's mode and the input range at every call; every other declared
+    attribute is the objective's (``attack_objective.Wrapper``). ``eot``: the calls per gradient this run asks
+    for. It reports an outcome (None without a gallery), so every image attack of an evaluation lets the clean
+    image compete for the worst case."""
+
+    ranked = True
+    eot = 1
 
     def __init__(self, objective, model, seen: list, eot: int = 1) -> None:
-        self.objective, self.model, self.seen, self.eot = objective, model, seen, eot
+        super().__init__(objective)
+        self.model, self.seen, self.eot = model, seen, eot
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append((self.model.training, float(x.detach().min()), float(x.detach().max())))
-        return self.objective(x)
+        return self.inner(x)
 
-    @property
-    def last_rank(self) -> torch.Tensor | None:
-        return getattr(self.objective, "last_rank", None)
 
-    @property
-    def stationary(self) -> bool:
-        return getattr(self.objective, "stationary", False)
+class WatchFamily(TargetFamily):
+    """A targeted family whose every objective is a ``Watch``."""
 
-    @property
-    def n_targets(self) -> int:
-        return self.objective.n_targets
+    def __init__(self, family: TargetFamily, model, seen: list, eot: int = 1) -> None:
+        self.family, self.model, self.seen, self.eot = family, model, seen, eot
+        self.n_targets = family.n_targets
 
     def target(self, j: int) -> Watch:
-        return Watch(self.objective.target(j), self.model, self.seen, self.eot)
+        return Watch(self.family.target(j), self.model, self.seen, self.eot)
 
     def targets_of(self, js) -> Watch:
-        return Watch(self.objective.targets_of(js), self.model, self.seen, self.eot)
-
-    @property
-    def clean_outcome(self):
-        return getattr(self.objective, "clean_outcome", None)
+        return Watch(self.family.targets_of(js), self.model, self.seen, self.eot)
 
     @property
     def finished(self) -> bool:
-        return finished(self.objective)
+        return self.family.finished
 
 
-def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size: int, gallery: str,
-                  objective: str, generator, options: dict | None = None, surrogate=None,
-                  key: str | None = None, subset: torch.Tensor | None = None, eot: int = 1,
-                  done_rank: int | None = None, rank_k: int | None = None) -> ImageSource:
-    """Run image attack ``spec`` batch by batch; records its bounds and mode in ``ctx.checks[key or name]``.
-    ``subset``: attack only these images (global indices; the result's rows follow ``subset``), in batches
-    packed from them. ``eot``: each gradient is the mean over that many calls (a randomized model).
-    ``done_rank``: stop querying an image once its i2t rank reaches it (``attacks.stopping``; not under EOT,
-    where one call's rank is one draw). On a model that re-ranks by ITM (BLIP) the rank an image is done by,
-    and by which each attack keeps its worst point, is the two-stage rank the metrics report
-    (``measure.reported_i2t_rank``), at the cost of a forward and of scoring the ITC top-k pairs by ITM per
-    query of an image ranked within the re-rank depth. ``rank_k``: the rank the margin and targeted objectives
-    aim at (the suite's exit rank, in both of its modes; default ``done_rank``, else 1). Returns the
-    adversarial images as the session's records (``images.AdvImages``)."""
+def watch(objective, model, seen: list, eot: int = 1) -> Watch | WatchFamily:
+    """``objective`` (or a targeted family) watched (``Watch``)."""
+    if isinstance(objective, TargetFamily):
+        return WatchFamily(objective, model, seen, eot)
+    return Watch(objective, model, seen, eot)
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """How one image attack runs beyond the plan: under ``key`` (its checks' and records' name; None: the attack's
+    name), on ``subset`` only (global indices; the result's rows follow it, in batches packed from it), with
+    ``eot`` calls per gradient (a randomized model), stopping each image once its i2t rank reaches ``done_rank``
+    (``attacks.stopping``; not under EOT, where one call's rank is one draw), the margin and targeted objectives
+    aiming at ``rank_k`` (default ``done_rank``, else 1), and ``surrogate`` (the transfer attacks' model)."""
+
+    key: str | None = None
+    subset: torch.Tensor | None = None
+    eot: int = 1
+    done_rank: int | None = None
+    rank_k: int | None = None
+    surrogate: object = None
+
+
+def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, plan: EvalPlan, *, generator,
+                  objective: str | None = None, options: dict | None = None, run: ImageRun = ImageRun()
+                  ) -> ImageSource:
+    """Run image attack ``spec`` batch by batch on ``plan``'s batch size and gallery, maximising ``objective``
+    (None: the plan's; an attack that fixes one: its own) with ``options`` (None: the plan's for this attack);
+    records its bounds and mode in ``ctx.checks[run.key or name]``. ``run``: subset, EOT, early stop and rank
+    (``ImageRun``). On a model that re-ranks by ITM (BLIP) the rank an image is done by, and by which each attack
+    keeps its worst point, is the two-stage rank the metrics report (``measure.reported_i2t_rank``), at the cost
+    of a forward and of scoring the ITC top-k pairs by ITM per query of an image ranked within the re-rank
+    depth. Returns the adversarial images as the session's records (``images.AdvImages``)."""
+    key, subset, eot, done_rank, rank_k, surrogate = (run.key, run.subset, run.eot, run.done_rank, run.rank_k,
+                                                      run.surrogate)
+    gallery = plan.gallery
+    options = plan.options_for(spec.name) if options is None else options
+    objective = plan.objective if objective is None else objective
     model, data = ctx.model, ctx.data
     images = ctx.images if subset is None else SubsetImages(ctx.images, subset)
     glob = (lambda i: i) if subset is None else (lambda i: images.indices[i])   # noqa: E731
@@ -127,19 +136,19 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, *, batch_size
         x, gen, start = images.rows(local).to(model.device), SampleGenerators(seed, idx, key or spec.name), len(seen)
         if spec.kind == "transfer":
             with attack_mode(surrogate):
-                obj = objective_for("contrastive", ctx, idx, x, gallery, surrogate, sur_tf)
-                return spec.run(obj, x, threat, generator=gen, **opts), True, True
+                obj = objective_for("contrastive", ctx, idx, x, gallery, surrogate=(surrogate, sur_tf))
+                return spec.attack(obj, x, threat, generator=gen, options=opts), True, True
         obj = objective_for(obj_name, ctx, idx, x, gallery, n_targets=opts.get("targets", 9),
                             rank_k=rank_k or done_rank or 1)
         if two_stage:            # done, and the worst point kept, by the rank the metrics report
             obj = report_rank(obj, lambda xs, rows, idx=idx: reported_i2t_rank(ctx, xs, idx[rows.to(idx.device)]),
                               ctx.clean_ranks[0][idx.to(ctx.clean_ranks[0].device)].cpu())
-        obj = Watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
-        out = spec.run(obj, x, threat, generator=gen, **opts)
+        obj = watch(stop_at_rank(obj, done_rank if eot == 1 else None), model, seen, eot)
+        out = spec.attack(obj, x, threat, generator=gen, options=opts)
         return (out, all(not t for t, _, _ in seen[start:]), all(lo >= 0 and hi <= 1 for _, lo, hi in seen[start:]))
 
     # batches split across processes, resumable, with progress: advlora.evaluation.distributed
-    adv, ok_mode, ok_range = distributed.current().attack(key or spec.name, images, batch_size, one)
+    adv, ok_mode, ok_range = distributed.current().attack(key or spec.name, images, plan.batch_size, one)
     ctx.checks[key or spec.name] = {**bounds(images, adv, threat.norm),
                                     "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range}
     return adv
@@ -168,7 +177,7 @@ def text_captions(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, op
     """The adversarial captions of text attack ``spec`` against the clean image gallery."""
     imf = encode_images(ctx.model, ctx.images, FEATURE_BATCH).clone()
     obj = O.text_contrastive(ctx.model, imf, ctx.data.txt2img)
-    return spec.run(obj, ctx.data.captions, threat, generator=generator, **spec.resolve_options(options))
+    return spec.attack(obj, ctx.data.captions, threat, generator=generator, options=options)
 
 
 def joint(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict
@@ -199,4 +208,5 @@ def result(name: str, ctx: Ctx, res: dict, threat_line: str, **extra) -> AttackR
                         ranks={"i2t": res["ranks"][0].tolist(), "t2i": res["ranks"][1].tolist()}, **extra)
 
 
-__all__ = ["Watch", "attack_images", "bounds", "joint", "objective_for", "result", "text_captions"]
+__all__ = ["ImageRun", "Watch", "WatchFamily", "attack_images", "bounds", "joint", "objective_for", "result",
+           "text_captions", "watch"]

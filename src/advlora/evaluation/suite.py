@@ -14,6 +14,7 @@ import dataclasses
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,8 +25,9 @@ from advlora.attacks.registry import AttackSpec
 from advlora.evaluation import distributed
 from advlora.evaluation.images import AdvImages, ImageSource, Picked, write_record
 from advlora.evaluation.measure import Ctx, measure, measure_i2t, scores, tie_dtype
-from advlora.evaluation.results import FEATURE_BATCH, KS, AttackResult, describe, precision_of
-from advlora.evaluation.runners import attack_images, result
+from advlora.evaluation.results import FEATURE_BATCH, AttackResult, describe, precision_of
+from advlora.evaluation.plan import EvalPlan
+from advlora.evaluation.runners import ImageRun, attack_images, result
 from advlora.evaluation.sanity import Outcomes
 from advlora.evaluation.tasks import task_of
 from advlora.io import atomic_write_bytes
@@ -183,35 +185,48 @@ class _Keeper:
         atomic_write_bytes(Path(self.folder) / "suite.json", json.dumps(self.state).encode())
 
 
-def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: dict, outcomes: Outcomes, *,
-              generator, options: dict, precision: str, batch_size: int, gallery: str, objective: str,
-              exhaustive: bool = False, exit_k: int = max(KS), members=None) -> AttackResult:
-    """Run the members of suite ``spec`` (each its row ``<suite>/<member>`` in ``out``), keeping one store of the
-    per-sample worst images; return the suite's row, measured on the kept images (see the module docstring)."""
+@dataclass
+class SuiteRun:
+    """What ``run_suite`` returns: the suite's row (``entry``), its members' rows by key (``<suite>/<member>``)
+    and what the sanity checks may re-run of each member (``runs``: key -> (spec, threat, objective, options))."""
+
+    entry: AttackResult
+    rows: dict[str, AttackResult] = field(default_factory=dict)
+    runs: dict[str, tuple] = field(default_factory=dict)
+
+
+def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, plan: EvalPlan, *, generator, precision: str = "",
+              members=None, outcomes: Outcomes | None = None) -> SuiteRun:
+    """Run the members of suite ``spec`` (``members``: instead of its own) under ``plan``, keeping one store of
+    the per-sample worst images; the suite's row is measured on the kept images (see the module docstring).
+    ``outcomes``: where each member's per-image outcome is noted for the sanity checks."""
     model, k, n = ctx.model, ctx.rerank_k, len(ctx.data)
+    exhaustive, exit_k, gallery = plan.exhaustive, plan.exit_k, plan.gallery
+    outcomes = Outcomes(ctx.clean_ranks[0]) if outcomes is None else outcomes
     keeper = _Keeper(ctx, spec.name, exhaustive, exit_k)
+    done = SuiteRun(None)  # type: ignore[arg-type]   # its entry is set once every member ran
     labels = []
     for m in (spec.members if members is None else members):
         if m.needs_itm and not (model.has_itm and k):
             continue
         key, mspec, mthreat = f"{spec.name}/{m.label}", registry.get(m.attack), threat.replace(**m.changes)
-        mobj, mopts = m.objective or objective, {**options, **m.options}
-        runs[key] = (mspec, mthreat, mobj, mopts)
+        mobj, mopts = m.objective or plan.objective, {**plan.options_for(m.attack), **m.options}
+        done.runs[key] = (mspec, mthreat, mobj, mopts)
         labels.append(m.label)
         line = describe(m.attack, mthreat, objective=mobj, gallery=gallery, options=mopts) + precision
         line += f" EOT={m.eot}" if m.eot > 1 else ""
         if key in keeper.state.get("merged", {}):     # resumed: this member was merged before the stop
             keeper.session.skip_call()
             saved = keeper.state["merged"][key]
-            out["attacks"][key] = AttackResult(**saved["entry"])
+            done.rows[key] = AttackResult(**saved["entry"])
             ctx.checks[key] = saved["checks"]
             outcomes.add(key, mspec.kind, torch.tensor(saved["outcome"]))
             continue
         t = time.perf_counter()
         todo = keeper.todo()
-        adv = attack_images(ctx, mspec, mthreat, generator=generator, options=mopts, key=key,
-                            batch_size=batch_size, gallery=gallery, objective=mobj, subset=todo, eot=m.eot,
-                            done_rank=None if exhaustive else exit_k, rank_k=exit_k)
+        adv = attack_images(ctx, mspec, mthreat, plan, generator=generator, objective=mobj, options=mopts,
+                            run=ImageRun(key=key, subset=todo, eot=m.eot, done_rank=None if exhaustive else exit_k,
+                                         rank_k=exit_k))
         full_ranks, res = keeper.merge(len(labels) - 1, adv, todo)
         if exhaustive:
             entry = result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))
@@ -220,7 +235,7 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
                            line + f" (suite's worst so far; attacked {len(todo)} of {n})",
                            checks=ctx.checks.get(key, {}), attacked=len(todo))
         entry.seconds = round(time.perf_counter() - t, 2)
-        out["attacks"][key] = entry
+        done.rows[key] = entry
         outcomes.add(key, mspec.kind, full_ranks)
         keeper.save(key, entry, full_ranks)
         _remove(adv)
@@ -230,9 +245,9 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, out: dict, runs: 
     res = measure(ctx, keeper.kept)
     chosen = {"clean": int((keeper.member_of == -1).sum()),
               **{lab: int((keeper.member_of == j).sum()) for j, lab in enumerate(labels)}}
-    entry = result(spec.name, ctx, res, line, chosen=chosen)
+    done.entry = result(spec.name, ctx, res, line, chosen=chosen)
     outcomes.add(spec.name, spec.kind, res["ranks"][0])
-    return entry
+    return done
 
 
 def ensemble(ctx: Ctx, advs: dict, members: list[str], threat: ThreatModel, *, name: str = "ensemble",
@@ -257,4 +272,4 @@ def ensemble(ctx: Ctx, advs: dict, members: list[str], threat: ThreatModel, *, n
     return entry, res["ranks"][0]
 
 
-__all__ = ["KeptImages", "ensemble", "run_suite"]
+__all__ = ["KeptImages", "SuiteRun", "ensemble", "run_suite"]

@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
-from advlora.attacks import ThreatModel, registry, result_key
+from advlora.attacks import ThreatModel, image_objectives, registry, result_key
 from advlora.config import load_yaml
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.evaluation.protocols import record as protocol_record
+from advlora.evaluation.plan import EvalPlan, check_attack_options
 from advlora.evaluation.results import check_exit_k
 from advlora.evaluation.retrieval import evaluate_clean
 from advlora.evaluation.robust import AttackResult, evaluate_robust
@@ -59,6 +60,8 @@ class SweepSettings:
     sanity: bool = True
     sanity_limit: int = 64
     options: dict | None = None
+    #: options of one attack, ``{"apgd-t": {"targets": 3}}`` (``--attack-option apgd-t.targets=3``)
+    attack_options: dict = field(default_factory=dict)
     #: every suite member on every image (no early exit; ``docs/evaluation.md``)
     exhaustive: bool = False
     #: early exit: the i2t rank at which an image is done (None: the largest reported k; ``results.check_exit_k``)
@@ -74,6 +77,16 @@ class SweepSettings:
             raise AdvloraError(f"--square-limit must be >= 1, got {self.square_limit}")
         if self.square_queries < 1:
             raise AdvloraError(f"--square-queries must be >= 1, got {self.square_queries}")
+        self.attack_options = check_attack_options(self.attack_options)
+
+    def plan(self, rerank_k: int | None = None) -> EvalPlan:
+        """The ``EvalPlan`` of every cell (``rerank_k``: the data set's re-rank depth, default the settings')."""
+        return EvalPlan(rerank_k=self.rerank_k if rerank_k is None else rerank_k, batch_size=self.batch_size,
+                        square_limit=self.square_limit, square_queries=self.square_queries,
+                        text_budget=self.text_budget, ensemble=self.ensemble, objective=self.objective,
+                        gallery=self.gallery, sanity=self.sanity, sanity_limit=self.sanity_limit,
+                        options=self.options or {}, attack_options=self.attack_options,
+                        exhaustive=self.exhaustive, exit_k=self.exit_k)
 
 
 @dataclass
@@ -150,7 +163,7 @@ def _check_task(data: RetrievalDataset, settings: SweepSettings) -> None:
     wrong = [a for a in settings.attacks if not registry.get(a).perturbs_images or registry.get(a).kind == "joint"]
     if wrong:
         raise AdvloraError(f"{data.name}: a classification set takes image attacks only, not {', '.join(wrong)}")
-    if settings.objective in ("itm", "rerank"):
+    if image_objectives.get(settings.objective).needs_itm:
         raise AdvloraError(f"{data.name}: objective {settings.objective!r} re-ranks captions; a classification "
                            "set is scored by its class embeddings (contrastive, margin, embedding)")
 
@@ -172,14 +185,10 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
                                         rerank_k=0, sanity=False)["clean"]
         out.seconds = round(time.perf_counter() - t0, 2)
         return out
+    plan = settings.plan(rerank_k)
     for th in threats:
-        res = evaluate_robust(model, data, settings.attacks, th, rerank_k=rerank_k, batch_size=settings.batch_size,
-                              square_limit=settings.square_limit, square_queries=settings.square_queries,
-                              ensemble=settings.ensemble, generator=None if settings.seed is None else torch.Generator().manual_seed(settings.seed),
-                              objective=settings.objective, gallery=settings.gallery, surrogate=surrogate,
-                              text_budget=settings.text_budget, sanity=settings.sanity,
-                              sanity_limit=settings.sanity_limit, options=settings.options,
-                              exhaustive=settings.exhaustive, exit_k=settings.exit_k)
+        gen = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
+        res = evaluate_robust(model, data, settings.attacks, th, plan, generator=gen, surrogate=surrogate)
         out.runs.append(res)
         for name, entry in res["attacks"].items():
             out.robust[result_key(name, res["eps_str"])] = entry
@@ -274,7 +283,7 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
                 "threat": None if th is None else _threat_dict(th),
                 "attacks": s.attacks, "budget": {"square_queries": s.square_queries, "square_limit": s.square_limit,
                                                  "text_budget": s.text_budget, "objective": s.objective,
-                                                 "gallery": s.gallery},
+                                                 "gallery": s.gallery, "attack_options": s.attack_options},
                 "headline": r.headline, "clean": r.clean,
                 "robust": None if worst is None else {"attack": worst[0], "metrics": worst[1].metrics},
                 "results": attacks,

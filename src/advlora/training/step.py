@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advlora.attacks import ATTACKS
+from advlora.attacks import registry
+from advlora.attacks.attack_objective import Function
+from advlora.attacks.registry import AttackSpec
 from advlora.attacks.objectives import LOSSES
 from advlora.errors import choices_error
 from advlora.losses import itm_loss, per_image_contrastive, sample_hard_negatives
@@ -118,40 +120,25 @@ def attack_batch(model, cfg: AttackConfig, clean: torch.Tensor, text_all: torch.
         return clean
     obj = objectives.get(objective)
     t = cfg.threat
-    eps = float(t.eps)
     with eval_mode(model):
         scale = model.logit_scale.detach()
         loss = LOSSES[cfg.attack_loss] if obj.attack_loss else LOSSES["contrastive"]
         contrastive = None if text_all is None else (
             (lambda feats: per_image_contrastive(feats, text_all, scale, positives)) if loss is LOSSES["contrastive"]
             else (lambda feats: loss(feats @ text_all.t(), positives, scale)))
-        fn = obj.attack_objective(objectives.AttackInputs(model, clean, text_all, positives, scale, reference, cfg,
-                                                          contrastive))
-        if obj.stationary:
-            fn.stationary = True  # 0 with zero gradient at the clean image: the random start adds noise (TRADES)
-
-        if cfg.name == "fgsm" and t.random_start:  # fast adversarial training (Wong et al. 2020)
-            step = 1.25 * eps if t.step_size is None else t.step_size
-            return ATTACKS["pgd"](fn, clean, eps=eps, step_size=step, steps=1, norm=t.norm,
-                                  random_start=True, restarts=1, generator=generator).detach()
-        if cfg.name not in ATTACKS:
-            raise choices_error("training attack", cfg.name, [*ATTACKS, CLEAN])
-        return call_attack(ATTACKS[cfg.name], fn, clean, eps=eps, step_size=t.step_size, steps=t.steps,
-                           norm=t.norm, random_start=t.random_start, restarts=t.restarts,
-                           generator=generator).detach()
+        fn = Function(obj.attack_objective(objectives.AttackInputs(model, clean, text_all, positives, scale,
+                                                                  reference, cfg, contrastive)),
+                      stationary=obj.stationary)
+        return training_attack(cfg.name).attack(fn, clean, t, generator=generator, training=True).detach()
 
 
-def call_attack(attack, objective, images: torch.Tensor, **options) -> torch.Tensor:
-    """Call an attack of ``advlora.attacks.ATTACKS`` with the options its signature accepts (APGD picks its own
-    step size; Square takes a query budget, here ``steps``)."""
-    import inspect
-
-    params = inspect.signature(attack).parameters
-    if "queries" in params and "steps" in options:
-        options["queries"] = options["steps"]
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        options = {k: v for k, v in options.items() if k in params}
-    return attack(objective, images, **options)
+def training_attack(name: str) -> AttackSpec:
+    """The declaration of training attack ``name``: a registered image attack on the caller's objective
+    (``AttackSpec.trainable``); any other name is one error line listing those."""
+    spec = registry.find(name)
+    if spec is None or not spec.trainable:
+        raise choices_error("training attack", name, [*(s.name for s in registry.specs() if s.trainable), CLEAN])
+    return spec
 
 
 class TrainTask(nn.Module):
@@ -265,5 +252,5 @@ class TrainTask(nn.Module):
         return itm_loss(logits, labels)
 
 
-__all__ = ["Dist", "TrainTask", "attack_batch", "call_attack", "class_embeddings", "class_features",
-           "class_positives", "positives_from_ids", "shared_gradient"]
+__all__ = ["Dist", "TrainTask", "attack_batch", "class_embeddings", "class_features", "class_positives",
+           "positives_from_ids", "shared_gradient"]

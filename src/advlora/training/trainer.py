@@ -42,7 +42,7 @@ from advlora.preempt import Preempted, StopRequest, stop_requests
 from advlora.progress import BatchProgress
 from advlora.runs import execution
 from advlora.training.step import (Dist, TrainTask, attack_batch, class_embeddings, class_features,
-                                   class_positives, positives_from_ids)
+                                   class_positives, positives_from_ids, training_attack)
 from advlora.training.validate import validate
 
 
@@ -427,7 +427,8 @@ class _Run:
         a = self.cfg.attack
         if a.name == CLEAN:
             return "clean training"
-        t = a.threat.replace(steps=1 if a.name == "fgsm" else a.threat.steps, seed=0)
+        steps = training_attack(a.name).training_steps
+        t = a.threat.replace(steps=a.threat.steps if steps is None else steps, seed=0)
         obj = self.cfg.train.objective
         loss = a.attack_loss if objectives.get(obj).attack_loss else "contrastive"
         return t.describe(a.name) + ("" if obj == objectives.DEFAULT else f" objective={obj}") + \

@@ -18,16 +18,13 @@ An objective's two functions receive plain inputs (``AttackInputs``, ``LossInput
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from advlora.declarations import Declarations
+from advlora.declarations import Declarations, import_all
 from advlora.errors import AdvloraError
 
 #: the objective of a run that names none
@@ -169,40 +166,13 @@ class Objective:
                                f"not {self.reference_images!r}")
 
 
-_DECLARED: Declarations[Objective] = Declarations("training objective")
+#: every declared training objective (``Declarations``: ``register`` at import, ``registered`` for a
+#: throw-away one, ``get``, ``names``, ``unregister``)
+DECLARED: Declarations[Objective] = Declarations("training objective")
+register, unregister, registered, get, names = (DECLARED.register, DECLARED.unregister, DECLARED.registered,
+                                                DECLARED.get, DECLARED.names)
 
-
-def register(objective: Objective) -> Objective:
-    """Add ``objective`` (a module of this package calls this at import); a name is declared once."""
-    return _DECLARED.register(objective)
-
-
-def unregister(name: str) -> None:
-    _DECLARED.unregister(name)
-
-
-def registered(objective: Objective) -> AbstractContextManager[Objective]:
-    """``objective`` registered for the duration of a ``with`` block (a throw-away objective, e.g. in a test)."""
-    return _DECLARED.registered(objective)
-
-
-def get(name: str) -> Objective:
-    """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the declared ones."""
-    return _DECLARED.get(name)
-
-
-def names() -> tuple[str, ...]:
-    return _DECLARED.names()
-
-
-def _import_all() -> None:
-    """Import every module of the package: each one's ``register`` call fills the registry."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_all()
+import_all(__name__, __path__)
 
 __all__ = ["DEFAULT", "LEGACY_LOSSES", "AttackInputs", "LossInputs", "Objective", "Terms", "get", "names",
            "register", "registered", "unregister"]
