@@ -22,7 +22,7 @@ from advlora.experiments.claims import claim_sections
 from advlora.experiments.summarize import attack_name, pgd_sweep
 from advlora.report import plots
 from advlora.report.plots import count
-from advlora.report.report import Report, write_report
+from advlora.report.report import Report, SectionItem, write_report
 from advlora.report.tables import metrics_table
 
 
@@ -186,11 +186,11 @@ _CAPTIONS = {
 
 
 def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str], histories: dict[str, Path],
-           extra: list[tuple[str, list[str]]] | None = None,
+           extra: list[tuple[str, list[SectionItem]]] | None = None,
            extra_plots: list[tuple[str, str]] | None = None) -> str:
     """Write plots, report.md, report.html and summary.json under ``root``; return the terminal table.
 
-    ``extra``: more sections (heading, bullets); ``extra_plots``: plots already drawn, as (path relative to
+    ``extra``: more sections (heading, bullet lines and ``Table``s); ``extra_plots``: plots already drawn, as (path relative to
     ``root``, caption), shown first."""
     own = make_plots(summary, root, histories)
     figs = {Path(rel).stem: rel for rel, _ in extra_plots or []} | own
@@ -210,7 +210,7 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
                  + (f"; mean ± {summary['spread']}" if len(summary["seeds"]) > 1 else "") + ". Threat models:")
         rep.bullets(threat_lines(summary, ds))
     for heading, items in extra or []:
-        rep.heading(heading).bullets(items)
+        rep.section(heading, items)
     for ds in summary["datasets"]:
         header, rows = detail_rows(summary, ds)
         rep.heading("Recall@1 and attack success rate" + (f" on {ds}" if len(summary["datasets"]) > 1 else ""),

@@ -1,0 +1,35 @@
+"""What a newcomer meets first: the demo report's tables, the CLI reference, flag names, messages and warnings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from advlora.experiments.demo import sections
+from advlora.report.report import Report, Table, to_html, to_markdown
+
+
+def _demo_summary() -> dict:
+    entry = lambda c, r: {"clean": {"r_mean": {"mean": c}}, "robust": {"pgd@4/255": {"metrics": {"r_mean": {"mean": r}}}}}
+    per = {"clean": 30.0, "robust": 5.0, "metric": "r_mean", "n_images": 50, "threat": "linf"}
+    return {"eval": {"eps": ["4/255"], "steps": 3}, "datasets": ["down"],
+            "results": {"down": {"zero-shot": entry(20.0, 2.0), "AdvLoRA": entry(40.0, 15.0)}},
+            "forgetting": {"zero-shot": per, "AdvLoRA": {**per, "clean": 28.0}},
+            "transfer": {"src": {"zero-shot": per, "AdvLoRA": {**per, "robust": 9.0}}}}
+
+
+def test_demo_sections_render_as_tables_in_markdown_and_html(tmp_path: Path):
+    rep = Report("demo")
+    for heading, items in sections(_demo_summary(), "src"):
+        rep.section(heading, items)
+    md, page = to_markdown(rep), to_html(rep, tmp_path)
+    assert "- |" not in md and "<li>|" not in page  # no table row written as a bullet
+    assert page.count("<table>") == 2 and "<ul>" not in page
+    lines = md.splitlines()
+    # each table: a header row, the separator, one row per method
+    assert sum(line.startswith("|---") for line in lines) == 2
+    assert any(line.startswith("| AdvLoRA | 28.0 | 5.0 | -2.0 | +0.0 |") for line in lines)
+    assert "<td>+4.0</td>" in page  # the transfer table's robust change from zero-shot, a real cell
+
+
+def test_section_keeps_bullets_and_tables_in_order():
+    rep = Report("t").section("S", ["a", "b", Table(["x"], [["1"]], note="n"), "c"])
+    assert [b[0] for b in rep.blocks] == ["h", "ul", "p", "table", "ul"]
