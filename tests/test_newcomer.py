@@ -33,3 +33,24 @@ def test_demo_sections_render_as_tables_in_markdown_and_html(tmp_path: Path):
 def test_section_keeps_bullets_and_tables_in_order():
     rep = Report("t").section("S", ["a", "b", Table(["x"], [["1"]], note="n"), "c"])
     assert [b[0] for b in rep.blocks] == ["h", "ul", "p", "table", "ul"]
+
+
+def test_cli_reference_gives_flags_default_off_and_hides_deprecated_aliases():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `-")]
+    for flag in ("--no-random-start", "--no-sanity", "--no-dist-eval"):
+        assert any(r.startswith(f"| `{flag}` | off |") for r in rows), flag
+    assert not [r for r in rows if r.rstrip().endswith("|  |")], "an option row without help (a hidden alias)"
+
+
+def test_eval_calls_attack_iterations_attack_steps_and_still_reads_steps(capsys):
+    from advlora.cli import build_parser
+
+    parser, _ = build_parser("eval")
+    assert parser.parse_args(["eval", "--attack-steps", "7"]).steps == 7
+    assert parser.parse_args(["eval", "--steps", "5"]).steps == 5     # the old spelling: same value, one warning
+    assert "--steps is deprecated, use --attack-steps" in capsys.readouterr().err
+    train, _ = build_parser("train")
+    helps = {a.option_strings[0]: a.help for a in train._subparsers._group_actions[0].choices["train"]._actions
+             if a.option_strings}
+    assert "optimi" in helps["--steps"] and "attack" in helps["--attack-steps"]
