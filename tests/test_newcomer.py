@@ -54,3 +54,13 @@ def test_eval_calls_attack_iterations_attack_steps_and_still_reads_steps(capsys)
     helps = {a.option_strings[0]: a.help for a in train._subparsers._group_actions[0].choices["train"]._actions
              if a.option_strings}
     assert "optimi" in helps["--steps"] and "attack" in helps["--attack-steps"]
+
+
+def test_data_check_reads_embedded_names_and_exits_2_on_a_missing_path(tmp_path, capsys):
+    from advlora.cli import main
+
+    assert main(["data", "check", "digits", "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "digits (format embedded, split test)" in out and out.rstrip().endswith("ok")
+    assert main(["data", "check", str(tmp_path / "nothing.json")]) == 2
+    assert "no such file and not an embedded data set" in capsys.readouterr().err
