@@ -64,3 +64,30 @@ def test_data_check_reads_embedded_names_and_exits_2_on_a_missing_path(tmp_path,
     assert "digits (format embedded, split test)" in out and out.rstrip().endswith("ok")
     assert main(["data", "check", str(tmp_path / "nothing.json")]) == 2
     assert "no such file and not an embedded data set" in capsys.readouterr().err
+
+
+def test_a_flagged_check_prints_the_relation_that_holds():
+    """A failed check states what was measured: ``|change| 2.08 >= 1``, never the tested ``< 1``."""
+    import torch
+
+    from advlora.attacks import ThreatModel
+    from advlora.evaluation.sanity import Probe, check_fgsm_vs_iterative, check_robust_le_clean, run_checks
+
+    th = ThreatModel(steps=2)
+
+    def rerun(key, threat, attack=None, ranks=False):
+        r = 90.0 if threat.eps == 0.5 else {(2, 1): 10.0, (4, 1): 7.92, (2, 2): 10.3}[threat.steps, threat.restarts]
+        m = {"r_mean": r}
+        return (m, torch.zeros(4, dtype=torch.long)) if ranks else m
+
+    probe = Probe(n_images=4, txt2img=torch.arange(4), images=torch.rand(2, 3, 8, 8),
+                  objective=lambda x: (x ** 2).flatten(1).sum(1), rerun=rerun, runs={"pgd": ("pgd", th)})
+    lines = {str(c) for c in run_checks(th, {"attacks": {}}, ctx_checks={}, probe=probe)}
+    assert any(s.startswith("WARN pgd steps x2") and "(|change| 2.08 >= 1)" in s for s in lines), lines
+    assert any(s.startswith("PASS pgd restarts x2") and "(|change| 0.30 < 1)" in s for s in lines), lines
+    assert any(s.startswith("WARN pgd linf eps=0.5") and "90.0 above chance 75.0 + 5" in s for s in lines), lines
+    fgsm = check_fgsm_vs_iterative(torch.tensor([5, 5]), "pgd", torch.tensor([0, 5]), exit_k=1)
+    assert "0.0 < 50.0 (one step stronger" in str(fgsm[0]) and fgsm[0].status == "WARN"
+    worse = check_robust_le_clean("pgd", {"clean": {"r_mean": 1.0, "i2t_r1": 1.0},
+                                          "metrics": {"r_mean": 5.0, "i2t_r1": 5.0}}, "image")
+    assert "robust > clean" in str(worse) and not worse.passed
