@@ -73,7 +73,7 @@ def test_progress_log_line_and_bar():
     p.close()
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("pgd: batch 1/4, ") and "ETA" in lines[0]
-    assert lines[-1].startswith("pgd: batch 4/4, ")
+    assert lines[-1].startswith("pgd: batch 4/4, ") and len(lines) == 4     # the last line not repeated
     assert BatchProgress("x", 2, stream=io.StringIO()).mode == "log"      # auto, not a terminal: the log
 
 

@@ -91,3 +91,61 @@ def test_a_flagged_check_prints_the_relation_that_holds():
     worse = check_robust_le_clean("pgd", {"clean": {"r_mean": 1.0, "i2t_r1": 1.0},
                                           "metrics": {"r_mean": 5.0, "i2t_r1": 5.0}}, "image")
     assert "robust > clean" in str(worse) and not worse.passed
+
+
+def test_sanity_re_runs_are_labelled_in_the_progress(image_text_folder, tmp_path, capsys, monkeypatch):
+    """Every attack call's progress line names what it is for: the sanity checks' re-runs say so."""
+    import advlora.progress
+    from advlora.cli import main
+
+    monkeypatch.setattr(advlora.progress, "LOG_INTERVAL", 0.0)
+    assert main(["eval", "--model", "tiny-clip", "--data", str(image_text_folder), "--attacks", "pgd",
+                 "--attack-steps", "1", "--sanity-limit", "4", "--progress", "log", "--out", str(tmp_path / "e")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("pgd", "fgsm"))]
+    assert lines[0].startswith("pgd: batch 1/1, ")
+    assert any(line.startswith("pgd (sanity check on 4 images: linf eps=4/255 pgd steps=2") for line in lines)
+    assert all(line.startswith(("pgd (sanity", "fgsm (sanity")) for line in lines[1:]), lines
+
+
+def test_log_progress_speaks_while_one_long_unit_runs_and_ends_once():
+    """A unit of work that takes minutes (Square on one batch) still gets a line every interval; the end line
+    is printed once."""
+    import io
+    import time
+
+    from advlora.progress import BatchProgress
+
+    buf = io.StringIO()
+    bar = BatchProgress("standard/square", 1, mode="log", interval=0.05, stream=buf)
+    time.sleep(0.3)
+    bar.update()
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert len([line for line in lines if line.startswith("standard/square: batch 0/1, ")]) >= 2, lines
+    assert [line for line in lines if "batch 1/1" in line] == lines[-1:]
+    time.sleep(0.2)
+    assert buf.getvalue().splitlines() == lines          # nothing after close
+
+
+def _train_run(tmp_path: Path) -> Path:
+    from train_utils import tiny_config, write_data
+
+    from advlora.training import load_run_config, train
+
+    out = tmp_path / "run"
+    train(load_run_config(overrides=tiny_config(write_data(tmp_path / "data"))), out)
+    return out
+
+
+def test_results_reads_a_training_run_and_adds_no_unexplained_suffixes(tmp_path, capsys):
+    from advlora.cli import main
+
+    run = _train_run(tmp_path)
+    assert main(["results", str(run), str(run)]) == 0       # the same run twice: two rows of one data set
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["data", "model"] and "gallery" in lines[0]
+    rows = [line for line in lines if line.startswith(str(tmp_path / "data" / "ann.jsonl"))]
+    assert len(rows) == 2 and "[1]" not in out and "random clip:test" in rows[0] and " lora " in rows[0]
+    assert " 8 " in rows[0] and "linf 4/255" in rows[0]         # the gallery: the 8 test images
+    assert "compare rows of the same gallery size" in out and "2 results files" in out

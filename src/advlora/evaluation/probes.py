@@ -12,6 +12,7 @@ import torch
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks._utils import start_point
 from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation.distributed import labelled
 from advlora.evaluation.measure import context, measure, positives
 from advlora.evaluation.results import limit_indices
 from advlora.evaluation.runners import attack_images, objective_for
@@ -40,8 +41,9 @@ def probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, bat
     def rerun(key: str, threat: ThreatModel, attack: str | None = None, ranks: bool = False):
         spec, _, obj, opts = runs[key]
         spec = spec if attack is None else registry.get(attack)
-        adv = attack_images(ctx, spec, threat, batch_size=batch_size, gallery=gallery, objective=obj,
-                            generator=threat.generator(), options=opts)
+        with labelled(f"sanity check on {len(small)} images: {threat.line(spec.name)}"):
+            adv = attack_images(ctx, spec, threat, batch_size=batch_size, gallery=gallery, objective=obj,
+                                generator=threat.generator(), options=opts)
         res = measure(ctx, adv)
         return (res["metrics"], res["ranks"][0].cpu()) if ranks else res["metrics"]
 
