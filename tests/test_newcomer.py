@@ -99,7 +99,9 @@ def test_sanity_re_runs_are_labelled_in_the_progress(image_text_folder, tmp_path
     from advlora.cli import main
 
     monkeypatch.setattr(advlora.progress, "LOG_INTERVAL", 0.0)
-    assert main(["eval", "--model", "tiny-clip", "--data", str(image_text_folder), "--attacks", "pgd",
+    from train_utils import save_test_model
+
+    assert main(["eval", "--model", str(save_test_model(tmp_path / "m")), "--data", str(image_text_folder), "--attacks", "pgd",
                  "--attack-steps", "1", "--sanity-limit", "4", "--progress", "log", "--out", str(tmp_path / "e")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("pgd", "fgsm"))]
     assert lines[0].startswith("pgd: batch 1/1, ")
@@ -149,3 +151,30 @@ def test_results_reads_a_training_run_and_adds_no_unexplained_suffixes(tmp_path,
     assert len(rows) == 2 and "[1]" not in out and "random clip:test" in rows[0] and " lora " in rows[0]
     assert " 8 " in rows[0] and "linf 4/255" in rows[0]         # the gallery: the 8 test images
     assert "compare rows of the same gallery size" in out and "2 results files" in out
+
+
+def test_adapter_info_inspects_a_training_run_and_its_adapter_folder(tmp_path, capsys):
+    from advlora.cli import main
+
+    run = _train_run(tmp_path)
+    for target in (run, run / "adapter"):
+        assert main(["adapter", "info", "--adapter", str(target)]) == 0
+        out = capsys.readouterr().out
+        assert f"adapter {run / 'adapter'} on model random clip:test" in out, out
+        assert "method lora, rank 2, towers vision, 8 adapted layers; 1,024 trainable" in out
+    assert main(["adapter", "info", "--adapter", str(tmp_path / "none")]) == 2
+
+
+def test_eval_names_its_gallery_and_warns_when_limit_is_below_the_largest_k(image_text_folder, tmp_path, capsys):
+    from train_utils import save_test_model
+
+    from advlora.cli import main
+
+    model = str(save_test_model(tmp_path / "m"))
+    assert main(["eval", "--model", model, "--data", str(image_text_folder), "--limit", "4",
+                 "--out", str(tmp_path / "e")]) == 0
+    captured = capsys.readouterr()
+    assert "gallery of 4 images, 8 captions" in captured.out
+    assert "warning: --limit 4 is below the largest k (10)" in captured.err
+    assert main(["eval", "--model", model, "--data", str(image_text_folder), "--out", str(tmp_path / "f")]) == 0
+    assert "warning" not in capsys.readouterr().err

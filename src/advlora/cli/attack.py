@@ -9,6 +9,7 @@ evaluation radius defaults to 4/255, twice the training default of ``advlora tra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -199,7 +200,8 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     say = summary_stream(args)
     for r in sweep.results:
         m = r.metrics_json(args.model, args.adapter)
-        print(f"{r.name}: {r.n_images} {r.kind}s, {r.n_texts} {'classes' if r.task == 'classification' else 'captions'}"
+        print(f"{r.name}: gallery of {r.n_images} {r.kind}s, {r.n_texts} "
+              f"{'classes' if r.task == 'classification' else 'captions'}"
               f"; model {args.model}" + (f" + adapter {args.adapter}" if args.adapter else ""), file=say)
         print(robust_table(m), file=say)
         if attacks:
@@ -260,9 +262,16 @@ def _load(args: argparse.Namespace, dtype, *, adapter: bool):
 def _datasets(args: argparse.Namespace, specs: list[str]) -> list[tuple[str, object]]:
     from advlora.data import load_dataset
 
+    from advlora.evaluation.results import KS
+
     extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
-    return [(spec, load_dataset(spec, args.split, fmt=args.fmt if len(specs) == 1 else None, limit=args.limit,
-                                seed=args.seed, **extra)) for spec in specs]
+    out = [(spec, load_dataset(spec, args.split, fmt=args.fmt if len(specs) == 1 else None, limit=args.limit,
+                               seed=args.seed, **extra)) for spec in specs]
+    if args.limit is not None and args.limit < max(KS) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"advlora {args.command}: warning: --limit {args.limit} is below the largest k ({max(KS)}): with "
+              f"{args.limit} images to rank, text-to-image R@k for k >= {args.limit} is 100% by construction; r_mean "
+              "depends on the gallery size, so compare it only at the same --limit", file=sys.stderr)
+    return out
 
 
 def write_results(folder, sweeps: list) -> list:

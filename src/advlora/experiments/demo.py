@@ -135,15 +135,17 @@ def transfer_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     eps, steps = summary["eval"]["eps"][0], summary["eval"]["steps"]
     key = f"pgd@{eps}"
     per_set = {f"{summary['datasets'][0]} (adapted to)": {
-        label: {"clean": clean_stat(e).get("mean"), "robust": robust_stat(e, key).get("mean"), "metric": "r_mean"}
+        label: {"clean": clean_stat(e).get("mean"), "robust": robust_stat(e, key).get("mean"), "metric": "r_mean",
+                "n_images": e.get("clean_n_images")}
         for label, e in primary_results(summary).items()}}
     for d, rows in summary.get("transfer", {}).items():
         if rows:
             per_set[d + (" (pre-training)" if d == SOURCE else "")] = rows
     header = ["method"]
     for name, rows in per_set.items():
-        metric = next(iter(rows.values()), {}).get("metric", "r_mean")
-        header += [f"{name} {metric} clean", f"PGD-{steps} {eps}", "d clean", "d robust"]
+        first = next(iter(rows.values()), {})
+        header += [f"{name} {first.get('metric', 'r_mean')} clean (n={first.get('n_images')})", f"PGD-{steps} {eps}",
+                   "d clean", "d robust"]
     body = []
     for label in primary_results(summary):
         line = [label]
