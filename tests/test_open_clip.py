@@ -316,13 +316,44 @@ def test_without_tokenizer_files_the_bpe_vocabulary_is_used_or_the_gap_named(tmp
     folder = write_open_clip(tmp_path / "oc", cfg, state, tokenizer=False)
     monkeypatch.setattr(oc, "BPE_DISTRIBUTIONS", ())
     monkeypatch.delenv(oc.BPE_ENV, raising=False)
+    _hub_cache(monkeypatch, tmp_path / "empty-cache")       # offline (conftest) and nothing cached: unreachable
     with pytest.raises(AdvloraError) as e:
         load_model(str(folder))
-    assert "no tokenizer files" in str(e.value) and oc.BPE_ENV in str(e.value) and "\n" not in str(e.value)
+    msg = str(e.value)
+    assert "no tokenizer files" in msg and oc.BPE_ENV in msg and oc.CLIP_TOKENIZER_REPO in msg and "\n" not in msg
     bpe = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
     bpe.write_bytes(gzip.compress(("\"bpe_simple_vocab_16e6.txt#version: 0.2\n"
                                    + "".join(f"{a} {b}\n" for a, b in MERGES)).encode()))
     monkeypatch.setenv(oc.BPE_ENV, str(bpe))
+    model = load_model(str(folder))
+    assert model.tokenizer("red cat")["input_ids"] == [VOCAB["<|startoftext|>"], VOCAB["red</w>"], VOCAB["cat</w>"],
+                                                       VOCAB["<|endoftext|>"]]
+    assert_matches(model, state, cfg, quick=False)
+
+
+def _hub_cache(monkeypatch, folder):
+    """The hub cache transformers reads (``huggingface_hub.constants.HF_HUB_CACHE``, read at each call)."""
+    import huggingface_hub.constants
+
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(folder))
+
+
+def test_without_tokenizer_files_the_clip_tokenizer_comes_from_the_hub_cache(tmp_path, monkeypatch):
+    """Fetched once (here: a fake entry already in the hub cache, read offline), before any BPE file is sought."""
+    cfg = model_cfg()
+    state = clip_state(cfg, 0)
+    folder = write_open_clip(tmp_path / "oc", cfg, state, tokenizer=False)
+    monkeypatch.setattr(oc, "BPE_DISTRIBUTIONS", ())
+    monkeypatch.delenv(oc.BPE_ENV, raising=False)
+    cache = tmp_path / "hub"
+    repo = cache / f"models--{oc.CLIP_TOKENIZER_REPO.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    write_tokenizer(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    _hub_cache(monkeypatch, cache)
     model = load_model(str(folder))
     assert model.tokenizer("red cat")["input_ids"] == [VOCAB["<|startoftext|>"], VOCAB["red</w>"], VOCAB["cat</w>"],
                                                        VOCAB["<|endoftext|>"]]
