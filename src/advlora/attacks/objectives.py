@@ -444,8 +444,8 @@ LOSSES = {
 
 #: image-side objective names usable from the CLI and ``evaluate_robust``
 OBJECTIVES = ("contrastive", "itc", "margin", "dlr", "embedding", "itm", "rerank")
-#: objectives an attack can fix in its declaration beside those (``apgd-t``: the targeted DLR family)
-FAMILIES = ("dlr-targeted",)
+#: objectives an attack can fix in its declaration beside those (``apgd-t``: the targeted DLR objective)
+TARGETED_OBJECTIVES = ("dlr-targeted",)
 
 
 def check_objective(name: str) -> str:

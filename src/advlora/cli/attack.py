@@ -3,7 +3,7 @@ folder. The helpers here also serve ``advlora eval --attacks ...``.
 
 Attack names come from the registry (``advlora.attacks.registry``); ``advlora list attacks`` (or ``--attack
 list``) prints it. The package itself is imported inside ``run`` only, so that ``advlora --help`` does not load
-torch. ``--attack-steps`` is the attack's iterations (``--steps``, its old spelling, still works); the
+torch. ``--attack-steps`` is the attack's iterations (``--steps`` is a hidden alias of it); the
 evaluation radius defaults to 4/255, twice the training default of ``advlora train`` (2/255).
 """
 from __future__ import annotations

@@ -140,7 +140,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
-    from advlora.data.images import check_image_folder, is_image_folder
+    from advlora.data.images import check_image_folder, is_caption_free_folder
     from advlora.report.tables import metrics_table
     from advlora.preempt import Preempted
     from advlora.runs import check_out, default_out, is_empty, replacing
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     d = config.data
     # every split the run will read (training, validation, final test), its files and one decoded sample, before
     # the first step: a missing test split is found now, not after the training
-    if d.sharded or is_image_folder(d.name):
+    if d.sharded or is_caption_free_folder(d.name):
         if d.sharded:
             check_inputs(d.name, [d.train_split])
         else:

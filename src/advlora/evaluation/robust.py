@@ -29,9 +29,6 @@ from advlora.evaluation.suite import ensemble, run_suite
 from advlora.evaluation.tasks import exit_rank, task_of
 from advlora.models.video import for_dataset
 
-# the names other modules and tests have used for these
-_attack_images, _context, _measure = attack_images, context, measure
-
 
 def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, threat: ThreatModel, *,
                     rerank_k: int | None = -1, batch_size: int = 32, square_limit: int | None = None,

@@ -63,7 +63,8 @@ class EvalSpec:
     square_limit: int | None = 64
     square_queries: int = 100
     split: str = "test"
-    #: BLIP: re-rank the top k of ITC by ITM (-1: the backend's default, 16; 0: ITC only)
+    #: BLIP: re-rank the top k of ITC by ITM (-1: LAVIS's depth for the set's size, ``default_rerank_k``: 128, or
+    #: 256 from 5,000 images on, at most the set's size; 0: ITC only)
     rerank_k: int = -1
     #: the white-box attacks' objective (``advlora.attacks.objectives``); BLIP: "rerank" attacks through the
     #: ITM re-ranking of the top k, not only ITC
