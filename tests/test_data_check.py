@@ -82,7 +82,8 @@ def test_standard_formats_report_missing_images(tmp_path, fmt_file):
                                                     for j in range(5)]}))
     else:
         path = tmp_path / "flickr30k_test_karpathy.txt"
-        path.write_text("image,caption\n" + "".join(f"{n},cap {n} {j}\n" for n in ("a.jpg", "b.jpg") for j in range(5)))
+        rows = (f"{n},cap {n} {j}\n" for n in ("a.jpg", "b.jpg") for j in range(5))
+        path.write_text("image,caption\n" + "".join(rows))
     report = check_dataset(path)
     assert report.fmt == fmt_file
     assert (report.n_items, report.n_captions, report.captions_per_item) == (2, 10, (5, 5.0, 5))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_utils import save_test_model, torchrun, write_data
 
 from advlora.attacks import ThreatModel
 from advlora.data import load_dataset
@@ -22,7 +23,6 @@ from advlora.evaluation import distributed
 from advlora.evaluation import robust as R
 from advlora.evaluation.progress import BatchProgress
 from advlora.preempt import PREEMPTED_EXIT, StopRequest
-from train_utils import save_test_model, torchrun, write_data
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ from advlora.report.report import Report, Table, to_html, to_markdown
 
 
 def _demo_summary() -> dict:
-    entry = lambda c, r: {"clean": {"r_mean": {"mean": c}}, "robust": {"pgd@4/255": {"metrics": {"r_mean": {"mean": r}}}}}
+    def entry(c, r):
+        return {"clean": {"r_mean": {"mean": c}}, "robust": {"pgd@4/255": {"metrics": {"r_mean": {"mean": r}}}}}
+
     per = {"clean": 30.0, "robust": 5.0, "metric": "r_mean", "n_images": 50, "threat": "linf"}
     return {"eval": {"eps": ["4/255"], "steps": 3}, "datasets": ["down"],
             "results": {"down": {"zero-shot": entry(20.0, 2.0), "AdvLoRA": entry(40.0, 15.0)}},
@@ -101,7 +103,8 @@ def test_sanity_re_runs_are_labelled_in_the_progress(image_text_folder, tmp_path
     monkeypatch.setattr(advlora.progress, "LOG_INTERVAL", 0.0)
     from train_utils import save_test_model
 
-    assert main(["eval", "--model", str(save_test_model(tmp_path / "m")), "--data", str(image_text_folder), "--attacks", "pgd",
+    model = str(save_test_model(tmp_path / "m"))
+    assert main(["eval", "--model", model, "--data", str(image_text_folder), "--attacks", "pgd",
                  "--attack-steps", "1", "--sanity-limit", "4", "--progress", "log", "--out", str(tmp_path / "e")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("pgd", "fgsm"))]
     assert lines[0].startswith("pgd: batch 1/1, ")

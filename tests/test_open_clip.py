@@ -19,8 +19,13 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from advlora.adapters import attach_adapter, load_adapter, save_adapter
 from advlora.attacks import ThreatModel
 from advlora.bench import SIZES
-from advlora.bench.open_clip_size import (LAION_VIT_B32, OPEN_CLIP_SIZES, byte_tokenizer, open_clip_model,
-                                          random_open_clip_state)
+from advlora.bench.open_clip_size import (
+    LAION_VIT_B32,
+    OPEN_CLIP_SIZES,
+    byte_tokenizer,
+    open_clip_model,
+    random_open_clip_state,
+)
 from advlora.cli import main
 from advlora.data import load_dataset
 from advlora.errors import AdvloraError
@@ -403,7 +408,7 @@ def test_a_converted_model_goes_through_eval_attack_adapter_and_export(tmp_path,
     assert out["attacks"]["pgd"]["metrics"]["r_mean"] <= out["clean"]["r_mean"] + 1e-9
     attach_adapter(model, "advlora", rank=2)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.01)
     saved = save_adapter(model, tmp_path / "adapter")

@@ -17,8 +17,13 @@ from advlora.cli import main
 from advlora.errors import AdvloraError
 from advlora.evaluation.probes import RANDOM_TOL, check_randomized, is_randomized
 from advlora.evaluation.robust import evaluate_robust
-from advlora.evaluation.sanity import (Outcomes, check_black_vs_white, check_fgsm_vs_iterative, check_output_range,
-                                       run_checks)
+from advlora.evaluation.sanity import (
+    Outcomes,
+    check_black_vs_white,
+    check_fgsm_vs_iterative,
+    check_output_range,
+    run_checks,
+)
 
 
 def _every_third_call_noisy(model, size: float = 1e-2):

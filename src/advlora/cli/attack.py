@@ -14,9 +14,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
-                                examples, load_model_and_adapter, model_loader, print_json_file,
-                                summary_stream)
+from advlora.cli.common import (
+    add_deprecated,
+    add_dtype_argument,
+    add_json_argument,
+    add_model_data_args,
+    add_out_arg,
+    examples,
+    load_model_and_adapter,
+    model_loader,
+    print_json_file,
+    summary_stream,
+)
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
 from advlora.runs import check_out, default_out, execution, run_folder
@@ -261,7 +270,6 @@ def _load(args: argparse.Namespace, dtype, *, adapter: bool):
 
 def _datasets(args: argparse.Namespace, specs: list[str]) -> list[tuple[str, object]]:
     from advlora.data import load_dataset
-
     from advlora.evaluation.results import KS
 
     extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
@@ -317,10 +325,8 @@ def transfer_table(sweep, baseline, trained_on: list[str]) -> str:
 
 def robust_table(metrics: dict) -> str:
     """Clean and robust rows with attack success rates and the threat model beside every row."""
-    from advlora.metrics import METRIC_KEYS
+    from advlora.metrics import CLASSIFICATION_KEYS, METRIC_KEYS
     from advlora.report.tables import metrics_table
-
-    from advlora.metrics import CLASSIFICATION_KEYS
 
     keys = CLASSIFICATION_KEYS if metrics.get("task") == "classification" else METRIC_KEYS
     rows = {"clean": {**metrics["clean"], "threat": "none (clean)"}}

@@ -21,7 +21,8 @@ EXAMPLES = examples(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     e = add_parser(sub, "emoji", "render the emoji image-text benchmark into $ADVLORA_HOME/data/emoji",
-                   example=examples("advlora data emoji", "advlora data emoji --force --out data/emoji   # rebuild into a folder of your own"))
+                   example=examples("advlora data emoji",
+                                    "advlora data emoji --force --out data/emoji   # rebuild into a folder of yours"))
     _build_args(e)
     v = add_parser(sub, "emoji-video", "render the emoji video-text benchmark",
                    example=examples("advlora data emoji-video"))

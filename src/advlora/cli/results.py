@@ -1,13 +1,14 @@
 """``advlora results DIR...``: one table from the results files of many evaluations.
 
-Every ``advlora eval`` / ``advlora attack`` writes one JSON per (model, adapter, data set, threat model) under
-its run folder's ``results/`` (schema: docs/evaluation.md, "Results files"). This command finds them under each
-DIR (recursively; a file may be named directly), reads a training run's final test from its ``metrics.json``,
-skips files of another schema with a note on stderr, and prints one row per record: the model and adapter
-(method, training objective), the data set and task, the threat model, the gallery size (images), the headline
-metric (r_mean, or top1 for classification) clean and under the worst attack, and the sanity verdict. ``--reported [FILE]`` prints published numbers (the shipped anchors, or FILE) in a
-table of their own, never among the measured rows. ``--format NAME`` exports the results instead, as JSON
-documents or CSV on stdout, or as files under ``--out`` (docs/results-formats.md).
+Every ``advlora eval`` / ``advlora attack`` writes one JSON per (model, adapter, data set, threat model) under its
+run folder's ``results/`` (schema: docs/evaluation.md, "Results files"). This command finds them under each DIR
+(recursively; a file may be named directly), reads a training run's final test from its ``metrics.json``, skips
+files of another schema with a note on stderr, and prints one row per record: the model and adapter (method,
+training objective), the data set and task, the threat model, the gallery size (images), the headline metric
+(r_mean, or top1 for classification) clean and under the worst attack, and the sanity verdict. ``--reported
+[FILE]`` prints published numbers (the shipped anchors, or FILE) in a table of their own, never among the measured
+rows. ``--format NAME`` exports the results instead, as JSON documents or CSV on stdout, or as files under
+``--out`` (docs/results-formats.md).
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def row(rec: dict) -> dict:
             "sanity": "ok" if verdict.startswith("no sign") else ("-" if verdict == "-" else "FLAGGED")}
 
 
-COLUMNS = ["model", "adapter", "method", "task", "threat", "gallery", "metric", "clean", "robust", "attack", "trained on",
+COLUMNS = ["model", "adapter", "method", "task", "threat", "gallery", "metric", "clean", "robust", "attack",
+           "trained on",
            "sanity"]
 
 

@@ -16,8 +16,8 @@ from advlora.data import EMBEDDED, load_dataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.data.formats import detect_format, read_annotations
 from advlora.data.records import collecting_problems
-from advlora.data.video import frame_count
 from advlora.data.shards import ShardSamples, is_shard_spec
+from advlora.data.video import frame_count
 from advlora.errors import AdvloraError
 
 

@@ -3,7 +3,8 @@
 An ``EvalSession`` (made current with ``with session:``; the default one is a single process with no
 state and no progress) owns the loop of every image attack (``runners.attack_images``):
 - **distributed** (``distributed=True`` and ``torch.distributed`` initialised, e.g. under ``torchrun``; a
-  session is never distributed by default, because a DDP training evaluates on its main process only): the images still to attack are
+  session is never distributed by default, because a DDP training evaluates on its main process only): the
+  images still to attack are
   split by index into contiguous slices, one per process (no padding, no duplicates); each process attacks
   its slice batch by batch and writes each batch's rows as a record; every process then reads all records
   (``advlora.evaluation.images.AdvImages``, row by row as needed), so everything after the attack (metrics,
@@ -196,7 +197,8 @@ class EvalSession:
         per_rank = -(-len(todo) // size)
         steps = -(-per_rank // batch_size) if per_rank else 0     # the same count on every process
         done_before = -(-int(done.sum()) // batch_size)
-        bar = BatchProgress(f"{key} ({_LABEL.get()})" if _LABEL.get() else key, done_before + steps, mode=self.progress if rank == 0 else "off",
+        bar = BatchProgress(f"{key} ({_LABEL.get()})" if _LABEL.get() else key, done_before + steps,
+                            mode=self.progress if rank == 0 else "off",
                             initial=done_before)
         try:
             for i in range(steps):

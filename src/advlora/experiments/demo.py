@@ -167,7 +167,8 @@ def transfer_table(summary: dict) -> str:
     if not summary.get("transfer"):
         return ""
     return "\n".join(["transfer: every method on the set it adapted to and on sets it was not adapted on "
-                      "(r_mean; top1 for classification); d = change from zero-shot", _aligned(*transfer_rows(summary))])
+                      "(r_mean; top1 for classification); d = change from zero-shot",
+                      _aligned(*transfer_rows(summary))])
 
 
 def forgetting_rows(summary: dict) -> tuple[list[str], list[list[str]]]:

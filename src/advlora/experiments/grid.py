@@ -66,7 +66,8 @@ def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
              report_only: bool = False, jobs: int = 1, progress: str = "auto") -> tuple[dict, str]:
     """Run every incomplete cell of ``cfg`` under ``out``, then summarise; returns (summary, terminal table).
 
-    ``extra`` adds report sections (heading, bullet lines and tables); ``extra_plots(summary, out)`` draws more plots and returns
+    ``extra`` adds report sections (heading, bullet lines and tables); ``extra_plots(summary, out)`` draws more
+    plots and returns
     (path relative to ``out``, caption) for each.
 
     ``report_only``: run nothing, only summarise the cells already complete (the rest are listed as missing).

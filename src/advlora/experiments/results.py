@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from advlora.attacks.threat import format_eps, parse_eps
-from advlora.errors import AdvloraError
 from advlora.config import load_yaml
+from advlora.errors import AdvloraError
 from advlora.evaluation.sweep import HEADLINE, RESULTS_SCHEMA, check_record
 
 #: the two kinds of entry: numbers measured here, and numbers a publication reports

@@ -2,9 +2,9 @@
 
 An experiment (``advlora grid``, ``advlora demo``, ``advlora ablate``) is a ``GridConfig``: the shared
 training budget (``train``: a nested dict of ``RunConfig`` fields every run gets), the methods (each a label,
-an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the evaluation (attacks, eps values, subset sizes), the
-data sets and the seeds. It expands into *train cells* (method x data set x seed) and *eval cells* (train
-cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
+an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the
+evaluation (attacks, eps values, subset sizes), the data sets and the seeds. It expands into *train cells*
+(method x data set x seed) and *eval cells* (train cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from advlora.adapters import METHODS
-from advlora.attacks import registry
 from advlora.attacks import parse_eps as _parse_eps
+from advlora.attacks import registry
 from advlora.config import from_dict, load_yaml, merge, parse_overrides
 from advlora.errors import AdvloraError
 from advlora.training import objectives

@@ -13,8 +13,8 @@ The tokenizer is a WordPiece vocabulary trained on the train captions; the model
 its captions (the name, or an alias), so that a batch never holds a false negative.
 
 The loss is the family's own (``VLModel.contrastive_loss``): CLIP's symmetric InfoNCE with a learnable
-temperature, SigLIP's sigmoid loss with its bias. Optionally (softmax families) (``bank=True``, off by default: it slowed
-learning in our runs) each side is also contrasted with a per-caption / per-emoji memory of the other side's
+temperature, SigLIP's sigmoid loss with its bias. Optionally (softmax families; ``bank=True``, off by default:
+it slowed learning in our runs) each side is also contrasted with a per-caption / per-emoji memory of the other side's
 most recent embeddings. BLIP: the same ITC loss plus ITM on hard negatives sampled from the ITC similarities,
 as BLIP trains.
 AdamW, linear warm-up then cosine decay. The result is written with ``save_model`` into a temporary folder

@@ -19,8 +19,8 @@ from advlora.data import load_dataset
 from advlora.data.images import is_caption_free_folder, read_image_folder
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
-from advlora.models.recompute import enable_recompute
 from advlora.models import load_model
+from advlora.models.recompute import enable_recompute
 from advlora.models.tiny import random_model
 from advlora.runs import created_by, is_empty, manifest, mark
 from advlora.training.checkpoint import list_checkpoints
@@ -182,5 +182,5 @@ def param_counts(model) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "share": 100.0 * trainable / max(1, total)}
 
 
-__all__ = ["base_model", "build_model", "copy_model", "dataset", "fresh_base", "make_accelerator", "optimizer_and_schedule",
-           "param_counts", "prepare_folder", "trainable_towers"]
+__all__ = ["base_model", "build_model", "copy_model", "dataset", "fresh_base", "make_accelerator",
+           "optimizer_and_schedule", "param_counts", "prepare_folder", "trainable_towers"]
