@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _method_args(info, allow_all=True)
     info.add_argument("--adapter", default=None, metavar="DIR",
                       help="inspect a trained adapter: an adapter folder, or a training run folder (its adapter/; "
-                           "the model is the run's unless --model or --random-model is given)")
+                           "the model is the run's unless --model or --random-model is given; default: none, a "
+                           "fresh adapter of --method)")
     info.add_argument("--layers", action="store_true", help="print every adapted layer's alignment error")
     init = add_parser(sub, "init", "attach a freshly initialised adapter and save it",
                       example=examples("advlora adapter init --model tiny-clip --method advlora --rank 8 "
