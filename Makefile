@@ -9,7 +9,7 @@ FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 
-.PHONY: setup demo test docs font chromium clean-venv
+.PHONY: setup demo test lint docs font chromium clean-venv
 
 setup: $(STAMP) font chromium
 
@@ -41,6 +41,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff (pinned in constraints.txt, a dev dependency); the rules are pyproject.toml's [tool.ruff]
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts
 
 # docs/results.md and the README's tables from docs/results/*.json; docs/cli.md from the parsers; the embedded
 # leaderboard docs/leaderboard/ (and its screenshot) from the results files under docs/leaderboard-data/.

@@ -33,8 +33,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def _default(action: argparse.Action) -> str:
     if action.required:
         return "required"
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-        return "off" if isinstance(action, argparse._StoreTrueAction) else "on"
+    if action.nargs == 0:  # a flag: its default is not being given (--no-sanity: off, the checks run)
+        return "off"
     d = action.default
     if d is None or d is argparse.SUPPRESS:
         return "-"
@@ -48,10 +48,10 @@ def _cell(text: str) -> str:
 def _options(parser: argparse.ArgumentParser) -> list[str]:
     rows = []
     for a in parser._actions:
-        if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
-            continue
+        if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) or a.help is argparse.SUPPRESS:
+            continue  # hidden: a deprecated alias documented by the option it stands for
         name = ", ".join(f"`{s}`" for s in a.option_strings) or f"`{a.dest}` (positional)"
-        help_ = a.help if a.help and a.help is not argparse.SUPPRESS else ""
+        help_ = a.help or ""
         if a.choices is not None and not isinstance(a.choices, dict):
             help_ = (help_ + "; " if help_ else "") + "one of " + ", ".join(map(str, a.choices))
         rows.append(f"| {name} | {_cell(_default(a))} | {_cell(help_ % vars(a) if '%(' in help_ else help_)} |")

@@ -9,6 +9,7 @@ import torch
 
 from advlora.cli import main
 from advlora.data.check import CheckReport, check_dataset
+from advlora.errors import AdvloraError
 
 
 def _png(path, seed):
@@ -62,8 +63,8 @@ def test_unreadable_annotation_file_is_one_problem(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     report = check_dataset(tmp_path / "x.json")
     assert not report.ok and len(report.problems) == 1 and "not valid JSON" in report.problems[0]
-    report = check_dataset(tmp_path / "nothing.json")
-    assert report.problems == [f"{tmp_path / 'nothing.json'}: annotation file not found"]
+    with pytest.raises(AdvloraError, match="nothing.json: no such file and not an embedded data set"):
+        check_dataset(tmp_path / "nothing.json")   # bad input (exit 2), not a problem found by a check
 
 
 @pytest.mark.parametrize("fmt_file", ["karpathy", "coco-json", "flickr-txt"])
@@ -81,7 +82,8 @@ def test_standard_formats_report_missing_images(tmp_path, fmt_file):
                                                     for j in range(5)]}))
     else:
         path = tmp_path / "flickr30k_test_karpathy.txt"
-        path.write_text("image,caption\n" + "".join(f"{n},cap {n} {j}\n" for n in ("a.jpg", "b.jpg") for j in range(5)))
+        rows = (f"{n},cap {n} {j}\n" for n in ("a.jpg", "b.jpg") for j in range(5))
+        path.write_text("image,caption\n" + "".join(rows))
     report = check_dataset(path)
     assert report.fmt == fmt_file
     assert (report.n_items, report.n_captions, report.captions_per_item) == (2, 10, (5, 5.0, 5))
@@ -90,7 +92,6 @@ def test_standard_formats_report_missing_images(tmp_path, fmt_file):
 
 def test_check_inputs_finds_a_missing_split_file_or_corrupt_sample_before_work(image_text_folder, tmp_path):
     from advlora.data.check import check_inputs
-    from advlora.errors import AdvloraError
 
     got = check_inputs(str(image_text_folder), ["train", "test"])
     assert set(got) == {"train", "test"} and len(got["test"]) == 6

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_utils import save_test_model, torchrun, write_data
 
 from advlora.attacks import ThreatModel
 from advlora.data import load_dataset
@@ -22,7 +23,6 @@ from advlora.evaluation import distributed
 from advlora.evaluation import robust as R
 from advlora.evaluation.progress import BatchProgress
 from advlora.preempt import PREEMPTED_EXIT, StopRequest
-from train_utils import save_test_model, torchrun, write_data
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_progress_log_line_and_bar():
     p.close()
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("pgd: batch 1/4, ") and "ETA" in lines[0]
-    assert lines[-1].startswith("pgd: batch 4/4, ")
+    assert lines[-1].startswith("pgd: batch 4/4, ") and len(lines) == 4     # the last line not repeated
     assert BatchProgress("x", 2, stream=io.StringIO()).mode == "log"      # auto, not a terminal: the log
 
 

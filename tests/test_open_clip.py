@@ -19,8 +19,13 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from advlora.adapters import attach_adapter, load_adapter, save_adapter
 from advlora.attacks import ThreatModel
 from advlora.bench import SIZES
-from advlora.bench.open_clip_size import (LAION_VIT_B32, OPEN_CLIP_SIZES, byte_tokenizer, open_clip_model,
-                                          random_open_clip_state)
+from advlora.bench.open_clip_size import (
+    LAION_VIT_B32,
+    OPEN_CLIP_SIZES,
+    byte_tokenizer,
+    open_clip_model,
+    random_open_clip_state,
+)
 from advlora.cli import main
 from advlora.data import load_dataset
 from advlora.errors import AdvloraError
@@ -316,13 +321,44 @@ def test_without_tokenizer_files_the_bpe_vocabulary_is_used_or_the_gap_named(tmp
     folder = write_open_clip(tmp_path / "oc", cfg, state, tokenizer=False)
     monkeypatch.setattr(oc, "BPE_DISTRIBUTIONS", ())
     monkeypatch.delenv(oc.BPE_ENV, raising=False)
+    _hub_cache(monkeypatch, tmp_path / "empty-cache")       # offline (conftest) and nothing cached: unreachable
     with pytest.raises(AdvloraError) as e:
         load_model(str(folder))
-    assert "no tokenizer files" in str(e.value) and oc.BPE_ENV in str(e.value) and "\n" not in str(e.value)
+    msg = str(e.value)
+    assert "no tokenizer files" in msg and oc.BPE_ENV in msg and oc.CLIP_TOKENIZER_REPO in msg and "\n" not in msg
     bpe = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
     bpe.write_bytes(gzip.compress(("\"bpe_simple_vocab_16e6.txt#version: 0.2\n"
                                    + "".join(f"{a} {b}\n" for a, b in MERGES)).encode()))
     monkeypatch.setenv(oc.BPE_ENV, str(bpe))
+    model = load_model(str(folder))
+    assert model.tokenizer("red cat")["input_ids"] == [VOCAB["<|startoftext|>"], VOCAB["red</w>"], VOCAB["cat</w>"],
+                                                       VOCAB["<|endoftext|>"]]
+    assert_matches(model, state, cfg, quick=False)
+
+
+def _hub_cache(monkeypatch, folder):
+    """The hub cache transformers reads (``huggingface_hub.constants.HF_HUB_CACHE``, read at each call)."""
+    import huggingface_hub.constants
+
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(folder))
+
+
+def test_without_tokenizer_files_the_clip_tokenizer_comes_from_the_hub_cache(tmp_path, monkeypatch):
+    """Fetched once (here: a fake entry already in the hub cache, read offline), before any BPE file is sought."""
+    cfg = model_cfg()
+    state = clip_state(cfg, 0)
+    folder = write_open_clip(tmp_path / "oc", cfg, state, tokenizer=False)
+    monkeypatch.setattr(oc, "BPE_DISTRIBUTIONS", ())
+    monkeypatch.delenv(oc.BPE_ENV, raising=False)
+    cache = tmp_path / "hub"
+    repo = cache / f"models--{oc.CLIP_TOKENIZER_REPO.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    write_tokenizer(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    _hub_cache(monkeypatch, cache)
     model = load_model(str(folder))
     assert model.tokenizer("red cat")["input_ids"] == [VOCAB["<|startoftext|>"], VOCAB["red</w>"], VOCAB["cat</w>"],
                                                        VOCAB["<|endoftext|>"]]
@@ -372,7 +408,7 @@ def test_a_converted_model_goes_through_eval_attack_adapter_and_export(tmp_path,
     assert out["attacks"]["pgd"]["metrics"]["r_mean"] <= out["clean"]["r_mean"] + 1e-9
     attach_adapter(model, "advlora", rank=2)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.01)
     saved = save_adapter(model, tmp_path / "adapter")

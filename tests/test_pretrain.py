@@ -97,3 +97,19 @@ def test_models_never_train_the_tiny_defaults_the_layers_above_do(tmp_path, monk
     assert built == [("blip", tmp_path / "models" / "tiny-blip"), ("siglip", tmp_path / "models" / "tiny-siglip")]
     assert resolve_model_path("some/hub-id") == "some/hub-id"
     assert advlora.load_model is load_model
+
+
+def test_pretrain_progress_in_a_redirected_log_is_lines_not_a_bar(small_emoji, tmp_path, capsys, monkeypatch):
+    """Off a terminal (a redirected log) the pre-training reports log lines (``BatchProgress``), no tqdm bar."""
+    import advlora.progress
+
+    monkeypatch.setattr(advlora.progress, "LOG_INTERVAL", 0.0)
+    cfg = PretrainConfig(size="test", epochs=2, batch_size=8, vocab_size=120, lr=1e-3)
+    pretrain("clip", tmp_path / "tiny-clip", config=cfg, train_data=small_emoji["train"],
+             eval_data={"test": small_emoji["test"]}, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err
+    lines = [line for line in err.splitlines() if line.startswith("pretrain tiny-clip")]
+    assert lines[0].startswith("pretrain tiny-clip: step 1/2, ")
+    assert lines[-1].startswith("pretrain tiny-clip: step 2/2")
+    assert len(lines) == 2

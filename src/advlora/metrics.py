@@ -51,16 +51,11 @@ def tie_tolerance(scale: torch.Tensor | float, dtype: torch.dtype) -> torch.Tens
     ``scale * (TIE_ULPS_ACCUMULATION * eps(acc) + TIE_ULPS_OUTPUT * eps(dtype))``, ``acc`` being ``dtype``
     promoted to at least float32 (torch's CPU and GPU kernels accumulate dot products in float32 or wider) and
     ``scale`` the magnitude of the scores (``tie_scale``). Why these numbers: two kernels' results of one
-    dot product of length D differ by a few ``eps(acc) * sum_k |a_k b_k|`` (measured: at most 1.5 eps for unit
-    features of 8 to 1024 dimensions, over tile shapes of 1 to 40 rows and 1 to 200 columns and 1 or 2
-    threads); a tie is two such results, up to 3 eps of ``|a| |b|`` apart, and 16 eps of the scale covers that
-    while the largest positive score is at least a fifth of ``|a| |b|`` (unit features of a trained model:
-    positives of 0.3 and more). Each result is then rounded to the scores' dtype, half an eps of it at most, so
-    two results of a float16 or bfloat16 product differ by up to one eps of that dtype: ``TIE_ULPS_OUTPUT`` =
-    2. In float32 with a scale of 0.9 the tolerance is 1.9e-6 (the demo's adversarial LoRA, scale 0.91: of its
-    200 images and 207 captions, one of each has a negative that close, 5e-7 and 8e-7, at ranks 72 and 164;
-    the test-size CLIP's cosines move by about 5e-8 between a batch of 16 images and one at a time); in
-    bfloat16 it is 2 of its eps, what bfloat16 resolves at all.
+    dot product of length D differ by a few ``eps(acc) * sum_k |a_k b_k|``; a tie is two such results, and 16 eps
+    of the scale covers them while the largest positive score is at least a fifth of ``|a| |b|`` (unit features of
+    a trained model). Each result is then rounded to the scores' dtype, half an eps of it at most, so two results
+    of a float16 or bfloat16 product differ by up to one eps of that dtype: ``TIE_ULPS_OUTPUT`` = 2. The
+    measurements behind these bounds: docs/performance.md, "Tie tolerance".
     """
     acc = torch.promote_types(dtype, torch.float32)
     return scale * (TIE_ULPS_ACCUMULATION * torch.finfo(acc).eps + TIE_ULPS_OUTPUT * torch.finfo(dtype).eps)
@@ -250,9 +245,8 @@ _GROUP = 128  # booleans summed in uint8 per group: at most 128 < 256, so never 
 def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     """Number of True along ``dim`` of a 2-D bool tensor, as int32.
 
-    Summed in uint8 over groups of 128, then the group sums in int32: exact, and on CPU 4-20x faster (over runs)
-    than ``mask.sum(dim, dtype=torch.int32)`` down the columns of a 1024 x 1024 tile (P6 of ``advlora bench``:
-    1.24 -> 1.02 of one matmul).
+    Summed in uint8 over groups of 128, then the group sums in int32: exact, and on CPU faster than
+    ``mask.sum(dim, dtype=torch.int32)`` down the columns of a tile (docs/performance.md, "Counting ranks").
     """
     n = mask.shape[dim]
     u8 = mask.view(torch.uint8)

@@ -5,7 +5,9 @@ re-exports it as ``evaluation.progress``) and ``advlora data shard``'s writing."
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 from typing import TextIO
 
 #: seconds between two log lines when stderr is not a terminal
@@ -25,7 +27,8 @@ class BatchProgress:
     """``update()`` after each of ``total`` units of work ``desc``; ``close()`` at the end.
 
     ``mode``: "bar" (tqdm), "log" (a line every ``interval`` s, default ``LOG_INTERVAL`` read when the progress
-    starts, and one at the end) or "off"; "auto" picks the bar on a terminal, else the log. ``initial`` units were
+    starts, also while one long unit runs, so that the log never goes silent; and one at the end unless the last
+    line already said it) or "off"; "auto" picks the bar on a terminal, else the log. ``initial`` units were
     done before (a resumed evaluation). ``unit`` names what is counted ("batch", "image").
     """
 
@@ -39,8 +42,12 @@ class BatchProgress:
         if mode not in PROGRESS[1:]:
             raise ValueError(f"progress mode must be auto, bar, log or off; got {mode!r}")
         self.mode, self._start, self._initial = mode, time.monotonic(), initial
-        self._last = self._start
-        self._bar = None
+        self._last, self._printed, self.note = self._start, -1, ""
+        self._bar, self._lock, self._stop, self._beat = None, threading.Lock(), threading.Event(), None
+        if mode == "log" and self.interval > 0 and total > initial:
+            self._beat = threading.Thread(target=_heartbeat, args=(weakref.ref(self), self._stop, self.interval),
+                                          name=f"progress {desc}", daemon=True)
+            self._beat.start()
         if mode == "bar":
             from tqdm.auto import tqdm
 
@@ -53,23 +60,49 @@ class BatchProgress:
         fresh = self.done - self._initial
         eta = elapsed / fresh * (self.total - self.done) if fresh > 0 else None
         return (f"{self.desc}: {self.unit} {self.done}/{self.total}, {_clock(elapsed)} elapsed, "
-                f"ETA {_clock(eta) if eta is not None else '?'}")
+                f"ETA {_clock(eta) if eta is not None else '?'}" + (f", {self.note}" if self.note else ""))
+
+    def set_note(self, **values: str) -> None:
+        """What the work reports beside its count (``loss=0.412``): the bar's postfix, the end of each log line."""
+        self.note = ", ".join(f"{k} {v}" for k, v in values.items())
+        if self._bar is not None:
+            self._bar.set_postfix(values, refresh=False)
 
     def update(self, n: int = 1) -> None:
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
         elif self.mode == "log":
-            now = time.monotonic()
-            if now - self._last >= self.interval:
-                self._last = now
-                print(self.line(), file=self.stream, flush=True)
+            if time.monotonic() - self._last >= self.interval:
+                self._print()
 
     def close(self) -> None:
+        if self._beat is not None:
+            self._stop.set()
+            self._beat.join()
         if self._bar is not None:
             self._bar.close()
-        elif self.mode == "log" and self.total and time.monotonic() - self._start >= min(self.interval, 5.0):
-            print(self.line(), file=self.stream, flush=True)   # the end of work that took a while
+        elif (self.mode == "log" and self.total and self._printed != self.done
+              and time.monotonic() - self._start >= min(self.interval, 5.0)):
+            self._print()   # the end of work that took a while, unless the last line said it
+
+    def _print(self) -> None:
+        with self._lock:
+            self._last, self._printed = time.monotonic(), self.done
+            print(self.line(), file=self.stream, flush=True)
+
+
+def _heartbeat(ref: weakref.ref, stop: threading.Event, interval: float) -> None:
+    """A log line whenever ``interval`` s pass without one, so that a unit of work that takes minutes (Square's
+    queries on one batch) shows that it runs; ends at ``close()``, or once the progress is gone (work that
+    raised before closing it)."""
+    while not stop.wait(interval / 4):
+        progress = ref()
+        if progress is None:
+            return
+        if time.monotonic() - progress._last >= interval:
+            progress._print()
+        del progress
 
 
 __all__ = ["BatchProgress", "LOG_INTERVAL", "PROGRESS"]

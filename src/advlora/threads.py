@@ -1,11 +1,10 @@
 """How many intra-op threads torch should use here: the cores that other processes leave free.
 
-On an idle machine every core helps (tiny-CLIP pre-training: 2 threads 1.5x faster than 1 on 2 cores); on a
-busy one OpenMP's spinning threads fight the other processes and a run becomes several times slower than on
-one thread. ``auto_threads`` samples the machine's busy time for a fraction of a second (``/proc/stat``; the
-calling process is asleep meanwhile, so only other processes count; elsewhere the 1-minute load average), so it
-sees processes already running, not ones starting at the same moment (``advlora grid --jobs`` gives its
-workers one share each instead).
+On an idle machine every core helps; on a busy one OpenMP's spinning threads fight the other processes and a run
+becomes slower than on one thread (docs/performance.md, "Threads"). ``auto_threads`` samples the machine's busy
+time for a fraction of a second (``/proc/stat``; the calling process is asleep meanwhile, so only other processes
+count; elsewhere the 1-minute load average), so it sees processes already running, not ones starting at the same
+moment (``advlora grid --jobs`` gives its workers one share each instead).
 """
 from __future__ import annotations
 

@@ -37,8 +37,6 @@ CHECKS = ("bounds", "convergence", "versus_white_box", "reference")
 
 #: context keys a threat-model line may name (besides the attack's own options)
 LINE_KEYS = ("objective", "gallery")
-#: context keys only a suite's line reads (whether the model re-ranks with ITM)
-SUITE_KEYS = ("itm",)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 - ``advlora adapter info --model M --method advlora --rank 8 [--towers both] [--targets q_proj v_proj]``: trainable
   parameter counts and share, and AdvLoRA's per-layer alignment errors. ``--method all`` compares every method;
-  ``--random-model clip:vit-b32`` inspects a random model of a named size (no download).
+  ``--random-model clip:vit-b32`` inspects a random model of a named size (no download). ``--adapter DIR``
+  inspects a trained adapter instead: an adapter folder or a training run folder (its ``adapter/``), on the
+  run's model unless ``--model`` / ``--random-model`` names another.
 - ``advlora adapter init --model M --method advlora --out DIR``: attach a fresh adapter and save it (peft format).
 - ``advlora adapter merge --model M --adapter DIR --out DIR``: fold the adapter into the weights and save the model.
 - ``advlora adapter card DIR --results RUN...``: write DIR/README.md, a Hugging Face model card whose
@@ -30,9 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     info = add_parser(sub, "info", "trainable parameters and alignment errors of a method on a model",
                       example=examples("advlora adapter info --random-model clip:vit-b32 --method all --rank 8",
-                                       "advlora adapter info --model tiny-clip --method advlora --layers"))
-    _model_args(info)
+                                       "advlora adapter info --model tiny-clip --method advlora --layers",
+                                       "advlora adapter info --adapter runs/a      # a training run's adapter"))
+    _model_args(info, model_default=None)
     _method_args(info, allow_all=True)
+    info.add_argument("--adapter", default=None, metavar="DIR",
+                      help="inspect a trained adapter: an adapter folder, or a training run folder (its adapter/; "
+                           "the model is the run's unless --model or --random-model is given; default: none, a "
+                           "fresh adapter of --method)")
     info.add_argument("--layers", action="store_true", help="print every adapted layer's alignment error")
     init = add_parser(sub, "init", "attach a freshly initialised adapter and save it",
                       example=examples("advlora adapter init --model tiny-clip --method advlora --rank 8 "
@@ -59,8 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     card.add_argument("--out", default=None, help="card file to write (default: DIR/README.md)")
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-clip", help="hub id, local folder, tiny-clip, tiny-blip or tiny-siglip")
+def _model_args(p: argparse.ArgumentParser, model_default: str | None = "tiny-clip") -> None:
+    p.add_argument("--model", default=model_default,
+                   help="hub id, local folder, tiny-clip, tiny-blip or tiny-siglip (default: tiny-clip)")
     add_random_model_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
 
@@ -129,6 +137,9 @@ def _info(args: argparse.Namespace) -> int:
     from advlora.adapters import adapter_info, attach_adapter
     from advlora.errors import choices_error
 
+    if args.adapter:
+        return _info_trained(args)
+    args.model = args.model or "tiny-clip"
     methods = list(adapter_methods.choices()) if args.method == "all" else [args.method]
     if any(m not in adapter_methods.choices() for m in methods):
         raise choices_error("adapter method", args.method, (*adapter_methods.choices(), "all"))
@@ -156,6 +167,38 @@ def _info(args: argparse.Namespace) -> int:
             for r in rep:
                 oh = "" if r.get("onehot_error") is None else f"{r['onehot_error']:.4f}"
                 print(f"{r['layer']:<60} {'x'.join(map(str, r['shape'])):>11} {r['error']:>8.4f} {oh:>8}")
+    return 0
+
+
+def _info_trained(args: argparse.Namespace) -> int:
+    """``adapter info --adapter DIR``: what a trained adapter is (method, rank, layers, parameters) on its model."""
+    from pathlib import Path
+
+    from advlora.adapters import adapter_info, alpha_values, load_adapter
+    from advlora.config import load_yaml
+    from advlora.errors import AdvloraError
+
+    folder = Path(args.adapter)
+    run = folder if (folder / "adapter").is_dir() else folder.parent
+    if (folder / "adapter").is_dir():
+        folder = folder / "adapter"
+    if not folder.is_dir():
+        raise AdvloraError(f"--adapter {args.adapter}: no such folder")
+    config = load_yaml(run / "config.yaml").get("model", {}) if (run / "config.yaml").is_file() else {}
+    if not args.model and not args.random_model:
+        args.random_model, args.model = config.get("random"), config.get("name") or "tiny-clip"
+    base = _load(args)
+    load_adapter(base, folder)
+    info = adapter_info(base)
+    name = args.random_model and f"random {args.random_model}" or args.model
+    print(f"adapter {folder} on model {name}")
+    print(f"method {info['method']}, rank {info.get('rank')}, towers {info.get('towers')}, {info['layers']} adapted "
+          f"layers; {info['trainable']:,} trainable of {info['total']:,} parameters ({info['share']:.3f}%)")
+    alphas = alpha_values(base)
+    if alphas:
+        vals = list(alphas.values())
+        print(f"alpha over {len(vals)} layers: mean {sum(vals) / len(vals):.4f}, min {min(vals):.4f}, "
+              f"max {max(vals):.4f}")
     return 0
 
 

@@ -3,19 +3,29 @@ folder. The helpers here also serve ``advlora eval --attacks ...``.
 
 Attack names come from the registry (``advlora.attacks.registry``); ``advlora list attacks`` (or ``--attack
 list``) prints it. The package itself is imported inside ``run`` only, so that ``advlora --help`` does not load
-torch. ``--attack-steps`` is the attack's iterations (``--steps``, its old spelling, still works); the
+torch. ``--attack-steps`` is the attack's iterations (``--steps`` is a hidden alias of it); the
 evaluation radius defaults to 4/255, twice the training default of ``advlora train`` (2/255).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from advlora.cli.common import (add_deprecated, add_dtype_argument, add_json_argument, add_model_data_args, add_out_arg,
-                                examples, load_model_and_adapter, model_loader, print_json_file,
-                                summary_stream)
+from advlora.cli.common import (
+    add_deprecated,
+    add_dtype_argument,
+    add_json_argument,
+    add_model_data_args,
+    add_out_arg,
+    examples,
+    load_model_and_adapter,
+    model_loader,
+    print_json_file,
+    summary_stream,
+)
 from advlora.errors import AdvloraError, choices_error
 from advlora.io import write_json
 from advlora.runs import check_out, default_out, execution, run_folder
@@ -208,7 +218,8 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     say = summary_stream(args)
     for r in sweep.results:
         m = r.metrics_json(args.model, args.adapter)
-        print(f"{r.name}: {r.n_images} {r.kind}s, {r.n_texts} {'classes' if r.task == 'classification' else 'captions'}"
+        print(f"{r.name}: gallery of {r.n_images} {r.kind}s, {r.n_texts} "
+              f"{'classes' if r.task == 'classification' else 'captions'}"
               f"; model {args.model}" + (f" + adapter {args.adapter}" if args.adapter else ""), file=say)
         print(robust_table(m), file=say)
         if attacks:
@@ -297,10 +308,16 @@ def _load(args: argparse.Namespace, dtype, *, adapter: bool):
 
 def _datasets(args: argparse.Namespace, specs: list[str]) -> list[tuple[str, object]]:
     from advlora.data import load_dataset
+    from advlora.evaluation.results import KS
 
     extra = {k: getattr(args, k) for k in ("image_root", "frames") if getattr(args, k, None) is not None}
-    return [(spec, load_dataset(spec, args.split, fmt=args.fmt if len(specs) == 1 else None, limit=args.limit,
-                                seed=args.seed, **extra)) for spec in specs]
+    out = [(spec, load_dataset(spec, args.split, fmt=args.fmt if len(specs) == 1 else None, limit=args.limit,
+                               seed=args.seed, **extra)) for spec in specs]
+    if args.limit is not None and args.limit < max(KS) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"advlora {args.command}: warning: --limit {args.limit} is below the largest k ({max(KS)}): with "
+              f"{args.limit} images to rank, text-to-image R@k for k >= {args.limit} is 100% by construction; r_mean "
+              "depends on the gallery size, so compare it only at the same --limit", file=sys.stderr)
+    return out
 
 
 def write_results(folder, sweeps: list) -> list:
@@ -346,10 +363,8 @@ def transfer_table(sweep, baseline, trained_on: list[str]) -> str:
 
 def robust_table(metrics: dict) -> str:
     """Clean and robust rows with attack success rates and the threat model beside every row."""
-    from advlora.metrics import METRIC_KEYS
+    from advlora.metrics import CLASSIFICATION_KEYS, METRIC_KEYS
     from advlora.report.tables import metrics_table
-
-    from advlora.metrics import CLASSIFICATION_KEYS
 
     keys = CLASSIFICATION_KEYS if metrics.get("task") == "classification" else METRIC_KEYS
     rows = {"clean": {**metrics["clean"], "threat": "none (clean)"}}

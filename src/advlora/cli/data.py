@@ -21,15 +21,18 @@ EXAMPLES = examples(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     e = add_parser(sub, "emoji", "render the emoji image-text benchmark into $ADVLORA_HOME/data/emoji",
-                   example=examples("advlora data emoji", "advlora data emoji --force --out data/emoji   # rebuild into a folder of your own"))
+                   example=examples("advlora data emoji",
+                                    "advlora data emoji --force --out data/emoji   # rebuild into a folder of yours"))
     _build_args(e)
     v = add_parser(sub, "emoji-video", "render the emoji video-text benchmark",
                    example=examples("advlora data emoji-video"))
     _build_args(v)
-    c = add_parser(sub, "check", "check an annotation file and its images; exit status 0 when clean, 1 when it "
-                   "finds problems (a missing file included)",
-                   example=examples("advlora data check coco/dataset_coco.json --image-root coco --split test"))
-    c.add_argument("path", help="annotation file (or folder) to check")
+    c = add_parser(sub, "check", "check an annotation file (or an embedded set) and its images; exit status 0 when "
+                   "clean, 1 when it finds problems (a missing image included), 2 when PATH does not exist",
+                   example=examples("advlora data check coco/dataset_coco.json --image-root coco --split test",
+                                    "advlora data check emoji-cls --split test"))
+    c.add_argument("path", help="annotation file, folder, or an embedded set's name as --data takes it (emoji, "
+                   "emoji-cls, digits, ...)")
     c.add_argument("--format", dest="fmt", default=None, help="annotation format (default: detected)")
     c.add_argument("--split", default=None, help="split, for files holding several (Karpathy; default test)")
     c.add_argument("--image-root", default=None, help="folder the paths are relative to (default: the file's)")

@@ -1,13 +1,14 @@
 """``advlora results DIR...``: one table from the results files of many evaluations.
 
-Every ``advlora eval`` / ``advlora attack`` writes one JSON per (model, adapter, data set, threat model) under
-its run folder's ``results/`` (schema: docs/evaluation.md, "Results files"). This command finds them under each
-DIR (recursively; a file may be named directly), skips files of another schema with a note on stderr, and
-prints one row per record: the model and adapter (method, training objective), the data set and task, the
-threat model, n, the headline metric (r_mean, or top1 for classification) clean and under the worst attack,
-and the sanity verdict. ``--reported [FILE]`` prints published numbers (the shipped anchors, or FILE) in a
-table of their own, never among the measured rows. ``--format NAME`` exports the results instead, as JSON
-documents or CSV on stdout, or as files under ``--out`` (docs/results-formats.md).
+Every ``advlora eval`` / ``advlora attack`` writes one JSON per (model, adapter, data set, threat model) under its
+run folder's ``results/`` (schema: docs/evaluation.md, "Results files"). This command finds them under each DIR
+(recursively; a file may be named directly), reads a training run's final test from its ``metrics.json``, skips
+files of another schema with a note on stderr, and prints one row per record: the model and adapter (method,
+training objective), the data set and task, the threat model, the gallery size (images), the headline metric
+(r_mean, or top1 for classification) clean and under the worst attack, and the sanity verdict. ``--reported
+[FILE]`` prints published numbers (the shipped anchors, or FILE) in a table of their own, never among the measured
+rows. ``--format NAME`` exports the results instead, as JSON documents or CSV on stdout, or as files under
+``--out`` (docs/results-formats.md).
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ EXAMPLES = examples(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders or results files (searched recursively)")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run folders (evaluations, and training runs: their final test) or results files (searched "
+                        "recursively)")
     p.add_argument("--markdown", action="store_true", help="a markdown table instead of plain text")
     p.add_argument("--sort", default="data", choices=("data", "model", "robust"),
                    help="row order: by data set, by model, or by robust metric, best first (default data)")
@@ -53,7 +56,7 @@ def row(rec: dict) -> dict:
         method += f" ({rec['objective']})"
     verdict = (rec["sanity"] or {}).get("verdict") or "-"
     return {"model": rec["model"] or "-", "adapter": adapter, "method": method, "task": rec["task"],
-            "threat": "clean only" if th is None else f"{th['norm']} {th['eps_str']}", "n": rec["n_images"],
+            "threat": "clean only" if th is None else f"{th['norm']} {th['eps_str']}", "gallery": rec["n_images"],
             "metric": metric, "clean": rec["clean"].get(metric),
             "robust": None if robust is None else robust["metrics"].get(metric),
             "attack": "-" if robust is None else robust["attack"].split("@")[0],
@@ -61,7 +64,8 @@ def row(rec: dict) -> dict:
             "sanity": "ok" if verdict.startswith("no sign") else ("-" if verdict == "-" else "FLAGGED")}
 
 
-COLUMNS = ["model", "adapter", "method", "task", "threat", "n", "metric", "clean", "robust", "attack", "trained on",
+COLUMNS = ["model", "adapter", "method", "task", "threat", "gallery", "metric", "clean", "robust", "attack",
+           "trained on",
            "sanity"]
 
 
@@ -75,9 +79,12 @@ def render(records: list[dict], *, markdown: bool = False, sort: str = "data") -
         keyed.sort(key=lambda t: -(t[1]["robust"] if t[1]["robust"] is not None else float("-inf")))
     else:
         keyed.sort(key=lambda t: (t[0], t[1]["threat"], t[1]["model"], t[1]["adapter"]))
-    rows = {f"{data} [{i}]" if any(d == data for d, _ in keyed[:i]) else data: r for i, (data, r) in enumerate(keyed)}
-    return metrics_table(rows, columns=COLUMNS, markdown=markdown, first="data")
+    return metrics_table(keyed, columns=COLUMNS, markdown=markdown, first="data") + "\n" + GALLERY_NOTE
 
+
+#: printed under the measured table: what the gallery column means, and why rows of other galleries differ
+GALLERY_NOTE = ("gallery: the images evaluated (each ranked against all their captions); r_mean falls as the gallery "
+                "grows, so compare rows of the same gallery size only")
 
 REPORTED_COLUMNS = ["data", "method", "task", "threat", "metric", "clean", "robust", "attack", "source"]
 
@@ -101,10 +108,8 @@ def render_all(results: list, *, markdown: bool = False, sort: str = "data") -> 
     reported = [r for r in results if r.kind == "reported"]
     parts = [render(measured, markdown=markdown, sort=sort)] if measured else []
     if reported:
-        rows: dict[str, dict] = {}
-        for r in reported:
-            key = r.model if r.threat is None else f"{r.model} @ {r.threat.eps_str}"
-            rows[key if key not in rows else f"{key} [{len(rows)}]"] = reported_row(r)
+        rows = [(r.model if r.threat is None else f"{r.model} @ {r.threat.eps_str}", reported_row(r))
+                for r in reported]
         parts.append("reported (published numbers, not measured here; protocols differ between sources):\n"
                      + metrics_table(rows, columns=REPORTED_COLUMNS, markdown=markdown, first="model"))
     return "\n\n".join(parts)

@@ -14,8 +14,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from advlora.cli.common import (PROGRESS, add_deprecated, add_json_argument, add_random_model_argument, examples,
-                                print_json, summary_stream)
+from advlora.cli.common import (
+    PROGRESS,
+    add_deprecated,
+    add_json_argument,
+    add_random_model_argument,
+    examples,
+    print_json,
+    summary_stream,
+)
 from advlora.config import load_yaml, parse_overrides, set_dotted
 from advlora.errors import AdvloraError
 
@@ -52,7 +59,8 @@ def _d(key: str) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="run config YAML (a path, or the name of a shipped config "
                    "such as advlora-tiny-clip: advlora list configs; default: the built-in defaults)")
-    p.add_argument("--model", default=None, help=f"hub id, local folder, tiny-clip, tiny-blip, tiny-siglip {_d('model.name')}")
+    p.add_argument("--model", default=None,
+                   help=f"hub id, local folder, tiny-clip, tiny-blip, tiny-siglip {_d('model.name')}")
     add_random_model_argument(p)
     p.add_argument("--data", default=None, help="emoji-downstream, emoji-source, emoji, emoji-video, an annotation "
                    "file, a shard pattern, a folder of images (objectives without captions: fare), or a "
@@ -73,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="frames sampled per video (video sets; default 8)")
     p.add_argument("--method", default=None, help=f"adapter method: advlora list methods {_d('adapter.method')}")
     p.add_argument("--objective", default=None, help="training objective: advlora list objectives; tecoa "
-                   "(adversarial cross-entropy over the class prompts on a classification set, contrastive on captions), fare (embedding distance to the original model; images only), trades, "
+                   "(adversarial cross-entropy over the class prompts on a classification set, contrastive on "
+                   "captions), fare (embedding distance to the original model; images only), trades, "
                    f"mix, fgsm-rs, fap (FAP: clean cross-entropy + cosine-weighted KL), pmg-aft (PMG-AFT: "
                    f"cross-entropy + KL to the clean and to the original model's predictions) {_d('train.objective')}")
     p.add_argument("--rank", type=int, default=None, help=f"adapter rank {_d('adapter.rank')}")
@@ -140,9 +149,9 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from advlora.data.check import check_inputs
-    from advlora.data.images import check_image_folder, is_image_folder
-    from advlora.report.tables import metrics_table
+    from advlora.data.images import check_image_folder, is_caption_free_folder
     from advlora.preempt import Preempted
+    from advlora.report.tables import metrics_table
     from advlora.runs import check_out, default_out, is_empty, replacing
     from advlora.training import train
     from advlora.training.checkpoint import list_checkpoints
@@ -157,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     d = config.data
     # every split the run will read (training, validation, final test), its files and one decoded sample, before
     # the first step: a missing test split is found now, not after the training
-    if d.sharded or is_image_folder(d.name):
+    if d.sharded or is_caption_free_folder(d.name):
         if d.sharded:
             check_inputs(d.name, [d.train_split])
         else:

@@ -12,12 +12,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from advlora.data import load_dataset
+from advlora.data import EMBEDDED, load_dataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.data.formats import detect_format, read_annotations
 from advlora.data.records import collecting_problems
-from advlora.data.video import frame_count
 from advlora.data.shards import ShardSamples, is_shard_spec
+from advlora.data.video import frame_count
 from advlora.errors import AdvloraError
 
 
@@ -68,15 +68,24 @@ def check_dataset(path: str | Path, fmt: str | None = None, split: str | None = 
                   image_root: str | Path | None = None, frames: int | None = None) -> CheckReport:
     """Check an annotation file and the files it names; ``report.ok`` only when nothing is wrong.
 
-    A file that cannot be read as annotations at all (missing, not JSON, unknown format) is reported as one
-    problem; per-record problems are all listed.
+    ``path`` is an annotation file, a folder, or an embedded set's name (``emoji-cls``: as ``--data`` takes it,
+    built on first use). A file that cannot be read as annotations (not JSON, unknown format) is reported as one
+    problem; per-record problems are all listed. A path that does not exist and is no embedded set's name is bad
+    input: ``AdvloraError`` (exit status 2), as for every other command.
     """
-    path = Path(path)
     report = CheckReport(str(path))
+    embedded = str(path) in EMBEDDED
+    path = Path(path)
+    if not embedded and not path.exists():
+        raise AdvloraError(f"{path}: no such file and not an embedded data set ({', '.join(EMBEDDED)})")
     try:
-        report.fmt = fmt or detect_format(path) if path.is_file() else (fmt or "?")
         with collecting_problems() as problems:
-            ds = read_annotations(path, fmt, split, image_root=image_root)
+            if embedded:
+                ds = load_dataset(str(path), split or "test", frames=frames)
+                report.fmt = f"embedded, split {split or 'test'}"
+            else:
+                report.fmt = fmt or detect_format(path) if path.is_file() else (fmt or "?")
+                ds = read_annotations(path, fmt, split, image_root=image_root)
     except AdvloraError as e:
         report.annotation_problems.append(str(e))
         return report

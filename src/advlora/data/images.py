@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from advlora.data.classification import is_imagefolder
 from advlora.data.dataset import RetrievalDataset, load_image_uint8
 from advlora.errors import AdvloraError
 
@@ -16,10 +17,11 @@ from advlora.errors import AdvloraError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def is_image_folder(spec: str | Path) -> bool:
-    """``spec`` names a folder (annotation formats and the embedded sets name files or names)."""
+def is_caption_free_folder(spec: str | Path) -> bool:
+    """``spec`` names a folder of images without captions: a folder (annotation formats and the embedded sets name
+    files or names) that is not a class-folder tree (``imagefolder``, a classification set)."""
     try:
-        return Path(spec).is_dir()
+        return Path(spec).is_dir() and not is_imagefolder(Path(spec))
     except (OSError, ValueError):
         return False
 
@@ -50,4 +52,4 @@ def check_image_folder(path: str | Path, split: str | None = None, size: int = 3
     return ds
 
 
-__all__ = ["IMAGE_SUFFIXES", "check_image_folder", "image_files", "is_image_folder", "read_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "check_image_folder", "image_files", "is_caption_free_folder", "read_image_folder"]

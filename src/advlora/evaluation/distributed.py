@@ -3,7 +3,8 @@
 An ``EvalSession`` (made current with ``with session:``; the default one is a single process with no
 state and no progress) owns the loop of every image attack (``runners.attack_images``):
 - **distributed** (``distributed=True`` and ``torch.distributed`` initialised, e.g. under ``torchrun``; a
-  session is never distributed by default, because a DDP training evaluates on its main process only): the images still to attack are
+  session is never distributed by default, because a DDP training evaluates on its main process only): the
+  images still to attack are
   split by index into contiguous slices, one per process (no padding, no duplicates); each process attacks
   its slice batch by batch and writes each batch's rows as a record; every process then reads all records
   (``advlora.evaluation.images.AdvImages``, row by row as needed), so everything after the attack (metrics,
@@ -22,10 +23,12 @@ state and no progress) owns the loop of every image attack (``runners.attack_ima
 - **preemption** (``stop``, an ``advlora.preempt.StopRequest``): checked after every batch (agreed between
   processes through an all-reduce); once raised, the finished batches are on disk and ``EvalPreempted``
   (an ``advlora.preempt.Preempted``: exit status 75) is raised.
-- **progress**: a ``BatchProgress`` per attack call, on the main process only.
+- **progress**: a ``BatchProgress`` per attack call, on the main process only, named by the call's key and,
+  inside ``labelled(text)``, by what the call is for (``apgd (sanity check: steps x2)``).
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -46,6 +49,8 @@ from advlora.preempt import PREEMPTED_EXIT, Preempted, StopRequest
 from advlora.runtime import resolve_device
 
 _CURRENT: contextvars.ContextVar[EvalSession | None] = contextvars.ContextVar("advlora_eval_session", default=None)
+#: what the attack calls made now are for, shown beside their key in the progress (``labelled``)
+_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("advlora_eval_label", default="")
 
 #: a batch function: global indices (B,) -> (adversarial images (B, ...), eval mode held, inputs in [0, 1])
 BatchFn = Callable[[torch.Tensor], tuple[torch.Tensor, bool, bool]]
@@ -192,7 +197,8 @@ class EvalSession:
         per_rank = -(-len(todo) // size)
         steps = -(-per_rank // batch_size) if per_rank else 0     # the same count on every process
         done_before = -(-int(done.sum()) // batch_size)
-        bar = BatchProgress(key, done_before + steps, mode=self.progress if rank == 0 else "off",
+        bar = BatchProgress(f"{key} ({_LABEL.get()})" if _LABEL.get() else key, done_before + steps,
+                            mode=self.progress if rank == 0 else "off",
                             initial=done_before)
         try:
             for i in range(steps):
@@ -259,6 +265,17 @@ def _device_of_group() -> torch.device:
     if d.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def labelled(text: str):
+    """Inside, every attack call's progress names ``text`` beside its key: the sanity checks' re-runs and a
+    reference attack are told apart from the attacks the results report."""
+    token = _LABEL.set(text)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
 
 
 def current() -> EvalSession:

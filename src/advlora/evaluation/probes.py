@@ -13,6 +13,7 @@ from advlora.attacks import ThreatModel, registry
 from advlora.attacks._utils import start_point
 from advlora.attacks.attack_objective import TargetFamily, as_objective
 from advlora.data.dataset import RetrievalDataset
+from advlora.evaluation.distributed import labelled
 from advlora.evaluation.measure import context, measure, positives
 from advlora.evaluation.results import limit_indices
 from advlora.evaluation.plan import EvalPlan
@@ -42,7 +43,8 @@ def probe(model, dataset: RetrievalDataset, k, plan: EvalPlan, runs: dict[str, t
     def rerun(key: str, threat: ThreatModel, attack: str | None = None, ranks: bool = False):
         spec, _, obj, opts = runs[key]
         spec = spec if attack is None else registry.get(attack)
-        adv = attack_images(ctx, spec, threat, plan, generator=threat.generator(), objective=obj, options=opts)
+        with labelled(f"sanity check on {len(small)} images: {threat.line(spec.name)}"):
+            adv = attack_images(ctx, spec, threat, plan, generator=threat.generator(), objective=obj, options=opts)
         res = measure(ctx, adv)
         return (res["metrics"], res["ranks"][0].cpu()) if ranks else res["metrics"]
 

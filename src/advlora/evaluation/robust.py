@@ -186,7 +186,8 @@ class _Run:
         self.scopes["subset"].add(spec.name, spec.kind, res["ranks"][0])
         wb = white_box_reference(self.names)
         if wb is not None:  # the gradient-masking checks need a white-box number on the same images
-            wb_adv = attack_images(sub, registry.get(wb), self.threat, self.plan, generator=self.generator)
+            with distributed.labelled(f"white-box reference on the {spec.name} subset"):
+                wb_adv = attack_images(sub, registry.get(wb), self.threat, self.plan, generator=self.generator)
             wb_res = measure(sub, wb_adv)
             entry.whitebox_on_subset = {"attack": wb, "metrics": wb_res["metrics"]}
             self.scopes["subset"].add(wb, registry.get(wb).kind, wb_res["ranks"][0])

@@ -91,6 +91,12 @@ def _line(ok: bool, msg: str, hint: str = "") -> Check:
     return Check("PASS" if ok else "WARN", msg, hint)
 
 
+def _rel(ok: bool, holds: str, fails: str) -> str:
+    """The relation a check's line prints: the one it tests when it passes, its negation when it fails, so that
+    a flagged line never states a false inequality."""
+    return holds if ok else fails
+
+
 @dataclass
 class Outcomes:
     """Per-sample image-to-text outcomes of the attacks run on one set of images: the rank of each image's best
@@ -160,7 +166,7 @@ def check_robust_le_clean(name: str, entry, kind: str | None = None) -> Check:
     c, r = entry["clean"]["r_mean"], entry["metrics"]["r_mean"]
     worse = [k for k in entry["metrics"] if k.startswith(side) and entry["metrics"][k] > entry["clean"][k] + TOL]
     what = {"i2t_": " on i2t", "t2i_": " on t2i"}.get(side, "")
-    return _line(not worse, f"{name}: robust <= clean{what} (r_mean {r:.1f} vs {c:.1f}"
+    return _line(not worse, f"{name}: robust {_rel(not worse, '<=', '>')} clean{what} (r_mean {r:.1f} vs {c:.1f}"
                  + (f"; higher: {', '.join(worse)}" if worse else "") + ")",
                  "the attack improved retrieval: a broken attack or metric")
 
@@ -175,11 +181,13 @@ def check_bounds(name: str, checks: dict, threat: ThreatModel) -> list[Check]:
         return []
     eps = float(threat.eps)
     bad = int(checks.get("non_finite", 0))
-    lines = [_line(checks["max_perturbation"] <= eps + 1e-5 and checks["min_pixel"] >= 0 and checks["max_pixel"] <= 1
-                   and bad == 0,
-                   f"{name}: adversarial images in [0, 1] (min {checks['min_pixel']:.3f}, "
-                   f"max {checks['max_pixel']:.3f})"
-                   f" and in the {threat.norm} ball (max {_radius(checks['max_perturbation'], threat.norm)} <= "
+    in_ball = checks["max_perturbation"] <= eps + 1e-5
+    in_range = checks["min_pixel"] >= 0 and checks["max_pixel"] <= 1
+    lines = [_line(in_ball and in_range and bad == 0,
+                   f"{name}: adversarial images {_rel(in_range, 'in', 'NOT in')} [0, 1] (min "
+                   f"{checks['min_pixel']:.3f}, max {checks['max_pixel']:.3f})"
+                   f" and {_rel(in_ball, 'in', 'NOT in')} the {threat.norm} ball (max "
+                   f"{_radius(checks['max_perturbation'], threat.norm)} {_rel(in_ball, '<=', '>')} "
                    f"{threat.eps_text})" + (f"; {bad} images NOT finite (NaN or inf)" if bad else ", all finite"),
                    "projection bug, or a NaN from a division by a zero norm in the attack")]
     if "eval_mode_during" in checks:
@@ -210,8 +218,9 @@ def check_square(out: dict, name: str = "square") -> list[Check]:
         best, where = atk[best_name]["metrics"]["r_mean"], ""
     r = sq["metrics"]["r_mean"]
     label = registry.get(name).label if registry.find(name) else name
-    return [_line(r >= best - 2.0, f"{label} r_mean {r:.1f} vs white-box {best_name} {best:.1f}: Square not better "
-                  f"by > 2 points{where}", "possible gradient masking")]
+    good = r >= best - 2.0
+    return [_line(good, f"{label} r_mean {r:.1f} vs white-box {best_name} {best:.1f}: Square "
+                  f"{_rel(good, 'not better', 'better')} by > 2 points{where}", "possible gradient masking")]
 
 
 def _checks_of(name: str) -> tuple[str, ...]:
@@ -270,8 +279,9 @@ def check_first_order(objective, images: torch.Tensor, norm: str, h: float = 1e-
         return _line(False, "first-order check: zero predicted change for every image",
                      "suggests zero input gradients; try another objective or look for a detached input stage")
     ratio = float((actual[ok] / predicted[ok]).median())
-    return _line(ratio >= 0.5, f"first-order check on {len(images)} images: loss change along a {h:g} "
-                 f"gradient step / its prediction, median {ratio:.2f} >= 0.5",
+    good = ratio >= 0.5
+    return _line(good, f"first-order check on {len(images)} images: loss change along a {h:g} "
+                 f"gradient step / its prediction, median {ratio:.2f} {_rel(good, '>=', '<')} 0.5",
                  "suggests obfuscated gradients (the gradient does not describe the forward pass); try a "
                  "black-box attack (square) with more queries, or BPDA / EOT through the non-differentiable part")
 
@@ -294,9 +304,11 @@ def check_black_vs_white(outcomes: dict, exit_k: int = max(KS), share: float = S
                 if kind != "black-box":
                     continue
                 only = int(((o.ranks[key] >= k) & intact & correct).sum())
-                out.append(_line(only <= share * n, f"{key} vs white-box ({', '.join(white)}) per sample on i2t "
+                good = only <= share * n
+                out.append(_line(good, f"{key} vs white-box ({', '.join(white)}) per sample on i2t "
                                  f"rank at R@{k}: {only} of {n} clean rank<{k} images broken by {key} only "
-                                 f"(<= {100 * share:g}%)" + ("" if scope == "full" else f" [{scope}]"),
+                                 f"({_rel(good, '<=', '>')} {100 * share:g}%)"
+                                 + ("" if scope == "full" else f" [{scope}]"),
                                  "suggests gradient masking: the gradients miss adversarial points a query search "
                                  "finds; try more white-box steps and restarts, the margin or targeted objective "
                                  "(apgd-margin, apgd-t), and report the per-sample worst (--attacks standard)"))
@@ -312,8 +324,10 @@ def check_fgsm_vs_iterative(fgsm_ranks: torch.Tensor, ref: str, ref_ranks: torch
     for k in sorted({1, int(exit_k)}):
         f = 100 * float((fgsm_ranks < k).float().mean())
         r = 100 * float((ref_ranks < k).float().mean())
-        lines.append(_line(f >= r - TOL, f"FGSM vs {ref} i2t R@{k}{where}: {f:.1f} >= {r:.1f} (one step not stronger "
-                           "than the iterative attack)",
+        good = f >= r - TOL
+        lines.append(_line(good, f"FGSM vs {ref} i2t R@{k}{where}: {f:.1f} {_rel(good, '>=', '<')} {r:.1f} "
+                           + _rel(good, "(one step not stronger than the iterative attack)",
+                                  "(one step stronger than the iterative attack)"),
                            "suggests masked gradients: the iterative attack's small steps are misled where one "
                            "large step is not; try a random start, larger steps, the margin objective, square"))
     return lines
@@ -391,8 +405,9 @@ def check_transfer(out: dict) -> list[Check]:
             continue
         best_key, best = min(((k, w["metrics"]["i2t_r1"]) for k, w in white), key=lambda t: t[1])
         r = e["metrics"]["i2t_r1"]
-        lines.append(_line(r >= best - 2.0, f"{key} i2t R@1 {r:.1f} vs white-box {best_key} {best:.1f}: transfer "
-                           "not stronger by > 2 points",
+        good = r >= best - 2.0
+        lines.append(_line(good, f"{key} i2t R@1 {r:.1f} vs white-box {best_key} {best:.1f}: transfer "
+                           f"{_rel(good, 'not stronger', 'stronger')} by > 2 points",
                            "suggests gradient masking on the target: a surrogate's gradients work better than "
                            "its own; try more steps, restarts, other objectives on the target"))
     return lines
@@ -460,14 +475,16 @@ def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe
     for label, changed in (("steps", th.replace(steps=th.steps * 2)),
                            ("restarts", th.replace(restarts=th.restarts * 2))):
         r = probe.rerun(base_key, changed)["r_mean"]
-        lines.append(_line(abs(r - base) < 1.0, f"{base_key} {label} x2 {sub}: robust r_mean {base:.1f} -> {r:.1f} "
-                           f"(|change| {abs(r - base):.2f} < 1)",
+        good = abs(r - base) < 1.0
+        lines.append(_line(good, f"{base_key} {label} x2 {sub}: robust r_mean {base:.1f} -> {r:.1f} "
+                           f"(|change| {abs(r - base):.2f} {_rel(good, '<', '>=')} 1)",
                            f"not converged: report the attack with {label} x2 or more"))
     chance_small = probe.chance if probe.chance is not None else chance_r_mean(probe.txt2img, probe.n_images)
     big = th.replace(norm="linf", eps=0.5, step_size=None, restarts=1, random_start=False)
     r = probe.rerun(base_key, big)["r_mean"]
-    lines.append(_line(r <= chance_small + 5.0, f"{base_key} linf eps=0.5 no-random-start {sub}: robust r_mean "
-                       f"{r:.1f} at or below chance {chance_small:.1f} + 5",
+    good = r <= chance_small + 5.0
+    lines.append(_line(good, f"{base_key} linf eps=0.5 no-random-start {sub}: robust r_mean "
+                       f"{r:.1f} {_rel(good, 'at or below', 'above')} chance {chance_small:.1f} + 5",
                        "the attack cannot break the model even unbounded: suggests gradient masking or a broken "
                        "attack; try square, more steps, another objective"))
     return lines

@@ -29,6 +29,7 @@ from advlora.experiments.grid import default_intro, fingerprint, run_grid
 from advlora.experiments.spec import GridConfig, load_grid_config, slug, train_cells
 from advlora.experiments.summarize import clean_stat, primary_results, robust_stat
 from advlora.io import atomic_dir, write_json
+from advlora.report.report import SectionItem, Table
 
 #: the data the model was pre-trained on, where the demo also evaluates every method (forgetting)
 SOURCE = "emoji-source"
@@ -105,22 +106,18 @@ def forgetting(cfg: GridConfig, root: Path, data: str, *, run: bool = True, fold
 
 def forgetting_table(summary: dict, data: str) -> str:
     """The terminal table of the forgetting evaluation: r_mean on ``data`` and its change from zero-shot."""
-    rows = summary.get("forgetting", {})
-    if not rows:
+    if not summary.get("forgetting"):
         return ""
-    eps = summary["eval"]["eps"][0]
-    n = next(iter(rows.values()))["n_images"]
-    base = rows.get("zero-shot")
-    header = ["method", f"{data} clean (n={n})", f"PGD-{summary['eval']['steps']} {eps}", "d clean", "d robust"]
-    lines = [header]
-    for label, r in rows.items():
-        d = [f"{r['clean'] - base['clean']:+.1f}", f"{r['robust'] - base['robust']:+.1f}"] if base else ["-", "-"]
-        lines.append([label, f"{r['clean']:.1f}", f"{r['robust']:.1f}", *d])
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in lines]
     return "\n".join([f"forgetting: the same models on the {data} test split (pre-training data); "
-                      "d = change from zero-shot", *text])
+                      "d = change from zero-shot", _aligned(*forgetting_rows(summary))])
+
+
+def _aligned(header: list[str], body: list[list[str]]) -> str:
+    """A table as the terminal prints it: the first column left-aligned, the others right-aligned."""
+    lines = [header, *body]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in lines)
 
 
 def transfer(cfg: GridConfig, root: Path, sets: list[str], *, run: bool = True,
@@ -138,15 +135,17 @@ def transfer_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     eps, steps = summary["eval"]["eps"][0], summary["eval"]["steps"]
     key = f"pgd@{eps}"
     per_set = {f"{summary['datasets'][0]} (adapted to)": {
-        label: {"clean": clean_stat(e).get("mean"), "robust": robust_stat(e, key).get("mean"), "metric": "r_mean"}
+        label: {"clean": clean_stat(e).get("mean"), "robust": robust_stat(e, key).get("mean"), "metric": "r_mean",
+                "n_images": e.get("clean_n_images")}
         for label, e in primary_results(summary).items()}}
     for d, rows in summary.get("transfer", {}).items():
         if rows:
             per_set[d + (" (pre-training)" if d == SOURCE else "")] = rows
     header = ["method"]
     for name, rows in per_set.items():
-        metric = next(iter(rows.values()), {}).get("metric", "r_mean")
-        header += [f"{name} {metric} clean", f"PGD-{steps} {eps}", "d clean", "d robust"]
+        first = next(iter(rows.values()), {})
+        header += [f"{name} {first.get('metric', 'r_mean')} clean (n={first.get('n_images')})", f"PGD-{steps} {eps}",
+                   "d clean", "d robust"]
     body = []
     for label in primary_results(summary):
         line = [label]
@@ -167,39 +166,46 @@ def transfer_table(summary: dict) -> str:
     """The terminal transfer table (``transfer_rows``)."""
     if not summary.get("transfer"):
         return ""
-    header, body = transfer_rows(summary)
-    lines = [header, *body]
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in lines]
     return "\n".join(["transfer: every method on the set it adapted to and on sets it was not adapted on "
-                      "(r_mean; top1 for classification); d = change from zero-shot", *text])
+                      "(r_mean; top1 for classification); d = change from zero-shot",
+                      _aligned(*transfer_rows(summary))])
 
 
-def sections(summary: dict, data: str | None) -> list[tuple[str, list[str]]]:
-    """The demo's own report section: the forgetting on the pre-training data (the claims are the report's own)."""
-    out = []
+def forgetting_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the forgetting table: clean and robust on the pre-training data, and the change of each
+    from zero-shot (the terminal and the report show these same rows)."""
     rows = summary.get("forgetting", {})
-    if data and rows:
-        base = rows.get("zero-shot")
-        out.append((f"Forgetting: the same models on {data} (test split, pre-training data)", [
-            f"{label}: clean r_mean {r['clean']:.1f}, PGD-{summary['eval']['steps']} {summary['eval']['eps'][0]} "
-            f"{r['robust']:.1f}" + (f" ({r['clean'] - base['clean']:+.1f} / {r['robust'] - base['robust']:+.1f} "
-                                    "from zero-shot)" if base else "") + f"; n = {r['n_images']}"
-            for label, r in rows.items()]))
+    eps, steps = summary["eval"]["eps"][0], summary["eval"]["steps"]
+    metric = next(iter(rows.values()), {}).get("metric", "r_mean")
+    n = next(iter(rows.values()), {}).get("n_images")
+    base = rows.get("zero-shot")
+    header = ["method", f"{metric} clean (n={n})", f"PGD-{steps} {eps}", "d clean", "d robust"]
+    body = []
+    for label, r in rows.items():
+        d = [f"{r['clean'] - base['clean']:+.1f}", f"{r['robust'] - base['robust']:+.1f}"] if base else ["-", "-"]
+        body.append([label, f"{r['clean']:.1f}", f"{r['robust']:.1f}", *d])
+    return header, body
+
+
+def sections(summary: dict, data: str | None) -> list[tuple[str, list[SectionItem]]]:
+    """The demo's own report sections, as tables: the forgetting on the pre-training data and the transfer table
+    (the claims are the report's own)."""
+    out: list[tuple[str, list[SectionItem]]] = []
+    if data and summary.get("forgetting"):
+        header, body = forgetting_rows(summary)
+        out.append((f"Forgetting: the same models on {data} (test split, pre-training data)",
+                    [Table(header, body, note="d = change from zero-shot.")]))
     if summary.get("transfer"):
         header, body = transfer_rows(summary)
         out.append(("Transfer: the set adapted to, and sets not adapted on", [
-            "r_mean for retrieval, top1 for classification; d = change from zero-shot.", "",
-            "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *["| " + " | ".join(row) + " |" for row in body]]))
+            Table(header, body, note="r_mean for retrieval, top1 for classification; d = change from zero-shot.")]))
     return out
 
 
 def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | None = None,
              tiny_test: bool = False, report_only: bool = False, jobs: int = 1,
              forgetting_data: str | None = SOURCE, transfer_data: tuple[str, ...] = (CLASSIFICATION,),
-             progress: str = "auto"             ) -> tuple[dict, str]:
+             progress: str = "auto") -> tuple[dict, str]:
     """Run (or resume) the demo under ``out``; returns (summary, the tables and claims as printed).
     ``progress``: the train cells done, a ``BatchProgress`` mode.
 
@@ -212,7 +218,7 @@ def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] | Non
     root = Path(out)
     title = f"advlora {'quick ' if quick else ''}demo: AdvLoRA vs baselines"
 
-    def extra(summary: dict) -> list[tuple[str, list[str]]]:
+    def extra(summary: dict) -> list[tuple[str, list[SectionItem]]]:
         if forgetting_data:  # after every cell of the grid: the trained models are there to evaluate
             summary["forgetting"] = forgetting(cfg, root, forgetting_data, run=not report_only)
         sets = [d for d in (forgetting_data, *transfer_data) if d]

@@ -41,6 +41,7 @@ from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
 from advlora.plugins import load_plugins
 from advlora.progress import BatchProgress
+from advlora.report.report import SectionItem
 from advlora.runs import manifest
 from advlora.runtime import quiet_libraries
 from advlora.threads import auto_threads
@@ -60,12 +61,13 @@ def eval_fingerprint(cfg: GridConfig, cell) -> str:
 
 def run_grid(cfg: GridConfig, out: str | Path, *, title: str | None = None,
              intro: Callable[[dict], list[str]] | None = None,
-             extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
+             extra: Callable[[dict], list[tuple[str, list[SectionItem]]]] | None = None,
              extra_plots: Callable[[dict, Path], list[tuple[str, str]]] | None = None,
              report_only: bool = False, jobs: int = 1, progress: str = "auto") -> tuple[dict, str]:
     """Run every incomplete cell of ``cfg`` under ``out``, then summarise; returns (summary, terminal table).
 
-    ``extra`` adds report sections (heading, bullets); ``extra_plots(summary, out)`` draws more plots and returns
+    ``extra`` adds report sections (heading, bullet lines and tables); ``extra_plots(summary, out)`` draws more
+    plots and returns
     (path relative to ``out``, caption) for each.
 
     ``report_only``: run nothing, only summarise the cells already complete (the rest are listed as missing).
@@ -172,7 +174,7 @@ def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int,
 
 def finish(cfg: GridConfig, root: Path, summary: dict, *, title: str | None,
            intro: Callable[[dict], list[str]] | None,
-           extra: Callable[[dict], list[tuple[str, list[str]]]] | None = None,
+           extra: Callable[[dict], list[tuple[str, list[SectionItem]]]] | None = None,
            extra_plots: Callable[[dict, Path], list[tuple[str, str]]] | None = None) -> str:
     """Draw the plots and write report.md, report.html and summary.json; returns the terminal table."""
     ds, seed = cfg.datasets[0], cfg.seeds[0]

@@ -22,7 +22,7 @@ from advlora.experiments.claims import claim_sections
 from advlora.experiments.summarize import attack_name, pgd_sweep
 from advlora.report import plots
 from advlora.report.plots import count
-from advlora.report.report import Report, write_report
+from advlora.report.report import Report, SectionItem, write_report
 from advlora.report.tables import metrics_table
 
 
@@ -95,7 +95,7 @@ def detail_rows(summary: dict[str, Any], dataset: str) -> tuple[list[str], list[
               "ASR i2t %", "ASR t2i %"]
     rows = []
     for label, e in summary["results"].get(dataset, {}).items():
-        for key, r in e.get("robust", {}).items():
+        for r in e.get("robust", {}).values():
             m, c = r["metrics"], r["clean_same_images"]
             rows.append([label, r["attack"], r["eps"], fmt(c.get("i2t_r1"), seeds), fmt(m.get("i2t_r1"), seeds),
                          fmt(c.get("t2i_r1"), seeds), fmt(m.get("t2i_r1"), seeds), fmt(r["asr"]["i2t"], seeds),
@@ -161,7 +161,8 @@ def make_plots(summary: dict[str, Any], root: Path, histories: dict[str, Path]) 
         out["robust_vs_eps"] = "plots/robust_vs_eps.png"
     headline = white_box_reference(ev["attacks"]) or next(iter(ev["attacks"]), None)
     key = result_key(headline, ev["eps"][0]) if headline else None
-    pts = {label: (e["clean"]["r_mean"]["mean"], e["robust"][key]["metrics"]["r_mean"]["mean"], e.get("trainable") or 0)
+    pts = {label: (e["clean"]["r_mean"]["mean"], e["robust"][key]["metrics"]["r_mean"]["mean"],
+                   e.get("trainable") or 0)
            for label, e in res.items() if key in e.get("robust", {}) and "r_mean" in e.get("clean", {})}
     if pts:
         plots.clean_vs_robust(pts, pdir / "clean_vs_robust.png", attack=f"{attack_name(headline)} {ev['eps'][0]}")
@@ -186,11 +187,12 @@ _CAPTIONS = {
 
 
 def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str], histories: dict[str, Path],
-           extra: list[tuple[str, list[str]]] | None = None,
+           extra: list[tuple[str, list[SectionItem]]] | None = None,
            extra_plots: list[tuple[str, str]] | None = None) -> str:
     """Write plots, report.md, report.html and summary.json under ``root``; return the terminal table.
 
-    ``extra``: more sections (heading, bullets); ``extra_plots``: plots already drawn, as (path relative to
+    ``extra``: more sections (heading, bullet lines and ``Table``s); ``extra_plots``: plots already drawn, as
+    (path relative to
     ``root``, caption), shown first."""
     own = make_plots(summary, root, histories)
     figs = {Path(rel).stem: rel for rel, _ in extra_plots or []} | own
@@ -210,7 +212,7 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
                  + (f"; mean ± {summary['spread']}" if len(summary["seeds"]) > 1 else "") + ". Threat models:")
         rep.bullets(threat_lines(summary, ds))
     for heading, items in extra or []:
-        rep.heading(heading).bullets(items)
+        rep.section(heading, items)
     for ds in summary["datasets"]:
         header, rows = detail_rows(summary, ds)
         rep.heading("Recall@1 and attack success rate" + (f" on {ds}" if len(summary["datasets"]) > 1 else ""),
@@ -254,7 +256,8 @@ def overview(summary: dict[str, Any]) -> str:
     return (f"`{summary.get('model', '')}` on {', '.join(summary['datasets'])}: {len(labels)} methods "
             f"({', '.join(labels)}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
             + (f"; headline attack {attack_name(headline, ev.get('steps'))} at {ev['eps'][0]}"
-               if headline and ev.get("eps") else "") + ". The budget, learning rates, command line and package versions are at the end.")
+               if headline and ev.get("eps") else "")
+            + ". The budget, learning rates, command line and package versions are at the end.")
 
 
 def sanity_checks(summary: dict[str, Any]) -> list[tuple[str, Check]]:

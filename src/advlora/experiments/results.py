@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from advlora.attacks.threat import format_eps, parse_eps
+from advlora.config import load_yaml
 from advlora.errors import AdvloraError
 from advlora.evaluation.sweep import HEADLINE, RESULTS_SCHEMA, check_record
 
@@ -116,11 +117,51 @@ class Result:
         return base if not self.adapter else f"{base}+{Path(str(self.adapter)).name}"
 
 
+#: the protocol name of the record read from a training run's final test (``training_run_record``)
+TRAINING_TEST = "advlora train: final test"
+
+
+def training_run_record(metrics_file: Path) -> dict[str, Any] | None:
+    """The results record of a training run's final test: its ``metrics.json`` (clean and PGD on the test split,
+    written by ``advlora train``) read with the run's ``config.yaml`` and ``manifest.json``; None when
+    ``metrics_file`` is not a training run's (an evaluation's metrics.json, or no config beside it)."""
+    folder = metrics_file.parent
+    try:
+        m = json.loads(metrics_file.read_text(encoding="utf-8"))
+        cfg = load_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
+    except (OSError, ValueError, AdvloraError):
+        return None
+    if not isinstance(m, dict) or cfg is None or "train_attack" not in m or "clean" not in m:
+        return None
+    man = json.loads((folder / "manifest.json").read_text(encoding="utf-8")) \
+        if (folder / "manifest.json").is_file() else {}
+    task = "classification" if "top1" in m["clean"] else "retrieval"
+    model, data, ev = cfg.get("model", {}), cfg.get("data", {}), cfg.get("eval", {})
+    threat = None
+    if m.get("robust"):
+        norm = cfg.get("attack", {}).get("norm", "linf")
+        eps = parse_eps(ev.get("eps") or cfg.get("attack", {}).get("eps"))
+        threat = {"norm": norm, "eps": eps, "eps_str": format_eps(eps, norm), "steps": ev.get("test_steps")}
+    eval_set = str(data.get("eval_name") or data.get("name"))
+    attack = m.get("attack", "pgd")
+    return {"schema": RESULTS_SCHEMA, "protocol": {"name": TRAINING_TEST}, "model": model.get("name") if not
+            model.get("random") else f"random {model['random']}",
+            "adapter": str(folder / "adapter") if (folder / "adapter").is_dir() else None,
+            "method": m.get("method"), "objective": m.get("objective"), "train_attack": m.get("train_attack"),
+            "trained_on": [str(data.get("name"))], "data": eval_set, "dataset": eval_set, "split": m.get("split"),
+            "task": task, "n_images": m.get("n_images"), "n_texts": m.get("n_texts"), "threat": threat,
+            "attacks": [attack] if threat else [], "budget": {}, "headline": HEADLINE[task], "clean": m["clean"],
+            "robust": {"attack": f"{attack}@{threat['eps_str']}", "metrics": m["robust"]} if threat else None,
+            "results": {}, "sanity": {"verdict": None, "checks": []}, "versions": man.get("versions", {}),
+            "commit": man.get("git_commit"), "time": man.get("time")}
+
+
 def iter_records(paths: list[str], notes: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
     """(path, record) of every valid results file under ``paths`` (folders searched recursively in name order,
     files named directly), one at a time, so that a caller that keeps only what it needs of each record holds
     one record in memory; one line per JSON file skipped is appended to ``notes``. JSON without a ``schema``
-    key (manifest.json, metrics.json) is not a results file and is passed over silently."""
+    key is not a results file and is passed over silently (manifest.json, an evaluation's metrics.json), except a
+    training run's ``metrics.json``, read as the record of its final test (``training_run_record``)."""
     notes = notes if notes is not None else []
     for p in map(Path, paths):
         if not p.exists():
@@ -132,6 +173,8 @@ def iter_records(paths: list[str], notes: list[str] | None = None) -> Iterator[t
             except (OSError, ValueError) as e:
                 notes.append(f"{f}: not readable JSON ({type(e).__name__})")
                 continue
+            if isinstance(rec, dict) and "schema" not in rec and f.name == "metrics.json":
+                rec = training_run_record(f)
             if not isinstance(rec, dict) or "schema" not in rec:
                 continue
             problems = check_record(rec)
@@ -148,4 +191,5 @@ def find_records(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
     return found, notes
 
 
-__all__ = ["KINDS", "RESULTS_SCHEMA", "Result", "Threat", "find_records", "iter_records"]
+__all__ = ["KINDS", "RESULTS_SCHEMA", "TRAINING_TEST", "Result", "Threat", "find_records", "iter_records",
+           "training_run_record"]

@@ -2,9 +2,9 @@
 
 An experiment (``advlora grid``, ``advlora demo``, ``advlora ablate``) is a ``GridConfig``: the shared
 training budget (``train``: a nested dict of ``RunConfig`` fields every run gets), the methods (each a label,
-an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the evaluation (attacks, eps values, subset sizes), the
-data sets and the seeds. It expands into *train cells* (method x data set x seed) and *eval cells* (train
-cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
+an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the
+evaluation (attacks, eps values, subset sizes), the data sets and the seeds. It expands into *train cells*
+(method x data set x seed) and *eval cells* (train cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from advlora.adapters import METHODS
-from advlora.attacks import registry
 from advlora.attacks import parse_eps as _parse_eps
+from advlora.attacks import registry
 from advlora.config import from_dict, load_yaml, merge, parse_overrides
 from advlora.errors import AdvloraError
 from advlora.training import objectives
@@ -63,7 +63,8 @@ class EvalSpec:
     square_limit: int | None = 64
     square_queries: int = 100
     split: str = "test"
-    #: BLIP: re-rank the top k of ITC by ITM (-1: the backend's default, 16; 0: ITC only)
+    #: BLIP: re-rank the top k of ITC by ITM (-1: LAVIS's depth for the set's size, ``default_rerank_k``: 128, or
+    #: 256 from 5,000 images on, at most the set's size; 0: ITC only)
     rerank_k: int = -1
     #: the white-box attacks' objective (``advlora.attacks.objectives``); BLIP: "rerank" attacks through the
     #: ITM re-ranking of the top k, not only ITC

@@ -63,6 +63,9 @@ PRETRAINED_BASES = {
     "ViT-L-14@laion2b_s32b_b82k": "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
     "ViT-H-14@laion2b_s32b_b79k": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
 }
+#: the transformers repo whose tokenizer is OpenAI's CLIP BPE tokenizer, as open_clip's checkpoints use it: fetched
+#: once when the hub is reachable, then read from the hub cache (offline too)
+CLIP_TOKENIZER_REPO = "openai/clip-vit-base-patch32"
 #: the CLIP BPE vocabulary file and the installed distributions that ship it as package data (read, never imported)
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_ENV = "ADVLORA_CLIP_BPE"
@@ -433,9 +436,11 @@ def image_processor(preprocess_cfg: dict, image_size: int):
 
 # ---- tokenizer ---------------------------------------------------------------------------------------------
 def clip_tokenizer(folders: list[Path], context_length: int, where: str = ""):
-    """The CLIP BPE tokenizer: the checkpoint's own files (``tokenizer.json`` or ``vocab.json`` + ``merges.txt``),
-    else the BPE vocabulary ``bpe_simple_vocab_16e6.txt.gz`` from ``$ADVLORA_CLIP_BPE`` or from an installed
-    package that ships it (read as a data file; the package is not imported)."""
+    """The CLIP BPE tokenizer: the checkpoint's own files (``tokenizer.json`` or ``vocab.json`` + ``merges.txt``);
+    else the BPE vocabulary ``bpe_simple_vocab_16e6.txt.gz`` named by ``$ADVLORA_CLIP_BPE`` (the user's choice);
+    else OpenAI's CLIP tokenizer through transformers (``CLIP_TOKENIZER_REPO``: downloaded once when the hub is
+    reachable, from the hub cache after); else the BPE vocabulary of an installed package that ships it (read as a
+    data file; the package is not imported). None of them: one error line naming each way."""
     for folder in folders:
         if (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file()
                                                      and (folder / "merges.txt").is_file()):
@@ -443,21 +448,43 @@ def clip_tokenizer(folders: list[Path], context_length: int, where: str = ""):
                 return CLIPTokenizer.from_pretrained(folder, model_max_length=context_length)
             except (OSError, ValueError) as e:
                 raise AdvloraError(f"cannot read the tokenizer files in {folder}: {str(e).splitlines()[0]}") from None
-    bpe = _find_bpe()
+    bpe = _bpe_from_env()
+    if bpe is None:
+        hub = _hub_tokenizer(context_length)
+        if hub is not None:
+            return hub
+        bpe = _installed_bpe()
     if bpe is None:
         raise AdvloraError(f"open_clip checkpoint {where!r} has no tokenizer files (tokenizer.json, or vocab.json + "
-                           f"merges.txt) and no CLIP BPE vocabulary was found: set {BPE_ENV} to a {BPE_NAME}, or "
-                           "copy the tokenizer files of any CLIP (e.g. openai/clip-vit-base-patch32) into the folder")
+                           f"merges.txt), the CLIP tokenizer {CLIP_TOKENIZER_REPO} is neither reachable on the hub "
+                           f"nor in its cache, and no CLIP BPE vocabulary was found: run once with the hub "
+                           f"reachable, set {BPE_ENV} to a {BPE_NAME}, or copy the tokenizer files of any CLIP into "
+                           "the folder")
     vocab, merges = bpe_vocabulary(bpe)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context_length)
 
 
-def _find_bpe() -> Path | None:
-    if os.environ.get(BPE_ENV):
-        path = Path(os.environ[BPE_ENV]).expanduser()
-        if not path.is_file():
-            raise AdvloraError(f"{BPE_ENV}={path}: no such file")
-        return path
+def _hub_tokenizer(context_length: int):
+    """OpenAI's CLIP tokenizer from the hub or its cache (``CLIP_TOKENIZER_REPO``), or None when neither has it."""
+    try:
+        tok = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_REPO, model_max_length=context_length)
+    except (OSError, ValueError):   # offline without a cached copy, hub unreachable, or a broken cache entry
+        return None
+    # without vocabulary files transformers may still build an empty tokenizer (its special tokens only); every
+    # CLIP BPE vocabulary holds at least the 256 byte symbols and their end-of-word forms
+    return tok if len(tok) > 2 * 256 else None
+
+
+def _bpe_from_env() -> Path | None:
+    if not os.environ.get(BPE_ENV):
+        return None
+    path = Path(os.environ[BPE_ENV]).expanduser()
+    if not path.is_file():
+        raise AdvloraError(f"{BPE_ENV}={path}: no such file")
+    return path
+
+
+def _installed_bpe() -> Path | None:
     for dist, rel in BPE_DISTRIBUTIONS:
         try:
             path = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))

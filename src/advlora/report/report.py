@@ -16,6 +16,19 @@ from typing import Any
 from advlora.io import atomic_write_text, write_json
 
 
+@dataclass(frozen=True)
+class Table:
+    """A table inside a report section: ``note`` (a sentence above it, optional), ``header`` and ``rows``."""
+
+    header: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+
+#: what a report section holds: bullet lines (``str``) and tables, in order
+SectionItem = str | Table
+
+
 @dataclass
 class Report:
     """An ordered list of blocks: ("h", level, text) | ("p", text) | ("pre", text) | ("table", header, rows)
@@ -46,6 +59,23 @@ class Report:
 
     def bullets(self, items: list[str]) -> Report:
         self.blocks.append(("ul", [str(i) for i in items]))
+        return self
+
+    def section(self, heading: str, items: list[SectionItem]) -> Report:
+        """A heading, then ``items`` in order: each run of strings as one bullet list, each ``Table`` as a table."""
+        self.heading(heading)
+        run: list[str] = []
+        for item in [*items, None]:
+            if isinstance(item, str):
+                run.append(item)
+                continue
+            if run:
+                self.bullets(run)
+                run = []
+            if isinstance(item, Table):
+                if item.note:
+                    self.text(item.note)
+                self.table(item.header, item.rows)
         return self
 
     def details(self, summary: str, text: str) -> Report:

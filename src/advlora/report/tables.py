@@ -6,11 +6,13 @@ from collections.abc import Mapping, Sequence
 from advlora.metrics import METRIC_KEYS
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str] = METRIC_KEYS,
-                  markdown: bool = False, first: str = "") -> str:
-    """One row per entry of ``rows`` (name -> metrics), one column per key; numbers with one decimal."""
+def metrics_table(rows: Mapping[str, Mapping[str, float]] | Sequence[tuple[str, Mapping[str, float]]],
+                  columns: Sequence[str] = METRIC_KEYS, markdown: bool = False, first: str = "") -> str:
+    """One row per entry of ``rows`` (name -> metrics, or (name, metrics) pairs, where a name may repeat), one
+    column per key; numbers with one decimal."""
     header = [first, *columns]
-    body = [[name, *[_fmt(m.get(c)) for c in columns]] for name, m in rows.items()]
+    pairs = rows.items() if isinstance(rows, Mapping) else rows
+    body = [[name, *[_fmt(m.get(c)) for c in columns]] for name, m in pairs]
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     if markdown:
         lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",

@@ -25,13 +25,12 @@ from advlora.adapters import method as adapter_methods
 from advlora.attacks.objectives import check_loss
 from advlora.attacks.threat import ThreatModel, format_eps, parse_eps
 from advlora.config import from_dict, load_yaml, merge, parse_overrides, to_dict
+from advlora.data.images import is_caption_free_folder
 from advlora.data.shards import MODES as SHARD_MODES
 from advlora.data.shards import is_shard_spec
-from advlora.data.classification import is_imagefolder
-from advlora.data.images import is_image_folder
 from advlora.errors import AdvloraError, choices_error
-from advlora.training import objectives
 from advlora.progress import PROGRESS
+from advlora.training import objectives
 from advlora.training.data import LoaderConfig
 
 #: training attacks beside the ones in ``advlora.attacks.ATTACKS``: ``none`` trains on clean images
@@ -88,7 +87,7 @@ class DataConfig:
                                f"the data set validation and the final test read, e.g. the annotation file the "
                                f"shards were written from")
         # a folder of class folders (the imagefolder format) is annotated: validation and the test can read it
-        if self.eval_name is None and is_image_folder(self.name) and not is_imagefolder(self.name):
+        if self.eval_name is None and is_caption_free_folder(self.name):
             raise AdvloraError(f"data.name {self.name} is a folder of images without captions: set data.eval_name "
                                f"(--eval-data) to the annotated data set validation and the final test read")
 
@@ -154,7 +153,8 @@ class AttackConfig:
         ``attack_loss`` only when it is not the default (the configs, and fingerprints, of runs that never chose
         one stay as they were)."""
         norm = self.threat.norm
-        threat = {k: _radius_text(v, norm) if k in ("eps", "step_size") else v for k, v in to_dict(self.threat).items()}
+        threat = {k: _radius_text(v, norm) if k in ("eps", "step_size") else v
+                  for k, v in to_dict(self.threat).items()}
         loss = {} if self.attack_loss == "contrastive" else {"attack_loss": self.attack_loss}
         return {"name": self.name, **threat, **loss, "beta": self.beta, "clean_weight": self.clean_weight}
 

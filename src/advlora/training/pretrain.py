@@ -13,8 +13,8 @@ The tokenizer is a WordPiece vocabulary trained on the train captions; the model
 its captions (the name, or an alias), so that a batch never holds a false negative.
 
 The loss is the family's own (``VLModel.contrastive_loss``): CLIP's symmetric InfoNCE with a learnable
-temperature, SigLIP's sigmoid loss with its bias. Optionally (softmax families) (``bank=True``, off by default: it slowed
-learning in our runs) each side is also contrasted with a per-caption / per-emoji memory of the other side's
+temperature, SigLIP's sigmoid loss with its bias. Optionally (softmax families; ``bank=True``, off by default:
+it slowed learning in our runs) each side is also contrasted with a per-caption / per-emoji memory of the other side's
 most recent embeddings. BLIP: the same ITC loss plus ITM on hard negatives sampled from the ITC similarities,
 as BLIP trains.
 AdamW, linear warm-up then cosine decay. The result is written with ``save_model`` into a temporary folder
@@ -40,6 +40,7 @@ from advlora.models import VLModel, get_family, resolve_model_path, save_model, 
 from advlora.models import load_model as _load_cached
 from advlora.models.tiny import SIZES
 from advlora.models.tokenizer import build_tokenizer
+from advlora.progress import BatchProgress
 from advlora.threads import auto_threads, torch_threads
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,9 @@ def train_model(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
     """Run the pre-training loop in place; returns the number of optimizer steps.
 
     Runs with ``cfg.threads`` torch threads (default: ``advlora.threads.auto_threads``, the cores other
-    processes leave free: on an idle 2-core machine 2 threads were 1.5x faster than 1, on a shared one
-    OpenMP's spinning made steps 5-8x slower) and with eager attention (PyTorch's CPU flash-attention kernel
-    is slower on 17-token sequences); both are restored afterwards.
+    processes leave free) and with eager attention (PyTorch's CPU flash-attention kernel is slower on short
+    caption sequences); both are restored afterwards (docs/performance.md: the measurements). ``progress``: a
+    bar on a terminal, else a log line every ``advlora.progress.LOG_INTERVAL`` seconds (``BatchProgress``).
     """
 
     attn = getattr(model.hf_model.config, "_attn_implementation", None)
@@ -221,7 +222,6 @@ def _set_attention(model, impl: str) -> None:
 
 
 def _train_loop(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, progress: bool) -> int:
-    from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     g = torch.Generator().manual_seed(seed)
@@ -238,7 +238,7 @@ def _train_loop(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
     banks = _init_banks(model, data, tokens) if cfg.bank else None
     model.train()
-    bar = tqdm(total=steps, desc=f"pretrain tiny-{model.arch}", disable=not progress, mininterval=2)
+    bar = BatchProgress(f"pretrain tiny-{model.arch}", steps, mode="auto" if progress else "off", unit="step")
     step = 0
     while step < steps:
         order = torch.randperm(len(data), generator=g)
@@ -257,7 +257,7 @@ def _train_loop(model, data: EmojiTrainSet, cfg: PretrainConfig, seed: int, prog
             step += 1
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{log_scale.exp().item():.1f}")
+                bar.set_note(loss=f"{loss.item():.3f}", scale=f"{log_scale.exp().item():.1f}")
     bar.close()
     model.eval()
     model.keep_temperature(log_scale)

@@ -16,12 +16,11 @@ from advlora.adapters import alpha_parameters, attach_adapter
 from advlora.adapters import method as adapter_methods
 from advlora.config import dump_yaml, load_yaml
 from advlora.data import load_dataset
-from advlora.data.classification import is_imagefolder
-from advlora.data.images import is_image_folder, read_image_folder
+from advlora.data.images import is_caption_free_folder, read_image_folder
 from advlora.errors import AdvloraError
 from advlora.io import atomic_write_text, write_json
-from advlora.models.recompute import enable_recompute
 from advlora.models import load_model
+from advlora.models.recompute import enable_recompute
 from advlora.models.tiny import random_model
 from advlora.runs import created_by, is_empty, manifest, mark
 from advlora.training.checkpoint import list_checkpoints
@@ -135,7 +134,7 @@ def dataset(data_cfg, split: str, limit: int | None, seed: int = 0, name: str | 
     name = name or d.name
     key = (name, split, limit, d.format, d.image_root, d.frames, seed)
     if key not in _DATASETS:
-        if is_image_folder(name) and not is_imagefolder(Path(name)):
+        if is_caption_free_folder(name):
             _DATASETS[key] = read_image_folder(name, split).limit(limit, seed)
         else:
             _DATASETS[key] = load_dataset(name, split, fmt=d.format, limit=limit, seed=seed,
@@ -185,5 +184,5 @@ def param_counts(model) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "share": 100.0 * trainable / max(1, total)}
 
 
-__all__ = ["base_model", "build_model", "copy_model", "dataset", "fresh_base", "make_accelerator", "optimizer_and_schedule",
-           "param_counts", "prepare_folder", "trainable_towers"]
+__all__ = ["base_model", "build_model", "copy_model", "dataset", "fresh_base", "make_accelerator",
+           "optimizer_and_schedule", "param_counts", "prepare_folder", "trainable_towers"]
