@@ -24,13 +24,13 @@ RANDOM_CALLS, RANDOM_TOL = 5, 1e-4
 
 
 def probe(model, dataset: RetrievalDataset, k, objective: str, gallery: str, batch_size: int,
-          limit: int | None, runs: dict[str, tuple]) -> Probe:
+          limit: int | None, logit_scale: float | None, runs: dict[str, tuple]) -> Probe:
     """The sanity checks' view of a deterministic subset of ``limit`` images: a batch with the objective in
     use, and re-running an image attack of ``runs`` there (its objective and options) under another threat
     model (a fresh generator from its seed)."""
     idx = limit_indices(len(dataset), limit)
     small = dataset if idx is None else dataset.subset(idx)
-    ctx = context(model, small, k)
+    ctx = context(model, small, k, logit_scale)
     sel = torch.arange(min(len(small), batch_size))
     x = x0 = ctx.images.rows(sel).to(model.device)
     grad_objective = objective_for(objective, ctx, sel, x, gallery)   # the objective in use

@@ -38,7 +38,8 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                     square_queries: int = 1000, ensemble: bool = False, generator: torch.Generator | None = None,
                     objective: str = "contrastive", gallery: str = "full", surrogate=None, text_budget: int = 3,
                     sanity: bool = True, sanity_limit: int = 64, options: dict | None = None,
-                    exhaustive: bool = False, exit_k: int | None = None) -> dict:
+                    exhaustive: bool = False, exit_k: int | None = None,
+                    logit_scale: float | None = None) -> dict:
     """Clean and robust retrieval of ``model`` on ``dataset`` under each attack of ``attacks``.
 
     Args:
@@ -62,6 +63,9 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
             to the largest reported k the set lets an image miss (``tasks.exit_rank``: 5 on a 7-class set; the
             rank used is recorded as "suite_exit_k"). Recalls at a k above it are then upper bounds of the
             exhaustive suite's.
+        logit_scale: the cross-entropy objective attacks ``logit_scale`` x cosine instead of the model's own
+            logit scale (a protocol's fixed logits: RobustVLM's 100); recorded as "logit_scale" and in each
+            attack's threat-model line. The margin and DLR objectives are scale-invariant.
     Returns:
         ``{"clean", "attacks": {name: AttackResult}, "ensemble": AttackResult, "sanity": [Check], "protocol",
         ...}``; metric values in percent.
@@ -81,13 +85,16 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     exit_k = exit_rank(dataset, exit_k)
     t0 = time.perf_counter()
     run = _Run(dataset, threat, names, given, generator, surrogate, square_limit, (exhaustive, exit_k),
-               dict(batch_size=batch_size, gallery=gallery, objective=objective), f" precision={precision_of(model)}")
+               dict(batch_size=batch_size, gallery=gallery, objective=objective),
+               f" precision={precision_of(model)}" + ("" if logit_scale is None else f" logits={logit_scale:g}*cos"))
     with attack_mode(model):
-        ctx = context(model, dataset, k)
+        ctx = context(model, dataset, k, logit_scale)
         run.ctx, run.scopes = ctx, {"full": Outcomes(ctx.clean_ranks[0])}
         out: dict = {"clean": ctx.clean, "n_images": len(dataset), "n_texts": len(dataset.captions),
                      "eps": float(threat.eps), "eps_str": threat.eps_text, "norm": threat.norm,
                      "objective": objective, "gallery": gallery, "rerank_k": k, "attacks": {},
+                     "logit_scale": float(torch.as_tensor(model.logit_scale).detach() if logit_scale is None
+                                          else logit_scale),
                      "suite_mode": "exhaustive" if exhaustive else "early-exit", "protocol": PROTOCOL.strip()}
         if not exhaustive:
             out["suite_exit_k"] = exit_k
@@ -106,7 +113,7 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
                 out["ensemble"] = _ensemble(ctx, run.advs, members, threat)[0]
         if sanity:
             out["sanity"] = run.checks(probe(model, dataset, k, objective, gallery, batch_size, sanity_limit,
-                                             run.runs))
+                                             logit_scale, run.runs))
     distributed.current().barrier()   # no process returns (and replaces the state folder) while another reads it
     if sanity:
         out["sanity"].append(check_mode_restored(model, was_training))
@@ -202,7 +209,7 @@ class _Run:
         ds, kw = self.dataset, self.attack_kw
         if self.sub_ctx is None:
             self.sub_ctx = context(self.ctx.model, ds.subset(limit_indices(len(ds), self.square_limit)),
-                                   self.ctx.rerank_k)
+                                   self.ctx.rerank_k, self.ctx.logit_scale)
             self.scopes["subset"] = Outcomes(self.sub_ctx.clean_ranks[0])
         sub = self.sub_ctx
         adv = attack_images(sub, spec, self.threat, generator=self.generator, options=self.given, **kw)

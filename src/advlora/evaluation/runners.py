@@ -35,8 +35,8 @@ def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, galle
         cols = pos.any(dim=0).nonzero().squeeze(1)
         tf, pos = tf[cols], pos[:, cols]
     ks = (*(j for j in KS if j < rank_k), rank_k)
-    if name in ("contrastive", "itc"):
-        return O.contrastive(model, tf, pos, clean_features=cf)
+    if name in ("contrastive", "itc"):   # a fixed logit scale is the attacked model's protocol, not a surrogate's
+        return O.contrastive(model, tf, pos, clean_features=cf, logit_scale=ctx.logit_scale if own else None)
     if name == "margin":
         return O.margin(model, tf, pos, clean_features=cf, k=ks)
     if name == "dlr":

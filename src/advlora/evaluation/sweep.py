@@ -63,6 +63,8 @@ class SweepSettings:
     exhaustive: bool = False
     #: early exit: the i2t rank at which an image is done (None: the largest reported k; ``results.check_exit_k``)
     exit_k: int | None = None
+    #: the cross-entropy objective attacks this x cosine (None: the model's logit scale; ``evaluate_robust``)
+    logit_scale: float | None = None
     #: the protocol followed, as results files record it (``advlora.evaluation.protocols.record``: its name,
     #: ``custom`` without one, its settings and the user's overrides)
     protocol: dict = field(default_factory=lambda: protocol_record(None))
@@ -74,6 +76,8 @@ class SweepSettings:
             raise AdvloraError(f"--square-limit must be >= 1, got {self.square_limit}")
         if self.square_queries < 1:
             raise AdvloraError(f"--square-queries must be >= 1, got {self.square_queries}")
+        if self.logit_scale is not None and not self.logit_scale > 0:
+            raise AdvloraError(f"--logit-scale must be > 0, got {self.logit_scale}")
 
 
 @dataclass
@@ -179,7 +183,8 @@ def evaluate_data(model, data: RetrievalDataset, threats: Sequence[ThreatModel],
                               objective=settings.objective, gallery=settings.gallery, surrogate=surrogate,
                               text_budget=settings.text_budget, sanity=settings.sanity,
                               sanity_limit=settings.sanity_limit, options=settings.options,
-                              exhaustive=settings.exhaustive, exit_k=settings.exit_k)
+                              exhaustive=settings.exhaustive, exit_k=settings.exit_k,
+                              logit_scale=settings.logit_scale)
         out.runs.append(res)
         for name, entry in res["attacks"].items():
             out.robust[result_key(name, res["eps_str"])] = entry
