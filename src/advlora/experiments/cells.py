@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advlora.evaluation.protocols import record as protocol_record
 from advlora.experiments import backend
 from advlora.experiments.spec import EvalCell, GridConfig, TrainCell, run_config_dict
 from advlora.errors import AdvloraError
@@ -72,10 +73,11 @@ def eval_cell(cfg: GridConfig, cell: EvalCell, root: Path, model_cache: dict, fi
     model = model_cache[cell.train.key]
     log.info("eval %s (%s)", cell.key, ", ".join(cell.attacks))
     t0 = time.perf_counter()
-    result = backend.evaluate(cfg, model, cell.train.dataset, list(cell.attacks), cell.eps, sanity=cell.sanity,
+    result = backend.evaluate(cfg, model, cell.data, list(cell.attacks), cell.eps, sanity=cell.sanity,
                               seed=cell.train.seed)
     result["time_s"] = time.perf_counter() - t0
     result["fingerprint"] = fingerprint
+    result["protocol"] = cfg.protocol or protocol_record(None)
     with atomic_dir(folder) as tmp:
         write_json(tmp / "metrics.json", result)
         mark_complete(tmp)
