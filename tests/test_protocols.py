@@ -57,6 +57,46 @@ def test_robustvlm_records_what_it_does_not_apply():
     assert PROTOCOLS.get("fewshot").settings()["seeds"] == [1, 2, 3]
 
 
+def test_robustvlm_fixes_the_attacks_logit_scale_at_100():
+    _, settings, _ = _built("--protocol", "robustvlm")
+    assert settings.logit_scale == 100.0
+    assert _built("--protocol", "tecoa")[1].logit_scale is None       # the others attack the model's own logits
+    assert _built("--attacks", "pgd")[1].logit_scale is None
+
+
+def test_the_cross_entropy_objective_scores_the_fixed_logits(tiny_clip, image_text_folder):
+    """The objective an attack maximises under ``--logit-scale 100`` is CE(100 x cosine), not CE(the model's
+    scale x cosine): the two differ on a model whose own scale is not 100."""
+    from advlora.attacks import objectives as O
+    from advlora.data import load_dataset
+    from advlora.evaluation.measure import context, positives
+    from advlora.evaluation.runners import objective_for
+
+    data = load_dataset(str(image_text_folder))
+    own = float(tiny_clip.logit_scale.detach())
+    assert abs(own - 100.0) > 1.0
+    idx = torch.arange(len(data))
+    for scale, want_scale in ((100.0, 100.0), (None, own)):
+        ctx = context(tiny_clip, data, 0, scale)
+        x = ctx.images.rows(idx).to(tiny_clip.device)
+        with torch.no_grad():
+            got = objective_for("contrastive", ctx, idx, x, "full")(x)
+            want = O.multi_positive_ce(want_scale * tiny_clip.encode_image(x) @ ctx.text_features.t(),
+                                       positives(data, idx))
+        torch.testing.assert_close(got, want)
+
+
+def test_a_robustvlm_result_records_the_scale_it_attacked_with(cls_set, tmp_path):
+    model, data = cls_set
+    out = tmp_path / "r"
+    assert main(["eval", "--model", str(model), "--data", str(data), "--protocol", "robustvlm", "--attacks", "apgd",
+                 "--attack-steps", "2", "--eps", "1/255", "--no-sanity", "--out", str(out)]) == 0
+    run = json.loads((out / "metrics.json").read_text())["runs"][0]
+    assert run["logit_scale"] == 100.0 and "logits=100*cos" in run["attacks"]["apgd"]["threat"]
+    rec = _records(out)[0]
+    assert rec["protocol"]["name"] == "robustvlm" and "--logit-scale" not in rec["protocol"]["overrides"]
+
+
 def test_a_flag_given_over_the_preset_overrides_it_with_a_note(capsys):
     args, settings, threats = _built("--protocol", "tecoa", "--attack-steps", "3", "--eps", "2/255")
     assert [t.steps for t in threats] == [3] and [t.eps_text for t in threats] == ["2/255"]

@@ -34,6 +34,8 @@ class ObjectiveInputs:
         ranks: the increasing ranks a margin objective aims at (``objectives.staged``).
         n_targets: targets of a targeted family.
         rerank_k: the ITM re-rank depth (0 / None: ITC only).
+        logit_scale: the cross-entropy objective's fixed logit scale (a protocol's, RobustVLM's 100; None: the
+            model's own). Margin and DLR are scale-invariant.
     """
 
     model: object
@@ -46,6 +48,7 @@ class ObjectiveInputs:
     ranks: tuple[int, ...] = (1,)
     n_targets: int = 9
     rerank_k: int | None = None
+    logit_scale: float | None = None
 
     def columns(self) -> torch.Tensor:
         """The gallery's caption indices the objective scores against: all, or the batch's own."""
@@ -99,7 +102,7 @@ def check_objective(name: str) -> str:
 
 def _contrastive(a: ObjectiveInputs):
     tf, pos = a.scored()
-    return O.contrastive(a.model, tf, pos, clean_features=a.clean_features)
+    return O.contrastive(a.model, tf, pos, logit_scale=a.logit_scale, clean_features=a.clean_features)
 
 
 def _margin(a: ObjectiveInputs):

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("advlora.cli.train", "adversarial training of any adapter method"),
     "demo": ("advlora.cli.demo", "the end-to-end AdvLoRA-vs-baselines demo on the embedded default"),
     "grid": ("advlora.cli.grid", "run a grid of methods x attacks x eps x datasets x seeds"),
+    "protocol": ("advlora.cli.protocol", "the few-shot protocols: base-to-new, cross-dataset, few-shot"),
     "ablate": ("advlora.cli.ablate", "ablate AdvLoRA's parts under one budget"),
     "analyze": ("advlora.cli.analyze", "singular spectra of weight updates and alpha statistics"),
     "bench": ("advlora.cli.bench", "efficiency ratios measured side by side"),

@@ -116,6 +116,9 @@ def add_threat_args(p: argparse.ArgumentParser, *, eps_default: str | None) -> N
                    help="image objective the attacks maximise: contrastive (cross-entropy; itc), margin (the CW "
                         "margin), dlr (AutoAttack's DLR), embedding; BLIP: itm, rerank (written in the threat-model "
                         "line as objective=)")
+    p.add_argument("--logit-scale", type=float, default=None,
+                   help="the cross-entropy objective attacks these logits x cosine (RobustVLM's protocol: 100; "
+                        "margin and DLR are scale-invariant; default: the model's own logit scale)")
     p.add_argument("--gallery", default="full", help="objective against the full caption gallery or the batch")
     p.add_argument("--surrogate", default=None,
                    help="surrogate model of the transfer attack (default: none; needed by --attack transfer)")
@@ -184,10 +187,6 @@ def run_robust(args: argparse.Namespace, attacks: list[str], *, command: str) ->
     model = _load(args, dtype, adapter=True)
     for t in threats:
         t.check_image_size(model.image_size)
-    scale = settings.protocol["settings"].get("logit_scale")
-    if scale is not None and abs(float(model.logit_scale) - scale) > 1e-3 * scale:
-        print(f"protocol {settings.protocol['name']}: it fixes the logits at {scale:g} x cosine; this model's scale "
-              f"is {float(model.logit_scale):.4g}, and the attacks score with the model's own", file=sys.stderr)
     surrogate = None
     if args.surrogate:
         surrogate = model_loader()(args.surrogate, device=str(model.device)).to(dtype)
@@ -253,7 +252,7 @@ def robust_options(args: argparse.Namespace, attacks: list[str]) -> tuple[object
                              square_limit=args.square_limit, square_queries=args.square_queries,
                              ensemble=args.ensemble, seed=args.seed, objective=args.objective, gallery=args.gallery,
                              text_budget=args.text_budget, sanity=args.sanity, sanity_limit=args.sanity_limit,
-                             exhaustive=args.exhaustive, exit_k=args.exit_k,
+                             exhaustive=args.exhaustive, exit_k=args.exit_k, logit_scale=args.logit_scale,
                              **({"protocol": args.protocol_record} if getattr(args, "protocol_record", None) else {}))
     threats = [ThreatModel(norm=args.norm, eps=e, step_size=args.step_size, steps=args.steps, restarts=args.restarts,
                            random_start=args.random_start, seed=args.seed)

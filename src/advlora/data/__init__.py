@@ -9,6 +9,7 @@ from advlora.data.emoji import emoji_split_path
 from advlora.data.emoji_cls import EMOJI_CLS_SETS, emoji_cls_path
 from advlora.data.emoji_groups import EMOJI_GROUP_SETS, emoji_group_path
 from advlora.data.emoji_video import emoji_video_split_path
+from advlora.data.fewshot import class_part, split_part
 from advlora.data.formats import FORMATS, read_annotations
 from advlora.data.records import Format
 from advlora.errors import AdvloraError
@@ -29,13 +30,18 @@ def load_dataset(spec: str, split: str = "test", *, fmt: str | None = None, limi
             ``advlora.data.emoji``), ``emoji-video``, the classification sets ``emoji-cls``,
             ``emoji-cls-source``, ``emoji-cls-downstream`` (``advlora.data.emoji_cls``), ``emoji-group``,
             ``emoji-subgroup`` (``advlora.data.emoji_groups``), ``digits`` (``advlora.data.digits``), or a
-            path to an annotation file or a class-folder tree (``imagefolder``).
+            path to an annotation file or a class-folder tree (``imagefolder``); any classification set
+            with the suffix ``:base`` or ``:new`` is that part of its base-to-new split (``advlora.data.fewshot``).
         split: the split to read (embedded sets and formats that hold several splits).
         fmt: annotation format name (see ``FORMATS``); detected from the file when None.
         limit: a deterministic subset of this many images (or videos).
         image_root: the folder the file's image / video paths are relative to (default: the file's folder).
         frames: frames sampled per video (video sets; default 8).
     """
+    whole, part = split_part(spec)
+    if part is not None:
+        ds = class_part(load_dataset(whole, split, fmt=fmt, image_root=image_root, frames=frames), part)
+        return ds.limit(limit, seed)
     if spec in ("emoji", "emoji-source", "emoji-downstream"):
         ds = read_annotations(emoji_split_path(split, spec), "jsonl")
         ds.name = f"{spec}-{split}"

@@ -12,7 +12,9 @@ with their class names, and ``record_indices`` finds those images again in a set
 ``base_new_split(dataset)`` is CoOp's ``subsample_classes``: with n classes in sorted label order, base is
 the first ceil(n / 2) and new the rest, each relabelled from 0 and keeping its class names. CoOp samples the
 shots before it splits the classes; with per-class seeding, sampling before or after picks the same images.
-The harmonic mean of the two accuracies is ``advlora.metrics.harmonic_mean``.
+The harmonic mean of the two accuracies is ``advlora.metrics.harmonic_mean``. A data set's two parts are
+data sets of their own wherever ``--data`` is read: ``<set>:base`` and ``<set>:new`` (``split_part``,
+``advlora.data.load_dataset``), so a run trains on ``emoji-cls:base`` and an experiment evaluates on either.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from advlora.io import write_json
 #: the file a run folder stores its k-shot sample in
 FEW_SHOT_FILE = "fewshot.json"
 RECORD_VERSION = 1
+#: the parts of a base-to-new split, as a ``--data`` suffix names them (``emoji-cls:base``), in ``base_new_split``'s order
+PARTS = ("base", "new")
 
 
 def _classification(dataset) -> ClassificationDataset:
@@ -101,6 +105,24 @@ def base_new_split(dataset: ClassificationDataset) -> tuple[ClassificationDatase
     return _classes(ds, range(0, m), "base"), _classes(ds, range(m, len(ds.classes)), "new")
 
 
+def split_part(spec: str) -> tuple[str, str | None]:
+    """``"emoji-cls:base"`` -> ``("emoji-cls", "base")``; a spec without a part's suffix -> ``(spec, None)``."""
+    head, sep, tail = str(spec).rpartition(":")
+    return (head, tail) if sep and head and tail in PARTS else (str(spec), None)
+
+
+def with_part(spec: str, part: str) -> str:
+    """The ``--data`` value of ``part`` (``base`` or ``new``) of the set ``spec``."""
+    if part not in PARTS:
+        raise AdvloraError(f"a class part is one of {', '.join(PARTS)}, got {part!r}")
+    return f"{split_part(spec)[0]}:{part}"
+
+
+def class_part(dataset, part: str) -> ClassificationDataset:
+    """The ``part`` (``base`` or ``new``) of ``base_new_split(dataset)``."""
+    return base_new_split(dataset)[PARTS.index(part)]
+
+
 def _classes(ds: ClassificationDataset, labels: range, part: str) -> ClassificationDataset:
     keep = [i for i, c in enumerate(ds.labels.tolist()) if c in labels]
     meta = {k: v for k, v in ds.meta.items() if not k.startswith("_")}
@@ -110,5 +132,5 @@ def _classes(ds: ClassificationDataset, labels: range, part: str) -> Classificat
                                                      dtype=torch.long), templates=ds.templates)
 
 
-__all__ = ["FEW_SHOT_FILE", "base_new_split", "few_shot", "few_shot_record", "read_few_shot", "record_indices",
-           "write_few_shot"]
+__all__ = ["FEW_SHOT_FILE", "PARTS", "base_new_split", "class_part", "few_shot", "few_shot_record", "read_few_shot",
+           "record_indices", "split_part", "with_part", "write_few_shot"]

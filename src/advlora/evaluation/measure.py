@@ -33,6 +33,9 @@ class Ctx:
     clean_loss: torch.Tensor = None
     clean_features: torch.Tensor = None
     checks: dict = field(default_factory=dict)
+    #: the logits the cross-entropy objective attacks are this x cosine (None: the model's own logit scale); a
+    #: protocol that fixes them (``robustvlm``: 100) sets it
+    logit_scale: float | None = None
 
 
 def scores(model, img_feats, txt_feats, images, captions, k, pairs=None, *, t2i: bool = True
@@ -150,11 +153,12 @@ def _encode(model, images: ImageSource) -> torch.Tensor:
     return distributed.current().encode(lambda src: encode_images(model, src, FEATURE_BATCH), images)
 
 
-def context(model, dataset: RetrievalDataset, k) -> Ctx:
-    """The context of ``dataset``: its clean images and caption features, measured clean."""
+def context(model, dataset: RetrievalDataset, k, logit_scale: float | None = None) -> Ctx:
+    """The context of ``dataset``: its clean images and caption features, measured clean (``logit_scale``: the
+    attacks' fixed logit scale, ``Ctx.logit_scale``)."""
     images = CleanImages(dataset.load_images_uint8(model.image_size))   # floats per batch, never the whole set
     tf = encode_texts(model, dataset.captions).clone()   # a normal tensor: usable inside autograd graphs
-    ctx = Ctx(model, dataset, images, tf, k)
+    ctx = Ctx(model, dataset, images, tf, k, logit_scale=logit_scale)
     res = measure(ctx, images)
     ctx.clean, ctx.clean_ranks = res["metrics"], res["ranks"]
     ctx.clean_loss, ctx.clean_features = res["loss"].detach().float().cpu(), res["features"]

@@ -96,6 +96,9 @@ class EvalPlan:
     exhaustive: bool = False
     #: early exit: the i2t rank at which an image is done (None: the largest reported k)
     exit_k: int | None = None
+    #: the cross-entropy objective attacks logit_scale x cosine instead of the model's own scale (a protocol's
+    #: fixed logits: RobustVLM's 100); recorded as "logit_scale" and in the threat-model line
+    logit_scale: float | None = None
 
     def __post_init__(self) -> None:
         image_objectives.check_objective(self.objective)
@@ -109,6 +112,8 @@ class EvalPlan:
             raise AdvloraError(f"--square-queries must be an integer >= 1, got {self.square_queries!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise AdvloraError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
+        if self.logit_scale is not None and not self.logit_scale > 0:
+            raise AdvloraError(f"--logit-scale must be > 0, got {self.logit_scale}")
         object.__setattr__(self, "options", dict(self.options or {}))
         object.__setattr__(self, "attack_options", check_attack_options(self.attack_options))
 

@@ -33,7 +33,7 @@ def probe(model, dataset: RetrievalDataset, k, plan: EvalPlan, runs: dict[str, t
     objective, gallery, batch_size = plan.objective, plan.gallery, plan.batch_size
     idx = limit_indices(len(dataset), plan.sanity_limit)
     small = dataset if idx is None else dataset.subset(idx)
-    ctx = context(model, small, k)
+    ctx = context(model, small, k, plan.logit_scale)
     sel = torch.arange(min(len(small), batch_size))
     x = x0 = ctx.images.rows(sel).to(model.device)
     grad_objective = objective_for(objective, ctx, sel, x, gallery)   # the objective in use

@@ -1,8 +1,9 @@
 """Evaluation protocols: named presets that set every knob of a published evaluation protocol.
 
 A ``Protocol`` names the evaluation settings one published table was measured under (the attacks, their
-iterations and step, the radii, the norm, the samples per set, AutoAttack's per-sample worst) and records the
-settings advlora does not set for the run (the logit scale the protocol fixes, the few-shot splits).
+iterations and step, the radii, the norm, the samples per set, AutoAttack's per-sample worst, the logit scale
+the cross-entropy attacks score with) and records the settings an evaluation does not set (the few-shot
+splits).
 ``PROTOCOLS`` holds the declared presets (``robustvlm``, ``tecoa``, ``fewshot``; ``advlora list protocols``);
 ``load_protocol`` reads a declared name or a user's YAML file with the same fields. ``advlora eval --protocol``
 applies one (``KNOBS``: which flag each field sets) and every results file records its name, or ``custom``
@@ -28,15 +29,16 @@ KNOBS: dict[str, tuple[str, str]] = {
     "attacks": ("attacks", "--attacks"), "eps": ("eps", "--eps"), "norm": ("norm", "--norm"),
     "steps": ("steps", "--attack-steps"), "step_size": ("step_size", "--step-size"),
     "restarts": ("restarts", "--restarts"), "limit": ("limit", "--limit"), "ensemble": ("ensemble", "--ensemble"),
+    "logit_scale": ("logit_scale", "--logit-scale"),
 }
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One evaluation protocol. The fields of ``KNOBS`` set the run (None: the preset leaves that flag alone);
-    ``logit_scale``, ``shots`` and ``seeds`` are recorded with the results, not applied by ``advlora eval``
-    (the attacks score with the model's own logit scale; the splits belong to the training that made the
-    adapter)."""
+    """One evaluation protocol. The fields of ``KNOBS`` set the run (None: the preset leaves that flag alone;
+    ``logit_scale``: the cross-entropy attacks score ``logit_scale`` x cosine, ``--logit-scale``); ``shots``
+    and ``seeds`` are recorded with the results, not applied by ``advlora eval`` (the splits belong to the
+    training that made the adapter; ``advlora protocol few-shot`` runs them)."""
 
     name: str
     doc: str = ""

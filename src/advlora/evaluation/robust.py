@@ -63,13 +63,16 @@ def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, 
     exit_k = exit_rank(dataset, plan.exit_k)
     t0 = time.perf_counter()
     run = _Run(dataset, threat, names, plan.replace(exit_k=exit_k), generator, surrogate,
-               f" precision={precision_of(model)}")
+               f" precision={precision_of(model)}"
+               + ("" if plan.logit_scale is None else f" logits={plan.logit_scale:g}*cos"))
     with attack_mode(model):
-        ctx = context(model, dataset, k)
+        ctx = context(model, dataset, k, plan.logit_scale)
         run.ctx, run.scopes = ctx, {"full": Outcomes(ctx.clean_ranks[0])}
         out: dict = {"clean": ctx.clean, "n_images": len(dataset), "n_texts": len(dataset.captions),
                      "eps": float(threat.eps), "eps_str": threat.eps_text, "norm": threat.norm,
                      "objective": plan.objective, "gallery": plan.gallery, "rerank_k": k, "attacks": {},
+                     "logit_scale": float(torch.as_tensor(model.logit_scale).detach() if plan.logit_scale is None
+                                          else plan.logit_scale),
                      "suite_mode": "exhaustive" if plan.exhaustive else "early-exit", "protocol": PROTOCOL.strip()}
         if not plan.exhaustive:
             out["suite_exit_k"] = exit_k

@@ -38,9 +38,11 @@ def objective_for(name: str, ctx: Ctx, idx: torch.Tensor, x: torch.Tensor, galle
     tf = ctx.text_features if text_features is None else text_features
     # the clean features already measured: the clean image then competes in the attack without a forward
     cf = ctx.clean_features[idx.to(ctx.clean_features.device)] if own and ctx.clean_features is not None else None
+    # a fixed logit scale (a protocol's) belongs to the attacked model, not to a surrogate
     return build_objective(name, ObjectiveInputs(
         model, x, tf, positives(ctx.data, idx), ctx.data.captions, gallery, cf,
-        ranks=(*(j for j in KS if j < rank_k), rank_k), n_targets=n_targets, rerank_k=ctx.rerank_k))
+        ranks=(*(j for j in KS if j < rank_k), rank_k), n_targets=n_targets, rerank_k=ctx.rerank_k,
+        logit_scale=ctx.logit_scale if own else None))
 
 
 class Watch(Wrapper):

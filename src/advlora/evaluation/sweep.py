@@ -66,6 +66,8 @@ class SweepSettings:
     exhaustive: bool = False
     #: early exit: the i2t rank at which an image is done (None: the largest reported k; ``results.check_exit_k``)
     exit_k: int | None = None
+    #: the cross-entropy objective attacks this x cosine (None: the model's logit scale; ``evaluate_robust``)
+    logit_scale: float | None = None
     #: the protocol followed, as results files record it (``advlora.evaluation.protocols.record``: its name,
     #: ``custom`` without one, its settings and the user's overrides)
     protocol: dict = field(default_factory=lambda: protocol_record(None))
@@ -77,6 +79,8 @@ class SweepSettings:
             raise AdvloraError(f"--square-limit must be >= 1, got {self.square_limit}")
         if self.square_queries < 1:
             raise AdvloraError(f"--square-queries must be >= 1, got {self.square_queries}")
+        if self.logit_scale is not None and not self.logit_scale > 0:
+            raise AdvloraError(f"--logit-scale must be > 0, got {self.logit_scale}")
         self.attack_options = check_attack_options(self.attack_options)
 
     def plan(self, rerank_k: int | None = None) -> EvalPlan:
@@ -86,7 +90,8 @@ class SweepSettings:
                         text_budget=self.text_budget, ensemble=self.ensemble, objective=self.objective,
                         gallery=self.gallery, sanity=self.sanity, sanity_limit=self.sanity_limit,
                         options=self.options or {}, attack_options=self.attack_options,
-                        exhaustive=self.exhaustive, exit_k=self.exit_k)
+                        exhaustive=self.exhaustive, exit_k=self.exit_k,
+                        logit_scale=self.logit_scale)
 
 
 @dataclass

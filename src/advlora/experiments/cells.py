@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advlora.evaluation.protocols import record as protocol_record
 from advlora.experiments import backend
 from advlora.experiments.spec import EvalCell, GridConfig, TrainCell, run_config_dict
 from advlora.errors import AdvloraError
@@ -77,10 +78,11 @@ def eval_cell(cfg: GridConfig, cell: EvalCell, root: Path, model_cache: dict, fi
     trained = train_info(train_folder)
     adapter = train_folder / "run" / "adapter"
     prov = adapter_provenance(adapter if adapter.is_dir() else None)   # the training run's config says it
-    result = backend.evaluate(cfg, model, cell.train.dataset, list(cell.attacks), cell.eps, sanity=cell.sanity,
+    result = backend.evaluate(cfg, model, cell.data, list(cell.attacks), cell.eps, sanity=cell.sanity,
                               seed=cell.train.seed, provenance=prov)
     result["time_s"] = time.perf_counter() - t0
     result["fingerprint"] = fingerprint
+    result["protocol"] = cfg.protocol or protocol_record(None)
     records = result.pop("records")
     with atomic_dir(folder) as tmp:
         write_json(tmp / "metrics.json", result)

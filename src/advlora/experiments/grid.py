@@ -36,7 +36,7 @@ from advlora.errors import AdvloraError
 from advlora.experiments import backend
 from advlora.experiments import cells as C
 from advlora.experiments.report import render
-from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, run_config_dict, train_cells
+from advlora.experiments.spec import GridConfig, TrainCell, eval_cells, evaluated_on, run_config_dict, train_cells
 from advlora.experiments.summarize import collect
 from advlora.io import atomic_write_text, write_json
 from advlora.plugins import load_plugins
@@ -148,7 +148,7 @@ def _run_parallel(cfg: GridConfig, root: Path, todo: list[TrainCell], jobs: int,
     """``todo`` in ``jobs`` spawned worker processes; the base model and data are made once, here, first;
     ``on_done()`` after each finished cell."""
     backend.base_model(cfg)  # pre-trains and caches tiny-clip / tiny-blip on first use, before the workers
-    for ds in {tc.dataset for tc in todo}:
+    for ds in {d for tc in todo for d in evaluated_on(cfg, tc.dataset)}:
         backend.dataset(ds, cfg.eval.split, cfg.eval.limit)  # builds the embedded data on first use
     jobs = min(jobs, len(todo))
     threads = max(1, auto_threads() // jobs)

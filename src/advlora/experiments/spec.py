@@ -2,9 +2,13 @@
 
 An experiment (``advlora grid``, ``advlora demo``, ``advlora ablate``) is a ``GridConfig``: the shared
 training budget (``train``: a nested dict of ``RunConfig`` fields every run gets), the methods (each a label,
-an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the
-evaluation (attacks, eps values, subset sizes), the data sets and the seeds. It expands into *train cells*
-(method x data set x seed) and *eval cells* (train cell x attack x eps); each cell is a run folder, complete once its marker is written (last, atomically).
+an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the evaluation (attacks, eps values, subset sizes), the
+data sets and the seeds. It expands into *train cells* (method x data set x seed) and *eval cells* (train
+cell x evaluated set x eps, all attacks in one); each cell is a run folder, complete once its marker is
+written (last, atomically). A train cell's models are evaluated on their own set unless ``eval_on`` names
+others (the protocols' base and new classes, ``emoji-cls:base`` / ``emoji-cls:new``, and cross-dataset
+transfer: ``advlora.experiments.protocols``). A k-shot budget (``data.shots``) draws its sample with the
+cell's seed unless it sets ``data.shot_seed``: seeds 1, 2, 3 are three samples, the same for every method.
 """
 from __future__ import annotations
 
@@ -104,6 +108,12 @@ class GridConfig:
     eval: EvalSpec = field(default_factory=EvalSpec)
     #: use a random model of this architecture and size instead of ``model`` ("clip:test"): tests and CI
     random_model: str | None = None
+    #: training set -> the sets its models are evaluated on (a set not named here: itself); no set may be
+    #: evaluated from two training sets (the results are kept per evaluated set)
+    eval_on: dict[str, list[str]] = field(default_factory=dict)
+    #: the protocol the experiment follows, recorded in every eval cell's metrics.json and in summary.json
+    #: (``advlora.evaluation.protocols.record``'s shape: name, settings, overrides; empty: "custom")
+    protocol: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.methods = [m if isinstance(m, MethodSpec) else from_dict(MethodSpec, m, "methods.") for m in self.methods]
@@ -114,6 +124,30 @@ class GridConfig:
         if dup:
             raise AdvloraError(f"method label {sorted(dup)[0]!r} is used twice")
         self.seeds = [int(s) for s in self.seeds]
+        self.eval_on = {str(k): [v] if isinstance(v, str) else [str(x) for x in v] for k, v in self.eval_on.items()}
+        unknown = sorted(set(self.eval_on) - set(self.datasets))
+        if unknown:
+            raise AdvloraError(f"eval_on names {unknown[0]!r}, which is not among the training sets "
+                               f"(datasets: {', '.join(self.datasets)})")
+        seen: dict[str, str] = {}
+        for train in self.datasets:
+            sets = evaluated_on(self, train)
+            if not sets:
+                raise AdvloraError(f"eval_on: {train!r} is evaluated on no set")
+            for d in sets:
+                if seen.setdefault(d, train) != train:
+                    raise AdvloraError(f"eval_on: {d!r} is evaluated from both {seen[d]!r} and {train!r}; run "
+                                       f"them as two experiments")
+
+
+def evaluated_on(cfg: GridConfig, train: str) -> list[str]:
+    """The sets the models trained on ``train`` are evaluated on, in order (distinct)."""
+    return list(dict.fromkeys(cfg.eval_on.get(train, [train])))
+
+
+def result_sets(cfg: GridConfig) -> list[str]:
+    """Every evaluated set, in the order of the training sets, then of ``eval_on``: the summary's data sets."""
+    return [d for train in cfg.datasets for d in evaluated_on(cfg, train)]
 
 
 @dataclass(frozen=True)
@@ -129,16 +163,25 @@ class TrainCell:
 
 @dataclass(frozen=True)
 class EvalCell:
-    """One ``evaluate_robust`` call: the trained model of ``train`` under ``attacks`` at ``eps``."""
+    """One ``evaluate_robust`` call: the trained model of ``train`` under ``attacks`` at ``eps`` on ``dataset``
+    ("": the set it was trained on)."""
 
     train: TrainCell
     attacks: tuple[str, ...]
     eps: str
     sanity: bool = False
+    dataset: str = ""
+
+    @property
+    def data(self) -> str:
+        """The evaluated set."""
+        return self.dataset or self.train.dataset
 
     @property
     def key(self) -> str:
-        return f"{self.train.key}/eval-{slug(self.eps)}"
+        if self.data == self.train.dataset:
+            return f"{self.train.key}/eval-{slug(self.eps)}"
+        return f"{self.train.key}/eval-{slug(self.data)}-{slug(self.eps)}"
 
 
 def slug(text: str) -> str:
@@ -170,13 +213,17 @@ def train_cells(cfg: GridConfig) -> list[TrainCell]:
 
 
 def eval_cells(cfg: GridConfig, cell: TrainCell) -> list[EvalCell]:
-    """Every attack at each eps of ``eval.eps`` (with the sanity checks), then PGD alone at the sweep eps."""
-    out = [EvalCell(cell, tuple(cfg.eval.attacks), e, cfg.eval.sanity) for e in cfg.eval.eps]
-    seen = {parse_eps(e) for e in cfg.eval.eps}
-    for e in cfg.eval.sweep_eps:
-        if parse_eps(e) not in seen:
-            out.append(EvalCell(cell, ("pgd",), e, False))
-            seen.add(parse_eps(e))
+    """On each set ``cell`` is evaluated on: every attack at each eps of ``eval.eps`` (with the sanity checks),
+    then PGD alone at the sweep eps."""
+    out = []
+    for d in evaluated_on(cfg, cell.dataset):
+        d = "" if d == cell.dataset else d
+        out += [EvalCell(cell, tuple(cfg.eval.attacks), e, cfg.eval.sanity, d) for e in cfg.eval.eps]
+        seen = {parse_eps(e) for e in cfg.eval.eps}
+        for e in cfg.eval.sweep_eps:
+            if parse_eps(e) not in seen:
+                out.append(EvalCell(cell, ("pgd",), e, False, d))
+                seen.add(parse_eps(e))
     return out
 
 
@@ -190,5 +237,7 @@ def run_config_dict(cfg: GridConfig, cell: TrainCell) -> dict[str, Any]:
     if cell.method.clean_training:
         d = merge(d, CLEAN_TRAINING)
     d = merge(d, cell.method.config)
+    if d.get("data", {}).get("shots") is not None and "shot_seed" not in d["data"]:
+        d = merge(d, {"data": {"shot_seed": cell.seed}})   # the k-shot sample of this seed, for every method
     d = merge(d, {"train": {"seed": cell.seed}})
     return d

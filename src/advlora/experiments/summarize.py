@@ -13,9 +13,10 @@ from typing import Any
 
 from advlora.attacks import registry
 from advlora.attacks.registry import result_key
+from advlora.evaluation.protocols import record as protocol_record
 from advlora.evaluation.sanity import Check, check_monotone
 from advlora.experiments import cells as C
-from advlora.experiments.spec import GridConfig, eval_cells, parse_eps, train_cells
+from advlora.experiments.spec import GridConfig, eval_cells, evaluated_on, parse_eps, result_sets, train_cells
 
 
 def attack_name(attack: str, steps: int | None = None) -> str:
@@ -39,22 +40,26 @@ robust_key = result_key  # the one builder of "pgd@4/255" (``advlora.attacks.reg
 
 
 def collect(cfg: GridConfig, root: Path) -> dict[str, Any]:
-    """The summary of every complete cell under ``root`` (incomplete cells are listed as missing)."""
+    """The summary of every complete cell under ``root`` (incomplete cells are listed as missing), per evaluated
+    set (``result_sets``: the training sets, or those ``eval_on`` names) and method label."""
     results: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     rerank_k = None
     cell_seconds = 0.0
     for tc in train_cells(cfg):
         tfolder = root / "cells" / tc.key
-        entry = results.setdefault(tc.dataset, {}).setdefault(tc.method.label, _empty_entry(tc))
+        entries = {d: results.setdefault(d, {}).setdefault(tc.method.label, _empty_entry(tc))
+                   for d in evaluated_on(cfg, tc.dataset)}
         if not C.is_complete(tfolder):
             missing.append(tc.key)
             continue
         info = C.train_info(tfolder)
         cell_seconds += float(info.get("wall_time_s") or 0.0)
-        entry["seeds"].append(tc.seed)
-        entry["_train"].append(info)
+        for entry in entries.values():
+            entry["seeds"].append(tc.seed)
+            entry["_train"].append(info)
         for ec in eval_cells(cfg, tc):
+            entry = entries[ec.data]
             efolder = root / "cells" / ec.key
             if not C.is_complete(efolder):
                 missing.append(ec.key)
@@ -75,14 +80,16 @@ def collect(cfg: GridConfig, root: Path) -> dict[str, Any]:
     for per_method in results.values():
         for label, entry in per_method.items():
             per_method[label] = _finish(entry, cfg)
-    primary = results.get(cfg.datasets[0], {})
+    sets = result_sets(cfg)
+    primary = results.get(sets[0], {})
     return {
-        "name": cfg.name, "model": cfg.random_model or cfg.model, "datasets": cfg.datasets, "seeds": cfg.seeds,
+        "name": cfg.name, "model": cfg.random_model or cfg.model, "datasets": sets, "seeds": cfg.seeds,
+        "trained_on": {d: train for train in cfg.datasets for d in evaluated_on(cfg, train)},
         "spread": "sample standard deviation over seeds" if len(cfg.seeds) > 1 else "one seed: no spread",
         "budget": cfg.train, "eval": vars(cfg.eval),
         "methods": {label: _flat(e) for label, e in primary.items()},
         "results": results, "checks": experiment_checks(cfg, results), "missing_cells": missing,
-        "rerank_k": rerank_k, "cells_seconds": cell_seconds,
+        "rerank_k": rerank_k, "cells_seconds": cell_seconds, "protocol": cfg.protocol or protocol_record(None),
     }
 
 
