@@ -8,9 +8,20 @@ import pytest
 import torch
 from train_utils import nudge
 
-from advlora.adapters import (AdapterConfig, adapter_info, alignment_errors, alpha_parameters, alpha_values,
-                              attach_adapter, kmeans, load_adapter, lora_layers, merge_adapter, regularization_loss,
-                              save_adapter)
+from advlora.adapters import (
+    AdapterConfig,
+    adapter_info,
+    alignment_errors,
+    alpha_parameters,
+    alpha_values,
+    attach_adapter,
+    kmeans,
+    load_adapter,
+    lora_layers,
+    merge_adapter,
+    regularization_loss,
+    save_adapter,
+)
 from advlora.adapters.init import cluster_factors, relative_error
 from advlora.errors import AdvloraError
 from advlora.models.tiny import random_model
@@ -154,7 +165,6 @@ def test_regularization_loss_matches_direct_formula():
     m = fresh()
     attach_adapter(m, "advlora", rank=4, align_lambda=0.3)
     nudge(m)
-    from advlora.adapters import layer as L
 
     direct = 0.0
     for lay in lora_layers(m).values():

@@ -3,8 +3,18 @@ objective increase, per-sample restarts, cost of PGD, Square without gradients, 
 import pytest
 import torch
 
-from advlora.attacks import (ATTACKS, ThreatModel, apgd, attack_mode, fgsm, format_eps, parse_eps, pgd, run_attack,
-                             square)
+from advlora.attacks import (
+    ATTACKS,
+    ThreatModel,
+    apgd,
+    attack_mode,
+    fgsm,
+    format_eps,
+    parse_eps,
+    pgd,
+    run_attack,
+    square,
+)
 from advlora.attacks import objectives as O
 from advlora.attacks.apgd import checkpoints
 from advlora.attacks.attack_objective import Function

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from advlora.attacks import ThreatModel, co_attack, run_attack, text_attack, transfer
-from advlora.attacks import image_objectives
+from advlora.attacks import ThreatModel, co_attack, image_objectives, run_attack, text_attack, transfer
 from advlora.attacks import objectives as O
 from advlora.attacks.text import edit
 from advlora.errors import AdvloraError

@@ -55,8 +55,9 @@ def _tiny_eval_args(ann) -> tuple[str, ...]:
 @pytest.mark.slow
 def test_distributed_eval_figure_two_processes_equal_one(tmp_path):
     """The bench's torchrun-vs-one-process figure on 6 images and PGD-2: same ranks, a finite wall ratio."""
-    from advlora.bench.dist_eval import format_distributed_eval, measure_distributed_eval
     from train_utils import save_test_model, write_data
+
+    from advlora.bench.dist_eval import format_distributed_eval, measure_distributed_eval
 
     ann = write_data(tmp_path / "data", n=6)
     model = save_test_model(tmp_path / "model")

@@ -174,8 +174,14 @@ def test_few_shot_is_balanced_and_deterministic():
 
 
 def test_few_shot_record_is_stored_and_found_again(tmp_path):
-    from advlora.data.fewshot import FEW_SHOT_FILE, few_shot, few_shot_record, read_few_shot, record_indices, \
-        write_few_shot
+    from advlora.data.fewshot import (
+        FEW_SHOT_FILE,
+        few_shot,
+        few_shot_record,
+        read_few_shot,
+        record_indices,
+        write_few_shot,
+    )
 
     ds = _synthetic(COUNTS)
     rec = few_shot_record(ds, 8, seed=3)

@@ -104,10 +104,9 @@ def test_eval_help_states_its_defaults():
 
 
 def test_train_help_defaults_are_the_config_defaults():
+    from advlora.attacks.threat import parse_eps
     from advlora.cli.train import DEFAULTS
     from advlora.training.config import load_run_config
-
-    from advlora.attacks.threat import parse_eps
 
     cfg = load_run_config(None)
     for key, stated in DEFAULTS.items():
@@ -239,7 +238,6 @@ def test_manifest_reads_the_world_size(monkeypatch):
 
 def test_train_json_and_manifest(tmp_path, capsys):
     import yaml
-
     from train_utils import tiny_config, write_data
 
     ann = write_data(tmp_path / "data", n=8)

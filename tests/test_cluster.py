@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from train_utils import save_test_model, write_data
 
 from advlora.cli import main
 from advlora.errors import AdvloraError
-from train_utils import save_test_model, write_data
 
 submitit = pytest.importorskip("submitit")
 cloudpickle = pytest.importorskip("cloudpickle")

@@ -16,9 +16,9 @@ import sys
 
 import yaml
 from safetensors.torch import load_file
+from train_utils import free_port, save_test_model, tiny_config, torchrun, write_data
 
 from advlora.training import load_run_config, train
-from train_utils import free_port, save_test_model, tiny_config, torchrun, write_data
 
 
 def _epochs(path):

@@ -13,16 +13,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 from safetensors.torch import load_file
+from train_utils import save_test_model, tiny_config, torchrun, write_data
 
 from advlora.cli import main
 from advlora.data.shards import key_digest
-from train_utils import save_test_model, tiny_config, torchrun, write_data
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from advlora.data.emoji import (build_emoji, emoji_entries, emoji_split_path, find_font, plain_name,
-                                render_emoji)
+from advlora.data.emoji import build_emoji, emoji_entries, emoji_split_path, find_font, plain_name, render_emoji
 from advlora.errors import AdvloraError
 
 try:

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import copy
-import math
 import json
+import math
 import types
 
 import pytest

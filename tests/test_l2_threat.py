@@ -81,8 +81,9 @@ def small_suite():
 
 
 def test_the_l2_suite_is_at_most_each_member(tiny_clip, small_suite, tmp_path):
-    from advlora.data import load_dataset
     from train_utils import write_data
+
+    from advlora.data import load_dataset
 
     data = load_dataset(str(write_data(tmp_path, n=8)))
     th = ThreatModel(norm="l2", eps=1.0)
@@ -126,7 +127,6 @@ def test_eval_runs_under_l2_on_the_command_line(model_and_data, tmp_path, capsys
 
 def test_train_runs_under_l2_with_a_chosen_attack_loss(model_and_data, tmp_path, capsys):
     import yaml
-
     from train_utils import tiny_config
 
     _, ann = model_and_data

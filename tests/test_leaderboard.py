@@ -10,12 +10,12 @@ import pytest
 
 from advlora.cli import main
 from advlora.errors import AdvloraError
-from advlora.experiments.leaderboard import board_data, collect, mean_spread, pareto_front
-from advlora.experiments.leaderboard import browser
+from advlora.experiments.leaderboard import board_data, browser, collect, mean_spread, pareto_front
 from advlora.experiments.leaderboard.site import write_site
 from advlora.experiments.leaderboard.synthetic import synthetic_record
 from advlora.experiments.reported import load_reported
 from advlora.io import write_json
+
 
 def write_run(folder: Path, records: list[dict], bench: dict | None = None) -> Path:
     """``records`` as results files of one run folder (with its manifest.json), and a bench.json if given."""

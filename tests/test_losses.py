@@ -7,8 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advlora.losses import (contrastive_loss, itm_loss, kl_per_image, multi_positive_ce, per_image_contrastive,
-                            sample_hard_negatives)
+from advlora.losses import (
+    contrastive_loss,
+    itm_loss,
+    kl_per_image,
+    multi_positive_ce,
+    per_image_contrastive,
+    sample_hard_negatives,
+)
 
 
 def _feats(n: int, d: int = 8, seed: int = 0) -> torch.Tensor:

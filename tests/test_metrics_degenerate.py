@@ -8,8 +8,14 @@ import torch
 from advlora.errors import AdvloraError
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k, itm_rerank
 from advlora.evaluation.sanity import chance_r_mean
-from advlora.metrics import (METRIC_KEYS, attack_success_rate, i2t_ranks, retrieval_recall,
-                             retrieval_recall_features, t2i_ranks)
+from advlora.metrics import (
+    METRIC_KEYS,
+    attack_success_rate,
+    i2t_ranks,
+    retrieval_recall,
+    retrieval_recall_features,
+    t2i_ranks,
+)
 
 KS = (1, 5, 10)
 

@@ -12,8 +12,16 @@ import advlora.metrics as M
 from advlora.attacks.objectives import best_positive_rank
 from advlora.evaluation.retrieval import itm_rerank
 from advlora.evaluation.sanity import chance_r_mean
-from advlora.metrics import (METRIC_KEYS, feature_ranks, i2t_ranks, retrieval_recall, retrieval_recall_features,
-                             t2i_ranks, tie_scale, tie_tolerance)
+from advlora.metrics import (
+    METRIC_KEYS,
+    feature_ranks,
+    i2t_ranks,
+    retrieval_recall,
+    retrieval_recall_features,
+    t2i_ranks,
+    tie_scale,
+    tie_tolerance,
+)
 
 #: tile shapes that take different matrix kernels: one row or column, odd and prime sizes, a full tile
 SHAPES = [(1, 1), (1, 7), (3, 4), (4, 3), (7, 7), (3, 1024), (1024, 1), (5, 2), (2, 5), (1024, 1024)]

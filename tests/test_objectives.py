@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from train_utils import tiny_config, write_data
 
 from advlora.adapters import attach_adapter
 from advlora.attacks import ThreatModel
@@ -18,7 +19,6 @@ from advlora.training.config import AttackConfig
 from advlora.training.objectives.fare import squared_distance
 from advlora.training.reference import OriginalModel
 from advlora.training.step import Dist, TrainTask, attack_batch
-from train_utils import tiny_config, write_data
 
 
 @pytest.fixture

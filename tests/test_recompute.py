@@ -6,12 +6,12 @@ import csv
 
 import pytest
 import torch
+from train_utils import tiny_config, write_data
 
 from advlora.adapters import attach_adapter
 from advlora.models.recompute import enable_recompute, recompute_enabled
 from advlora.models.tiny import random_model
 from advlora.training import load_run_config, train
-from train_utils import tiny_config, write_data
 
 
 def _pair(arch: str):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from advlora.experiments.report import alpha_columns, count, fmt, read_history
 from advlora.report import plots
-from advlora.experiments.report import count, fmt, read_history, alpha_columns
 from advlora.report.report import Report, to_html, to_markdown, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_utils import write_data
 
 from advlora.data import load_dataset
 from advlora.evaluation.retrieval import evaluate_clean, itc_tolerance, itm_rerank
 from advlora.metrics import i2t_ranks, t2i_ranks
-from train_utils import write_data
 
 
 class _TableITM(torch.nn.Module):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 from safetensors.torch import load_file
+from train_utils import save_test_model, tiny_config, write_data
 
 from advlora.training import load_run_config, train
-from train_utils import save_test_model, tiny_config, write_data
 
 
 def _losses(path):

@@ -12,9 +12,6 @@ from advlora.evaluation.robust import evaluate_robust
 from advlora.evaluation.sanity import chance_r_mean, check_monotone
 from advlora.metrics import METRIC_KEYS
 
-
-
-
 WORDS = "red blue green cat dog house tree car apple sun moon star boat fish bird".split()
 
 

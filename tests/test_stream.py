@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from advlora.cli import main
-from advlora.data import load_dataset
 from advlora.data import dataset as dataset_mod
+from advlora.data import load_dataset
 from advlora.data.stream import Augment, Failed, ImageItems, keep_in_memory, sample_seed
 from advlora.errors import AdvloraError
 from advlora.training.data import EpochSampler, LoaderConfig, ShardBatches, TrainBatches, wants_augmentation
@@ -183,9 +183,10 @@ def test_training_streamed_from_workers_equals_training_from_memory(tmp_path, mo
     """The trainer's batch source: the same run, its real set streamed by workers or held in memory, is identical."""
     import csv
 
+    from train_utils import tiny_config, write_data
+
     import advlora.data.stream as stream_mod
     from advlora.training import load_run_config, train
-    from train_utils import tiny_config, write_data
 
     ann = write_data(tmp_path / "data", n=8)
     cfg = load_run_config(overrides=tiny_config(ann, train={"steps": 4}))

@@ -8,19 +8,18 @@ import os
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from train_utils import free_port, save_test_model, write_data
 
 from advlora.attacks import ThreatModel, registry
 from advlora.data import load_dataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
-from advlora.evaluation import distributed
-from advlora.evaluation import measure, runners
+from advlora.evaluation import distributed, measure, runners
 from advlora.evaluation import robust as R
 from advlora.evaluation.images import AdvImages, CleanImages, Picked, TensorImages, write_record
 from advlora.evaluation.retrieval import encode_images, encode_texts, evaluate_clean
 from advlora.metrics import retrieval_recall_features
 from advlora.models import load_model
-from train_utils import free_port, save_test_model, write_data
 
 N = 10
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_utils import write_data
 
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks._utils import WorstCase
-from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.attacks.objectives import RankedObjective
+from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.attacks.stopping import report_rank, stop_at_rank
 from advlora.data import load_dataset
 from advlora.evaluation import measure as M
-from advlora.evaluation.images import TensorImages
 from advlora.evaluation import robust as R
-from train_utils import write_data
+from advlora.evaluation.images import TensorImages
 
 #: the standard suite's members (the re-rank member included) at a budget a unit test can afford
 SMALL = AttackSpec("standard-blip-tiny", "suite", None, uses=("norm", "eps", "seed"), label="standard-blip-tiny",

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from train_utils import write_data
 
 from advlora.attacks import ThreatModel, registry
 from advlora.attacks.registry import AttackSpec, SuiteMember
 from advlora.data import load_dataset
 from advlora.evaluation import robust as R
 from advlora.evaluation.tasks import exit_rank
-from train_utils import write_data
 
 SMALL = AttackSpec("standard-cls-tiny", "suite", None, uses=("norm", "eps", "seed"), label="standard-cls-tiny",
                    checks=("bounds",),

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from train_utils import tiny_config, write_data
 
 from advlora.errors import AdvloraError
 from advlora.training import RunConfig, load_run_config, train
-from train_utils import tiny_config, write_data
 
 
 @pytest.fixture
@@ -85,8 +85,8 @@ def test_blip_trains_itc_and_itm(ann, tmp_path):
 
 def test_attack_leaves_no_parameter_grad_and_restores_mode(ann):
     from advlora.adapters import attach_adapter
-    from advlora.models.tiny import random_model
     from advlora.attacks import ThreatModel
+    from advlora.models.tiny import random_model
     from advlora.training.config import AttackConfig
     from advlora.training.step import attack_batch
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from train_utils import save_test_model, tiny_config, write_data
 
 import advlora.training
 from advlora.cli import main
 from advlora.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, EXIT_WRITE_FAILED, AdvloraError
 from advlora.training import load_run_config, train
-from train_utils import save_test_model, tiny_config, write_data
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

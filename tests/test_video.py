@@ -229,10 +229,11 @@ def test_emoji_video_build(tmp_path):
 def test_advlora_trains_on_a_video_set(video_folder, tmp_path, arch):
     """`advlora train` on videos: the trainer attacks and trains on (B, F, 3, H, W) through frame pooling, and the
     run folder holds the same artefacts as for images (adapter keyed by the base model's layers)."""
+    from train_utils import tiny_config
+
     from advlora.adapters import load_adapter
     from advlora.models.tiny import random_model
     from advlora.training import load_run_config, train
-    from train_utils import tiny_config
 
     cfg = load_run_config(overrides=tiny_config(
         video_folder, model={"random": f"{arch}:test"}, data={"frames": 4},

@@ -17,9 +17,9 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
-import shutil
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path

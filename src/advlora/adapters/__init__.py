@@ -8,17 +8,37 @@ method"). AdvLoRA is described in docs/method.md.
 """
 from __future__ import annotations
 
-from advlora.adapters import method
-from advlora.adapters.config import (ALIGN_INITS, ALPHA_MODES, INITS, KMEANS_ON, MODES, TOWERS, AdapterConfig,
-                                     make_config)
+from advlora.adapters import (
+                                     method,
+                                     methods,  # declares every method (each module registers itself)
+)
+from advlora.adapters.config import (
+                                     ALIGN_INITS,
+                                     ALPHA_MODES,
+                                     INITS,
+                                     KMEANS_ON,
+                                     MODES,
+                                     TOWERS,
+                                     AdapterConfig,
+                                     make_config,
+)
 from advlora.adapters.io import load_adapter, merge_adapter, save_adapter
 from advlora.adapters.kmeans import KMeansResult, kmeans
 from advlora.adapters.method import METHODS, AdapterMethod
-from advlora.adapters.model import (AdapterState, adapter_info, alignment_errors, alpha_parameters, alpha_values,
-                                    attach_adapter, lora_layers, method_of, regularization_loss, resolve_targets,
-                                    state_of)
-from advlora.adapters import methods  # declares every method (each module registers itself)
 from advlora.adapters.methods.lora import export_lora
+from advlora.adapters.model import (
+                                     AdapterState,
+                                     adapter_info,
+                                     alignment_errors,
+                                     alpha_parameters,
+                                     alpha_values,
+                                     attach_adapter,
+                                     lora_layers,
+                                     method_of,
+                                     regularization_loss,
+                                     resolve_targets,
+                                     state_of,
+)
 
 __all__ = ["ALIGN_INITS", "ALPHA_MODES", "AdapterConfig", "AdapterMethod", "AdapterState", "INITS", "KMEANS_ON",
            "KMeansResult", "METHODS", "MODES", "TOWERS", "adapter_info", "alignment_errors", "alpha_parameters",

@@ -22,7 +22,6 @@ from advlora.attacks.threat import NORMS, ThreatModel, format_eps, parse_eps, pa
 from advlora.declarations import import_all
 from advlora.errors import choices_error
 
-
 import_all(__name__, __path__)
 
 # the public functions, re-exported from their modules (imported above by import_all)

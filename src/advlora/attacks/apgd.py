@@ -18,9 +18,20 @@ import math
 
 import torch
 
+from advlora.attacks._utils import (
+    Objective,
+    WorstCase,
+    _bview,
+    ascent_direction,
+    check_args,
+    loss_and_grad,
+    loss_only,
+    outcome,
+    project_image,
+    reports_outcome,
+    start_point,
+)
 from advlora.attacks.attack_objective import as_objective
-from advlora.attacks._utils import (Objective, WorstCase, _bview, ascent_direction, check_args, loss_and_grad,
-                                    loss_only, outcome, project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.stopping import finished
 from advlora.attacks.threat import ThreatModel

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import torch
 
+from advlora.attacks._utils import (
+    Objective,
+    WorstCase,
+    ascent_direction,
+    check_args,
+    loss_and_grad,
+    outcome,
+    project_image,
+)
 from advlora.attacks.attack_objective import as_objective
-from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
-                                    project_image)
 from advlora.attacks.pgd import pgd
 from advlora.attacks.registry import AttackSpec, register
 

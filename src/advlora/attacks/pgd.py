@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import torch
 
+from advlora.attacks._utils import (
+    Objective,
+    WorstCase,
+    ascent_direction,
+    check_args,
+    loss_and_grad,
+    outcome,
+    project_image,
+    reports_outcome,
+    start_point,
+)
 from advlora.attacks.attack_objective import as_objective
-from advlora.attacks._utils import (Objective, WorstCase, ascent_direction, check_args, loss_and_grad, outcome,
-                                    project_image, reports_outcome, start_point)
 from advlora.attacks.registry import AttackSpec, register
 from advlora.errors import AdvloraError
 

@@ -30,8 +30,8 @@ import math
 
 import torch
 
-from advlora.attacks.attack_objective import as_objective
 from advlora.attacks._utils import Objective, WorstCase, check_args
+from advlora.attacks.attack_objective import as_objective
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.seeding import is_per_sample
 from advlora.attacks.stopping import finished

@@ -30,8 +30,7 @@ from advlora.attacks import ThreatModel, pgd
 from advlora.attacks._utils import loss_and_grad
 from advlora.attacks.objectives import contrastive
 from advlora.bench.open_clip_size import OPEN_CLIP_SIZES, open_clip_model
-from advlora.bench.timing import (current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory,
-                                  reset_peak_rss)
+from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory, reset_peak_rss
 from advlora.models.recompute import enable_recompute
 from advlora.models.tiny import random_for_size
 from advlora.training.config import AttackConfig

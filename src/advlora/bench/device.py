@@ -25,7 +25,6 @@ from advlora.adapters import attach_adapter
 from advlora.attacks import pgd
 from advlora.attacks.objectives import contrastive
 from advlora.bench import cases
-from advlora.bench.timing import median_time
 
 
 def _sync(device: torch.device) -> None:

@@ -19,8 +19,15 @@ import sys
 
 from advlora import __version__
 from advlora.cli.common import HelpFormatter
-from advlora.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_WRITE_FAILED, AdvloraError,
-                            WriteFailed, exit_codes_text)
+from advlora.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_PREEMPTED,
+    EXIT_WRITE_FAILED,
+    AdvloraError,
+    WriteFailed,
+    exit_codes_text,
+)
 from advlora.plugins import load_plugins
 from advlora.preempt import Preempted
 

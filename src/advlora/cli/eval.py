@@ -13,10 +13,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-from advlora.cli.attack import (LIST_HELP, add_protocol_arg, add_threat_args, apply_protocol, data_specs, list_attacks,
-                                robust_options, run_robust)
-from advlora.cli.common import (add_deprecated, add_json_argument, add_model_data_args, add_out_arg,
-                                add_progress_argument, examples, summary_stream)
+from advlora.cli.attack import (
+    LIST_HELP,
+    add_protocol_arg,
+    add_threat_args,
+    apply_protocol,
+    data_specs,
+    list_attacks,
+    robust_options,
+    run_robust,
+)
+from advlora.cli.common import (
+    add_deprecated,
+    add_json_argument,
+    add_model_data_args,
+    add_out_arg,
+    add_progress_argument,
+    examples,
+    summary_stream,
+)
 from advlora.errors import AdvloraError
 from advlora.preempt import Preempted, stop_requests
 from advlora.runs import check_out, created_by, default_out, is_empty, mark

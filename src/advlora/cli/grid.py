@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_jobs_argument, add_progress_argument, add_seeds_argument, examples, jobs, seeds_overrides
+from advlora.cli.common import (
+    add_jobs_argument,
+    add_progress_argument,
+    add_seeds_argument,
+    examples,
+    jobs,
+    seeds_overrides,
+)
 from advlora.errors import AdvloraError
 
 ACCEPTS_OVERRIDES = True  # dotted overrides of the grid config, e.g. --eval.limit 200 --train.train.steps 40

@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from advlora.io import advlora_home
+    from advlora.report.tables import metrics_table
     from advlora.runs import check_out, mark_once
     from advlora.training.pretrain import default_config, pretrain
-    from advlora.report.tables import metrics_table
 
     cfg = default_config(args.arch)
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads}

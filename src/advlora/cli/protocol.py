@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from advlora.cli.common import add_jobs_argument, add_parser, add_progress_argument, add_random_model_argument, \
-    examples, jobs, seeds_overrides
+from advlora.cli.common import (
+    add_jobs_argument,
+    add_parser,
+    add_progress_argument,
+    add_random_model_argument,
+    examples,
+    jobs,
+    seeds_overrides,
+)
 from advlora.errors import AdvloraError
 
 #: the methods compared by default: (label, adapter method) as ``--method`` spells them

@@ -21,8 +21,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from advlora.data.emoji import (SOURCE_MAX_VERSION, augmentation, cache_matches, compose, emoji_entries,
-                                find_font, part_of, plain_name, render_glyph)
+from advlora.data.emoji import (
+    SOURCE_MAX_VERSION,
+    augmentation,
+    cache_matches,
+    compose,
+    emoji_entries,
+    find_font,
+    part_of,
+    plain_name,
+    render_glyph,
+)
 from advlora.errors import choices_error
 from advlora.io import advlora_home, atomic_dir, atomic_write_text, write_json
 

@@ -15,8 +15,8 @@ from advlora.attacks.attack_objective import TargetFamily, as_objective
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.distributed import labelled
 from advlora.evaluation.measure import context, measure, positives
-from advlora.evaluation.results import limit_indices
 from advlora.evaluation.plan import EvalPlan
+from advlora.evaluation.results import limit_indices
 from advlora.evaluation.runners import attack_images, objective_for
 from advlora.evaluation.sanity import Check, Probe
 from advlora.evaluation.tasks import task_of

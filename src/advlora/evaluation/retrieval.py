@@ -11,8 +11,7 @@ import torch
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.evaluation.images import CleanImages, ImageSource, as_source
-from advlora.metrics import (retrieval_recall, retrieval_recall_features, set_tie_tolerance, tie_scale,
-                             tie_tolerance)
+from advlora.metrics import retrieval_recall, retrieval_recall_features, set_tie_tolerance, tie_scale, tie_tolerance
 from advlora.models.base import VLModel
 from advlora.models.video import for_dataset
 from advlora.runtime import eval_mode

@@ -12,22 +12,21 @@ import time
 
 import torch
 
-from advlora.attacks import ThreatModel, attack_mode, registry
-from advlora.attacks import image_objectives
+from advlora.attacks import ThreatModel, attack_mode, image_objectives, registry
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
 from advlora.evaluation import distributed
 from advlora.evaluation.measure import Ctx, context, measure
+from advlora.evaluation.plan import EvalPlan
 from advlora.evaluation.probes import Randomness, check_randomized, is_randomized, probe
 from advlora.evaluation.results import PROTOCOL, AttackResult, describe, eval_attacks, limit_indices, precision_of
 from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k
-from advlora.evaluation.plan import EvalPlan
 from advlora.evaluation.runners import ImageRun, attack_images, joint, result, text_captions
-from advlora.evaluation.sanity import Outcomes, check_mode_restored, run_checks, verdict, \
-    white_box_reference
+from advlora.evaluation.sanity import Outcomes, check_mode_restored, run_checks, verdict, white_box_reference
 from advlora.evaluation.suite import ensemble, run_suite
 from advlora.evaluation.tasks import exit_rank, task_of
 from advlora.models.video import for_dataset
+
 
 def evaluate_robust(model, dataset: RetrievalDataset, attacks: list[str] | str, threat: ThreatModel,
                     plan: EvalPlan | None = None, *, generator: torch.Generator | None = None, surrogate=None,

@@ -10,17 +10,17 @@ import torch
 
 from advlora.attacks import ThreatModel, attack_mode
 from advlora.attacks import objectives as O
+from advlora.attacks.attack_objective import TargetFamily, Wrapper
 from advlora.attacks.image_objectives import ObjectiveInputs
 from advlora.attacks.image_objectives import build as build_objective
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
-from advlora.attacks.attack_objective import TargetFamily, Wrapper
 from advlora.attacks.stopping import report_rank, stop_at_rank
 from advlora.errors import AdvloraError
 from advlora.evaluation import distributed
 from advlora.evaluation.images import ImageSource, Spill, SubsetImages
-from advlora.evaluation.plan import EvalPlan
 from advlora.evaluation.measure import Ctx, positives, reported_i2t_rank
+from advlora.evaluation.plan import EvalPlan
 from advlora.evaluation.results import FEATURE_BATCH, KS, AttackResult
 from advlora.evaluation.retrieval import encode_images, encode_texts
 from advlora.metrics import attack_success_rate

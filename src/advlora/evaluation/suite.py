@@ -25,8 +25,8 @@ from advlora.attacks.registry import AttackSpec
 from advlora.evaluation import distributed
 from advlora.evaluation.images import AdvImages, ImageSource, Picked, write_record
 from advlora.evaluation.measure import Ctx, measure, measure_i2t, scores, tie_dtype
-from advlora.evaluation.results import FEATURE_BATCH, AttackResult, describe, precision_of
 from advlora.evaluation.plan import EvalPlan
+from advlora.evaluation.results import FEATURE_BATCH, AttackResult, describe, precision_of
 from advlora.evaluation.runners import ImageRun, attack_images, result
 from advlora.evaluation.sanity import Outcomes
 from advlora.evaluation.tasks import task_of

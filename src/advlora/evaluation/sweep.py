@@ -27,8 +27,8 @@ from advlora.attacks import ThreatModel, image_objectives, registry, result_key
 from advlora.config import load_yaml
 from advlora.data.dataset import RetrievalDataset
 from advlora.errors import AdvloraError
-from advlora.evaluation.protocols import record as protocol_record
 from advlora.evaluation.plan import EvalPlan, check_attack_options
+from advlora.evaluation.protocols import record as protocol_record
 from advlora.evaluation.results import check_exit_k
 from advlora.evaluation.retrieval import evaluate_clean
 from advlora.evaluation.robust import AttackResult, evaluate_robust
@@ -271,7 +271,7 @@ def result_records(sweep: Sweep, provenance: dict[str, Any] | None = None, manif
     out = []
     for r in sweep.results:
         cells = [(th, run) for th, run in zip(r.threats, r.runs)] if r.runs else [(None, None)]
-        for th, run in cells:
+        for th, _run in cells:
             eps_str = th.eps_text if th is not None else None
             attacks = {k: {"attack": a.attack, "threat": a.threat, "metrics": a.metrics, "clean": a.clean,
                            "asr": a.asr, "n_images": a.n_images, **({"subset": a.subset} if a.subset else {})}

@@ -18,8 +18,14 @@ from advlora.data.classification import ClassificationDataset
 from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation.results import KS
 from advlora.evaluation.sanity import chance_r_mean
-from advlora.metrics import (classification_accuracy, classification_chance, classification_ranks, i2t_ranks,
-                             retrieval_recall, t2i_ranks)
+from advlora.metrics import (
+    classification_accuracy,
+    classification_chance,
+    classification_ranks,
+    i2t_ranks,
+    retrieval_recall,
+    t2i_ranks,
+)
 
 
 class Retrieval:

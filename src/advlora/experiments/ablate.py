@@ -17,8 +17,8 @@ from advlora.config import merge
 from advlora.errors import AdvloraError
 from advlora.experiments import summarize as S
 from advlora.experiments.grid import run_grid
-from advlora.experiments.spec import GridConfig, load_grid_config
 from advlora.experiments.report import fmt
+from advlora.experiments.spec import GridConfig, load_grid_config
 from advlora.report.plots import count, paired_changes
 from advlora.report.tables import metrics_table
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from advlora.errors import AdvloraError
-from advlora.experiments import backend, spectrum as S
+from advlora.experiments import backend
+from advlora.experiments import spectrum as S
 from advlora.experiments.report import alpha_columns, read_history
 from advlora.experiments.spec import slug
 from advlora.io import write_json

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advlora.errors import AdvloraError
 from advlora.evaluation.protocols import record as protocol_record
+from advlora.evaluation.sweep import adapter_provenance, result_file_name
 from advlora.experiments import backend
 from advlora.experiments.spec import EvalCell, GridConfig, TrainCell, run_config_dict
-from advlora.errors import AdvloraError
-from advlora.evaluation.sweep import adapter_provenance, result_file_name
 from advlora.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)

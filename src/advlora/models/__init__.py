@@ -19,9 +19,22 @@ from advlora.errors import AdvloraError
 from advlora.io import advlora_home
 from advlora.models import blip, clip, open_clip, siglip
 from advlora.models.base import VLModel
-from advlora.models.family import (FAMILIES, LOADERS, Family, Loader, TinyBuilder, add_sizes, family_of, get_family,
-                                   register_family, register_loader, register_tiny_builder, tiny_builder,
-                                   tiny_defaults, unsupported)
+from advlora.models.family import (
+    FAMILIES,
+    LOADERS,
+    Family,
+    Loader,
+    TinyBuilder,
+    add_sizes,
+    family_of,
+    get_family,
+    register_family,
+    register_loader,
+    register_tiny_builder,
+    tiny_builder,
+    tiny_defaults,
+    unsupported,
+)
 from advlora.models.loading import check_hub_id, load_transformers, model_not_found
 
 # the registered families: one line each

@@ -153,7 +153,7 @@ def paired_changes(items: Sequence[tuple[str, str, float, float | None, str]], p
         rows += [it for it in items if it[0] == g]
     fig, ax = plt.subplots(figsize=(6.8, 0.32 * len(rows) + 1.4))
     ys = list(range(len(rows)))[::-1]
-    for y, (_, label, change, half, verdict) in zip(ys, rows):
+    for y, (_, _label, change, half, verdict) in zip(ys, rows):
         color = VERDICT_COLORS.get(verdict, "#1f77b4")
         ax.errorbar([change], [y], xerr=None if half is None else [[half], [half]], fmt="o", ms=5, color=color,
                     capsize=3, lw=1.6, zorder=3)

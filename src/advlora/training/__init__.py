@@ -4,8 +4,15 @@
 ``load_run_config``; the run folder receives ``config.yaml``, ``manifest.json``, ``history.csv``, ``epochs.csv``,
 ``tb/``, ``checkpoints/``, ``adapter/``, ``metrics.json`` and ``efficiency.json``.
 """
-from advlora.training.config import (AttackConfig, DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig,
-                                     load_run_config)
+from advlora.training.config import (
+                                     AttackConfig,
+                                     DataConfig,
+                                     EvalConfig,
+                                     ModelConfig,
+                                     RunConfig,
+                                     TrainConfig,
+                                     load_run_config,
+)
 from advlora.training.trainer import TrainResult, train
 
 __all__ = ["AttackConfig", "DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig", "TrainResult",

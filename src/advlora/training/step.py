@@ -23,8 +23,8 @@ from torch import nn
 
 from advlora.attacks import registry
 from advlora.attacks.attack_objective import Function
-from advlora.attacks.registry import AttackSpec
 from advlora.attacks.objectives import LOSSES
+from advlora.attacks.registry import AttackSpec
 from advlora.errors import choices_error
 from advlora.losses import itm_loss, per_image_contrastive, sample_hard_negatives
 from advlora.models.prompts import for_templates

@@ -30,6 +30,9 @@ from advlora.errors import AdvloraError
 from advlora.io import atomic_dir, write_json
 from advlora.models.text_prompt import prompt_disabled
 from advlora.models.video import for_dataset
+from advlora.preempt import Preempted, StopRequest, stop_requests
+from advlora.progress import BatchProgress
+from advlora.runs import execution
 from advlora.runtime import eval_mode
 from advlora.training import objectives
 from advlora.training import setup as S
@@ -38,11 +41,16 @@ from advlora.training.config import CLEAN, RunConfig
 from advlora.training.data import EpochSampler, ShardBatches, TrainBatches
 from advlora.training.logs import RunLogger, alpha_row
 from advlora.training.reference import OriginalModel
-from advlora.preempt import Preempted, StopRequest, stop_requests
-from advlora.progress import BatchProgress
-from advlora.runs import execution
-from advlora.training.step import (Dist, TrainTask, attack_batch, class_embeddings, class_features,
-                                   class_positives, positives_from_ids, training_attack)
+from advlora.training.step import (
+    Dist,
+    TrainTask,
+    attack_batch,
+    class_embeddings,
+    class_features,
+    class_positives,
+    positives_from_ids,
+    training_attack,
+)
 from advlora.training.validate import validate
 
 

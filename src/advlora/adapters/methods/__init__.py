@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-
 #: the modules declared first, in this order (``advlora list methods`` shows the baselines first); then the rest
 FIRST = ("frozen", "full", "lora", "advlora")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advlora.adapters import layer as L
 from advlora.adapters import init as initialisations
+from advlora.adapters import layer as L
 from advlora.adapters.io import merge_peft_layers
 from advlora.adapters.method import AdapterMethod, register
 from advlora.adapters.methods.lora import STATE_FILE, peft_config, read_saved, residual_state, write_export

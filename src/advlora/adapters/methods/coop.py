@@ -24,8 +24,14 @@ import torch
 from advlora.adapters.io import read_tensors
 from advlora.adapters.method import AdapterMethod, register
 from advlora.errors import AdvloraError, choices_error
-from advlora.models.text_prompt import (POSITIONS, TextPrompt, attach_text_prompt, random_context, text_prompt_of,
-                                        token_context)
+from advlora.models.text_prompt import (
+    POSITIONS,
+    TextPrompt,
+    attach_text_prompt,
+    random_context,
+    text_prompt_of,
+    token_context,
+)
 
 FILE = "prompt.safetensors"
 #: context tokens of a random initialisation that names no n_ctx

@@ -27,7 +27,14 @@ from advlora.adapters import layer as L
 from advlora.adapters.io import PEFT_PREFIX, PeftTuner, read_tensors
 from advlora.adapters.method import register
 from advlora.adapters.methods.advlora import adopt_layers, alpha_log, load_factors, trainable_alphas
-from advlora.adapters.methods.lora import STATE_FILE, lora_shapes, peft_config, read_saved, residual_state, write_export
+from advlora.adapters.methods.lora import (
+    STATE_FILE,
+    lora_shapes,
+    peft_config,
+    read_saved,
+    residual_state,
+    write_export,
+)
 from advlora.adapters.model import inject, lora_layers
 from advlora.errors import AdvloraError
 

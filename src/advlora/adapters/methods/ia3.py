@@ -8,7 +8,6 @@ without advlora.json (its layers' input sizes unknown) does not load in advlora.
 """
 from __future__ import annotations
 
-
 from advlora.adapters.io import PeftTuner
 from advlora.adapters.method import register
 from advlora.adapters.model import inject
