@@ -31,7 +31,8 @@ METHOD_VARIANTS = [
     {"method": "frozen"}, {"method": "full"}, {"method": "lora"}, {"method": "pissa"},
     {"method": "advlora"}, {"method": "advlora", "mode": "zero_alpha"}, {"method": "advlora", "init": "pissa"},
     {"method": "advlora", "init": "peft"}, {"method": "advlora", "kmeans_on": "cols", "alpha_mode": "tower"},
-    {"method": "advlora", "align_init": "onehot", "alpha_mode": "fixed"}, {"method": "advlora", "alpha_mode": "shared"},
+    {"method": "advlora", "align_init": "onehot", "alpha_mode": "fixed"},
+    {"method": "advlora", "alpha_mode": "shared"},
 ]
 
 
@@ -63,7 +64,8 @@ def scores(m):
 
 
 
-@pytest.mark.parametrize("arch,opts", [("clip", o) for o in METHOD_VARIANTS] + [("blip", o) for o in METHOD_VARIANTS[2:6]],
+@pytest.mark.parametrize("arch,opts",
+                         [("clip", o) for o in METHOD_VARIANTS] + [("blip", o) for o in METHOD_VARIANTS[2:6]],
                          ids=lambda o: o if isinstance(o, str) else "-".join(map(str, o.values())))
 def test_output_unchanged_after_attach(arch, opts):
     m = fresh(arch)
@@ -200,7 +202,8 @@ def test_export_loads_in_peft_with_same_scores(tmp_path, arch, opts):
 
 @pytest.mark.parametrize("opts", [{"method": "advlora"}, {"method": "pissa"}, {"method": "lora"}, {"method": "full"},
                                   {"method": "frozen"},
-                                  {"method": "advlora", "mode": "zero_alpha", "kmeans_on": "cols", "alpha_mode": "shared"}])
+                                  {"method": "advlora", "mode": "zero_alpha", "kmeans_on": "cols",
+                                   "alpha_mode": "shared"}])
 def test_save_load_round_trip(tmp_path, opts):
     m = fresh()
     attach_adapter(m, opts, rank=4, towers="vision" if opts["method"] == "full" else "both")

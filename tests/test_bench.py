@@ -1,4 +1,5 @@
-"""``advlora bench --random-model clip:tiny`` runs and writes valid JSON with every ratio (a smoke test, not a benchmark)."""
+"""``advlora bench --random-model clip:tiny`` runs and writes valid JSON with every ratio (a smoke test, not a
+benchmark)."""
 import json
 import math
 
@@ -10,9 +11,9 @@ from advlora.cli import main
 
 def test_bench_tiny_writes_every_ratio(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = main(["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1", "--retrieval-images", "200",
-               "--retrieval-texts", "1000", "--suite-images", "4", "--autoattack-images", "0",
-               "--out", str(out)])
+    rc = main(["bench", "--random-model", "clip:tiny", "--batch-size", "2", "--repeats", "1",
+               "--retrieval-images", "200", "--retrieval-texts", "1000", "--suite-images", "4",
+               "--autoattack-images", "0", "--out", str(out)])
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
     assert set(data["ratios"]) == set(TARGETS) - {"p8_vs_autoattack", "p8_exit10_vs_autoattack"}   # reduction skipped

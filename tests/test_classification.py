@@ -233,7 +233,7 @@ def test_multi_data_eval_prints_one_transfer_table_and_results_files(three_sets,
     files = sorted((out / "results").rglob("*.json"))
     assert len(files) == 6                                           # 3 sets x 1 threat x (adapter, base)
     for f in files:
-        rec = json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f}: {c} is not strict JSON"))
+        rec = json.loads(f.read_text(), parse_constant=lambda c, f=f: pytest.fail(f"{f}: {c} is not strict JSON"))
         assert check_record(rec) == [] and set(RECORD_KEYS) <= set(rec)
         assert rec["threat"]["eps_str"] == "4/255" and rec["attacks"] == ["pgd"]
         assert rec["robust"]["metrics"][rec["headline"]] <= rec["clean"][rec["headline"]] + 1e-9

@@ -267,7 +267,8 @@ def test_docs_show_the_exit_status_table():
 def test_python_OO_loads_models_and_the_evaluation_protocol():
     """Under ``python -OO`` docstrings are stripped: transformers' models still import (advlora.runtime's
     pass-through for its docstring decorator) and the evaluation protocol is a constant, not a docstring."""
-    code = ("import advlora\nfrom advlora.models.tiny import random_model\nfrom advlora.evaluation.results import PROTOCOL\n"
+    code = ("import advlora\nfrom advlora.models.tiny import random_model\n"
+            "from advlora.evaluation.results import PROTOCOL\n"
             "m = random_model('clip', 'test')\nassert PROTOCOL.strip() and m.encode_text(['a cat']).shape[0] == 1\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-OO", "-c", code], capture_output=True, text=True, timeout=300)

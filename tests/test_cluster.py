@@ -47,7 +47,8 @@ def _steps(folder: Path) -> dict[str, list[int]]:
     return {p.stem: [int(x) for x in p.read_text().split()] for p in folder.glob("*.txt")}
 
 
-# about 75 s on two shared cores (three job processes each import torch): in the default suite, it is issue 15's acceptance
+# about 75 s on two shared cores (three job processes each import torch): in the default suite, it is issue 15's
+# acceptance
 def test_submitit_grid_survives_sigterm_and_resubmission(tmp_path, monkeypatch, capsys):
     from advlora.experiments import cluster
     from advlora.experiments.grid import run_cells

@@ -3,8 +3,8 @@ global batch.
 
 Tolerance: the attack runs without random start here, so both runs see the same adversarial examples up to
 float summation order (gathered features, all-reduced gradients); trained weights agree within 1e-5 (seen:
-1.5e-7) and the validation r_mean per epoch within 0.5 point (seen: identical). (With random start, each rank draws its own noise for its slice of the
-batch, so a 2-process run equals a 1-process run only in distribution.)
+1.5e-7) and the validation r_mean per epoch within 0.5 point (seen: identical). (With random start, each rank draws its
+own noise for its slice of the batch, so a 2-process run equals a 1-process run only in distribution.)
 """
 from __future__ import annotations
 
@@ -70,9 +70,10 @@ def test_two_nodes_rendezvous_c10d_match_one_process(tmp_path):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     port = free_port()
-    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-                                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                                "--rdzv-id", "advlora-test", "-m", "advlora", "train", "--config",
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                                "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "advlora-test",
+                                "-m", "advlora", "train", "--config",
                                 str(tmp_path / "run.yaml"), "--out", str(tmp_path / "two")],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]

@@ -28,7 +28,8 @@ def _class_folder(root):
     for c in ("apple", "river", "stone"):
         (root / c).mkdir(parents=True)
         for k in range(2):
-            Image.fromarray((torch.rand(12, 12, 3, generator=g) * 255).to(torch.uint8).numpy()).save(root / c / f"{k}.png")
+            pixels = (torch.rand(12, 12, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(root / c / f"{k}.png")
     (root / "templates.txt").write_text("{}\n")
     return root
 
@@ -59,8 +60,10 @@ def test_demo_smoke(tmp_path, image_text_folder, capsys, one_thread):
     md = (out / "report.md").read_text()
     assert "Sanity checks" in md and "Threat models" in md
     # laid out as a results section: verdict, claims, headline table; how it was run comes last
-    assert md.index("**Sanity verdict") < md.index("**Claim 1:") < md.index("## Results") < md.index("## Sanity checks")
-    assert md.index("## How this was run") > md.index("## Plots") and "Learning rates" in md.split("## How this was run")[1]
+    assert (md.index("**Sanity verdict") < md.index("**Claim 1:") < md.index("## Results")
+            < md.index("## Sanity checks"))
+    assert md.index("## How this was run") > md.index("## Plots")
+    assert "Learning rates" in md.split("## How this was run")[1]
     # the forgetting evaluation: every method on the second data set, clean and under PGD at the demo eps
     assert list(s["forgetting"]) == METHODS and "forgetting:" in printed and "Forgetting" in md
     for r in s["forgetting"].values():

@@ -54,7 +54,8 @@ def test_results_page_is_rendered_from_the_summary_files():
 def test_readme_blocks_are_rendered_from_the_summary_files():
     blocks = gen.readme_blocks(gen.load_summaries())
     assert set(blocks) >= {"demo", "spread"}
-    assert gen.splice(README, blocks) == README, "README.md's result blocks are out of date: run scripts/gen_results.py"
+    assert gen.splice(README, blocks) == README, \
+        "README.md's result blocks are out of date: run scripts/gen_results.py"
     demo = next(s for s in gen.load_summaries() if s["id"] == "demo")
     main = next(t for t in demo["tables"] if t["id"] == "main")
     inside, _ = _blocks(README)
@@ -139,7 +140,8 @@ def test_doc_links_stay_inside_the_repository():
 
 def test_cli_reference_is_generated_from_the_parsers():
     ref = _script("gen_cli_reference")
-    assert (DOCS / "cli.md").read_text() == ref.render(), "docs/cli.md is out of date: run scripts/gen_cli_reference.py"
+    assert (DOCS / "cli.md").read_text() == ref.render(), \
+        "docs/cli.md is out of date: run scripts/gen_cli_reference.py"
     text = (DOCS / "cli.md").read_text()
     for command in ("eval", "train", "data", "demo"):
         assert f"## advlora {command}" in text

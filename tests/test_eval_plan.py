@@ -32,7 +32,7 @@ def _signatures() -> dict[str, int]:
     out: dict[str, int] = {}
     for stage in ("attacks", "evaluation"):
         for path in sorted((SRC / stage).glob("*.py")):
-            def visit(node, prefix: str) -> None:
+            def visit(node, prefix: str, stage: str = stage, path: Path = path) -> None:
                 for n in ast.iter_child_nodes(node):
                     if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
                             (not n.name.startswith("_") or n.name == "__init__"):

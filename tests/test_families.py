@@ -253,7 +253,8 @@ def test_a_new_family_is_one_declaration(toy, tmp_path):
     # its loss is what training optimised
     x, t = _pixels(2), ["red apple", "dog face"]
     img, txt = model.encode_image(x), model.encode_text(t)
-    assert float(model.contrastive_loss(img, txt)) != pytest.approx(float(CLIPWrapper.contrastive_loss(model, img, txt)))
+    assert float(model.contrastive_loss(img, txt)) != \
+        pytest.approx(float(CLIPWrapper.contrastive_loss(model, img, txt)))
 
 
 def test_bench_sizes_build_the_family_that_declares_them(toy):

@@ -110,8 +110,8 @@ def test_grid_resumes_without_redoing_finished_cells(tmp_path, fake):
     found, _ = find_records([str(tmp_path / "cells")])
     assert len(found) == 6 * 2
     runs = {(r["run"]["label"], r["run"]["seed"], r["run"]["trainable"]) for _, r in found}
-    assert runs == {(label, seed, 0 if label == "zero-shot" else 1000) for label in ("zero-shot", "adv. LoRA", "AdvLoRA")
-                    for seed in (0, 1)}
+    assert runs == {(label, seed, 0 if label == "zero-shot" else 1000)
+                    for label in ("zero-shot", "adv. LoRA", "AdvLoRA") for seed in (0, 1)}
 
 
 def test_changed_budget_is_not_silently_reused(tmp_path, fake):
@@ -162,8 +162,8 @@ def test_a_method_row_names_its_training_objective():
     from advlora.cli.grid import resolve_config
     from advlora.experiments.spec import run_config_dict
 
-    cfg = load_grid_config(None, base={**GRID, "methods": [{"label": "FARE-LoRA", "method": "lora", "objective": "fare"},
-                                                           {"label": "adv. LoRA", "method": "lora"}]})
+    cfg = load_grid_config(None, base={**GRID, "methods": [
+        {"label": "FARE-LoRA", "method": "lora", "objective": "fare"}, {"label": "adv. LoRA", "method": "lora"}]})
     cells = {tc.method.label: tc for tc in train_cells(cfg) if tc.seed == 0}
     assert run_config_dict(cfg, cells["FARE-LoRA"])["train"]["objective"] == "fare"
     assert "objective" not in run_config_dict(cfg, cells["adv. LoRA"])["train"]     # the budget's, as before

@@ -122,7 +122,11 @@ def test_tecoa_step_is_todays_adversarial_training_bit_for_bit():
         if by_hand:
             with eval_mode(model):
                 scale = model.logit_scale.detach()
-                adv = ATTACKS["pgd"](lambda x: per_image_contrastive(model.encode_image(x), text, scale, pos), clean,
+
+                def objective(x, model=model, text=text, scale=scale, pos=pos):
+                    return per_image_contrastive(model.encode_image(x), text, scale, pos)
+
+                adv = ATTACKS["pgd"](objective, clean,
                                      eps=4 / 255, step_size=None, steps=3, norm="linf", random_start=True,
                                      restarts=1, generator=gen).detach()
             loss = contrastive_loss(model.encode_image(adv), text, model.logit_scale, pos)
@@ -202,7 +206,8 @@ def test_fare_trains_every_method_from_a_folder_of_images(ann, tmp_path, method)
     images = _image_folder(tmp_path)
     ds = read_image_folder(images, "train")
     assert len(ds) == 6 and ds.captions == [] and all(p.endswith(".png") for p in ds.images)
-    cfg = load_run_config(overrides=tiny_config(ann, adapter={"method": method}, train={"steps": 2, "objective": "fare"},
+    cfg = load_run_config(overrides=tiny_config(ann, adapter={"method": method},
+                                                train={"steps": 2, "objective": "fare"},
                                                 data={"name": str(images), "train_split": "train",
                                                       "eval_name": str(ann)}))
     res = train(cfg, tmp_path / "run")

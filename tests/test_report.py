@@ -14,7 +14,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _report(tmp_path):
-    plots.robust_vs_eps({"zero-shot": [(0, 60.0, 0), (2 / 255, 10.0, 0)], "AdvLoRA": [(0, 55.0, 0), (2 / 255, 30.0, 1)]},
+    plots.robust_vs_eps({"zero-shot": [(0, 60.0, 0), (2 / 255, 10.0, 0)],
+                         "AdvLoRA": [(0, 55.0, 0), (2 / 255, 30.0, 1)]},
                         tmp_path / "plots" / "r.png")
     rep = Report("demo")
     rep.heading("Results").table(["method", "clean", "PGD-10"], [["zero-shot", 60.0, 10.0], ["AdvLoRA", 55.0, 30.25]])

@@ -25,7 +25,8 @@ def _losses(path):
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     ann = write_data(tmp_path / "data", n=8)            # 8 images, batch 2: 4 steps per epoch
     model = save_test_model(tmp_path / "model")
-    conf = tiny_config(ann, model={"random": None, "name": str(model)}, adapter={"method": "advlora", "towers": "vision", "rank": 2},
+    conf = tiny_config(ann, model={"random": None, "name": str(model)},
+                       adapter={"method": "advlora", "towers": "vision", "rank": 2},
                        attack={"steps": 2}, train={"steps": 10, "batch_size": 2, "checkpoint_every": 3,
                                                    "keep_last": 2},
                        eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})

@@ -111,7 +111,8 @@ def test_blip_rerank_reads_the_adversarial_rows_it_needs(monkeypatch, tiny_blip,
     assert ref["rerank_k"]
     out = _no_whole_set(monkeypatch, tiny_blip, data, ["fgsm"], th, sanity=False, ensemble=True)
     for part in (out["attacks"]["fgsm"], out["ensemble"]):
-        assert part["ranks"] == (ref["attacks"]["fgsm"] if part is out["attacks"]["fgsm"] else ref["ensemble"])["ranks"]
+        want = ref["attacks"]["fgsm"] if part is out["attacks"]["fgsm"] else ref["ensemble"]
+        assert part["ranks"] == want["ranks"]
 
 
 def test_clean_evaluation_streams_too(monkeypatch, tiny_clip, ann):

@@ -65,8 +65,8 @@ def test_every_method_trains(ann, tmp_path, method):
         assert res.steps == 2 and res.trainable_params > 0 and (tmp_path / method / "adapter").is_dir()
 
 
-@pytest.mark.parametrize("attack", [{"name": "none"}, {"name": "fgsm"}, {"name": "apgd"}, {"loss": "trades", "beta": 2.0},
-                                    {"loss": "mix"}])
+@pytest.mark.parametrize("attack", [{"name": "none"}, {"name": "fgsm"}, {"name": "apgd"},
+                                    {"loss": "trades", "beta": 2.0}, {"loss": "mix"}])
 def test_training_variants(ann, tmp_path, attack):
     res = train(_cfg(ann, attack=attack, train={"steps": 2}), tmp_path / "run")
     hist = _rows(tmp_path / "run" / "history.csv")
@@ -95,8 +95,8 @@ def test_attack_leaves_no_parameter_grad_and_restores_mode(ann):
     model.train()
     clean = torch.rand(3, 3, 32, 32)
     text = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
-    adv = attack_batch(model, AttackConfig(threat=ThreatModel(eps="8/255", steps=3)), clean, text, torch.eye(3, dtype=torch.bool),
-                       torch.Generator().manual_seed(0))
+    adv = attack_batch(model, AttackConfig(threat=ThreatModel(eps="8/255", steps=3)), clean, text,
+                       torch.eye(3, dtype=torch.bool), torch.Generator().manual_seed(0))
     assert all(p.grad is None for p in model.parameters())
     assert all(m.training for m in model.modules())
     assert (adv - clean).abs().max() <= 8 / 255 + 1e-6 and (adv - clean).abs().max() > 0
@@ -126,7 +126,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(ann, tmp_pat
         return orig(*a, **k) * (float("nan") if len(n) == 3 else 1.0)
 
     monkeypatch.setattr(CLIPWrapper, "contrastive_loss", bad)
-    with pytest.raises(AdvloraError, match=r"non-finite loss \(nan\) at step 3; the last good checkpoint is .*step-000002"):
+    with pytest.raises(AdvloraError,
+                       match=r"non-finite loss \(nan\) at step 3; the last good checkpoint is .*step-000002"):
         train(_cfg(ann, train={"steps": 4, "checkpoint_every": 1, "keep_last": 5}), tmp_path / "run")
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000001", "step-000002"]
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "adapter").exists()

@@ -318,8 +318,8 @@ def test_a_rejected_train_leaves_nothing_and_other_commands_refuse_folders_not_t
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     for argv in (["grid", "--config", "grid-tiny-clip"], ["demo"], ["ablate"], ["pretrain"], ["attack"], ["bench"],
-                 ["adapter", "init", "--random-model", "clip:test"], ["adapter", "merge", "--random-model", "clip:test",
-                                                                     "--adapter", "a"]):
+                 ["adapter", "init", "--random-model", "clip:test"],
+                 ["adapter", "merge", "--random-model", "clip:test", "--adapter", "a"]):
         assert main([*argv, "--out", str(mine)]) == EXIT_BAD_INPUT, argv
         err = capsys.readouterr().err
         assert "advlora did not create" in err and len(err.strip().splitlines()) == 1, (argv, err)

@@ -1,4 +1,5 @@
-"""Video-text retrieval: PyAV decoding, the MSR-VTT / DiDeMo formats, frame pooling, clean metrics and PGD on frames."""
+"""Video-text retrieval: PyAV decoding, the MSR-VTT / DiDeMo formats, frame pooling, clean metrics and PGD on
+frames."""
 from __future__ import annotations
 
 import json
@@ -91,7 +92,8 @@ def test_msrvtt_formats(tmp_path):
     (tmp_path / "msrvtt_ret_test1k.json").write_text(json.dumps(lavis))
     blip = "\n".join(json.dumps({"clip_name": f"video{7000 + i}", "caption": f"sentence {i}"}) for i in range(1000))
     (tmp_path / "msrvtt_test.jsonl").write_text(blip + "\n")
-    csv_lines = ["key,vid_key,video_id,sentence"] + [f"ret{i},msr{i},video{7000 + i},sentence {i}" for i in range(1000)]
+    csv_lines = ["key,vid_key,video_id,sentence"] + [f"ret{i},msr{i},video{7000 + i},sentence {i}"
+                                                     for i in range(1000)]
     (tmp_path / "MSRVTT_JSFUSION_test.csv").write_text("\n".join(csv_lines) + "\n")
     for name, fmt in [("msrvtt_ret_test1k.json", "video-json"), ("msrvtt_test.jsonl", "video-jsonl"),
                       ("MSRVTT_JSFUSION_test.csv", "video-csv")]:

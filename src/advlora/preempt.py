@@ -5,10 +5,10 @@ does (one line on stderr says so), a second one interrupts at once (``KeyboardIn
 
 Clusters stop jobs with a signal and kill them shortly after: SLURM sends SIGTERM on preemption, or the signal
 given with ``sbatch --signal`` (submitit asks for SIGUSR2 before the time limit). While ``stop_requests()`` is
-active, SIGTERM, SIGUSR1, SIGUSR2 and SIGINT only set a flag; the trainer checks it after each step, writes a checkpoint
-at that step and raises ``Preempted``. ``advlora train`` then exits with ``PREEMPTED_EXIT`` (75, ``EX_TEMPFAIL``
-of sysexits.h: "try again later"), and ``advlora train --resume`` continues bit-identically. A SLURM site
-requeues such jobs with ``RequeueExit=75`` in slurm.conf, an sbatch script with ``scontrol requeue`` when it sees
+active, SIGTERM, SIGUSR1, SIGUSR2 and SIGINT only set a flag; the trainer checks it after each step, writes a
+checkpoint at that step and raises ``Preempted``. ``advlora train`` then exits with ``PREEMPTED_EXIT`` (75,
+``EX_TEMPFAIL`` of sysexits.h: "try again later"), and ``advlora train --resume`` continues bit-identically. A SLURM
+site requeues such jobs with ``RequeueExit=75`` in slurm.conf, an sbatch script with ``scontrol requeue`` when it sees
 75 (docs/cluster.md), submitit through ``advlora.experiments.cluster``. This module imports no torch, so the CLI
 can map the exception to its exit code without loading the trainer.
 """

@@ -169,7 +169,8 @@ def _normalize_targets(targets: Any) -> Any:
     raise AdvloraError(f"adapter targets must be a list of names, got {targets!r}")
 
 
-def make_config(method_or_config: str | AdapterConfig | dict, rank: int | None = None, **options: Any) -> AdapterConfig:
+def make_config(method_or_config: str | AdapterConfig | dict, rank: int | None = None,
+                **options: Any) -> AdapterConfig:
     """An ``AdapterConfig`` from a method name plus options, a dict, or a config (options override)."""
     import dataclasses
 

@@ -3,8 +3,8 @@ arXiv 2003.01690, adapted): APGD-CE (100 steps), APGD-T (9 targets x 100 steps, 
 queries, margin objective), each later member only on the images the earlier ones left unbroken (early
 exit; every image with ``exhaustive``), then per image the worst outcome over the members (the rank of the
 best positive in image-to-text retrieval). On a randomized model it runs ``RAND_MEMBERS`` instead (APGD-CE
-and APGD-DLR with EOT over 20 calls per step, as AutoAttack's ``rand`` version). On a model with ITM re-ranking (BLIP) APGD also attacks
-the two-stage score end to end (the ``rerank`` objective) beside ITC.
+and APGD-DLR with EOT over 20 calls per step, as AutoAttack's ``rand`` version). On a model with ITM re-ranking (BLIP)
+APGD also attacks the two-stage score end to end (the ``rerank`` objective) beside ITC.
 
 Declared as a suite: ``evaluate_robust`` runs each member as its own attack (its own row, ``standard/<member>``)
 and writes the per-sample worst as the ``standard`` row, with the members' budgets in its threat-model line.

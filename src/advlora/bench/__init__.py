@@ -140,14 +140,15 @@ def format_bench(result: dict, rows_only: bool = False) -> str:
     lines.append("  with activation recomputation (both): advlora {advlora_peak_gib_recompute:.2f} GiB, full "
                  "{full_peak_gib_recompute:.2f} GiB; step time with / without {p2_step_recompute_vs_advlora:.3f}"
                  .format(**d))
-    lines.append("  glibc's default allocator (its heap keeps freed buffers): advlora {advlora_peak_gib_glibc:.2f} GiB, "
-                 "full {full_peak_gib_glibc:.2f} GiB".format(**d))
+    lines.append("  glibc's default allocator (its heap keeps freed buffers): advlora {advlora_peak_gib_glibc:.2f} "
+                 "GiB, full {full_peak_gib_glibc:.2f} GiB".format(**d))
     lines.append("train step {step_gflop:.1f} GFLOP -> {achieved_gflops:.1f} GFLOP/s; matmul peak {peak_gflops:.1f} "
                  "GFLOP/s".format(**d))
     lines.append("retrieval 5k x 25k {retrieval_s:.3f}s vs matmul {matmul_s:.3f}s; extra peak "
                  "{p6_eval_extra_gib:.3f} GiB".format(**d))
-    lines.append("suite on {suite_images} images: early exit {suite_early_s:.1f}s, exhaustive {suite_exhaustive_s:.1f}s, "
-                 "members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} images/s".format(**d)
+    lines.append("suite on {suite_images} images: early exit {suite_early_s:.1f}s, exhaustive "
+                 "{suite_exhaustive_s:.1f}s, members alone {suite_members_s:.1f}s; {suite_images_per_s:.2f} "
+                 "images/s".format(**d)
                  if "suite_early_s" in d else "suite: not run (--suite-images 0)")
     lines += autoattack_lines(d)
     return "\n".join(lines)

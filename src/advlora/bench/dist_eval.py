@@ -70,7 +70,8 @@ def _cause(proc: subprocess.CompletedProcess) -> str:
 
 
 def _launch(cmd: list[str], threads: int, label: str) -> float:
-    """Run ``cmd`` with ``threads`` intra-op threads; its wall seconds. A failure raises ``RuntimeError`` (one line)."""
+    """Run ``cmd`` with ``threads`` intra-op threads; its wall seconds. A failure raises ``RuntimeError``
+    (one line)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     try:

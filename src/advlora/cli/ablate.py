@@ -22,7 +22,8 @@ EXAMPLES = examples(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the report from the cells already complete (e.g. of an interrupted run)")
-    p.add_argument("--out", default="runs/ablate", help="output folder (default: runs/ablate); an existing one resumes")
+    p.add_argument("--out", default="runs/ablate",
+                   help="output folder (default: runs/ablate); an existing one resumes")
     p.add_argument("--steps", type=int, default=None,
                    help="optimiser steps of every variant's training (default 150, batch 64)")
     add_seeds_argument(p)

@@ -153,7 +153,8 @@ def _info(args: argparse.Namespace) -> int:
         model = base if len(methods) == 1 else copy.deepcopy(base)
         attach_adapter(model, _options(args, method))
         info = adapter_info(model)
-        print(f"{method:<{width}} {info['layers']:>6} {info['trainable']:>12,} {info['total']:>12,} {info['share']:>9.3f}")
+        print(f"{method:<{width}} {info['layers']:>6} {info['trainable']:>12,} {info['total']:>12,} "
+              f"{info['share']:>9.3f}")
         rep = [r for r in model.advlora_adapter.report if "error" in r]  # the layers whose init reports an error
         if rep:
             reports.append((method, model.advlora_adapter.config.init, rep))

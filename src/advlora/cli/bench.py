@@ -18,7 +18,9 @@ EXAMPLES = examples(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-model", default="clip:vit-b32", metavar="ARCH:SIZE",
-                   help="the random model measured (no download): clip:test, clip:tiny, clip:vit-b32, clip:openclip-vit-b32 (open_clip format, converted), blip:blip-base, siglip:siglip-base, or any size a family declares")
+                   help="the random model measured (no download): clip:test, clip:tiny, clip:vit-b32, "
+                        "clip:openclip-vit-b32 (open_clip format, converted), blip:blip-base, siglip:siglip-base, "
+                        "or any size a family declares")
     add_deprecated(p, "--size", dest="random_model", new="--random-model")
     p.add_argument("--batch-size", type=int, default=16, help="images per measured batch")
     add_deprecated(p, "--batch", dest="batch_size", new="--batch-size", type=int)
@@ -32,9 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test images per row of the AutoAttack reduction (P8, tiny CLIP, only when torchattacks is "
                         "importable: an optional extra); 0 skips it")
     p.add_argument("--device", default=None,
-                   help="cuda, cuda:1, ...: the GPU figures (PGD-10 images/s, training-step MFU against the bf16 matmul "
-                        "peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the CPU "
-                        "(default: the CPU ratios)")
+                   help="cuda, cuda:1, ...: the GPU figures (PGD-10 images/s, training-step MFU against the bf16 "
+                        "matmul peak, ViT-B/32 and BLIP-base) instead of the CPU ratios; cpu runs that path on the "
+                        "CPU (default: the CPU ratios)")
     p.add_argument("--device-models", default="clip:vit-b32,blip:blip-base", metavar="ARCH:SIZE,...",
                    help="random models of the --device figures")
     add_deprecated(p, "--device-sizes", dest="device_models", new="--device-models")

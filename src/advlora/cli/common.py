@@ -117,8 +117,10 @@ def summary_stream(args: argparse.Namespace):
 def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tiny-clip",
                         data_default: str = "emoji") -> None:
     p.add_argument("--model", default=model_default,
-                   help="hub id, local folder, tiny-clip, tiny-blip, tiny-siglip or an open_clip checkpoint (advlora list models)")
-    p.add_argument("--adapter", default=None, help="adapter folder (peft format) to load onto the model (default: none)")
+                   help="hub id, local folder, tiny-clip, tiny-blip, tiny-siglip or an open_clip checkpoint "
+                        "(advlora list models)")
+    p.add_argument("--adapter", default=None,
+                   help="adapter folder (peft format) to load onto the model (default: none)")
     p.add_argument("--data", default=data_default,
                    help="an embedded data set (emoji, emoji-source, emoji-downstream, emoji-video: advlora list "
                         "datasets) or an annotation file / folder")
@@ -133,8 +135,8 @@ def add_model_data_args(p: argparse.ArgumentParser, *, model_default: str = "tin
     p.add_argument("--batch-size", type=int, default=128, help="images per batch")
     add_deprecated(p, "--batch", dest="batch_size", new="--batch-size", type=int)
     p.add_argument("--rerank-k", type=int, default=-1,
-                   help="BLIP: re-rank the top k of ITC by ITM (default: LAVIS's depth, 128, or 256 from 5,000 images; "
-                        "0 = ITC only)")
+                   help="BLIP: re-rank the top k of ITC by ITM (default: LAVIS's depth, 128, or 256 from 5,000 "
+                        "images; 0 = ITC only)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset, the attacks' random starts and Square")
 

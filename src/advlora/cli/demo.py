@@ -1,4 +1,5 @@
-"""``advlora demo``: the tiny CLIP adapted to emoji-downstream by six methods under one budget, and the paper's claims."""
+"""``advlora demo``: the tiny CLIP adapted to emoji-downstream by six methods under one budget, and the paper's
+claims."""
 from __future__ import annotations
 
 import argparse

@@ -32,7 +32,8 @@ from advlora.io import write_json
 #: the file a run folder stores its k-shot sample in
 FEW_SHOT_FILE = "fewshot.json"
 RECORD_VERSION = 1
-#: the parts of a base-to-new split, as a ``--data`` suffix names them (``emoji-cls:base``), in ``base_new_split``'s order
+#: the parts of a base-to-new split, as a ``--data`` suffix names them (``emoji-cls:base``), in ``base_new_split``'s
+#: order
 PARTS = ("base", "new")
 
 

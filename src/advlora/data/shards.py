@@ -6,12 +6,12 @@ captions, one per line); ``sizes.json`` next to the shards maps each shard's fil
 
 Reading (``ShardSamples``, an ``IterableDataset``): each epoch the shard list is permuted from (seed, epoch) and
 dealt to the ``workers x ranks`` global readers ``g = rank * workers + worker``, each shard to the rank holding the
-fewest samples so far and there to its worker holding the fewest (``exact`` mode: every sample exactly once per epoch across all readers, so there must be
-at least ``workers x ranks`` shards), or each reader draws ``len // (R*W)`` samples' worth of shards with
-replacement from a generator seeded by (seed, epoch, g) (``resampled`` mode, for sets too large for whole
-epochs). Either way the plan of an epoch, and so every reader's sample count, is known from ``sizes.json``
-before a shard is opened: that is what lets the trainer give every rank the same number of steps and resume
-mid-epoch (``advlora.training.data.ShardBatches``). Pixels are decoded and augmented in the worker, seeded from
+fewest samples so far and there to its worker holding the fewest (``exact`` mode: every sample exactly once per epoch
+across all readers, so there must be at least ``workers x ranks`` shards), or each reader draws ``len // (R*W)``
+samples' worth of shards with replacement from a generator seeded by (seed, epoch, g) (``resampled`` mode, for sets too
+large for whole epochs). Either way the plan of an epoch, and so every reader's sample count, is known from
+``sizes.json`` before a shard is opened: that is what lets the trainer give every rank the same number of steps and
+resume mid-epoch (``advlora.training.data.ShardBatches``). Pixels are decoded and augmented in the worker, seeded from
 (seed, epoch, sample position). What a resume means in each mode is in docs/benchmarks.md.
 """
 from __future__ import annotations

@@ -174,8 +174,8 @@ def _itm_pairs(model: VLModel, states: torch.Tensor, captions: list[str], img_id
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def retrieval_scores(model: VLModel, images: torch.Tensor | ImageSource, captions: list[str], *, rerank_k: int | None = None,
-                     text_features: torch.Tensor | None = None, batch_size: int = 128,
+def retrieval_scores(model: VLModel, images: torch.Tensor | ImageSource, captions: list[str], *,
+                     rerank_k: int | None = None, text_features: torch.Tensor | None = None, batch_size: int = 128,
                      txt2img: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sim_i2t, sim_t2i) for images against captions; equal unless BLIP re-ranks with ITM (``rerank_k``;
     ``txt2img``: as in ``itm_rerank``)."""

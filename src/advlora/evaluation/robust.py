@@ -129,7 +129,8 @@ class _Run:
         self.randomized: Randomness | None = None
 
     def checks(self, p) -> list:
-        """The sanity checks of this run (``sanity.run_checks``) through probe ``p``, and the randomized-model check."""
+        """The sanity checks of this run (``sanity.run_checks``) through probe ``p``, and the randomized-model
+        check."""
         checks = {**(self.sub_ctx.checks if self.sub_ctx else {}), **self.ctx.checks}
         out = run_checks(self.threat, self.out, ctx_checks=checks, probe=p, outcomes=self.scopes,
                          chance=task_of(self.dataset).chance(self.dataset))

@@ -380,5 +380,6 @@ def _trained(r: DataResult, trained_on: Sequence[str]) -> bool:
     return r.spec in names or r.name in names or any(r.name == f"{t}-{r.split}" for t in names)
 
 
-__all__ = ["DataResult", "HEADLINE", "RECORD_KEYS", "RESULTS_SCHEMA", "check_record", "Sweep", "SweepSettings", "adapter_provenance",
-           "evaluate_data", "evaluate_sweep", "result_file_name", "result_records", "transfer_rows"]
+__all__ = ["DataResult", "HEADLINE", "RECORD_KEYS", "RESULTS_SCHEMA", "check_record", "Sweep", "SweepSettings",
+           "adapter_provenance", "evaluate_data", "evaluate_sweep", "result_file_name", "result_records",
+           "transfer_rows"]

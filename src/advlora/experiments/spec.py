@@ -2,12 +2,12 @@
 
 An experiment (``advlora grid``, ``advlora demo``, ``advlora ablate``) is a ``GridConfig``: the shared
 training budget (``train``: a nested dict of ``RunConfig`` fields every run gets), the methods (each a label,
-an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the evaluation (attacks, eps values, subset sizes), the
-data sets and the seeds. It expands into *train cells* (method x data set x seed) and *eval cells* (train
-cell x evaluated set x eps, all attacks in one); each cell is a run folder, complete once its marker is
-written (last, atomically). A train cell's models are evaluated on their own set unless ``eval_on`` names
-others (the protocols' base and new classes, ``emoji-cls:base`` / ``emoji-cls:new``, and cross-dataset
-transfer: ``advlora.experiments.protocols``). A k-shot budget (``data.shots``) draws its sample with the
+an adapter method, a training objective and its own overrides of that dict: a row is method x objective), the
+evaluation (attacks, eps values, subset sizes), the data sets and the seeds. It expands into *train cells* (method x
+data set x seed) and *eval cells* (train cell x evaluated set x eps, all attacks in one); each cell is a run folder,
+complete once its marker is written (last, atomically). A train cell's models are evaluated on their own set unless
+``eval_on`` names others (the protocols' base and new classes, ``emoji-cls:base`` / ``emoji-cls:new``, and
+cross-dataset transfer: ``advlora.experiments.protocols``). A k-shot budget (``data.shots``) draws its sample with the
 cell's seed unless it sets ``data.shot_seed``: seeds 1, 2, 3 are three samples, the same for every method.
 """
 from __future__ import annotations

@@ -71,9 +71,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BACKENDS", "Backend", "add_sizes", "load_transformers", "FAMILIES", "Family", "LOADERS", "Loader", "TINY_DEFAULTS", "VLModel", "family_of",
-           "get_family", "backends", "load_model", "read_config", "register_family", "register_loader", "register_tiny_builder",
-           "resolve_model_path", "save_model", "tiny_defaults"]
+__all__ = ["BACKENDS", "Backend", "add_sizes", "load_transformers", "FAMILIES", "Family", "LOADERS", "Loader",
+           "TINY_DEFAULTS", "VLModel", "family_of", "get_family", "backends", "load_model", "read_config",
+           "register_family", "register_loader", "register_tiny_builder", "resolve_model_path", "save_model",
+           "tiny_defaults"]
 
 
 def resolve_model_path(name_or_path: str, build: TinyBuilder | None = None) -> str:

@@ -202,6 +202,6 @@ def unsupported(name_or_path: str, config: dict | None) -> AdvloraError:
     return AdvloraError(f"model {name_or_path!r} {what}; supported model types: {known}")
 
 
-__all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family", "family_of",
-           "family_of_size", "register_family", "register_loader", "register_tiny_builder", "registered",
+__all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family",
+           "family_of", "family_of_size", "register_family", "register_loader", "register_tiny_builder", "registered",
            "TINY_BUILDER", "TinyBuilder", "tiny_builder", "tiny_defaults", "unregister_family"]

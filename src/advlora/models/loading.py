@@ -27,7 +27,8 @@ GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def transformers_loader(fam: Any) -> tuple[Callable[[str, dict | None], bool], Callable[..., VLModel]]:
-    """(recognise, load) of the transformers checkpoints of ``fam`` (an ``advlora.models.family.Family``): ``config.json`` names ``fam.model_type``."""
+    """(recognise, load) of the transformers checkpoints of ``fam`` (an ``advlora.models.family.Family``):
+    ``config.json`` names ``fam.model_type``."""
 
     def recognise(path: str, config: dict | None) -> bool:
         return config is not None and config.get("model_type") == fam.model_type
@@ -83,7 +84,8 @@ def check_hub_id(name: str, known: Iterable[str] = ()) -> None:
     except Exception as e:  # noqa: BLE001 - httpx's connection and timeout errors, OSError, ValueError (bad ids)
         if _cached(name):
             return
-        why = (f"not a local folder, and the Hugging Face hub cannot be reached ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        why = (f"not a local folder, and the Hugging Face hub cannot be reached "
+               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                if not isinstance(e, ValueError) else f"neither a local folder nor a valid hub id ({e})")
     raise model_not_found(name, why, known)
 

@@ -39,7 +39,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_length: in
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     tok.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", bos_token="[CLS]", eos_token="[SEP]", model_max_length=max_length)
+                                   sep_token="[SEP]", bos_token="[CLS]", eos_token="[SEP]",
+                                   model_max_length=max_length)

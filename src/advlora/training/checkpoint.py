@@ -76,7 +76,8 @@ class Checkpoints:
 
     def __init__(self, accelerator, folder: Path, model: torch.nn.Module, objects: list[Any], keep: int,
                  save_adapter: Callable[[Path], Any] | None = None) -> None:
-        self.acc, self.folder, self.model, self.keep, self.save_adapter = accelerator, folder, model, keep, save_adapter
+        self.acc, self.folder, self.model = accelerator, folder, model
+        self.keep, self.save_adapter = keep, save_adapter
         self.objects = list(objects)
         accelerator.register_save_state_pre_hook(self._save_weights)
         accelerator.register_load_state_pre_hook(self._load_weights)

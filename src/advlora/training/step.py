@@ -12,8 +12,8 @@ fixed (C, D) class embeddings (``class_embeddings``: each class name in the set'
 encoded without gradient, so the text tower and the logit scale stay as they are; a method that learns the
 classifier's text side, a prompt, has them re-encoded at every step, with gradient in the loss), the positives
 are the (B, C) one-hot labels, and ``itc`` is the cross-entropy of logit_scale x cosine over the classes (TeCoA's loss;
-the attacks maximise the same cross-entropy per image). Under DDP every rank holds a contiguous slice of the global batch;
-features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
+the attacks maximise the same cross-entropy per image). Under DDP every rank holds a contiguous slice of the global
+batch; features are gathered so that the loss is the global batch's, and the per-rank loss is scaled so that DDP's
 gradient average equals the single-process gradient of that loss.
 """
 from __future__ import annotations

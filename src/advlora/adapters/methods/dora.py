@@ -83,7 +83,8 @@ class ScaledDoraVariant(DoraLinearVariant):
     def unmerge(module, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
         factor = module.lora_magnitude_vector[active_adapter].weight.detach() / module._cache_pop(
             f"{active_adapter}-weight_norm")
-        return orig_weight / factor.view(-1, 1) - ScaledDoraVariant._delta(module, active_adapter).to(orig_weight.dtype)
+        return (orig_weight / factor.view(-1, 1)
+                - ScaledDoraVariant._delta(module, active_adapter).to(orig_weight.dtype))
 
 
 class Dora(PeftTuner):
