@@ -6,6 +6,7 @@ peft): it records what each would run and answers a peak per method; one real fr
 throw-away method, declared here only, is measured there too."""
 import json
 
+import pytest
 import torch
 
 from advlora.adapters import method as adapter_methods
@@ -104,3 +105,24 @@ def test_a_method_declared_only_here_is_measured_in_a_fresh_process():
         peak = run_isolated(cases.peak_memory_of_training, "test", "benchscale", 8, 2, 1, False, True, {},
                             BenchScale())
     assert peak > 0
+
+
+@pytest.mark.parametrize("classes", [0, 5], ids=["captions", "class-prompts"])
+@pytest.mark.parametrize("method", ["coop", "maple", "lora"])
+def test_the_timed_step_trains_every_parameter_on_captions_and_on_class_prompts(method, classes):
+    """The step ``bench --methods`` times is a real training step for every method: a gradient reaches each
+    trainable parameter (LoRA's A: zero at the start, B being zero), a learned text prompt's too (its class
+    prompts re-encoded with gradient on a classification batch, its captions on a retrieval one); on class
+    prompts, as the trainer, a weight method's text side stays fixed."""
+    model = cases.adapted(cases.base_model("test"), method, 4)
+    images, captions = cases.make_batch(model, 4)
+    got: set[str] = set()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(lambda p, name=name: got.add(name))   # a gradient reached it
+    cases.train_step_fn(model, images, captions, classes=classes)()
+    want = {n for n, p in model.named_parameters() if p.requires_grad}
+    if classes and not adapter_methods.get(method).learns_class_text:    # TeCoA: the class embeddings fixed
+        want = {n for n in want if model.tower_of(n.removeprefix("hf_model.").split(".base_model.model.")[-1])
+                == "vision"}
+    assert got == want and got

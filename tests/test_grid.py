@@ -264,3 +264,66 @@ def test_bad_seeds_are_one_line_before_anything_runs(tmp_path, capsys, command, 
 
     assert main([*command, "--seeds", seeds, "--out", str(tmp_path / "out")]) == 2
     assert f"--seeds '{seeds}'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_grid_prompts_trains_each_row_with_its_objective_on_a_few_shot_sample():
+    from advlora.cli.grid import resolve_config
+    from advlora.experiments.spec import run_config_dict
+    from advlora.training import load_run_config
+
+    cfg = load_grid_config(resolve_config("grid-prompts"))
+    runs = {tc.method.label: load_run_config(None, base=run_config_dict(cfg, tc)) for tc in train_cells(cfg)}
+    assert {k: (r.method, r.train.objective) for k, r in runs.items() if k != "zero-shot"} == {
+        "APT": ("coop", "apt"), "AdvVP": ("visual-prompt", "tecoa"), "AdvMaPLe": ("maple", "tecoa"),
+        "FAP": ("maple", "fap"), "adv. LoRA": ("lora", "tecoa"), "AdvLoRA": ("advlora", "tecoa"),
+        "adv. full FT": ("full", "tecoa")}
+    assert runs["FAP"].adapter.coupling == "vision-to-text" and runs["FAP"].attack.beta == 1.5
+    assert runs["AdvMaPLe"].adapter.coupling == "text-to-vision"
+    assert all(r.data.shots == 16 and r.data.name == "emoji-cls" for r in runs.values())
+    assert cfg.eval.exit_k == 1 and set(cfg.eval.attacks) == {"pgd", "standard"}
+
+
+def test_the_eval_exit_rank_reaches_the_suite_and_only_a_set_one_changes_the_fingerprint(monkeypatch):
+    from advlora.experiments.grid import eval_fingerprint
+
+    seen = {}
+
+    class Result:
+        runs = [{"protocol": "p"}]
+
+    monkeypatch.setattr(backend, "dataset", lambda *a, **k: None)
+    monkeypatch.setattr(backend, "evaluate_data", lambda m, d, th, settings, **k: seen.update(s=settings) or Result())
+    cfg = load_grid_config(None, ["--eval.exit_k", "1"], base=GRID)
+    backend.evaluate(cfg, None, "d1", ["standard"], "2/255")
+    assert seen["s"].exit_k == 1
+    cell = eval_cells(cfg, train_cells(cfg)[0])[0]
+    plain = load_grid_config(None, base=GRID)
+    assert eval_fingerprint(plain, cell) != eval_fingerprint(cfg, cell)
+    unset = {k: v for k, v in vars(plain.eval).items() if k not in ("attacks", "eps", "sweep_eps", "batch_size",
+                                                                    "exit_k")}
+    from advlora.experiments.grid import fingerprint
+
+    assert eval_fingerprint(plain, cell) == fingerprint({"eval": unset, "attacks": cell.attacks, "eps": cell.eps,
+                                                          "sanity": cell.sanity})     # as before the field
+    with pytest.raises(AdvloraError, match="exit_k must be an integer"):
+        load_grid_config(None, ["--eval.exit_k", "0"], base=GRID)
+
+
+def test_the_main_table_reads_top1_on_a_classification_set():
+    from advlora.experiments.report import table_rows
+
+    def stat(v):
+        return {"mean": v, "std": 0.0, "n": 1}
+
+    def entry(clean, robust):
+        return {"trainable": 10, "train_time_s": stat(1.0), "clean_n_images": 4,
+                "clean": {k: stat(v) for k, v in clean.items()},
+                "robust": {"pgd@1/255": {"attack": "pgd", "eps": "1/255", "metrics": {
+                    k: stat(v) for k, v in robust.items()}}}}
+
+    summary = {"seeds": [0], "datasets": ["c", "r"], "eval": {"steps": 10, "eps": ["1/255"], "attacks": ["pgd"]},
+               "results": {
+        "c": {"m": entry({"top1": 40.0, "r_mean": 70.0}, {"top1": 10.0, "r_mean": 50.0})},
+        "r": {"m": entry({"r_mean": 60.0}, {"r_mean": 30.0})}}}
+    assert table_rows(summary, "c")[1][0][3:] == ["40.0", "10.0"]
+    assert table_rows(summary, "r")[1][0][3:] == ["60.0", "30.0"]

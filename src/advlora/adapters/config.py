@@ -51,17 +51,22 @@ class AdapterConfig:
         dropout: dropout on the LoRA branch (peft's lora_dropout).
         use_rslora: rank-stabilised scaling lora_alpha / sqrt(r) (peft's use_rslora) for the methods that read it.
         n_tokens: learned vision prompt tokens per prompted layer (vpt, visual-prompt); None: the method's default.
-        depth: the vision layers whose input gets new prompt tokens (vpt: 1 shallow, > 1 deep); None: 1.
+        depth: the layers whose input gets new prompt tokens (vpt: 1 shallow, > 1 deep; None: 1); maple: the
+            prompted layers J of each tower (None: MaPLe's 9, capped at the towers' layers).
         prompt_size: visual-prompt's frame width in pixels at the model's resolution; None: TeCoA's 30 px at
             224 px, scaled to the model's (4 px at 32 px).
-        n_ctx: learned context tokens of a prompt method (coop); None: the phrase's tokens with init=phrase, 4
-            with init=random. With a phrase, its first n_ctx tokens are learned and the rest stay fixed text.
+        n_ctx: learned context tokens of a prompt method (coop; maple: also its vision tokens per layer); None:
+            the method's default (coop: the phrase's tokens with init=phrase, 4 with init=random; maple: 2). With a
+            phrase, its first n_ctx tokens are learned and the rest stay fixed text.
         ctx_phrase: the phrase a prompt's context starts from with init=phrase (CoOp's CTX_INIT).
         class_position: where the class name goes relative to a text prompt's context: end | middle | front.
         class_specific: one context per class (CoOp's CSC) instead of one shared by every class.
         trainable_alpha: AdvLoRA's trainable scalar alpha on the branch, for the methods that offer it as an option
             (dora; ``alpha_mode`` says which layers share one, ``alpha_init`` its start). advlora ignores it: its
             alpha is set by ``alpha_mode``.
+        coupling: maple's link between its text and vision prompts: text-to-vision (MaPLe: the vision prompts are
+            linear maps of the text prompts), vision-to-text (FAP: the deep text prompts are maps of learned vision
+            prompts) or none (AdvVLP's independent prompts; the alias ``vlp``); None: the method's default.
     """
 
     method: str = "advlora"
@@ -88,6 +93,7 @@ class AdapterConfig:
     class_position: str = "end"
     class_specific: bool = False
     trainable_alpha: bool = False
+    coupling: str | None = None
 
     def __post_init__(self) -> None:
         method, alias = methods.resolve(self.method)

@@ -24,18 +24,19 @@ from contextlib import nullcontext
 
 import torch
 
-from advlora.adapters import adapter_info, attach_adapter, regularization_loss
+from advlora.adapters import adapter_info, attach_adapter, method_of, regularization_loss
 from advlora.adapters.method import AdapterMethod, names, registered
 from advlora.attacks import ThreatModel, pgd
 from advlora.attacks._utils import loss_and_grad
 from advlora.attacks.objectives import contrastive
 from advlora.bench.open_clip_size import OPEN_CLIP_SIZES, open_clip_model
 from advlora.bench.timing import current_rss_bytes, median_time, peak_rss_bytes, release_freed_memory, reset_peak_rss
+from advlora.models.prompts import for_templates
 from advlora.models.recompute import enable_recompute
 from advlora.models.tiny import random_for_size
 from advlora.training.config import AttackConfig
 from advlora.training.setup import trainable_towers
-from advlora.training.step import Dist, TrainTask, attack_batch
+from advlora.training.step import Dist, TrainTask, attack_batch, class_positives
 
 PGD_STEPS = 10
 
@@ -85,21 +86,59 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int, warm
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
-def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "4/255", attack_steps: int = 3):
-    """One adversarial training step of the trainer's code, as a closure (AdamW over the trainable parameters)."""
+#: the template of the class-prompt classifier of ``train_step_fn(classes=...)``
+CLASS_TEMPLATE = ("a photo of a {}.",)
+
+
+def class_names(n: int) -> list[str]:
+    """``n`` distinct two-word class names from the bench's words."""
+    words = ["red", "apple", "dog", "face", "flag", "japan", "rocket", "house", "green", "heart", "blue", "car"]
+    return [f"{words[i % len(words)]} {words[(i // len(words) + i) % len(words)]} {i // len(words)}"
+            for i in range(n)]
+
+
+def train_step_fn(model, images: torch.Tensor, captions: list[str], eps: str = "4/255", attack_steps: int = 3,
+                  classes: int = 0):
+    """One adversarial training step of the trainer's code, as a closure (AdamW over the trainable parameters).
+
+    ``classes`` 0: the batch's captions are the text side (retrieval; encoded with gradient when a text-side
+    parameter trains, a learned prompt included). ``classes`` C: the class-prompt classifier over C class names
+    (a classification set; image i labelled i mod C), as the trainer runs it: TeCoA's cross-entropy over the
+    classes, the class embeddings fixed, or re-encoded at every step (the attack's without, the update's with
+    gradient) for a method that learns its text side (``AdapterMethod.learns_class_text``)."""
     cfg = AttackConfig(name="pgd", threat=ThreatModel(eps=eps, steps=attack_steps))
-    task = TrainTask(model, cfg, Dist(), regularizer=regularization_loss)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
-    tokens = model.tokenize(captions)
-    positives = torch.eye(len(captions), dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)
-    text_trained = "text" in trainable_towers(model)
+    if classes:
+        names, encoder = class_names(classes), for_templates(model, CLASS_TEMPLATE)
+        method = method_of(model)
+        learns = method is not None and method.learns_class_text
+        positives = class_positives(torch.arange(len(images)) % classes, classes)
+        with torch.no_grad():
+            fixed = None if learns else encoder.encode_text(names)
+        task = TrainTask(model, cfg, Dist(), regularizer=regularization_loss, classes=True,
+                         class_text=(lambda: encoder.encode_text(names)) if learns else None)
+        tokens = None
+    else:
+        task = TrainTask(model, cfg, Dist(), regularizer=regularization_loss)
+        tokens = model.tokenize(captions)
+        positives = torch.eye(len(captions), dtype=torch.bool)
+        learns = bool({"text", "other"} & trainable_towers(model))
+
+    def text_sides() -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(the update's fixed text, or None: encoded with gradient; the attack's text)."""
+        if classes:
+            if not learns:
+                return fixed, fixed
+            with torch.no_grad():
+                return None, encoder.encode_text(names)
+        with torch.no_grad():
+            text = model.encode_text(tokens)
+        return (None if learns else text), text
 
     def step() -> None:
-        with torch.no_grad():
-            text_fixed = None if text_trained else model.encode_text(tokens)
-            text_attack = model.encode_text(tokens) if text_trained else text_fixed
+        text_fixed, text_attack = text_sides()
         adv = attack_batch(model, cfg, images, text_attack, positives, gen)
         model.train()
         loss, _, _ = task(images, adv, tokens, text_fixed, positives)
@@ -185,7 +224,7 @@ def matmul_peak_flops(repeats: int = 5, warmup: int = 1, n: int = 2048) -> float
 
 def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps: int = 2,
                             recompute: bool = False, live: bool = True, options: dict | None = None,
-                            declaration: AdapterMethod | None = None) -> float:
+                            declaration: AdapterMethod | None = None, classes: int = 0) -> float:
     """Peak resident memory (bytes) of adversarial training steps, above the fresh process's own size.
 
     Runs in a child process (``run_isolated``): the model, its adapter, optimizer state and activations count.
@@ -193,13 +232,13 @@ def peak_memory_of_training(size: str, method: str, rank: int, batch: int, steps
     ``live``: freed buffers go back to the OS (``timing.release_freed_memory``), so the peak is that of the
     memory in use; False keeps glibc's default, whose heap also holds freed activation buffers.
     ``options``: other ``AdapterConfig`` fields; ``declaration``: the method's, registered here when the fresh
-    process does not know it (``declared``).
+    process does not know it (``declared``); ``classes``: the step of ``train_step_fn``'s class-prompt classifier.
     """
     with declared(declaration):
-        return _peak_memory(size, method, rank, batch, steps, recompute, live, options or {})
+        return _peak_memory(size, method, rank, batch, steps, recompute, live, options or {}, classes)
 
 
-def _peak_memory(size, method, rank, batch, steps, recompute, live, options) -> float:
+def _peak_memory(size, method, rank, batch, steps, recompute, live, options, classes=0) -> float:
     if live:
         release_freed_memory()
     reset_peak_rss()
@@ -208,7 +247,7 @@ def _peak_memory(size, method, rank, batch, steps, recompute, live, options) -> 
     if recompute:
         enable_recompute(model)
     images, captions = make_batch(model, batch)
-    fn = train_step_fn(model, images, captions)
+    fn = train_step_fn(model, images, captions, classes=classes)
     for _ in range(steps):
         fn()
     return float(peak_rss_bytes() - start)

@@ -7,7 +7,10 @@ AdamW update) timed against LoRA's in one process, interleaved rounds, medians (
 peak memory of two such steps in a fresh process per method against full fine-tuning's (``cases.
 peak_memory_of_training``, freed buffers returned to the OS), median of ``repeats`` processes. A method that trains
 nothing (frozen) has no step; one the model's family or layers do not support says so in its note. A step over
-``SLOW`` x LoRA's carries the method's declared ``cost_note``.
+``SLOW`` x LoRA's carries the method's declared ``cost_note``. ``classes`` C > 0 times the step on a
+classification batch instead of captions: the class-prompt classifier over C class names, as the trainer runs it
+on a class folder (a prompt method re-encodes its class prompts with gradient at every step), the setting the
+prompt methods are defined in.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ class MethodsConfig:
     rank: int = 8
     repeats: int = 3
     warmup: int = 1
+    #: 0: the batch's captions (retrieval); C: the class-prompt classifier over C class names
+    classes: int = 0
 
 
 @dataclass
@@ -81,7 +86,7 @@ def measure_methods(cfg: MethodsConfig) -> dict:
     for ref in (STEP_REFERENCE, MEMORY_REFERENCE):
         if ref not in models:
             raise AdvloraError(f"bench --methods: the reference method {ref} cannot train {cfg.size} here")
-    steps = {name: cases.train_step_fn(m, images, captions) for name, m in models.items()}
+    steps = {name: cases.train_step_fn(m, images, captions, classes=cfg.classes) for name, m in models.items()}
     med = cases.interleaved_medians(steps, cfg.repeats, cfg.warmup)
     del steps, models, base
     mems: dict[str, list[float]] = {name: [] for name in med}
@@ -90,7 +95,7 @@ def measure_methods(cfg: MethodsConfig) -> dict:
         for name in mems:
             r = by_name[name]
             mems[name].append(run_isolated(cases.peak_memory_of_training, cfg.size, r.declared, cfg.rank, cfg.batch,
-                                           2, False, True, r.options, resolve(name)[0]) / 2**30)
+                                           2, False, True, r.options, resolve(name)[0], cfg.classes) / 2**30)
     peaks = {name: statistics.median(v) for name, v in mems.items()}
     for name in med:
         r = by_name[name]

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "parameters, adversarial training step time against LoRA's (one process, interleaved, "
                         "medians of --repeats) and peak memory against full fine-tuning's (a fresh process per "
                         "method); written to bench.json under \"methods\"")
+    p.add_argument("--classes", type=int, default=0, metavar="C",
+                   help="--methods: time the step of the class-prompt classifier over C class names (a class "
+                        "folder, as few-shot training runs it; prompt methods re-encode their class prompts) "
+                        "instead of the batch's captions (default 0: captions)")
     p.add_argument("--data-sizes", default="1000,4000,16000", help="set sizes of --data (comma-separated)")
     p.add_argument("--data-steps", type=int, default=10, help="steps timed per throughput figure of --data")
     p.add_argument("--no-dist-eval", dest="dist_eval", action="store_false",
@@ -162,12 +166,15 @@ def _run_methods(args: argparse.Namespace) -> int:
     check_counts(args, "batch_size", "rank", "repeats")
     out = Path(args.out or default_out("bench"))
     check_out(out, overwrite=args.overwrite)
-    cfg = MethodsConfig(size=size, batch=args.batch_size, rank=args.rank, repeats=args.repeats)
+    if args.classes < 0:
+        raise AdvloraError(f"--classes must be >= 0, got {args.classes}")
+    cfg = MethodsConfig(size=size, batch=args.batch_size, rank=args.rank, repeats=args.repeats, classes=args.classes)
     result = measure_methods(cfg)
     with run_folder(out, cfg, execution=execution(device="cpu", dtype="float32"), command="bench") as tmp:
         write_json(tmp / "bench.json", {"methods": result})
+    task = f", the class-prompt classifier over {cfg.classes} classes" if cfg.classes else ""
     print(f"advlora bench --methods --random-model {args.random_model} --batch-size {cfg.batch} (rank {cfg.rank}, "
-          f"medians of {cfg.repeats})")
+          f"medians of {cfg.repeats}{task})")
     print(format_methods(result))
     print(f"bench.json: {out}/bench.json")
     return 0

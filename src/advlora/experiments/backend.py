@@ -103,7 +103,7 @@ def evaluate(cfg: GridConfig, model, data_spec: str, attacks: list[str], eps: st
     threat = ThreatModel(norm=ev.norm, eps=eps, steps=ev.steps, seed=seed)
     settings = SweepSettings(attacks=list(attacks), rerank_k=ev.rerank_k, batch_size=ev.batch_size,
                              square_limit=ev.square_limit, square_queries=ev.square_queries, sanity=sanity,
-                             sanity_limit=ev.sanity_limit, objective=ev.objective)
+                             sanity_limit=ev.sanity_limit, objective=ev.objective, exit_k=ev.exit_k)
     result = evaluate_data(model, data, [threat], settings, spec=data_spec, split=ev.split)
     res = result.runs[0]
     res.pop("protocol", None)  # the same paragraph for every cell: the report states it once

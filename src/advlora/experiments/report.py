@@ -65,10 +65,23 @@ def _header(attack: str, eps: str, ev: dict, show_eps: bool, n_square: int | Non
     return f"{name} {eps}" if show_eps else name
 
 
+#: the main table's metric and how the report describes it: r_mean on retrieval sets, top-1 on classification sets
+#: (whose results hold ``top1``: the class-prompt classifier's accuracy)
+HEADLINES = {"r_mean": "r_mean in %, the mean of R@1/5/10 in both directions",
+             "top1": "top-1 accuracy in % of the class-prompt classifier"}
+
+
+def headline(res: dict[str, Any]) -> str:
+    """The main table's metric of a data set's results: ``top1`` where its clean metrics hold it, else ``r_mean``."""
+    return "top1" if any("top1" in e.get("clean", {}) for e in res.values()) else "r_mean"
+
+
 def table_rows(summary: dict[str, Any], dataset: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the main table: r_mean clean and per attack, trainable parameters, training time."""
+    """Header and rows of the main table: the headline metric (``headline``) clean and per attack, trainable
+    parameters, training time."""
     seeds = len(summary["seeds"])
     res = summary["results"].get(dataset, {})
+    metric = headline(res)
     n_main = next((e.get("clean_n_images") for e in res.values() if e.get("clean_n_images")), None)
     cols = columns(summary, res)
     header = ["method", "trainable", "train s", f"clean (n={n_main})", *[h for _, h in cols]]
@@ -78,12 +91,12 @@ def table_rows(summary: dict[str, Any], dataset: str) -> tuple[list[str], list[l
     rows = []
     for label, e in res.items():
         row = [label, count(e.get("trainable")), fmt(e.get("train_time_s"), seeds),
-               fmt(e.get("clean", {}).get("r_mean"), seeds)]
-        row += [fmt(e.get("robust", {}).get(k, {}).get("metrics", {}).get("r_mean"), seeds) for k, _ in cols]
+               fmt(e.get("clean", {}).get(metric), seeds)]
+        row += [fmt(e.get("robust", {}).get(k, {}).get("metrics", {}).get(metric), seeds) for k, _ in cols]
         if has_square:
             sq = next((e["robust"][k] for k, _ in cols
                        if _subset_attack(split_key(k)[0]) and k in e.get("robust", {})), None)
-            row.append(fmt(sq["clean_same_images"].get("r_mean") if sq else None, seeds))
+            row.append(fmt(sq["clean_same_images"].get(metric) if sq else None, seeds))
         rows.append(row)
     return header, rows
 
@@ -116,7 +129,8 @@ def text_table(summary: dict[str, Any], dataset: str) -> str:
     """The main table as the terminal prints it, with the threat models beside (under) it."""
     header, rows = table_rows(summary, dataset)
     body = {r[0]: dict(zip(header[1:], r[1:])) for r in rows}
-    lines = [metrics_table(body, columns=header[1:], first="method"), "", "r_mean in %; threat models:"]
+    metric = headline(summary["results"].get(dataset, {}))
+    lines = [metrics_table(body, columns=header[1:], first="method"), "", f"{metric} in %; threat models:"]
     lines += [f"  {t}" for t in threat_lines(summary, dataset)]
     return "\n".join(lines)
 
@@ -208,7 +222,7 @@ def render(summary: dict[str, Any], root: Path, *, title: str, intro: list[str],
         rep.heading(f"Results on {ds}" if len(summary["datasets"]) > 1 else "Results")
         header, rows = table_rows(summary, ds)
         rep.table(header, rows)
-        rep.text("r_mean in %, the mean of R@1/5/10 in both directions"
+        rep.text(HEADLINES[headline(summary["results"].get(ds, {}))]
                  + (f"; mean ± {summary['spread']}" if len(summary["seeds"]) > 1 else "") + ". Threat models:")
         rep.bullets(threat_lines(summary, ds))
     for heading, items in extra or []:

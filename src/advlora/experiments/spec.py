@@ -80,11 +80,14 @@ class EvalSpec:
     sanity: bool = True
     sanity_limit: int = 32
     batch_size: int = 64
+    #: a suite's early exit (``standard``): the rank at which an image is done (None: the largest reported k;
+    #: 1: at its first misclassification, as AutoAttack stops, when the table reports top-1 alone)
+    exit_k: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "square_queries", "sanity_limit", "batch_size", "limit", "square_limit"):
+        for name in ("steps", "square_queries", "sanity_limit", "batch_size", "limit", "square_limit", "exit_k"):
             v = getattr(self, name)
-            if v is None and name in ("limit", "square_limit"):
+            if v is None and name in ("limit", "square_limit", "exit_k"):
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AdvloraError(f"eval.{name} must be an integer >= 1, got {v!r}")

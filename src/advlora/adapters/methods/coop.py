@@ -17,23 +17,11 @@ A prompt is no weight change, so it cannot be merged into the weights.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from advlora.adapters.io import read_tensors
 from advlora.adapters.method import AdapterMethod, register
-from advlora.errors import AdvloraError, choices_error
-from advlora.models.text_prompt import (
-    POSITIONS,
-    TextPrompt,
-    attach_text_prompt,
-    random_context,
-    text_prompt_of,
-    token_context,
-)
+from advlora.adapters.prompt_text import initial_context, load_text_prompt, save_text_prompt, validate_context
+from advlora.errors import AdvloraError
+from advlora.models.text_prompt import TextPrompt, attach_text_prompt
 
-FILE = "prompt.safetensors"
 #: context tokens of a random initialisation that names no n_ctx
 RANDOM_N_CTX = 4
 
@@ -50,56 +38,23 @@ class CoOp(AdapterMethod):
     learns_class_text = True
 
     def validate(self, cfg) -> None:
-        if cfg.n_ctx is not None and (isinstance(cfg.n_ctx, bool) or not isinstance(cfg.n_ctx, int)
-                                      or cfg.n_ctx < 1):
-            raise AdvloraError(f"adapter n_ctx must be a positive integer, got {cfg.n_ctx!r}")
-        if not isinstance(cfg.ctx_phrase, str) or (cfg.init == "phrase" and not cfg.ctx_phrase.strip()):
-            raise AdvloraError(f"adapter ctx_phrase must be a non-empty phrase with init=phrase, got "
-                               f"{cfg.ctx_phrase!r}")
-        if cfg.class_position not in POSITIONS:
-            raise choices_error("adapter class_position", cfg.class_position, POSITIONS)
+        validate_context(cfg)
         if cfg.class_specific:
             raise AdvloraError("adapter method coop: class-specific context (class_specific) is not supported; "
                                "the unified context applies to any class names")
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
         model.text_prompt_sites()    # a family without a text prompt seam: one line before any work
-        prefix: list[int] = []
-        if cfg.init == "phrase":
-            phrase = token_context(model, cfg.ctx_phrase)
-            n = cfg.n_ctx or len(phrase)
-            if n > len(phrase):
-                raise AdvloraError(f"adapter n_ctx {n} is longer than ctx_phrase {cfg.ctx_phrase!r} "
-                                   f"({len(phrase)} tokens); use init=random for more context")
-            if n < len(phrase) and cfg.class_position != "end":
-                raise AdvloraError("a context shorter than its phrase keeps the rest as fixed text before the "
-                                   "class name: class_position end only")
-            prefix = list(model.tokenizer(cfg.ctx_phrase, add_special_tokens=False)["input_ids"])[n:]
-            ctx = phrase[:n]
-        else:
-            ctx = random_context(model, cfg.n_ctx or RANDOM_N_CTX, cfg.seed)
+        ctx, prefix = initial_context(model, cfg, RANDOM_N_CTX)
         prompt = TextPrompt(ctx, position=cfg.class_position, prefix=prefix)
         attach_text_prompt(model, prompt).requires_grad_(True)
         state.report = [{"prompt": "text", "n_ctx": prompt.n_ctx, "prefix": len(prefix)}]
 
-    def save(self, model, state, folder: Path, meta: dict) -> None:
-        from safetensors.torch import save_file
+    def save(self, model, state, folder, meta: dict) -> None:
+        save_text_prompt(model, folder, meta)
 
-        prompt = text_prompt_of(model)
-        save_file({"ctx": prompt.ctx.detach().cpu().contiguous()}, str(folder / FILE))
-        meta["prompt"] = {"tower": "text", "n_ctx": prompt.n_ctx, "width": int(prompt.ctx.shape[1]),
-                          "prefix": model.tokenizer.decode(list(prompt.prefix)), "prefix_ids": list(prompt.prefix),
-                          "class_position": prompt.position}
-
-    def load(self, model, state, folder: Path, meta: dict) -> None:
-        prompt = text_prompt_of(model)
-        ctx = read_tensors(folder / FILE).get("ctx")
-        if ctx is None or ctx.shape != prompt.ctx.shape:
-            got = "no context" if ctx is None else f"a context of shape {tuple(ctx.shape)}"
-            raise AdvloraError(f"{folder} was made for another model: it holds {got}, the text tower takes "
-                               f"{tuple(prompt.ctx.shape)}")
-        with torch.no_grad():
-            prompt.ctx.copy_(ctx)
+    def load(self, model, state, folder, meta: dict) -> None:
+        load_text_prompt(model, folder)
 
     def merge(self, model, state) -> None:
         raise AdvloraError("adapter method coop: a learned prompt is context in the text tower's input, not a "
