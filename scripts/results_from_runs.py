@@ -30,7 +30,7 @@ NOT_RECORDED = "not recorded"
 
 def grid_tables(folder: Path) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     """(tables, threat-model lines, the summary) of a grid's ``summary.json``: one table per data set."""
-    from advlora.experiments.report import table_rows, threat_lines
+    from advlora.experiments.report import headline, table_rows, threat_lines
 
     summary = json.loads((folder / "summary.json").read_text())
     tables, threats = [], []
@@ -39,9 +39,9 @@ def grid_tables(folder: Path) -> tuple[list[dict[str, Any]], list[str], dict[str
         n = header[3].split("=", 1)[1].rstrip(")") if "=" in header[3] else "?"
         square = (f"; Square on {header[-1].split('=', 1)[1].rstrip(')')}"
                   if len(header) > 4 and header[-1].startswith("clean (n=") else "")
-        seeds = len(summary["seeds"])
+        seeds, metric = len(summary["seeds"]), headline(summary["results"].get(ds, {}))
         tables.append({"id": "main" if i == 0 else f"main-{ds}",
-                       "caption": f"r_mean (%) on {ds} (test, {n} images{square}); "
+                       "caption": f"{metric} (%) on {ds} (test, {n} images{square}); "
                                   f"{'one seed' if seeds == 1 else f'mean ± std over {seeds} seeds'}",
                        "columns": header, "rows": rows})
         threats += [t for t in threat_lines(summary, ds) if t not in threats]

@@ -36,6 +36,8 @@ class CoOp(AdapterMethod):
     default_lr = 2e-3
     targets = False
     learns_class_text = True
+    cost_note = ("the class prompts are re-encoded with gradient at every step and the backward pass runs through "
+                 "every layer of the text tower")
 
     def validate(self, cfg) -> None:
         validate_context(cfg)
