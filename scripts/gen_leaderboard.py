@@ -58,7 +58,8 @@ def main() -> int:
         print(f"no {DATA.relative_to(ROOT)}: run the grid-zoo config, then --from RUN", file=sys.stderr)
         return 2
     argv = ["leaderboard", str(DATA.relative_to(ROOT)), "--reported", "--out", str(SITE.relative_to(ROOT)),
-            "--overwrite", "--title", "The embedded leaderboard: grid-zoo on the tiny CLIP (docs/leaderboard.md)"]
+            "--overwrite", "--title",
+            "The embedded leaderboard: the runs under docs/leaderboard-data, on the tiny CLIP (docs/leaderboard.md)"]
     sys.argv = ["advlora", *argv]        # the site's manifest records the advlora command, not this script's
     code = advlora(argv)
     if code or browser.missing():
