@@ -246,7 +246,7 @@ def test_merge_equals_unmerged(arch, opts):
 
 def test_bad_input_errors(tmp_path):
     with pytest.raises(AdvloraError,
-                       match="unknown adapter method 'adalora' \\(valid: advlora, .*frozen, full, .*lora, pissa"):
+                       match="unknown adapter method 'adalora' \\(valid: advlora, .*frozen, full, .*lora, .*pissa"):
         attach_adapter(fresh(), "adalora")
     with pytest.raises(AdvloraError, match="no_such_proj.*valid:.*q_proj"):
         attach_adapter(fresh(), "advlora", targets=["no_such_proj"])
