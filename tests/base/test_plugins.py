@@ -25,7 +25,7 @@ from advlora.cli import _command_and_plugins, main
 from advlora.models import FAMILIES
 from advlora.models import family as families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOWTO = ROOT / "docs" / "howto-plugin.md"
 
 

@@ -16,7 +16,7 @@ from advlora.errors import AdvloraError
 from advlora.evaluation.plan import EvalPlan, attack_options_from, parse_attack_option
 from advlora.evaluation.results import describe
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "advlora"
+SRC = Path(__file__).resolve().parents[2] / "src" / "advlora"
 LIMIT = 8
 #: public functions of the attack stage still over the limit: its functional API (``pgd(objective, images, *,
 #: eps, step_size, steps, norm, random_start, restarts, generator)``, ...) takes the budget field by field; a
