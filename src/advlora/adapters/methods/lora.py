@@ -139,6 +139,7 @@ class Lora(AdapterMethod):
     legacy_inits = ("cluster",)
     aliases = {"pissa": {"init": "pissa"}}
     peft_type = "LORA"
+    peft_format = True
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
         residual = cfg.init in RESIDUAL_INITS
