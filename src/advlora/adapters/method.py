@@ -136,7 +136,9 @@ class AdapterMethod:
 
     # ---- reporting ----------------------------------------------------------------------------------------
     def info(self, cfg) -> dict[str, Any]:
-        """What ``adapter_info`` adds for this method (its config fields that tell runs apart)."""
+        """What ``adapter_info`` adds for this method: its config fields that tell runs apart, by field name, each
+        one it reads (``reads``), and none whose None only means "the method's default" (rank and towers
+        ``adapter_info`` adds itself where ``reads`` has them)."""
         return {}
 
 

@@ -189,7 +189,7 @@ class Lora(AdapterMethod):
         merge_peft_layers(model, state.layers)
 
     def info(self, cfg) -> dict:
-        return {"init": cfg.init, **({"rslora": True} if cfg.use_rslora else {})}
+        return {"init": cfg.init, **({"use_rslora": True} if cfg.use_rslora else {})}
 
 
 register(Lora())
