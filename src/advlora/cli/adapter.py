@@ -175,8 +175,7 @@ def _info_trained(args: argparse.Namespace) -> int:
     """``adapter info --adapter DIR``: what a trained adapter is (method, rank, layers, parameters) on its model."""
     from pathlib import Path
 
-    from advlora.adapters import adapter_info, alpha_values, load_adapter
-    from advlora.adapters.model import INFO_KEYS
+    from advlora.adapters import INFO_KEYS, adapter_info, alpha_values, load_adapter
     from advlora.config import load_yaml
     from advlora.errors import AdvloraError
 
