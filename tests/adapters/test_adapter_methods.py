@@ -185,6 +185,21 @@ def features(m):
 
 
 
+def test_peft_format_is_declared_by_what_the_folder_holds(tmp_path):
+    """``peft_format`` (what the model card says) is True exactly for the methods whose folder holds peft's files."""
+    from advlora.adapters import attach_adapter, save_adapter
+
+    for name in adapter_methods.names():
+        method = adapter_methods.get(name)
+        if not method.trains:
+            continue
+        m = fresh()
+        attach_adapter(m, name, rank=2)
+        folder = save_adapter(m, tmp_path / name)
+        peft = (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+        assert method.peft_format == peft, name
+
+
 @pytest.mark.parametrize("arch", ["clip", "blip", "siglip"])
 @pytest.mark.parametrize("opts", VARIANTS)
 def test_variant_starts_unchanged_and_its_folder_loads_in_peft(opts, arch, tmp_path):

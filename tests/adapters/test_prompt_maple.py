@@ -9,9 +9,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file
-from train_utils import nudge, save_test_model
+from train_utils import (
+    cli_train,
+    cut_and_resume,
+    model_flags,
+    nudge,
+    prompt_run_config,
+    save_test_model,
+    write_classes,
+)
 
 from advlora.adapters import adapter_info, attach_adapter, load_adapter, merge_adapter, save_adapter
 from advlora.adapters.prompt_vision import prompts_of
@@ -175,23 +182,9 @@ def test_the_prompts_count_their_parameters():
 
 
 # ---- training on class folders ------------------------------------------------------------------------------------
-CLASSES = ("red_apple", "green_leaf", "blue_sky")
-
-
 @pytest.fixture(scope="module")
 def class_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cls") / "cls"
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 4), ("val", 1), ("test", 2)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                arr = (torch.rand(12, 12, 3, generator=g) * 80).to(torch.uint8)
-                arr[..., c] += 150
-                Image.fromarray(arr.numpy()).save(folder / f"{i}.png")
-    (root / "templates.txt").write_text("a photo of a {}.\n")
-    return root
+    return write_classes(tmp_path_factory.mktemp("cls") / "cls")
 
 
 @pytest.mark.parametrize("model,method,objective,extra", [
@@ -199,17 +192,9 @@ def class_folder(tmp_path_factory):
     ("siglip", "maple", "tecoa", []), ("siglip", "vlp", "tecoa", []),
     ("tiny-clip", "maple", "fap", ["--adapter.coupling", "vision-to-text"])])
 def test_cli_trains_on_a_class_folder(class_folder, tmp_path, capsys, model, method, objective, extra):
-    from advlora.cli import main
-
-    flags = ["--random-model", "clip:tiny"] if model == "tiny-clip" else ["--model", str(save_test_model(
-        tmp_path / "siglip", "siglip"))]
+    flags = model_flags(model, tmp_path / "siglip")
     out = tmp_path / "run"
-    assert main(["train", *flags, "--method", method, "--objective", objective, "--data", str(class_folder),
-                 "--shots", "16", "--steps", "2", "--batch-size", "6", "--attack-steps", "1", "--device", "cpu",
-                 "--progress", "off", "--out", str(out), "--eval.val_limit", "3", "--eval.test_limit", "6",
-                 "--eval.test_steps", "1", "--eval.robust", "false", "--train.tensorboard", "false",
-                 "--train.warmup", "0", *extra]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = cli_train(flags, method, objective, class_folder, out, *extra)
     assert metrics["method"] == "maple" and metrics["objective"] == objective and metrics["n_texts"] == 3
     trained = {**load_file(str(out / "adapter" / "prompt.safetensors")),
                **load_file(str(out / "adapter" / "vision_prompt.safetensors"))}
@@ -227,29 +212,12 @@ def test_cli_trains_on_a_class_folder(class_folder, tmp_path, capsys, model, met
 
 
 def test_a_maple_run_resumes_bit_for_bit(class_folder, tmp_path):
-    from advlora.training import load_run_config, train
-
     model_dir = save_test_model(tmp_path / "model")
-
-    def config():
-        return load_run_config(overrides={
-            "model": {"name": str(model_dir)}, "adapter": {"method": "maple", "coupling": "vision-to-text"},
-            "data": {"name": str(class_folder), "shots": 2},
-            "train": {"steps": 3, "batch_size": 3, "device": "cpu", "progress": "off", "tensorboard": False,
-                      "objective": "tecoa", "lr": 0.05, "warmup": 0, "checkpoint_every": 1},
-            "attack": {"steps": 1}, "eval": {"val_limit": 3, "test_limit": 3, "test_steps": 1, "robust": False}})
-
-    ref = train(config(), tmp_path / "ref")
-
-    def cut(step):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config(), tmp_path / "cut", on_step=cut)
-    train(config(), tmp_path / "cut", resume=True)
+    ref, cut = cut_and_resume(lambda: prompt_run_config({"name": str(model_dir)},
+                                                        {"method": "maple", "coupling": "vision-to-text"},
+                                                        class_folder), tmp_path)
     for f in ("prompt.safetensors", "vision_prompt.safetensors"):
-        a, b = load_file(str(ref.run_dir / "adapter" / f)), load_file(str(tmp_path / "cut" / "adapter" / f))
+        a, b = load_file(str(ref.run_dir / "adapter" / f)), load_file(str(cut / "adapter" / f))
         assert a and a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), f
     last = load_file(str(ref.run_dir / "checkpoints" / "step-000003" / "trainable.safetensors"))
     assert {k.split(".")[0] for k in last} == {"text_prompt", "hf_model"} and all(

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file
+from train_utils import cli_train, cut_and_resume, model_flags, prompt_run_config, save_test_model, write_classes
 
 from advlora.adapters import adapter_info, attach_adapter, load_adapter, merge_adapter, save_adapter
 from advlora.cli import main
@@ -170,45 +170,16 @@ def test_list_methods_counts_the_context(capsys):
 
 
 # ---- training on class folders ------------------------------------------------------------------------------------
-CLASSES = ("red_apple", "green_leaf", "blue_sky")
-
-
-def write_classes(root, names=CLASSES, splits=(("train", 4), ("val", 1), ("test", 2))):
-    g = torch.Generator().manual_seed(0)
-    for split, n in splits:
-        for c, name in enumerate(names):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                arr = (torch.rand(12, 12, 3, generator=g) * 80).to(torch.uint8)
-                arr[..., c % 3] += 150
-                Image.fromarray(arr.numpy()).save(folder / f"{i}.png")
-    (root / "templates.txt").write_text("a photo of a {}.\n")
-    return root
-
-
 @pytest.fixture(scope="module")
 def class_folder(tmp_path_factory):
     return write_classes(tmp_path_factory.mktemp("cls") / "cls")
 
 
-def cli_train(model: list[str], folder, out, objective: str, *extra: str) -> dict:
-    assert main(["train", *model, "--method", "coop", "--objective", objective, "--data", str(folder),
-                 "--shots", "16", "--steps", "2", "--batch-size", "6", "--attack-steps", "1", "--device", "cpu",
-                 "--progress", "off", "--out", str(out), "--eval.val_limit", "3", "--eval.test_limit", "6",
-                 "--eval.test_steps", "1", "--eval.robust", "false", "--train.tensorboard", "false",
-                 "--train.warmup", "0", *extra]) == 0
-    return json.loads((out / "metrics.json").read_text())
-
-
 @pytest.mark.parametrize("model,objective", [("tiny-clip", "tecoa"), ("siglip", "tecoa"), ("tiny-clip", "apt"),
                                              ("siglip", "apt-constant")])
 def test_cli_trains_coop_on_a_class_folder(class_folder, tmp_path, model, objective):
-    from train_utils import save_test_model
-
-    flags = ["--random-model", "clip:tiny"] if model == "tiny-clip" else ["--model", str(save_test_model(
-        tmp_path / "siglip", "siglip"))]
-    metrics = cli_train(flags, class_folder, tmp_path / "run", objective)
+    flags = model_flags(model, tmp_path / "siglip")
+    metrics = cli_train(flags, "coop", objective, class_folder, tmp_path / "run")
     assert metrics["method"] == "coop" and metrics["objective"] == objective and metrics["n_texts"] == 3
     eff = json.loads((tmp_path / "run" / "efficiency.json").read_text())
     trained = load_file(str(tmp_path / "run" / "adapter" / "prompt.safetensors"))["ctx"]
@@ -228,14 +199,12 @@ def test_apt_onfly_and_constant_attack_different_prompts(class_folder, tmp_path)
     """With a random context the constant prompt (the tower without it) differs from the current one: the two
     objectives then train differently; with the phrase "a photo of a" they start equal (APT's constant prompt
     is "a photo of a {c}."), so their first step is the same."""
-    from train_utils import save_test_model
-
     model = ["--model", str(save_test_model(tmp_path / "clip"))]
     ctx = {}
     for objective in ("apt", "apt-constant"):
         for init in ("random", "phrase"):
             out = tmp_path / f"{objective}-{init}"
-            cli_train(model, class_folder, out, objective, "--adapter.init", init, "--steps", "1",
+            cli_train(model, "coop", objective, class_folder, out, "--adapter.init", init, "--steps", "1",
                       "--attack-steps", "2", "--attack.eps", "16/255")
             ctx[objective, init] = load_file(str(out / "adapter" / "prompt.safetensors"))["ctx"]
     assert not torch.equal(ctx["apt", "random"], ctx["apt-constant", "random"])
@@ -243,31 +212,11 @@ def test_apt_onfly_and_constant_attack_different_prompts(class_folder, tmp_path)
 
 
 def test_coop_resumes_bit_for_bit_and_applies_to_other_class_names(class_folder, tmp_path):
-    from train_utils import save_test_model
-
-    from advlora.training import load_run_config, train
-
     model_dir = save_test_model(tmp_path / "model")
-
-    def config():
-        return load_run_config(overrides={
-            "model": {"name": str(model_dir)}, "adapter": {"method": "coop"},
-            "data": {"name": str(class_folder), "shots": 2},
-            "train": {"steps": 3, "batch_size": 3, "device": "cpu", "progress": "off", "tensorboard": False,
-                      "objective": "apt", "lr": 0.05, "warmup": 0, "checkpoint_every": 1},
-            "attack": {"steps": 1}, "eval": {"val_limit": 3, "test_limit": 3, "test_steps": 1, "robust": False}})
-
-    ref = train(config(), tmp_path / "ref")
-
-    def cut(step):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config(), tmp_path / "cut", on_step=cut)
-    train(config(), tmp_path / "cut", resume=True)
+    ref, cut = cut_and_resume(lambda: prompt_run_config({"name": str(model_dir)}, {"method": "coop"}, class_folder,
+                                                        "apt"), tmp_path)
     a = load_file(str(ref.run_dir / "adapter" / "prompt.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "adapter" / "prompt.safetensors"))
+    b = load_file(str(cut / "adapter" / "prompt.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
     # base-to-new: the prompt trained on the three colours is the classifier of other class names

@@ -7,9 +7,8 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
-from train_utils import nudge
+from train_utils import cli_train, cut_and_resume, nudge, prompt_run_config, write_classes
 
 from advlora.adapters import adapter_info, attach_adapter, load_adapter, merge_adapter, save_adapter
 from advlora.adapters.prompt_vision import FILE, prompts_of
@@ -192,37 +191,18 @@ def test_a_prompt_the_model_cannot_take_is_one_line_before_any_work(arch, opts, 
 
 
 # ---- training on class folders -----------------------------------------------------------------------------
-CLASSES = ("red_apple", "green_leaf", "blue_sky")
-
-
 @pytest.fixture
 def class_folder(tmp_path):
     """train/ (16 images per class), val/ and test/ (2 each) class folders, one template."""
-    g = torch.Generator().manual_seed(0)
-    root = tmp_path / "cls"
-    for split, n in (("train", 16), ("val", 2), ("test", 2)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                arr = (torch.rand(12, 12, 3, generator=g) * 80).to(torch.uint8)
-                arr[..., c] += 150
-                Image.fromarray(arr.numpy()).save(folder / f"{i}.png")
-    (root / "templates.txt").write_text("a photo of a {}.\n")
-    return root
+    return write_classes(tmp_path / "cls", splits=(("train", 16), ("val", 2), ("test", 2)))
 
 
 @pytest.mark.parametrize("model", ["clip:tiny", "siglip:test"])
 @pytest.mark.parametrize("method", ["vpt", "visual-prompt"])
 def test_cli_trains_a_prompt_with_tecoa_on_a_class_folder(class_folder, tmp_path, capsys, method, model):
-    from advlora.cli import main
-
     out = tmp_path / "run"
-    assert main(["train", "--random-model", model, "--method", method, "--objective", "tecoa", "--data",
-                 str(class_folder), "--shots", "16", "--steps", "2", "--batch-size", "8", "--attack-steps", "1",
-                 "--device", "cpu", "--progress", "off", "--out", str(out), "--eval.val_limit", "6",
-                 "--eval.test_limit", "6", "--eval.test_steps", "1", "--eval.robust", "false",
-                 "--train.tensorboard", "false"]) == 0
+    cli_train(["--random-model", model], method, "tecoa", class_folder, out, "--batch-size", "8",
+              "--eval.val_limit", "6")
     printed = capsys.readouterr().out
     trained = load_file(str(out / "adapter" / FILE))
     assert json.loads((out / "fewshot.json").read_text())["shots"] == 16
@@ -233,27 +213,9 @@ def test_cli_trains_a_prompt_with_tecoa_on_a_class_folder(class_folder, tmp_path
 
 
 def test_a_prompt_run_resumes_bit_for_bit(class_folder, tmp_path):
-    from advlora.training.config import load_run_config
-    from advlora.training.trainer import train
-
-    def config():
-        return load_run_config(overrides={
-            "model": {"random": "clip:test"}, "adapter": {"method": "vpt", "depth": 2},
-            "data": {"name": str(class_folder), "shots": 2},
-            "train": {"steps": 3, "batch_size": 3, "device": "cpu", "progress": "off", "tensorboard": False,
-                      "objective": "tecoa", "lr": 0.05, "warmup": 0, "checkpoint_every": 1},
-            "attack": {"steps": 1}, "eval": {"val_limit": 6, "test_limit": 6, "test_steps": 1, "robust": False}})
-
-    ref = train(config(), tmp_path / "ref")
-
-    def cut(step):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config(), tmp_path / "cut", on_step=cut)
-    train(config(), tmp_path / "cut", resume=True)
-    a, b = load_file(str(ref.run_dir / "adapter" / FILE)), load_file(str(tmp_path / "cut" / "adapter" / FILE))
+    ref, cut = cut_and_resume(lambda: prompt_run_config({"random": "clip:test"}, {"method": "vpt", "depth": 2},
+                                                        class_folder, val_limit=6), tmp_path)
+    a, b = load_file(str(ref.run_dir / "adapter" / FILE)), load_file(str(cut / "adapter" / FILE))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     last = load_file(str(ref.run_dir / "checkpoints" / "step-000003" / "trainable.safetensors"))
     assert last and all("advlora_prompt" in k for k in last)                # the checkpoint holds the prompt alone

@@ -270,3 +270,30 @@ def test_a_new_format_is_one_declaration(tmp_path, capsys):
         assert sorted(d["clean"] for d in docs) == sorted(r["clean"][r["headline"]] for r in RECORDS[:2])
     assert main(["results", str(runs), "--format", "toy"]) == 2
     assert "clip-benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["lora", "coop", "full"])
+def test_model_card_says_peft_only_where_the_method_declares_its_format(tmp_path, method):
+    """A LoRA folder is peft's (``library_name: peft``, loaded as the card shows with ``PeftModel``); a prompt's
+    and full fine-tuning's folders are advlora's own, and their cards say so."""
+    from peft import PeftModel
+
+    from advlora.adapters import attach_adapter, save_adapter
+    from advlora.adapters import method as adapter_methods
+    from advlora.experiments.card import model_card
+    from advlora.models.tiny import random_model
+
+    model = random_model("clip", "test", seed=0)
+    attach_adapter(model, method, rank=2)
+    folder = save_adapter(model, tmp_path / method)
+    text = model_card(folder, [Result.from_record(RECORDS[0])])
+    meta = front_matter(text)
+    peft = adapter_methods.get(method).peft_format
+    assert peft == (method == "lora")
+    assert (meta.get("library_name") == "peft") == peft and ("peft" in meta["tags"]) == peft
+    assert ("PeftModel.from_pretrained" in text) == peft and ("a peft adapter folder" in text) == peft
+    assert ("not a peft adapter" in text) == (not peft) and "load_adapter(model" in text
+    if peft:        # the card's instructions load: the snippet's class, and the folder onto a fresh base
+        assert "from transformers import CLIPModel" in text
+        loaded = PeftModel.from_pretrained(random_model("clip", "test", seed=0).hf_model, str(folder))
+        assert any("lora_A" in n for n, _ in loaded.named_parameters())

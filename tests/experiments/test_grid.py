@@ -327,3 +327,21 @@ def test_the_main_table_reads_top1_on_a_classification_set():
         "r": {"m": entry({"r_mean": 60.0}, {"r_mean": 30.0})}}}
     assert table_rows(summary, "c")[1][0][3:] == ["40.0", "10.0"]
     assert table_rows(summary, "r")[1][0][3:] == ["60.0", "30.0"]
+
+
+def test_a_train_cell_fingerprints_what_its_grid_sets_so_a_new_config_field_keeps_older_cells():
+    """A cell of a grid written before ``trainable_alpha`` existed keeps its fingerprint (it resumes): the fingerprint
+    is of the settings the grid names, never of the full config with every default (a field added at its default
+    enters no cell's); a value the grid sets still changes it."""
+    from advlora.adapters import AdapterConfig
+    from advlora.experiments.grid import fingerprint
+    from advlora.experiments.spec import run_config_dict
+
+    methods = [{"label": "DoRA", "method": "dora", "adapter": {"rank": 4}}]
+    cell = train_cells(load_grid_config(None, base={**GRID, "methods": methods}))[0]
+    run = run_config_dict(load_grid_config(None, base={**GRID, "methods": methods}), cell)
+    assert run["adapter"] == {"method": "dora", "rank": 4}                  # the grid's own fields, no defaults
+    assert not AdapterConfig(method="dora", rank=4).trainable_alpha          # the field exists, default off
+    alpha = [{**methods[0], "adapter": {"rank": 4, "trainable_alpha": True}}]
+    cfg = load_grid_config(None, base={**GRID, "methods": alpha})
+    assert fingerprint(run_config_dict(cfg, train_cells(cfg)[0])) != fingerprint(run)

@@ -127,6 +127,29 @@ def test_no_results_is_one_error(tmp_path):
         collect([str(tmp_path / "empty")])
 
 
+def test_a_training_runs_metrics_is_no_entry_and_is_counted_as_skipped(tmp_path, capsys):
+    """A training run's ``metrics.json`` (its final test, no results schema) beside one evaluation's results file:
+    one entry, the run's files counted as skipped, in the command's summary line too."""
+    from advlora.experiments.results import training_run_record
+
+    run = tmp_path / "runs" / "train"
+    clean = {k: 40.0 + i for i, k in enumerate(("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))}
+    clean["r_mean"] = sum(clean.values()) / 6
+    write_json(run / "metrics.json", {"clean": clean, "robust": {k: v / 2 for k, v in clean.items()},
+                                      "attack": "pgd", "split": "test", "n_images": 8, "n_texts": 16,
+                                      "method": "lora", "objective": "tecoa", "steps": 3, "train_attack": "pgd"})
+    (run / "config.yaml").write_text("model: {random: 'clip:test'}\ndata: {name: emoji}\n"
+                                     "eval: {eps: 4/255, test_steps: 2}\n")
+    assert training_run_record(run / "metrics.json") is not None      # the shape advlora results reads as a record
+    write_run(tmp_path / "runs" / "eval", [synthetic_record(method="lora")])
+    board = collect([str(tmp_path / "runs")])
+    data = board_data(board)
+    assert board.n_files == 1 and sum(len(t["rows"]) for t in data["measured"]) == 1
+    assert board.n_skipped == 2                                         # the run's metrics.json, the eval's manifest
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site")]) == 0
+    assert "1 rows from 1 results files; 2 other JSON files skipped" in capsys.readouterr().out
+
+
 def test_command_writes_the_site_and_never_replaces_a_foreign_folder(run_dir, tmp_path, capsys):
     def cli(*args: str) -> tuple[int, str]:
         code = main(["leaderboard", *args])

@@ -164,7 +164,7 @@ def test_adapter_info_inspects_a_training_run_and_its_adapter_folder(tmp_path, c
         assert main(["adapter", "info", "--adapter", str(target)]) == 0
         out = capsys.readouterr().out
         assert f"adapter {run / 'adapter'} on model random clip:test" in out, out
-        assert "method lora, rank 2, towers vision, 8 adapted layers; 1,024 trainable" in out
+        assert "method lora, rank 2, towers vision, init peft, 8 adapted layers; 1,024 trainable" in out
     assert main(["adapter", "info", "--adapter", str(tmp_path / "none")]) == 2
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file
+from train_utils import CLASSES, cut_and_resume, write_classes
 
 from advlora.cli import main
 from advlora.data import load_dataset
@@ -17,24 +17,11 @@ from advlora.training.config import AttackConfig, load_run_config
 from advlora.training.step import Dist, TrainTask, class_positives
 from advlora.training.trainer import train
 
-CLASSES = ("red_apple", "green_leaf", "blue_sky")
-
 
 @pytest.fixture
 def class_folder(tmp_path):
     """train/ and test/ splits of 3 classes (5 and 2 images each), one template."""
-    g = torch.Generator().manual_seed(0)
-    root = tmp_path / "cls"
-    for split, n in (("train", 5), ("val", 2), ("test", 2)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                arr = (torch.rand(12, 12, 3, generator=g) * 80).to(torch.uint8)
-                arr[..., c] += 150
-                Image.fromarray(arr.numpy()).save(folder / f"{i}.png")
-    (root / "templates.txt").write_text("a photo of a {}.\n")
-    return root
+    return write_classes(tmp_path / "cls", splits=(("train", 5), ("val", 2), ("test", 2)))
 
 
 class FixedFeatures(torch.nn.Module):
@@ -167,19 +154,11 @@ def test_few_shot_training_resumes_bit_for_bit(class_folder, tmp_path):
         cfg.train.checkpoint_every, cfg.train.batch_size = 1, 3
         return cfg
 
-    ref = train(config(), tmp_path / "ref")
-
-    def cut(step):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config(), tmp_path / "cut", on_step=cut)
-    train(config(), tmp_path / "cut", resume=True)
+    ref, cut = cut_and_resume(config, tmp_path)
     name = "adapter/adapter_model.safetensors"
-    a, b = load_file(str(ref.run_dir / name)), load_file(str(tmp_path / "cut" / name))
+    a, b = load_file(str(ref.run_dir / name)), load_file(str(cut / name))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    assert (tmp_path / "cut" / "fewshot.json").read_text() == (ref.run_dir / "fewshot.json").read_text()
+    assert (cut / "fewshot.json").read_text() == (ref.run_dir / "fewshot.json").read_text()
 
 
 def test_shots_need_a_classification_set(image_text_folder, tmp_path):

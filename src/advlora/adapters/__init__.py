@@ -27,6 +27,7 @@ from advlora.adapters.kmeans import KMeansResult, kmeans
 from advlora.adapters.method import METHODS, AdapterMethod
 from advlora.adapters.methods.lora import export_lora
 from advlora.adapters.model import (
+                                     INFO_KEYS,
                                      AdapterState,
                                      adapter_info,
                                      alignment_errors,
@@ -40,7 +41,8 @@ from advlora.adapters.model import (
                                      state_of,
 )
 
-__all__ = ["ALIGN_INITS", "ALPHA_MODES", "AdapterConfig", "AdapterMethod", "AdapterState", "INITS", "KMEANS_ON",
+__all__ = ["ALIGN_INITS", "ALPHA_MODES", "AdapterConfig", "AdapterMethod", "AdapterState", "INFO_KEYS", "INITS",
+           "KMEANS_ON",
            "KMeansResult", "METHODS", "MODES", "TOWERS", "adapter_info", "alignment_errors", "alpha_parameters",
            "alpha_values", "attach_adapter", "export_lora", "kmeans", "load_adapter", "lora_layers", "make_config",
            "merge_adapter", "method", "method_of", "methods", "regularization_loss", "resolve_targets", "save_adapter",

@@ -153,6 +153,8 @@ class PeftTuner(methods.AdapterMethod):
     """A method whose layers are peft's own tuner layers (DoRA, VeRA, IA3): its folder is peft's format
     (``save_peft``), which also holds all an exact resume needs, and peft merges its layers."""
 
+    peft_format = True
+
     def save(self, model, state, folder: Path, meta: dict) -> None:
         save_peft(model, folder)
 

@@ -42,6 +42,10 @@ class AdapterMethod:
         default_lr: the learning rate when the run's config leaves it out.
         targets: whether it adapts the resolved target layers (``AdapterConfig.targets``) rather than whole towers.
         peft_type: peft's ``peft_type`` of the folders it writes (a foreign peft folder of that type loads as it).
+        peft_format: its folder holds peft's ``adapter_config.json`` and ``adapter_model.safetensors``, which
+            ``peft.PeftModel.from_pretrained`` loads onto the base transformers model (the model card then says
+            ``library_name: peft``); False: only advlora's ``load_adapter`` reads the folder (prompts, full
+            fine-tuning).
         layer_types: the module types it can adapt; another type is one error line before any work.
         families: the model families (``VLModel.arch``) it supports; None: every family.
         cost_note: why its training step costs more than LoRA's, where known (``advlora bench --methods`` prints it).
@@ -63,6 +67,7 @@ class AdapterMethod:
     default_lr: ClassVar[float] = 1e-3
     targets: ClassVar[bool] = True
     peft_type: ClassVar[str | None] = None
+    peft_format: ClassVar[bool] = False
     layer_types: ClassVar[tuple[type, ...]] = (nn.Linear,)
     families: ClassVar[tuple[str, ...] | None] = None
     cost_note: ClassVar[str | None] = None
@@ -131,7 +136,9 @@ class AdapterMethod:
 
     # ---- reporting ----------------------------------------------------------------------------------------
     def info(self, cfg) -> dict[str, Any]:
-        """What ``adapter_info`` adds for this method (its config fields that tell runs apart)."""
+        """What ``adapter_info`` adds for this method: its config fields that tell runs apart, by field name, each
+        one it reads (``reads``), and none whose None only means "the method's default" (rank and towers
+        ``adapter_info`` adds itself where ``reads`` has them)."""
         return {}
 
 

@@ -160,17 +160,26 @@ def method_of(model) -> methods.AdapterMethod | None:
 
 
 # ---- what attached adapters report ---------------------------------------------------------------
+#: the keys of ``adapter_info`` every adapter has; the rest are config fields its method reads
+INFO_KEYS = ("method", "trainable", "total", "share", "layers")
+#: config fields ``adapter_info`` reports for every method that reads them (``AdapterMethod.reads``)
+SHARED_FIELDS = ("rank", "towers")
+
+
 def adapter_info(model) -> dict:
-    """Method, trainable and total parameter counts, share of trainable parameters (in %), adapted layers, and
-    what the method's declaration adds (``AdapterMethod.info``)."""
+    """Method, trainable and total parameter counts, share of trainable parameters (in %), adapted layers (the
+    ``INFO_KEYS``), then the config fields that tell its runs apart: rank and towers where the method reads them
+    (a prompt has no rank, IA3 no rank, full fine-tuning no rank) and what its declaration adds
+    (``AdapterMethod.info``)."""
     state = state_of(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     info = {"method": state.method if state else "frozen", "trainable": trainable, "total": total,
             "share": 100.0 * trainable / max(total, 1), "layers": len(state.layers) if state else 0}
     if state is not None:
-        info.update(rank=state.config.rank, towers=state.config.towers)
-        info.update(methods.get(state.config.method).info(state.config))
+        method = methods.get(state.config.method)
+        info.update({k: getattr(state.config, k) for k in SHARED_FIELDS if k in method.reads})
+        info.update(method.info(state.config))
     return info
 
 

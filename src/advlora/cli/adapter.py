@@ -175,7 +175,7 @@ def _info_trained(args: argparse.Namespace) -> int:
     """``adapter info --adapter DIR``: what a trained adapter is (method, rank, layers, parameters) on its model."""
     from pathlib import Path
 
-    from advlora.adapters import adapter_info, alpha_values, load_adapter
+    from advlora.adapters import INFO_KEYS, adapter_info, alpha_values, load_adapter
     from advlora.config import load_yaml
     from advlora.errors import AdvloraError
 
@@ -193,8 +193,9 @@ def _info_trained(args: argparse.Namespace) -> int:
     info = adapter_info(base)
     name = args.random_model and f"random {args.random_model}" or args.model
     print(f"adapter {folder} on model {name}")
-    print(f"method {info['method']}, rank {info.get('rank')}, towers {info.get('towers')}, {info['layers']} adapted "
-          f"layers; {info['trainable']:,} trainable of {info['total']:,} parameters ({info['share']:.3f}%)")
+    fields = "".join(f", {k} {v}" for k, v in info.items() if k not in INFO_KEYS)   # those its method reads
+    print(f"method {info['method']}{fields}, {info['layers']} adapted layers; {info['trainable']:,} trainable of "
+          f"{info['total']:,} parameters ({info['share']:.3f}%)")
     alphas = alpha_values(base)
     if alphas:
         vals = list(alphas.values())

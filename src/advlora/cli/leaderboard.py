@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     with run_folder(out, {"dirs": list(args.dirs), "reported": args.reported}, command="leaderboard") as tmp:
         write_site(data, tmp)
     rows = sum(len(t["rows"]) for t in data["measured"])
-    print(f"{len(data['measured'])} measured tables ({rows} rows from {board.n_files} results files), "
+    print(f"{len(data['measured'])} measured tables ({rows} rows from {board.n_files} results files; "
+          f"{board.n_skipped} other JSON files skipped: no evaluation results record), "
           f"{len(data['reported'])} reported tables; cost figures: {board.bench_source or 'none'}")
     print(f"site: {out}/index.html")
     return 0

@@ -1,11 +1,13 @@
 """Model cards: a ``README.md`` in the Hugging Face convention for a saved adapter folder.
 
-The card's YAML front matter holds ``base_model``, ``library_name: peft`` (the folder is a peft adapter),
-``tags`` and ``model-index``: one result per results record of an evaluation of this adapter (the data set and
-threat model), whose metrics are the record's clean metrics (``name: clean <metric>``) and its worst attack's
-(``name: robust <metric> (<norm> <eps>, <attack>)``, with the threat model in ``args``), values in percent as
-the record holds them. ``card_results`` reads those results back from a card, so a card can be checked against
-the files it came from. A card carries ``MARKER``: only a README.md with it is the tool's to overwrite.
+The card's YAML front matter holds ``base_model``, ``library_name: peft`` and the ``peft`` tag where the method's
+declaration says its folder is peft's format (``AdapterMethod.peft_format``: the card then shows how to load it
+with ``PeftModel.from_pretrained``; a prompt's or full fine-tuning's folder has no library that loads it but
+advlora, and says so), ``tags`` and ``model-index``: one result per results record of an evaluation of this adapter
+(the data set and threat model), whose metrics are the record's clean metrics (``name: clean <metric>``) and its
+worst attack's (``name: robust <metric> (<norm> <eps>, <attack>)``, with the threat model in ``args``), values in
+percent as the record holds them. ``card_results`` reads those results back from a card, so a card can be checked
+against the files it came from. A card carries ``MARKER``: only a README.md with it is the tool's to overwrite.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from advlora.adapters import method as adapter_methods
 from advlora.errors import AdvloraError
 from advlora.experiments.results import Result, Threat
+from advlora.models import FAMILIES
 
 #: the line every card written here carries; a README.md without it was written by someone else
 MARKER = "<!-- written by `advlora adapter card`: rewritten on the next run; remove this line to keep edits -->"
@@ -105,6 +109,31 @@ def results_of(adapter_dir: str | Path, records: list[dict[str, Any]]) -> list[R
             if rec.get("adapter") and Path(str(rec["adapter"])).resolve() == folder]
 
 
+def peft_format(adapter_dir: Path, method: str) -> bool:
+    """Whether the folder is one ``PeftModel.from_pretrained`` loads: its method's declaration says
+    (``AdapterMethod.peft_format``); for a method not declared here (a plugin's, not loaded) the folder's own
+    peft ``adapter_config.json`` does."""
+    try:
+        return adapter_methods.get(method).peft_format
+    except AdvloraError:
+        return (adapter_dir / "adapter_config.json").is_file()
+
+
+def _use(folder: Path, base: str, arch: str, peft: bool) -> list[str]:
+    """The card's "Use" section: advlora's loading, and peft's where the folder is peft's format."""
+    lines = ["## Use", "", "```python", "from advlora.models import load_model",
+             "from advlora.adapters import load_adapter", "",
+             f"model = load_model({base or 'BASE_MODEL'!r})",
+             f"load_adapter(model, {str(folder)!r})", "```", ""]
+    if not peft:
+        return lines + ["The folder is advlora's own format (no peft adapter): only advlora loads it.", ""]
+    cls = FAMILIES[arch].model_class if arch in FAMILIES else "AutoModel"
+    return lines + ["With peft alone, on the transformers model:", "", "```python", "from peft import PeftModel",
+                    f"from transformers import {cls}", "",
+                    f"base = {cls}.from_pretrained({base or 'BASE_MODEL'!r})",
+                    f"model = PeftModel.from_pretrained(base, {str(folder)!r})", "```", ""]
+
+
 def model_card(adapter_dir: str | Path, results: list[Result]) -> str:
     """The README.md text of ``adapter_dir`` from the measured ``results`` of evaluations run on it."""
     folder = Path(adapter_dir)
@@ -113,19 +142,21 @@ def model_card(adapter_dir: str | Path, results: list[Result]) -> str:
     base = meta["model"] or meta["base"] or (models[0] if models else "")
     method = meta["method"] or next((r.method for r in results if r.method), "") or "adapter"
     objectives = list(dict.fromkeys(r.objective for r in results if r.objective))
+    peft = peft_format(folder, method)
     tags = list(dict.fromkeys(t for t in ["advlora", method, *objectives, meta["arch"], "adversarial-robustness",
-                                          "peft"] if t))
+                                          "peft" if peft else ""] if t))
     front: dict[str, Any] = {}
     if base and not _local(base):
         front["base_model"] = base   # the Hub reads base_model as a repository id; a local folder is not one
-    front.update({"library_name": "peft", "tags": tags,
-                  "model-index": [{"name": folder.resolve().name,
-                                   "results": [model_index_result(r) for r in results]}]})
+    if peft:
+        front["library_name"] = "peft"
+    front.update({"tags": tags, "model-index": [{"name": folder.resolve().name,
+                                                 "results": [model_index_result(r) for r in results]}]})
+    kind = "a peft adapter folder" if peft else "advlora's own format, not a peft adapter"
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip("\n"), "---", MARKER, "",
              f"# {folder.resolve().name}", "",
              f"A `{method}` adapter{f' of `{base}`' if base else ''} saved by "
-             "advlora (a peft adapter folder; `advlora.json` records the method's "
-             "settings)."
+             f"advlora ({kind}; `advlora.json` records the method's settings)."
              + (f" Training objective: {', '.join(objectives)}." if objectives else ""), "",
              "## Evaluation", "",
              "Metrics in percent from advlora's results files (schema `advlora.results/1`). Robust numbers are "
@@ -140,10 +171,7 @@ def model_card(adapter_dir: str | Path, results: list[Result]) -> str:
                      f"{'clean only' if r.threat is None else r.threat.label()} | {r.headline} | "
                      f"{'-' if c is None else f'{c:.1f}'} | {'-' if rb is None else f'{rb:.1f}'} | "
                      f"{r.attack_name or '-'} | {r.sanity or '-'} |")
-    lines += ["", "## Use", "", "```python", "from advlora.models import load_model",
-              "from advlora.adapters import load_adapter", "",
-              f"model = load_model({base or 'BASE_MODEL'!r})",
-              f"load_adapter(model, {str(folder)!r})", "```", ""]
+    lines += ["", *_use(folder, base, meta["arch"], peft)]
     return "\n".join(lines)
 
 
@@ -159,4 +187,4 @@ def write_card(adapter_dir: str | Path, results: list[Result], out: str | Path |
     return target
 
 
-__all__ = ["MARKER", "card_results", "front_matter", "model_card", "results_of", "write_card"]
+__all__ = ["MARKER", "card_results", "front_matter", "model_card", "peft_format", "results_of", "write_card"]

@@ -156,13 +156,17 @@ def training_run_record(metrics_file: Path) -> dict[str, Any] | None:
             "commit": man.get("git_commit"), "time": man.get("time")}
 
 
-def iter_records(paths: list[str], notes: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
+def iter_records(paths: list[str], notes: list[str] | None = None, *, training_runs: bool = True,
+                 others: list[Path] | None = None) -> Iterator[tuple[Path, dict]]:
     """(path, record) of every valid results file under ``paths`` (folders searched recursively in name order,
     files named directly), one at a time, so that a caller that keeps only what it needs of each record holds
     one record in memory; one line per JSON file skipped is appended to ``notes``. JSON without a ``schema``
-    key is not a results file and is passed over silently (manifest.json, an evaluation's metrics.json), except a
-    training run's ``metrics.json``, read as the record of its final test (``training_run_record``)."""
+    key is not a results file and is passed over silently (manifest.json, an evaluation's metrics.json; each one's
+    path appended to ``others``), except, with ``training_runs``, a training run's ``metrics.json``, read as the
+    record of its final test (``training_run_record``: ``advlora results``); without it (the leaderboard, whose
+    entries are evaluations) only files that declare the results schema are records."""
     notes = notes if notes is not None else []
+    others = others if others is not None else []
     for p in map(Path, paths):
         if not p.exists():
             raise AdvloraError(f"{p}: no such file or folder")
@@ -173,9 +177,10 @@ def iter_records(paths: list[str], notes: list[str] | None = None) -> Iterator[t
             except (OSError, ValueError) as e:
                 notes.append(f"{f}: not readable JSON ({type(e).__name__})")
                 continue
-            if isinstance(rec, dict) and "schema" not in rec and f.name == "metrics.json":
+            if training_runs and isinstance(rec, dict) and "schema" not in rec and f.name == "metrics.json":
                 rec = training_run_record(f)
             if not isinstance(rec, dict) or "schema" not in rec:
+                others.append(f)
                 continue
             problems = check_record(rec)
             if problems:

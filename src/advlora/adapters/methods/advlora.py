@@ -32,6 +32,7 @@ class AdvLora(AdapterMethod):
              "kmeans_iters", "kmeans_on", "seed", "dropout")
     default_init = "cluster"
     peft_type = None  # its peft folder is a plain LoRA: a foreign one loads as lora
+    peft_format = True
 
     @property
     def inits(self) -> tuple[str, ...]:  # type: ignore[override] - read live: an initialisation declared later counts

@@ -63,7 +63,8 @@ class CoOp(AdapterMethod):
                            "weight change, and cannot be merged into the weights (load the adapter folder instead)")
 
     def info(self, cfg) -> dict:
-        return {"init": cfg.init, "n_ctx": cfg.n_ctx, "class_position": cfg.class_position,
+        return {"init": cfg.init, **({"n_ctx": cfg.n_ctx} if cfg.n_ctx is not None else {}),
+                "class_position": cfg.class_position,
                 **({"ctx_phrase": cfg.ctx_phrase} if cfg.init == "phrase" else {})}
 
 

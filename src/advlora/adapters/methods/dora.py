@@ -169,7 +169,7 @@ class Dora(PeftTuner):
                 "use_rslora": bool(pc.use_rslora)}, lora_shapes(tensors, folder)
 
     def info(self, cfg) -> dict:
-        out = {"init": cfg.init, **({"rslora": True} if cfg.use_rslora else {})}
+        out = {"init": cfg.init, **({"use_rslora": True} if cfg.use_rslora else {})}
         if cfg.trainable_alpha:
             out["alpha_mode"] = cfg.alpha_mode
         return out

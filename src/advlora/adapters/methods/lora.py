@@ -139,6 +139,7 @@ class Lora(AdapterMethod):
     legacy_inits = ("cluster",)
     aliases = {"pissa": {"init": "pissa"}}
     peft_type = "LORA"
+    peft_format = True
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
         residual = cfg.init in RESIDUAL_INITS
@@ -188,7 +189,7 @@ class Lora(AdapterMethod):
         merge_peft_layers(model, state.layers)
 
     def info(self, cfg) -> dict:
-        return {"init": cfg.init, **({"rslora": True} if cfg.use_rslora else {})}
+        return {"init": cfg.init, **({"use_rslora": True} if cfg.use_rslora else {})}
 
 
 register(Lora())

@@ -94,14 +94,16 @@ class Table:
 
 @dataclass
 class Board:
-    """Every table, the bench figures read (method -> row of ``bench --methods``) and notes on what was
-    skipped."""
+    """Every table, the bench figures read (method -> row of ``bench --methods``), notes on what was skipped, the
+    results files read (``n_files``) and the other JSON files passed over (``n_skipped``: manifests, a training
+    run's ``metrics.json``: no evaluation record)."""
 
     tables: dict[TableKey, Table] = field(default_factory=dict)
     bench: dict[str, dict[str, Any]] = field(default_factory=dict)
     bench_source: str = ""
     notes: list[str] = field(default_factory=list)
     n_files: int = 0
+    n_skipped: int = 0
 
     def measured(self) -> list[Table]:
         return [t for k, t in sorted(self.tables.items(), key=lambda kv: _order(kv[0])) if k.kind == "measured"]
@@ -282,16 +284,21 @@ def collect(paths: list[str], reported: list[Result] | None = None) -> Board:
     entries; an empty board is one error line."""
     board = Board()
     manifests = Manifests()
+    benches: set[Path] = set()
     for p in map(Path, paths):
         if not p.exists():
             raise AdvloraError(f"{p}: no such file or folder")
         bench_files = [p] if p.is_file() and p.name == BENCH_FILE else sorted(p.rglob(BENCH_FILE)) if p.is_dir() \
             else []
         for f in bench_files:
-            read_bench(board, f)
-    for path, rec in iter_records(paths, board.notes):
+            if read_bench(board, f):
+                benches.add(f)
+    others: list[Path] = []
+    # the entries are evaluations: a training run's final test (its metrics.json, no results schema) is not one
+    for path, rec in iter_records(paths, board.notes, training_runs=False, others=others):
         add_record(board, path, rec, manifests.of(path))
         board.n_files += 1
+    board.n_skipped = sum(f not in benches for f in others)
     for entry in reported or []:
         add_reported(board, entry)
     if not board.tables:
