@@ -19,13 +19,26 @@ from advlora.errors import AdvloraError, choices_error
 from advlora.models.text_prompt import POSITIONS, random_context, text_prompt_of, token_context
 
 FILE = "prompt.safetensors"
+#: how a learned text context starts (``AdapterConfig.init`` of coop and maple): the token embeddings of
+#: ``ctx_phrase`` (the first, the methods' default) or N(0, 0.02^2) vectors
+CONTEXT_INITS = ("phrase", "random")
+
+
+def starts_from_phrase(cfg) -> bool:
+    """Whether the config's context starts from ``ctx_phrase`` (``init=phrase``) rather than random vectors."""
+    return cfg.init == CONTEXT_INITS[0]
+
+
+def phrase_info(cfg) -> dict:
+    """The phrase ``adapter info`` reports where the context starts from one (``{}`` otherwise)."""
+    return {"ctx_phrase": cfg.ctx_phrase} if starts_from_phrase(cfg) else {}
 
 
 def validate_context(cfg) -> None:
     """Refuse context settings no text prompt can take (one ``AdvloraError`` line)."""
     if cfg.n_ctx is not None and (isinstance(cfg.n_ctx, bool) or not isinstance(cfg.n_ctx, int) or cfg.n_ctx < 1):
         raise AdvloraError(f"adapter n_ctx must be a positive integer, got {cfg.n_ctx!r}")
-    if not isinstance(cfg.ctx_phrase, str) or (cfg.init == "phrase" and not cfg.ctx_phrase.strip()):
+    if not isinstance(cfg.ctx_phrase, str) or (starts_from_phrase(cfg) and not cfg.ctx_phrase.strip()):
         raise AdvloraError(f"adapter ctx_phrase must be a non-empty phrase with init=phrase, got {cfg.ctx_phrase!r}")
     if cfg.class_position not in POSITIONS:
         raise choices_error("adapter class_position", cfg.class_position, POSITIONS)
@@ -38,7 +51,7 @@ def initial_context(model, cfg, random_n_ctx: int) -> tuple[torch.Tensor, list[i
     ``n_ctx`` is None) are learned and any further ones stay fixed text before the class name (MaPLe's "a photo"
     + "of a"). ``init=random``: N(0, 0.02^2) drawn from ``seed`` for ``n_ctx`` (default ``random_n_ctx``) tokens,
     no prefix."""
-    if cfg.init != "phrase":
+    if not starts_from_phrase(cfg):
         return random_context(model, cfg.n_ctx or random_n_ctx, cfg.seed), []
     phrase = token_context(model, cfg.ctx_phrase)
     n = cfg.n_ctx or len(phrase)
@@ -76,4 +89,5 @@ def load_text_prompt(model, folder: Path) -> None:
         prompt.load_state_dict(tensors)
 
 
-__all__ = ["FILE", "initial_context", "load_text_prompt", "save_text_prompt", "validate_context"]
+__all__ = ["CONTEXT_INITS", "FILE", "initial_context", "load_text_prompt", "phrase_info", "save_text_prompt",
+           "starts_from_phrase", "validate_context"]

@@ -18,7 +18,14 @@ A prompt is no weight change, so it cannot be merged into the weights.
 from __future__ import annotations
 
 from advlora.adapters.method import AdapterMethod, register
-from advlora.adapters.prompt_text import initial_context, load_text_prompt, save_text_prompt, validate_context
+from advlora.adapters.prompt_text import (
+    CONTEXT_INITS,
+    initial_context,
+    load_text_prompt,
+    phrase_info,
+    save_text_prompt,
+    validate_context,
+)
 from advlora.errors import AdvloraError
 from advlora.models.text_prompt import TextPrompt, attach_text_prompt
 
@@ -31,8 +38,8 @@ class CoOp(AdapterMethod):
     family = "prompt"
     summary = "learned text context in place of a prompt's words (CoOp; adversarially trained: APT)"
     reads = ("init", "seed", "n_ctx", "ctx_phrase", "class_position", "class_specific")
-    inits = ("phrase", "random")
-    default_init = "phrase"
+    inits = CONTEXT_INITS
+    default_init = CONTEXT_INITS[0]
     default_lr = 2e-3
     targets = False
     learns_class_text = True
@@ -65,7 +72,7 @@ class CoOp(AdapterMethod):
     def info(self, cfg) -> dict:
         return {"init": cfg.init, **({"n_ctx": cfg.n_ctx} if cfg.n_ctx is not None else {}),
                 "class_position": cfg.class_position,
-                **({"ctx_phrase": cfg.ctx_phrase} if cfg.init == "phrase" else {})}
+                **phrase_info(cfg)}
 
 
 register(CoOp())

@@ -33,7 +33,14 @@ import torch
 from torch import nn
 
 from advlora.adapters.method import register
-from advlora.adapters.prompt_text import initial_context, load_text_prompt, save_text_prompt, validate_context
+from advlora.adapters.prompt_text import (
+    CONTEXT_INITS,
+    initial_context,
+    load_text_prompt,
+    phrase_info,
+    save_text_prompt,
+    validate_context,
+)
 from advlora.adapters.prompt_vision import VisionPromptMethod, VisionPrompts
 from advlora.errors import AdvloraError, choices_error
 from advlora.models.text_prompt import TextPrompt, attach_text_prompt
@@ -131,8 +138,8 @@ class MaPLe(VisionPromptMethod):
     summary = ("MaPLe: coupled text and vision prompts of depth J (AdvMaPLe; coupling vision-to-text: FAP's; "
                "vlp: independent prompts, AdvVLP)")
     reads = ("init", "seed", "n_ctx", "ctx_phrase", "depth", "coupling")
-    inits = ("phrase", "random")
-    default_init = "phrase"
+    inits = CONTEXT_INITS
+    default_init = CONTEXT_INITS[0]
     defaults = {"n_ctx": N_CTX, "coupling": "text-to-vision"}
     aliases = {"vlp": {"coupling": "none"}}
     default_lr = 3.5e-3
@@ -190,7 +197,7 @@ class MaPLe(VisionPromptMethod):
     def info(self, cfg) -> dict:
         return {"init": cfg.init, "n_ctx": cfg.n_ctx, "coupling": cfg.coupling,
                 **({"depth": cfg.depth} if cfg.depth is not None else {}),
-                **({"ctx_phrase": cfg.ctx_phrase} if cfg.init == "phrase" else {})}
+                **phrase_info(cfg)}
 
 
 register(MaPLe())
