@@ -32,15 +32,8 @@ import math
 import torch
 from torch import nn
 
+from advlora.adapters import prompt_text
 from advlora.adapters.method import register
-from advlora.adapters.prompt_text import (
-    CONTEXT_INITS,
-    initial_context,
-    load_text_prompt,
-    phrase_info,
-    save_text_prompt,
-    validate_context,
-)
 from advlora.adapters.prompt_vision import VisionPromptMethod, VisionPrompts
 from advlora.errors import AdvloraError, choices_error
 from advlora.models.text_prompt import TextPrompt, attach_text_prompt
@@ -138,8 +131,8 @@ class MaPLe(VisionPromptMethod):
     summary = ("MaPLe: coupled text and vision prompts of depth J (AdvMaPLe; coupling vision-to-text: FAP's; "
                "vlp: independent prompts, AdvVLP)")
     reads = ("init", "seed", "n_ctx", "ctx_phrase", "depth", "coupling")
-    inits = CONTEXT_INITS
-    default_init = CONTEXT_INITS[0]
+    inits = prompt_text.CONTEXT_INITS
+    default_init = prompt_text.CONTEXT_INITS[0]
     defaults = {"n_ctx": N_CTX, "coupling": "text-to-vision"}
     aliases = {"vlp": {"coupling": "none"}}
     default_lr = 3.5e-3
@@ -148,7 +141,7 @@ class MaPLe(VisionPromptMethod):
                  "the backward pass runs through every layer of both towers")
 
     def validate(self, cfg) -> None:
-        validate_context(cfg)
+        prompt_text.validate_context(cfg)
         if cfg.class_position != "end":
             raise AdvloraError("adapter method maple keeps the class name after its context: class_position end")
         if cfg.coupling not in COUPLINGS:
@@ -169,7 +162,7 @@ class MaPLe(VisionPromptMethod):
         _, text_layers = model.text_prompt_sites()
         sites = model.vision_sites()
         depth = self.prompt_depth(cfg, len(text_layers), len(sites.layers))
-        ctx, prefix = initial_context(model, cfg, N_CTX)
+        ctx, prefix = prompt_text.initial_context(model, cfg, N_CTX)
         g = torch.Generator().manual_seed(int(cfg.seed))
         if cfg.coupling == "vision-to-text":
             text: TextPrompt = DerivedText(ctx, prefix=prefix, layers=depth)
@@ -186,18 +179,18 @@ class MaPLe(VisionPromptMethod):
                         {"prompt": "vision", **self.shape(prompts), "coupling": cfg.coupling}]
 
     def save(self, model, state, folder, meta: dict) -> None:
-        save_text_prompt(model, folder, meta)
+        prompt_text.save_text_prompt(model, folder, meta)
         super().save(model, state, folder, meta)
         meta["prompt"].update(depth=meta["vision_prompt"]["depth"], coupling=state.config.coupling)
 
     def load(self, model, state, folder, meta: dict) -> None:
-        load_text_prompt(model, folder)
+        prompt_text.load_text_prompt(model, folder)
         super().load(model, state, folder, meta)
 
     def info(self, cfg) -> dict:
         return {"init": cfg.init, "n_ctx": cfg.n_ctx, "coupling": cfg.coupling,
                 **({"depth": cfg.depth} if cfg.depth is not None else {}),
-                **phrase_info(cfg)}
+                **prompt_text.phrase_info(cfg)}
 
 
 register(MaPLe())
