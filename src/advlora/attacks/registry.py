@@ -11,7 +11,8 @@ Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sa
 - ``white-box`` / ``black-box``: ``run(objective, images, threat, *, generator, **options) -> images``;
 - ``transfer``: the same call, with ``objective`` built on the surrogate model by the caller;
 - ``text``: ``run(text_objective, captions, threat, *, generator, **options) -> captions``;
-- ``joint``: ``run(model, images, captions, owner, threat, *, generator, **options) -> (images, captions)``;
+- ``joint``: ``run(joint.Pairs(model, captions, owner), images, threat, *, generator, **options) -> (images,
+  captions)``;
 - ``suite``: no ``run``; ``members`` (``SuiteMember``) are run as attacks of their own and the suite's result is
   the per-sample worst over them (``standard``).
 """

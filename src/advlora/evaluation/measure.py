@@ -12,7 +12,7 @@ from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation import distributed
 from advlora.evaluation.images import CleanImages, ImageSource
 from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
-from advlora.evaluation.retrieval import encode_images, encode_texts, itc_tolerance, itm_rerank
+from advlora.evaluation.retrieval import Rerank, encode_images, encode_texts, itc_tolerance, itm_rerank
 from advlora.evaluation.tasks import task_of
 from advlora.runtime import eval_mode
 
@@ -46,7 +46,7 @@ def scores(model, img_feats, txt_feats, images, captions, k, pairs=None, *, t2i:
     (``retrieval.itm_rerank``); ``t2i=False``: the image-to-text direction only."""
     sim = img_feats @ txt_feats.t()
     if k and model.has_itm:
-        s_i2t, s_t2i = itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH, pairs=pairs, t2i=t2i)
+        s_i2t, s_t2i = itm_rerank(model, sim, images, captions, Rerank(k, ITM_BATCH, t2i), pairs=pairs)
         return s_i2t, s_t2i, itc_tolerance(sim, pairs)
     return sim, sim, None
 
@@ -125,8 +125,9 @@ def reported_i2t_rank(ctx: Ctx, x: torch.Tensor, indices: torch.Tensor) -> torch
     rank = _ranks_of(data, sim, indices, prec, tol)
     need = (rank < k).nonzero().squeeze(1) if k else rank[:0]
     if len(need):
-        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], None, data.captions, k, batch_size=ITM_BATCH,
-                              pairs=_pairs(pos[need]), t2i=False, tie_tol=tol, states=states[need.to(states.device)])
+        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], None, data.captions,
+                              Rerank(k, ITM_BATCH, t2i=False, tie_tol=tol), pairs=_pairs(pos[need]),
+                              states=states[need.to(states.device)])
         rank[need] = _ranks_of(data, s_i2t, indices[need], prec, tol)
     return rank
 

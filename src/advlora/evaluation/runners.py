@@ -13,6 +13,7 @@ from advlora.attacks import objectives as O
 from advlora.attacks.attack_objective import TargetFamily, Wrapper
 from advlora.attacks.image_objectives import ObjectiveInputs
 from advlora.attacks.image_objectives import build as build_objective
+from advlora.attacks.joint import Pairs
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
 from advlora.attacks.stopping import report_rank, stop_at_rank
@@ -184,16 +185,15 @@ def text_captions(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, op
 
 def joint(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict
           ) -> tuple[ImageSource, list[str]]:
-    """The joint attack batch by batch (whole on every process); its images are spilled to a temporary folder."""
+    """The joint attack batch by batch (whole on every process), run as every attack is (``spec.attack``) on
+    each batch's ``joint.Pairs``; its images are spilled to a temporary folder."""
     spill = Spill()
     caps = list(ctx.data.captions)
-    opts = spec.resolve_options(options)
     for idx, clean in ctx.images.batches(batch_size):
         s = int(idx[0])
         cols = torch.isin(ctx.data.txt2img, idx).nonzero().squeeze(1)
-        owner = ctx.data.txt2img[cols] - s
-        x, c = spec.run(ctx.model, clean.to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
-                        threat, generator=generator, **opts)
+        pairs = Pairs(ctx.model, [caps[j] for j in cols.tolist()], ctx.data.txt2img[cols] - s)
+        x, c = spec.attack(pairs, clean.to(ctx.model.device), threat, generator=generator, options=options)
         spill.write(idx, x.to(clean))
         for j, t in zip(cols.tolist(), c):
             caps[j] = t
