@@ -3,7 +3,7 @@ features, its clean ranks) and ``measure``, the metrics and per-sample ranks of 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -21,7 +21,7 @@ from advlora.runtime import eval_mode
 class Ctx:
     """One evaluation's fixed part: the model, the set, its clean images (uint8, floats per batch), the clean
     caption features, the re-rank depth, and, once measured, the clean metrics, ranks, losses and image
-    features; ``checks`` collects each image attack's bounds and mode record."""
+    features."""
 
     model: object
     data: RetrievalDataset
@@ -32,7 +32,6 @@ class Ctx:
     clean: dict = None
     clean_loss: torch.Tensor = None
     clean_features: torch.Tensor = None
-    checks: dict = field(default_factory=dict)
     #: the logits the cross-entropy objective attacks are this x cosine (None: the model's own logit scale); a
     #: protocol that fixes them (``robustvlm``: 100) sets it
     logit_scale: float | None = None

@@ -110,6 +110,11 @@ class Outcomes:
         self.ranks[key] = ranks.detach().cpu()
         self.kinds[key] = kind
 
+    def update(self, other: Outcomes) -> None:
+        """Add every outcome of ``other`` (on the same images), in its order."""
+        for key, ranks in other.ranks.items():
+            self.add(key, other.kinds[key], ranks)
+
 
 @dataclass
 class Probe:
