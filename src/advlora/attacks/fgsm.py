@@ -61,5 +61,5 @@ def _line(threat, options: dict, context: dict) -> str:
 
 
 SPEC = register(AttackSpec("fgsm", "white-box", fgsm, uses=("norm", "eps"), label="FGSM",
-                           checks=("bounds", "reference"), fn=fgsm, describe=_line,
+                           checks=("bounds", "reference", "versus_iterative"), fn=fgsm, describe=_line,
                            training_run=_train, training_steps=1))

@@ -33,8 +33,9 @@ KINDS = ("white-box", "black-box", "transfer", "text", "joint", "suite")
 IMAGE_KINDS = ("white-box", "black-box", "transfer")
 #: ThreatModel fields an attack may read, in the order its threat-model line names them
 FIELDS = ("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed")
-#: sanity checks an attack can opt into (``advlora.evaluation.sanity``); ``robust_le_clean`` applies to all
-CHECKS = ("bounds", "convergence", "versus_white_box", "reference")
+#: sanity checks an attack can opt into (``advlora.evaluation.sanity``); ``robust_le_clean`` applies to all;
+#: ``versus_iterative``: a one-step attack, which must not beat the iterative (``convergence``) ones
+CHECKS = ("bounds", "convergence", "versus_white_box", "reference", "versus_iterative")
 
 #: context keys a threat-model line may name (besides the attack's own options)
 LINE_KEYS = ("objective", "gallery")
