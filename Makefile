@@ -28,7 +28,7 @@ font:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fonts-noto-color-emoji >/dev/null; \
 	else echo "advlora: install the Noto Color Emoji font (package fonts-noto-color-emoji) or pass --font PATH" >&2; exit 2; fi
 
-# headless Chromium and its driver: the leaderboard's browser test (tests/test_leaderboard.py) and screenshot
+# headless Chromium and its driver: the leaderboard's browser test (tests/experiments/test_leaderboard.py) and screenshot
 chromium:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \

@@ -5,7 +5,7 @@ Every measured table of the project lives in one JSON summary file per run (docs
 run (``command``), at which ``commit``, on which ``machine`` (CPU, cores, threads, load), when (``date``), how
 long it took (``wall``), and the tables it printed (``tables``: columns and rows, cells as printed). This script
 is the only writer of docs/results.md and of the README's blocks between ``<!-- results:NAME:begin -->`` and
-``<!-- results:NAME:end -->``; tests/test_docs.py fails when either differs from what it renders.
+``<!-- results:NAME:end -->``; tests/project/test_docs.py fails when either differs from what it renders.
 
     python scripts/gen_results.py           # rewrite docs/results.md and the README blocks
     python scripts/gen_results.py --check   # exit 1 (and name the file) when either is out of date

@@ -29,7 +29,7 @@ grep -v '^torch==' constraints.txt > "$OUT/constraints-no-torch.txt"
 .venv-gpu/bin/python -c "import advlora, transformers, peft, accelerate; print('advlora', advlora.__version__)"
 
 step "2. CUDA-marked tests and the bench tests"
-.venv-gpu/bin/python -m pytest -q -m cuda tests/test_cuda.py tests/test_bench_device.py -p no:cacheprovider
+.venv-gpu/bin/python -m pytest -q -m cuda tests/project/test_cuda.py tests/bench/test_bench_device.py -p no:cacheprovider
 
 step "3. advlora bench --device cuda"
 .venv-gpu/bin/advlora bench --device cuda --batch-size 64 --repeats 3 --out "$OUT/bench"

@@ -4,20 +4,23 @@ For W0 (out x in) every initialisation returns A (r x in) and B (out x r), with 
 ||W0 - B A||_F / ||W0||_F. Cluster initialisation also returns the error of the one-hot k-means assignment,
 which least-squares alignment can never exceed (the one-hot B is one of the candidates it minimises over).
 
-``INITIALISATIONS`` maps the names ``AdapterConfig.init`` accepts to functions
-``(weights, config) -> list[Factors]``; each is declared once, by ``@initialisation(name)`` on its function
+Each initialisation ``AdapterConfig.init`` accepts is an ``Initialisation`` (its name, its function
+``(weights, config) -> list[Factors]`` and what methods need to know of its factors), declared once by
+``@initialisation(name, ...)`` on its function into ``DECLARED`` (the shared ``Declarations``: ``get``,
+``names``, ``registered`` for a throw-away one); ``INITIALISATIONS`` is its live name -> Initialisation view
 (docs/contracts.md: "Adding an adapter initialisation").
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from advlora.adapters.kmeans import kmeans
+from advlora.declarations import Declarations
 
 #: at most this many elements of weights per k-means batch (64 MB in float64)
 _BATCH_ELEMENTS = 8_000_000
@@ -34,16 +37,49 @@ class Factors:
     kmeans_objective: list[float] | None = None
 
 
-#: ``AdapterConfig.init`` name -> ``fn(weights, config) -> list[Factors]`` (one per weight, same order)
-INITIALISATIONS: dict[str, Callable[[list[torch.Tensor], Any], list[Factors]]] = {}
+#: ``(weights, config) -> list[Factors]``: one per weight, same order
+FactorsFn = Callable[[list[torch.Tensor], Any], list[Factors]]
 
 
-def initialisation(name: str) -> Callable:
-    """Declare ``fn(weights, config) -> list[Factors]`` as the adapter initialisation ``name``."""
-    def register(fn: Callable[[list[torch.Tensor], Any], list[Factors]]) -> Callable:
-        INITIALISATIONS[name] = fn
+@dataclass(frozen=True)
+class Initialisation:
+    """One initialisation ``AdapterConfig.init`` names; calling it returns the factors.
+
+    Attributes:
+        name: the name (``AdapterConfig(init=name)``, ``advlora adapter --init``).
+        factors: ``(weights, config) -> list[Factors]``.
+        doc: one line on what it does (its function's docstring).
+        zero_update: B = 0, so B A = 0 at the start: with alpha 0 as well no gradient reaches any parameter.
+        peft_own: the factors peft's own ``init_lora_weights=True`` draws: a method on peft's layers leaves the
+            initialisation to peft.
+    """
+
+    name: str
+    factors: FactorsFn
+    doc: str = ""
+    zero_update: bool = False
+    peft_own: bool = False
+
+    def __call__(self, weights: list[torch.Tensor], cfg: Any) -> list[Factors]:
+        return self.factors(weights, cfg)
+
+
+#: every declared initialisation (``Declarations``): ``register``, ``registered`` (a throw-away one for a
+#: ``with`` block), ``get`` (an unknown name: one error line listing the declared ones), ``names``, ``unregister``
+DECLARED: Declarations[Initialisation] = Declarations("adapter init")
+register, unregister, registered, get, names = (DECLARED.register, DECLARED.unregister, DECLARED.registered,
+                                                DECLARED.get, DECLARED.names)
+#: ``AdapterConfig.init`` name -> ``Initialisation``, read live
+INITIALISATIONS: Mapping[str, Initialisation] = DECLARED.view
+
+
+def initialisation(name: str, **declared: Any) -> Callable[[FactorsFn], FactorsFn]:
+    """Declare ``fn(weights, config) -> list[Factors]`` as the initialisation ``name`` (``declared``: the other
+    fields of its ``Initialisation``; ``doc`` defaults to the first line of its docstring)."""
+    def declare(fn: FactorsFn) -> FactorsFn:
+        register(Initialisation(name, fn, **{"doc": (fn.__doc__ or "").strip().split("\n")[0], **declared}))
         return fn
-    return register
+    return declare
 
 
 def relative_error(W: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -129,7 +165,7 @@ def _pissa(weights: list[torch.Tensor], cfg: Any) -> list[Factors]:
     return [svd_factors(w, cfg.rank) for w in weights]
 
 
-@initialisation("peft")
+@initialisation("peft", zero_update=True, peft_own=True)
 def _peft(weights: list[torch.Tensor], cfg: Any) -> list[Factors]:
     """peft's default (A kaiming-uniform, B = 0), one generator seeded by ``cfg.seed`` across the layers."""
     gen = torch.Generator().manual_seed(cfg.seed)

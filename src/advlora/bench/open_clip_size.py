@@ -21,6 +21,8 @@ LAION_VIT_B32 = {"embed_dim": 512,
                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}
 #: bench size -> open_clip model config
 OPEN_CLIP_SIZES = {"openclip-vit-b32": LAION_VIT_B32}
+#: the family every open_clip size builds (its ViTs are converted into transformers CLIPs)
+OPEN_CLIP_FAMILY = CLIPWrapper.arch
 
 
 def random_open_clip_state(model_cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -120,13 +120,13 @@ def keep_partial(out, config, measured: dict) -> None:
 def bench_size(text: str) -> str:
     """The bench's size of ``--random-model ARCH:SIZE`` (or a bare size, the old ``--size``): the bench builds the
     family that declares the size (``advlora.models.family``; the open_clip-format sizes are CLIPs)."""
-    from advlora.bench.open_clip_size import OPEN_CLIP_SIZES
+    from advlora.bench.open_clip_size import OPEN_CLIP_FAMILY, OPEN_CLIP_SIZES
     from advlora.models.family import family_of_size
 
     if ":" not in text:
         return text
     arch, size = parse_random_model(text)
-    declared = "clip" if size in OPEN_CLIP_SIZES else family_of_size(size).name
+    declared = OPEN_CLIP_FAMILY if size in OPEN_CLIP_SIZES else family_of_size(size).name
     if arch != declared:
         raise AdvloraError(f"--random-model {text}: the bench measures {declared}:{size} for size {size} "
                            f"(a size names one family: advlora list models)")

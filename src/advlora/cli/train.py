@@ -37,7 +37,7 @@ FLAGS = {"model": "model.name", "data": "data.name", "method": "adapter.method",
          "progress": "train.progress", "objective": "train.objective", "norm": "attack.norm",
          "attack_loss": "attack.attack_loss", "shots": "data.shots", "shot_seed": "data.shot_seed"}
 
-#: the run config's defaults the help names (``RunConfig()``; tests/test_cli.py checks they agree), kept here
+#: the run config's defaults the help names (``RunConfig()``; tests/cli/test_cli.py checks they agree), kept here
 #: so that ``advlora train --help`` imports no torch
 DEFAULTS = {"model.name": "tiny-clip", "data.name": "emoji", "data.train_split": "train", "adapter.method": "advlora",
             "adapter.rank": 8, "train.epochs": 1, "train.batch_size": 32, "attack.name": "pgd",

@@ -1,56 +1,57 @@
 """The annotation formats, composed: ``FORMATS`` (name -> ``Format``), ``detect_format`` and ``read_annotations``.
 
-Each format module declares its formats (reader and detector) in its own ``FORMATS`` tuple; this module only
-lists the modules. Detection asks each format's detector in the order of ``MODULES`` (formats that look at
-content first, the suffix-only generic ones last) and takes the first that recognises the file. Adding a
-format: see "Adding an annotation format" in docs/contracts.md.
+Each format module declares its formats (reader and detector) in its own ``FORMATS`` tuple; this module lists
+the modules and registers their formats, in the order of ``MODULES``, in ``DECLARED`` (the shared
+``advlora.declarations.Declarations``; a name is declared once). Detection asks each format's detector in
+declaration order (formats that look at content first, the suffix-only generic ones last) and takes the first
+that recognises the file. Adding a format: see "Adding an annotation format" in docs/contracts.md.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from advlora.data import classification, generic, standard, video
 from advlora.data.dataset import RetrievalDataset
 from advlora.data.records import Format, read_head
+from advlora.declarations import Declarations
 from advlora.errors import AdvloraError, choices_error
 
 #: the format modules, in detection order (the generic, suffix-only formats last)
 MODULES = (classification, standard, video, generic)
 
-
-def compose(*groups: tuple[Format, ...]) -> dict[str, Format]:
-    """name -> Format over the groups, in order; a name declared twice is an error, not a silent override."""
-    out: dict[str, Format] = {}
-    for group in groups:
-        for f in group:
-            if f.name in out:
-                raise ValueError(f"annotation format {f.name!r} is declared twice")
-            out[f.name] = f
-    return out
-
-
-FORMATS: dict[str, Format] = compose(*(m.FORMATS for m in MODULES))
+#: every declared annotation format, in detection order: the modules' ``FORMATS``, then the formats registered
+#: later (``register_format``, ``registered``), placed before the generic ones
+DECLARED: Declarations[Format] = Declarations("annotation format")
+for _module in MODULES:
+    for _fmt in _module.FORMATS:
+        DECLARED.register(_fmt)
+#: name -> Format, read live (a format registered later is in it)
+FORMATS: Mapping[str, Format] = DECLARED.view
+get_format, unregister_format = DECLARED.get, DECLARED.unregister
 
 
-def register_format(fmt: Format) -> Format:
-    """Declare a format after import (a plugin's): ``FORMATS`` gains it in place, detected before the generic,
-    suffix-only formats."""
-    if fmt.name in FORMATS:
-        raise ValueError(f"annotation format {fmt.name!r} is declared twice")
-    generic_names = {f.name for f in generic.FORMATS}
-    items = list(FORMATS.items())
-    at = next((i for i, (name, _) in enumerate(items) if name in generic_names), len(items))
-    items.insert(at, (fmt.name, fmt))
-    FORMATS.clear()
-    FORMATS.update(items)
-    return fmt
+def _position(first: bool) -> int | None:
+    """Where a format declared after import is asked: before every other (``first``), else before the generic,
+    suffix-only formats (which accept any file with their suffix)."""
+    if first:
+        return 0
+    suffix_only = {f.name for f in generic.FORMATS}
+    return next((i for i, name in enumerate(DECLARED.names()) if name in suffix_only), None)
 
 
-def unregister_format(name: str) -> None:
-    FORMATS.pop(name, None)
+def register_format(fmt: Format, first: bool = False) -> Format:
+    """Declare a format after import (a plugin's), detected before the generic formats (before all: ``first``)."""
+    return DECLARED.register(fmt, _position(first))
 
 
-def detect_format(path: Path, formats: dict[str, Format] | None = None) -> str:
+def registered(fmt: Format, first: bool = False) -> AbstractContextManager[Format]:
+    """``fmt`` declared as ``register_format`` does, for the length of a ``with`` block (a test's throw-away)."""
+    return DECLARED.registered(fmt, _position(first))
+
+
+def detect_format(path: Path, formats: Mapping[str, Format] | None = None) -> str:
     """The name of the first format (in declaration order) whose detector recognises ``path``."""
     formats = FORMATS if formats is None else formats
     head = read_head(path)
@@ -62,7 +63,7 @@ def detect_format(path: Path, formats: dict[str, Format] | None = None) -> str:
 
 
 def read_annotations(path: str | Path, fmt: str | None = None, split: str | None = None,
-                     image_root: str | Path | None = None, formats: dict[str, Format] | None = None
+                     image_root: str | Path | None = None, formats: Mapping[str, Format] | None = None
                      ) -> RetrievalDataset:
     """Read an annotation file; ``image_root``: the folder its image/video paths are relative to.
 

@@ -125,7 +125,7 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     if ":" not in path:       # a hub id or a folder; open_clip's prefixed names are read by their loader
         check_hub_id(path, known)
     config = read_config(path, revision)
-    for loader in LOADERS:
+    for loader in LOADERS.values():
         if loader.recognise(path, config):
             return loader.load(path, device=device, dtype=dtype, revision=revision, alias=name_or_path)
     if config is None:

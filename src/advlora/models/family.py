@@ -14,7 +14,10 @@ open_clip checkpoint converted on load into a ``CLIPModel`` folder, then handed 
 ``load``) is a ``Loader`` passed to ``register_loader``, placed before the transformers loaders with
 ``first=True``; a benchmark size it brings (an open_clip LAION ViT-B/32's shape) is declared on the family that
 builds it with ``add_sizes``. Adding a family is one file declaring ``FAMILY`` plus one line in ``advlora.models``
-(``register_family``); ``registered`` declares one for the length of a ``with`` block (tests).
+(``register_family``). Families and loaders are ``advlora.declarations.Declarations`` (``DECLARED``,
+``DECLARED_LOADERS``): registering a family registers its loader and adds its sizes, and ``registered`` (one for
+the length of a ``with`` block, tests) or ``unregister_family`` takes both back; ``FAMILIES`` and ``LOADERS`` are
+their read-only, live views.
 
 The tiny pre-trained defaults (``tiny-clip``, ``tiny-blip``, ``tiny-siglip``: ``tiny-<family>`` of every family
 with ``tiny=True``) are read from ``$ADVLORA_HOME/models``; one not cached yet is made by the tiny builder:
@@ -24,13 +27,13 @@ import the training stage. ``register_tiny_builder`` installs another (a callabl
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advlora.errors import AdvloraError, choices_error
+from advlora.declarations import Declarations
+from advlora.errors import AdvloraError
 from advlora.models.base import VLModel
 from advlora.models.loading import transformers_loader
 from advlora.plugins import resolve
@@ -85,6 +88,10 @@ class Family:
     pretrain: dict = field(default_factory=dict)
     tiny: bool = True
 
+    def __post_init__(self) -> None:
+        if self.wrapper.arch != self.name:
+            raise AdvloraError(f"family {self.name!r}: its wrapper's arch is {self.wrapper.arch!r}")
+
     @property
     def loader(self) -> Loader:
         """The loader of this family's transformers checkpoints (``config.json`` names ``model_type``)."""
@@ -103,44 +110,35 @@ SIZES: dict[str, dict] = {
     "tiny": dict(width=64, layers=3, heads=4, mlp=256, text_width=64, text_layers=2, proj=64, image_size=32,
                  patch=8),
 }
-#: name -> Family, in registration order
-FAMILIES: dict[str, Family] = {}
-#: loaders, asked in order
-LOADERS: list[Loader] = []
 #: makes a tiny default that is not cached yet: (family name, folder to write) -> None
 TinyBuilder = Callable[[str, Path], object]
 #: the tiny defaults' builder, the pre-training of the training stage: a reference resolved at its first call
 TINY_BUILDER = "advlora.training.pretrain:build_tiny"
 _TINY_BUILDER: list[TinyBuilder | str] = [TINY_BUILDER]
 
+#: the loaders, asked in order (``register_loader``; each family registers its transformers loader)
+DECLARED_LOADERS: Declarations[Loader] = Declarations("model loader")
+LOADERS: Mapping[str, Loader] = DECLARED_LOADERS.view
 
-def register_family(family: Family) -> Family:
-    """Add a family (and its transformers loader); its real sizes join ``advlora.models.tiny.SIZES``."""
-    if family.name in FAMILIES:
-        raise ValueError(f"family {family.name!r} is already registered")
-    if family.wrapper.arch != family.name:
-        raise ValueError(f"family {family.name!r}: its wrapper's arch is {family.wrapper.arch!r}")
-    FAMILIES[family.name] = family
-    LOADERS.append(family.loader)
+
+def _add_parts(family: Family) -> None:
+    DECLARED_LOADERS.register(family.loader)
     SIZES.update(family.sizes)
-    return family
 
 
-def unregister_family(name: str) -> None:
-    family = FAMILIES.pop(name)
-    LOADERS[:] = [lo for lo in LOADERS if lo.name != family.loader.name]
+def _remove_parts(family: Family) -> None:
+    DECLARED_LOADERS.unregister(family.loader.name)
     for size in family.sizes:
         SIZES.pop(size, None)
 
 
-@contextlib.contextmanager
-def registered(family: Family) -> Iterator[Family]:
-    """Declare ``family`` for the length of the block (tests)."""
-    register_family(family)
-    try:
-        yield family
-    finally:
-        unregister_family(family.name)
+#: every declared family (``Declarations``; its loader and real sizes come and go with it): ``register_family``,
+#: ``registered`` (a ``with`` block), ``unregister_family``, ``get_family`` (an unknown name: one error line
+#: listing the registered ones); ``FAMILIES``: name -> Family, in registration order, read live
+DECLARED: Declarations[Family] = Declarations("model family", on_register=_add_parts, on_unregister=_remove_parts)
+FAMILIES: Mapping[str, Family] = DECLARED.view
+register_family, unregister_family, registered, get_family = (DECLARED.register, DECLARED.unregister,
+                                                              DECLARED.registered, DECLARED.get)
 
 
 def add_sizes(name: str, sizes: dict[str, dict]) -> None:
@@ -152,16 +150,9 @@ def add_sizes(name: str, sizes: dict[str, dict]) -> None:
 
 
 def register_loader(loader: Loader, first: bool = True) -> Loader:
-    """Add a loader of another checkpoint layout; ``first``: asked before the families' transformers loaders."""
-    LOADERS.insert(0, loader) if first else LOADERS.append(loader)
-    return loader
-
-
-def get_family(name: str) -> Family:
-    """The registered family ``name`` (an error line listing the registered ones otherwise)."""
-    if name not in FAMILIES:
-        raise choices_error("model family", name, FAMILIES)
-    return FAMILIES[name]
+    """Add a loader of another checkpoint layout; ``first``: asked before every loader registered so far (the
+    families' transformers loaders among them), else after them."""
+    return DECLARED_LOADERS.register(loader, 0 if first else None)
 
 
 def family_of(model: VLModel) -> Family:
@@ -202,6 +193,7 @@ def unsupported(name_or_path: str, config: dict | None) -> AdvloraError:
     return AdvloraError(f"model {name_or_path!r} {what}; supported model types: {known}")
 
 
-__all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "FAMILIES", "Family", "LOADERS", "Loader", "SIZES", "get_family",
-           "family_of", "family_of_size", "register_family", "register_loader", "register_tiny_builder", "registered",
-           "TINY_BUILDER", "TinyBuilder", "tiny_builder", "tiny_defaults", "unregister_family"]
+__all__ = ["CLIP_MEAN", "add_sizes", "CLIP_STD", "DECLARED", "DECLARED_LOADERS", "FAMILIES", "Family", "LOADERS",
+           "Loader", "SIZES", "get_family", "family_of", "family_of_size", "register_family", "register_loader",
+           "register_tiny_builder", "registered", "TINY_BUILDER", "TinyBuilder", "tiny_builder", "tiny_defaults",
+           "unregister_family"]

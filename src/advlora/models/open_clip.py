@@ -44,7 +44,8 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from advlora.errors import AdvloraError
 from advlora.io import advlora_home, atomic_dir
 from advlora.models.base import VLModel
-from advlora.models.family import Loader, get_family
+from advlora.models.clip import FAMILY as CLIP
+from advlora.models.family import Loader
 from advlora.models.loading import load_transformers
 
 SPEC_PREFIX = "open_clip:"
@@ -312,7 +313,7 @@ def _transformers_base(folder: Path, name: str):
     """Config, state dict, tokenizer and image processor of a transformers CLIP folder."""
     try:
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        if config.model_type != "clip":
+        if config.model_type != CLIP.model_type:
             raise AdvloraError(f"base {name!r} is a {config.model_type!r} model, not a transformers CLIP")
         state = {k: v.float() for k, v in CLIPModel.from_pretrained(folder).state_dict().items()}
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -622,7 +623,7 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
     """An open_clip checkpoint as a CLIP: converted once into a cached transformers folder, then read by the
     CLIP family's loader."""
     folder = convert_to_folder(name, revision=revision)
-    return load_transformers(get_family("clip"), folder, device=device, dtype=dtype, alias=alias or name)
+    return load_transformers(CLIP, folder, device=device, dtype=dtype, alias=alias or name)
 
 
 #: the loader ``advlora.models`` registers, asked before the families' transformers loaders

@@ -35,7 +35,7 @@ class AdvLora(AdapterMethod):
 
     @property
     def inits(self) -> tuple[str, ...]:  # type: ignore[override] - read live: an initialisation declared later counts
-        return tuple(initialisations.INITIALISATIONS)
+        return initialisations.names()
 
     def validate(self, cfg) -> None:
         if cfg.mode != "zero_alpha":
@@ -45,8 +45,8 @@ class AdvLora(AdapterMethod):
         if cfg.alpha_mode == "fixed":
             raise AdvloraError("adapter alpha_mode=fixed with mode=zero_alpha keeps alpha at 0: the adapter "
                                "would never act (use mode=residual)")
-        if cfg.init == "peft":
-            raise AdvloraError("adapter init=peft with mode=zero_alpha starts with B = 0 and alpha = 0: no "
+        if initialisations.get(cfg.init).zero_update:
+            raise AdvloraError(f"adapter init={cfg.init} with mode=zero_alpha starts with B = 0 and alpha = 0: no "
                                "gradient reaches any parameter (use mode=residual)")
 
     def attach(self, model, cfg, state, names, saved: Path | None = None) -> None:
@@ -54,8 +54,7 @@ class AdvLora(AdapterMethod):
         inject(model, peft_config(cfg, names, lora_alpha=cfg.rank, init=False), names, cfg.seed)
         factors = None
         if saved is None:
-            factors = initialisations.INITIALISATIONS[cfg.init]([model.hf_model.get_submodule(n).weight
-                                                                 for n in names], cfg)
+            factors = initialisations.get(cfg.init)([model.hf_model.get_submodule(n).weight for n in names], cfg)
         adopt_layers(model, cfg, state, names, saved, factors, residual=cfg.mode == "residual",
                      trainable=cfg.alpha_mode != "fixed")
 

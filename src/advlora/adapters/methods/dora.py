@@ -38,9 +38,6 @@ from advlora.adapters.methods.lora import (
 from advlora.adapters.model import inject, lora_layers
 from advlora.errors import AdvloraError
 
-#: peft's own initialisation of A, B (the other ``init`` names are AdvLoRA's, ``advlora.adapters.init``)
-PEFT_INIT = "peft"
-
 
 class ScaledDoraVariant(DoraLinearVariant):
     """peft's DoRA on an ``AdvLoraLinear``: the branch's scale is ``advlora_alpha * scaling`` (alpha a Parameter,
@@ -94,19 +91,19 @@ class Dora(PeftTuner):
     family = "low-rank"
     reads = ("rank", "towers", "targets", "init", "seed", "lora_alpha", "dropout", "use_rslora", "trainable_alpha",
              "alpha_mode", "alpha_init", "align_init", "kmeans_iters", "kmeans_on")
-    default_init = PEFT_INIT
+    default_init = "peft"   # the initialisation peft's own layers draw (``Initialisation.peft_own``)
     peft_type = "LORA"
     cost_note = "the norm of W + s B A per output row, recomputed at every forward (weight-decomposed)"
 
     @property
     def inits(self) -> tuple[str, ...]:  # type: ignore[override] - AdvLoRA's, read live, after peft's own
-        return (PEFT_INIT, *(n for n in initialisations.INITIALISATIONS if n != PEFT_INIT))
+        return tuple(sorted(initialisations.names(), key=lambda n: not initialisations.get(n).peft_own))
 
     @staticmethod
     def adopts(cfg) -> bool:
         """Whether AdvLoRA's parts are on (its initialisation or its trainable alpha): the layers are then
         ``AdvLoraLinear`` with ``ScaledDoraVariant``; else they are peft's DoRA layers as peft makes them."""
-        return cfg.init != PEFT_INIT or cfg.trainable_alpha
+        return not initialisations.get(cfg.init).peft_own or cfg.trainable_alpha
 
     def validate(self, cfg) -> None:
         if cfg.trainable_alpha and cfg.alpha_mode == "fixed":
@@ -114,15 +111,15 @@ class Dora(PeftTuner):
 
     def attach(self, model, cfg, state, names, saved=None) -> None:
         lora_alpha = cfg.lora_alpha if cfg.lora_alpha is not None else cfg.rank
-        inject(model, peft_config(cfg, names, lora_alpha=lora_alpha, init=cfg.init == PEFT_INIT,
+        init = initialisations.get(cfg.init)
+        inject(model, peft_config(cfg, names, lora_alpha=lora_alpha, init=init.peft_own,
                                   use_rslora=cfg.use_rslora, use_dora=True), names, cfg.seed)
         if not self.adopts(cfg):
             return
         factors = None
-        if saved is None and cfg.init != PEFT_INIT:
-            factors = initialisations.INITIALISATIONS[cfg.init]([model.hf_model.get_submodule(n).weight
-                                                                 for n in names], cfg)
-        adopt_layers(model, cfg, state, names, saved, factors, residual=cfg.init != PEFT_INIT,
+        if saved is None and not init.peft_own:
+            factors = init([model.hf_model.get_submodule(n).weight for n in names], cfg)
+        adopt_layers(model, cfg, state, names, saved, factors, residual=not init.peft_own,
                      trainable=cfg.trainable_alpha)
         with torch.no_grad():
             for n in names:

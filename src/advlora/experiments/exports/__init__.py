@@ -8,14 +8,11 @@ L2 only) and ``csv`` (one flat row per result). docs/results-formats.md describe
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from advlora.declarations import Declarations
+from advlora.declarations import Declarations, import_all
 from advlora.errors import AdvloraError
 from advlora.experiments.results import Result
 
@@ -46,26 +43,12 @@ class Format:
     render: Callable[[list[dict[str, Any]]], str] | None = None
 
 
-_DECLARED: Declarations[Format] = Declarations("results format")
-
-
-def register(fmt: Format) -> Format:
-    """Add ``fmt`` (a module of this package calls this at import); a name is declared once."""
-    return _DECLARED.register(fmt)
-
-
-def registered(fmt: Format) -> AbstractContextManager[Format]:
-    """``fmt`` registered for the duration of a ``with`` block (a throw-away format, e.g. in a test)."""
-    return _DECLARED.registered(fmt)
-
-
-def get(name: str) -> Format:
-    """The declaration of ``name``; an unknown name is one ``AdvloraError`` line listing the declared ones."""
-    return _DECLARED.get(name)
-
-
-def names() -> tuple[str, ...]:
-    return _DECLARED.names()
+#: every declared results format (``Declarations``): ``register`` (a module of this package calls it at import),
+#: ``registered`` (a throw-away format for a ``with`` block), ``get`` (an unknown name: one error line listing the
+#: declared ones), ``names`` and ``unregister`` are its methods
+DECLARED: Declarations[Format] = Declarations("results format")
+register, unregister, registered, get, names = (DECLARED.register, DECLARED.unregister, DECLARED.registered,
+                                                DECLARED.get, DECLARED.names)
 
 
 def measured_only(result: Result) -> str:
@@ -96,13 +79,7 @@ def require(doc: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
         raise AdvloraError(f"{what}: missing {', '.join(map(repr, missing))}")
 
 
-def _import_all() -> None:
-    """Import every module of the package: each one's ``register`` call fills the registry."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+import_all(__name__, __path__)
 
-
-_import_all()
-
-__all__ = ["Format", "export_all", "get", "measured_only", "names", "register", "registered"]
+__all__ = ["DECLARED", "Format", "export_all", "get", "measured_only", "names", "register", "registered",
+           "unregister"]

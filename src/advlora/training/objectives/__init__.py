@@ -4,7 +4,7 @@ An objective combines the image objective of the training attack (a per-image fu
 that the attack of the run's ``attack`` section maximises, with that section's budget) with the loss of the
 update. Each one declares itself in its own module of this package with ``register(Objective(...))``; importing
 the package imports every module of it, so a new objective is one new file (``advlora train --objective NAME``,
-``train.objective``; ``tests/test_objectives.py`` declares a throw-away one and trains a step with it).
+``train.objective``; ``tests/training/test_objectives.py`` declares a throw-away one and trains a step with it).
 
 Declared: ``tecoa`` (the default: on a classification set TeCoA's cross-entropy over the fixed class-prompt
 embeddings, on captions the symmetric contrastive loss against the batch captions; on adversarial images, the

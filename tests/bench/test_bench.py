@@ -52,7 +52,8 @@ def _tiny_eval_args(ann) -> tuple[str, ...]:
             "--batch-size", "3")
 
 
-# slow: four Python start-ups of advlora eval (tests/test_distributed_eval.py checks torchrun eval in every run)
+# slow: four Python start-ups of advlora eval (tests/evaluation/test_distributed_eval.py checks torchrun eval in
+# every run)
 @pytest.mark.slow
 def test_distributed_eval_figure_two_processes_equal_one(tmp_path):
     """The bench's torchrun-vs-one-process figure on 6 images and PGD-2: same ranks, a finite wall ratio."""

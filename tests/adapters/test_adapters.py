@@ -286,15 +286,12 @@ def test_targets_towers_and_regex():
                if p.requires_grad)
 
 
-def test_a_new_initialisation_is_one_declaration(monkeypatch, tmp_path):
+def test_a_new_initialisation_is_one_declaration(tmp_path):
     """A throw-away initialisation declared here (truncated identity factors) is accepted by AdapterConfig,
     attached, starts with the model's outputs unchanged, and its adapter saves and loads back."""
     from advlora.adapters import init as I
     from advlora.adapters import load_adapter, lora_layers, save_adapter
 
-    monkeypatch.setattr(I, "INITIALISATIONS", dict(I.INITIALISATIONS))
-
-    @I.initialisation("eye")
     def eye(weights, cfg):
         out = []
         for w in weights:
@@ -302,15 +299,20 @@ def test_a_new_initialisation_is_one_declaration(monkeypatch, tmp_path):
             out.append(I.Factors(A, (w.detach().float() @ A.t()).contiguous(), 0.0))
         return out
 
-    with pytest.raises(AdvloraError, match="unknown adapter init 'eyes'"):
-        AdapterConfig(method="advlora", init="eyes")
-    m = fresh()
-    before = scores(m)
-    attach_adapter(m, "advlora", rank=2, init="eye", towers="vision")
-    assert (scores(m) - before).abs().max() <= 1e-5
-    lay = next(iter(lora_layers(m).values()))
-    assert torch.equal(lay.lora_A["default"].weight, torch.eye(2, lay.lora_A["default"].weight.shape[1]))
-    nudge(m)
-    save_adapter(m, tmp_path / "ad")
-    back = load_adapter(fresh(), tmp_path / "ad")
-    assert (scores(back) - scores(m)).abs().max() <= 1e-5
+    with I.registered(I.Initialisation("eye", eye, "truncated identity A, B = W0 A^T")):
+        with pytest.raises(AdvloraError, match="unknown adapter init 'eyes'"):
+            AdapterConfig(method="advlora", init="eyes")
+        m = fresh()
+        before = scores(m)
+        attach_adapter(m, "advlora", rank=2, init="eye", towers="vision")
+        assert (scores(m) - before).abs().max() <= 1e-5
+        lay = next(iter(lora_layers(m).values()))
+        assert torch.equal(lay.lora_A["default"].weight, torch.eye(2, lay.lora_A["default"].weight.shape[1]))
+        nudge(m)
+        save_adapter(m, tmp_path / "ad")
+        back = load_adapter(fresh(), tmp_path / "ad")
+        assert (scores(back) - scores(m)).abs().max() <= 1e-5
+        assert AdapterConfig(method="dora", init="eye").init == "eye"     # DoRA offers AdvLoRA's, read live
+    assert "eye" not in I.INITIALISATIONS
+    with pytest.raises(AdvloraError, match="unknown adapter init 'eye'"):
+        AdapterConfig(method="advlora", init="eye")

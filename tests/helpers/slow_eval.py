@@ -1,4 +1,4 @@
-"""``python tests/slow_eval.py SECONDS advlora-args...``: the advlora CLI with a sleep after every saved batch
+"""``python tests/helpers/slow_eval.py SECONDS advlora-args...``: the advlora CLI with a sleep after every saved batch
 of a robust evaluation, so that a test can signal an ``advlora eval`` between two of its batches."""
 from __future__ import annotations
 

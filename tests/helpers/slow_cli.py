@@ -1,5 +1,5 @@
-"""``python tests/slow_cli.py SECONDS advlora-args...``: the advlora CLI with a sleep after every training step,
-so that a test can kill or signal a run between two of its checkpoints."""
+"""``python tests/helpers/slow_cli.py SECONDS advlora-args...``: the advlora CLI with a sleep after every training
+step, so that a test can kill or signal a run between two of its checkpoints."""
 from __future__ import annotations
 
 import functools

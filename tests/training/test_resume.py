@@ -35,7 +35,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "killed"
-    slow = Path(__file__).with_name("slow_cli.py")          # the CLI with 0.3 s after every step
+    slow = Path(__file__).parents[1] / "helpers" / "slow_cli.py"          # the CLI with 0.3 s after every step
     proc = subprocess.Popen([sys.executable, str(slow), "0.3", "train", "--config", str(tmp_path / "run.yaml"),
                              "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = out / "checkpoints" / "step-000003"
@@ -74,7 +74,7 @@ def test_sigterm_between_checkpoints_saves_the_current_step_and_resumes_bit_iden
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "stopped"
-    slow = Path(__file__).with_name("slow_cli.py")
+    slow = Path(__file__).parents[1] / "helpers" / "slow_cli.py"
     proc = subprocess.Popen([sys.executable, str(slow), "0.4", "train", "--config", str(tmp_path / "run.yaml"),
                              "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -259,7 +259,7 @@ def test_docs_show_the_exit_status_table():
 
     from advlora.errors import EXIT_CODES
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     for code, meaning in EXIT_CODES.items():
         assert f"| {code} | {meaning} |" in text, code
 

@@ -1,5 +1,5 @@
-"""``python tests/fail_rank_cli.py RANK STEP advlora-args...``: the advlora CLI in which process ``RANK`` raises
-after training step ``STEP``, so that a test can check that one failing rank ends the whole job."""
+"""``python tests/helpers/fail_rank_cli.py RANK STEP advlora-args...``: the advlora CLI in which process
+``RANK`` raises after training step ``STEP``, so that a test can check that one failing rank ends the whole job."""
 from __future__ import annotations
 
 import functools

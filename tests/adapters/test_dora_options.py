@@ -1,7 +1,7 @@
 """AdvLoRA's parts as options of DoRA (``init=cluster``, ``trainable_alpha``): AdvLoRA's own initialisation and
 alpha on peft's DoRA layers, its optimiser group in a training run, the CLI, and folders written before the options.
 The acceptance checks every method passes (peft load, merge, resume, unsupported layers, every objective) run on
-``dora`` with both options in tests/test_adapter_methods.py (the ``dora-cluster-alpha`` variant)."""
+``dora`` with both options in tests/adapters/test_adapter_methods.py (the ``dora-cluster-alpha`` variant)."""
 from __future__ import annotations
 
 import copy

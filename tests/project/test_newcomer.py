@@ -38,7 +38,7 @@ def test_section_keeps_bullets_and_tables_in_order():
 
 
 def test_cli_reference_gives_flags_default_off_and_hides_deprecated_aliases():
-    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| `-")]
     for flag in ("--no-random-start", "--no-sanity", "--no-dist-eval"):
         assert any(r.startswith(f"| `{flag}` | off |") for r in rows), flag

@@ -22,10 +22,11 @@ from advlora import plugins
 from advlora.adapters import method as methods
 from advlora.attacks import registry as attacks
 from advlora.cli import _command_and_plugins, main
+from advlora.errors import AdvloraError
 from advlora.models import FAMILIES
 from advlora.models import family as families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOWTO = ROOT / "docs" / "howto-plugin.md"
 
 
@@ -204,8 +205,10 @@ def test_a_format_registered_later_is_detected_before_the_generic_ones(tmp_path)
         names = list(FORMATS)
         assert names.index("late-jsonl") < names.index("jsonl") and names[-1] != "late-jsonl"
         assert detect_format(ann) == "late-jsonl"
-        with pytest.raises(ValueError, match="declared twice"):
-            register_format(late)
+        register_format(late)                           # the same declaration again: nothing changes
+        assert list(FORMATS) == names
+        with pytest.raises(AdvloraError, match="declared twice"):
+            register_format(Format("late-jsonl", read_jsonl, None, doc="another reader under the same name"))
     finally:
         unregister_format("late-jsonl")
     assert "late-jsonl" not in FORMATS

@@ -13,7 +13,7 @@ from train_utils import nudge
 
 from advlora.adapters import method as adapter_methods
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "advlora"
+SRC = Path(__file__).resolve().parents[2] / "src" / "advlora"
 METHODS_PACKAGE = SRC / "adapters" / "methods"
 
 

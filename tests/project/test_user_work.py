@@ -20,7 +20,7 @@ from advlora.cli import main
 from advlora.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, EXIT_WRITE_FAILED, AdvloraError
 from advlora.training import load_run_config, train
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from advlora.errors import AdvloraError
 from advlora.evaluation.plan import EvalPlan, attack_options_from, parse_attack_option
 from advlora.evaluation.results import describe
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "advlora"
+SRC = Path(__file__).resolve().parents[2] / "src" / "advlora"
 LIMIT = 8
 #: public functions allowed over the limit, with their count (none: the attacks take their budget whole as a
 #: ``ThreatModel``, co_attack its text side as a ``TextSide``, itm_rerank its settings as a ``Rerank``). The test

@@ -197,7 +197,7 @@ def test_shipped_reported_file_cites_every_entry(tmp_path):
     assert entries and all(e.kind == "reported" and e.source and e.protocol for e in entries)
     assert {"fare", "tecoa"} <= {e.objective for e in entries}
     assert all(e.robust is None or e.threat is not None for e in entries)
-    assert 'experiments/*.yaml' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'experiments/*.yaml' in (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert SHIPPED.is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema: advlora.reported/1\ngroups:\n  - source: x\n")

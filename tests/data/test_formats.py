@@ -175,9 +175,9 @@ def test_registry_and_unknown_format(tmp_path):
         read_annotations(tmp_path)
 
 
-def test_a_new_format_is_one_declaration(tmp_path, monkeypatch):
-    """A format is a reader and a detector declared in one module; composing it makes load_dataset read it."""
-    import types
+def test_a_new_format_is_one_declaration(tmp_path):
+    """A format is a reader and a detector declared once; registering it makes load_dataset read it."""
+    import dataclasses
 
     from advlora.data import formats
     from advlora.data.records import Format, image_root_of, read_text, records_to_dataset
@@ -186,16 +186,16 @@ def test_a_new_format_is_one_declaration(tmp_path, monkeypatch):
         recs = [tuple(line.split(" :: ", 1)) for line in read_text(path).splitlines() if line.strip()]
         return records_to_dataset([(im, [cap]) for im, cap in recs], image_root_of(path, image_root), "pairs", path)
 
-    toy = types.ModuleType("toy_format")
-    toy.FORMATS = (Format("pairs", read_pairs, lambda path, head: " :: " in head.split("\n", 1)[0]),)
+    pairs = Format("pairs", read_pairs, lambda path, head: " :: " in head.split("\n", 1)[0])
     path = tmp_path / "ann.txt"  # a .txt the content-based detector must claim before flickr-txt
     path.write_text("a.png :: a red apple\nb.png :: a dog face\na.png :: an apple\n")
     with pytest.raises(AdvloraError):
         load_dataset(str(path))  # unknown to the shipped formats: flickr-txt cannot read it
-    monkeypatch.setattr(formats, "FORMATS", formats.compose(toy.FORMATS, *(m.FORMATS for m in formats.MODULES)))
-    assert detect_format(path) == "pairs"
-    ds = load_dataset(str(path))
-    assert ds.images == ["a.png", "b.png"] and ds.captions == ["a red apple", "a dog face", "an apple"]
-    assert load_dataset(str(path), fmt="pairs").img2txt == [[0, 2], [1]]
-    with pytest.raises(ValueError, match="declared twice"):
-        formats.compose(toy.FORMATS, toy.FORMATS)
+    with formats.registered(pairs, first=True):
+        assert detect_format(path) == "pairs" and list(FORMATS)[0] == "pairs"
+        ds = load_dataset(str(path))
+        assert ds.images == ["a.png", "b.png"] and ds.captions == ["a red apple", "a dog face", "an apple"]
+        assert load_dataset(str(path), fmt="pairs").img2txt == [[0, 2], [1]]
+        with pytest.raises(AdvloraError, match="annotation format 'pairs' is declared twice"):
+            formats.register_format(dataclasses.replace(pairs, doc="another reader under the same name"))
+    assert "pairs" not in FORMATS and detect_format(path) == "flickr-txt"

@@ -152,7 +152,8 @@ def test_cli_sigterm_exits_75_and_resume_prints_the_same_metrics(ann, tmp_path):
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True,
                          timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    slow = [sys.executable, str(Path(__file__).with_name("slow_eval.py")), "2", *cmd[3:]]   # 2 s after each batch
+    slow_eval = Path(__file__).parents[1] / "helpers" / "slow_eval.py"
+    slow = [sys.executable, str(slow_eval), "2", *cmd[3:]]   # 2 s after each batch
     proc = subprocess.Popen(slow, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "run" / "eval-state"
     deadline = time.time() + 120

@@ -43,7 +43,7 @@ def test_two_ranks_two_workers_sigkill_then_resume_is_bit_identical(tmp_path):
     _run(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "ref")))
 
     out = tmp_path / "killed"
-    slow = str(Path(__file__).with_name("slow_cli.py"))        # the CLI with 0.3 s after every step
+    slow = str(Path(__file__).parents[1] / "helpers" / "slow_cli.py")        # the CLI with 0.3 s after every step
     proc = subprocess.Popen(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(out),
                                       script=[slow, "0.3"]),
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -94,7 +94,7 @@ def test_one_failing_rank_ends_the_job_instead_of_hanging(tmp_path):
     conf = tiny_config(ann, model={"random": None, "name": str(model)}, train={"steps": 6, "batch_size": 4},
                        eval={"val_limit": 4, "test_limit": 4, "test_steps": 1, "val_steps": 1})
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(conf))
-    fail = str(Path(__file__).with_name("fail_rank_cli.py"))
+    fail = str(Path(__file__).parents[1] / "helpers" / "fail_rank_cli.py")
     proc = subprocess.Popen(torchrun("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"),
                                      script=[fail, "1", "1"]),
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
