@@ -163,7 +163,7 @@ def test_grid_spec_accepts_every_registered_attack():
 
 
 # ---- no attack name compared outside the attacks package ---------------------------------------------------
-SRC = Path(__file__).resolve().parents[1] / "src" / "advlora"
+SRC = Path(__file__).resolve().parents[2] / "src" / "advlora"
 ATTACKS_PACKAGE = SRC / "attacks"
 #: attack names that are also ordinary words of the code (the text tower, a caption's modality): a comparison
 #: with one counts only when the other side names an attack
@@ -213,6 +213,7 @@ def test_the_detector_finds_an_attack_name_comparison():
 def test_no_module_outside_the_attacks_package_compares_an_attack_name():
     names = set(registry.names())
     assert {"pgd", "fgsm", "apgd", "square", "joint", "text", "standard"} <= names
+    assert ATTACKS_PACKAGE.is_dir() and (SRC / "evaluation" / "robust.py").is_file()   # the tree is read
     hits = [f"{p.relative_to(SRC)}:{hit}" for p in sorted(SRC.rglob("*.py")) if ATTACKS_PACKAGE not in p.parents
             for hit in attack_name_comparisons(p.read_text(encoding="utf-8"), names)]
     assert not hits, "\n".join(hits)
