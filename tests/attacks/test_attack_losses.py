@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlora.attacks import image_objectives
+from advlora.attacks import ThreatModel, image_objectives
 from advlora.attacks import objectives as O
 from advlora.attacks.apgd import apgd
 from advlora.attacks.pgd import pgd
@@ -43,10 +43,10 @@ def _case(norm: str, eps: float):
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
 def test_cw_pgd_reaches_the_margins_optimum(norm, eps):
     obj, x0, optimum = _case(norm, eps)
-    adv = pgd(obj, x0, eps=eps, step_size=eps, steps=50, norm=norm, random_start=True,
+    adv = pgd(obj, x0, ThreatModel(eps=eps, step_size=eps, steps=50, norm=norm, random_start=True),
               generator=torch.Generator().manual_seed(0))
     assert torch.allclose(obj(adv), optimum, rtol=1e-6, atol=1e-9), (obj(adv), optimum)
-    adv = apgd(obj, x0, eps=eps, steps=100, norm=norm, generator=torch.Generator().manual_seed(0))
+    adv = apgd(obj, x0, ThreatModel(eps=eps, steps=100, norm=norm), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(obj(adv), optimum, rtol=1e-4, atol=1e-9), (obj(adv), optimum)
     assert (obj(x0) < optimum).all()
 

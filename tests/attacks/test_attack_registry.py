@@ -1,9 +1,12 @@
 """The attack registry: a throw-away attack declared inside a test runs through ``evaluate_robust``, a grid
 spec, the summary and the report renderer without any package file knowing its name (docs/contracts.md,
-"Adding an attack"); unknown names are one line listing the registered ones."""
+"Adding an attack"); unknown names are one line listing the registered ones; no module outside
+``advlora.attacks`` compares an attack's name."""
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +160,60 @@ def test_grid_spec_accepts_every_registered_attack():
         assert budget in line, budget
     assert "rerank" not in line
     assert "objective=rerank" in registry.get("standard").line(ThreatModel(), {}, {"itm": True})
+
+
+# ---- no attack name compared outside the attacks package ---------------------------------------------------
+SRC = Path(__file__).resolve().parents[2] / "src" / "advlora"
+ATTACKS_PACKAGE = SRC / "attacks"
+#: attack names that are also ordinary words of the code (the text tower, a caption's modality): a comparison
+#: with one counts only when the other side names an attack
+WORDS = {"text"}
+
+
+def attack_name_comparisons(source: str, names: set[str]) -> list[str]:
+    """The comparisons in ``source`` of something with an attack's name (or a tuple / list / set holding one), as
+    'line: text'. A comparison with a kind (``spec.kind == "joint"``: ``registry.KINDS``, some of which an attack
+    shares its name with) is not one; nor is one with a word of ``WORDS`` unless the other side mentions
+    ``attack``."""
+    def names_in(node) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value} & names
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return set().union(*(names_in(e) for e in node.elts)) if node.elts else set()
+        return set()
+
+    def mentions(node, word: str) -> bool:
+        return any((isinstance(n, ast.Name) and word in n.id) or (isinstance(n, ast.Attribute) and word in n.attr)
+                   or (isinstance(n, ast.Constant) and isinstance(n.value, str) and word in n.value)
+                   for n in ast.walk(node))
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        named = set().union(*(names_in(s) for s in sides))
+        others = [s for s in sides if not names_in(s)]
+        if not named or any(mentions(s, "kind") for s in others):
+            continue
+        if named - WORDS or any(mentions(s, "attack") for s in others):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_detector_finds_an_attack_name_comparison():
+    names = {"pgd", "square", "joint", "text"}
+    src = ("if r['attack'] == 'pgd': pass\nif a != 'square': pass\nif 'pgd' not in o.ranks: pass\n"
+           "if name in ('x', 'joint'): pass\nif attack == 'text': pass\n"
+           "if spec.kind == 'joint': pass\nif tower not in ('vision', 'text'): pass\nif 'text' in layer: pass\n"
+           "if registry.get(a).kind != 'black-box': pass\n")
+    assert [f.split(":")[0] for f in attack_name_comparisons(src, names)] == ["1", "2", "3", "4", "5"]
+
+
+def test_no_module_outside_the_attacks_package_compares_an_attack_name():
+    names = set(registry.names())
+    assert {"pgd", "fgsm", "apgd", "square", "joint", "text", "standard"} <= names
+    assert ATTACKS_PACKAGE.is_dir() and (SRC / "evaluation" / "robust.py").is_file()   # the tree is read
+    hits = [f"{p.relative_to(SRC)}:{hit}" for p in sorted(SRC.rglob("*.py")) if ATTACKS_PACKAGE not in p.parents
+            for hit in attack_name_comparisons(p.read_text(encoding="utf-8"), names)]
+    assert not hits, "\n".join(hits)

@@ -77,15 +77,15 @@ def test_bad_threat_values():
         ThreatModel(norm="l3")
     x = _images()
     with pytest.raises(AdvloraError, match="steps"):
-        pgd(Quad(x.shape), x, eps=0.1, steps=0)
+        pgd(Quad(x.shape), x, ThreatModel(eps=0.1, steps=0))
     with pytest.raises(AdvloraError, match=">= 0"):
-        pgd(Quad(x.shape), x, eps=-1)
+        pgd(Quad(x.shape), x, ThreatModel(eps=-1))
     with pytest.raises(AdvloraError, match=r"\[0, 1\]"):
-        pgd(Quad(x.shape), x * 3 - 1, eps=0.1)
+        pgd(Quad(x.shape), x * 3 - 1, ThreatModel(eps=0.1))
     with pytest.raises(AdvloraError, match="valid: apgd, fgsm, pgd, square, transfer"):
         run_attack("pdg", Quad(x.shape), x, ThreatModel())
     with pytest.raises(AdvloraError, match="one loss per sample"):
-        pgd(lambda z: z.sum(), x, eps=0.1)
+        pgd(lambda z: z.sum(), x, ThreatModel(eps=0.1))
 
 
 # ---- geometry ------------------------------------------------------------------------------------------
@@ -111,10 +111,10 @@ def test_linear_objective_reaches_analytic_worst_case_exactly():
     obj = lambda z: (z * w).flatten(1).sum(1)  # noqa: E731
     eps = 8 / 255
     expected = (x + eps * w.sign()).clamp(0, 1)
-    adv = pgd(obj, x, eps=eps, steps=10, step_size=eps / 4)
+    adv = pgd(obj, x, ThreatModel(eps=eps, steps=10, step_size=eps / 4))
     assert torch.equal(adv, expected)
     assert torch.allclose(adv, expected, atol=0)
-    adv_apgd = apgd(obj, x, eps=eps, steps=10, random_start=False)
+    adv_apgd = apgd(obj, x, ThreatModel(eps=eps, steps=10, random_start=False))
     assert torch.allclose(adv_apgd, expected, atol=1e-6)
 
 
@@ -125,8 +125,8 @@ def test_fgsm_equals_pgd_one_step_without_random_start(tiny_clip):
     pos = torch.zeros(4, 6, dtype=torch.bool)
     pos[torch.arange(4), torch.arange(4)] = True
     obj = O.contrastive(tiny_clip, tf, pos)
-    a = fgsm(obj, x, eps=4 / 255)
-    b = pgd(obj, x, eps=4 / 255, steps=1, step_size=4 / 255, random_start=False)
+    a = fgsm(obj, x, ThreatModel(eps=4 / 255))
+    b = pgd(obj, x, ThreatModel(eps=4 / 255, steps=1, step_size=4 / 255, random_start=False))
     assert torch.equal(a, b)
     assert not torch.equal(a, x)
 
@@ -157,8 +157,8 @@ def test_every_attack_raises_its_objective(tiny_clip, name, objective):
 def test_perturbations_are_per_sample_and_restarts_keep_the_per_sample_worst():
     x = _images((6, 3, 8, 8))
     obj = Quad(x.shape)
-    one = pgd(obj, x, eps=0.05, steps=2, restarts=1, generator=G(0))
-    many = pgd(obj, x, eps=0.05, steps=2, restarts=4, generator=G(0))
+    one = pgd(obj, x, ThreatModel(eps=0.05, steps=2, restarts=1), generator=G(0))
+    many = pgd(obj, x, ThreatModel(eps=0.05, steps=2, restarts=4), generator=G(0))
     with torch.no_grad():
         assert (obj(many) >= obj(one) - 1e-6).all()   # the first restart is the same run: never worse per sample
     d = many - x
@@ -168,7 +168,7 @@ def test_perturbations_are_per_sample_and_restarts_keep_the_per_sample_worst():
 def test_pgd_cost_is_one_forward_backward_per_step():
     x = _images((2, 3, 8, 8))
     obj = Quad(x.shape)
-    pgd(obj, x, eps=0.05, steps=10, restarts=2)
+    pgd(obj, x, ThreatModel(eps=0.05, steps=10, restarts=2))
     # 10 forward+backward per restart, plus one forward (no backward) to score the last iterate
     assert obj.calls == {"forward": 2 * 11, "backward": 2 * 10}
 
@@ -176,7 +176,7 @@ def test_pgd_cost_is_one_forward_backward_per_step():
 def test_apgd_cost_leaves_out_the_last_iterates_backward():
     x = _images((2, 3, 8, 8))
     obj = Quad(x.shape)
-    apgd(obj, x, eps=0.05, steps=10, restarts=2)
+    apgd(obj, x, ThreatModel(eps=0.05, steps=10, restarts=2))
     # per restart: the start and 9 iterates forward+backward, the 10th iterate a forward alone
     assert obj.calls == {"forward": 2 * 11, "backward": 2 * 10}
 
@@ -193,7 +193,7 @@ def test_the_clean_outcome_of_an_objective_replaces_its_forward(tiny_clip):
         counted = Function(lambda z, o=obj: calls.append(len(z)) or o(z), ranked=True,
                            clean_outcome=obj.clean_outcome)   # declared: reports a rank, its clean one given
         calls.clear()
-        pgd(counted, x, eps=0.02, steps=2, generator=G())
+        pgd(counted, x, ThreatModel(eps=0.02, steps=2), generator=G())
         assert len(calls) == (3 if obj is known else 4)        # 2 steps + the last iterate (+ the clean images)
     plain(x)
     assert torch.equal(known.clean_outcome[1], plain.last_rank)
@@ -210,7 +210,7 @@ def test_apgd_t_targets_in_one_pass_equal_them_one_after_another(tiny_clip):
     pos = torch.zeros(5, 12, dtype=torch.bool)
     pos[torch.arange(5), torch.arange(5)] = True
     family = O.TargetedDLR(tiny_clip, tf, pos, x, n_targets=4)
-    runs = [apgd_targeted(family, x, eps="8/255", steps=6, targets=4, targets_per_pass=p,
+    runs = [apgd_targeted(family, x, ThreatModel(eps="8/255", steps=6), targets=4, targets_per_pass=p,
                           generator=SampleGenerators(0, range(5), "apgd-t")) for p in (None, 1, 3)]
     # the same per-(sample, target) streams: identical images, whichever targets share a pass (tolerance 0)
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
@@ -225,7 +225,7 @@ def test_square_draws_one_proposal_per_query(monkeypatch):
     signs = square_module._signs
     monkeypatch.setattr(square_module, "_signs", lambda *a: draws.append(1) or signs(*a))
     x = _images((3, 3, 16, 16))
-    square(Quad(x.shape), x, eps=0.05, queries=40, generator=G())
+    square(Quad(x.shape), x, ThreatModel(eps=0.05), queries=40, generator=G())
     assert len(draws) == 1 + 40                          # the initial stripes, then one draw per query
 
 
@@ -261,15 +261,15 @@ def test_square_never_calls_backward():
     quad = Quad(x.shape)
     obj = lambda z: quad(_NoBackward.apply(z))  # noqa: E731
     with pytest.raises(RuntimeError, match="backward called"):
-        pgd(obj, x, eps=0.05, steps=1)
+        pgd(obj, x, ThreatModel(eps=0.05, steps=1))
     quad.calls["forward"] = 0
-    adv = square(obj, x, eps=0.05, queries=50, generator=G())
+    adv = square(obj, x, ThreatModel(eps=0.05), queries=50, generator=G())
     assert quad.calls["forward"] == 52  # initial stripes + 50 queries + the clean images
     assert (adv - x).abs().max() <= 0.05 + 1e-6
     with torch.no_grad():
         assert (quad(adv) > quad(x)).all()
     quad.calls["forward"] = 0
-    adv = square(obj, x, eps=0.5, queries=50, norm="l2", generator=G())   # the l2 search is gradient-free too
+    adv = square(obj, x, ThreatModel(eps=0.5, norm="l2"), queries=50, generator=G())   # gradient-free in l2 too
     assert quad.calls["forward"] == 52
     assert (adv - x).reshape(3, -1).norm(dim=1).max() <= 0.5 + 1e-5
 
@@ -290,7 +290,7 @@ def test_attack_mode_sets_eval_and_restores(tiny_clip):
 def test_attacks_leave_parameter_grads_untouched(tiny_clip):
     x = _images((2, 3, 32, 32))
     obj = O.embedding(tiny_clip, tiny_clip.encode_image(x).detach(), normalize=True)
-    pgd(obj, x, eps=0.03, steps=2)
+    pgd(obj, x, ThreatModel(eps=0.03, steps=2))
     assert all(p.grad is None for p in tiny_clip.parameters())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from advlora.attacks import ThreatModel
 from advlora.attacks import objectives as O
 from advlora.attacks.apgd import apgd
 from advlora.attacks.apgd_t import apgd_targeted
@@ -88,8 +89,8 @@ def test_objectives_without_rows_are_left_alone(setup):
         StopAtRank(plain, 1)
 
 
-def _run(attack, obj, x, key, eps="4/255", **kw):
-    return attack(obj, x, eps=eps, generator=SampleGenerators(0, range(len(x)), key), **kw)
+def _run(attack, obj, x, key, eps="4/255", steps=10, **kw):
+    return attack(obj, x, ThreatModel(eps=eps, steps=steps), generator=SampleGenerators(0, range(len(x)), key), **kw)
 
 
 def _ranks(model, images, tf, pos):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from advlora.attacks import ThreatModel, co_attack, image_objectives, run_attack, text_attack, transfer
+from advlora.attacks import TextSide, ThreatModel, co_attack, image_objectives, run_attack, text_attack, transfer
 from advlora.attacks import objectives as O
 from advlora.attacks.text import edit
 from advlora.errors import AdvloraError
@@ -53,7 +53,8 @@ def test_text_attack_raises_objective_within_budget(tiny_clip):
 def test_co_attack_perturbs_both_within_budget(tiny_clip):
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     owner = torch.tensor([0, 1, 2, 0, 1, 2])
-    adv, caps = co_attack(tiny_clip, x, CAPS, owner, eps=4 / 255, steps=2, text_budget=1, text_candidates=4,
+    adv, caps = co_attack(tiny_clip, x, CAPS, owner, ThreatModel(eps=4 / 255, steps=2),
+                          text=TextSide(budget=1, candidates=4),
                           generator=torch.Generator().manual_seed(0))
     assert adv.shape == x.shape and (adv - x).abs().max() <= 4 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     assert not torch.equal(adv, x) and caps != CAPS
@@ -73,10 +74,10 @@ def test_transfer_crafts_on_the_surrogate_only(tiny_clip):
     pos[0, 0] = pos[1, 1] = True
     calls = []
     obj = O.contrastive(surrogate, tf, pos)
-    adv = transfer(lambda z: calls.append(1) or obj(z), x, eps=4 / 255, steps=2)
+    adv = transfer(lambda z: calls.append(1) or obj(z), x, ThreatModel(eps=4 / 255, steps=2))
     assert len(calls) == 3 and (adv - x).abs().max() <= 4 / 255 + 1e-6
     with pytest.raises(AdvloraError, match="valid: apgd, fgsm, pgd"):
-        transfer(obj, x, eps=0.1, base="square")
+        transfer(obj, x, ThreatModel(eps=0.1), base="square")
     same = run_attack("transfer", obj, x, ThreatModel(eps=4 / 255, steps=2, random_start=False))
     assert same.shape == x.shape
 

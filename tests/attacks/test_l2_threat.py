@@ -51,7 +51,8 @@ def test_square_l2_stays_in_the_ball_and_in_pixel_space(shape):
     eps = 1.5
     obj = Linear(shape)
     for seed in range(4):
-        adv = square(obj, x, eps=eps, queries=40, norm="l2", generator=torch.Generator().manual_seed(seed))
+        adv = square(obj, x, ThreatModel(eps=eps, norm="l2"), queries=40,
+                     generator=torch.Generator().manual_seed(seed))
         d = (adv - x).flatten(1).norm(dim=1)
         assert (d <= eps * (1 + 1e-5)).all(), (seed, d)
         assert adv.min() >= 0 and adv.max() <= 1
@@ -68,7 +69,7 @@ def test_square_l2_raises_the_margin_on_a_tiny_model(tiny_clip):
     obj = O.margin(tiny_clip, tf, pos)
     with torch.no_grad():
         before = obj(x)
-        adv = square(obj, x, eps=2.0, queries=60, norm="l2", generator=torch.Generator().manual_seed(0))
+        adv = square(obj, x, ThreatModel(eps=2.0, norm="l2"), queries=60, generator=torch.Generator().manual_seed(0))
         after = obj(adv)
     assert (after >= before).all() and (after > before).sum() >= 3, (before, after)
     assert ((adv - x).flatten(1).norm(dim=1) <= 2.0 * (1 + 1e-5)).all()

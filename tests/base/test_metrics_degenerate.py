@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from advlora.errors import AdvloraError
-from advlora.evaluation.retrieval import check_rerank_k, default_rerank_k, itm_rerank
+from advlora.evaluation.retrieval import Rerank, check_rerank_k, default_rerank_k, itm_rerank
 from advlora.evaluation.sanity import chance_r_mean
 from advlora.metrics import (
     METRIC_KEYS,
@@ -265,7 +265,7 @@ def test_itm_rerank_equals_a_naive_two_stage_loop_for_every_depth(blip_case):
     match = table.table[..., 1]
     seen = set()
     for k in range(1, 21):
-        s_i2t, s_t2i = itm_rerank(table, itc, images, captions, k=k)
+        s_i2t, s_t2i = itm_rerank(table, itc, images, captions, Rerank(k=k))
         got = retrieval_recall(s_i2t, txt2img, sim_t2i=s_t2i)
         want = naive_two_stage(itc, match, txt2img, k)
         _assert_same(got, want)
@@ -277,8 +277,8 @@ def test_itm_rerank_equals_a_naive_two_stage_loop_for_every_depth(blip_case):
 def test_itm_rerank_with_the_real_model_equals_the_table(blip_case):
     model, table, images, captions, txt2img, itc = blip_case
     for k in (3, 7):
-        real = itm_rerank(model, itc, images, captions, k=k)
-        looked_up = itm_rerank(table, itc, images, captions, k=k)
+        real = itm_rerank(model, itc, images, captions, Rerank(k=k))
+        looked_up = itm_rerank(table, itc, images, captions, Rerank(k=k))
         for a, b in zip(real, looked_up):
             assert torch.allclose(a, b, atol=1e-5)
 
@@ -294,7 +294,7 @@ def test_itm_rerank_refuses_depth_below_one(blip_case):
     _, table, images, captions, _, itc = blip_case
     for bad in (0, -1, 2.0):
         with pytest.raises(AdvloraError):
-            itm_rerank(table, itc, images, captions, k=bad)
+            itm_rerank(table, itc, images, captions, Rerank(k=bad))
 
 
 def test_default_rerank_k_follows_lavis_by_set_size(tiny_clip, tiny_blip):

@@ -10,7 +10,7 @@ import torch
 
 import advlora.metrics as M
 from advlora.attacks.objectives import best_positive_rank
-from advlora.evaluation.retrieval import itm_rerank
+from advlora.evaluation.retrieval import Rerank, itm_rerank
 from advlora.evaluation.sanity import chance_r_mean
 from advlora.metrics import (
     METRIC_KEYS,
@@ -205,11 +205,11 @@ def test_blip_two_stage_ties_go_against_the_query(k, jitter):
         itc[txt2img, torch.arange(len(txt2img))] = _ulps(torch.tensor(0.25), jitter, up=True)
     images = torch.rand(n_img, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     captions = [f"c{j}" for j in range(len(txt2img))]
-    s_i2t, s_t2i = itm_rerank(_ConstantITM(), itc, images, captions, k=k, batch_size=3, txt2img=txt2img)
+    s_i2t, s_t2i = itm_rerank(_ConstantITM(), itc, images, captions, Rerank(k=k, batch_size=3), txt2img=txt2img)
     got = retrieval_recall(s_i2t, txt2img, sim_t2i=s_t2i, tie_dtype=itc.dtype)
     assert got["r_mean"] <= chance_r_mean(txt2img, n_img) + 1e-9, got
     assert got["i2t_r1"] == 0.0 and got["t2i_r1"] == 0.0, got
     assert set(got) == set(METRIC_KEYS)
     if k == 1:  # the test can fail: without txt2img, topk takes the first caption, image 0's own
-        s_i2t, s_t2i = itm_rerank(_ConstantITM(), itc, images, captions, k=k, batch_size=3)
+        s_i2t, s_t2i = itm_rerank(_ConstantITM(), itc, images, captions, Rerank(k=k, batch_size=3))
         assert retrieval_recall(s_i2t, txt2img, sim_t2i=s_t2i, tie_dtype=itc.dtype)["i2t_r1"] > 0.0

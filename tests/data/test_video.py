@@ -160,7 +160,7 @@ def test_frame_pooling_contract(arch, request):
 
 @pytest.mark.parametrize("arch", ["clip", "blip"])
 def test_clean_eval_and_pgd_on_frames(video_folder, arch, request):
-    from advlora.attacks import pgd
+    from advlora.attacks import ThreatModel, pgd
     from advlora.attacks.objectives import contrastive
     from advlora.evaluation import evaluate_clean
     from advlora.evaluation.retrieval import encode_texts
@@ -177,7 +177,7 @@ def test_clean_eval_and_pgd_on_frames(video_folder, arch, request):
     positives[ds.txt2img, torch.arange(len(ds.captions))] = True
     objective = contrastive(model, text, positives)
     eps = 4 / 255
-    adv = pgd(objective, videos, eps=eps, steps=3, generator=torch.Generator().manual_seed(0))
+    adv = pgd(objective, videos, ThreatModel(eps=eps, steps=3), generator=torch.Generator().manual_seed(0))
     assert adv.shape == videos.shape and 0 <= adv.min() and adv.max() <= 1
     assert (adv - videos).abs().max() <= eps + 1e-6
     changed = (adv - videos).abs().amax(dim=(2, 3, 4))  # (N, F): every frame is perturbed

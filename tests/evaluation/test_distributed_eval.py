@@ -37,7 +37,7 @@ def _per_sample(model, data, name: str, threat: ThreatModel, batch_size: int, **
     with R.attack_mode(model):
         ctx = R.context(model, data, 0)
         adv = R.attack_images(ctx, registry.get(name), threat, R.EvalPlan(batch_size=batch_size),
-                              generator=torch.Generator().manual_seed(threat.seed), options=options)
+                              generator=torch.Generator().manual_seed(threat.seed), options=options).images
         return adv.rows(torch.arange(len(adv))), R.measure(ctx, adv)["ranks"]
 
 

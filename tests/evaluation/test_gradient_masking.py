@@ -74,15 +74,15 @@ def test_worst_case_is_never_better_than_a_point_evaluated(tiny_clip, name):
     seen: list = []
     eps = 8 / 255
     if name == "apgd-t":
-        adv = apgd_targeted(RecordingFamily(O.TargetedDLR(tiny_clip, tf, pos, x, n_targets=3), seen), x, eps=eps,
-                            steps=4, generator=g)
+        adv = apgd_targeted(RecordingFamily(O.TargetedDLR(tiny_clip, tf, pos, x, n_targets=3), seen), x,
+                            ThreatModel(eps=eps, steps=4), generator=g)
         check = O.TargetedDLR(tiny_clip, tf, pos, x, n_targets=3).target(0)
     else:
         obj = Recorder(O.contrastive(tiny_clip, tf, pos), seen)
-        fn = {"fgsm": lambda: fgsm(obj, x, eps=eps),
-              "pgd": lambda: pgd(obj, x, eps=eps, steps=4, restarts=2, generator=g),
-              "apgd": lambda: apgd(obj, x, eps=eps, steps=5, restarts=2, generator=g),
-              "square": lambda: square(obj, x, eps=eps, queries=20, generator=g)}[name]
+        fn = {"fgsm": lambda: fgsm(obj, x, ThreatModel(eps=eps)),
+              "pgd": lambda: pgd(obj, x, ThreatModel(eps=eps, steps=4, restarts=2), generator=g),
+              "apgd": lambda: apgd(obj, x, ThreatModel(eps=eps, steps=5, restarts=2), generator=g),
+              "square": lambda: square(obj, x, ThreatModel(eps=eps), queries=20, generator=g)}[name]
         adv = fn()
         check = O.contrastive(tiny_clip, tf, pos)
     assert (adv - x).abs().max() <= eps + 1e-6
@@ -107,7 +107,7 @@ def _crafted_data(model, folder, n=12, steps=2):
 
     caps = [f"{WORDS[i]} {WORDS[(i * 5 + 3) % 12]}" for i in range(n)]
     obj = O.contrastive(model, encode_texts(model, caps).clone(), torch.eye(n, dtype=torch.bool))
-    x = pgd(lambda z: -obj(z), torch.full((n, 3, 32, 32), 0.5), eps=0.5, steps=steps, step_size=0.02,
+    x = pgd(lambda z: -obj(z), torch.full((n, 3, 32, 32), 0.5), ThreatModel(eps=0.5, steps=steps, step_size=0.02),
             generator=torch.Generator().manual_seed(0))
     recs = []
     for i in range(n):

@@ -7,7 +7,7 @@ import torch
 from train_utils import write_data
 
 from advlora.data import load_dataset
-from advlora.evaluation.retrieval import evaluate_clean, itc_tolerance, itm_rerank
+from advlora.evaluation.retrieval import Rerank, evaluate_clean, itc_tolerance, itm_rerank
 from advlora.metrics import i2t_ranks, t2i_ranks
 
 
@@ -54,7 +54,7 @@ def test_two_stage_ranks_equal_itc_outside_the_top_k(seed):
     ref_i2t, ref_t2i = i2t_ranks(itc, txt2img), t2i_ranks(itc, txt2img)
     moved = 0
     for k in range(1, max(n_img, n_txt) + 1):
-        s_i2t, s_t2i = itm_rerank(model, itc, images, captions, k, batch_size=3, txt2img=txt2img)
+        s_i2t, s_t2i = itm_rerank(model, itc, images, captions, Rerank(k, batch_size=3), txt2img=txt2img)
         got_i2t = i2t_ranks(s_i2t, txt2img, tie_dtype=itc.dtype, tie_tol=tol)
         got_t2i = t2i_ranks(s_t2i, txt2img, tie_dtype=itc.dtype, tie_tol=tol)
         for ref, got, kk in ((ref_i2t, got_i2t, min(k, n_txt)), (ref_t2i, got_t2i, min(k, n_img))):
@@ -70,13 +70,13 @@ def test_a_subset_of_rows_ranks_as_in_the_whole_set():
     whole set; no text-to-image work is done when it is not asked for."""
     itc, model, images, captions, txt2img = _case(3)
     n_txt = itc.shape[1]
-    full = itm_rerank(model, itc, images, captions, 4, txt2img=txt2img)[0]
+    full = itm_rerank(model, itc, images, captions, Rerank(4), txt2img=txt2img)[0]
     want = i2t_ranks(full, txt2img, tie_dtype=itc.dtype, tie_tol=itc_tolerance(itc, (txt2img, torch.arange(n_txt))))
     sub = torch.tensor([2, 0])
     local = torch.full((itc.shape[0] + 1,), len(sub))
     local[sub] = torch.arange(len(sub))
     rows = local[txt2img]
-    part, none = itm_rerank(model, itc[sub], images[sub], captions, 4, txt2img=rows, t2i=False)
+    part, none = itm_rerank(model, itc[sub], images[sub], captions, Rerank(4, t2i=False), txt2img=rows)
     mine = rows < len(sub)
     tol = itc_tolerance(itc[sub], (rows[mine], torch.arange(n_txt)[mine]))
     padded = torch.cat([part, torch.zeros(1, n_txt, dtype=part.dtype)])

@@ -104,7 +104,7 @@ def test_probabilities_constant_and_saturated_scores_are_flagged():
 
 
 def _nan_attack(objective, images, threat, *, generator=None):
-    adv = fgsm(objective, images, eps=float(threat.eps))
+    adv = fgsm(objective, images, ThreatModel(eps=float(threat.eps)))
     adv[0, 0, 0, 0] = float("nan")
     return adv
 

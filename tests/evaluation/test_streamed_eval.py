@@ -137,7 +137,7 @@ def _worker(rank: int, model_dir: str, ann: str, port: int, out: str) -> None:
         with distributed.EvalSession(distributed=True) as s:      # no state folder: a shared temporary one
             with R.attack_mode(model):
                 ctx = R.context(model, data, 0)
-                adv = R.attack_images(ctx, registry.get("pgd"), th, R.EvalPlan(batch_size=3), generator=None)
+                adv = R.attack_images(ctx, registry.get("pgd"), th, R.EvalPlan(batch_size=3), generator=None).images
                 rows = adv.rows(torch.arange(len(adv)))
             root = s._spill_root
             del adv                                                # the images no longer hold the folder
@@ -158,5 +158,5 @@ def test_two_processes_without_state_share_a_temporary_folder(ann, tmp_path):
     th = ThreatModel(eps="16/255", steps=2, restarts=2, seed=4)
     with R.attack_mode(model):
         ctx = R.context(model, data, 0)
-        one = R.attack_images(ctx, registry.get("pgd"), th, R.EvalPlan(batch_size=3), generator=None)
+        one = R.attack_images(ctx, registry.get("pgd"), th, R.EvalPlan(batch_size=3), generator=None).images
     assert torch.equal(torch.load(tmp_path / "two.pt"), one.rows(torch.arange(N)))

@@ -62,7 +62,7 @@ def _protocol_reference(model, data, threat, spec):
         todo = rank < max(KS)
         adv = R.attack_images(ctx, registry.get(m.attack), threat.replace(**m.changes), R.EvalPlan(batch_size=5),
                               generator=gen, objective=m.objective or "contrastive", options={**m.options},
-                              run=ImageRun(key=f"{spec.name}/{m.label}", done_rank=max(KS)))
+                              run=ImageRun(key=f"{spec.name}/{m.label}", done_rank=max(KS))).images
         res = R.measure(ctx, adv)
         r, l_ = res["ranks"][0], res["loss"].double()
         better = todo & ((r > rank) | ((r == rank) & (l_ > loss)))

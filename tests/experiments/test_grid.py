@@ -299,8 +299,8 @@ def test_the_eval_exit_rank_reaches_the_suite_and_only_a_set_one_changes_the_fin
     cell = eval_cells(cfg, train_cells(cfg)[0])[0]
     plain = load_grid_config(None, base=GRID)
     assert eval_fingerprint(plain, cell) != eval_fingerprint(cfg, cell)
-    unset = {k: v for k, v in vars(plain.eval).items() if k not in ("attacks", "eps", "sweep_eps", "batch_size",
-                                                                    "exit_k")}
+    unset = {k: v for k, v in vars(plain.eval).items() if k not in ("attacks", "eps", "sweep_eps", "sweep_attack",
+                                                                    "batch_size", "exit_k")}
     from advlora.experiments.grid import fingerprint
 
     assert eval_fingerprint(plain, cell) == fingerprint({"eval": unset, "attacks": cell.attacks, "eps": cell.eps,

@@ -29,7 +29,7 @@ def test_pgd_on_cuda_matches_cpu_in_float32():
         with torch.no_grad():
             text = model.encode_text(captions)
         obj = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool, device=dev))
-        adv = pgd(obj, images.to(dev), eps=4 / 255, steps=5, random_start=False)
+        adv = pgd(obj, images.to(dev), ThreatModel(eps=4 / 255, steps=5, random_start=False))
         assert adv.dtype == torch.float32
         results[dev] = adv.cpu()
     # sign steps can flip on float noise; almost every pixel must agree

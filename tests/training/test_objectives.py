@@ -127,8 +127,8 @@ def test_tecoa_step_is_todays_adversarial_training_bit_for_bit():
                     return per_image_contrastive(model.encode_image(x), text, scale, pos)
 
                 adv = ATTACKS["pgd"](objective, clean,
-                                     eps=4 / 255, step_size=None, steps=3, norm="linf", random_start=True,
-                                     restarts=1, generator=gen).detach()
+                                     ThreatModel(eps=4 / 255, step_size=None, steps=3, norm="linf", random_start=True,
+                                                 restarts=1), generator=gen).detach()
             loss = contrastive_loss(model.encode_image(adv), text, model.logit_scale, pos)
         else:
             adv = attack_batch(model, cfg, clean, text, pos, gen, objective="tecoa")

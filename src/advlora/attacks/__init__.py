@@ -1,7 +1,8 @@
 """Adversarial attacks on vision-language retrieval, with the objective as a parameter.
 
-Every image attack is a pure function ``attack(objective, images, *, eps, ..., generator=None) -> images`` in
-pixel space [0, 1], per-sample perturbations, the per-sample worst case kept over restarts:
+Every image attack is a pure function ``attack(objective, images, threat, *, generator=None, **options) ->
+images`` (``threat``: a ``ThreatModel``, the budget read whole) in pixel space [0, 1], per-sample perturbations,
+the per-sample worst case kept over restarts:
 ``fgsm``, ``pgd``, ``apgd`` (Croce and Hein 2020), ``square`` (score-based, no gradient), ``transfer``
 (crafted on a surrogate). Captions are attacked by ``text_attack`` and pairs jointly by ``co_attack``;
 objectives live in ``advlora.attacks.objectives``.
@@ -28,13 +29,13 @@ import_all(__name__, __path__)
 from advlora.attacks import objectives  # noqa: E402
 from advlora.attacks.apgd import apgd  # noqa: E402
 from advlora.attacks.fgsm import fgsm  # noqa: E402
-from advlora.attacks.joint import co_attack  # noqa: E402
+from advlora.attacks.joint import Pairs, TextSide, co_attack  # noqa: E402
 from advlora.attacks.pgd import pgd  # noqa: E402
 from advlora.attacks.square import square  # noqa: E402
 from advlora.attacks.text import text_attack  # noqa: E402
 from advlora.attacks.transfer import transfer  # noqa: E402
 
-#: image attacks with the common signature ``attack(objective, images, *, eps, ..., generator)``
+#: image attacks with the common signature ``attack(objective, images, threat, *, generator, **options)``
 ATTACKS = {s.name: s.fn for s in registry.specs() if s.trainable and s.fn is not None}
 
 
@@ -50,6 +51,6 @@ def run_attack(name: str, objective, images: torch.Tensor, threat: ThreatModel, 
     return spec.attack(objective, images, threat, generator=generator, options=options)
 
 
-__all__ = ["ATTACKS", "AttackSpec", "NORMS", "ThreatModel", "apgd", "attack_mode", "co_attack", "fgsm",
-           "format_eps", "objectives", "parse_eps", "parse_eps_list", "pgd", "registry", "result_key", "run_attack",
-           "square", "text_attack", "transfer"]
+__all__ = ["ATTACKS", "AttackSpec", "NORMS", "Pairs", "TextSide", "ThreatModel", "apgd", "attack_mode", "co_attack",
+           "fgsm", "format_eps", "objectives", "parse_eps", "parse_eps_list", "pgd", "registry", "result_key",
+           "run_attack", "square", "text_attack", "transfer"]

@@ -48,24 +48,23 @@ def checkpoints(steps: int) -> list[int]:
     return sorted({math.ceil(round(q * steps, 6)) for q in p if q <= 1})
 
 
-def apgd(objective: Objective, images: torch.Tensor, *, eps: float | str, steps: int = 10, norm: str = "linf",
-         restarts: int = 1, random_start: bool = True, generator: torch.Generator | None = None
-         ) -> torch.Tensor:
+def apgd(objective: Objective, images: torch.Tensor, threat: ThreatModel, *,
+         generator: torch.Generator | None = None) -> torch.Tensor:
     """Maximise ``objective`` with APGD; returns, per sample, the point with the worst retrieval outcome (rank of
     the best positive, ties by the objective; the objective alone when it reports no rank) over the clean image
     and all iterates of all restarts. The step-size schedule follows the objective, as in the paper.
 
-    There is no ``step_size``: APGD adapts its own. ``random_start=False`` starts at the clean image (moved by
-    0.001 * N(0, 1) when the objective is stationary there).
+    ``threat`` is read whole for its norm, eps, steps, restarts and random start; its ``step_size`` is not: APGD
+    adapts its own. ``random_start=False`` starts at the clean image (moved by 0.001 * N(0, 1) when the
+    objective is stationary there). ``generator`` draws the random starts (``threat.seed`` is not read).
     """
-    eps = check_args(images, eps, norm, steps)
+    check_args(images, threat.eps, threat.norm, threat.steps)
     objective = as_objective(objective)
     x0 = images.detach()
     worst = WorstCase(x0)                             # the returned point: worst outcome over everything seen
-    if random_start and reports_outcome(objective):
+    if threat.random_start and reports_outcome(objective):
         worst.score_clean(objective, x0)              # the clean image is a point of the ball too
-    budget = ThreatModel(norm=norm, eps=eps, steps=steps, restarts=restarts, random_start=random_start)
-    return apgd_into(worst, objective, x0, budget, generator).x
+    return apgd_into(worst, objective, x0, threat, generator).x
 
 
 def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, budget: ThreatModel,
@@ -121,15 +120,9 @@ def apgd_into(worst: WorstCase, objective: Objective, x0: torch.Tensor, budget: 
     return worst
 
 
-def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
-         ) -> torch.Tensor:
-    return apgd(objective, images, eps=float(threat.eps), steps=threat.steps, norm=threat.norm,
-                restarts=threat.restarts, random_start=threat.random_start, generator=generator)
-
-
 _USES = ("norm", "eps", "steps", "restarts", "random_start", "seed")
-SPEC = register(AttackSpec("apgd", "white-box", _run, uses=_USES, label="APGD",
+SPEC = register(AttackSpec("apgd", "white-box", apgd, uses=_USES, label="APGD",
                            checks=("bounds", "convergence", "reference"), reference=2, fn=apgd))
 #: APGD on the margin objective (the DLR-like "APGD-margin" of the module docstring)
-MARGIN = register(AttackSpec("apgd-margin", "white-box", _run, uses=_USES, label="APGD-margin", line_label="APGD",
+MARGIN = register(AttackSpec("apgd-margin", "white-box", apgd, uses=_USES, label="APGD-margin", line_label="APGD",
                              checks=("bounds", "reference"), objective="margin", reference=1))

@@ -24,30 +24,29 @@ from advlora.attacks.stopping import finished
 from advlora.attacks.threat import ThreatModel
 
 
-def apgd_targeted(family, images: torch.Tensor, *, eps: float | str, steps: int = 10, norm: str = "linf",
-                  restarts: int = 1, random_start: bool = True, targets: int = 9,
+def apgd_targeted(family, images: torch.Tensor, threat: ThreatModel, *, targets: int = 9,
                   generator: torch.Generator | None = None, targets_per_pass: int | None = None) -> torch.Tensor:
     """APGD on ``family.target(j)`` for j < min(targets, family.n_targets); returns (B, ...) in [0, 1], per
     sample the point with the worst outcome (rank of the best positive, then the targeted margin) over the clean
     image and every target's iterates.
 
     ``family``: an ``objectives.TargetedDLR`` (``target(j)``, ``targets_of(js)``, ``n_targets``).
+    ``threat``: APGD's budget (norm, eps, steps, restarts, random start), read whole.
     ``targets_per_pass``: targets run together in one batch (None: all of them).
     """
-    eps = check_args(images, eps, norm, steps)
+    check_args(images, threat.eps, threat.norm, threat.steps)
     x0 = images.detach()
     worst = WorstCase(x0)
     n = min(int(targets), int(family.n_targets))
     if n == 0:
         return x0.clone()
     worst.score_clean(family.target(0), x0)
-    budget = ThreatModel(norm=norm, eps=eps, steps=steps, restarts=restarts, random_start=random_start)
     per_pass = n if targets_per_pass is None else max(1, min(int(targets_per_pass), n))
     j = 0
     while j < n and not finished(family):
         js = list(range(j, min(j + per_pass, n)))
         try:
-            _targets_pass(worst, family, x0, js, budget, generator)
+            _targets_pass(worst, family, x0, js, threat, generator)
         except torch.cuda.OutOfMemoryError:
             if per_pass == 1:
                 raise
@@ -71,14 +70,7 @@ def _targets_pass(worst: WorstCase, family, x0: torch.Tensor, js: list[int], bud
         worst.update(rows.loss[sl], rows.x[sl], rows.rank[sl])
 
 
-def _run(family, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,
-         targets: int = 9) -> torch.Tensor:
-    return apgd_targeted(family, images, eps=float(threat.eps), steps=threat.steps, norm=threat.norm,
-                         restarts=threat.restarts, random_start=threat.random_start, targets=targets,
-                         generator=generator)
-
-
-SPEC = register(AttackSpec("apgd-t", "white-box", _run, uses=("norm", "eps", "steps", "restarts", "random_start",
-                                                               "seed"),
+SPEC = register(AttackSpec("apgd-t", "white-box", apgd_targeted,
+                           uses=("norm", "eps", "steps", "restarts", "random_start", "seed"),
                            label="APGD-T", options={"targets": 9}, objective="dlr-targeted",
                            checks=("bounds", "reference"), reference=1))

@@ -21,15 +21,18 @@ from advlora.attacks._utils import (
 from advlora.attacks.attack_objective import as_objective
 from advlora.attacks.pgd import pgd
 from advlora.attacks.registry import AttackSpec, register
+from advlora.attacks.threat import ThreatModel
 
 
-def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: str = "linf",
+def fgsm(objective: Objective, images: torch.Tensor, threat: ThreatModel, *,
          generator: torch.Generator | None = None) -> torch.Tensor:
     """One step of size eps along the steepest-ascent direction; returns (B, ...) in [0, 1].
 
-    ``generator`` is accepted for a uniform signature and unused: FGSM is deterministic.
+    ``threat``: its norm and eps are read (FGSM takes one step of eps, whatever its steps, step size, restarts
+    and random start). ``generator`` is accepted for a uniform signature and unused: FGSM is deterministic.
     """
-    eps = check_args(images, eps, norm)
+    norm = threat.norm
+    eps = check_args(images, threat.eps, norm)
     objective = as_objective(objective)
     x0 = images.detach()
     worst = WorstCase(x0)
@@ -40,21 +43,15 @@ def fgsm(objective: Objective, images: torch.Tensor, *, eps: float | str, norm: 
     return worst.x
 
 
-def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
-         ) -> torch.Tensor:
-    return fgsm(objective, images, eps=float(threat.eps), norm=threat.norm, generator=generator)
-
-
 def _train(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None
            ) -> torch.Tensor:
     """Training's FGSM: under a random start, fast adversarial training (Wong et al. 2020, arXiv 2001.03994):
     one step of 1.25 eps (``threat.step_size`` when set) from a uniform point of the ball; else ``fgsm``."""
     if not threat.random_start:
-        return _run(objective, images, threat, generator=generator)
-    eps = float(threat.eps)
-    step = 1.25 * eps if threat.step_size is None else threat.step_size
-    return pgd(objective, images, eps=eps, step_size=step, steps=1, norm=threat.norm, random_start=True,
-               restarts=1, generator=generator)
+        return fgsm(objective, images, threat, generator=generator)
+    step = 1.25 * float(threat.eps) if threat.step_size is None else threat.step_size
+    return pgd(objective, images, threat.replace(step_size=step, steps=1, random_start=True, restarts=1),
+               generator=generator)
 
 
 def _line(threat, options: dict, context: dict) -> str:
@@ -63,6 +60,6 @@ def _line(threat, options: dict, context: dict) -> str:
                        gallery=context.get("gallery"))
 
 
-SPEC = register(AttackSpec("fgsm", "white-box", _run, uses=("norm", "eps"), label="FGSM",
-                           checks=("bounds", "reference"), fn=fgsm, describe=_line,
+SPEC = register(AttackSpec("fgsm", "white-box", fgsm, uses=("norm", "eps"), label="FGSM",
+                           checks=("bounds", "reference", "versus_iterative"), fn=fgsm, describe=_line,
                            training_run=_train, training_steps=1))

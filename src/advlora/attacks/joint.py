@@ -10,6 +10,8 @@ collaboratively instead of cancelling. Images (B, ...) in [0, 1]; one perturbati
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -17,13 +19,36 @@ from advlora.attacks._utils import attack_mode
 from advlora.attacks.pgd import pgd
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.text import text_attack
+from advlora.attacks.threat import ThreatModel
 
 
-def co_attack(model, images: torch.Tensor, captions: list[str], owner: torch.Tensor, *, eps: float | str,
-              steps: int = 10, step_size: float | None = None, norm: str = "linf", restarts: int = 1,
-              random_start: bool = True, text_budget: int = 3, text_candidates: int = 16, lam: float = 1.0,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
-    """Returns (adversarial images (B, ...), adversarial captions); ``owner[j]`` is the batch row of caption j."""
+@dataclass(frozen=True)
+class TextSide:
+    """Co-Attack's text side and its weight in the image objective: ``budget`` character edits per caption among
+    ``candidates`` proposals each (``text.text_attack``), and ``lam``, the weight of the image's distance to its
+    adversarial captions beside its distance to its clean embedding. ``text_attack`` validates the budget and
+    candidates (one ``AdvloraError`` line each)."""
+
+    budget: int = 3
+    candidates: int = 16
+    lam: float = 1.0
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """What the joint attack perturbs beside the images: the ``model`` attacked, the batch's ``captions`` and
+    ``owner[j]``, the batch row of caption j (the "objective" its registered ``run`` takes)."""
+
+    model: object
+    captions: list
+    owner: torch.Tensor
+
+
+def co_attack(model, images: torch.Tensor, captions: list[str], owner: torch.Tensor, threat: ThreatModel, *,
+              text: TextSide = TextSide(), generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, list[str]]:
+    """Returns (adversarial images (B, ...), adversarial captions); ``owner[j]`` is the batch row of caption j.
+    ``threat``: the image side's PGD budget, read whole (``pgd.pgd``); ``text``: the text side (``TextSide``)."""
     owner = torch.as_tensor(owner, dtype=torch.long)
     with attack_mode(model):
         with torch.no_grad():
@@ -34,7 +59,7 @@ def co_attack(model, images: torch.Tensor, captions: list[str], owner: torch.Ten
             t = model.encode_text(list(texts))
             return 1 - (t * clean_img[owner_d[torch.as_tensor(rows, device=owner_d.device)]]).sum(-1)
 
-        adv_caps = text_attack(text_objective, captions, budget=text_budget, candidates=text_candidates,
+        adv_caps = text_attack(text_objective, captions, budget=text.budget, candidates=text.candidates,
                                generator=generator)
         with torch.no_grad():
             t_adv = model.encode_text(adv_caps)
@@ -43,21 +68,19 @@ def co_attack(model, images: torch.Tensor, captions: list[str], owner: torch.Ten
 
         def image_objective(x: torch.Tensor) -> torch.Tensor:
             f = model.encode_image(x)
-            return (1 - (f * clean_img).sum(-1)) + lam * (1 - (f * guide).sum(-1))
+            return (1 - (f * clean_img).sum(-1)) + text.lam * (1 - (f * guide).sum(-1))
 
-        adv = pgd(image_objective, images, eps=eps, step_size=step_size, steps=steps, norm=norm,
-                  random_start=random_start, restarts=restarts, generator=generator)
+        adv = pgd(image_objective, images, threat, generator=generator)
     return adv, adv_caps
 
 
 _USES = ("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed")
 
 
-def _run(model, images: torch.Tensor, captions: list[str], owner: torch.Tensor, threat, *,
-         generator: torch.Generator | None = None, text_budget: int = 3) -> tuple[torch.Tensor, list[str]]:
-    return co_attack(model, images, captions, owner, eps=float(threat.eps), steps=threat.steps,
-                     step_size=threat.step, norm=threat.norm, restarts=threat.restarts,
-                     random_start=threat.random_start, text_budget=text_budget, generator=generator)
+def _run(pairs: Pairs, images: torch.Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None,
+         text_budget: int = 3) -> tuple[torch.Tensor, list[str]]:
+    return co_attack(pairs.model, images, pairs.captions, pairs.owner, threat, text=TextSide(budget=text_budget),
+                     generator=generator)
 
 
 def _line(threat, options: dict, context: dict) -> str:

@@ -11,7 +11,8 @@ Kinds and the call each ``run`` implements (images in pixel space [0, 1], per-sa
 - ``white-box`` / ``black-box``: ``run(objective, images, threat, *, generator, **options) -> images``;
 - ``transfer``: the same call, with ``objective`` built on the surrogate model by the caller;
 - ``text``: ``run(text_objective, captions, threat, *, generator, **options) -> captions``;
-- ``joint``: ``run(model, images, captions, owner, threat, *, generator, **options) -> (images, captions)``;
+- ``joint``: ``run(joint.Pairs(model, captions, owner), images, threat, *, generator, **options) -> (images,
+  captions)``;
 - ``suite``: no ``run``; ``members`` (``SuiteMember``) are run as attacks of their own and the suite's result is
   the per-sample worst over them (``standard``).
 """
@@ -32,8 +33,9 @@ KINDS = ("white-box", "black-box", "transfer", "text", "joint", "suite")
 IMAGE_KINDS = ("white-box", "black-box", "transfer")
 #: ThreatModel fields an attack may read, in the order its threat-model line names them
 FIELDS = ("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed")
-#: sanity checks an attack can opt into (``advlora.evaluation.sanity``); ``robust_le_clean`` applies to all
-CHECKS = ("bounds", "convergence", "versus_white_box", "reference")
+#: sanity checks an attack can opt into (``advlora.evaluation.sanity``); ``robust_le_clean`` applies to all;
+#: ``versus_iterative``: a one-step attack, which must not beat the iterative (``convergence``) ones
+CHECKS = ("bounds", "convergence", "versus_white_box", "reference", "versus_iterative")
 
 #: context keys a threat-model line may name (besides the attack's own options)
 LINE_KEYS = ("objective", "gallery")

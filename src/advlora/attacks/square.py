@@ -35,6 +35,7 @@ from advlora.attacks.attack_objective import as_objective
 from advlora.attacks.registry import AttackSpec, register
 from advlora.attacks.seeding import is_per_sample
 from advlora.attacks.stopping import finished
+from advlora.attacks.threat import ThreatModel
 from advlora.errors import AdvloraError
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -61,15 +62,17 @@ def _randint(high: int, n: int, generator, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def square(objective: Objective, images: torch.Tensor, *, eps: float | str, queries: int = 1000,
-           norm: str = "linf", p_init: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
+def square(objective: Objective, images: torch.Tensor, threat: ThreatModel, *, queries: int = 1000,
+           p_init: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
     """Maximise ``objective`` with at most ``queries`` + 2 evaluations per sample; no gradient is ever taken.
     Returns, per sample, the evaluated point (the clean image included) with the worst retrieval outcome (rank
     of the best positive, ties by the objective), or the highest objective when it reports no rank.
 
-    ``p_init`` 0.8 is AutoAttack's default for linf and l2.
+    ``threat``: its norm and eps are read (the budget is ``queries``, not its steps). ``p_init`` 0.8 is
+    AutoAttack's default for linf and l2.
     """
-    eps = check_args(images, eps, norm)
+    norm = threat.norm
+    eps = check_args(images, threat.eps, norm)
     objective = as_objective(objective)
     if isinstance(queries, bool) or int(queries) != queries or queries < 1:
         raise AdvloraError(f"square queries must be an integer >= 1, got {queries!r}")
@@ -205,18 +208,12 @@ def _square_l2(objective: Objective, worst: WorstCase, x0: torch.Tensor, eps: fl
     return worst.x
 
 
-def _run(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,
-         queries: int = 1000) -> torch.Tensor:
-    return square(objective, images, eps=float(threat.eps), queries=queries, norm=threat.norm, generator=generator)
-
-
 def _train(objective: Objective, images: torch.Tensor, threat, *, generator: torch.Generator | None = None,
            queries: int | None = None) -> torch.Tensor:
     """Training's Square: the threat's ``steps`` as its query budget (a training attack is budgeted in steps)."""
-    return square(objective, images, eps=float(threat.eps), queries=threat.steps, norm=threat.norm,
-                  generator=generator)
+    return square(objective, images, threat, queries=threat.steps, generator=generator)
 
 
-SPEC = register(AttackSpec("square", "black-box", _run, uses=("norm", "eps", "seed"), label="Square",
+SPEC = register(AttackSpec("square", "black-box", square, uses=("norm", "eps", "seed"), label="Square",
                            options={"queries": 1000}, line_keys=("objective",),
                            checks=("bounds", "versus_white_box"), fn=square, training_run=_train))

@@ -15,28 +15,22 @@ from advlora.attacks.apgd import apgd
 from advlora.attacks.fgsm import fgsm
 from advlora.attacks.pgd import pgd
 from advlora.attacks.registry import AttackSpec, register
+from advlora.attacks.threat import ThreatModel
 from advlora.errors import choices_error
 
 BASES = {"pgd": pgd, "fgsm": fgsm, "apgd": apgd}
 
 
-def transfer(surrogate_objective: Objective, images: torch.Tensor, *, eps: float | str, base: str = "pgd",
-             generator: torch.Generator | None = None, **base_kwargs) -> torch.Tensor:
-    """Run the white-box ``base`` attack ("pgd", "fgsm", "apgd") on the surrogate's objective; returns (B, ...)
-    adversarial images in [0, 1], to be scored on the target. ``base_kwargs`` go to the base attack."""
+def transfer(surrogate_objective: Objective, images: torch.Tensor, threat: ThreatModel, *, base: str = "pgd",
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run the white-box ``base`` attack ("pgd", "fgsm", "apgd") under ``threat`` on the surrogate's objective;
+    returns (B, ...) adversarial images in [0, 1], to be scored on the target."""
     if base not in BASES:
         raise choices_error("transfer base attack", base, BASES)
-    return BASES[base](surrogate_objective, images, eps=eps, generator=generator, **base_kwargs)
+    return BASES[base](surrogate_objective, images, threat, generator=generator)
 
 
-def _run(surrogate_objective: Objective, images: torch.Tensor, threat, *,
-         generator: torch.Generator | None = None) -> torch.Tensor:
-    return transfer(surrogate_objective, images, eps=float(threat.eps), step_size=threat.step, steps=threat.steps,
-                    norm=threat.norm, random_start=threat.random_start, restarts=threat.restarts,
-                    generator=generator)
-
-
-SPEC = register(AttackSpec("transfer", "transfer", _run,
+SPEC = register(AttackSpec("transfer", "transfer", transfer,
                            uses=("norm", "eps", "steps", "step_size", "restarts", "random_start", "seed"),
                            label="transfer", line_label="transfer(PGD on surrogate)", line_keys=("gallery",),
                            checks=("bounds",), fn=transfer))

@@ -161,7 +161,7 @@ def measure_attack(model, images: torch.Tensor, captions: list[str], repeats: in
     objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool), clean_features=clean)
     # interleaved, the same number of times each, so that a change of the machine's load hits both alike
     fb = lambda: loss_and_grad(objective, images.clone())  # noqa: E731
-    attack = lambda: pgd(objective, images, eps=4 / 255, steps=steps)  # noqa: E731
+    attack = lambda: pgd(objective, images, ThreatModel(eps=4 / 255, steps=steps))  # noqa: E731
     for _ in range(warmup):
         fb(), attack()
     t_fb, t_pgd = [], []

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from advlora.adapters import attach_adapter
-from advlora.attacks import pgd
+from advlora.attacks import ThreatModel, pgd
 from advlora.attacks.objectives import contrastive
 from advlora.bench import cases
 
@@ -60,7 +60,8 @@ def pgd_images_per_s(model, images: torch.Tensor, captions: list[str], repeats: 
     with torch.no_grad():
         text = model.encode_text(captions)
     objective = contrastive(model, text, torch.eye(len(captions), dtype=torch.bool, device=device))
-    return len(images) / _time(lambda: pgd(objective, images, eps=4 / 255, steps=steps), device, repeats, warmup)
+    threat = ThreatModel(eps=4 / 255, steps=steps)
+    return len(images) / _time(lambda: pgd(objective, images, threat), device, repeats, warmup)
 
 
 def train_step_mfu(base, images: torch.Tensor, captions: list[str], rank: int, repeats: int, warmup: int,

@@ -36,6 +36,13 @@ The data path of ``advlora eval``: protocol -> ``SweepSettings`` -> ``EvalPlan``
 from ``images``) -> ``measure`` (scores from ``retrieval``, ranks and metrics from ``tasks`` and
 ``advlora.metrics``) -> ``results.AttackResult`` -> ``sanity`` checks -> the ``Sweep`` and its results files.
 """
-from advlora.evaluation.retrieval import encode_images, encode_texts, evaluate_clean, itm_rerank, retrieval_scores
+from advlora.evaluation.retrieval import (
+    Rerank,
+    encode_images,
+    encode_texts,
+    evaluate_clean,
+    itm_rerank,
+    retrieval_scores,
+)
 
-__all__ = ["encode_images", "encode_texts", "evaluate_clean", "itm_rerank", "retrieval_scores"]
+__all__ = ["Rerank", "encode_images", "encode_texts", "evaluate_clean", "itm_rerank", "retrieval_scores"]

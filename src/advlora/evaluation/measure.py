@@ -3,7 +3,7 @@ features, its clean ranks) and ``measure``, the metrics and per-sample ranks of 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -12,7 +12,7 @@ from advlora.data.dataset import RetrievalDataset
 from advlora.evaluation import distributed
 from advlora.evaluation.images import CleanImages, ImageSource
 from advlora.evaluation.results import FEATURE_BATCH, ITM_BATCH
-from advlora.evaluation.retrieval import encode_images, encode_texts, itc_tolerance, itm_rerank
+from advlora.evaluation.retrieval import Rerank, encode_images, encode_texts, itc_tolerance, itm_rerank
 from advlora.evaluation.tasks import task_of
 from advlora.runtime import eval_mode
 
@@ -21,7 +21,7 @@ from advlora.runtime import eval_mode
 class Ctx:
     """One evaluation's fixed part: the model, the set, its clean images (uint8, floats per batch), the clean
     caption features, the re-rank depth, and, once measured, the clean metrics, ranks, losses and image
-    features; ``checks`` collects each image attack's bounds and mode record."""
+    features."""
 
     model: object
     data: RetrievalDataset
@@ -32,7 +32,6 @@ class Ctx:
     clean: dict = None
     clean_loss: torch.Tensor = None
     clean_features: torch.Tensor = None
-    checks: dict = field(default_factory=dict)
     #: the logits the cross-entropy objective attacks are this x cosine (None: the model's own logit scale); a
     #: protocol that fixes them (``robustvlm``: 100) sets it
     logit_scale: float | None = None
@@ -46,7 +45,7 @@ def scores(model, img_feats, txt_feats, images, captions, k, pairs=None, *, t2i:
     (``retrieval.itm_rerank``); ``t2i=False``: the image-to-text direction only."""
     sim = img_feats @ txt_feats.t()
     if k and model.has_itm:
-        s_i2t, s_t2i = itm_rerank(model, sim, images, captions, k, batch_size=ITM_BATCH, pairs=pairs, t2i=t2i)
+        s_i2t, s_t2i = itm_rerank(model, sim, images, captions, Rerank(k, ITM_BATCH, t2i), pairs=pairs)
         return s_i2t, s_t2i, itc_tolerance(sim, pairs)
     return sim, sim, None
 
@@ -125,8 +124,9 @@ def reported_i2t_rank(ctx: Ctx, x: torch.Tensor, indices: torch.Tensor) -> torch
     rank = _ranks_of(data, sim, indices, prec, tol)
     need = (rank < k).nonzero().squeeze(1) if k else rank[:0]
     if len(need):
-        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], None, data.captions, k, batch_size=ITM_BATCH,
-                              pairs=_pairs(pos[need]), t2i=False, tie_tol=tol, states=states[need.to(states.device)])
+        s_i2t, _ = itm_rerank(model, sim[need.to(sim.device)], None, data.captions,
+                              Rerank(k, ITM_BATCH, t2i=False, tie_tol=tol), pairs=_pairs(pos[need]),
+                              states=states[need.to(states.device)])
         rank[need] = _ranks_of(data, s_i2t, indices[need], prec, tol)
     return rank
 

@@ -44,7 +44,8 @@ def probe(model, dataset: RetrievalDataset, k, plan: EvalPlan, runs: dict[str, t
         spec, _, obj, opts = runs[key]
         spec = spec if attack is None else registry.get(attack)
         with labelled(f"sanity check on {len(small)} images: {threat.line(spec.name)}"):
-            adv = attack_images(ctx, spec, threat, plan, generator=threat.generator(), objective=obj, options=opts)
+            adv = attack_images(ctx, spec, threat, plan, generator=threat.generator(), objective=obj,
+                                options=opts).images
         res = measure(ctx, adv)
         return (res["metrics"], res["ranks"][0].cpu()) if ranks else res["metrics"]
 

@@ -5,6 +5,7 @@ Runs under ``torch.inference_mode`` with the model in eval mode (restored afterw
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import torch
 
@@ -45,24 +46,42 @@ def check_rerank_k(k: object, *, allow_default: bool = True) -> int | None:
     return int(k)
 
 
-def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource, captions: list[str], k: int = 16,
-               batch_size: int = 64, txt2img: torch.Tensor | None = None, *,
-               pairs: tuple[torch.Tensor, torch.Tensor] | None = None, t2i: bool = True,
-               tie_tol: float | None = None, states: torch.Tensor | None = None
+@dataclass(frozen=True)
+class Rerank:
+    """How ``itm_rerank`` re-ranks: the depth ``k`` (>= 1: every query's top k by ITC are re-scored),
+    ``batch_size`` images (and ITM pairs) at a time, ``t2i`` (False: the image-to-text direction only) and
+    ``tie_tol``, the ITC tie tolerance to use instead of the one of the scores given (some rows of a larger set;
+    None: ``itc_tolerance(sim, pairs)``). Validated when built."""
+
+    k: int = 16
+    batch_size: int = 64
+    t2i: bool = True
+    tie_tol: float | None = None
+
+    def __post_init__(self) -> None:
+        if not check_rerank_k(self.k, allow_default=False):
+            raise AdvloraError(f"itm_rerank needs a re-rank depth k >= 1; got {self.k!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise AdvloraError(f"itm_rerank batch_size must be an integer >= 1, got {self.batch_size!r}")
+
+
+def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSource | None, captions: list[str],
+               rerank: Rerank = Rerank(), *, txt2img: torch.Tensor | None = None,
+               pairs: tuple[torch.Tensor, torch.Tensor] | None = None, states: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """BLIP's two-stage retrieval, as LAVIS evaluates it.
 
-    For each image, its top-k captions by ITC are re-scored with ``itm + itc``; likewise for each caption and
-    its top-k images. Returns (sim_i2t, sim_t2i), float64, in which every query's re-ranked candidates come
-    first, in re-ranked order, and all its other candidates follow BELOW every re-ranked one with their ITC
-    scores unchanged (exactly ``sim``'s values). Rank them with ``tie_dtype=sim.dtype`` and
+    For each image, its top-k captions by ITC (k: ``rerank.k``) are re-scored with ``itm + itc``; likewise for
+    each caption and its top-k images. Returns (sim_i2t, sim_t2i), float64, in which every query's re-ranked
+    candidates come first, in re-ranked order, and all its other candidates follow BELOW every re-ranked one
+    with their ITC scores unchanged (exactly ``sim``'s values). Rank them with ``tie_dtype=sim.dtype`` and
     ``tie_tol=itc_tolerance(sim, pairs)`` (``advlora.metrics``): outside the re-ranked top k the ranks are
     then those of ``sim`` itself, ties included, so re-ranking the top k never moves R@j for j >= k; a
     positive outside the top k keeps its ITC place after the k, not a tie at rank k. Each query's re-ranked
     scores are scaled by one positive factor (the ITC tolerance over their own: ties among them are ties
     within their own rounding) and shifted above its largest finite ITC score. Non-finite scores stay
     non-finite (misses in ``advlora.metrics``). ``images`` (a tensor or an ``images.ImageSource``) are read
-    ``batch_size`` at a time, and every pair of a batch's images (its top-k captions, and the captions that
+    ``rerank.batch_size`` at a time, and every pair of a batch's images (its top-k captions, and the captions that
     have it in their top k) is scored from that batch's states: the image states of the whole set are never
     held.
 
@@ -71,13 +90,10 @@ def itm_rerank(model: VLModel, sim: torch.Tensor, images: torch.Tensor | ImageSo
     row, a negative of all) makes the choice of the top k pessimistic, as the metrics rank: a positive is left
     out of the top k exactly when at least k negatives reach its ITC score less the tie tolerance (which of
     those negatives are re-ranked stays ``topk``'s choice). Without them, ``topk``'s order decides which of
-    tied candidates are re-ranked. ``t2i=False``: the image-to-text direction only (the second is None).
-    ``tie_tol``: the ITC tolerance to use instead of ``itc_tolerance(sim, pairs)`` (some rows of a larger set).
+    tied candidates are re-ranked. ``rerank.t2i=False``: the image-to-text direction only (the second is None).
     ``states``: the images' states (``model.image_states``), when already computed: ``images`` is not read.
     """
-    k = check_rerank_k(k, allow_default=False)
-    if not k:
-        raise AdvloraError(f"itm_rerank needs a re-rank depth k >= 1; got {k!r}")
+    k, batch_size, t2i, tie_tol = int(rerank.k), rerank.batch_size, rerank.t2i, rerank.tie_tol
     n_img, n_txt = sim.shape
     k_i2t, k_t2i = min(k, n_txt), (min(k, n_img) if t2i else 0)
     if pairs is None and txt2img is not None:
@@ -182,7 +198,7 @@ def retrieval_scores(model: VLModel, images: torch.Tensor | ImageSource, caption
     rerank_k = check_rerank_k(rerank_k, allow_default=False)
     sim = _itc_scores(model, images, captions, text_features, batch_size)
     if rerank_k and model.has_itm:
-        return itm_rerank(model, sim, images, captions, rerank_k, txt2img=txt2img)
+        return itm_rerank(model, sim, images, captions, Rerank(rerank_k), txt2img=txt2img)
     return sim, sim
 
 
@@ -224,6 +240,6 @@ def evaluate_clean(model: VLModel, dataset: RetrievalDataset, *, batch_size: int
         return retrieval_recall_features(encode_images(model, images, batch_size),
                                          encode_texts(model, dataset.captions), dataset.txt2img)
     sim = _itc_scores(model, images, dataset.captions, None, batch_size)
-    sim_i2t, sim_t2i = itm_rerank(model, sim, images, dataset.captions, k, txt2img=dataset.txt2img)
+    sim_i2t, sim_t2i = itm_rerank(model, sim, images, dataset.captions, Rerank(k), txt2img=dataset.txt2img)
     return retrieval_recall(sim_i2t, dataset.txt2img, sim_t2i=sim_t2i, tie_dtype=sim.dtype,
                             tie_tol=itc_tolerance(sim, _pairs_of(dataset.txt2img, len(images))))

@@ -131,7 +131,7 @@ class _Run:
     def checks(self, p) -> list:
         """The sanity checks of this run (``sanity.run_checks``) through probe ``p``, and the randomized-model
         check."""
-        checks = {**(self.sub_ctx.checks if self.sub_ctx else {}), **self.ctx.checks}
+        checks = {name: e.checks for name, e in self.out["attacks"].items() if e.checks}
         out = run_checks(self.threat, self.out, ctx_checks=checks, probe=p, outcomes=self.scopes,
                          chance=task_of(self.dataset).chance(self.dataset))
         if self.randomized is not None:
@@ -157,21 +157,22 @@ class _Run:
             adv, caps = joint(self.ctx, spec, self.threat, self.generator, self.plan.batch_size,
                               self.plan.options_for(name))
             return result(name, self.ctx, measure(self.ctx, adv, caps), self.line(name))
-        adv = attack_images(self.ctx, spec, self.threat, self.plan, generator=self.generator,
+        att = attack_images(self.ctx, spec, self.threat, self.plan, generator=self.generator,
                             run=ImageRun(surrogate=self.surrogate))
-        res = measure(self.ctx, adv)
-        self.advs[name] = (adv, res)
+        res = measure(self.ctx, att.images)
+        self.advs[name] = (att.images, res)
         if spec.kind != "transfer":
             self.runs[name] = (spec, self.threat, self.plan.objective, self.plan.options_for(name))
         self.scopes["full"].add(name, spec.kind, res["ranks"][0])
-        return result(name, self.ctx, res, self.line(name), checks=self.ctx.checks.get(name, {}))
+        return result(name, self.ctx, res, self.line(name), checks=att.checks)
 
     def suite(self, spec) -> AttackResult:
         rand = self.randomized is not None and self.randomized.randomized and spec.rand_members
         done = run_suite(self.ctx, spec, self.threat, self.plan, generator=self.generator, precision=self.precision,
-                         members=spec.rand_members if rand else None, outcomes=self.scopes["full"])
+                         members=spec.rand_members if rand else None)
         self.out["attacks"].update(done.rows)
         self.runs.update(done.runs)
+        self.scopes["full"].update(done.outcomes)
         return done.entry
 
     def black_box_subset(self, spec) -> AttackResult:
@@ -182,15 +183,16 @@ class _Run:
                                    self.ctx.rerank_k)
             self.scopes["subset"] = Outcomes(self.sub_ctx.clean_ranks[0])
         sub = self.sub_ctx
-        adv = attack_images(sub, spec, self.threat, self.plan, generator=self.generator)
-        res = measure(sub, adv)
-        entry = result(spec.name, sub, res, self.line(spec.name), checks=sub.checks.get(spec.name, {}),
+        att = attack_images(sub, spec, self.threat, self.plan, generator=self.generator)
+        res = measure(sub, att.images)
+        entry = result(spec.name, sub, res, self.line(spec.name), checks=att.checks,
                        subset=f"{len(sub.data)} of {len(ds)} images (--square-limit)")
         self.scopes["subset"].add(spec.name, spec.kind, res["ranks"][0])
         wb = white_box_reference(self.names)
         if wb is not None:  # the gradient-masking checks need a white-box number on the same images
             with distributed.labelled(f"white-box reference on the {spec.name} subset"):
-                wb_adv = attack_images(sub, registry.get(wb), self.threat, self.plan, generator=self.generator)
+                wb_adv = attack_images(sub, registry.get(wb), self.threat, self.plan,
+                                       generator=self.generator).images
             wb_res = measure(sub, wb_adv)
             entry.whitebox_on_subset = {"attack": wb, "metrics": wb_res["metrics"]}
             self.scopes["subset"].add(wb, registry.get(wb).kind, wb_res["ranks"][0])

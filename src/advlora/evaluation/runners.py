@@ -13,6 +13,7 @@ from advlora.attacks import objectives as O
 from advlora.attacks.attack_objective import TargetFamily, Wrapper
 from advlora.attacks.image_objectives import ObjectiveInputs
 from advlora.attacks.image_objectives import build as build_objective
+from advlora.attacks.joint import Pairs
 from advlora.attacks.registry import AttackSpec
 from advlora.attacks.seeding import SampleGenerators
 from advlora.attacks.stopping import report_rank, stop_at_rank
@@ -104,16 +105,27 @@ class ImageRun:
     surrogate: object = None
 
 
+@dataclass(frozen=True)
+class ImageAttack:
+    """What one run of an image attack measured: its adversarial ``images`` (the session's records,
+    ``images.AdvImages``) and ``checks``, the record the sanity checks read (``bounds``: the largest perturbation,
+    the pixel range and the non-finite images; and whether the model stayed in eval mode and every input in
+    [0, 1] during the attack)."""
+
+    images: ImageSource
+    checks: dict
+
+
 def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, plan: EvalPlan, *, generator,
                   objective: str | None = None, options: dict | None = None, run: ImageRun = ImageRun()
-                  ) -> ImageSource:
+                  ) -> ImageAttack:
     """Run image attack ``spec`` batch by batch on ``plan``'s batch size and gallery, maximising ``objective``
     (None: the plan's; an attack that fixes one: its own) with ``options`` (None: the plan's for this attack);
-    records its bounds and mode in ``ctx.checks[run.key or name]``. ``run``: subset, EOT, early stop and rank
+    returns its images and its bounds and mode record (``ImageAttack``). ``run``: subset, EOT, early stop and rank
     (``ImageRun``). On a model that re-ranks by ITM (BLIP) the rank an image is done by, and by which each attack
     keeps its worst point, is the two-stage rank the metrics report (``measure.reported_i2t_rank``), at the cost
     of a forward and of scoring the ITC top-k pairs by ITM per query of an image ranked within the re-rank
-    depth. Returns the adversarial images as the session's records (``images.AdvImages``)."""
+    depth."""
     key, subset, eot, done_rank, rank_k, surrogate = (run.key, run.subset, run.eot, run.done_rank, run.rank_k,
                                                       run.surrogate)
     gallery = plan.gallery
@@ -151,9 +163,8 @@ def attack_images(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, plan: EvalPla
 
     # batches split across processes, resumable, with progress: advlora.evaluation.distributed
     adv, ok_mode, ok_range = distributed.current().attack(key or spec.name, images, plan.batch_size, one)
-    ctx.checks[key or spec.name] = {**bounds(images, adv, threat.norm),
-                                    "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range}
-    return adv
+    return ImageAttack(adv, {**bounds(images, adv, threat.norm),
+                             "eval_mode_during": ok_mode, "inputs_in_range_during": ok_range})
 
 
 def bounds(clean: ImageSource, adv: ImageSource, norm: str) -> dict:
@@ -184,16 +195,15 @@ def text_captions(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, op
 
 def joint(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, generator, batch_size: int, options: dict
           ) -> tuple[ImageSource, list[str]]:
-    """The joint attack batch by batch (whole on every process); its images are spilled to a temporary folder."""
+    """The joint attack batch by batch (whole on every process), run as every attack is (``spec.attack``) on
+    each batch's ``joint.Pairs``; its images are spilled to a temporary folder."""
     spill = Spill()
     caps = list(ctx.data.captions)
-    opts = spec.resolve_options(options)
     for idx, clean in ctx.images.batches(batch_size):
         s = int(idx[0])
         cols = torch.isin(ctx.data.txt2img, idx).nonzero().squeeze(1)
-        owner = ctx.data.txt2img[cols] - s
-        x, c = spec.run(ctx.model, clean.to(ctx.model.device), [caps[j] for j in cols.tolist()], owner,
-                        threat, generator=generator, **opts)
+        pairs = Pairs(ctx.model, [caps[j] for j in cols.tolist()], ctx.data.txt2img[cols] - s)
+        x, c = spec.attack(pairs, clean.to(ctx.model.device), threat, generator=generator, options=options)
         spill.write(idx, x.to(clean))
         for j, t in zip(cols.tolist(), c):
             caps[j] = t
@@ -210,5 +220,5 @@ def result(name: str, ctx: Ctx, res: dict, threat_line: str, **extra) -> AttackR
                         ranks={"i2t": res["ranks"][0].tolist(), "t2i": res["ranks"][1].tolist()}, **extra)
 
 
-__all__ = ["ImageRun", "Watch", "WatchFamily", "attack_images", "bounds", "joint", "objective_for", "result",
-           "text_captions", "watch"]
+__all__ = ["ImageAttack", "ImageRun", "Watch", "WatchFamily", "attack_images", "bounds", "joint", "objective_for",
+           "result", "text_captions", "watch"]

@@ -110,6 +110,11 @@ class Outcomes:
         self.ranks[key] = ranks.detach().cpu()
         self.kinds[key] = kind
 
+    def update(self, other: Outcomes) -> None:
+        """Add every outcome of ``other`` (on the same images), in its order."""
+        for key, ranks in other.ranks.items():
+            self.add(key, other.kinds[key], ranks)
+
 
 @dataclass
 class Probe:
@@ -414,11 +419,13 @@ def check_transfer(out: dict) -> list[Check]:
 
 
 def _fgsm_on_full(o: Outcomes | None, exit_k: int) -> list[Check]:
-    """FGSM against each iterative white-box attack run beside it on the full set."""
-    if o is None or "fgsm" not in o.ranks:
+    """Each one-step attack (declaring ``versus_iterative``: FGSM) against each iterative white-box attack run
+    beside it on the full set."""
+    if o is None:
         return []
+    ones = [k for k in o.ranks if "versus_iterative" in _checks_of(k)]
     refs = [k for k in o.ranks if "convergence" in _checks_of(k)]
-    return [c for k in refs for c in check_fgsm_vs_iterative(o.ranks["fgsm"], k, o.ranks[k], exit_k)]
+    return [c for f in ones for k in refs for c in check_fgsm_vs_iterative(o.ranks[f], k, o.ranks[k], exit_k)]
 
 
 def verdict(checks: list[Check]) -> str:
@@ -469,8 +476,8 @@ def run_checks(threat: ThreatModel, out: dict, *, ctx_checks: dict, probe: Probe
     sub = f"on {probe.n_images} images"
     base_metrics, base_ranks = probe.rerun(base_key, th, ranks=True)
     base = base_metrics["r_mean"]
-    if registry.find("fgsm") is not None:
-        lines += check_fgsm_vs_iterative(probe.rerun(base_key, th, attack="fgsm", ranks=True)[1], base_key,
+    for one in (s.name for s in registry.specs() if "versus_iterative" in s.checks):
+        lines += check_fgsm_vs_iterative(probe.rerun(base_key, th, attack=one, ranks=True)[1], base_key,
                                          base_ranks, exit_k, f" {sub}")
     for label, changed in (("steps", th.replace(steps=th.steps * 2)),
                            ("restarts", th.replace(restarts=th.restarts * 2))):

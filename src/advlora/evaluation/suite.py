@@ -175,11 +175,10 @@ class _Keeper:
         return full_ranks, res
 
     def save(self, key: str, entry: AttackResult, full_ranks: torch.Tensor) -> None:
-        """Record member ``key`` as merged (a resumed run then skips it)."""
+        """Record member ``key`` as merged (a resumed run then skips it); its row holds its checks."""
         if not self.main or self.session.state is None:
             return
-        self.state.setdefault("merged", {})[key] = {"entry": entry.to_dict(), "checks": self.ctx.checks.get(key, {}),
-                                                    "outcome": full_ranks.tolist()}
+        self.state.setdefault("merged", {})[key] = {"entry": entry.to_dict(), "outcome": full_ranks.tolist()}
         self.state.update(member_of=self.member_of.tolist(), rank=self.rank.tolist(), loss=self.loss.tolist(),
                           best=self.best.tolist())
         atomic_write_bytes(Path(self.folder) / "suite.json", json.dumps(self.state).encode())
@@ -187,24 +186,25 @@ class _Keeper:
 
 @dataclass
 class SuiteRun:
-    """What ``run_suite`` returns: the suite's row (``entry``), its members' rows by key (``<suite>/<member>``)
-    and what the sanity checks may re-run of each member (``runs``: key -> (spec, threat, objective, options))."""
+    """What ``run_suite`` returns: the suite's row (``entry``), its members' rows by key (``<suite>/<member>``),
+    what the sanity checks may re-run of each member (``runs``: key -> (spec, threat, objective, options)) and
+    the per-image outcome of each member and of the suite (``outcomes``, for the sanity checks)."""
 
     entry: AttackResult
+    outcomes: Outcomes
     rows: dict[str, AttackResult] = field(default_factory=dict)
     runs: dict[str, tuple] = field(default_factory=dict)
 
 
 def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, plan: EvalPlan, *, generator, precision: str = "",
-              members=None, outcomes: Outcomes | None = None) -> SuiteRun:
+              members=None) -> SuiteRun:
     """Run the members of suite ``spec`` (``members``: instead of its own) under ``plan``, keeping one store of
-    the per-sample worst images; the suite's row is measured on the kept images (see the module docstring).
-    ``outcomes``: where each member's per-image outcome is noted for the sanity checks."""
+    the per-sample worst images; the suite's row is measured on the kept images (see the module docstring)."""
     model, k, n = ctx.model, ctx.rerank_k, len(ctx.data)
     exhaustive, exit_k, gallery = plan.exhaustive, plan.exit_k, plan.gallery
-    outcomes = Outcomes(ctx.clean_ranks[0]) if outcomes is None else outcomes
     keeper = _Keeper(ctx, spec.name, exhaustive, exit_k)
-    done = SuiteRun(None)  # type: ignore[arg-type]   # its entry is set once every member ran
+    done = SuiteRun(None, Outcomes(ctx.clean_ranks[0]))  # type: ignore[arg-type]   # entry: once every member ran
+    outcomes = done.outcomes
     labels = []
     for m in (spec.members if members is None else members):
         if m.needs_itm and not (model.has_itm and k):
@@ -219,21 +219,21 @@ def run_suite(ctx: Ctx, spec: AttackSpec, threat: ThreatModel, plan: EvalPlan, *
             keeper.session.skip_call()
             saved = keeper.state["merged"][key]
             done.rows[key] = AttackResult(**saved["entry"])
-            ctx.checks[key] = saved["checks"]
             outcomes.add(key, mspec.kind, torch.tensor(saved["outcome"]))
             continue
         t = time.perf_counter()
         todo = keeper.todo()
-        adv = attack_images(ctx, mspec, mthreat, plan, generator=generator, objective=mobj, options=mopts,
+        att = attack_images(ctx, mspec, mthreat, plan, generator=generator, objective=mobj, options=mopts,
                             run=ImageRun(key=key, subset=todo, eot=m.eot, done_rank=None if exhaustive else exit_k,
                                          rank_k=exit_k))
+        adv = att.images
         full_ranks, res = keeper.merge(len(labels) - 1, adv, todo)
         if exhaustive:
-            entry = result(m.attack, ctx, res, line, checks=ctx.checks.get(key, {}))
+            entry = result(m.attack, ctx, res, line, checks=att.checks)
         else:
             entry = result(m.attack, ctx, _measure_features(ctx, keeper.feats, keeper.kept),
                            line + f" (suite's worst so far; attacked {len(todo)} of {n})",
-                           checks=ctx.checks.get(key, {}), attacked=len(todo))
+                           checks=att.checks, attacked=len(todo))
         entry.seconds = round(time.perf_counter() - t, 2)
         done.rows[key] = entry
         outcomes.add(key, mspec.kind, full_ranks)

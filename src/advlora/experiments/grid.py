@@ -54,8 +54,10 @@ def fingerprint(obj: Any) -> str:
 
 
 def eval_fingerprint(cfg: GridConfig, cell) -> str:
-    """What an eval cell's numbers depend on: the evaluation settings, its attacks and eps (not the sweep)."""
-    ev = {k: v for k, v in vars(cfg.eval).items() if k not in ("attacks", "eps", "sweep_eps", "batch_size")
+    """What an eval cell's numbers depend on: the evaluation settings, its attacks and eps (not the sweep: a sweep
+    cell's attack is among its attacks)."""
+    ev = {k: v for k, v in vars(cfg.eval).items() if k not in ("attacks", "eps", "sweep_eps", "sweep_attack",
+                                                                "batch_size")
           and not (k == "exit_k" and v is None)}    # unset: the fingerprint of grids made before the field
     return fingerprint({"eval": ev, "attacks": cell.attacks, "eps": cell.eps, "sanity": cell.sanity})
 

@@ -19,7 +19,7 @@ from advlora.attacks import registry
 from advlora.attacks.registry import result_key, split_key
 from advlora.evaluation.sanity import Check, verdict, white_box_reference
 from advlora.experiments.claims import claim_sections
-from advlora.experiments.summarize import attack_name, pgd_sweep
+from advlora.experiments.summarize import attack_name, eps_sweep, sweep_attack
 from advlora.report import plots
 from advlora.report.plots import count
 from advlora.report.report import Report, SectionItem, write_report
@@ -34,13 +34,14 @@ def fmt(stat: dict | None, seeds: int = 1) -> str:
 
 
 def columns(summary: dict[str, Any], res: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-    """(robust key, column header) in the order of the eval spec: attacks x eps, then the PGD sweep."""
+    """(robust key, column header) in the order of the eval spec: attacks x eps, then the sweep attack's eps."""
     ev = summary["eval"]
     sweep = [e for e in ev.get("sweep_eps", []) if e not in ev["eps"]]
     show_eps = len(ev["eps"]) > 1 or bool(sweep)
     n_sq = _square_n(res or {})
     out = [(result_key(a, eps), _header(a, eps, ev, show_eps, n_sq)) for eps in ev["eps"] for a in ev["attacks"]]
-    return out + [(result_key("pgd", eps), _header("pgd", eps, ev, True, n_sq)) for eps in sweep]
+    swept = sweep_attack(ev)
+    return out + [(result_key(swept, eps), _header(swept, eps, ev, True, n_sq)) for eps in sweep]
 
 
 def _subset_attack(attack: str) -> bool:
@@ -167,10 +168,11 @@ def make_plots(summary: dict[str, Any], root: Path, histories: dict[str, Path]) 
     ev = summary["eval"]
     pdir = root / "plots"
     out = {}
-    series = {label: pgd_sweep(e) for label, e in res.items()}
+    swept = sweep_attack(ev)
+    series = {label: eps_sweep(e, swept) for label, e in res.items()}
     series = {k: v for k, v in series.items() if len(v) > 1}
     if series:
-        plots.robust_vs_eps(series, pdir / "robust_vs_eps.png", attack=f"PGD-{ev['steps']}",
+        plots.robust_vs_eps(series, pdir / "robust_vs_eps.png", attack=registry.get(swept).table_name(ev["steps"]),
                             subtitle=f"{ds}, n={next(iter(res.values())).get('clean_n_images')} images; eps 0 = clean")
         out["robust_vs_eps"] = "plots/robust_vs_eps.png"
     headline = white_box_reference(ev["attacks"]) or next(iter(ev["attacks"]), None)

@@ -73,8 +73,11 @@ class EvalSpec:
     #: the white-box attacks' objective (``advlora.attacks.objectives``); BLIP: "rerank" attacks through the
     #: ITM re-ranking of the top k, not only ITC
     objective: str = "contrastive"
-    #: eps values at which only PGD runs (the robust-vs-eps sweep); empty: none beyond ``eps``
+    #: eps values at which only ``sweep_attack`` runs (the robust-vs-eps sweep); empty: none beyond ``eps``
     sweep_eps: list[str] = field(default_factory=list)
+    #: the attack of the robust-vs-eps sweep (an image attack of the registry): it alone runs at ``sweep_eps``, and
+    #: its robust r_mean over every eps evaluated is the summary's monotonicity check and the report's plot
+    sweep_attack: str = "pgd"
     #: run the robust evaluation's sanity checks at the ``eps`` values (on ``sanity_limit`` images: they rerun
     #: PGD with doubled steps, doubled restarts and at eps 0.5)
     sanity: bool = True
@@ -94,6 +97,9 @@ class EvalSpec:
         if isinstance(self.attacks, str):
             self.attacks = [a.strip() for a in self.attacks.split(",") if a.strip()]
         registry.check_names(self.attacks)
+        if not registry.get(self.sweep_attack).perturbs_images:
+            raise AdvloraError(f"eval.sweep_attack {self.sweep_attack!r} does not perturb images; the robust-vs-eps "
+                               f"sweep needs an image attack such as {registry.names('white-box')[0]}")
         self.eps = [str(e) for e in self.eps]
         self.sweep_eps = [str(e) for e in self.sweep_eps]
         for e in [*self.eps, *self.sweep_eps]:
@@ -217,7 +223,7 @@ def train_cells(cfg: GridConfig) -> list[TrainCell]:
 
 def eval_cells(cfg: GridConfig, cell: TrainCell) -> list[EvalCell]:
     """On each set ``cell`` is evaluated on: every attack at each eps of ``eval.eps`` (with the sanity checks),
-    then PGD alone at the sweep eps."""
+    then ``eval.sweep_attack`` alone at the sweep eps."""
     out = []
     for d in evaluated_on(cfg, cell.dataset):
         d = "" if d == cell.dataset else d
@@ -225,7 +231,7 @@ def eval_cells(cfg: GridConfig, cell: TrainCell) -> list[EvalCell]:
         seen = {parse_eps(e) for e in cfg.eval.eps}
         for e in cfg.eval.sweep_eps:
             if parse_eps(e) not in seen:
-                out.append(EvalCell(cell, ("pgd",), e, False, d))
+                out.append(EvalCell(cell, (cfg.eval.sweep_attack,), e, False, d))
                 seen.add(parse_eps(e))
     return out
 

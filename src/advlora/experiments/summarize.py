@@ -16,7 +16,15 @@ from advlora.attacks.registry import result_key
 from advlora.evaluation.protocols import record as protocol_record
 from advlora.evaluation.sanity import Check, check_monotone
 from advlora.experiments import cells as C
-from advlora.experiments.spec import GridConfig, eval_cells, evaluated_on, parse_eps, result_sets, train_cells
+from advlora.experiments.spec import (
+    EvalSpec,
+    GridConfig,
+    eval_cells,
+    evaluated_on,
+    parse_eps,
+    result_sets,
+    train_cells,
+)
 
 
 def attack_name(attack: str, steps: int | None = None) -> str:
@@ -126,8 +134,9 @@ def _finish(entry: dict[str, Any], cfg: GridConfig) -> dict[str, Any]:
 
 
 def _main_key(cfg: GridConfig, evals: dict) -> str | None:
-    """The cell whose clean metrics stand for the method: a non-Square attack at the first eps."""
-    for a in [*[a for a in cfg.eval.attacks if a != "square"], *cfg.eval.attacks]:
+    """The cell whose clean metrics stand for the method: at the first eps, an attack that is not black-box (a
+    black-box attack runs on ``square_limit`` images, its clean metrics are theirs), else any."""
+    for a in [*[a for a in cfg.eval.attacks if registry.get(a).kind != "black-box"], *cfg.eval.attacks]:
         key = robust_key(a, cfg.eval.eps[0])
         if key in evals:
             return key
@@ -153,28 +162,38 @@ def _flat(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def pgd_sweep(entry: dict[str, Any]) -> list[tuple[float, float, float]]:
-    """(eps, robust r_mean, spread) of PGD at every eps evaluated, with (0, clean, spread) first."""
+def sweep_attack(ev: dict[str, Any]) -> str:
+    """The attack of the robust-vs-eps sweep of a summary's ``eval`` settings (``EvalSpec.sweep_attack``; its
+    default for a summary written before the field)."""
+    return ev.get("sweep_attack") or EvalSpec.sweep_attack
+
+
+def eps_sweep(entry: dict[str, Any], attack: str) -> list[tuple[float, float, float]]:
+    """(eps, robust r_mean, spread) of ``attack`` (the sweep's, ``sweep_attack``) at every eps evaluated, with
+    (0, clean, spread) first."""
     pts = []
     if "r_mean" in entry.get("clean", {}):
         c = entry["clean"]["r_mean"]
         pts.append((0.0, c["mean"], c["std"]))
     for r in entry.get("robust", {}).values():
-        if r["attack"] == "pgd" and "r_mean" in r["metrics"]:
+        if r["attack"] == attack and "r_mean" in r["metrics"]:
             m = r["metrics"]["r_mean"]
             pts.append((parse_eps(r["eps"]), m["mean"], m["std"]))
     return sorted(pts)
 
 
 def experiment_checks(cfg: GridConfig, results: dict[str, dict[str, Any]]) -> list[Check]:
-    """Across cells: PGD robust r_mean non-increasing over eps (clean as eps 0), per data set and method."""
+    """Across cells: the sweep attack's robust r_mean non-increasing over eps (clean as eps 0), per data set and
+    method."""
     lines = []
+    attack = cfg.eval.sweep_attack
     for ds, per_method in results.items():
         prefix = f"{ds} / " if len(results) > 1 else ""
         for label, e in per_method.items():
-            pts = pgd_sweep(e)
+            pts = eps_sweep(e, attack)
             if len(pts) > 2:
-                lines.append(check_monotone([(eps, r) for eps, r, _ in pts], f"{prefix}{label} PGD (eps 0 = clean)"))
+                lines.append(check_monotone([(eps, r) for eps, r, _ in pts],
+                                            f"{prefix}{label} {registry.get(attack).label} (eps 0 = clean)"))
     return lines
 
 
