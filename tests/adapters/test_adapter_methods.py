@@ -2,13 +2,13 @@
 throw-away method declared in this file alone trains, is attacked, saves, loads and merges through the CLI."""
 from __future__ import annotations
 
-import ast
 import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from name_scan import comparisons, mentions
 from train_utils import nudge
 
 from advlora.adapters import method as adapter_methods
@@ -20,24 +20,7 @@ METHODS_PACKAGE = SRC / "adapters" / "methods"
 def name_comparisons(source: str, names: set[str]) -> list[str]:
     """The comparisons in ``source`` of something named like a method (``method``, ``cfg.method``, ...) with a
     method's name (or a tuple / list / set holding one), as 'line: text'."""
-    def names_in(node) -> set[str]:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return {node.value} & names
-        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-            return set().union(*(names_in(e) for e in node.elts)) if node.elts else set()
-        return set()
-
-    def mentions_method(node) -> bool:
-        return any((isinstance(n, ast.Name) and "method" in n.id)
-                   or (isinstance(n, ast.Attribute) and "method" in n.attr) for n in ast.walk(node))
-
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Compare):
-            sides = [node.left, *node.comparators]
-            if any(names_in(s) for s in sides) and any(mentions_method(s) for s in sides if not names_in(s)):
-                found.append(f"{node.lineno}: {ast.unparse(node)}")
-    return found
+    return comparisons(source, names, lambda named, others: any(mentions(s, "method") for s in others))
 
 
 def test_the_detector_finds_a_method_name_comparison():

@@ -4,15 +4,17 @@ spec, the summary and the report renderer without any package file knowing its n
 ``advlora.attacks`` compares an attack's name."""
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from name_scan import comparisons, mentions
+from train_utils import write_word_pairs
 
 from advlora.attacks import ATTACKS, ThreatModel, registry, run_attack
 from advlora.attacks.registry import AttackSpec
+from advlora.data import load_dataset
 from advlora.errors import AdvloraError
 from advlora.evaluation.robust import AttackResult, evaluate_robust
 from advlora.evaluation.sanity import Check
@@ -48,18 +50,7 @@ def throwaway():
 
 
 def _data(tmp_path):
-    from PIL import Image
-
-    from advlora.data import load_dataset
-
-    words = "red blue green cat dog house tree car apple sun".split()
-    g = torch.Generator().manual_seed(0)
-    recs = []
-    for i in range(6):
-        Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(tmp_path / f"{i}.png")
-        recs.append({"image": f"{i}.png", "captions": [f"{words[i]} {words[(i + 3) % 10]}", f"a {words[i]}"]})
-    (tmp_path / "ann.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
-    return load_dataset(str(tmp_path / "ann.jsonl"))
+    return load_dataset(str(write_word_pairs(tmp_path)))
 
 
 def test_throwaway_attack_through_evaluate_robust(tiny_clip, tmp_path, throwaway):
@@ -175,30 +166,12 @@ def attack_name_comparisons(source: str, names: set[str]) -> list[str]:
     'line: text'. A comparison with a kind (``spec.kind == "joint"``: ``registry.KINDS``, some of which an attack
     shares its name with) is not one; nor is one with a word of ``WORDS`` unless the other side mentions
     ``attack``."""
-    def names_in(node) -> set[str]:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return {node.value} & names
-        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-            return set().union(*(names_in(e) for e in node.elts)) if node.elts else set()
-        return set()
+    def counts(named: set[str], others: list) -> bool:
+        if any(mentions(s, "kind") for s in others):
+            return False
+        return bool(named - WORDS) or any(mentions(s, "attack") for s in others)
 
-    def mentions(node, word: str) -> bool:
-        return any((isinstance(n, ast.Name) and word in n.id) or (isinstance(n, ast.Attribute) and word in n.attr)
-                   or (isinstance(n, ast.Constant) and isinstance(n.value, str) and word in n.value)
-                   for n in ast.walk(node))
-
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Compare):
-            continue
-        sides = [node.left, *node.comparators]
-        named = set().union(*(names_in(s) for s in sides))
-        others = [s for s in sides if not names_in(s)]
-        if not named or any(mentions(s, "kind") for s in others):
-            continue
-        if named - WORDS or any(mentions(s, "attack") for s in others):
-            found.append(f"{node.lineno}: {ast.unparse(node)}")
-    return found
+    return comparisons(source, names, counts)
 
 
 def test_the_detector_finds_an_attack_name_comparison():

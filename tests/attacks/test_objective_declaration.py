@@ -3,16 +3,16 @@ evaluation for PGD and APGD, for a suite's members under early exit, and for the
 objective protocol: a wrapper forwards what the objective declares, a plain function gets the defaults."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from train_utils import write_word_pairs
 
 from advlora.attacks import ThreatModel, image_objectives, registry
 from advlora.attacks import objectives as O
 from advlora.attacks.attack_objective import ATTRIBUTES, AttackObjective, Function, Wrapper, as_objective
 from advlora.attacks.image_objectives import ObjectiveSpec
 from advlora.attacks.registry import AttackSpec, SuiteMember
+from advlora.data import load_dataset
 from advlora.errors import AdvloraError
 from advlora.evaluation.robust import evaluate_robust
 
@@ -43,18 +43,7 @@ def declared():
 
 
 def _data(tmp_path, n: int = 6):
-    from PIL import Image
-
-    from advlora.data import load_dataset
-
-    words = "red blue green cat dog house tree car apple sun".split()
-    g = torch.Generator().manual_seed(0)
-    recs = []
-    for i in range(n):
-        Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(tmp_path / f"{i}.png")
-        recs.append({"image": f"{i}.png", "captions": [f"{words[i]} {words[(i + 3) % 10]}", f"a {words[i]}"]})
-    (tmp_path / "ann.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
-    return load_dataset(str(tmp_path / "ann.jsonl"))
+    return load_dataset(str(write_word_pairs(tmp_path, n)))
 
 
 def test_a_throwaway_objective_runs_pgd_apgd_the_suite_and_the_checks(declared, tiny_clip, tmp_path):

@@ -29,6 +29,21 @@ def write_data(folder: Path, n: int = 8) -> Path:
     return ann
 
 
+
+def write_word_pairs(folder: Path, n: int = 6) -> Path:
+    """``n`` (<= 10) random 32x32 PNGs with two captions each made of colour and object words (the attack tests'
+    set: every caption its own)."""
+    from PIL import Image
+
+    words = "red blue green cat dog house tree car apple sun".split()
+    g = torch.Generator().manual_seed(0)
+    recs = []
+    for i in range(n):
+        Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(folder / f"{i}.png")
+        recs.append({"image": f"{i}.png", "captions": [f"{words[i]} {words[(i + 3) % 10]}", f"a {words[i]}"]})
+    (folder / "ann.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return folder / "ann.jsonl"
+
 def tiny_config(ann: Path, **sections) -> dict:
     """A run-config dict on the random CLIP test model; ``sections`` are merged into it."""
     from advlora.config import merge
