@@ -58,6 +58,8 @@ def test_list_attacks_names_every_registered_attack_with_a_description(capsys):
     ("objectives", lambda: __import__("advlora.training.objectives", fromlist=["names"]).names()),
     ("datasets", lambda: __import__("advlora.data", fromlist=["EMBEDDED"]).EMBEDDED),
     ("models", lambda: __import__("advlora.models", fromlist=["TINY_DEFAULTS"]).TINY_DEFAULTS),
+    ("inits", lambda: __import__("advlora.adapters.init", fromlist=["INITIALISATIONS"]).INITIALISATIONS),
+    ("exports", lambda: __import__("advlora.experiments.exports", fromlist=["DECLARED"]).DECLARED.names()),
 ])
 def test_list_reads_each_registry(kind, names, capsys):
     assert main(["list", kind, "--json"]) == 0
@@ -65,6 +67,17 @@ def test_list_reads_each_registry(kind, names, capsys):
     missing = set(names()) - set(listed)
     assert not missing, missing
     assert all(isinstance(v, str) and v.strip() for v in listed.values())
+
+
+def test_an_initialisation_declared_after_import_is_listed(capsys):
+    from advlora.adapters import init
+
+    declared = init.Initialisation("throwaway-init", lambda weights, cfg: [], doc="a test's own initialisation")
+    with init.DECLARED.registered(declared):
+        assert main(["list", "inits", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["throwaway-init"] == "a test's own initialisation"
+    assert main(["list", "inits", "--json"]) == 0
+    assert "throwaway-init" not in json.loads(capsys.readouterr().out)
 
 
 def test_list_configs_names_every_shipped_yaml(capsys):

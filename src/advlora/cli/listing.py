@@ -4,7 +4,8 @@ Each kind is one function of ``SOURCES`` that reads its registry (attacks: ``adv
 the tiny defaults, the ``backends()`` of ``advlora.models`` and the random sizes of ``advlora.models.tiny``; data
 sets: ``advlora.data.EMBEDDED``; formats: ``advlora.data.FORMATS``; methods: ``advlora.adapters.method``;
 objectives: the declarations of ``advlora.training.objectives``; protocols: the evaluation presets of
-``advlora.evaluation.protocols``; configs: the YAML files of ``advlora.configs``),
+``advlora.evaluation.protocols``; configs: the YAML files of ``advlora.configs``; inits: the initialisations of
+``advlora.adapters.init``; exports: the results formats of ``advlora.experiments.exports``),
 so a registry that moves is re-pointed in one place. Each function reads its registry when it is called, so what
 a plugin registered after import (``advlora --plugin MODULE list KIND``, ``advlora.plugins``) is listed too.
 ``entries(kind)`` is the same list for other tools (a generated reference). Every kind but ``configs`` imports
@@ -117,6 +118,21 @@ def methods() -> list[Entry]:
     return out
 
 
+def inits() -> list[Entry]:
+    """The initialisations of ``advlora.adapters.init`` (``--adapter.init NAME`` of the low-rank methods), each
+    with its one-line ``doc``; which methods take which is each method's ``inits``."""
+    from advlora.adapters.init import INITIALISATIONS
+
+    return [(name, (i.doc or "adapter initialisation").replace("``", "")) for name, i in INITIALISATIONS.items()]
+
+
+def exports() -> list[Entry]:
+    """The results formats of ``advlora.experiments.exports`` (``advlora results --format NAME``)."""
+    from advlora.experiments.exports import DECLARED
+
+    return [(name, DECLARED.get(name).doc or "results format") for name in DECLARED.names()]
+
+
 def objectives() -> list[Entry]:
     """The declarations of ``advlora.training.objectives``, each with its own one-line ``doc``."""
     from advlora.training import objectives as registry
@@ -152,7 +168,7 @@ def configs() -> list[Entry]:
 #: kind -> the function that reads its registry
 SOURCES: dict[str, Callable[[], list[Entry]]] = {
     "attacks": attacks, "models": models, "datasets": datasets, "formats": formats, "methods": methods,
-    "objectives": objectives, "configs": configs, "protocols": protocols,
+    "objectives": objectives, "configs": configs, "protocols": protocols, "inits": inits, "exports": exports,
 }
 
 
